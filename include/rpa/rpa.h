@@ -73,9 +73,9 @@ struct KvCache {
 // copies what it needs.
 struct RaggedBatch {
   int32_t num_seqs = 0;
-  int32_t num_tokens = 0;               // T: must equal cu_q_lens[num_seqs]
-  const int32_t* cu_q_lens = nullptr;   // [num_seqs + 1], cu_q_lens[0] == 0, non-decreasing
-  const int32_t* kv_lens = nullptr;     // [num_seqs], cached + new tokens after this step
+  int32_t num_tokens = 0;                 // T: must equal cu_q_lens[num_seqs]
+  const int32_t* cu_q_lens = nullptr;     // [num_seqs + 1], cu_q_lens[0] == 0, non-decreasing
+  const int32_t* kv_lens = nullptr;       // [num_seqs], cached + new tokens after this step
   const int32_t* page_indices = nullptr;  // [num_seqs][pages_per_seq]
   int32_t pages_per_seq = 0;
   // (decode_end, prefill_end, num_seqs): [0, decode_end) have q_len 1,
@@ -84,13 +84,13 @@ struct RaggedBatch {
 };
 
 struct AttentionParams {
-  int32_t num_q_heads = 0;      // Hq, a multiple of Hkv
+  int32_t num_q_heads = 0;  // Hq, a multiple of Hkv
   float sm_scale = 1.0f;
-  bool causal = true;           // false: every new token sees all kv_len positions
-  int32_t sliding_window = 0;   // 0: none; else a token at pos sees t > pos - window
-  float soft_cap = 0.0f;        // 0: none; else logits = cap * tanh(s / cap)
-  const float* sinks = nullptr; // [Hq] learned logit per query head added to the softmax
-                                // denominator (gpt-oss), or null
+  bool causal = true;            // false: every new token sees all kv_len positions
+  int32_t sliding_window = 0;    // 0: none; else a token at pos sees t > pos - window
+  float soft_cap = 0.0f;         // 0: none; else logits = cap * tanh(s / cap)
+  const float* sinks = nullptr;  // [Hq] learned logit per query head added to the softmax
+                                 // denominator (gpt-oss), or null
 };
 
 // Block sizes; the defaults were chosen by the sweep recorded in docs/rpa.md.
@@ -143,9 +143,7 @@ void reference(const RaggedBatch& batch, const AttentionParams& params, const fl
 
 // Stores one row of D values for (page, head, slot) as the cache dtype, and reads it back
 // as f32. Shared by the reference, the kernels and the tests so quantization is identical.
-void store_row(KvCache& cache, bool is_v, int32_t page, int32_t head, int32_t slot,
-               const float* x);
-void load_row(const KvCache& cache, bool is_v, int32_t page, int32_t head, int32_t slot,
-              float* x);
+void store_row(KvCache& cache, bool is_v, int32_t page, int32_t head, int32_t slot, const float* x);
+void load_row(const KvCache& cache, bool is_v, int32_t page, int32_t head, int32_t slot, float* x);
 
 }  // namespace rpa

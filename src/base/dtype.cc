@@ -8,10 +8,10 @@ uint16_t f32_to_f16(float x) {
   const uint32_t u = float_bits(x);
   const uint16_t sign = static_cast<uint16_t>((u >> 16) & 0x8000u);
   const uint32_t abs = u & 0x7fffffffu;
-  if (abs > 0x7f800000u) return sign | 0x7e00u;         // NaN
-  if (abs >= 0x477ff000u) return sign | 0x7c00u;        // rounds to >= 65520: infinity
-  if (abs < 0x38800000u) {                              // below the smallest normal half
-    if (abs < 0x33000000u) return sign;                 // below half the smallest subnormal
+  if (abs > 0x7f800000u) return sign | 0x7e00u;   // NaN
+  if (abs >= 0x477ff000u) return sign | 0x7c00u;  // rounds to >= 65520: infinity
+  if (abs < 0x38800000u) {                        // below the smallest normal half
+    if (abs < 0x33000000u) return sign;           // below half the smallest subnormal
     const uint32_t mant = (abs & 0x7fffffu) | 0x800000u;
     const int shift = 126 - static_cast<int>(abs >> 23);  // 14..24
     uint32_t h = mant >> shift;
@@ -45,7 +45,7 @@ uint8_t f32_to_fp8e4m3(float x) {
   const uint32_t abs = u & 0x7fffffffu;
   if (abs > 0x7f800000u) return sign | 0x7fu;  // NaN
   const float a = bits_float(abs);
-  if (a >= 448.0f) return sign | 0x7eu;        // saturate (also infinities)
+  if (a >= 448.0f) return sign | 0x7eu;  // saturate (also infinities)
   if (a < std::ldexp(1.0f, -6)) {
     // Subnormal range: value = m * 2^-9, m in 0..7 (8 rounds up into the smallest normal).
     const float m = std::nearbyint(a * 512.0f);  // default rounding mode: nearest even

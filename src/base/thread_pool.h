@@ -31,7 +31,9 @@ class ThreadPool {
       return;
     }
     using F = std::remove_reference_t<Fn>;
-    run(num_tasks, [](void* ctx, int64_t task, int thread) { (*static_cast<F*>(ctx))(task, thread); },
+    run(
+        num_tasks,
+        [](void* ctx, int64_t task, int thread) { (*static_cast<F*>(ctx))(task, thread); },
         const_cast<void*>(static_cast<const void*>(&fn)));
   }
 
