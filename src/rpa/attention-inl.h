@@ -1,0 +1,248 @@
+// SIMD building blocks of the CPU ragged paged attention, compiled once per Highway target
+// (included from cpu_attention.cc through hwy/foreach_target.h).
+//
+// Tiles are f32, row-major with a row stride of `dp` floats (head_dim rounded up to the
+// vector length, zero padded):
+//   Q [rows][dp]   query rows of a work item, pre-scaled by sm_scale
+//   K [kv][dp]     keys of a KV block, converted from the cache dtype once per tile
+//   V [kv][dp]     values, likewise
+//   S [rows][sp]   logits, then probabilities, of the KV block
+//   O [rows][dp]   unnormalised output accumulator of the online softmax
+
+#if defined(RPA_ATTENTION_INL_H_) == defined(HWY_TARGET_TOGGLE)
+#ifdef RPA_ATTENTION_INL_H_
+#undef RPA_ATTENTION_INL_H_
+#else
+#define RPA_ATTENTION_INL_H_
+#endif
+
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+
+#include "hwy/contrib/math/math-inl.h"
+#include "hwy/highway.h"
+
+HWY_BEFORE_NAMESPACE();
+namespace rpa {
+namespace HWY_NAMESPACE {
+namespace hn = hwy::HWY_NAMESPACE;
+
+using DF = hn::ScalableTag<float>;
+
+// Sums of four vectors' lanes, written to out[0..3].
+HWY_INLINE void Sum4(DF df, hn::Vec<DF> a, hn::Vec<DF> b, hn::Vec<DF> c, hn::Vec<DF> d,
+                     float* HWY_RESTRICT out) {
+#if HWY_TARGET == HWY_AVX2
+  // Pairwise adds within 128-bit halves, then fold the halves: 4 sums in 6 instructions
+  // instead of 4 full reductions.
+  (void)df;
+  const __m256 ab = _mm256_hadd_ps(a.raw, b.raw);
+  const __m256 cd = _mm256_hadd_ps(c.raw, d.raw);
+  const __m256 abcd = _mm256_hadd_ps(ab, cd);
+  const __m128 sum = _mm_add_ps(_mm256_castps256_ps128(abcd), _mm256_extractf128_ps(abcd, 1));
+  _mm_storeu_ps(out, sum);
+#else
+  out[0] = hn::GetLane(hn::SumOfLanes(df, a));
+  out[1] = hn::GetLane(hn::SumOfLanes(df, b));
+  out[2] = hn::GetLane(hn::SumOfLanes(df, c));
+  out[3] = hn::GetLane(hn::SumOfLanes(df, d));
+#endif
+}
+
+// S[r][t] = Q[r] . K[t] for r < rows (a multiple of 2) and t < kv (a multiple of 4).
+// Register block: 2 query rows x 4 keys, so each loaded vector feeds 2 or 4 FMAs and the
+// horizontal sums are done four at a time.
+HWY_NOINLINE void ScoresQK(const float* HWY_RESTRICT q, const float* HWY_RESTRICT k,
+                           float* HWY_RESTRICT s, size_t rows, size_t kv, size_t dp, size_t sp) {
+  const DF df;
+  const size_t nl = hn::Lanes(df);
+  for (size_t r = 0; r < rows; r += 2) {
+    const float* q0 = q + r * dp;
+    const float* q1 = q0 + dp;
+    for (size_t t = 0; t < kv; t += 4) {
+      const float* k0 = k + t * dp;
+      const float* k1 = k0 + dp;
+      const float* k2 = k1 + dp;
+      const float* k3 = k2 + dp;
+      auto a00 = hn::Zero(df), a01 = hn::Zero(df), a02 = hn::Zero(df), a03 = hn::Zero(df);
+      auto a10 = hn::Zero(df), a11 = hn::Zero(df), a12 = hn::Zero(df), a13 = hn::Zero(df);
+      for (size_t d = 0; d < dp; d += nl) {
+        const auto x0 = hn::LoadU(df, q0 + d);
+        const auto x1 = hn::LoadU(df, q1 + d);
+        const auto y0 = hn::LoadU(df, k0 + d);
+        a00 = hn::MulAdd(x0, y0, a00);
+        a10 = hn::MulAdd(x1, y0, a10);
+        const auto y1 = hn::LoadU(df, k1 + d);
+        a01 = hn::MulAdd(x0, y1, a01);
+        a11 = hn::MulAdd(x1, y1, a11);
+        const auto y2 = hn::LoadU(df, k2 + d);
+        a02 = hn::MulAdd(x0, y2, a02);
+        a12 = hn::MulAdd(x1, y2, a12);
+        const auto y3 = hn::LoadU(df, k3 + d);
+        a03 = hn::MulAdd(x0, y3, a03);
+        a13 = hn::MulAdd(x1, y3, a13);
+      }
+      Sum4(df, a00, a01, a02, a03, s + r * sp + t);
+      Sum4(df, a10, a11, a12, a13, s + (r + 1) * sp + t);
+    }
+  }
+}
+
+// O[r] += sum_t P[r][t] V[t] for r < rows (a multiple of 4), t < kv.
+// Register block: 4 rows x 2 vectors of the head dim; V rows stream from L1.
+HWY_NOINLINE void AccumulatePV(const float* HWY_RESTRICT p, const float* HWY_RESTRICT v,
+                               float* HWY_RESTRICT o, size_t rows, size_t kv, size_t dp,
+                               size_t sp) {
+  const DF df;
+  const size_t nl = hn::Lanes(df);
+  for (size_t r = 0; r < rows; r += 4) {
+    const float* p0 = p + r * sp;
+    const float* p1 = p0 + sp;
+    const float* p2 = p1 + sp;
+    const float* p3 = p2 + sp;
+    float* o0 = o + r * dp;
+    float* o1 = o0 + dp;
+    float* o2 = o1 + dp;
+    float* o3 = o2 + dp;
+    size_t d = 0;
+    for (; d + 2 * nl <= dp; d += 2 * nl) {
+      auto c00 = hn::LoadU(df, o0 + d), c01 = hn::LoadU(df, o0 + d + nl);
+      auto c10 = hn::LoadU(df, o1 + d), c11 = hn::LoadU(df, o1 + d + nl);
+      auto c20 = hn::LoadU(df, o2 + d), c21 = hn::LoadU(df, o2 + d + nl);
+      auto c30 = hn::LoadU(df, o3 + d), c31 = hn::LoadU(df, o3 + d + nl);
+      const float* vt = v + d;
+      for (size_t t = 0; t < kv; ++t, vt += dp) {
+        const auto v0 = hn::LoadU(df, vt);
+        const auto v1 = hn::LoadU(df, vt + nl);
+        const auto w0 = hn::Set(df, p0[t]);
+        c00 = hn::MulAdd(w0, v0, c00);
+        c01 = hn::MulAdd(w0, v1, c01);
+        const auto w1 = hn::Set(df, p1[t]);
+        c10 = hn::MulAdd(w1, v0, c10);
+        c11 = hn::MulAdd(w1, v1, c11);
+        const auto w2 = hn::Set(df, p2[t]);
+        c20 = hn::MulAdd(w2, v0, c20);
+        c21 = hn::MulAdd(w2, v1, c21);
+        const auto w3 = hn::Set(df, p3[t]);
+        c30 = hn::MulAdd(w3, v0, c30);
+        c31 = hn::MulAdd(w3, v1, c31);
+      }
+      hn::StoreU(c00, df, o0 + d);
+      hn::StoreU(c01, df, o0 + d + nl);
+      hn::StoreU(c10, df, o1 + d);
+      hn::StoreU(c11, df, o1 + d + nl);
+      hn::StoreU(c20, df, o2 + d);
+      hn::StoreU(c21, df, o2 + d + nl);
+      hn::StoreU(c30, df, o3 + d);
+      hn::StoreU(c31, df, o3 + d + nl);
+    }
+    for (; d < dp; d += nl) {
+      auto c0 = hn::LoadU(df, o0 + d), c1 = hn::LoadU(df, o1 + d);
+      auto c2 = hn::LoadU(df, o2 + d), c3 = hn::LoadU(df, o3 + d);
+      const float* vt = v + d;
+      for (size_t t = 0; t < kv; ++t, vt += dp) {
+        const auto v0 = hn::LoadU(df, vt);
+        c0 = hn::MulAdd(hn::Set(df, p0[t]), v0, c0);
+        c1 = hn::MulAdd(hn::Set(df, p1[t]), v0, c1);
+        c2 = hn::MulAdd(hn::Set(df, p2[t]), v0, c2);
+        c3 = hn::MulAdd(hn::Set(df, p3[t]), v0, c3);
+      }
+      hn::StoreU(c0, df, o0 + d);
+      hn::StoreU(c1, df, o1 + d);
+      hn::StoreU(c2, df, o2 + d);
+      hn::StoreU(c3, df, o3 + d);
+    }
+  }
+}
+
+// s[0..n) = cap * tanh(s / cap).
+HWY_INLINE void SoftCap(float* HWY_RESTRICT s, size_t n, float cap) {
+  const DF df;
+  const size_t nl = hn::Lanes(df);
+  const auto vcap = hn::Set(df, cap);
+  const auto vinv = hn::Set(df, 1.0f / cap);
+  for (size_t i = 0; i < n; i += nl) {  // rows are padded to a multiple of the vector
+    const auto x = hn::LoadU(df, s + i);
+    hn::StoreU(hn::Mul(vcap, hn::Tanh(df, hn::Mul(x, vinv))), df, s + i);
+  }
+}
+
+// Online softmax update of one row for the logits s[0..n) of a KV block (masked logits are
+// -inf; n is padded to the vector length with -inf). Turns s into probabilities, returns the
+// factor by which the row's accumulator must be rescaled, and updates m and l.
+HWY_INLINE float SoftmaxRow(float* HWY_RESTRICT s, size_t n, float& m, float& l) {
+  const DF df;
+  const size_t nl = hn::Lanes(df);
+  auto vmax = hn::Set(df, -INFINITY);
+  for (size_t i = 0; i < n; i += nl) vmax = hn::Max(vmax, hn::LoadU(df, s + i));
+  const float block_max = hn::GetLane(hn::MaxOfLanes(df, vmax));
+  const float m_new = std::fmax(m, block_max);
+  if (m_new == -INFINITY) {  // nothing visible yet: keep the row empty, never exp(nan)
+    for (size_t i = 0; i < n; i += nl) hn::StoreU(hn::Zero(df), df, s + i);
+    return 1.0f;
+  }
+  const auto vm = hn::Set(df, m_new);
+  auto vsum = hn::Zero(df);
+  for (size_t i = 0; i < n; i += nl) {
+    // exp(-inf) is 0 in Highway's Exp (inputs below -104 flush to zero).
+    const auto e = hn::Exp(df, hn::Sub(hn::LoadU(df, s + i), vm));
+    vsum = hn::Add(vsum, e);
+    hn::StoreU(e, df, s + i);
+  }
+  const float alpha = m == -INFINITY ? 0.0f : std::exp(m - m_new);
+  l = l * alpha + hn::GetLane(hn::SumOfLanes(df, vsum));
+  m = m_new;
+  return alpha;
+}
+
+HWY_INLINE void ScaleRow(float* HWY_RESTRICT x, size_t n, float f) {
+  const DF df;
+  const size_t nl = hn::Lanes(df);
+  const auto vf = hn::Set(df, f);
+  for (size_t i = 0; i < n; i += nl) hn::StoreU(hn::Mul(hn::LoadU(df, x + i), vf), df, x + i);
+}
+
+// Converts n stored elements of a cache row to f32 (times `scale` for int8/fp8).
+// Conversions use at most 8 lanes: head_dim is a multiple of 8, not of every vector length.
+using DF8 = hn::CappedTag<float, 8>;
+
+HWY_INLINE void RowToF32(const float* HWY_RESTRICT src, size_t n, float* HWY_RESTRICT dst) {
+  const DF8 df;
+  const size_t nl = hn::Lanes(df);
+  for (size_t i = 0; i < n; i += nl) hn::StoreU(hn::LoadU(df, src + i), df, dst + i);
+}
+HWY_INLINE void RowToF32(const hwy::bfloat16_t* HWY_RESTRICT src, size_t n,
+                         float* HWY_RESTRICT dst) {
+  const DF8 df;
+  const hn::Rebind<hwy::bfloat16_t, DF8> dbf;
+  const size_t nl = hn::Lanes(df);
+  for (size_t i = 0; i < n; i += nl)
+    hn::StoreU(hn::PromoteTo(df, hn::LoadU(dbf, src + i)), df, dst + i);
+}
+HWY_INLINE void RowToF32(const hwy::float16_t* HWY_RESTRICT src, size_t n,
+                         float* HWY_RESTRICT dst) {
+  const DF8 df;
+  const hn::Rebind<hwy::float16_t, DF8> dh;
+  const size_t nl = hn::Lanes(df);
+  for (size_t i = 0; i < n; i += nl)
+    hn::StoreU(hn::PromoteTo(df, hn::LoadU(dh, src + i)), df, dst + i);
+}
+HWY_INLINE void RowToF32(const int8_t* HWY_RESTRICT src, size_t n, float scale,
+                         float* HWY_RESTRICT dst) {
+  const DF8 df;
+  const hn::RebindToSigned<DF8> di;
+  const hn::Rebind<int8_t, DF8> d8;
+  const size_t nl = hn::Lanes(df);
+  const auto vs = hn::Set(df, scale);
+  for (size_t i = 0; i < n; i += nl) {
+    const auto x = hn::ConvertTo(df, hn::PromoteTo(di, hn::LoadU(d8, src + i)));
+    hn::StoreU(hn::Mul(x, vs), df, dst + i);
+  }
+}
+
+}  // namespace HWY_NAMESPACE
+}  // namespace rpa
+HWY_AFTER_NAMESPACE();
+
+#endif  // RPA_ATTENTION_INL_H_

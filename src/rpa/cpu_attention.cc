@@ -1,0 +1,361 @@
+// rpa::run on the CPU: executes a Plan's work items on the thread pool, then merges the
+// split-KV partials. Compiled once per Highway target; run() dispatches to the best one.
+//
+// A work item (sequence, KV head, q tile, KV split) runs flash-attention style over KV
+// blocks: convert the block's K and V to f32 tiles (cached positions from the pages, new
+// positions from the k/v inputs quantized exactly as the cache holds them), S = Q K^T for
+// all query rows of the tile (q tokens x the Hq/Hkv heads sharing the KV head), soft cap,
+// mask, online softmax, O += P V. The new rows the item owns (its own q tokens) are written
+// into their pages from the same pass; nothing reads them back from the pages.
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include "base/thread_pool.h"
+#include "rpa/internal.h"
+
+#undef HWY_TARGET_INCLUDE
+#define HWY_TARGET_INCLUDE "rpa/cpu_attention.cc"
+#include "hwy/foreach_target.h"  // IWYU pragma: keep
+#include "hwy/highway.h"
+#include "rpa/attention-inl.h"
+
+HWY_BEFORE_NAMESPACE();
+namespace rpa {
+namespace HWY_NAMESPACE {
+
+namespace {
+
+size_t round_up(size_t x, size_t m) { return (x + m - 1) / m * m; }
+
+// Per-thread tiles, grown on demand and kept across calls (no allocation per layer).
+struct Scratch {
+  std::vector<float> q, o, m, l, s, k, v;
+  void ensure(size_t rows4, size_t dp, size_t sp) {
+    auto grow = [](std::vector<float>& x, size_t n) {
+      if (x.size() < n) x.resize(n);
+    };
+    grow(q, rows4 * dp);
+    grow(o, rows4 * dp);
+    grow(m, rows4);
+    grow(l, rows4);
+    grow(s, rows4 * sp);
+    grow(k, sp * dp);
+    grow(v, sp * dp);
+  }
+};
+
+struct RunArgs {
+  const Plan::Impl* plan;
+  const float* q;
+  const float* k;
+  const float* v;
+  KvCache* cache;
+  float* out;
+  float* partials;  // [num_partials][group][2 + dp]: m, l, O
+  size_t dp;        // head_dim rounded up to the vector length
+  size_t sp;        // S row stride: the largest KV block rounded up to the vector length
+};
+
+// Converts `n` rows starting at absolute position `pos0` of (seq, head) to f32 tile rows.
+// Cached positions come from the pages; new ones from the input, requantized.
+void load_tile(const RunArgs& a, const WorkItem& w, int32_t pos0, int32_t n, bool is_v,
+               float* tile) {
+  const Plan::Impl& p = *a.plan;
+  const CacheShape& sh = p.shape;
+  const int32_t d = sh.head_dim;
+  const int32_t ps = sh.page_size;
+  const int32_t q_len = p.cu_q_lens[w.seq + 1] - p.cu_q_lens[w.seq];
+  const int32_t first_new = p.kv_lens[w.seq] - q_len;
+  const int32_t* pages = p.page_indices.data() + static_cast<size_t>(w.seq) * p.pages_per_seq;
+  const float* input = is_v ? a.v : a.k;
+  const KvCache& c = *a.cache;
+  const void* pool = is_v ? c.v : c.k;
+  for (int32_t t = 0; t < n; ++t) {
+    const int32_t pos = pos0 + t;
+    float* dst = tile + static_cast<size_t>(t) * a.dp;
+    if (pos >= first_new) {
+      const int64_t tok = p.cu_q_lens[w.seq] + (pos - first_new);
+      requantize_row(c, is_v, input + (tok * sh.num_kv_heads + w.kv_head) * d, dst);
+    } else {
+      const size_t row =
+          (static_cast<size_t>(pages[pos / ps]) * sh.num_kv_heads + w.kv_head) * ps + pos % ps;
+      const size_t off = row * d;
+      switch (sh.dtype) {
+        case KvDType::kF32:
+          RowToF32(static_cast<const float*>(pool) + off, d, dst);
+          break;
+        case KvDType::kBF16:
+          RowToF32(static_cast<const hwy::bfloat16_t*>(pool) + off, d, dst);
+          break;
+        case KvDType::kF16:
+          RowToF32(static_cast<const hwy::float16_t*>(pool) + off, d, dst);
+          break;
+        case KvDType::kInt8:
+          RowToF32(static_cast<const int8_t*>(pool) + off, d,
+                   (is_v ? c.v_row_scales : c.k_row_scales)[row], dst);
+          break;
+        case KvDType::kFp8E4M3: {
+          const uint8_t* src = static_cast<const uint8_t*>(pool) + off;
+          const float scale = is_v ? c.v_scale : c.k_scale;
+          const float* lut = fp8e4m3_table();
+          for (int32_t x = 0; x < d; ++x) dst[x] = lut[src[x]] * scale;
+          break;
+        }
+      }
+    }
+    for (size_t x = d; x < a.dp; ++x) dst[x] = 0.0f;
+  }
+}
+
+// Writes the item's own new tokens that fall in [pos0, pos0 + n) into their pages.
+void write_new_rows(const RunArgs& a, const WorkItem& w, int32_t pos0, int32_t n) {
+  const Plan::Impl& p = *a.plan;
+  const CacheShape& sh = p.shape;
+  const int32_t q_len = p.cu_q_lens[w.seq + 1] - p.cu_q_lens[w.seq];
+  const int32_t first_new = p.kv_lens[w.seq] - q_len;
+  const int32_t lo = std::max(pos0, first_new + w.q_begin);
+  const int32_t hi = std::min(pos0 + n, first_new + w.q_end);
+  const int32_t* pages = p.page_indices.data() + static_cast<size_t>(w.seq) * p.pages_per_seq;
+  for (int32_t pos = lo; pos < hi; ++pos) {
+    const int64_t tok = p.cu_q_lens[w.seq] + (pos - first_new);
+    const int64_t off = (tok * sh.num_kv_heads + w.kv_head) * sh.head_dim;
+    const int32_t page = pages[pos / sh.page_size];
+    const int32_t slot = pos % sh.page_size;
+    store_row(*a.cache, false, page, w.kv_head, slot, a.k + off);
+    store_row(*a.cache, true, page, w.kv_head, slot, a.v + off);
+  }
+}
+
+// out = O / l for one query row, with the head's sink logit joining the denominator.
+void finalize_row(const Plan::Impl& p, int32_t head, float m, float l, const float* o, float* dst) {
+  float c = 1.0f;
+  if (p.params.sinks) {
+    const float sink = p.params.sinks[head];
+    const float m2 = std::fmax(m, sink);
+    c = m == -INFINITY ? 0.0f : std::exp(m - m2);
+    l = l * c + std::exp(sink - m2);
+  }
+  const float inv = l > 0.0f ? c / l : 0.0f;
+  for (int32_t x = 0; x < p.shape.head_dim; ++x) dst[x] = o[x] * inv;
+}
+
+void run_item(const RunArgs& a, const WorkItem& w, Scratch& sc) {
+  const Plan::Impl& p = *a.plan;
+  const DF df;
+  const size_t nl = hn::Lanes(df);
+  const int32_t d = p.shape.head_dim;
+  const int32_t g = p.group;
+  const int32_t hq = p.params.num_q_heads;
+  const size_t dp = a.dp, sp = a.sp;
+  const int32_t nq = w.q_end - w.q_begin;
+  const size_t rows = static_cast<size_t>(nq) * g;
+  const size_t rows4 = round_up(rows, 4);
+  sc.ensure(rows4, dp, sp);
+  float* qt = sc.q.data();
+  float* ot = sc.o.data();
+  float* mt = sc.m.data();
+  float* lt = sc.l.data();
+  float* st = sc.s.data();
+  float* kt = sc.k.data();
+  float* vt = sc.v.data();
+
+  const int32_t q_len = p.cu_q_lens[w.seq + 1] - p.cu_q_lens[w.seq];
+  const int32_t kv_len = p.kv_lens[w.seq];
+  const int32_t first_new = kv_len - q_len;
+  const int64_t tok0 = p.cu_q_lens[w.seq] + w.q_begin;
+  const float sm_scale = p.params.sm_scale;
+
+  // Query rows r = j * g + h: the g heads of one token are contiguous in q.
+  for (size_t r = 0; r < rows4; ++r) {
+    float* dst = qt + r * dp;
+    if (r < rows) {
+      const int64_t j = static_cast<int64_t>(r) / g;
+      const float* src =
+          a.q +
+          ((tok0 + j) * hq + static_cast<int64_t>(w.kv_head) * g + static_cast<int64_t>(r % g)) * d;
+      for (int32_t x = 0; x < d; ++x) dst[x] = src[x] * sm_scale;
+      for (size_t x = d; x < dp; ++x) dst[x] = 0.0f;
+    } else {
+      std::fill(dst, dst + dp, 0.0f);
+    }
+    mt[r] = -INFINITY;
+    lt[r] = 0.0f;
+    std::fill(ot + r * dp, ot + (r + 1) * dp, 0.0f);
+  }
+
+  const int32_t block =
+      w.path == PathKind::kDecode ? p.tuning.decode_kv_block : p.tuning.prefill_kv_block;
+  const int32_t window = p.params.sliding_window;
+  const bool causal = p.params.causal;
+  // Visible range of the tile's first and last token: blocks inside both need no mask.
+  const int32_t pos_first = first_new + w.q_begin;
+  const int32_t pos_last = first_new + w.q_end - 1;
+  const int32_t lo_last = window > 0 ? pos_last - window + 1 : 0;
+  const int32_t hi_first = causal ? pos_first : kv_len - 1;
+
+  for (int32_t kb = w.kv_begin; kb < w.kv_end; kb += block) {
+    const int32_t n = std::min(block, w.kv_end - kb);
+    const size_t n4 = round_up(n, 4);
+    const size_t nv = round_up(n, std::max<size_t>(nl, 4));
+    load_tile(a, w, kb, n, false, kt);
+    load_tile(a, w, kb, n, true, vt);
+    for (size_t t = n; t < n4; ++t) std::fill(kt + t * dp, kt + (t + 1) * dp, 0.0f);
+    write_new_rows(a, w, kb, n);
+
+    ScoresQK(qt, kt, st, round_up(rows, 2), n4, dp, sp);
+    if (p.params.soft_cap > 0.0f) {
+      for (size_t r = 0; r < rows; ++r) SoftCap(st + r * sp, nv, p.params.soft_cap);
+    }
+    const bool unmasked = kb >= lo_last && kb + n - 1 <= hi_first;
+    for (int32_t j = 0; j < nq; ++j) {
+      const int32_t pos = pos_first + j;
+      int32_t a0 = 0, b0 = n;  // visible columns [a0, b0) of this block
+      if (!unmasked) {
+        const int32_t lo = window > 0 ? pos - window + 1 : 0;
+        const int32_t hi = causal ? pos : kv_len - 1;
+        a0 = std::clamp(lo - kb, 0, n);
+        b0 = std::clamp(hi - kb + 1, a0, n);
+      }
+      for (int32_t h = 0; h < g; ++h) {
+        const size_t r = static_cast<size_t>(j) * g + h;
+        float* srow = st + r * sp;
+        for (int32_t c = 0; c < a0; ++c) srow[c] = -INFINITY;
+        for (size_t c = b0; c < nv; ++c) srow[c] = -INFINITY;
+        const float alpha = SoftmaxRow(srow, nv, mt[r], lt[r]);
+        if (alpha != 1.0f) ScaleRow(ot + r * dp, dp, alpha);
+      }
+    }
+    for (size_t r = rows; r < rows4; ++r) std::fill(st + r * sp, st + r * sp + n, 0.0f);
+    AccumulatePV(st, vt, ot, rows4, n, dp, sp);
+  }
+
+  if (w.partial < 0) {
+    for (size_t r = 0; r < rows; ++r) {
+      const int64_t j = static_cast<int64_t>(r) / g;
+      const int32_t head = w.kv_head * g + static_cast<int32_t>(r % g);
+      finalize_row(p, head, mt[r], lt[r], ot + r * dp, a.out + ((tok0 + j) * hq + head) * d);
+    }
+  } else {
+    float* part = a.partials + static_cast<size_t>(w.partial) * g * (2 + dp);
+    for (size_t r = 0; r < rows; ++r) {
+      float* slot = part + r * (2 + dp);
+      slot[0] = mt[r];
+      slot[1] = lt[r];
+      std::memcpy(slot + 2, ot + r * dp, dp * sizeof(float));
+    }
+  }
+}
+
+// Combines the partials of one split decode in split order (fixed, so batch invariant).
+void merge_split(const RunArgs& a, const SplitGroup& sg, std::vector<float>& acc) {
+  const Plan::Impl& p = *a.plan;
+  const int32_t g = p.group;
+  const size_t dp = a.dp;
+  const size_t stride = 2 + dp;
+  acc.resize(dp);
+  const int64_t tok = p.cu_q_lens[sg.seq];
+  for (int32_t r = 0; r < g; ++r) {
+    const float* first = a.partials + static_cast<size_t>(sg.first_partial) * g * stride;
+    float m = -INFINITY;
+    for (int32_t s = 0; s < sg.num_splits; ++s)
+      m = std::fmax(m, first[(static_cast<size_t>(s) * g + r) * stride]);
+    float l = 0.0f;
+    std::fill(acc.begin(), acc.end(), 0.0f);
+    if (m != -INFINITY) {
+      for (int32_t s = 0; s < sg.num_splits; ++s) {
+        const float* slot = first + (static_cast<size_t>(s) * g + r) * stride;
+        if (slot[0] == -INFINITY) continue;
+        const float f = std::exp(slot[0] - m);
+        l += slot[1] * f;
+        for (size_t x = 0; x < dp; ++x) acc[x] += slot[2 + x] * f;
+      }
+    }
+    const int32_t head = sg.kv_head * g + r;
+    finalize_row(p, head, m, l, acc.data(),
+                 a.out + (tok * p.params.num_q_heads + head) * p.shape.head_dim);
+  }
+}
+
+}  // namespace
+
+void RunPlan(const Plan::Impl& plan, const float* q, const float* k, const float* v, KvCache& cache,
+             float* out, kdr::ThreadPool* pool) {
+  const DF df;
+  const size_t nl = hn::Lanes(df);
+  RunArgs a;
+  a.plan = &plan;
+  a.q = q;
+  a.k = k;
+  a.v = v;
+  a.cache = &cache;
+  a.out = out;
+  a.dp = round_up(plan.shape.head_dim, nl);
+  a.sp = round_up(plan.max_kv_block, std::max<size_t>(nl, 4));
+  static thread_local std::vector<float> partials;
+  const size_t need = static_cast<size_t>(plan.num_partials) * plan.group * (2 + a.dp);
+  if (partials.size() < need) partials.resize(need);
+  a.partials = partials.data();
+
+  const int64_t num_items = static_cast<int64_t>(plan.items.size());
+  auto item_fn = [&](int64_t i, int) {
+    static thread_local Scratch scratch;
+    run_item(a, plan.items[i], scratch);
+  };
+  auto merge_fn = [&](int64_t i, int) {
+    static thread_local std::vector<float> acc;
+    merge_split(a, plan.splits[i], acc);
+  };
+  if (pool) {
+    pool->parallel_for(num_items, item_fn);
+    pool->parallel_for(static_cast<int64_t>(plan.splits.size()), merge_fn);
+  } else {
+    for (int64_t i = 0; i < num_items; ++i) item_fn(i, 0);
+    for (size_t i = 0; i < plan.splits.size(); ++i) merge_fn(static_cast<int64_t>(i), 0);
+  }
+}
+
+}  // namespace HWY_NAMESPACE
+}  // namespace rpa
+HWY_AFTER_NAMESPACE();
+
+#if HWY_ONCE
+namespace rpa {
+
+HWY_EXPORT(RunPlan);
+
+namespace {
+bool same_shape(const CacheShape& a, const CacheShape& b) {
+  return a.num_pages == b.num_pages && a.num_kv_heads == b.num_kv_heads &&
+         a.page_size == b.page_size && a.head_dim == b.head_dim && a.dtype == b.dtype;
+}
+}  // namespace
+
+void run(const Plan& plan, const float* q, const float* k, const float* v, KvCache& cache,
+         float* out, kdr::ThreadPool* pool) {
+  (void)plan.num_seqs();  // throws Error on an empty (moved-from or default) plan
+  const Plan::Impl& p = plan.impl();
+  if (!same_shape(cache.shape, p.shape))
+    throw Error("rpa::run: cache shape (pages " + std::to_string(cache.shape.num_pages) +
+                ", kv heads " + std::to_string(cache.shape.num_kv_heads) + ", page_size " +
+                std::to_string(cache.shape.page_size) + ", head_dim " +
+                std::to_string(cache.shape.head_dim) + ", " + to_string(cache.shape.dtype) +
+                ") differs from the plan's (pages " + std::to_string(p.shape.num_pages) +
+                ", kv heads " + std::to_string(p.shape.num_kv_heads) + ", page_size " +
+                std::to_string(p.shape.page_size) + ", head_dim " +
+                std::to_string(p.shape.head_dim) + ", " + to_string(p.shape.dtype) + ")");
+  if (!cache.k || !cache.v) throw Error("rpa::run: cache k or v pool is null");
+  if (cache.shape.dtype == KvDType::kInt8 && (!cache.k_row_scales || !cache.v_row_scales))
+    throw Error("rpa::run: int8 cache needs k_row_scales and v_row_scales");
+  if (cache.shape.dtype == KvDType::kFp8E4M3 &&
+      !(std::isfinite(cache.k_scale) && cache.k_scale > 0.0f && std::isfinite(cache.v_scale) &&
+        cache.v_scale > 0.0f))
+    throw Error("rpa::run: fp8 cache needs finite positive k_scale and v_scale");
+  if (p.num_tokens > 0 && (!q || !k || !v || !out))
+    throw Error("rpa::run: q, k, v and out must be non-null");
+  HWY_DYNAMIC_DISPATCH(RunPlan)(p, q, k, v, cache, out, pool);
+}
+
+}  // namespace rpa
+#endif  // HWY_ONCE

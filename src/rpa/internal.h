@@ -1,0 +1,71 @@
+// Private to src/rpa: what a Plan holds, shared by plan.cc and the CPU kernels.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "rpa/rpa.h"
+
+namespace rpa {
+
+// Which specialised kernel runs a work item (the three ranges of RaggedBatch::distribution).
+enum class PathKind : int8_t { kDecode = 0, kPrefill = 1, kMixed = 2 };
+
+// One independent unit of work: the query rows of new tokens [q_begin, q_end) of a sequence
+// (times the Hq/Hkv query heads of one KV head), attending over KV positions [kv_begin, kv_end).
+// All positions are absolute (0 = first token of the sequence).
+struct WorkItem {
+  int32_t seq = 0;
+  int32_t kv_head = 0;
+  int32_t q_begin = 0;  // index of the first new token within the sequence's new tokens
+  int32_t q_end = 0;
+  int32_t kv_begin = 0;  // absolute KV positions read by this item
+  int32_t kv_end = 0;
+  int32_t partial = -1;  // >= 0: split-KV partial slot; the merge finalises the output
+  PathKind path = PathKind::kMixed;
+};
+
+// A decode sequence whose KV range was split; its partials are merged in split order.
+struct SplitGroup {
+  int32_t seq = 0;
+  int32_t kv_head = 0;
+  int32_t first_partial = 0;  // partial slots [first_partial, first_partial + num_splits)
+  int32_t num_splits = 0;
+};
+
+// Tuning with every 0 replaced by its default (see docs/rpa.md for the sweep).
+struct ResolvedTuning {
+  int32_t prefill_q_block = 0;
+  int32_t prefill_kv_block = 0;
+  int32_t decode_kv_block = 0;
+  int32_t split_kv_tokens = 0;
+};
+ResolvedTuning resolve_tuning(const Tuning& tuning);
+
+// x[0..D) -> the f32 values the cache would hold after store_row then load_row (bit-exact),
+// without touching the pools: how work items see the new tokens of this step.
+void requantize_row(const KvCache& cache, bool is_v, const float* x, float* out);
+
+// fp8 e4m3 byte -> f32, as kdr::fp8e4m3_to_f32, for all 256 codes.
+const float* fp8e4m3_table();
+
+struct Plan::Impl {
+  CacheShape shape;
+  AttentionParams params;  // params.sinks points into `sinks` below (or is null)
+  std::vector<float> sinks;
+  ResolvedTuning tuning;
+  int32_t num_seqs = 0;
+  int32_t num_tokens = 0;
+  int32_t pages_per_seq = 0;
+  int32_t group = 1;  // Hq / Hkv
+  std::vector<int32_t> cu_q_lens;
+  std::vector<int32_t> kv_lens;
+  std::vector<int32_t> page_indices;  // [num_seqs][pages_per_seq]
+  std::vector<WorkItem> items;        // largest first
+  std::vector<SplitGroup> splits;
+  int32_t num_partials = 0;
+  int32_t max_q_rows = 0;  // largest (q tokens x group) of any item: scratch sizing
+  int32_t max_kv_block = 0;
+};
+
+}  // namespace rpa

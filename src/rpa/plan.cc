@@ -1,0 +1,164 @@
+// make_plan: splits one step's ragged batch into independent work items, once per step.
+//
+// A work item's shape depends only on its own sequence (q tiles at fixed multiples of the
+// q block, split-KV points at fixed multiples of split_kv_tokens), never on the rest of the
+// batch or on the thread count: this is what makes the results batch invariant.
+#include <algorithm>
+#include <numeric>
+
+#include "rpa/internal.h"
+
+namespace rpa {
+
+// Defaults chosen by the block-size sweep in docs/rpa.md (2-core AVX2, Llama-3-8B shapes).
+constexpr int32_t kDefaultPrefillQBlock = 16;
+constexpr int32_t kDefaultPrefillKvBlock = 64;
+constexpr int32_t kDefaultDecodeKvBlock = 64;
+constexpr int32_t kDefaultSplitKvTokens = 2048;
+
+ResolvedTuning resolve_tuning(const Tuning& t) {
+  if (t.prefill_q_block < 0 || t.prefill_kv_block < 0 || t.split_kv_tokens < 0)
+    throw Error("rpa: Tuning block sizes must be >= 0 (0 = default)");
+  ResolvedTuning r;
+  r.prefill_q_block = t.prefill_q_block > 0 ? t.prefill_q_block : kDefaultPrefillQBlock;
+  r.prefill_kv_block = t.prefill_kv_block > 0 ? t.prefill_kv_block : kDefaultPrefillKvBlock;
+  r.decode_kv_block = kDefaultDecodeKvBlock;
+  r.split_kv_tokens = t.split_kv_tokens > 0 ? t.split_kv_tokens : kDefaultSplitKvTokens;
+  // Tiles live in per-thread scratch; keep them to a size that stays in L1/L2.
+  r.prefill_q_block = std::min(r.prefill_q_block, 1024);
+  r.prefill_kv_block = std::min(r.prefill_kv_block, 1024);
+  return r;
+}
+
+Plan::Plan() = default;
+Plan::~Plan() = default;
+Plan::Plan(Plan&&) noexcept = default;
+Plan& Plan::operator=(Plan&&) noexcept = default;
+
+namespace {
+const Plan::Impl& checked(const std::unique_ptr<Plan::Impl>& impl) {
+  if (!impl) throw Error("rpa: Plan is empty (use make_plan)");
+  return *impl;
+}
+}  // namespace
+
+int32_t Plan::num_seqs() const { return checked(impl_).num_seqs; }
+int32_t Plan::num_tokens() const { return checked(impl_).num_tokens; }
+int32_t Plan::num_work_items() const { return static_cast<int32_t>(checked(impl_).items.size()); }
+int32_t Plan::num_kv_splits() const { return checked(impl_).num_partials; }
+const CacheShape& Plan::shape() const { return checked(impl_).shape; }
+const AttentionParams& Plan::params() const { return checked(impl_).params; }
+
+Plan make_plan(const RaggedBatch& batch, const CacheShape& shape, const AttentionParams& params,
+               int num_threads, const Tuning& tuning) {
+  validate(batch, shape, params);
+  (void)num_threads;  // the split must not depend on it (batch invariance)
+
+  auto impl = std::make_unique<Plan::Impl>();
+  Plan::Impl& p = *impl;
+  p.shape = shape;
+  p.params = params;
+  if (params.sinks) {
+    p.sinks.assign(params.sinks, params.sinks + params.num_q_heads);
+    p.params.sinks = p.sinks.data();
+  }
+  p.tuning = resolve_tuning(tuning);
+  p.num_seqs = batch.num_seqs;
+  p.num_tokens = batch.num_tokens;
+  p.pages_per_seq = batch.pages_per_seq;
+  p.group = params.num_q_heads / shape.num_kv_heads;
+  const int32_t n = batch.num_seqs;
+  p.cu_q_lens.assign(batch.cu_q_lens, batch.cu_q_lens + n + 1);
+  if (n > 0) {
+    p.kv_lens.assign(batch.kv_lens, batch.kv_lens + n);
+    p.page_indices.assign(batch.page_indices,
+                          batch.page_indices + static_cast<size_t>(n) * batch.pages_per_seq);
+  }
+
+  const int32_t hkv = shape.num_kv_heads;
+  const int32_t window = params.sliding_window;
+  const ResolvedTuning& t = p.tuning;
+  std::vector<int64_t> cost;
+  p.items.reserve(static_cast<size_t>(n) * hkv);
+  cost.reserve(static_cast<size_t>(n) * hkv);
+
+  for (int32_t i = 0; i < n; ++i) {
+    const int32_t q_len = p.cu_q_lens[i + 1] - p.cu_q_lens[i];
+    const int32_t kv_len = p.kv_lens[i];
+    const int32_t first_new = kv_len - q_len;  // absolute position of new token 0
+    const PathKind path = i < batch.distribution[0]   ? PathKind::kDecode
+                          : i < batch.distribution[1] ? PathKind::kPrefill
+                                                      : PathKind::kMixed;
+    if (path == PathKind::kDecode) {
+      const int32_t lo = window > 0 ? std::max(0, kv_len - window) : 0;
+      // Split points are the multiples of split_kv_tokens inside (lo, kv_len).
+      const int32_t step = t.split_kv_tokens;
+      const bool split = kv_len - lo > step;
+      int32_t num_pieces = 1;
+      if (split) num_pieces = (kv_len - 1) / step - lo / step + 1;
+      for (int32_t h = 0; h < hkv; ++h) {
+        int32_t first_partial = -1;
+        if (split) {
+          first_partial = p.num_partials;
+          p.splits.push_back({i, h, first_partial, num_pieces});
+          p.num_partials += num_pieces;
+        }
+        int32_t begin = lo;
+        for (int32_t s = 0; s < num_pieces; ++s) {
+          const int32_t end = split ? std::min(kv_len, (begin / step + 1) * step) : kv_len;
+          WorkItem w;
+          w.seq = i;
+          w.kv_head = h;
+          w.q_begin = 0;
+          w.q_end = 1;
+          w.kv_begin = begin;
+          w.kv_end = end;
+          w.partial = split ? first_partial + s : -1;
+          w.path = path;
+          p.items.push_back(w);
+          cost.push_back(static_cast<int64_t>(end - begin) * p.group);
+          begin = end;
+        }
+      }
+      p.max_q_rows = std::max(p.max_q_rows, p.group);
+      continue;
+    }
+    const int32_t qb = t.prefill_q_block;
+    for (int32_t q0 = 0; q0 < q_len; q0 += qb) {
+      const int32_t q1 = std::min(q_len, q0 + qb);
+      const int32_t lo = window > 0 ? std::max(0, first_new + q0 - window + 1) : 0;
+      const int32_t hi = params.causal ? first_new + q1 : kv_len;  // exclusive
+      for (int32_t h = 0; h < hkv; ++h) {
+        WorkItem w;
+        w.seq = i;
+        w.kv_head = h;
+        w.q_begin = q0;
+        w.q_end = q1;
+        w.kv_begin = lo;
+        w.kv_end = hi;
+        w.path = path;
+        p.items.push_back(w);
+        cost.push_back(static_cast<int64_t>(hi - lo) * (q1 - q0) * p.group);
+      }
+      p.max_q_rows = std::max(p.max_q_rows, (q1 - q0) * p.group);
+    }
+  }
+
+  // Largest first so that the dynamic claiming of the thread pool balances the tail. The
+  // order changes only who computes an item, never what it computes.
+  std::vector<int32_t> order(p.items.size());
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(),
+                   [&](int32_t a, int32_t b) { return cost[a] > cost[b]; });
+  std::vector<WorkItem> sorted;
+  sorted.reserve(order.size());
+  for (int32_t idx : order) sorted.push_back(p.items[idx]);
+  p.items = std::move(sorted);
+  p.max_kv_block = std::max(t.prefill_kv_block, t.decode_kv_block);
+
+  Plan plan;
+  plan.impl_ = std::move(impl);
+  return plan;
+}
+
+}  // namespace rpa
