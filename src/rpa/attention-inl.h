@@ -22,6 +22,7 @@
 
 #include "hwy/contrib/math/math-inl.h"
 #include "hwy/highway.h"
+#include "rpa/rpa.h"
 
 HWY_BEFORE_NAMESPACE();
 namespace rpa {
@@ -239,6 +240,69 @@ HWY_INLINE void RowToF32(const int8_t* HWY_RESTRICT src, size_t n, float scale,
     const auto x = hn::ConvertTo(df, hn::PromoteTo(di, hn::LoadU(d8, src + i)));
     hn::StoreU(hn::Mul(x, vs), df, dst + i);
   }
+}
+
+// out = the f32 value a new token's row has once stored in the cache (store_row then
+// load_row, bit-exact), computed in registers; int8 mirrors kdr::quantize_row_int8.
+// Returns false where this target has no exact SIMD version (the caller falls back).
+HWY_INLINE bool RequantizeRowSimd(KvDType dtype, const float* HWY_RESTRICT x, size_t n,
+                                  float* HWY_RESTRICT out) {
+  const DF8 df;
+  const hn::RebindToUnsigned<DF8> du;
+  const size_t nl = hn::Lanes(df);
+  switch (dtype) {
+    case KvDType::kF32:
+      RowToF32(x, n, out);
+      return true;
+    case KvDType::kBF16: {
+      // Round to nearest even on the bits, as kdr::f32_to_bf16; NaN stays a quiet NaN.
+      const auto one = hn::Set(du, 1u);
+      const auto bias = hn::Set(du, 0x7fffu);
+      const auto hi = hn::Set(du, 0xffff0000u);
+      const auto abs_mask = hn::Set(du, 0x7fffffffu);
+      const auto inf = hn::Set(du, 0x7f800000u);
+      const auto quiet = hn::Set(du, 0x00400000u);
+      for (size_t i = 0; i < n; i += nl) {
+        const auto u = hn::BitCast(du, hn::LoadU(df, x + i));
+        const auto rounded =
+            hn::And(hn::Add(hn::Add(u, bias), hn::And(hn::ShiftRight<16>(u), one)), hi);
+        const auto nan = hn::Gt(hn::And(u, abs_mask), inf);
+        const auto r = hn::IfThenElse(nan, hn::And(hn::Or(u, quiet), hi), rounded);
+        hn::StoreU(hn::BitCast(df, r), df, out + i);
+      }
+      return true;
+    }
+    case KvDType::kF16: {
+#if HWY_TARGET <= HWY_AVX2 && !defined(HWY_DISABLE_F16C)
+      // vcvtps2ph rounds to nearest even, exactly as kdr::f32_to_f16.
+      const hn::Rebind<hwy::float16_t, DF8> dh;
+      for (size_t i = 0; i < n; i += nl)
+        hn::StoreU(hn::PromoteTo(df, hn::DemoteTo(dh, hn::LoadU(df, x + i))), df, out + i);
+      return true;
+#else
+      return false;
+#endif
+    }
+    case KvDType::kInt8: {
+      auto vmax = hn::Zero(df);
+      for (size_t i = 0; i < n; i += nl) vmax = hn::Max(vmax, hn::Abs(hn::LoadU(df, x + i)));
+      const float amax = hn::GetLane(hn::MaxOfLanes(df, vmax));
+      if (!(amax > 0.0f) || !std::isfinite(amax)) return false;  // rare: exact scalar path
+      const auto scale = hn::Set(df, amax / 127.0f);
+      const auto inv = hn::Set(df, 127.0f / amax);
+      const auto lim = hn::Set(df, 127.0f);
+      for (size_t i = 0; i < n; i += nl) {
+        const auto r = hn::Round(hn::Mul(hn::LoadU(df, x + i), inv));
+        // + 0 turns -0 into +0, as the int8 round trip does.
+        const auto q = hn::Add(hn::Min(lim, hn::Max(hn::Neg(lim), r)), hn::Zero(df));
+        hn::StoreU(hn::Mul(q, scale), df, out + i);
+      }
+      return true;
+    }
+    case KvDType::kFp8E4M3:
+      return false;
+  }
+  return false;
 }
 
 }  // namespace HWY_NAMESPACE

@@ -77,7 +77,8 @@ void load_tile(const RunArgs& a, const WorkItem& w, int32_t pos0, int32_t n, boo
     float* dst = tile + static_cast<size_t>(t) * a.dp;
     if (pos >= first_new) {
       const int64_t tok = p.cu_q_lens[w.seq] + (pos - first_new);
-      requantize_row(c, is_v, input + (tok * sh.num_kv_heads + w.kv_head) * d, dst);
+      const float* src = input + (tok * sh.num_kv_heads + w.kv_head) * d;
+      if (!RequantizeRowSimd(sh.dtype, src, d, dst)) requantize_row(c, is_v, src, dst);
     } else {
       const size_t row =
           (static_cast<size_t>(pages[pos / ps]) * sh.num_kv_heads + w.kv_head) * ps + pos % ps;
@@ -316,6 +317,11 @@ void RunPlan(const Plan::Impl& plan, const float* q, const float* k, const float
   }
 }
 
+void RequantizeRowDispatch(const KvCache& cache, bool is_v, const float* x, float* out) {
+  if (!RequantizeRowSimd(cache.shape.dtype, x, cache.shape.head_dim, out))
+    requantize_row(cache, is_v, x, out);
+}
+
 }  // namespace HWY_NAMESPACE
 }  // namespace rpa
 HWY_AFTER_NAMESPACE();
@@ -324,6 +330,11 @@ HWY_AFTER_NAMESPACE();
 namespace rpa {
 
 HWY_EXPORT(RunPlan);
+HWY_EXPORT(RequantizeRowDispatch);
+
+void requantize_row_simd(const KvCache& cache, bool is_v, const float* x, float* out) {
+  HWY_DYNAMIC_DISPATCH(RequantizeRowDispatch)(cache, is_v, x, out);
+}
 
 namespace {
 bool same_shape(const CacheShape& a, const CacheShape& b) {

@@ -45,6 +45,8 @@ ResolvedTuning resolve_tuning(const Tuning& tuning);
 // x[0..D) -> the f32 values the cache would hold after store_row then load_row (bit-exact),
 // without touching the pools: how work items see the new tokens of this step.
 void requantize_row(const KvCache& cache, bool is_v, const float* x, float* out);
+// The same through the SIMD path the kernels use (exported for tests).
+void requantize_row_simd(const KvCache& cache, bool is_v, const float* x, float* out);
 
 // fp8 e4m3 byte -> f32, as kdr::fp8e4m3_to_f32, for all 256 codes.
 const float* fp8e4m3_table();

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "base/thread_pool.h"
+#include "rpa/internal.h"
 #include "rpa/rpa.h"
 
 namespace {
@@ -242,6 +243,37 @@ TEST(KernelSmoke, BatchInvariant) {
     ASSERT_EQ(
         0, std::memcmp(out.data(), out_all.data() + all.cu[i] * qrow, out.size() * sizeof(float)))
         << "sequence " << i << " differs alone vs in the batch";
+  }
+}
+
+// New tokens are attended with exactly the value the cache holds after the write.
+TEST(KernelSmoke, NewTokensRequantizeExactlyAsTheCache) {
+  std::mt19937_64 rng(test_seed());
+  std::normal_distribution<float> nd(0.0f, 3.0f);
+  for (auto dt : {rpa::KvDType::kF32, rpa::KvDType::kBF16, rpa::KvDType::kF16, rpa::KvDType::kInt8,
+                  rpa::KvDType::kFp8E4M3}) {
+    const int d = 136;
+    std::vector<uint8_t> pool(d * 4);
+    float row_scale = 0.0f;
+    rpa::KvCache one;
+    one.shape = {1, 1, 1, d, dt};
+    one.k = one.v = pool.data();
+    one.k_row_scales = one.v_row_scales = &row_scale;
+    one.k_scale = 0.37f;
+    one.v_scale = 2.5f;
+    std::vector<float> x(d), stored(d), ours(d);
+    for (int trial = 0; trial < 50; ++trial) {
+      for (auto& e : x) e = trial == 0 ? 0.0f : nd(rng) * (trial % 7 == 0 ? 1e-30f : 1.0f);
+      if (trial == 1) x[3] = 1e30f;
+      if (trial == 2) x[5] = 70000.0f;
+      for (bool is_v : {false, true}) {
+        rpa::store_row(one, is_v, 0, 0, 0, x.data());
+        rpa::load_row(one, is_v, 0, 0, 0, stored.data());
+        rpa::requantize_row_simd(one, is_v, x.data(), ours.data());
+        ASSERT_EQ(0, std::memcmp(stored.data(), ours.data(), d * sizeof(float)))
+            << rpa::to_string(dt) << " trial " << trial;
+      }
+    }
   }
 }
 
