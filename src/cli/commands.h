@@ -1,0 +1,18 @@
+// The subcommands of the kdr program. Each lives in its own file and registers itself on
+// the app (or on a parent subcommand) through one add_<name>_command function, so a layer
+// adds a command without touching the others.
+#pragma once
+
+namespace CLI {
+class App;
+}
+
+namespace kdr::cli {
+
+// `kdr bench ...`: benchmarks that print ratios against this machine's measured ceilings.
+void add_bench_command(CLI::App& app);
+
+// `kdr bench attention`: ragged paged attention on Llama-3-8B shapes.
+void add_bench_attention_command(CLI::App& bench);
+
+}  // namespace kdr::cli

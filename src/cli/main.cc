@@ -1,0 +1,26 @@
+// kdr: one program, one subcommand per task (like git). Exit codes: 0 success, 1 a failed
+// command (the message names what is wrong), 2 bad command-line arguments (from CLI11).
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <exception>
+
+#include "cli/commands.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"kdr: an LLM inference engine built around ragged paged attention", "kdr"};
+  app.set_version_flag("--version",
+                       std::string("kdr ") + KDR_VERSION + " (" + KDR_GIT_COMMIT + ")");
+  app.require_subcommand(1);
+
+  kdr::cli::add_bench_command(app);
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e) == 0 ? 0 : 2;  // --help and --version exit 0
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "kdr: error: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}
