@@ -9,6 +9,7 @@
 #include <string>
 
 #include "base/dtype.h"
+#include "ops/block_layout.h"
 
 namespace kdr::ops {
 namespace {
@@ -31,16 +32,6 @@ void put_f16(uint8_t* p, float x) {
 // ggml's nearest_int / roundf: round half away from zero.
 int round_away(float x) { return static_cast<int>(std::round(x)); }
 
-// 6-bit scale and min j (0..7) of a Q4_K / Q5_K block, packed in 12 bytes.
-void scale_min_k4(int j, const uint8_t* q, int* sc, int* m) {
-  if (j < 4) {
-    *sc = q[j] & 63;
-    *m = q[j + 4] & 63;
-  } else {
-    *sc = (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4);
-    *m = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
-  }
-}
 void pack_scale_min_k4(const int* sc, const int* m, uint8_t* q) {
   std::memset(q, 0, 12);
   for (int j = 0; j < 8; ++j) {
@@ -54,13 +45,6 @@ void pack_scale_min_k4(const int* sc, const int* m, uint8_t* q) {
     }
   }
 }
-// Signed 6-bit scale i (0..15) of a Q3_K block.
-int scale_q3k(int i, const uint8_t* s) {
-  const int lo = (i < 8 ? s[i] : s[i - 8] >> 4) & 0xF;
-  const int hi = (s[8 + i % 4] >> (2 * (i / 4))) & 3;
-  return (lo | (hi << 4)) - 32;
-}
-
 // --- dequantizers, one block each ---------------------------------------------------------
 
 void deq_q4_0(const uint8_t* b, float* y) {

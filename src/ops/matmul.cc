@@ -1,0 +1,106 @@
+// Matmul driver: validates, quantizes X once, splits the output into tiles for the pool and
+// runs the per-target kernels of matmul-inl.h.
+#include "ops/matmul.h"
+
+#include <algorithm>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#undef HWY_TARGET_INCLUDE
+#define HWY_TARGET_INCLUDE "ops/matmul.cc"
+#include "hwy/foreach_target.h"  // IWYU pragma: keep
+#include "ops/matmul-inl.h"
+
+#if HWY_ONCE
+#include "hwy/highway.h"
+
+namespace kdr::ops {
+HWY_EXPORT(MatmulTile);
+HWY_EXPORT(QuantizeActRow);
+
+int activation_block(GgmlType type) {
+  switch (type) {
+    case GgmlType::F32:
+    case GgmlType::F16:
+    case GgmlType::BF16:
+      return 0;
+    case GgmlType::Q4_0:
+    case GgmlType::Q4_1:
+    case GgmlType::Q5_0:
+    case GgmlType::Q5_1:
+    case GgmlType::Q8_0:
+      return kQK;
+    default:
+      return kQK_K;
+  }
+}
+
+namespace {
+
+// Per calling thread, so concurrent matmuls on different pools do not share buffers.
+struct ActScratch {
+  std::vector<int16_t> q, bsums;
+  std::vector<float> d, dsum;
+};
+
+}  // namespace
+
+void matmul(ThreadPool& pool, const float* x, int64_t x_stride, int64_t m, const WeightMatrix& w,
+            float* y, int64_t y_stride) {
+  const int64_t n = w.rows, k = w.cols;
+  if (w.type == GgmlType::Q8_K) {
+    throw std::invalid_argument("matmul: Q8_K is an activation format, not a weight type");
+  }
+  const size_t rb = row_bytes(w.type, k);  // throws when k is not a multiple of the block
+  const size_t w_stride = w.row_stride ? w.row_stride : rb;
+  if (w_stride < rb) {
+    throw std::invalid_argument("matmul: weight row stride " + std::to_string(w_stride) +
+                                " is smaller than a " + type_name(w.type) + " row of " +
+                                std::to_string(k) + " elements (" + std::to_string(rb) + " bytes)");
+  }
+  if (m < 0 || n < 0 || x_stride < k || y_stride < n) {
+    throw std::invalid_argument("matmul: bad shape m=" + std::to_string(m) +
+                                " n=" + std::to_string(n) + " k=" + std::to_string(k) +
+                                " x_stride=" + std::to_string(x_stride) +
+                                " y_stride=" + std::to_string(y_stride));
+  }
+  if (m == 0 || n == 0) return;
+
+  detail::MatmulArgs a{
+      w.type, static_cast<const uint8_t*>(w.data), w_stride, k, x, x_stride, {}, y, y_stride};
+  const int block = activation_block(w.type);
+  thread_local ActScratch tls;
+  ActScratch& s = tls;  // a named reference: inside the lambdas `tls` would be the worker's
+  if (block > 0) {
+    const int64_t nb = k / block;
+    s.q.resize(static_cast<size_t>(m * k));
+    s.d.resize(static_cast<size_t>(m * nb));
+    s.dsum.resize(static_cast<size_t>(m * nb));
+    s.bsums.resize(block == kQK_K ? static_cast<size_t>(m * (k / 16)) : 0);
+    const bool want_bsums = block == kQK_K;
+    pool.parallel_for(m, [&](int64_t r, int) {
+      HWY_DYNAMIC_DISPATCH(QuantizeActRow)
+      (x + r * x_stride, k, block, s.q.data() + r * k, s.d.data() + r * nb, s.dsum.data() + r * nb,
+       want_bsums ? s.bsums.data() + r * (k / 16) : nullptr);
+    });
+    a.acts = {s.q.data(), s.d.data(), s.dsum.data(), s.bsums.data()};
+  }
+
+  // Tiles of up to 64 X rows by enough weight rows to give every thread several tasks; the
+  // split only changes which thread computes an element, never how.
+  const int64_t tile_m = std::min<int64_t>(m, 64);
+  const int64_t m_tiles = (m + tile_m - 1) / tile_m;
+  const int64_t want_tasks = 8 * pool.num_threads();
+  int64_t tile_n = (n * m_tiles + want_tasks - 1) / want_tasks;
+  tile_n = std::clamp<int64_t>((tile_n + 15) / 16 * 16, 16, 4096);
+  const int64_t n_tiles = (n + tile_n - 1) / tile_n;
+  pool.parallel_for(m_tiles * n_tiles, [&](int64_t task, int) {
+    const int64_t mt = task / n_tiles, nt = task % n_tiles;
+    const int64_t m0 = mt * tile_m, n0 = nt * tile_n;
+    HWY_DYNAMIC_DISPATCH(MatmulTile)(a, m0, std::min(m, m0 + tile_m), n0, std::min(n, n0 + tile_n));
+  });
+}
+
+}  // namespace kdr::ops
+#endif  // HWY_ONCE

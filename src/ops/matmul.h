@@ -1,0 +1,45 @@
+// Y[M][N] = X[M][K] * W[N][K]^T with f32 activations and weights in any GgmlType (a weight
+// row is one output feature, K elements stored in blocks, as ggml lays them out).
+//
+// Quantized weights: each X row is quantized once per call to 8-bit blocks (32-element
+// blocks for the legacy types, 256 for K-quants) and dotted with integer SIMD, the way
+// llama.cpp does. F32/F16/BF16 weights: f32 FMA.
+//
+// Batch invariant: Y[m][n] is bitwise the same whatever M, the row's position in X, or the
+// pool's thread count (one fixed reduction order over K per element; tiles never change it).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "base/thread_pool.h"
+#include "ops/quant.h"
+
+namespace kdr::ops {
+
+// A weight matrix in ggml layout: `rows` (N) rows of `cols` (K) elements, each row stored as
+// row_bytes(type, cols) bytes, `row_stride` bytes apart (0 = packed).
+struct WeightMatrix {
+  GgmlType type = GgmlType::F32;
+  const void* data = nullptr;
+  int64_t rows = 0;
+  int64_t cols = 0;
+  size_t row_stride = 0;
+};
+
+// Y[m][n] = sum_k X[m][k] * W[n][k] for m < M, n < w.rows; X rows are x_stride floats apart,
+// Y rows y_stride floats apart. Throws std::invalid_argument when cols is not a multiple of
+// the weight type's block size or a stride is too small.
+void matmul(ThreadPool& pool, const float* x, int64_t x_stride, int64_t m, const WeightMatrix& w,
+            float* y, int64_t y_stride);
+
+// Packed convenience form: X is [m][w.cols], Y is [m][w.rows].
+inline void matmul(ThreadPool& pool, const float* x, int64_t m, const WeightMatrix& w, float* y) {
+  matmul(pool, x, w.cols, m, w, y, w.rows);
+}
+
+// The 8-bit block size matmul quantizes X to for this weight type: 32 (legacy quants),
+// 256 (K-quants) or 0 (float weights: X stays f32).
+int activation_block(GgmlType type);
+
+}  // namespace kdr::ops

@@ -1,0 +1,210 @@
+// matmul against a double-precision dot product over the scalar dequantized weights, and
+// its batch invariance (a row's result does not depend on M, its position or the threads).
+#include "ops/matmul.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "base/dtype.h"
+#include "test_seed.h"
+
+namespace kdr::ops {
+namespace {
+
+// Offsets of the f16 scale fields of each block type (random bytes there could be NaN/huge).
+std::vector<int> f16_fields(GgmlType t) {
+  switch (t) {
+    case GgmlType::Q4_0:
+    case GgmlType::Q5_0:
+    case GgmlType::Q8_0:
+      return {0};
+    case GgmlType::Q4_1:
+    case GgmlType::Q5_1:
+    case GgmlType::Q4_K:
+    case GgmlType::Q5_K:
+      return {0, 2};
+    case GgmlType::Q2_K:
+      return {80, 82};
+    case GgmlType::Q3_K:
+      return {108};
+    case GgmlType::Q6_K:
+      return {208};
+    default:
+      return {};
+  }
+}
+
+// Random weights: float types from Gaussian values, quant types from random bytes (every bit
+// pattern of quants and packed scales) with small finite f16 scales.
+std::vector<uint8_t> random_weights(GgmlType type, int64_t n, int64_t k, std::mt19937_64& rng) {
+  std::vector<uint8_t> w(row_bytes(type, k) * n);
+  std::normal_distribution<float> normal;
+  if (activation_block(type) == 0) {
+    std::vector<float> row(k);
+    for (int64_t r = 0; r < n; ++r) {
+      for (auto& v : row) v = normal(rng);
+      quantize_row(type, row.data(), w.data() + r * row_bytes(type, k), k);
+    }
+    return w;
+  }
+  for (auto& b : w) b = static_cast<uint8_t>(rng());
+  const TypeInfo& ti = type_info(type);
+  for (size_t b0 = 0; b0 < w.size(); b0 += ti.block_bytes) {
+    for (int off : f16_fields(type)) {
+      const uint16_t h = f32_to_f16(normal(rng) * 0.01f);
+      std::memcpy(&w[b0 + off], &h, 2);
+    }
+  }
+  return w;
+}
+
+struct Reference {
+  std::vector<double> y;      // exact dot products of X with the dequantized weights
+  std::vector<double> bound;  // allowed |error|
+  // Dot products with X rounded the way matmul quantizes it (q = round-half-even(x*127/amax),
+  // x' = q*amax/127): only float rounding separates these from matmul, so any wrong quant or
+  // scale shows up far above tight_bound.
+  std::vector<double> y_q8;
+  std::vector<double> tight_bound;
+};
+
+// Error bound: 8-bit activation rounding moves each x by at most half its block's step
+// (max|x|/127/2), plus float accumulation.
+Reference reference(const std::vector<float>& x, int64_t m, int64_t k, GgmlType type,
+                    const std::vector<uint8_t>& w, int64_t n) {
+  Reference ref{std::vector<double>(m * n), std::vector<double>(m * n), std::vector<double>(m * n),
+                std::vector<double>(m * n)};
+  const int block = activation_block(type);
+  std::vector<float> wf(k), step(k, 0.0f);
+  std::vector<double> xq(k);
+  for (int64_t j = 0; j < n; ++j) {
+    dequantize_row(type, w.data() + j * row_bytes(type, k), wf.data(), k);
+    for (int64_t i = 0; i < m; ++i) {
+      const float* xi = x.data() + i * k;
+      if (block) {
+        for (int64_t b0 = 0; b0 < k; b0 += block) {
+          float amax = 0;
+          for (int t = 0; t < block; ++t) amax = std::max(amax, std::fabs(xi[b0 + t]));
+          const float inv = amax > 0 ? 127.0f / amax : 0.0f;
+          for (int t = 0; t < block; ++t) {
+            step[b0 + t] = amax / 127.0f;
+            xq[b0 + t] = std::nearbyint(xi[b0 + t] * inv) * static_cast<double>(amax / 127.0f);
+          }
+        }
+      } else {
+        for (int64_t t = 0; t < k; ++t) xq[t] = xi[t];
+      }
+      double dot = 0, dotq = 0, mag = 0, qerr = 0;
+      for (int64_t t = 0; t < k; ++t) {
+        dot += static_cast<double>(wf[t]) * xi[t];
+        dotq += static_cast<double>(wf[t]) * xq[t];
+        mag += std::fabs(static_cast<double>(wf[t]) * xi[t]);
+        qerr += std::fabs(wf[t]) * 0.5 * step[t];
+      }
+      ref.y[i * n + j] = dot;
+      ref.bound[i * n + j] = qerr * 1.001 + 2e-6 * mag + 1e-6;
+      ref.y_q8[i * n + j] = dotq;
+      ref.tight_bound[i * n + j] = 4e-6 * mag + 1e-7;
+    }
+  }
+  return ref;
+}
+
+std::vector<float> random_x(int64_t m, int64_t k, std::mt19937_64& rng) {
+  std::normal_distribution<float> normal;
+  std::vector<float> x(m * k);
+  for (auto& v : x) v = normal(rng);
+  return x;
+}
+
+class MatmulByType : public ::testing::TestWithParam<GgmlType> {};
+
+TEST_P(MatmulByType, MatchesDoubleReferenceForEveryBatchAndThreadCount) {
+  const GgmlType type = GetParam();
+  auto rng = testing::seeded_rng();
+  const int block = std::max(type_info(type).block_elems, 8);
+  for (int threads : {1, 2, 4}) {
+    ThreadPool pool(threads);
+    for (int64_t m : {1, 3, 17, 64}) {
+      const int64_t k = block * static_cast<int64_t>(1 + rng() % (block >= 256 ? 4 : 24)) +
+                        (activation_block(type) == 0 ? static_cast<int64_t>(rng() % 8) : 0);
+      const int64_t n = 1 + static_cast<int64_t>(rng() % 40);
+      const auto w = random_weights(type, n, k, rng);
+      const auto x = random_x(m, k, rng);
+      std::vector<float> y(m * n, NAN);
+      matmul(pool, x.data(), m, WeightMatrix{type, w.data(), n, k, 0}, y.data());
+      const Reference ref = reference(x, m, k, type, w, n);
+      for (int64_t i = 0; i < m * n; ++i) {
+        ASSERT_NEAR(y[i], ref.y[i], ref.bound[i])
+            << type_name(type) << " threads=" << threads << " m=" << m << " n=" << n << " k=" << k
+            << " element " << i;
+        ASSERT_NEAR(y[i], ref.y_q8[i], ref.tight_bound[i])
+            << type_name(type) << " vs quantized X: threads=" << threads << " m=" << m << " n=" << n
+            << " k=" << k << " element " << i;
+      }
+    }
+  }
+}
+
+TEST_P(MatmulByType, RowIsBitwiseTheSameAloneOrInAnyBatch) {
+  const GgmlType type = GetParam();
+  auto rng = testing::seeded_rng();
+  const int64_t k =
+      type_info(type).block_elems >= 256 ? 512 : 96 + (activation_block(type) ? 0 : 5);
+  const int64_t n = 37, m = 19;
+  const auto w = random_weights(type, n, k, rng);
+  const WeightMatrix wm{type, w.data(), n, k, 0};
+  // The batch lives in padded rows (strides) to check those too.
+  const int64_t xs = k + 3, ys = n + 5;
+  std::vector<float> x(m * xs);
+  std::normal_distribution<float> normal;
+  for (auto& v : x) v = normal(rng);
+  ThreadPool pool4(4), pool1(1);
+  std::vector<float> batch(m * ys, NAN);
+  matmul(pool4, x.data(), xs, m, wm, batch.data(), ys);
+  for (int64_t i = 0; i < m; ++i) {
+    std::vector<float> alone(n, NAN);
+    matmul(pool1, x.data() + i * xs, xs, 1, wm, alone.data(), n);
+    ASSERT_EQ(0, std::memcmp(alone.data(), batch.data() + i * ys, n * sizeof(float)))
+        << type_name(type) << " row " << i << " differs alone vs in a batch of " << m;
+  }
+  // A sub-batch starting at an odd row must agree too (tiles of 4 rows shift).
+  std::vector<float> sub(5 * ys, NAN);
+  matmul(pool4, x.data() + 3 * xs, xs, 5, wm, sub.data(), ys);
+  for (int64_t i = 0; i < 5; ++i) {
+    ASSERT_EQ(0, std::memcmp(sub.data() + i * ys, batch.data() + (i + 3) * ys, n * sizeof(float)))
+        << type_name(type) << " sub-batch row " << i;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(AllWeightTypes, MatmulByType,
+                         ::testing::Values(GgmlType::F32, GgmlType::F16, GgmlType::BF16,
+                                           GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_1,
+                                           GgmlType::Q5_0, GgmlType::Q5_1, GgmlType::Q2_K,
+                                           GgmlType::Q3_K, GgmlType::Q4_K, GgmlType::Q5_K,
+                                           GgmlType::Q6_K),
+                         [](const auto& info) { return std::string(type_name(info.param)); });
+
+TEST(MatmulErrors, RowLengthNotAMultipleOfTheBlockIsRejected) {
+  ThreadPool pool(1);
+  std::vector<uint8_t> w(1024);
+  std::vector<float> x(640), y(1);
+  EXPECT_THROW(
+      matmul(pool, x.data(), 1, WeightMatrix{GgmlType::Q4_K, w.data(), 1, 640, 0}, y.data()),
+      std::invalid_argument);
+  EXPECT_THROW(
+      matmul(pool, x.data(), 1, WeightMatrix{GgmlType::Q8_K, w.data(), 1, 256, 0}, y.data()),
+      std::invalid_argument);
+  EXPECT_THROW(
+      matmul(pool, x.data(), 1, WeightMatrix{GgmlType::Q8_0, w.data(), 1, 64, 10}, y.data()),
+      std::invalid_argument);  // stride shorter than a row
+}
+
+}  // namespace
+}  // namespace kdr::ops
