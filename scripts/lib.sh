@@ -6,6 +6,7 @@ KDR_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # At most 2 parallel jobs by default: the development and CI machines have 2 cores.
 KDR_JOBS="${KDR_JOBS:-2}"
 KDR_BUILD="${KDR_BUILD:-$KDR_ROOT/build}"
+KDR_BUILD_ASAN="${KDR_BUILD_ASAN:-$KDR_ROOT/build-asan}"
 KDR_VENV="$KDR_ROOT/.venv"
 KDR_STEP="(start)"
 
