@@ -36,6 +36,18 @@ int activation_block(GgmlType type) {
   }
 }
 
+void embedding_row(const WeightMatrix& table, int64_t token, float* out) {
+  if (token < 0 || token >= table.rows) {
+    throw std::out_of_range("embedding: token id " + std::to_string(token) +
+                            " is outside the table of " + std::to_string(table.rows) + " rows");
+  }
+  const size_t rb = row_bytes(table.type, table.cols);
+  const size_t stride = table.row_stride ? table.row_stride : rb;
+  dequantize_row(table.type,
+                 static_cast<const uint8_t*>(table.data) + static_cast<size_t>(token) * stride, out,
+                 table.cols);
+}
+
 namespace {
 
 // Per calling thread, so concurrent matmuls on different pools do not share buffers.

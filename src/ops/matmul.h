@@ -38,6 +38,10 @@ inline void matmul(ThreadPool& pool, const float* x, int64_t m, const WeightMatr
   matmul(pool, x, w.cols, m, w, y, w.rows);
 }
 
+// Writes row `token` of an embedding table (table.rows tokens of table.cols values, any
+// type) as floats. Throws std::out_of_range naming the token and the table size.
+void embedding_row(const WeightMatrix& table, int64_t token, float* out);
+
 // The 8-bit block size matmul quantizes X to for this weight type: 32 (legacy quants),
 // 256 (K-quants) or 0 (float weights: X stays f32).
 int activation_block(GgmlType type);
