@@ -114,7 +114,7 @@ GgufValue read_array(Reader& r, const std::string& ctx, int depth) {
   v.count = r.read<uint64_t>(ctx + ": array length");
   const std::string too_long = ctx + ": array length " + std::to_string(v.count) +
                                " cannot fit in the " + std::to_string(r.remaining()) +
-                               " bytes left in the file";
+                               " bytes left in the file (truncated or corrupt)";
   if (size_t es = scalar_size(v.elem_type)) {
     if (v.count > r.remaining() / es) r.fail(too_long);
     v.elems = r.take(v.count * es, ctx + ": array data");
@@ -276,10 +276,10 @@ GgufFile GgufFile::parse(MappedFile bytes, const std::string& name) {
   uint64_t n_kv = r.read<uint64_t>("metadata key/value count");
   if (n_kv > r.remaining() / kMinKvBytes)
     r.fail("metadata key/value count " + std::to_string(n_kv) + " cannot fit in a file of " +
-           std::to_string(f.bytes_.size()) + " bytes");
+           std::to_string(f.bytes_.size()) + " bytes (truncated or corrupt)");
   if (n_tensors > r.remaining() / kMinTensorInfoBytes)
     r.fail("tensor count " + std::to_string(n_tensors) + " cannot fit in a file of " +
-           std::to_string(f.bytes_.size()) + " bytes");
+           std::to_string(f.bytes_.size()) + " bytes (truncated or corrupt)");
 
   f.metadata_.reserve(n_kv);
   for (uint64_t i = 0; i < n_kv; ++i) {
