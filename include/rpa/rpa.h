@@ -99,6 +99,7 @@ struct Tuning {
   int32_t prefill_kv_block = 0;  // kv positions per prefill tile (0: default)
   int32_t split_kv_tokens = 0;   // a decode longer than this is split at multiples of it
                                  // (fixed by position, so results are batch invariant)
+  int32_t decode_kv_block = 0;   // kv positions per decode tile (0: default)
 };
 
 // Throws Error naming the sequence and the value when the batch breaks the contract.

@@ -110,6 +110,40 @@ void load_tile(const RunArgs& a, const WorkItem& w, int32_t pos0, int32_t n, boo
   }
 }
 
+// Asks for the rows of the KV block at [pos0, pos0 + n) to be brought into L2 while the
+// current block is computed: pages are scattered and input rows of one head are strided,
+// so the hardware prefetcher cannot guess them.
+void prefetch_block(const RunArgs& a, const WorkItem& w, int32_t pos0, int32_t n) {
+  const Plan::Impl& p = *a.plan;
+  const CacheShape& sh = p.shape;
+  const int32_t d = sh.head_dim;
+  const int32_t ps = sh.page_size;
+  const int32_t q_len = p.cu_q_lens[w.seq + 1] - p.cu_q_lens[w.seq];
+  const int32_t first_new = p.kv_lens[w.seq] - q_len;
+  const int32_t* pages = p.page_indices.data() + static_cast<size_t>(w.seq) * p.pages_per_seq;
+  const size_t esize = element_size(sh.dtype);
+  const auto fetch = [](const void* base, size_t bytes) {
+    const char* c = static_cast<const char*>(base);
+    for (size_t i = 0; i < bytes; i += 64) __builtin_prefetch(c + i, 0, 2);
+  };
+  int32_t t = 0;
+  while (t < n && pos0 + t < first_new) {  // cached rows: one contiguous run per page
+    const int32_t pos = pos0 + t;
+    const int32_t run = std::min({ps - pos % ps, first_new - pos, n - t});
+    const size_t row =
+        (static_cast<size_t>(pages[pos / ps]) * sh.num_kv_heads + w.kv_head) * ps + pos % ps;
+    fetch(static_cast<const char*>(a.cache->k) + row * d * esize, run * d * esize);
+    fetch(static_cast<const char*>(a.cache->v) + row * d * esize, run * d * esize);
+    t += run;
+  }
+  for (; t < n; ++t) {  // new rows from the inputs
+    const int64_t tok = p.cu_q_lens[w.seq] + (pos0 + t - first_new);
+    const int64_t off = (tok * sh.num_kv_heads + w.kv_head) * d;
+    fetch(a.k + off, d * sizeof(float));
+    fetch(a.v + off, d * sizeof(float));
+  }
+}
+
 // Writes the item's own new tokens that fall in [pos0, pos0 + n) into their pages.
 void write_new_rows(const RunArgs& a, const WorkItem& w, int32_t pos0, int32_t n) {
   const Plan::Impl& p = *a.plan;
@@ -200,6 +234,8 @@ void run_item(const RunArgs& a, const WorkItem& w, Scratch& sc) {
     const int32_t n = std::min(block, w.kv_end - kb);
     const size_t n4 = round_up(n, 4);
     const size_t nv = round_up(n, std::max<size_t>(nl, 4));
+    if (kb + block < w.kv_end)
+      prefetch_block(a, w, kb + block, std::min(block, w.kv_end - kb - block));
     load_tile(a, w, kb, n, false, kt);
     load_tile(a, w, kb, n, true, vt);
     for (size_t t = n; t < n4; ++t) std::fill(kt + t * dp, kt + (t + 1) * dp, 0.0f);

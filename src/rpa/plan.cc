@@ -17,16 +17,18 @@ constexpr int32_t kDefaultDecodeKvBlock = 64;
 constexpr int32_t kDefaultSplitKvTokens = 2048;
 
 ResolvedTuning resolve_tuning(const Tuning& t) {
-  if (t.prefill_q_block < 0 || t.prefill_kv_block < 0 || t.split_kv_tokens < 0)
+  if (t.prefill_q_block < 0 || t.prefill_kv_block < 0 || t.split_kv_tokens < 0 ||
+      t.decode_kv_block < 0)
     throw Error("rpa: Tuning block sizes must be >= 0 (0 = default)");
   ResolvedTuning r;
   r.prefill_q_block = t.prefill_q_block > 0 ? t.prefill_q_block : kDefaultPrefillQBlock;
   r.prefill_kv_block = t.prefill_kv_block > 0 ? t.prefill_kv_block : kDefaultPrefillKvBlock;
-  r.decode_kv_block = kDefaultDecodeKvBlock;
+  r.decode_kv_block = t.decode_kv_block > 0 ? t.decode_kv_block : kDefaultDecodeKvBlock;
   r.split_kv_tokens = t.split_kv_tokens > 0 ? t.split_kv_tokens : kDefaultSplitKvTokens;
   // Tiles live in per-thread scratch; keep them to a size that stays in L1/L2.
   r.prefill_q_block = std::min(r.prefill_q_block, 1024);
   r.prefill_kv_block = std::min(r.prefill_kv_block, 1024);
+  r.decode_kv_block = std::min(r.decode_kv_block, 1024);
   return r;
 }
 
