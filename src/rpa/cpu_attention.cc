@@ -124,7 +124,7 @@ void prefetch_block(const RunArgs& a, const WorkItem& w, int32_t pos0, int32_t n
   const size_t esize = element_size(sh.dtype);
   const auto fetch = [](const void* base, size_t bytes) {
     const char* c = static_cast<const char*>(base);
-    for (size_t i = 0; i < bytes; i += 64) __builtin_prefetch(c + i, 0, 2);
+    for (size_t i = 0; i < bytes; i += 64) __builtin_prefetch(c + i, 0, 2);  // to L2
   };
   int32_t t = 0;
   while (t < n && pos0 + t < first_new) {  // cached rows: one contiguous run per page
@@ -234,6 +234,7 @@ void run_item(const RunArgs& a, const WorkItem& w, Scratch& sc) {
     const int32_t n = std::min(block, w.kv_end - kb);
     const size_t n4 = round_up(n, 4);
     const size_t nv = round_up(n, std::max<size_t>(nl, 4));
+    // One block ahead is enough to hide the latency; more evicts the current tiles.
     if (kb + block < w.kv_end)
       prefetch_block(a, w, kb + block, std::min(block, w.kv_end - kb - block));
     load_tile(a, w, kb, n, false, kt);
