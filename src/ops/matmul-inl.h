@@ -46,6 +46,8 @@ struct MatmulArgs {
 
 #include <cmath>
 #include <cstring>
+#include <type_traits>
+#include <utility>
 
 #include "base/dtype.h"
 #include "hwy/highway.h"
@@ -70,10 +72,15 @@ HWY_INLINE float LoadF16(const uint8_t* p) {
   return hn::GetLane(hn::PromoteTo(d1, hn::LoadU(dh, reinterpret_cast<const hwy::float16_t*>(p))));
 }
 
+// Lanes per int16 chunk; fixed at compile time so chunk offsets and shifts are constants.
+static_assert(!HWY_HAVE_SCALABLE, "matmul kernels assume fixed-width vectors");
+constexpr size_t kL = hn::MaxLanes(D16());
+
 // Unsigned bytes [p, p+L) widened to int16 lanes.
 HWY_INLINE V16 Bytes(const uint8_t* p) { return hn::PromoteTo(D16(), hn::LoadU(DU8(), p)); }
-HWY_INLINE V16 Bits(V16 v, int shift, int mask) {
-  return hn::And(hn::ShiftRightSame(v, shift), hn::Set(D16(), static_cast<int16_t>(mask)));
+template <int kShift, int kMask>
+HWY_INLINE V16 Bits(V16 v) {
+  return hn::And(hn::ShiftRight<kShift>(v), hn::Set(D16(), static_cast<int16_t>(kMask)));
 }
 
 // Lane i holds 1 << i: tests bit (e0 + i) of a Q5 high-bit word.
@@ -89,7 +96,7 @@ HWY_INLINE V16 Q5High(uint32_t qh, size_t e0) {
 }
 
 // --- weight block decoders -----------------------------------------------------------------
-// Begin() reads a block's scales; Chunk(e0) returns elements [e0, e0+L) as int16, already
+// Begin() reads a block's scales; Chunk<e0>() returns elements [e0, e0+L) as int16, already
 // multiplied by their sub-block scale for K-quants. kMin1: legacy min (x = d*q + m);
 // kMinK: K-quant mins (x = d*sc*q - dmin*m per 16-group).
 
@@ -102,8 +109,9 @@ struct DecQ8_0 {
     b = blk;
     d = LoadF16(blk);
   }
-  HWY_INLINE V16 Chunk(size_t e0) const {
-    return hn::PromoteTo(D16(), hn::LoadU(DI8(), reinterpret_cast<const int8_t*>(b + 2 + e0)));
+  template <size_t kE0>
+  HWY_INLINE V16 Chunk() const {
+    return hn::PromoteTo(D16(), hn::LoadU(DI8(), reinterpret_cast<const int8_t*>(b + 2 + kE0)));
   }
 };
 
@@ -122,9 +130,10 @@ struct DecLegacy {  // Q4_0, Q4_1, Q5_0, Q5_1
     if (kAffine) m = LoadF16(blk + 2);
     if (kBits == 5) std::memcpy(&qh, blk + (kAffine ? 4 : 2), 4);
   }
-  HWY_INLINE V16 Chunk(size_t e0) const {
-    V16 q = Bits(Bytes(b + kQs + e0 % 16), e0 < 16 ? 0 : 4, 0xF);
-    if (kBits == 5) q = hn::Or(q, Q5High(qh, e0));
+  template <size_t kE0>
+  HWY_INLINE V16 Chunk() const {
+    V16 q = Bits < kE0 < 16 ? 0 : 4, 0xF > (Bytes(b + kQs + kE0 % 16));
+    if (kBits == 5) q = hn::Or(q, Q5High(qh, kE0));
     if (!kAffine) q = hn::Sub(q, hn::Set(D16(), static_cast<int16_t>(1 << (kBits - 1))));
     return q;
   }
@@ -136,8 +145,9 @@ struct DecKBase {
   float d, dmin = 0;
   alignas(32) int16_t sc16[16];  // scale of each group of 16
   alignas(32) int16_t m16[16];   // min of each group of 16
-  HWY_INLINE V16 Scaled(V16 q, size_t e0) const {
-    return hn::Mul(q, hn::Set(D16(), sc16[e0 / 16]));
+  template <size_t kE0>
+  HWY_INLINE V16 Scaled(V16 q) const {
+    return hn::Mul(q, hn::Set(D16(), sc16[kE0 / 16]));
   }
 };
 
@@ -153,9 +163,10 @@ struct DecQ2_K : DecKBase {
     d = LoadF16(blk + 80);
     dmin = LoadF16(blk + 82);
   }
-  HWY_INLINE V16 Chunk(size_t e0) const {
-    const size_t n = e0 / 128, j = (e0 / 32) % 4, l = e0 % 32;
-    return Scaled(Bits(Bytes(b + 16 + n * 32 + l), static_cast<int>(2 * j), 3), e0);
+  template <size_t kE0>
+  HWY_INLINE V16 Chunk() const {
+    constexpr size_t n = kE0 / 128, j = (kE0 / 32) % 4, l = kE0 % 32;
+    return Scaled<kE0>(Bits<2 * j, 3>(Bytes(b + 16 + n * 32 + l)));
   }
 };
 
@@ -167,11 +178,12 @@ struct DecQ3_K : DecKBase {
     for (int g = 0; g < 16; ++g) sc16[g] = static_cast<int16_t>(scale_q3k(g, blk + 96));
     d = LoadF16(blk + 108);
   }
-  HWY_INLINE V16 Chunk(size_t e0) const {
-    const size_t n = e0 / 128, j = (e0 / 32) % 4, l = e0 % 32;
-    const V16 lo = Bits(Bytes(b + 32 + n * 32 + l), static_cast<int>(2 * j), 3);
-    const V16 hi = hn::ShiftLeft<2>(Bits(Bytes(b + l), static_cast<int>(4 * n + j), 1));
-    return Scaled(hn::Sub(hn::Or(lo, hi), hn::Set(D16(), 4)), e0);
+  template <size_t kE0>
+  HWY_INLINE V16 Chunk() const {
+    constexpr size_t n = kE0 / 128, j = (kE0 / 32) % 4, l = kE0 % 32;
+    const V16 lo = Bits<2 * j, 3>(Bytes(b + 32 + n * 32 + l));
+    const V16 hi = hn::ShiftLeft<2>(Bits<4 * n + j, 1>(Bytes(b + l)));
+    return Scaled<kE0>(hn::Sub(hn::Or(lo, hi), hn::Set(D16(), 4)));
   }
 };
 
@@ -190,13 +202,12 @@ struct DecQ45_K : DecKBase {  // Q4_K, Q5_K
       m16[2 * s] = m16[2 * s + 1] = static_cast<int16_t>(m);
     }
   }
-  HWY_INLINE V16 Chunk(size_t e0) const {
-    const size_t s = e0 / 32, l = e0 % 32;
-    V16 q = Bits(Bytes(b + (kBits == 4 ? 16 : 48) + (s / 2) * 32 + l),
-                 static_cast<int>(4 * (s % 2)), 0xF);
-    if (kBits == 5)
-      q = hn::Or(q, hn::ShiftLeft<4>(Bits(Bytes(b + 16 + l), static_cast<int>(s), 1)));
-    return Scaled(q, e0);
+  template <size_t kE0>
+  HWY_INLINE V16 Chunk() const {
+    constexpr size_t s = kE0 / 32, l = kE0 % 32;
+    V16 q = Bits<4 * (s % 2), 0xF>(Bytes(b + (kBits == 4 ? 16 : 48) + (s / 2) * 32 + l));
+    if (kBits == 5) q = hn::Or(q, hn::ShiftLeft<4>(Bits<s, 1>(Bytes(b + 16 + l))));
+    return Scaled<kE0>(q);
   }
 };
 
@@ -208,15 +219,33 @@ struct DecQ6_K : DecKBase {
     for (int g = 0; g < 16; ++g) sc16[g] = static_cast<int8_t>(blk[192 + g]);
     d = LoadF16(blk + 208);
   }
-  HWY_INLINE V16 Chunk(size_t e0) const {
-    const size_t n = e0 / 128, t = (e0 / 32) % 4, l = e0 % 32;
-    const V16 lo = Bits(Bytes(b + n * 64 + (t % 2) * 32 + l), static_cast<int>(4 * (t / 2)), 0xF);
-    const V16 hi = hn::ShiftLeft<4>(Bits(Bytes(b + 128 + n * 32 + l), static_cast<int>(2 * t), 3));
-    return Scaled(hn::Sub(hn::Or(lo, hi), hn::Set(D16(), 32)), e0);
+  template <size_t kE0>
+  HWY_INLINE V16 Chunk() const {
+    constexpr size_t n = kE0 / 128, t = (kE0 / 32) % 4, l = kE0 % 32;
+    const V16 lo = Bits<4 * (t / 2), 0xF>(Bytes(b + n * 64 + (t % 2) * 32 + l));
+    const V16 hi = hn::ShiftLeft<4>(Bits<2 * t, 3>(Bytes(b + 128 + n * 32 + l)));
+    return Scaled<kE0>(hn::Sub(hn::Or(lo, hi), hn::Set(D16(), 32)));
   }
 };
 
 // --- row dots --------------------------------------------------------------------------------
+
+// isum[r] += the integer dot of one decoded weight block with X row r's quants at x0.
+template <class Dec, int MR, size_t... kC>
+HWY_INLINE void BlockDot(const Dec& dec, const int16_t* const* xq, int64_t x0, hn::Vec<D32>* isum,
+                         hn::Vec<D32>* isum1, std::index_sequence<kC...>) {
+  const D16 d16;
+  const D32 d32;
+  const auto step = [&](auto chunk) {
+    constexpr size_t e = decltype(chunk)::value * kL;
+    const V16 q = dec.template Chunk<e>();
+    for (int r = 0; r < MR; ++r) {
+      const V16 y = hn::LoadU(d16, xq[r] + x0 + static_cast<int64_t>(e));
+      isum[r] = hn::ReorderWidenMulAccumulate(d32, q, y, isum[r], isum1[r]);
+    }
+  };
+  (step(std::integral_constant<size_t, kC>()), ...);
+}
 
 // Y[m0..m0+MR)[n] for a quantized weight row n.
 template <class Dec, int MR>
@@ -225,7 +254,6 @@ HWY_INLINE void DotRowsQuant(const MatmulArgs& a, int64_t m0, int64_t n) {
   const D32 d32;
   const DF df;
   constexpr int kB = Dec::kBlock;
-  const size_t L = hn::Lanes(d16);
   const int64_t nb = a.k / kB;
   const uint8_t* wrow = a.w + static_cast<size_t>(n) * a.w_stride;
   const int16_t* xq[MR];
@@ -244,13 +272,7 @@ HWY_INLINE void DotRowsQuant(const MatmulArgs& a, int64_t m0, int64_t n) {
     dec.Begin(wrow + blk * Dec::kBytes);
     hn::Vec<D32> isum[MR], isum1[MR];
     for (int r = 0; r < MR; ++r) isum[r] = isum1[r] = hn::Zero(d32);
-    for (size_t e = 0; e < static_cast<size_t>(kB); e += L) {
-      const V16 q = dec.Chunk(e);
-      for (int r = 0; r < MR; ++r) {
-        const V16 y = hn::LoadU(d16, xq[r] + blk * kB + static_cast<int64_t>(e));
-        isum[r] = hn::ReorderWidenMulAccumulate(d32, q, y, isum[r], isum1[r]);
-      }
-    }
+    BlockDot<Dec, MR>(dec, xq, blk * kB, isum, isum1, std::make_index_sequence<kB / kL>());
     for (int r = 0; r < MR; ++r) {
       const float dy = xd[r][blk];
       const auto total = hn::RearrangeToOddPlusEven(isum[r], isum1[r]);
@@ -258,7 +280,7 @@ HWY_INLINE void DotRowsQuant(const MatmulArgs& a, int64_t m0, int64_t n) {
       if constexpr (Dec::kMinK) {
         const int16_t* bs = a.acts.bsums + (m0 + r) * (a.k / 16) + blk * 16;
         auto im = hn::Zero(d32), im1 = hn::Zero(d32);
-        for (size_t g = 0; g < 16; g += L) {
+        for (size_t g = 0; g < 16; g += kL) {
           im = hn::ReorderWidenMulAccumulate(d32, hn::Load(d16, dec.m16 + g),
                                              hn::LoadU(d16, bs + g), im, im1);
         }
