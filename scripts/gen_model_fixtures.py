@@ -74,6 +74,17 @@ def llama_permute(w, n_head):
     return w.reshape(n_head, 2, rows // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
+def rope_params(cfg, kind="full_attention"):
+    """transformers 5 keeps RoPE settings in rope_parameters (per layer type for Gemma-3);
+    older versions in rope_theta / rope_scaling."""
+    rp = getattr(cfg, "rope_parameters", None)
+    if rp:
+        return dict(rp.get(kind, rp))
+    out = dict(getattr(cfg, "rope_scaling", None) or {})
+    out["rope_theta"] = cfg.rope_theta
+    return out
+
+
 def write_gguf(path, key, model):
     cfg = model.config
     arch = {"llama": "llama", "llama31": "llama", "qwen2": "qwen2", "qwen3": "qwen3",
@@ -89,7 +100,7 @@ def write_gguf(path, key, model):
     w.add_key_length(cfg.head_dim)
     w.add_value_length(cfg.head_dim)
     w.add_layer_norm_rms_eps(cfg.rms_norm_eps)
-    w.add_rope_freq_base(cfg.rope_theta)
+    w.add_rope_freq_base(rope_params(cfg)["rope_theta"])
     w.add_vocab_size(cfg.vocab_size)
     if arch == "gemma3":
         w.add_sliding_window(cfg.sliding_window)
@@ -115,9 +126,9 @@ def write_gguf(path, key, model):
     if "lm_head.weight" in sd and not cfg.tie_word_embeddings:
         put("output.weight", sd["lm_head.weight"])
     if key == "llama31":
-        rs = cfg.rope_scaling
+        rs = rope_params(cfg)
         dim = cfg.head_dim
-        freqs = 1.0 / (cfg.rope_theta ** (np.arange(0, dim, 2, dtype=np.float64) / dim))
+        freqs = 1.0 / (rs["rope_theta"] ** (np.arange(0, dim, 2, dtype=np.float64) / dim))
         lo_wl = rs["original_max_position_embeddings"] / rs["low_freq_factor"]
         hi_wl = rs["original_max_position_embeddings"] / rs["high_freq_factor"]
         factors = []

@@ -191,8 +191,27 @@ ModelConfig config_from_hf(const nlohmann::json& j0, const std::string& source) 
       j.value("tie_word_embeddings", c.arch == Arch::kGemma3 || c.arch == Arch::kQwen3);
   c.rope_style = RopeStyle::kHalfSplit;
   c.layer_is_local.assign(static_cast<size_t>(std::max(c.num_layers, 0)), 0);
-  if (j.contains("rope_scaling") && j["rope_scaling"].is_object()) {
-    const auto& rs = j["rope_scaling"];
+  // transformers 5 keeps RoPE settings in rope_parameters (per layer type for Gemma-3);
+  // earlier versions in rope_theta / rope_scaling / rope_local_base_freq.
+  nlohmann::json rope_global = j.contains("rope_scaling") && j["rope_scaling"].is_object()
+                                   ? j["rope_scaling"]
+                                   : nlohmann::json::object();
+  nlohmann::json rope_local = nlohmann::json::object();
+  if (j.contains("rope_parameters") && j["rope_parameters"].is_object()) {
+    const auto& rp = j["rope_parameters"];
+    if (rp.contains("full_attention")) {
+      rope_global = rp["full_attention"];
+      if (rp.contains("sliding_attention")) rope_local = rp["sliding_attention"];
+    } else {
+      rope_global = rp;
+    }
+  }
+  if (rope_global.contains("rope_theta")) c.rope_base = rope_global["rope_theta"].get<float>();
+  c.rope_base_local = rope_local.contains("rope_theta")
+                          ? rope_local["rope_theta"].get<float>()
+                          : static_cast<float>(opt_num("rope_local_base_freq", c.rope_base));
+  {
+    const auto& rs = rope_global;
     const std::string rt = rs.value("rope_type", rs.value("type", std::string()));
     const float factor = rs.value("factor", 1.0f);
     if (rt == "llama3") {
@@ -203,7 +222,7 @@ ModelConfig config_from_hf(const nlohmann::json& j0, const std::string& source) 
     } else if (rt == "linear") {
       c.rope_linear_factor = factor;
     } else if (!rt.empty() && rt != "default") {
-      fail(source, "unsupported rope_scaling type '" + rt + "'");
+      fail(source, "unsupported rope type '" + rt + "'");
     }
   }
   c.attn_scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
@@ -221,7 +240,6 @@ ModelConfig config_from_hf(const nlohmann::json& j0, const std::string& source) 
     case Arch::kGemma3: {
       c.qk_norm = c.sandwich_norms = c.scale_embeddings = true;
       c.activation = Activation::kGeluTanh;
-      c.rope_base_local = static_cast<float>(opt_num("rope_local_base_freq", 10000.0));
       c.sliding_window = static_cast<int32_t>(opt_num("sliding_window", 512));
       c.attn_scale =
           1.0f / std::sqrt(static_cast<float>(opt_num("query_pre_attn_scalar", c.head_dim)));
