@@ -271,10 +271,13 @@ struct Pools {
     c.v_scale = v_scale;
     return c;
   }
+  // Bitwise, so NaN row scales compare equal to themselves.
+  static bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
+    return a.size() == b.size() &&
+           (a.empty() || std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0);
+  }
   bool operator==(const Pools& o) const {
-    return k == o.k && v == o.v &&
-           std::memcmp(ks.data(), o.ks.data(), ks.size() * sizeof(float)) == 0 &&
-           std::memcmp(vs.data(), o.vs.data(), vs.size() * sizeof(float)) == 0;
+    return k == o.k && v == o.v && same_bits(ks, o.ks) && same_bits(vs, o.vs);
   }
 };
 
