@@ -32,7 +32,8 @@ namespace hn = hwy::HWY_NAMESPACE;
 using DF = hn::ScalableTag<float>;
 
 // Sums of four vectors' lanes, written to out[0..3].
-HWY_INLINE void Sum4(DF df, hn::Vec<DF> a, hn::Vec<DF> b, hn::Vec<DF> c, hn::Vec<DF> d,
+template <class D>
+HWY_INLINE void Sum4(D df, hn::Vec<D> a, hn::Vec<D> b, hn::Vec<D> c, hn::Vec<D> d,
                      float* HWY_RESTRICT out) {
 #if HWY_TARGET == HWY_AVX2
   // Pairwise adds within 128-bit halves, then fold the halves: 4 sums in 6 instructions
@@ -239,6 +240,124 @@ HWY_INLINE void RowToF32(const int8_t* HWY_RESTRICT src, size_t n, float scale,
   for (size_t i = 0; i < n; i += nl) {
     const auto x = hn::ConvertTo(df, hn::PromoteTo(di, hn::LoadU(d8, src + i)));
     hn::StoreU(hn::Mul(x, vs), df, dst + i);
+  }
+}
+
+// Decode kernels reading K/V rows straight from the pages (bf16, f16 or f32): no f32 tile
+// is written and each K/V vector is converted once and used by all query rows.
+HWY_INLINE hn::Vec<DF8> LoadF32(DF8 df, const float* HWY_RESTRICT p) { return hn::LoadU(df, p); }
+HWY_INLINE hn::Vec<DF8> LoadF32(DF8 df, const hwy::bfloat16_t* HWY_RESTRICT p) {
+  return hn::PromoteTo(df, hn::LoadU(hn::Rebind<hwy::bfloat16_t, DF8>(), p));
+}
+HWY_INLINE hn::Vec<DF8> LoadF32(DF8 df, const hwy::float16_t* HWY_RESTRICT p) {
+  return hn::PromoteTo(df, hn::LoadU(hn::Rebind<hwy::float16_t, DF8>(), p));
+}
+
+// S[r][t] = Q[r] . K[t] for r < rows (a multiple of 4), t < kv (a multiple of 2); K row t
+// at krows[t] with d elements. Register block: 4 query rows x 2 keys.
+template <typename T>
+HWY_NOINLINE void ScoresQKRows(const float* HWY_RESTRICT q, const T* const* krows,
+                               float* HWY_RESTRICT s, size_t rows, size_t kv, size_t d, size_t dp,
+                               size_t sp) {
+  const DF8 df;
+  const size_t nl = hn::Lanes(df);
+  HWY_ALIGN float sums[4];
+  for (size_t r = 0; r < rows; r += 4) {
+    const float* q0 = q + r * dp;
+    const float* q1 = q0 + dp;
+    const float* q2 = q1 + dp;
+    const float* q3 = q2 + dp;
+    for (size_t t = 0; t < kv; t += 2) {
+      const T* k0 = krows[t];
+      const T* k1 = krows[t + 1];
+      auto a00 = hn::Zero(df), a10 = hn::Zero(df), a20 = hn::Zero(df), a30 = hn::Zero(df);
+      auto a01 = hn::Zero(df), a11 = hn::Zero(df), a21 = hn::Zero(df), a31 = hn::Zero(df);
+      for (size_t x = 0; x < d; x += nl) {
+        const auto y0 = LoadF32(df, k0 + x);
+        const auto y1 = LoadF32(df, k1 + x);
+        const auto x0 = hn::LoadU(df, q0 + x);
+        a00 = hn::MulAdd(x0, y0, a00);
+        a01 = hn::MulAdd(x0, y1, a01);
+        const auto x1 = hn::LoadU(df, q1 + x);
+        a10 = hn::MulAdd(x1, y0, a10);
+        a11 = hn::MulAdd(x1, y1, a11);
+        const auto x2 = hn::LoadU(df, q2 + x);
+        a20 = hn::MulAdd(x2, y0, a20);
+        a21 = hn::MulAdd(x2, y1, a21);
+        const auto x3 = hn::LoadU(df, q3 + x);
+        a30 = hn::MulAdd(x3, y0, a30);
+        a31 = hn::MulAdd(x3, y1, a31);
+      }
+      Sum4(df, a00, a10, a20, a30, sums);
+      for (size_t i = 0; i < 4; ++i) s[(r + i) * sp + t] = sums[i];
+      Sum4(df, a01, a11, a21, a31, sums);
+      for (size_t i = 0; i < 4; ++i) s[(r + i) * sp + t + 1] = sums[i];
+    }
+  }
+}
+
+// O[r] += sum_t P[r][t] V[t] for r < rows (a multiple of 4), t < kv; V row t at vrows[t].
+template <typename T>
+HWY_NOINLINE void AccumulatePVRows(const float* HWY_RESTRICT p, const T* const* vrows,
+                                   float* HWY_RESTRICT o, size_t rows, size_t kv, size_t d,
+                                   size_t dp, size_t sp) {
+  const DF8 df;
+  const size_t nl = hn::Lanes(df);
+  for (size_t r = 0; r < rows; r += 4) {
+    const float* p0 = p + r * sp;
+    const float* p1 = p0 + sp;
+    const float* p2 = p1 + sp;
+    const float* p3 = p2 + sp;
+    float* o0 = o + r * dp;
+    float* o1 = o0 + dp;
+    float* o2 = o1 + dp;
+    float* o3 = o2 + dp;
+    size_t x = 0;
+    for (; x + 2 * nl <= d; x += 2 * nl) {
+      auto c00 = hn::LoadU(df, o0 + x), c01 = hn::LoadU(df, o0 + x + nl);
+      auto c10 = hn::LoadU(df, o1 + x), c11 = hn::LoadU(df, o1 + x + nl);
+      auto c20 = hn::LoadU(df, o2 + x), c21 = hn::LoadU(df, o2 + x + nl);
+      auto c30 = hn::LoadU(df, o3 + x), c31 = hn::LoadU(df, o3 + x + nl);
+      for (size_t t = 0; t < kv; ++t) {
+        const auto v0 = LoadF32(df, vrows[t] + x);
+        const auto v1 = LoadF32(df, vrows[t] + x + nl);
+        const auto w0 = hn::Set(df, p0[t]);
+        c00 = hn::MulAdd(w0, v0, c00);
+        c01 = hn::MulAdd(w0, v1, c01);
+        const auto w1 = hn::Set(df, p1[t]);
+        c10 = hn::MulAdd(w1, v0, c10);
+        c11 = hn::MulAdd(w1, v1, c11);
+        const auto w2 = hn::Set(df, p2[t]);
+        c20 = hn::MulAdd(w2, v0, c20);
+        c21 = hn::MulAdd(w2, v1, c21);
+        const auto w3 = hn::Set(df, p3[t]);
+        c30 = hn::MulAdd(w3, v0, c30);
+        c31 = hn::MulAdd(w3, v1, c31);
+      }
+      hn::StoreU(c00, df, o0 + x);
+      hn::StoreU(c01, df, o0 + x + nl);
+      hn::StoreU(c10, df, o1 + x);
+      hn::StoreU(c11, df, o1 + x + nl);
+      hn::StoreU(c20, df, o2 + x);
+      hn::StoreU(c21, df, o2 + x + nl);
+      hn::StoreU(c30, df, o3 + x);
+      hn::StoreU(c31, df, o3 + x + nl);
+    }
+    for (; x < d; x += nl) {
+      auto c0 = hn::LoadU(df, o0 + x), c1 = hn::LoadU(df, o1 + x);
+      auto c2 = hn::LoadU(df, o2 + x), c3 = hn::LoadU(df, o3 + x);
+      for (size_t t = 0; t < kv; ++t) {
+        const auto v0 = LoadF32(df, vrows[t] + x);
+        c0 = hn::MulAdd(hn::Set(df, p0[t]), v0, c0);
+        c1 = hn::MulAdd(hn::Set(df, p1[t]), v0, c1);
+        c2 = hn::MulAdd(hn::Set(df, p2[t]), v0, c2);
+        c3 = hn::MulAdd(hn::Set(df, p3[t]), v0, c3);
+      }
+      hn::StoreU(c0, df, o0 + x);
+      hn::StoreU(c1, df, o1 + x);
+      hn::StoreU(c2, df, o2 + x);
+      hn::StoreU(c3, df, o3 + x);
+    }
   }
 }
 

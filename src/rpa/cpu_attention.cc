@@ -12,6 +12,7 @@
 #include <cstring>
 #include <vector>
 
+#include "base/dtype.h"
 #include "base/thread_pool.h"
 #include "rpa/internal.h"
 
@@ -32,6 +33,8 @@ size_t round_up(size_t x, size_t m) { return (x + m - 1) / m * m; }
 // Per-thread tiles, grown on demand and kept across calls (no allocation per layer).
 struct Scratch {
   std::vector<float> q, o, m, l, s, k, v;
+  std::vector<const void*> krows, vrows;  // decode: row pointers into the pages
+  std::vector<uint16_t> new_rows;         // decode: new tokens' rows in the cache dtype
   void ensure(size_t rows4, size_t dp, size_t sp) {
     auto grow = [](std::vector<float>& x, size_t n) {
       if (x.size() < n) x.resize(n);
@@ -43,6 +46,9 @@ struct Scratch {
     grow(s, rows4 * sp);
     grow(k, sp * dp);
     grow(v, sp * dp);
+    if (krows.size() < sp) krows.resize(sp);
+    if (vrows.size() < sp) vrows.resize(sp);
+    if (new_rows.size() < 2 * sp * dp) new_rows.resize(2 * sp * dp);
   }
 };
 
@@ -108,6 +114,57 @@ void load_tile(const RunArgs& a, const WorkItem& w, int32_t pos0, int32_t n, boo
     }
     for (size_t x = d; x < a.dp; ++x) dst[x] = 0.0f;
   }
+}
+
+// Decode on a 16/32-bit cache: points krows/vrows at the block's rows in their pages (the
+// new token's row is stored in the cache dtype into scratch, exactly what the page will
+// hold, and pointed at there). Rows [n, round_up(n, 2)) point at zeros.
+void point_rows(const RunArgs& a, const WorkItem& w, int32_t pos0, int32_t n, Scratch& sc) {
+  alignas(64) static const uint8_t kZeros[256 * 4] = {};
+  const Plan::Impl& p = *a.plan;
+  const CacheShape& sh = p.shape;
+  const int32_t d = sh.head_dim;
+  const int32_t ps = sh.page_size;
+  const int32_t q_len = p.cu_q_lens[w.seq + 1] - p.cu_q_lens[w.seq];
+  const int32_t first_new = p.kv_lens[w.seq] - q_len;
+  const int32_t* pages = p.page_indices.data() + static_cast<size_t>(w.seq) * p.pages_per_seq;
+  const size_t esize = element_size(sh.dtype);
+  const char* kpool = static_cast<const char*>(a.cache->k);
+  const char* vpool = static_cast<const char*>(a.cache->v);
+  size_t next_new = 0;  // in uint16 units of new_rows
+  for (int32_t t = 0; t < n; ++t) {
+    const int32_t pos = pos0 + t;
+    if (pos < first_new) {
+      const size_t row =
+          (static_cast<size_t>(pages[pos / ps]) * sh.num_kv_heads + w.kv_head) * ps + pos % ps;
+      sc.krows[t] = kpool + row * d * esize;
+      sc.vrows[t] = vpool + row * d * esize;
+      continue;
+    }
+    const int64_t tok = p.cu_q_lens[w.seq] + (pos - first_new);
+    const float* kin = a.k + (tok * sh.num_kv_heads + w.kv_head) * d;
+    const float* vin = a.v + (tok * sh.num_kv_heads + w.kv_head) * d;
+    if (sh.dtype == KvDType::kF32) {
+      sc.krows[t] = kin;
+      sc.vrows[t] = vin;
+      continue;
+    }
+    uint16_t* kq = sc.new_rows.data() + next_new;
+    uint16_t* vq = kq + d;
+    next_new += 2 * static_cast<size_t>(d);
+    for (int32_t x = 0; x < d; ++x) {
+      kq[x] = sh.dtype == KvDType::kBF16 ? kdr::f32_to_bf16(kin[x]) : kdr::f32_to_f16(kin[x]);
+      vq[x] = sh.dtype == KvDType::kBF16 ? kdr::f32_to_bf16(vin[x]) : kdr::f32_to_f16(vin[x]);
+    }
+    sc.krows[t] = kq;
+    sc.vrows[t] = vq;
+  }
+  if (n % 2) sc.krows[n] = sc.vrows[n] = kZeros;
+}
+
+template <typename T>
+const T* const* typed(const std::vector<const void*>& rows) {
+  return reinterpret_cast<const T* const*>(rows.data());
 }
 
 // Asks for the rows of the KV block at [pos0, pos0 + n) to be brought into L2 while the
@@ -230,6 +287,11 @@ void run_item(const RunArgs& a, const WorkItem& w, Scratch& sc) {
   const int32_t lo_last = window > 0 ? pos_last - window + 1 : 0;
   const int32_t hi_first = causal ? pos_first : kv_len - 1;
 
+  // Decode on a 16/32-bit cache reads K/V straight from the pages: q_len is 1, so every
+  // row is used by the G query rows of one token only and an f32 tile copy would not pay.
+  const KvDType dtype = p.shape.dtype;
+  const bool direct = w.path == PathKind::kDecode &&
+                      (dtype == KvDType::kBF16 || dtype == KvDType::kF16 || dtype == KvDType::kF32);
   for (int32_t kb = w.kv_begin; kb < w.kv_end; kb += block) {
     const int32_t n = std::min(block, w.kv_end - kb);
     const size_t n4 = round_up(n, 4);
@@ -237,12 +299,28 @@ void run_item(const RunArgs& a, const WorkItem& w, Scratch& sc) {
     // One block ahead is enough to hide the latency; more evicts the current tiles.
     if (kb + block < w.kv_end)
       prefetch_block(a, w, kb + block, std::min(block, w.kv_end - kb - block));
-    load_tile(a, w, kb, n, false, kt);
-    load_tile(a, w, kb, n, true, vt);
-    for (size_t t = n; t < n4; ++t) std::fill(kt + t * dp, kt + (t + 1) * dp, 0.0f);
+    if (direct) {
+      point_rows(a, w, kb, n, sc);
+      const size_t n2 = round_up(n, 2);
+      switch (dtype) {
+        case KvDType::kBF16:
+          ScoresQKRows(qt, typed<hwy::bfloat16_t>(sc.krows), st, rows4, n2, d, dp, sp);
+          break;
+        case KvDType::kF16:
+          ScoresQKRows(qt, typed<hwy::float16_t>(sc.krows), st, rows4, n2, d, dp, sp);
+          break;
+        default:
+          ScoresQKRows(qt, typed<float>(sc.krows), st, rows4, n2, d, dp, sp);
+          break;
+      }
+    } else {
+      load_tile(a, w, kb, n, false, kt);
+      load_tile(a, w, kb, n, true, vt);
+      for (size_t t = n; t < n4; ++t) std::fill(kt + t * dp, kt + (t + 1) * dp, 0.0f);
+      ScoresQK(qt, kt, st, round_up(rows, 2), n4, dp, sp);
+    }
     write_new_rows(a, w, kb, n);
 
-    ScoresQK(qt, kt, st, round_up(rows, 2), n4, dp, sp);
     if (p.params.soft_cap > 0.0f) {
       for (size_t r = 0; r < rows; ++r) SoftCap(st + r * sp, nv, p.params.soft_cap);
     }
@@ -266,7 +344,21 @@ void run_item(const RunArgs& a, const WorkItem& w, Scratch& sc) {
       }
     }
     for (size_t r = rows; r < rows4; ++r) std::fill(st + r * sp, st + r * sp + n, 0.0f);
-    AccumulatePV(st, vt, ot, rows4, n, dp, sp);
+    if (direct) {
+      switch (dtype) {
+        case KvDType::kBF16:
+          AccumulatePVRows(st, typed<hwy::bfloat16_t>(sc.vrows), ot, rows4, n, d, dp, sp);
+          break;
+        case KvDType::kF16:
+          AccumulatePVRows(st, typed<hwy::float16_t>(sc.vrows), ot, rows4, n, d, dp, sp);
+          break;
+        default:
+          AccumulatePVRows(st, typed<float>(sc.vrows), ot, rows4, n, d, dp, sp);
+          break;
+      }
+    } else {
+      AccumulatePV(st, vt, ot, rows4, n, dp, sp);
+    }
   }
 
   if (w.partial < 0) {

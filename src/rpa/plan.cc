@@ -15,7 +15,7 @@ namespace rpa {
 // 32-position K/V block (2 x 16 KiB f32) stays in L1.
 constexpr int32_t kDefaultPrefillQBlock = 64;
 constexpr int32_t kDefaultPrefillKvBlock = 32;
-constexpr int32_t kDefaultDecodeKvBlock = 32;
+constexpr int32_t kDefaultDecodeKvBlock = 64;
 constexpr int32_t kDefaultSplitKvTokens = 2048;
 
 ResolvedTuning resolve_tuning(const Tuning& t) {

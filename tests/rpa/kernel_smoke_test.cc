@@ -3,6 +3,7 @@
 // bytes must match the reference's exactly, and results must be batch invariant.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -127,7 +128,11 @@ void check_against_reference(const Case& c, int threads) {
                       std::hash<std::string>{}(std::to_string(c.d) + "," + std::to_string(c.hq)));
   Batch ours(c, rng);
   Batch ref = ours;
-  std::vector<float> out(ours.q.size(), NAN), expect(ours.q.size(), NAN);
+  // NaN-filled so that any element the kernel fails to write fails the comparison.
+  std::vector<float> out(ours.q.size());
+  std::vector<float> expect(ours.q.size());
+  std::fill(out.begin(), out.end(), NAN);
+  std::fill(expect.begin(), expect.end(), NAN);
   kdr::ThreadPool pool(threads);
   const rpa::Plan plan =
       rpa::make_plan(ours.ragged(), ours.shape(), ours.params(), threads, c.tuning);
