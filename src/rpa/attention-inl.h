@@ -256,7 +256,7 @@ HWY_INLINE hn::Vec<DF8> LoadF32(DF8 df, const hwy::float16_t* HWY_RESTRICT p) {
 // S[r][t] = Q[r] . K[t] for r < rows (a multiple of 4), t < kv (a multiple of 2); K row t
 // at krows[t] with d elements. Register block: 4 query rows x 2 keys.
 template <typename T>
-HWY_NOINLINE void ScoresQKRows(const float* HWY_RESTRICT q, const T* const* krows,
+HWY_NOINLINE void ScoresQKRows(const float* HWY_RESTRICT q, const void* const* krows,
                                float* HWY_RESTRICT s, size_t rows, size_t kv, size_t d, size_t dp,
                                size_t sp) {
   const DF8 df;
@@ -268,8 +268,8 @@ HWY_NOINLINE void ScoresQKRows(const float* HWY_RESTRICT q, const T* const* krow
     const float* q2 = q1 + dp;
     const float* q3 = q2 + dp;
     for (size_t t = 0; t < kv; t += 2) {
-      const T* k0 = krows[t];
-      const T* k1 = krows[t + 1];
+      const T* k0 = static_cast<const T*>(krows[t]);
+      const T* k1 = static_cast<const T*>(krows[t + 1]);
       auto a00 = hn::Zero(df), a10 = hn::Zero(df), a20 = hn::Zero(df), a30 = hn::Zero(df);
       auto a01 = hn::Zero(df), a11 = hn::Zero(df), a21 = hn::Zero(df), a31 = hn::Zero(df);
       for (size_t x = 0; x < d; x += nl) {
@@ -298,7 +298,7 @@ HWY_NOINLINE void ScoresQKRows(const float* HWY_RESTRICT q, const T* const* krow
 
 // O[r] += sum_t P[r][t] V[t] for r < rows (a multiple of 4), t < kv; V row t at vrows[t].
 template <typename T>
-HWY_NOINLINE void AccumulatePVRows(const float* HWY_RESTRICT p, const T* const* vrows,
+HWY_NOINLINE void AccumulatePVRows(const float* HWY_RESTRICT p, const void* const* vrows,
                                    float* HWY_RESTRICT o, size_t rows, size_t kv, size_t d,
                                    size_t dp, size_t sp) {
   const DF8 df;
@@ -319,8 +319,9 @@ HWY_NOINLINE void AccumulatePVRows(const float* HWY_RESTRICT p, const T* const* 
       auto c20 = hn::LoadU(df, o2 + x), c21 = hn::LoadU(df, o2 + x + nl);
       auto c30 = hn::LoadU(df, o3 + x), c31 = hn::LoadU(df, o3 + x + nl);
       for (size_t t = 0; t < kv; ++t) {
-        const auto v0 = LoadF32(df, vrows[t] + x);
-        const auto v1 = LoadF32(df, vrows[t] + x + nl);
+        const T* vt = static_cast<const T*>(vrows[t]);
+        const auto v0 = LoadF32(df, vt + x);
+        const auto v1 = LoadF32(df, vt + x + nl);
         const auto w0 = hn::Set(df, p0[t]);
         c00 = hn::MulAdd(w0, v0, c00);
         c01 = hn::MulAdd(w0, v1, c01);
@@ -347,7 +348,7 @@ HWY_NOINLINE void AccumulatePVRows(const float* HWY_RESTRICT p, const T* const* 
       auto c0 = hn::LoadU(df, o0 + x), c1 = hn::LoadU(df, o1 + x);
       auto c2 = hn::LoadU(df, o2 + x), c3 = hn::LoadU(df, o3 + x);
       for (size_t t = 0; t < kv; ++t) {
-        const auto v0 = LoadF32(df, vrows[t] + x);
+        const auto v0 = LoadF32(df, static_cast<const T*>(vrows[t]) + x);
         c0 = hn::MulAdd(hn::Set(df, p0[t]), v0, c0);
         c1 = hn::MulAdd(hn::Set(df, p1[t]), v0, c1);
         c2 = hn::MulAdd(hn::Set(df, p2[t]), v0, c2);

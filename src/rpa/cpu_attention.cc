@@ -162,11 +162,6 @@ void point_rows(const RunArgs& a, const WorkItem& w, int32_t pos0, int32_t n, Sc
   if (n % 2) sc.krows[n] = sc.vrows[n] = kZeros;
 }
 
-template <typename T>
-const T* const* typed(const std::vector<const void*>& rows) {
-  return reinterpret_cast<const T* const*>(rows.data());
-}
-
 // Asks for the rows of the KV block at [pos0, pos0 + n) to be brought into L2 while the
 // current block is computed: pages are scattered and input rows of one head are strided,
 // so the hardware prefetcher cannot guess them.
@@ -304,13 +299,13 @@ void run_item(const RunArgs& a, const WorkItem& w, Scratch& sc) {
       const size_t n2 = round_up(n, 2);
       switch (dtype) {
         case KvDType::kBF16:
-          ScoresQKRows(qt, typed<hwy::bfloat16_t>(sc.krows), st, rows4, n2, d, dp, sp);
+          ScoresQKRows<hwy::bfloat16_t>(qt, sc.krows.data(), st, rows4, n2, d, dp, sp);
           break;
         case KvDType::kF16:
-          ScoresQKRows(qt, typed<hwy::float16_t>(sc.krows), st, rows4, n2, d, dp, sp);
+          ScoresQKRows<hwy::float16_t>(qt, sc.krows.data(), st, rows4, n2, d, dp, sp);
           break;
         default:
-          ScoresQKRows(qt, typed<float>(sc.krows), st, rows4, n2, d, dp, sp);
+          ScoresQKRows<float>(qt, sc.krows.data(), st, rows4, n2, d, dp, sp);
           break;
       }
     } else {
@@ -347,13 +342,13 @@ void run_item(const RunArgs& a, const WorkItem& w, Scratch& sc) {
     if (direct) {
       switch (dtype) {
         case KvDType::kBF16:
-          AccumulatePVRows(st, typed<hwy::bfloat16_t>(sc.vrows), ot, rows4, n, d, dp, sp);
+          AccumulatePVRows<hwy::bfloat16_t>(st, sc.vrows.data(), ot, rows4, n, d, dp, sp);
           break;
         case KvDType::kF16:
-          AccumulatePVRows(st, typed<hwy::float16_t>(sc.vrows), ot, rows4, n, d, dp, sp);
+          AccumulatePVRows<hwy::float16_t>(st, sc.vrows.data(), ot, rows4, n, d, dp, sp);
           break;
         default:
-          AccumulatePVRows(st, typed<float>(sc.vrows), ot, rows4, n, d, dp, sp);
+          AccumulatePVRows<float>(st, sc.vrows.data(), ot, rows4, n, d, dp, sp);
           break;
       }
     } else {
