@@ -15,4 +15,7 @@ void add_bench_command(CLI::App& app);
 // `kdr bench attention`: ragged paged attention on Llama-3-8B shapes.
 void add_bench_attention_command(CLI::App& bench);
 
+// `kdr generate`: stream a completion from a model.
+void add_generate_command(CLI::App& app);
+
 }  // namespace kdr::cli

@@ -13,6 +13,7 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
 
   kdr::cli::add_bench_command(app);
+  kdr::cli::add_generate_command(app);
 
   try {
     app.parse(argc, argv);

@@ -1,0 +1,64 @@
+// Single-sequence generation on the engine's pieces: a loaded model with its tokenizer and
+// chat format, chunked prefill into a paged KV cache, then one decode step per token.
+// `kdr generate` runs on this; the continuous-batching scheduler shares the same parts.
+#pragma once
+
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "engine/sampler.h"
+#include "model/chat_template.h"
+#include "model/forward.h"
+#include "model/tokenizer.h"
+
+namespace kdr {
+class ThreadPool;
+}
+
+namespace kdr::engine {
+
+// A model ready to run: weights, tokenizer, chat format and the tokens that end a turn.
+struct LoadedModel {
+  std::unique_ptr<model::Model> model;
+  std::unique_ptr<model::Tokenizer> tokenizer;
+  std::optional<model::ChatTemplate> chat;  // absent when the family is not recognised
+  std::vector<int32_t> stop_ids;            // eos and end-of-turn tokens
+  std::string name;                         // file or folder name, for /v1/models
+
+  static LoadedModel load(const std::string& path);
+  bool is_stop(int32_t id) const;
+};
+
+// The path of the default model recorded by scripts/setup (models/default.path), searched
+// from $KDR_HOME, the executable's folder upwards, then the working directory. Throws
+// std::runtime_error saying how to install it when none is found.
+std::string default_model_path();
+
+struct GenerateOptions {
+  int32_t max_tokens = 128;
+  SamplingParams sampling;
+  int32_t prefill_chunk = 512;
+  int32_t page_size = 16;
+  rpa::KvDType kv_dtype = rpa::KvDType::kF32;
+  bool ignore_eos = false;
+};
+
+struct GenerateStats {
+  int32_t prompt_tokens = 0;
+  int32_t generated_tokens = 0;
+  double prompt_seconds = 0.0;
+  double generate_seconds = 0.0;  // after the first token
+  std::string finish_reason;      // "stop" or "length"
+};
+
+// Runs prompt + generation; on_text receives decoded text as it becomes valid UTF-8.
+GenerateStats generate(const LoadedModel& lm, ThreadPool& pool, const std::vector<int32_t>& prompt,
+                       const GenerateOptions& options,
+                       const std::function<void(const std::string&)>& on_text,
+                       std::vector<int32_t>* out_tokens = nullptr);
+
+}  // namespace kdr::engine

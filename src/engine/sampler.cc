@@ -1,0 +1,130 @@
+#include "engine/sampler.h"
+
+#include <algorithm>
+#include <cmath>
+#include <stdexcept>
+
+namespace kdr::engine {
+
+void SamplingParams::validate() const {
+  auto bad = [](const std::string& what) { throw std::invalid_argument(what); };
+  if (!(temperature >= 0.0f) || !std::isfinite(temperature)) bad("temperature must be >= 0");
+  if (top_k < 0) bad("top_k must be >= 0");
+  if (!(top_p > 0.0f && top_p <= 1.0f)) bad("top_p must be in (0, 1]");
+  if (!(min_p >= 0.0f && min_p <= 1.0f)) bad("min_p must be in [0, 1]");
+  if (!(repetition_penalty > 0.0f) || !std::isfinite(repetition_penalty))
+    bad("repetition_penalty must be > 0");
+  if (!(presence_penalty >= -2.0f && presence_penalty <= 2.0f))
+    bad("presence_penalty must be in [-2, 2]");
+  if (!(frequency_penalty >= -2.0f && frequency_penalty <= 2.0f))
+    bad("frequency_penalty must be in [-2, 2]");
+}
+
+namespace {
+uint64_t splitmix64(uint64_t& x) {
+  uint64_t z = (x += 0x9e3779b97f4a7c15ull);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+}  // namespace
+
+Rng::Rng(uint64_t seed) {
+  for (auto& s : s_) s = splitmix64(seed);
+}
+
+uint64_t Rng::next() {
+  const uint64_t result = rotl(s_[1] * 5, 7) * 9;
+  const uint64_t t = s_[1] << 17;
+  s_[2] ^= s_[0];
+  s_[3] ^= s_[1];
+  s_[1] ^= s_[2];
+  s_[0] ^= s_[3];
+  s_[2] ^= t;
+  s_[3] = rotl(s_[3], 45);
+  return result;
+}
+
+double Rng::uniform() { return static_cast<double>(next() >> 11) * 0x1.0p-53; }
+
+Sampler::Sampler(const SamplingParams& params) : p_(params), rng_(params.seed) { p_.validate(); }
+
+int32_t Sampler::sample(std::span<float> logits, std::span<const int32_t> history) {
+  const int32_t n = static_cast<int32_t>(logits.size());
+  // Penalties over the history.
+  if (p_.repetition_penalty != 1.0f || p_.presence_penalty != 0.0f ||
+      p_.frequency_penalty != 0.0f) {
+    counts_.assign(static_cast<size_t>(n), 0);
+    for (int32_t t : history)
+      if (t >= 0 && t < n) ++counts_[t];
+    for (int32_t t = 0; t < n; ++t) {
+      if (counts_[t] == 0) continue;
+      float& l = logits[t];
+      if (p_.repetition_penalty != 1.0f)
+        l = l > 0.0f ? l / p_.repetition_penalty : l * p_.repetition_penalty;
+      l -= p_.presence_penalty + p_.frequency_penalty * static_cast<float>(counts_[t]);
+    }
+  }
+  const int32_t best =
+      static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
+  if (p_.temperature != 0.0f && p_.temperature != 1.0f)
+    for (float& l : logits) l /= p_.temperature;
+  double sum = 0.0;
+  const float mx = logits[best];
+  for (float l : logits) sum += std::exp(static_cast<double>(l - mx));
+  last_ = logits;
+  last_lse_ = mx + static_cast<float>(std::log(sum));
+  if (p_.temperature == 0.0f) return best;
+
+  // Candidates: top-k (all when off), sorted by logit, ties by id, so the order is total.
+  cand_.clear();
+  cand_.reserve(static_cast<size_t>(n));
+  for (int32_t t = 0; t < n; ++t) cand_.emplace_back(logits[t], t);
+  auto order = [](const auto& a, const auto& b) {
+    return a.first > b.first || (a.first == b.first && a.second < b.second);
+  };
+  size_t k =
+      p_.top_k > 0 ? std::min<size_t>(static_cast<size_t>(p_.top_k), cand_.size()) : cand_.size();
+  std::partial_sort(cand_.begin(), cand_.begin() + static_cast<std::ptrdiff_t>(k), cand_.end(),
+                    order);
+  cand_.resize(k);
+  // Softmax over the candidates, then top-p and min-p cut-offs.
+  std::vector<double> prob(k);
+  double total = 0.0;
+  for (size_t i = 0; i < k; ++i)
+    total += prob[i] = std::exp(static_cast<double>(cand_[i].first - mx));
+  size_t keep = k;
+  if (p_.top_p < 1.0f) {
+    double acc = 0.0;
+    for (size_t i = 0; i < k; ++i) {
+      acc += prob[i] / total;
+      if (acc >= p_.top_p) {
+        keep = i + 1;
+        break;
+      }
+    }
+  }
+  if (p_.min_p > 0.0f) {
+    const double floor = p_.min_p * prob[0];
+    size_t i = 1;
+    while (i < keep && prob[i] >= floor) ++i;
+    keep = i;
+  }
+  double kept = 0.0;
+  for (size_t i = 0; i < keep; ++i) kept += prob[i];
+  const double r = rng_.uniform() * kept;
+  double acc = 0.0;
+  for (size_t i = 0; i < keep; ++i) {
+    acc += prob[i];
+    if (r < acc) return cand_[i].second;
+  }
+  return cand_[keep - 1].second;
+}
+
+float Sampler::logprob(int32_t token) const {
+  if (token < 0 || static_cast<size_t>(token) >= last_.size()) return -INFINITY;
+  return last_[token] - last_lse_;
+}
+
+}  // namespace kdr::engine

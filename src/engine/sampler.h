@@ -1,0 +1,57 @@
+// Turns a row of logits into the next token: penalties, temperature, top-k, top-p, min-p,
+// then a draw from a seeded generator, so the same seed gives the same text on any machine.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <string>
+#include <vector>
+
+namespace kdr::engine {
+
+struct SamplingParams {
+  float temperature = 1.0f;         // 0: greedy
+  int32_t top_k = 0;                // 0: off
+  float top_p = 1.0f;               // 1: off
+  float min_p = 0.0f;               // 0: off; keeps tokens with p >= min_p * p_max
+  float repetition_penalty = 1.0f;  // llama.cpp / CTRL style, over the whole history
+  float presence_penalty = 0.0f;    // OpenAI: minus this once a token has appeared
+  float frequency_penalty = 0.0f;   // OpenAI: minus this times the token's count
+  uint64_t seed = 0;
+
+  // Throws std::invalid_argument naming the field when a value is out of range.
+  void validate() const;
+};
+
+// A small, fully specified generator (xoshiro256**), seeded with splitmix64.
+class Rng {
+ public:
+  explicit Rng(uint64_t seed);
+  uint64_t next();
+  double uniform();  // [0, 1) with 53 random bits
+
+ private:
+  uint64_t s_[4];
+};
+
+class Sampler {
+ public:
+  explicit Sampler(const SamplingParams& params);
+  // Picks a token from logits (modified in place by the penalties); `history` holds the
+  // tokens the penalties look at (prompt and generated so far).
+  int32_t sample(std::span<float> logits, std::span<const int32_t> history);
+  // Log-probability of `token` under the distribution the last sample() drew from (after
+  // penalties and temperature, before truncation). Reads the logits sample() rewrote, so
+  // it is valid while that buffer is unchanged.
+  float logprob(int32_t token) const;
+
+ private:
+  SamplingParams p_;
+  Rng rng_;
+  std::vector<int32_t> counts_;
+  std::vector<std::pair<float, int32_t>> cand_;
+  std::span<const float> last_;  // the scaled logits of the last call
+  float last_lse_ = 0.0f;
+};
+
+}  // namespace kdr::engine
