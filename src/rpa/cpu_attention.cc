@@ -7,6 +7,7 @@
 // all query rows of the tile (q tokens x the Hq/Hkv heads sharing the KV head), soft cap,
 // mask, online softmax, O += P V. The new rows the item owns (its own q tokens) are written
 // into their pages from the same pass; nothing reads them back from the pages.
+// Decode items on bf16/f16/f32 caches skip the f32 tiles and read rows in place.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -291,7 +292,7 @@ void run_item(const RunArgs& a, const WorkItem& w, Scratch& sc) {
     const int32_t n = std::min(block, w.kv_end - kb);
     const size_t n4 = round_up(n, 4);
     const size_t nv = round_up(n, std::max<size_t>(nl, 4));
-    // One block ahead is enough to hide the latency; more evicts the current tiles.
+    // One block ahead: prefetching 2 or 4 blocks ahead measured no better (docs/rpa.md).
     if (kb + block < w.kv_end)
       prefetch_block(a, w, kb + block, std::min(block, w.kv_end - kb - block));
     if (direct) {
