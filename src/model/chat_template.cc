@@ -1,0 +1,175 @@
+#include "model/chat_template.h"
+
+#include <cstdint>
+
+namespace kdr::model {
+namespace {
+
+// Decodes the code point at s[i] (s is assumed UTF-8; stray bytes decode as themselves).
+uint32_t code_point_at(std::string_view s, size_t i, size_t* len) {
+  const auto b = [&](size_t k) { return static_cast<uint8_t>(s[k]); };
+  const uint8_t lead = b(i);
+  size_t n = lead < 0x80 ? 1 : (lead & 0xE0) == 0xC0 ? 2 : (lead & 0xF0) == 0xE0 ? 3 : 4;
+  if (lead >= 0x80 && (lead & 0xC0) == 0x80) n = 1;
+  if (i + n > s.size()) n = 1;
+  *len = n;
+  switch (n) {
+    case 1:
+      return lead;
+    case 2:
+      return ((lead & 0x1Fu) << 6) | (b(i + 1) & 0x3Fu);
+    case 3:
+      return ((lead & 0x0Fu) << 12) | ((b(i + 1) & 0x3Fu) << 6) | (b(i + 2) & 0x3Fu);
+    default:
+      return ((lead & 0x07u) << 18) | ((b(i + 1) & 0x3Fu) << 12) | ((b(i + 2) & 0x3Fu) << 6) |
+             (b(i + 3) & 0x3Fu);
+  }
+}
+
+// Python's str.isspace(): bidirectional class WS, B or S, or category Zs.
+bool python_isspace(uint32_t cp) {
+  return (cp >= 0x09 && cp <= 0x0D) || (cp >= 0x1C && cp <= 0x20) || cp == 0x85 || cp == 0xA0 ||
+         cp == 0x1680 || (cp >= 0x2000 && cp <= 0x200A) || cp == 0x2028 || cp == 0x2029 ||
+         cp == 0x202F || cp == 0x205F || cp == 0x3000;
+}
+
+bool contains(std::string_view haystack, std::string_view needle) {
+  return haystack.find(needle) != std::string_view::npos;
+}
+
+constexpr std::string_view kQwen25System =
+    "You are Qwen, created by Alibaba Cloud. You are a helpful assistant.";
+constexpr std::string_view kQwen2System = "You are a helpful assistant.";
+
+std::string render_gemma3(std::span<const ChatMessage> messages, bool add_generation_prompt,
+                          const std::string& bos) {
+  if (messages.empty()) throw ChatTemplateError("Gemma-3 chat template: no messages");
+  std::string out = bos;
+  std::string first_user_prefix;
+  size_t begin = 0;
+  if (messages[0].role == "system") {
+    first_user_prefix = messages[0].content + "\n\n";  // not trimmed, as the template does
+    begin = 1;
+  }
+  for (size_t i = begin; i < messages.size(); ++i) {
+    const ChatMessage& m = messages[i];
+    if ((m.role == "user") != ((i - begin) % 2 == 0)) {
+      throw ChatTemplateError(
+          "Conversation roles must alternate user/assistant/user/assistant/...");
+    }
+    out += "<start_of_turn>";
+    out += m.role == "assistant" ? "model" : m.role;
+    out += '\n';
+    if (i == begin) out += first_user_prefix;
+    out += python_strip(m.content);
+    out += "<end_of_turn>\n";
+  }
+  if (add_generation_prompt) out += "<start_of_turn>model\n";
+  return out;
+}
+
+std::string render_llama3(std::span<const ChatMessage> messages, bool add_generation_prompt,
+                          const std::string& bos) {
+  std::string out;
+  for (size_t i = 0; i < messages.size(); ++i) {
+    if (i == 0) out += bos;
+    out += "<|start_header_id|>" + messages[i].role + "<|end_header_id|>\n\n";
+    out += python_strip(messages[i].content);
+    out += "<|eot_id|>";
+  }
+  if (add_generation_prompt) out += "<|start_header_id|>assistant<|end_header_id|>\n\n";
+  return out;
+}
+
+std::string render_chatml(std::span<const ChatMessage> messages, bool add_generation_prompt,
+                          const std::string& default_system) {
+  std::string out;
+  if (!default_system.empty() && !messages.empty() && messages[0].role != "system") {
+    out += "<|im_start|>system\n" + default_system + "<|im_end|>\n";
+  }
+  for (const ChatMessage& m : messages) {
+    out += "<|im_start|>" + m.role + "\n" + m.content + "<|im_end|>\n";
+  }
+  if (add_generation_prompt) out += "<|im_start|>assistant\n";
+  return out;
+}
+
+}  // namespace
+
+std::string python_strip(std::string_view text) {
+  size_t begin = 0, end = text.size();
+  while (begin < end) {
+    size_t len = 0;
+    if (!python_isspace(code_point_at(text, begin, &len))) break;
+    begin += len;
+  }
+  while (end > begin) {
+    // Step back to the start of the last character.
+    size_t start = end - 1;
+    while (start > begin && (static_cast<uint8_t>(text[start]) & 0xC0) == 0x80) --start;
+    size_t len = 0;
+    const uint32_t cp = code_point_at(text, start, &len);
+    if (start + len != end || !python_isspace(cp)) break;
+    end = start;
+  }
+  return std::string(text.substr(begin, end - begin));
+}
+
+ChatTemplate ChatTemplate::detect(std::string_view jinja, std::string_view architecture,
+                                  std::string bos_token) {
+  ChatTemplate t;
+  t.bos_token = std::move(bos_token);
+  if (!jinja.empty()) {
+    if (contains(jinja, "<start_of_turn>")) {
+      t.format = ChatFormat::kGemma3;
+    } else if (contains(jinja, "<|start_header_id|>")) {
+      if (contains(jinja, "Cutting Knowledge Date")) {
+        throw ChatTemplateError(
+            "chat template: Llama-3.1+ templates (knowledge-date system header, tools) are not "
+            "supported yet; only the Llama-3 format");
+      }
+      t.format = ChatFormat::kLlama3;
+    } else if (contains(jinja, "<|im_start|>")) {
+      t.format = ChatFormat::kChatML;
+      if (contains(jinja, kQwen25System)) {
+        t.default_system = kQwen25System;
+      } else if (contains(jinja, kQwen2System)) {
+        t.default_system = kQwen2System;
+      }
+    } else {
+      throw ChatTemplateError(
+          "chat template not recognised (known: Gemma-3 <start_of_turn>, Llama-3 "
+          "<|start_header_id|>, ChatML <|im_start|>)");
+    }
+    return t;
+  }
+  if (architecture == "gemma3" || architecture == "gemma2" || architecture == "gemma") {
+    t.format = ChatFormat::kGemma3;
+  } else if (architecture == "llama") {
+    t.format = ChatFormat::kLlama3;
+  } else if (architecture == "qwen2") {
+    t.format = ChatFormat::kChatML;
+    t.default_system = kQwen2System;
+  } else if (architecture == "qwen3" || architecture == "qwen2moe" || architecture == "qwen3moe") {
+    t.format = ChatFormat::kChatML;
+  } else {
+    throw ChatTemplateError("no chat template and no default for architecture '" +
+                            std::string(architecture) + "'");
+  }
+  return t;
+}
+
+std::string ChatTemplate::render(std::span<const ChatMessage> messages,
+                                 bool add_generation_prompt) const {
+  switch (format) {
+    case ChatFormat::kGemma3:
+      return render_gemma3(messages, add_generation_prompt, bos_token);
+    case ChatFormat::kLlama3:
+      return render_llama3(messages, add_generation_prompt, bos_token);
+    case ChatFormat::kChatML:
+      return render_chatml(messages, add_generation_prompt, default_system);
+  }
+  throw ChatTemplateError("chat template: unknown format");
+}
+
+}  // namespace kdr::model

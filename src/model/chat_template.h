@@ -1,0 +1,52 @@
+// Chat prompt formatting for Gemma-3, Llama-3 and ChatML (Qwen), byte-identical to what
+// transformers' apply_chat_template renders from each family's Jinja template. The formats
+// are written out in C++; a model's Jinja text is only used to recognise its family.
+#pragma once
+
+#include <span>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+
+namespace kdr::model {
+
+struct ChatMessage {
+  std::string role;  // system, user, assistant
+  std::string content;
+};
+
+class ChatTemplateError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+enum class ChatFormat {
+  kGemma3,  // <start_of_turn>user ... system folded into the first user turn, content trimmed
+  kLlama3,  // <|start_header_id|>role<|end_header_id|>\n\n content trimmed <|eot_id|>
+  kChatML,  // <|im_start|>role\n content <|im_end|>\n
+};
+
+struct ChatTemplate {
+  ChatFormat format = ChatFormat::kChatML;
+  // ChatML: the system message a template inserts when the conversation has none (Qwen2:
+  // "You are a helpful assistant."); empty for none.
+  std::string default_system;
+  // Text of the bos token, which Gemma-3 and Llama-3 templates write at the start. The
+  // rendered prompt is then tokenized without adding bos again (as transformers does).
+  std::string bos_token;
+
+  // Recognises a Jinja chat template (GGUF tokenizer.chat_template or tokenizer_config.json
+  // chat_template); when `jinja` is empty, falls back on the GGUF architecture name (gemma3,
+  // llama, qwen2, qwen3). Throws ChatTemplateError naming what it could not recognise.
+  static ChatTemplate detect(std::string_view jinja, std::string_view architecture,
+                             std::string bos_token);
+
+  // Renders the conversation; add_generation_prompt opens an assistant turn. Throws
+  // ChatTemplateError where the template would raise (Gemma-3: roles must alternate).
+  std::string render(std::span<const ChatMessage> messages, bool add_generation_prompt) const;
+};
+
+// Python's str.strip() (Jinja's trim filter): Unicode whitespace at both ends removed.
+std::string python_strip(std::string_view text);
+
+}  // namespace kdr::model

@@ -1,0 +1,105 @@
+// Chat formatting against the families' Jinja templates rendered by jinja2 the way
+// transformers' apply_chat_template does (fixtures from scripts/gen_tokenizer_fixtures.py).
+#include "model/chat_template.h"
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <vector>
+
+namespace kdr::model {
+namespace {
+
+using nlohmann::json;
+
+json fixtures() {
+  const auto path = std::filesystem::path(KDR_SOURCE_DIR) / "tests" / "data" / "tokenizer" /
+                    "chat_templates.expected.json";
+  std::ifstream in(path);
+  EXPECT_TRUE(in) << "cannot open " << path;
+  std::ostringstream s;
+  s << in.rdbuf();
+  return json::parse(s.str());
+}
+
+std::vector<ChatMessage> conversation(const json& c) {
+  std::vector<ChatMessage> out;
+  for (const json& m : c) out.push_back({m.at("role"), m.at("content")});
+  return out;
+}
+
+TEST(ChatTemplate, RecognisesEachFamilyFromItsJinja) {
+  const json f = fixtures();
+  const json& t = f.at("templates");
+  EXPECT_EQ(ChatTemplate::detect(t["gemma3"]["template"].get<std::string>(), "", "<bos>").format,
+            ChatFormat::kGemma3);
+  EXPECT_EQ(ChatTemplate::detect(t["llama3"]["template"].get<std::string>(), "", "").format,
+            ChatFormat::kLlama3);
+  const ChatTemplate qwen = ChatTemplate::detect(t["qwen2"]["template"].get<std::string>(), "", "");
+  EXPECT_EQ(qwen.format, ChatFormat::kChatML);
+  EXPECT_EQ(qwen.default_system, "You are a helpful assistant.");
+  const ChatTemplate chatml =
+      ChatTemplate::detect(t["chatml"]["template"].get<std::string>(), "", "");
+  EXPECT_EQ(chatml.format, ChatFormat::kChatML);
+  EXPECT_EQ(chatml.default_system, "");
+}
+
+TEST(ChatTemplate, RendersByteForByteLikeJinja) {
+  const json f = fixtures();
+  int rendered = 0, rejected = 0;
+  for (const json& c : f.at("cases")) {
+    const std::string name = c.at("template");
+    const json& t = f.at("templates").at(name);
+    const ChatTemplate tmpl = ChatTemplate::detect(t.at("template").get<std::string>(), "",
+                                                   t.at("bos_token").get<std::string>());
+    const std::vector<ChatMessage> messages =
+        conversation(f.at("conversations").at(c.at("conversation").get<size_t>()));
+    const bool gen = c.at("add_generation_prompt");
+    if (c.contains("error")) {
+      EXPECT_THROW(tmpl.render(messages, gen), ChatTemplateError)
+          << name << " conversation " << c["conversation"];
+      ++rejected;
+      continue;
+    }
+    EXPECT_EQ(tmpl.render(messages, gen), c.at("expected").get<std::string>())
+        << name << " conversation " << c["conversation"] << " add_generation_prompt=" << gen;
+    ++rendered;
+  }
+  EXPECT_GE(rendered, 40);
+  std::printf("rendered %d conversations, %d rejected as the templates do\n", rendered, rejected);
+}
+
+TEST(ChatTemplate, Gemma3RejectsRolesThatDoNotAlternate) {
+  const json f = fixtures();
+  const ChatTemplate t = ChatTemplate::detect("", "gemma3", "<bos>");
+  const std::vector<ChatMessage> bad = {{"user", "a"}, {"user", "b"}};
+  try {
+    t.render(bad, false);
+    ADD_FAILURE() << "expected ChatTemplateError";
+  } catch (const ChatTemplateError& e) {
+    EXPECT_EQ(std::string(e.what()), f.at("gemma3_alternation_error").get<std::string>());
+  }
+}
+
+TEST(ChatTemplate, FallsBackOnArchitectureAndRejectsUnknownTemplates) {
+  EXPECT_EQ(ChatTemplate::detect("", "gemma3", "<bos>").format, ChatFormat::kGemma3);
+  EXPECT_EQ(ChatTemplate::detect("", "llama", "<|begin_of_text|>").format, ChatFormat::kLlama3);
+  EXPECT_EQ(ChatTemplate::detect("", "qwen3", "").format, ChatFormat::kChatML);
+  EXPECT_THROW(ChatTemplate::detect("", "mamba", ""), ChatTemplateError);
+  EXPECT_THROW(ChatTemplate::detect("{{ messages }}", "gemma3", ""), ChatTemplateError);
+}
+
+TEST(ChatTemplate, PythonStripMatchesStrStrip) {
+  // Expected values are Python's str.strip().
+  EXPECT_EQ(python_strip("  a b \n"), "a b");
+  EXPECT_EQ(python_strip("\u3000\u00a0x\u2003\x1f"), "x");
+  EXPECT_EQ(python_strip("\u200bx\u200b"), "\u200bx\u200b");  // zero-width space is not space
+  EXPECT_EQ(python_strip(" \t\n "), "");
+  EXPECT_EQ(python_strip("日本 "), "日本");
+}
+
+}  // namespace
+}  // namespace kdr::model
