@@ -74,6 +74,63 @@ def llama_permute(w, n_head):
     return w.reshape(n_head, 2, rows // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
+def bytes_to_unicode():
+    """GPT-2's reversible map from bytes to printable characters."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return dict(zip(bs, map(chr, cs)))
+
+
+SPECIALS = ["<pad>", "<s>", "</s>"]
+CORPUS = ("the quick brown fox jumps over the lazy dog. the cat sat on the mat. "
+          "hello world, this is a test of the tiny tokenizer; numbers 123 and 456. " * 4)
+
+
+def tiny_bpe_vocab():
+    """A real byte-level BPE vocabulary of VOCAB tokens: 3 specials, 256 bytes, then merges
+    learned greedily from a small corpus, so the tiny models can tokenize any text."""
+    b2u = bytes_to_unicode()
+    tokens = SPECIALS + [b2u[b] for b in range(256)]
+    words = [[b2u[b] for b in (" " + w if i else w).encode()] for i, w in enumerate(CORPUS.split(" ")) if w]
+    merges = []
+    while len(tokens) < VOCAB:
+        counts = {}
+        for w in words:
+            for a, b in zip(w, w[1:]):
+                counts[(a, b)] = counts.get((a, b), 0) + 1
+        if not counts:
+            break
+        (a, b), _ = max(counts.items(), key=lambda kv: (kv[1], kv[0]))
+        merges.append(f"{a} {b}")
+        tokens.append(a + b)
+        for w in words:
+            i = 0
+            while i < len(w) - 1:
+                if w[i] == a and w[i + 1] == b:
+                    w[i:i + 2] = [a + b]
+                else:
+                    i += 1
+    while len(tokens) < VOCAB:
+        tokens.append(f"<unused{len(tokens)}>")
+    return tokens, merges
+
+
+def save_hf_tokenizer(d, tokens, merges):
+    from tokenizers import Tokenizer, models, pre_tokenizers, decoders, AddedToken
+    vocab = {t: i for i, t in enumerate(tokens)}
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[tuple(m.split(" ")) for m in merges]))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.add_special_tokens([AddedToken(s, special=True) for s in SPECIALS])
+    tok.save(os.path.join(d, "tokenizer.json"))
+
+
 def rope_params(cfg, kind="full_attention"):
     """transformers 5 keeps RoPE settings in rope_parameters (per layer type for Gemma-3);
     older versions in rope_theta / rope_scaling."""
@@ -104,15 +161,17 @@ def write_gguf(path, key, model):
     w.add_vocab_size(cfg.vocab_size)
     if arch == "gemma3":
         w.add_sliding_window(cfg.sliding_window)
-    # Minimal byte-level vocabulary so the file is complete; tests feed token ids.
+    # A small real byte-level BPE vocabulary (the same one as the folder's tokenizer.json).
+    toks, merges = tiny_bpe_vocab()
     w.add_tokenizer_model("gpt2")
     w.add_tokenizer_pre("default")
-    toks = [f"<t{i}>" for i in range(cfg.vocab_size)]
     w.add_token_list(toks)
-    w.add_token_types([gguf.TokenType.NORMAL] * cfg.vocab_size)
-    w.add_token_merges([])
+    w.add_token_types([gguf.TokenType.CONTROL] * len(SPECIALS) +
+                      [gguf.TokenType.NORMAL] * (cfg.vocab_size - len(SPECIALS)))
+    w.add_token_merges(merges)
     w.add_bos_token_id(1)
     w.add_eos_token_id(2)
+    w.add_add_bos_token(True)
 
     sd = {k: v.detach().float().numpy() for k, v in model.state_dict().items()}
     is_gemma = arch == "gemma3"
@@ -214,6 +273,7 @@ def main():
         if model.config.tie_word_embeddings:
             sd.pop("lm_head.weight", None)
         save_file(sd, os.path.join(d, "model.safetensors"), metadata={"format": "pt"})
+        save_hf_tokenizer(d, *tiny_bpe_vocab())
         write_gguf(os.path.join(args.out, f"{key}.gguf"), key, model)
         ref = reference(model)
         entries = []

@@ -10,6 +10,7 @@ void add_bench_command(CLI::App& app) {
       "bench", "Benchmarks: time kernels and compare with this machine's measured ceilings");
   bench->require_subcommand(1);
   add_bench_attention_command(*bench);
+  add_bench_generate_command(*bench);
 }
 
 }  // namespace kdr::cli

@@ -18,4 +18,10 @@ void add_bench_attention_command(CLI::App& bench);
 // `kdr generate`: stream a completion from a model.
 void add_generate_command(CLI::App& app);
 
+// `kdr perplexity`: perplexity and top-1 predictions on a text file.
+void add_perplexity_command(CLI::App& app);
+
+// `kdr bench generate`: prompt and generation tokens/s of a model.
+void add_bench_generate_command(CLI::App& bench);
+
 }  // namespace kdr::cli

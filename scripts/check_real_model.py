@@ -1,0 +1,92 @@
+#!/usr/bin/env python3
+"""Real-model agreement check (not run in CI): kdr against transformers on the same GGUF.
+
+Runs `kdr perplexity --dump` on a real English text (the Python documentation shipped with
+the interpreter, pydoc_data.topics), then transformers on the dequantized weights of the same
+GGUF over the same token windows, and reports top-1 agreement and the perplexity ratio.
+Targets: top-1 agreement >= 99% of 1,000 positions, perplexity within 1%.
+
+Usage (needs .venv-ref with torch, transformers, accelerate, gguf: scripts/setup-reference):
+    .venv-ref/bin/python scripts/check_real_model.py [--model models/...gguf] [--positions 1000]
+"""
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def real_text(min_chars=60000):
+    from pydoc_data import topics
+    parts = []
+    for key in sorted(topics.topics):
+        parts.append(topics.topics[key])
+        if sum(map(len, parts)) > min_chars:
+            break
+    return "\n".join(parts)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", default=None)
+    ap.add_argument("--kdr", default=os.path.join(ROOT, "build", "kdr"))
+    ap.add_argument("--positions", type=int, default=1000)
+    ap.add_argument("--window", type=int, default=256)
+    ap.add_argument("--out", default=os.path.join(ROOT, "docs", "real_model_check.json"))
+    args = ap.parse_args()
+    model = args.model or open(os.path.join(ROOT, "models", "default.path")).read().strip()
+
+    tmp = tempfile.mkdtemp()
+    text_path = os.path.join(tmp, "text.txt")
+    with open(text_path, "w") as f:
+        f.write(real_text())
+    # Windows of w tokens score w-1 positions each.
+    n_windows = math.ceil(args.positions / (args.window - 1))
+    max_tokens = n_windows * args.window
+    dump = os.path.join(tmp, "kdr.json")
+    subprocess.run([args.kdr, "perplexity", "-m", model, "-f", text_path, "-w", str(args.window),
+                    "--max-tokens", str(max_tokens), "--dump", dump], check=True)
+    ours = json.load(open(dump))
+    ids = ours["tokens"]
+
+    import torch
+    from transformers import AutoModelForCausalLM
+    torch.set_num_threads(os.cpu_count() or 2)
+    ref = AutoModelForCausalLM.from_pretrained(os.path.dirname(model), gguf_file=os.path.basename(model),
+                                               dtype=torch.float32).eval()
+    bos = ref.config.bos_token_id
+    ref_pos = []
+    with torch.no_grad():
+        for start in range(0, len(ids), args.window):
+            window = ([bos] if bos is not None else []) + ids[start:start + args.window]
+            first = 1 if bos is not None else 0
+            if len(window) - first < 2:
+                break
+            logits = ref(torch.tensor([window])).logits[0].double()
+            logp = torch.log_softmax(logits, dim=-1)
+            for r in range(first, len(window) - 1):
+                target = window[r + 1]
+                ref_pos.append((target, int(torch.argmax(logits[r])), float(-logp[r, target])))
+    n = min(len(ref_pos), len(ours["positions"]), args.positions)
+    agree = sum(1 for i in range(n) if ours["positions"][i][1] == ref_pos[i][1])
+    ppl_ours = math.exp(sum(p[2] for p in ours["positions"][:n]) / n)
+    ppl_ref = math.exp(sum(p[2] for p in ref_pos[:n]) / n)
+    result = {
+        "model": os.path.basename(model), "reference": "transformers on dequantized GGUF weights (f32)",
+        "positions": n, "top1_agreement": agree / n, "perplexity_kdr": ppl_ours,
+        "perplexity_reference": ppl_ref, "perplexity_ratio": ppl_ours / ppl_ref,
+        "command": "scripts/check_real_model.py --positions %d --window %d" % (args.positions, args.window),
+    }
+    print(json.dumps(result, indent=1))
+    with open(args.out, "w") as f:
+        json.dump(result, f, indent=1)
+    ok = result["top1_agreement"] >= 0.99 and abs(result["perplexity_ratio"] - 1) <= 0.01
+    sys.exit(0 if ok else 1)
+
+
+if __name__ == "__main__":
+    main()

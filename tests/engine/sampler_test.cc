@@ -1,0 +1,172 @@
+// The sampler's rules, each against its definition, with printed seeds.
+#include "engine/sampler.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdlib>
+#include <map>
+#include <random>
+
+namespace kdr::engine {
+namespace {
+
+uint64_t test_seed() {
+  const char* env = std::getenv("KDR_SEED");
+  const uint64_t seed = env ? std::strtoull(env, nullptr, 10) : std::random_device{}();
+  std::printf("KDR_SEED=%llu\n", static_cast<unsigned long long>(seed));
+  return seed;
+}
+
+std::vector<float> random_logits(uint64_t seed, int n) {
+  std::mt19937_64 g(seed);
+  std::normal_distribution<float> d(0.0f, 2.0f);
+  std::vector<float> l(static_cast<size_t>(n));
+  for (float& x : l) x = d(g);
+  return l;
+}
+
+int argmax(const std::vector<float>& l) {
+  return static_cast<int>(std::max_element(l.begin(), l.end()) - l.begin());
+}
+
+TEST(Sampler, GreedyIsArgmax) {
+  const uint64_t seed = test_seed();
+  for (int i = 0; i < 20; ++i) {
+    auto l = random_logits(seed + i, 1000);
+    const int want = argmax(l);
+    SamplingParams p;
+    p.temperature = 0.0f;
+    EXPECT_EQ(Sampler(p).sample(l, {}), want);
+  }
+}
+
+TEST(Sampler, SameSeedSameTokensDifferentSeedDiffers) {
+  const uint64_t seed = test_seed();
+  const auto base = random_logits(seed, 500);
+  auto run = [&](uint64_t s) {
+    SamplingParams p;
+    p.seed = s;
+    Sampler smp(p);
+    std::vector<int32_t> out;
+    for (int i = 0; i < 64; ++i) {
+      auto l = base;
+      out.push_back(smp.sample(l, {}));
+    }
+    return out;
+  };
+  EXPECT_EQ(run(7), run(7));
+  EXPECT_NE(run(7), run(8));
+}
+
+TEST(Sampler, FrequenciesFollowSoftmaxAtTemperature) {
+  const uint64_t seed = test_seed();
+  const std::vector<float> base = {1.0f, 0.0f, -1.0f, 2.0f};
+  const float temp = 0.7f;
+  SamplingParams p;
+  p.temperature = temp;
+  p.seed = seed;
+  Sampler smp(p);
+  std::map<int, int> counts;
+  const int n = 40000;
+  for (int i = 0; i < n; ++i) {
+    auto l = base;
+    ++counts[smp.sample(l, {})];
+  }
+  double z = 0.0;
+  for (float x : base) z += std::exp(x / temp);
+  for (int t = 0; t < 4; ++t) {
+    const double pr = std::exp(base[t] / temp) / z;
+    const double sd = std::sqrt(pr * (1 - pr) / n);
+    EXPECT_NEAR(counts[t] / static_cast<double>(n), pr, 5 * sd) << "token " << t;
+  }
+}
+
+TEST(Sampler, TopKOneAndTinyTopPAreGreedy) {
+  const uint64_t seed = test_seed();
+  for (int i = 0; i < 10; ++i) {
+    const auto base = random_logits(seed + i, 300);
+    SamplingParams k1;
+    k1.top_k = 1;
+    k1.seed = seed + i;
+    auto l = base;
+    EXPECT_EQ(Sampler(k1).sample(l, {}), argmax(base));
+    SamplingParams p0;
+    p0.top_p = 1e-6f;
+    p0.seed = seed + i;
+    l = base;
+    EXPECT_EQ(Sampler(p0).sample(l, {}), argmax(base));
+  }
+}
+
+TEST(Sampler, TruncationKeepsOnlyAllowedTokens) {
+  const uint64_t seed = test_seed();
+  // Probabilities 0.5, 0.25, 0.125, 0.125 (logits are log-probabilities).
+  const std::vector<float> base = {std::log(0.5f), std::log(0.25f), std::log(0.125f),
+                                   std::log(0.125f)};
+  SamplingParams topk;
+  topk.top_k = 2;
+  topk.seed = seed;
+  SamplingParams topp;
+  topp.top_p = 0.7f;  // 0.5 + 0.25 reaches it: keeps two
+  topp.seed = seed;
+  SamplingParams minp;
+  minp.min_p = 0.4f;  // keeps p >= 0.2: two
+  minp.seed = seed;
+  for (const SamplingParams& p : {topk, topp, minp}) {
+    Sampler smp(p);
+    std::map<int, int> counts;
+    for (int i = 0; i < 3000; ++i) {
+      auto l = base;
+      ++counts[smp.sample(l, {})];
+    }
+    EXPECT_EQ(counts[2] + counts[3], 0);
+    EXPECT_GT(counts[0], counts[1]);
+    EXPECT_GT(counts[1], 0);
+  }
+}
+
+TEST(Sampler, PenaltiesFollowTheirDefinitions) {
+  std::vector<float> l = {2.0f, -2.0f, 1.0f, 0.5f};
+  const std::vector<int32_t> history = {0, 1, 0, 3};
+  SamplingParams p;
+  p.temperature = 0.0f;
+  p.repetition_penalty = 2.0f;
+  p.presence_penalty = 0.5f;
+  p.frequency_penalty = 0.25f;
+  Sampler smp(p);
+  smp.sample(l, history);
+  EXPECT_FLOAT_EQ(l[0], 2.0f / 2.0f - 0.5f - 0.25f * 2);
+  EXPECT_FLOAT_EQ(l[1], -2.0f * 2.0f - 0.5f - 0.25f);
+  EXPECT_FLOAT_EQ(l[2], 1.0f);
+  EXPECT_FLOAT_EQ(l[3], 0.5f / 2.0f - 0.5f - 0.25f);
+}
+
+TEST(Sampler, LogprobIsLogSoftmax) {
+  std::vector<float> l = {1.0f, 2.0f, 3.0f};
+  SamplingParams p;
+  p.temperature = 0.0f;
+  Sampler smp(p);
+  smp.sample(l, {});
+  const double z = std::exp(1.0) + std::exp(2.0) + std::exp(3.0);
+  EXPECT_NEAR(smp.logprob(2), 3.0 - std::log(z), 1e-6);
+  EXPECT_NEAR(smp.logprob(0), 1.0 - std::log(z), 1e-6);
+}
+
+TEST(Sampler, RejectsOutOfRangeParameters) {
+  SamplingParams p;
+  p.top_p = 0.0f;
+  EXPECT_THROW(Sampler{p}, std::invalid_argument);
+  p = {};
+  p.temperature = -1.0f;
+  EXPECT_THROW(Sampler{p}, std::invalid_argument);
+  p = {};
+  p.min_p = 1.5f;
+  EXPECT_THROW(Sampler{p}, std::invalid_argument);
+  p = {};
+  p.top_k = -3;
+  EXPECT_THROW(Sampler{p}, std::invalid_argument);
+}
+
+}  // namespace
+}  // namespace kdr::engine
