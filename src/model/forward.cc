@@ -6,7 +6,9 @@
 #include <stdexcept>
 
 #include "base/thread_pool.h"
+#include "ops/activations.h"
 #include "ops/matmul.h"
+#include "ops/norm.h"
 
 namespace kdr::model {
 
@@ -53,16 +55,9 @@ rpa::RaggedBatch StepBatch::ragged() const {
   return b;
 }
 
-// ---- elementwise pieces (cheap next to the matmuls; the compiler vectorises them) ----
+// ---- helpers ----
 
 namespace {
-
-void rms_norm(const float* x, const float* w, int n, float eps, float* y) {
-  double ss = 0.0;
-  for (int i = 0; i < n; ++i) ss += static_cast<double>(x[i]) * x[i];
-  const float inv = 1.0f / std::sqrt(static_cast<float>(ss / n) + eps);
-  for (int i = 0; i < n; ++i) y[i] = x[i] * inv * w[i];
-}
 
 // Rotates one head in place with precomputed cos/sin of each pair.
 void rope_head(float* x, const float* cs, const float* sn, int d, RopeStyle style) {
@@ -81,13 +76,6 @@ void rope_head(float* x, const float* cs, const float* sn, int d, RopeStyle styl
     }
   }
 }
-
-float gelu_tanh(float x) {
-  const float k = 0.7978845608028654f;  // sqrt(2/pi)
-  return 0.5f * x * (1.0f + std::tanh(k * (x + 0.044715f * x * x * x)));
-}
-
-float silu(float x) { return x / (1.0f + std::exp(-x)); }
 
 ops::WeightMatrix as_matrix(const Weight& w) {
   ops::WeightMatrix m;
@@ -200,7 +188,7 @@ void Forward::run(const StepBatch& batch, KvCacheSet& cache, float* logits) {
     const LayerWeights& w = model_.layers()[l];
     const bool local = c.layer_is_local[l];
     for (int64_t t = 0; t < t_count; ++t)
-      rms_norm(&s.x[t * hidden], w.attn_norm.data(), hidden, c.norm_eps, &s.h[t * hidden]);
+      ops::rms_norm(&s.x[t * hidden], w.attn_norm.data(), c.norm_eps, &s.h[t * hidden], hidden);
     ops::matmul(pool_, s.h.data(), t_count, as_matrix(w.wq), s.q.data());
     ops::matmul(pool_, s.h.data(), t_count, as_matrix(w.wk), s.k.data());
     ops::matmul(pool_, s.h.data(), t_count, as_matrix(w.wv), s.v.data());
@@ -216,11 +204,11 @@ void Forward::run(const StepBatch& batch, KvCacheSet& cache, float* logits) {
         for (int64_t i = 0; i < kv_dim; ++i) vt[i] += w.v_bias[i];
       }
       for (int h = 0; h < hq; ++h) {
-        if (c.qk_norm) rms_norm(qt + h * d, w.q_norm.data(), d, c.norm_eps, qt + h * d);
+        if (c.qk_norm) ops::rms_norm(qt + h * d, w.q_norm.data(), c.norm_eps, qt + h * d, d);
         rope_head(qt + h * d, cs + t * half, sn + t * half, d, c.rope_style);
       }
       for (int h = 0; h < hkv; ++h) {
-        if (c.qk_norm) rms_norm(kt + h * d, w.k_norm.data(), d, c.norm_eps, kt + h * d);
+        if (c.qk_norm) ops::rms_norm(kt + h * d, w.k_norm.data(), c.norm_eps, kt + h * d, d);
         rope_head(kt + h * d, cs + t * half, sn + t * half, d, c.rope_style);
       }
     }
@@ -229,23 +217,23 @@ void Forward::run(const StepBatch& batch, KvCacheSet& cache, float* logits) {
     ops::matmul(pool_, s.attn.data(), t_count, as_matrix(w.wo), s.o.data());
     for (int64_t t = 0; t < t_count; ++t) {
       float* ot = &s.o[t * hidden];
-      if (c.sandwich_norms) rms_norm(ot, w.post_attn_norm.data(), hidden, c.norm_eps, ot);
+      if (c.sandwich_norms) ops::rms_norm(ot, w.post_attn_norm.data(), c.norm_eps, ot, hidden);
       float* xt = &s.x[t * hidden];
       for (int i = 0; i < hidden; ++i) xt[i] += ot[i];
-      rms_norm(xt, w.ffn_norm.data(), hidden, c.norm_eps, &s.h[t * hidden]);
+      ops::rms_norm(xt, w.ffn_norm.data(), c.norm_eps, &s.h[t * hidden], hidden);
     }
     ops::matmul(pool_, s.h.data(), t_count, as_matrix(w.w_gate), s.gate.data());
     ops::matmul(pool_, s.h.data(), t_count, as_matrix(w.w_up), s.up.data());
     const int64_t ff = static_cast<int64_t>(t_count) * c.ffn_hidden;
     if (c.activation == Activation::kGeluTanh) {
-      for (int64_t i = 0; i < ff; ++i) s.gate[i] = gelu_tanh(s.gate[i]) * s.up[i];
+      ops::geglu_tanh(s.gate.data(), s.up.data(), s.gate.data(), ff);
     } else {
-      for (int64_t i = 0; i < ff; ++i) s.gate[i] = silu(s.gate[i]) * s.up[i];
+      ops::swiglu(s.gate.data(), s.up.data(), s.gate.data(), ff);
     }
     ops::matmul(pool_, s.gate.data(), t_count, as_matrix(w.w_down), s.o.data());
     for (int64_t t = 0; t < t_count; ++t) {
       float* ot = &s.o[t * hidden];
-      if (c.sandwich_norms) rms_norm(ot, w.post_ffn_norm.data(), hidden, c.norm_eps, ot);
+      if (c.sandwich_norms) ops::rms_norm(ot, w.post_ffn_norm.data(), c.norm_eps, ot, hidden);
       float* xt = &s.x[t * hidden];
       for (int i = 0; i < hidden; ++i) xt[i] += ot[i];
     }
@@ -256,8 +244,8 @@ void Forward::run(const StepBatch& batch, KvCacheSet& cache, float* logits) {
   if (n_out == 0) return;
   s.sel.resize(n_out * hidden);
   for (int64_t r = 0; r < n_out; ++r)
-    rms_norm(&s.x[static_cast<int64_t>(batch.logit_rows[r]) * hidden], model_.output_norm().data(),
-             hidden, c.norm_eps, &s.sel[r * hidden]);
+    ops::rms_norm(&s.x[static_cast<int64_t>(batch.logit_rows[r]) * hidden],
+                  model_.output_norm().data(), c.norm_eps, &s.sel[r * hidden], hidden);
   ops::matmul(pool_, s.sel.data(), n_out, as_matrix(model_.output()), logits);
   if (c.final_logit_soft_cap > 0.0f) {
     const float cap = c.final_logit_soft_cap;
