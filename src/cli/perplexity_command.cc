@@ -21,11 +21,14 @@ struct PerplexityArgs {
   int32_t window = 256;
   int32_t max_tokens = 0;
   int threads = 0;
+  bool f32_weights = false;
 };
 
 void run_perplexity(const PerplexityArgs& a) {
   const std::string path = a.model.empty() ? engine::default_model_path() : a.model;
-  engine::LoadedModel lm = engine::LoadedModel::load(path);
+  model::LoadOptions lo;
+  lo.dequantize_to_f32 = a.f32_weights;
+  engine::LoadedModel lm = engine::LoadedModel::load(path, lo);
   std::ifstream in(a.file, std::ios::binary);
   if (!in) throw std::runtime_error("cannot read " + a.file);
   std::stringstream ss;
@@ -105,6 +108,8 @@ void add_perplexity_command(CLI::App& app) {
   cmd->add_option("--max-tokens", args->max_tokens, "score at most this many tokens of the file");
   cmd->add_option("--dump", args->dump, "write per-position JSON (token, top-1, nll) here");
   cmd->add_option("-t,--threads", args->threads, "threads (default: all cores)");
+  cmd->add_flag("--f32-weights", args->f32_weights,
+                "dequantize weights to f32 at load (f32 matmuls, no 8-bit activation blocks)");
   cmd->callback([args] { run_perplexity(*args); });
 }
 

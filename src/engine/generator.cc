@@ -17,9 +17,9 @@ namespace kdr::engine {
 
 namespace fs = std::filesystem;
 
-LoadedModel LoadedModel::load(const std::string& path) {
+LoadedModel LoadedModel::load(const std::string& path, const model::LoadOptions& options) {
   LoadedModel lm;
-  lm.model = model::Model::load(path);
+  lm.model = model::Model::load(path, options);
   lm.name = fs::path(path).filename().string();
   std::string jinja, bos_text;
   if (const model::GgufFile* g = lm.model->gguf()) {

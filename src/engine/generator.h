@@ -29,7 +29,7 @@ struct LoadedModel {
   std::vector<int32_t> stop_ids;            // eos and end-of-turn tokens
   std::string name;                         // file or folder name, for /v1/models
 
-  static LoadedModel load(const std::string& path);
+  static LoadedModel load(const std::string& path, const model::LoadOptions& options = {});
   bool is_stop(int32_t id) const;
 };
 

@@ -13,7 +13,7 @@ Model::~Model() = default;
 // Resolves weights by their GGUF name or their Hugging Face name, whichever the model uses.
 class ModelLoader {
  public:
-  explicit ModelLoader(Model& m) : m_(m) {}
+  ModelLoader(Model& m, const LoadOptions& o) : m_(m), options_(o) {}
 
   void load() {
     const ModelConfig& c = m_.config_;
@@ -102,6 +102,16 @@ class ModelLoader {
     w.data = t.data;
     w.row_bytes = t.row_bytes();
     m_.weight_bytes_ += t.n_bytes;
+    if (options_.dequantize_to_f32 && t.type != TensorType::F32) {
+      std::unique_ptr<float[]> f(new float[static_cast<size_t>(rows * cols)]);
+      for (int64_t r = 0; r < rows; ++r)
+        ops::dequantize_row(static_cast<ops::GgmlType>(t.type), t.data + r * w.row_bytes,
+                            f.get() + r * cols, cols);
+      w.type = TensorType::F32;
+      w.data = reinterpret_cast<const uint8_t*>(f.get());
+      w.row_bytes = static_cast<size_t>(cols) * sizeof(float);
+      m_.owned_.push_back(std::move(f));
+    }
     return w;
   }
 
@@ -121,13 +131,14 @@ class ModelLoader {
   }
 
   Model& m_;
+  LoadOptions options_;
   std::string prefix_;
 };
 
-std::unique_ptr<Model> Model::load(const std::string& path) {
+std::unique_ptr<Model> Model::load(const std::string& path, const LoadOptions& options) {
   std::unique_ptr<Model> m(new Model());
   m->path_ = path;
-  ModelLoader loader(*m);
+  ModelLoader loader(*m, options);
   if (std::filesystem::is_directory(path)) {
     m->hf_ = std::make_unique<HfModelDir>(HfModelDir::open(path));
     m->config_ = config_from_hf(m->hf_->config(), m->hf_->config_path());

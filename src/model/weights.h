@@ -32,11 +32,18 @@ struct LayerWeights {
   Weight wq, wk, wv, wo, w_gate, w_up, w_down;
 };
 
+struct LoadOptions {
+  // Dequantize every matrix to f32 at load (memory grows to 4 bytes per weight). Matmuls then
+  // run in f32 instead of on 8-bit activation blocks: a diagnostic that separates weight
+  // quantization from activation quantization when comparing with an f32 reference.
+  bool dequantize_to_f32 = false;
+};
+
 class Model {
  public:
   // `path` is a .gguf file or a folder with config.json + safetensors. Throws
   // ModelFileError naming the file and tensor on any problem.
-  static std::unique_ptr<Model> load(const std::string& path);
+  static std::unique_ptr<Model> load(const std::string& path, const LoadOptions& options = {});
   ~Model();
 
   const ModelConfig& config() const { return config_; }
@@ -63,6 +70,7 @@ class Model {
   std::vector<float> output_norm_;
   std::vector<LayerWeights> layers_;
   size_t weight_bytes_ = 0;
+  std::vector<std::unique_ptr<float[]>> owned_;  // dequantized matrices (LoadOptions)
   friend class ModelLoader;
 };
 
