@@ -2,7 +2,6 @@
 // reports prompt and generation speed.
 #include <CLI/CLI.hpp>
 #include <cstdio>
-#include <cstdlib>
 #include <iostream>
 #include <memory>
 #include <string>
@@ -74,13 +73,6 @@ void run_generate(const GenerateArgs& a) {
     std::fflush(stdout);
   };
 
-  if (std::getenv("KDR_DEBUG_TOKENS")) {
-    const std::string text =
-        a.chat && lm.chat ? lm.chat->render({{{"user", a.prompt}}}, true) : a.prompt;
-    std::fprintf(stderr, "rendered: [%s]\nids:", text.c_str());
-    for (int32_t id : lm.tokenizer->encode(text, !a.chat, true)) std::fprintf(stderr, " %d", id);
-    std::fprintf(stderr, "\n");
-  }
   if (!a.chat) {
     const std::vector<int32_t> ids =
         lm.tokenizer->encode(a.prompt, /*add_special=*/true, /*parse_special=*/true);
