@@ -8,6 +8,11 @@ KDR_JOBS="${KDR_JOBS:-2}"
 KDR_BUILD="${KDR_BUILD:-$KDR_ROOT/build}"
 KDR_BUILD_ASAN="${KDR_BUILD_ASAN:-$KDR_ROOT/build-asan}"
 KDR_VENV="$KDR_ROOT/.venv"
+# ccache, when installed, makes rebuilds in fresh build trees cheap; CI works without it.
+KDR_LAUNCHER=()
+if command -v ccache >/dev/null 2>&1; then
+  KDR_LAUNCHER=(-DCMAKE_C_COMPILER_LAUNCHER=ccache -DCMAKE_CXX_COMPILER_LAUNCHER=ccache)
+fi
 KDR_STEP="(start)"
 
 # step NAME: announce a step; on any failure until the next step, the ERR trap names it.

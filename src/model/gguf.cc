@@ -343,8 +343,9 @@ GgufFile GgufFile::parse(MappedFile bytes, const std::string& name) {
              " is not a multiple of the block size " + std::to_string(traits->block_size) + " of " +
              traits->name);
     // Byte size with overflow checks: anything that overflows cannot fit in the file anyway.
-    uint64_t bytes = static_cast<uint64_t>(t.ne[0] / traits->block_size) * traits->block_bytes;
-    bool overflow = false;
+    uint64_t bytes = 0;
+    bool overflow = __builtin_mul_overflow(static_cast<uint64_t>(t.ne[0] / traits->block_size),
+                                           static_cast<uint64_t>(traits->block_bytes), &bytes);
     for (int d = 1; d < kMaxDims; ++d)
       overflow |= __builtin_mul_overflow(bytes, static_cast<uint64_t>(t.ne[d]), &bytes);
     int64_t elements = 1;
