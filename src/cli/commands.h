@@ -24,4 +24,7 @@ void add_perplexity_command(CLI::App& app);
 // `kdr bench generate`: prompt and generation tokens/s of a model.
 void add_bench_generate_command(CLI::App& bench);
 
+// `kdr serve`: the OpenAI-compatible server.
+void add_serve_command(CLI::App& app);
+
 }  // namespace kdr::cli

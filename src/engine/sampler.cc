@@ -127,4 +127,27 @@ float Sampler::logprob(int32_t token) const {
   return last_[token] - last_lse_;
 }
 
+std::vector<std::pair<int32_t, float>> Sampler::top_logprobs(int32_t n) const {
+  std::vector<std::pair<int32_t, float>> top;
+  if (n <= 0) return top;
+  // A bounded selection: keep the n best (highest logit, then lowest id) seen so far.
+  auto better = [](const std::pair<int32_t, float>& a, const std::pair<int32_t, float>& b) {
+    return a.second > b.second || (a.second == b.second && a.first < b.first);
+  };
+  for (size_t i = 0; i < last_.size(); ++i) {
+    const std::pair<int32_t, float> c{static_cast<int32_t>(i), last_[i]};
+    if (static_cast<int32_t>(top.size()) < n) {
+      top.push_back(c);
+      std::push_heap(top.begin(), top.end(), better);
+    } else if (better(c, top.front())) {
+      std::pop_heap(top.begin(), top.end(), better);
+      top.back() = c;
+      std::push_heap(top.begin(), top.end(), better);
+    }
+  }
+  std::sort(top.begin(), top.end(), better);
+  for (auto& t : top) t.second -= last_lse_;
+  return top;
+}
+
 }  // namespace kdr::engine

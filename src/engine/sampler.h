@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace kdr::engine {
@@ -44,6 +45,9 @@ class Sampler {
   // penalties and temperature, before truncation). Reads the logits sample() rewrote, so
   // it is valid while that buffer is unchanged.
   float logprob(int32_t token) const;
+  // The n most likely tokens of that distribution with their log-probabilities, best first
+  // (ties by lower id).
+  std::vector<std::pair<int32_t, float>> top_logprobs(int32_t n) const;
 
  private:
   SamplingParams p_;

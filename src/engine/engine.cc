@@ -1,0 +1,684 @@
+#include "engine/engine.h"
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstdio>
+#include <limits>
+#include <thread>
+#include <unordered_set>
+
+#include "base/thread_pool.h"
+#include "engine/block_pool.h"
+#include "engine/json_grammar.h"
+#include "model/forward.h"
+#include "model/tokenizer.h"
+
+namespace kdr::engine {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_between(Clock::time_point a, Clock::time_point b) {
+  return std::chrono::duration<double>(b - a).count();
+}
+
+// Prometheus-style latency buckets, seconds.
+std::vector<double> latency_bounds() {
+  return {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1,  0.15, 0.2, 0.3,
+          0.5,   0.75,   1.0,   2.5,  5.0,   7.5,  10.0,  20.0, 40.0, 80.0};
+}
+
+Histogram make_histogram() {
+  Histogram h;
+  h.bounds = latency_bounds();
+  h.counts.assign(h.bounds.size() + 1, 0);
+  return h;
+}
+
+// The longest suffix of `text` that is a proper prefix of one of `stops`: text that may
+// still turn out to start a stop string, so it is held back from the client.
+size_t held_suffix(const std::string& text, const std::vector<std::string>& stops) {
+  size_t held = 0;
+  for (const std::string& s : stops)
+    for (size_t k = std::min(text.size(), s.size() - 1); k > held; --k)
+      if (text.compare(text.size() - k, k, s, 0, k) == 0) {
+        held = k;
+        break;
+      }
+  return held;
+}
+
+}  // namespace
+
+void Histogram::observe(double seconds) {
+  const size_t i =
+      static_cast<size_t>(std::lower_bound(bounds.begin(), bounds.end(), seconds) - bounds.begin());
+  ++counts[i];
+  sum += seconds;
+  ++count;
+}
+
+std::string KvBudget::summary() const {
+  char buf[320];
+  std::snprintf(buf, sizeof buf,
+                "KV cache: %d blocks, %lld tokens (%.1f MiB, %lld bytes per token); max model "
+                "length %d; max concurrency at full length %.2f",
+                blocks, static_cast<long long>(tokens),
+                static_cast<double>(tokens) * static_cast<double>(bytes_per_token) / (1 << 20),
+                static_cast<long long>(bytes_per_token), max_model_len,
+                max_concurrency_at_full_length);
+  return buf;
+}
+
+bool RequestStream::next(Output& out, std::chrono::milliseconds timeout) {
+  std::unique_lock<std::mutex> lock(mu_);
+  if (!cv_.wait_for(lock, timeout, [&] { return !queue_.empty(); })) return false;
+  out = std::move(queue_.front());
+  queue_.pop_front();
+  return true;
+}
+
+void RequestStream::push(const Output& out) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    queue_.push_back(out);
+  }
+  cv_.notify_all();
+}
+
+// One request as the scheduler sees it.
+struct Seq {
+  uint64_t id = 0;
+  Request req;
+  OutputCallback on_output;
+  std::vector<int32_t> tokens;  // prompt, then generated tokens
+  int32_t num_prompt = 0;
+  int32_t num_computed = 0;            // tokens whose K/V are in the cache
+  std::vector<int32_t> blocks;         // page ids, in order
+  std::vector<uint64_t> block_hashes;  // of the full blocks registered so far
+  int32_t cached_tokens = -1;          // prefix-cache hit on first admission (-1: not yet)
+  std::unique_ptr<Sampler> sampler;
+  std::unique_ptr<JsonMatcher> matcher;
+  std::unique_ptr<model::StreamingDetokenizer> detok;
+  std::string held;  // text withheld because it may start a stop string
+  Clock::time_point arrival, last_token;
+  bool got_first_token = false;
+  int32_t generated() const { return static_cast<int32_t>(tokens.size()) - num_prompt; }
+};
+
+struct Engine::Impl {
+  const LoadedModel& lm;
+  ThreadPool& pool;
+  EngineOptions opt;
+  KvBudget budget;
+  std::unique_ptr<model::KvCacheSet> cache;
+  std::unique_ptr<BlockPool> blocks;
+  std::unique_ptr<model::Forward> forward;
+  int32_t vocab = 0;
+
+  // Shared with submitters (guarded by mu).
+  std::mutex mu;
+  std::condition_variable cv;
+  std::deque<std::unique_ptr<Seq>> incoming;
+  std::unordered_set<uint64_t> cancels;
+  bool stopping = false;
+  uint64_t next_id = 1;
+  mutable std::mutex stats_mu;
+  EngineStats stats;
+
+  // Owned by the stepping thread.
+  std::deque<std::unique_ptr<Seq>> waiting;
+  std::vector<std::unique_ptr<Seq>> running;  // admission order
+  std::thread loop;
+  std::atomic<bool> started{false};
+
+  // Step scratch.
+  model::StepBatch batch;
+  std::vector<float> logits;
+
+  Impl(const LoadedModel& m, ThreadPool& p, const EngineOptions& o) : lm(m), pool(p), opt(o) {}
+
+  void configure();
+  void take_incoming();
+  void finish(Seq& s, const std::string& reason, Output out, const std::string& error = "");
+  void free_blocks(Seq& s);
+  void preempt(Seq& s);
+  bool admit_prefix(Seq& s);
+  bool grow(Seq& s, int32_t num_tokens);
+  bool step();
+  void emit_token(Seq& s, int32_t token, Output& out, bool& done, std::string& reason,
+                  std::string& error);
+  void publish_stats();
+};
+
+void Engine::Impl::configure() {
+  const model::ModelConfig& c = lm.model->config();
+  vocab = c.vocab_size;
+  if (opt.page_size < 1 || opt.page_size > 256)
+    throw EngineConfigError("--page-size must be in [1, 256], got " +
+                            std::to_string(opt.page_size));
+  if (opt.max_num_seqs < 1)
+    throw EngineConfigError("--max-num-seqs must be at least 1, got " +
+                            std::to_string(opt.max_num_seqs));
+  if (opt.max_batched_tokens < 1)
+    throw EngineConfigError("--max-batched-tokens must be at least 1, got " +
+                            std::to_string(opt.max_batched_tokens));
+  if (opt.max_waiting < 0) throw EngineConfigError("--max-queue must not be negative");
+  budget.bytes_per_token =
+      static_cast<int64_t>(model::KvCacheSet::bytes_per_token(c, opt.kv_dtype));
+  const int64_t block_bytes = budget.bytes_per_token * opt.page_size;
+  const int64_t nblocks = opt.kv_memory_bytes / block_bytes;
+  if (nblocks < 2)
+    throw EngineConfigError("--kv-memory " + std::to_string(opt.kv_memory_bytes) + " bytes holds " +
+                            std::to_string(nblocks) + " KV blocks of " +
+                            std::to_string(block_bytes) + " bytes; raise --kv-memory");
+  if (nblocks > std::numeric_limits<int32_t>::max() / 2)
+    throw EngineConfigError("--kv-memory is too large");
+  budget.blocks = static_cast<int32_t>(nblocks);
+  budget.tokens = nblocks * opt.page_size;
+  // The longest request must fit in the pool on its own, or it could never run.
+  if (opt.max_model_len > 0) {
+    if (opt.max_model_len > c.context_length)
+      throw EngineConfigError("--max-model-len " + std::to_string(opt.max_model_len) +
+                              " exceeds the model's context length " +
+                              std::to_string(c.context_length));
+    if (opt.max_model_len > budget.tokens)
+      throw EngineConfigError("--max-model-len " + std::to_string(opt.max_model_len) +
+                              " needs more KV than --kv-memory holds (" +
+                              std::to_string(budget.tokens) +
+                              " tokens): raise --kv-memory or lower --max-model-len");
+    budget.max_model_len = opt.max_model_len;
+  } else {
+    budget.max_model_len = static_cast<int32_t>(std::min<int64_t>(c.context_length, budget.tokens));
+  }
+  budget.max_concurrency_at_full_length =
+      static_cast<double>(budget.tokens) / static_cast<double>(budget.max_model_len);
+  cache = std::make_unique<model::KvCacheSet>(c, budget.blocks, opt.page_size, opt.kv_dtype);
+  blocks = std::make_unique<BlockPool>(budget.blocks, opt.page_size, opt.prefix_caching);
+  forward = std::make_unique<model::Forward>(*lm.model, pool);
+  stats.time_to_first_token = make_histogram();
+  stats.inter_token_latency = make_histogram();
+  stats.e2e_latency = make_histogram();
+  stats.kv_blocks_total = budget.blocks;
+}
+
+Engine::Engine(const LoadedModel& model, ThreadPool& pool, const EngineOptions& options)
+    : impl_(std::make_unique<Impl>(model, pool, options)) {
+  impl_->configure();
+}
+
+Engine::~Engine() { stop(); }
+
+const KvBudget& Engine::kv_budget() const { return impl_->budget; }
+int32_t Engine::max_model_len() const { return impl_->budget.max_model_len; }
+const LoadedModel& Engine::model() const { return impl_->lm; }
+const EngineOptions& Engine::options() const { return impl_->opt; }
+
+EngineStats Engine::stats() const {
+  std::lock_guard<std::mutex> lock(impl_->stats_mu);
+  return impl_->stats;
+}
+
+uint64_t Engine::submit(Request r, OutputCallback on_output) {
+  Impl& m = *impl_;
+  const int32_t n = static_cast<int32_t>(r.prompt.size());
+  if (n == 0) throw RequestError("the prompt is empty");
+  if (r.max_tokens < 1)
+    throw RequestError("max_tokens must be at least 1, got " + std::to_string(r.max_tokens));
+  if (static_cast<int64_t>(n) + r.max_tokens > m.budget.max_model_len)
+    throw RequestError("this model's maximum context length is " +
+                       std::to_string(m.budget.max_model_len) + " tokens; the prompt has " +
+                       std::to_string(n) + " tokens and max_tokens is " +
+                       std::to_string(r.max_tokens) + " (" +
+                       std::to_string(static_cast<int64_t>(n) + r.max_tokens) + " in total)");
+  for (int32_t id : r.prompt)
+    if (id < 0 || id >= m.vocab)
+      throw RequestError("prompt token id " + std::to_string(id) + " is out of range [0, " +
+                         std::to_string(m.vocab) + ")");
+  if (r.logprobs > 20)
+    throw RequestError("logprobs must be at most 20, got " + std::to_string(r.logprobs));
+  for (const std::string& s : r.stop)
+    if (s.empty()) throw RequestError("stop strings must not be empty");
+  try {
+    r.sampling.validate();
+  } catch (const std::invalid_argument& e) {
+    throw RequestError(e.what());
+  }
+
+  auto s = std::make_unique<Seq>();
+  s->tokens = r.prompt;
+  s->num_prompt = n;
+  s->sampler = std::make_unique<Sampler>(r.sampling);
+  if (r.grammar) s->matcher = std::make_unique<JsonMatcher>(r.grammar);
+  s->detok = std::make_unique<model::StreamingDetokenizer>(*m.lm.tokenizer);
+  s->req = std::move(r);
+  s->on_output = std::move(on_output);
+  s->arrival = Clock::now();
+  uint64_t id;
+  {
+    std::lock_guard<std::mutex> lock(m.mu);
+    if (m.stopping) throw QueueFullError("the engine is shutting down");
+    int32_t queued;
+    {
+      std::lock_guard<std::mutex> slock(m.stats_mu);
+      queued = m.stats.waiting;
+    }
+    queued += static_cast<int32_t>(m.incoming.size());
+    if (queued >= m.opt.max_waiting)
+      throw QueueFullError("the request queue is full (" + std::to_string(queued) +
+                           " waiting, --max-queue " + std::to_string(m.opt.max_waiting) +
+                           "); try again later");
+    id = s->id = m.next_id++;
+    m.incoming.push_back(std::move(s));
+  }
+  m.cv.notify_all();
+  return id;
+}
+
+std::shared_ptr<RequestStream> Engine::submit_stream(Request request) {
+  auto stream = std::make_shared<RequestStream>();
+  // The stream is created before the id is known; the engine only pushes to it.
+  stream->id_ = submit(std::move(request), [stream](const Output& o) { stream->push(o); });
+  return stream;
+}
+
+void Engine::cancel(uint64_t request_id) {
+  {
+    std::lock_guard<std::mutex> lock(impl_->mu);
+    impl_->cancels.insert(request_id);
+  }
+  impl_->cv.notify_all();
+}
+
+void Engine::Impl::free_blocks(Seq& s) {
+  // Last blocks first: they go to the back of the free list behind the prefix blocks, so the
+  // prefix (the part other requests can share) is evicted last.
+  for (auto it = s.blocks.rbegin(); it != s.blocks.rend(); ++it) blocks->release(*it);
+  s.blocks.clear();
+  s.block_hashes.clear();
+  s.num_computed = 0;
+}
+
+void Engine::Impl::finish(Seq& s, const std::string& reason, Output out, const std::string& error) {
+  free_blocks(s);
+  out.request_id = s.id;
+  out.finished = true;
+  out.finish_reason = reason;
+  out.error = error;
+  out.prompt_tokens = s.num_prompt;
+  out.completion_tokens = s.generated();
+  out.cached_tokens = std::max(0, s.cached_tokens);
+  {
+    std::lock_guard<std::mutex> lock(stats_mu);
+    ++stats.requests_finished;
+    if (reason == "cancelled") ++stats.requests_cancelled;
+    stats.e2e_latency.observe(seconds_between(s.arrival, Clock::now()));
+  }
+  if (s.on_output) s.on_output(out);
+}
+
+void Engine::Impl::preempt(Seq& s) {
+  // Recompute later: the generated tokens stay part of the sequence, so the request resumes
+  // exactly where it was (its sampler state is kept too).
+  free_blocks(s);
+  std::lock_guard<std::mutex> lock(stats_mu);
+  ++stats.preemptions;
+  std::fprintf(stderr,
+               "engine: KV blocks exhausted, preempted request %llu (%zu tokens) for "
+               "recompute; preemptions so far: %lld\n",
+               static_cast<unsigned long long>(s.id), s.tokens.size(),
+               static_cast<long long>(stats.preemptions));
+}
+
+void Engine::Impl::take_incoming() {
+  std::unordered_set<uint64_t> cancel_now;
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    while (!incoming.empty()) {
+      waiting.push_back(std::move(incoming.front()));
+      incoming.pop_front();
+    }
+    cancel_now.swap(cancels);
+  }
+  if (cancel_now.empty()) return;
+  auto drop = [&](auto& list) {
+    for (auto it = list.begin(); it != list.end();) {
+      if (cancel_now.count((*it)->id)) {
+        finish(**it, "cancelled", Output{});
+        it = list.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  };
+  drop(waiting);
+  drop(running);
+}
+
+// Takes the longest cached prefix of full blocks. The last prompt token is always computed,
+// since its logits are needed.
+bool Engine::Impl::admit_prefix(Seq& s) {
+  const int32_t ps = opt.page_size;
+  const int32_t max_blocks = (static_cast<int32_t>(s.tokens.size()) - 1) / ps;
+  uint64_t parent = 0;
+  for (int32_t b = 0; b < max_blocks; ++b) {
+    std::span<const int32_t> toks(s.tokens.data() + static_cast<size_t>(b) * ps, ps);
+    const uint64_t h = BlockPool::hash_block(parent, toks);
+    const int32_t id = blocks->acquire_cached(h, parent, toks);
+    if (id < 0) break;
+    s.blocks.push_back(id);
+    s.block_hashes.push_back(h);
+    parent = h;
+  }
+  s.num_computed = static_cast<int32_t>(s.blocks.size()) * ps;
+  return !s.blocks.empty();
+}
+
+// Makes room for `num_tokens` more tokens; false (nothing allocated) when the pool is short.
+bool Engine::Impl::grow(Seq& s, int32_t num_tokens) {
+  const int32_t ps = opt.page_size;
+  const int32_t need =
+      (s.num_computed + num_tokens + ps - 1) / ps - static_cast<int32_t>(s.blocks.size());
+  if (need <= 0) return true;
+  if (need > blocks->num_free()) return false;
+  for (int32_t i = 0; i < need; ++i) s.blocks.push_back(blocks->allocate());
+  return true;
+}
+
+void Engine::Impl::emit_token(Seq& s, int32_t token, Output& out, bool& done, std::string& reason,
+                              std::string& error) {
+  const Request& r = s.req;
+  s.tokens.push_back(token);
+  out.tokens.push_back(token);
+  if (r.logprobs >= 0) {
+    out.logprobs.push_back(s.sampler->logprob(token));
+    std::vector<TopLogprob> top;
+    if (r.logprobs > 0)
+      for (const auto& [t, lp] : s.sampler->top_logprobs(r.logprobs)) top.push_back({t, lp});
+    out.top_logprobs.push_back(std::move(top));
+  }
+  bool grammar_done = false;
+  if (s.matcher) {
+    // The mask only lets through tokens the grammar accepts; a refusal means every token was
+    // masked (the model has nothing left to say that fits), which we report, not hide.
+    if (!s.matcher->accept(token)) {
+      done = true;
+      reason = "error";
+      error = "constrained decoding reached a state no token can continue";
+      return;
+    }
+    grammar_done = s.matcher->complete();
+  }
+  if (!r.ignore_eos && lm.is_stop(token)) {
+    done = true;
+    reason = "stop";
+  } else {
+    std::string text = s.held + s.detok->push(token);
+    s.held.clear();
+    size_t cut = std::string::npos;
+    for (const std::string& stop : r.stop) cut = std::min(cut, text.find(stop));
+    if (cut != std::string::npos) {
+      out.text += text.substr(0, cut);
+      done = true;
+      reason = "stop";
+      return;
+    }
+    const size_t keep = held_suffix(text, r.stop);
+    out.text += text.substr(0, text.size() - keep);
+    s.held = text.substr(text.size() - keep);
+    if (grammar_done) {
+      done = true;
+      reason = "stop";
+    }
+  }
+  if (!done && (s.generated() >= r.max_tokens ||
+                static_cast<int32_t>(s.tokens.size()) >= budget.max_model_len)) {
+    done = true;
+    reason = "length";
+  }
+  if (done) {
+    // Text held back as a possible stop-string start turned out to be part of the answer.
+    out.text += s.held + s.detok->finish();
+    s.held.clear();
+  }
+}
+
+bool Engine::Impl::step() {
+  take_incoming();
+  if (running.empty() && waiting.empty()) return false;
+  const int32_t ps = opt.page_size;
+
+  // 1. Schedule: running requests first, in admission order, preempting from the back when
+  // the pool runs dry; then waiting requests while the budget and max_num_seqs allow.
+  struct Item {
+    Seq* s;
+    int32_t n;
+  };
+  std::vector<Item> items;
+  int32_t token_budget = opt.max_batched_tokens;
+  bool preempted = false;
+  for (size_t i = 0; i < running.size() && token_budget > 0;) {
+    Seq& s = *running[i];
+    const int32_t n =
+        std::min<int32_t>(static_cast<int32_t>(s.tokens.size()) - s.num_computed, token_budget);
+    bool scheduled = true;
+    while (!grow(s, n)) {
+      std::unique_ptr<Seq> victim = std::move(running.back());
+      running.pop_back();
+      preempt(*victim);
+      const bool self = victim.get() == &s;
+      waiting.push_front(std::move(victim));
+      preempted = true;
+      if (self) {
+        scheduled = false;
+        break;
+      }
+    }
+    if (!scheduled) break;
+    items.push_back({&s, n});
+    token_budget -= n;
+    ++i;
+  }
+  while (!preempted && token_budget > 0 && !waiting.empty() &&
+         static_cast<int32_t>(running.size()) < opt.max_num_seqs) {
+    Seq& s = *waiting.front();
+    bool hit = false;
+    if (s.num_computed == 0 && opt.prefix_caching) hit = admit_prefix(s);
+    const int32_t n =
+        std::min<int32_t>(static_cast<int32_t>(s.tokens.size()) - s.num_computed, token_budget);
+    if (!grow(s, n)) {
+      if (hit) free_blocks(s);
+      break;
+    }
+    if (s.cached_tokens < 0) {
+      s.cached_tokens = s.num_computed;
+      std::lock_guard<std::mutex> lock(stats_mu);
+      stats.prefix_query_tokens += s.num_prompt;
+      stats.prefix_hit_tokens += s.num_computed;
+    }
+    items.push_back({&s, n});
+    token_budget -= n;
+    running.push_back(std::move(waiting.front()));
+    waiting.pop_front();
+  }
+  if (items.empty()) {
+    // Nothing fits even alone: cannot happen, as submit() bounds a request by max_model_len,
+    // which the pool holds; guard against a livelock anyway.
+    for (auto& s : waiting) finish(*s, "error", Output{}, "the request does not fit the KV pool");
+    waiting.clear();
+    publish_stats();
+    return true;
+  }
+
+  // 2. The batch, sorted decode | prefill | mixed as rpa wants.
+  auto kind = [](const Item& it) {
+    if (it.n == 1) return 0;
+    return it.s->num_computed == 0 ? 1 : 2;
+  };
+  std::stable_sort(items.begin(), items.end(),
+                   [&](const Item& a, const Item& b) { return kind(a) < kind(b); });
+  model::StepBatch& b = batch;
+  b.tokens.clear();
+  b.cu_q_lens.assign(1, 0);
+  b.kv_lens.clear();
+  b.page_indices.clear();
+  b.logit_rows.clear();
+  b.distribution[0] = b.distribution[1] = 0;
+  int32_t pages = 1;
+  for (const Item& it : items)
+    pages = std::max<int32_t>(pages, static_cast<int32_t>(it.s->blocks.size()));
+  b.pages_per_seq = pages;
+  std::vector<Seq*> sampled;
+  int32_t prompt_tokens = 0;
+  for (const Item& it : items) {
+    Seq& s = *it.s;
+    b.tokens.insert(b.tokens.end(), s.tokens.begin() + s.num_computed,
+                    s.tokens.begin() + s.num_computed + it.n);
+    b.cu_q_lens.push_back(static_cast<int32_t>(b.tokens.size()));
+    b.kv_lens.push_back(s.num_computed + it.n);
+    for (int32_t p = 0; p < pages; ++p)
+      b.page_indices.push_back(p < static_cast<int32_t>(s.blocks.size()) ? s.blocks[p]
+                                                                         : s.blocks[0]);
+    const int k = kind(it);
+    if (k == 0) ++b.distribution[0];
+    if (k <= 1) ++b.distribution[1];
+    if (s.num_computed + it.n == static_cast<int32_t>(s.tokens.size())) {
+      b.logit_rows.push_back(static_cast<int32_t>(b.tokens.size()) - 1);
+      sampled.push_back(&s);
+    }
+    if (s.num_computed < s.num_prompt)
+      prompt_tokens += std::min(s.num_prompt, s.num_computed + it.n) - s.num_computed;
+  }
+  b.distribution[2] = static_cast<int32_t>(items.size());
+  logits.resize(b.logit_rows.size() * static_cast<size_t>(vocab));
+  try {
+    forward->run(b, *cache, logits.data());
+  } catch (const std::exception& e) {
+    // A failure inside the model is not the requests' fault, but they cannot go on.
+    const std::string what = e.what();
+    for (auto& s : running) finish(*s, "error", Output{}, what);
+    running.clear();
+    publish_stats();
+    return true;
+  }
+
+  // 3. Bookkeeping: computed tokens, newly full blocks into the prefix cache.
+  for (const Item& it : items) {
+    Seq& s = *it.s;
+    s.num_computed += it.n;
+    const int32_t full = s.num_computed / ps;
+    for (int32_t blk = static_cast<int32_t>(s.block_hashes.size()); blk < full; ++blk) {
+      const uint64_t parent = blk == 0 ? 0 : s.block_hashes[blk - 1];
+      std::span<const int32_t> toks(s.tokens.data() + static_cast<size_t>(blk) * ps, ps);
+      const uint64_t h = BlockPool::hash_block(parent, toks);
+      blocks->register_full(s.blocks[blk], h, parent, toks);
+      s.block_hashes.push_back(h);
+    }
+  }
+
+  // 4. Sample, emit, finish.
+  const auto now = Clock::now();
+  std::unordered_set<Seq*> ended;
+  int32_t generated = 0;
+  for (size_t i = 0; i < sampled.size(); ++i) {
+    Seq& s = *sampled[i];
+    std::span<float> row(logits.data() + i * static_cast<size_t>(vocab), vocab);
+    if (s.matcher) s.matcher->mask_logits(row);
+    const int32_t token = s.sampler->sample(row, s.tokens);
+    Output out;
+    out.request_id = s.id;
+    bool done = false;
+    std::string reason, error;
+    emit_token(s, token, out, done, reason, error);
+    ++generated;
+    {
+      std::lock_guard<std::mutex> lock(stats_mu);
+      if (!s.got_first_token)
+        stats.time_to_first_token.observe(seconds_between(s.arrival, now));
+      else
+        stats.inter_token_latency.observe(seconds_between(s.last_token, now));
+    }
+    s.got_first_token = true;
+    s.last_token = now;
+    out.prompt_tokens = s.num_prompt;
+    out.completion_tokens = s.generated();
+    out.cached_tokens = std::max(0, s.cached_tokens);
+    if (done) {
+      finish(s, reason, std::move(out), error);
+      ended.insert(&s);
+    } else if (s.on_output) {
+      s.on_output(out);
+    }
+  }
+  if (!ended.empty())
+    running.erase(
+        std::remove_if(running.begin(), running.end(),
+                       [&](const std::unique_ptr<Seq>& s) { return ended.count(s.get()) > 0; }),
+        running.end());
+  {
+    std::lock_guard<std::mutex> lock(stats_mu);
+    ++stats.steps;
+    stats.prompt_tokens += prompt_tokens;
+    stats.generation_tokens += generated;
+  }
+  publish_stats();
+  return true;
+}
+
+void Engine::Impl::publish_stats() {
+  std::lock_guard<std::mutex> lock(stats_mu);
+  stats.running = static_cast<int32_t>(running.size());
+  stats.waiting = static_cast<int32_t>(waiting.size());
+  stats.kv_blocks_used = blocks->num_used();
+  stats.kv_blocks_cached = blocks->num_cached_free();
+}
+
+bool Engine::step() {
+  if (impl_->started) throw std::logic_error("Engine::step() while the loop runs");
+  return impl_->step();
+}
+
+void Engine::run_until_idle() {
+  while (step()) {
+  }
+}
+
+void Engine::start() {
+  Impl& m = *impl_;
+  if (m.started.exchange(true)) return;
+  m.loop = std::thread([&m] {
+    for (;;) {
+      {
+        std::unique_lock<std::mutex> lock(m.mu);
+        m.cv.wait(lock, [&] {
+          return m.stopping || !m.incoming.empty() || !m.cancels.empty() || !m.running.empty() ||
+                 !m.waiting.empty();
+        });
+        if (m.stopping) break;
+      }
+      m.step();
+    }
+    // Shutting down: every open request ends.
+    m.take_incoming();
+    for (auto& s : m.waiting) m.finish(*s, "cancelled", Output{});
+    for (auto& s : m.running) m.finish(*s, "cancelled", Output{});
+    m.waiting.clear();
+    m.running.clear();
+    m.publish_stats();
+  });
+}
+
+void Engine::stop() {
+  Impl& m = *impl_;
+  {
+    std::lock_guard<std::mutex> lock(m.mu);
+    m.stopping = true;
+  }
+  m.cv.notify_all();
+  if (m.loop.joinable()) m.loop.join();
+  m.started = false;
+}
+
+}  // namespace kdr::engine

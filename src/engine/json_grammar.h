@@ -1,0 +1,73 @@
+// Constrained decoding for response_format json_object and json_schema.
+//
+// A schema is compiled once, off the hot path, into a grammar over bytes; a per-request
+// JsonMatcher tracks where generation is in it and, each step, masks every token whose bytes
+// cannot come next (a walk of a byte trie of the vocabulary). Schema features we do not
+// support are rejected with GrammarError naming the keyword and where it is, never ignored.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <span>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace kdr::model {
+class Tokenizer;
+}
+
+namespace kdr::engine {
+
+class GrammarError : public std::invalid_argument {
+ public:
+  using std::invalid_argument::invalid_argument;
+};
+
+// A model's vocabulary prepared for masking: each token's bytes in a trie. Built once per
+// model (it is shared by every grammar).
+class Vocabulary;
+std::shared_ptr<const Vocabulary> build_vocabulary(const model::Tokenizer& tokenizer,
+                                                   std::vector<int32_t> stop_ids);
+
+class JsonGrammar {
+ public:
+  // response_format {"type": "json_object"}: any JSON object.
+  static std::shared_ptr<const JsonGrammar> any_object(std::shared_ptr<const Vocabulary> vocab);
+  // response_format {"type": "json_schema", "json_schema": {"schema": ...}}: values valid
+  // under `schema`. Throws GrammarError for malformed or unsupported schemas.
+  static std::shared_ptr<const JsonGrammar> from_schema(const nlohmann::json& schema,
+                                                        std::shared_ptr<const Vocabulary> vocab);
+  ~JsonGrammar();
+
+  struct Impl;
+  const Impl& impl() const { return *impl_; }
+
+ private:
+  JsonGrammar() = default;
+  std::unique_ptr<Impl> impl_;
+};
+
+// One request's position in a grammar.
+class JsonMatcher {
+ public:
+  explicit JsonMatcher(std::shared_ptr<const JsonGrammar> grammar);
+  ~JsonMatcher();
+  JsonMatcher(JsonMatcher&&) noexcept;
+  JsonMatcher& operator=(JsonMatcher&&) noexcept;
+
+  // Sets the logit of every token that cannot come next to -infinity. Stop tokens are
+  // allowed only when the value is complete.
+  void mask_logits(std::span<float> logits) const;
+  // Advances over the chosen token. Returns false (state unchanged) when it is not allowed.
+  bool accept(int32_t token);
+  // A whole value has been generated; nothing but the end may follow.
+  bool complete() const;
+
+ private:
+  struct State;
+  std::unique_ptr<State> s_;
+};
+
+}  // namespace kdr::engine
