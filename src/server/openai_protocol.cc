@@ -1,0 +1,575 @@
+#include "server/openai_protocol.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+#include "engine/json_grammar.h"
+#include "model/chat_template.h"
+#include "model/tokenizer.h"
+
+namespace kdr::server {
+
+using nlohmann::json;
+
+ApiError::ApiError(int status, const std::string& message, std::string param, std::string code)
+    : std::runtime_error(message),
+      status_(status),
+      param_(std::move(param)),
+      code_(std::move(code)) {}
+
+std::string ApiError::type() const {
+  switch (status_) {
+    case 401:
+      return "authentication_error";
+    case 404:
+      return "not_found_error";
+    case 429:
+      return "rate_limit_error";
+    default:
+      return status_ >= 500 ? "server_error" : "invalid_request_error";
+  }
+}
+
+json ApiError::to_json() const {
+  json e = {{"message", what()}, {"type", type()}, {"param", nullptr}, {"code", nullptr}};
+  if (!param_.empty()) e["param"] = param_;
+  if (!code_.empty()) e["code"] = code_;
+  return {{"error", std::move(e)}};
+}
+
+std::string dump_json(const json& j) {
+  return j.dump(-1, ' ', false, json::error_handler_t::replace);
+}
+
+namespace {
+
+ApiError bad(const std::string& param, const std::string& message) {
+  return ApiError(400, message, param);
+}
+
+// A field, or null when absent: OpenAI's API treats an explicit null as "not given".
+const json* field(const json& obj, const char* name) {
+  const auto it = obj.find(name);
+  return it == obj.end() || it->is_null() ? nullptr : &*it;
+}
+
+double get_number(const json& obj, const char* name, double fallback) {
+  const json* v = field(obj, name);
+  if (!v) return fallback;
+  if (!v->is_number()) throw bad(name, std::string("'") + name + "' must be a number");
+  return v->get<double>();
+}
+
+int64_t get_integer(const json& obj, const char* name, int64_t fallback, int64_t lo, int64_t hi) {
+  const json* v = field(obj, name);
+  if (!v) return fallback;
+  if (!v->is_number_integer()) throw bad(name, std::string("'") + name + "' must be an integer");
+  const bool too_big = v->is_number_unsigned() && v->get<uint64_t>() > static_cast<uint64_t>(hi);
+  const int64_t x = too_big ? hi : v->get<int64_t>();
+  if (too_big || x < lo || x > hi) {
+    const std::string range = hi == std::numeric_limits<int64_t>::max()
+                                  ? ">= " + std::to_string(lo)
+                                  : "in [" + std::to_string(lo) + ", " + std::to_string(hi) + "]";
+    throw bad(name, std::string("'") + name + "' must be " + range + ", got " + v->dump());
+  }
+  return x;
+}
+
+bool get_bool(const json& obj, const char* name, bool fallback) {
+  const json* v = field(obj, name);
+  if (!v) return fallback;
+  if (!v->is_boolean()) throw bad(name, std::string("'") + name + "' must be a boolean");
+  return v->get<bool>();
+}
+
+// Rejects options whose silent omission would change what the client gets.
+void reject_unsupported(const json& body) {
+  if (const json* n = field(body, "n"); n && !(n->is_number_integer() && *n == 1))
+    throw bad("n", "'n' must be 1: kdr returns one choice per request");
+  if (const json* t = field(body, "tools"); t && !(t->is_array() && t->empty()))
+    throw bad("tools", "'tools' is not supported: kdr has no function calling");
+  if (const json* b = field(body, "logit_bias"); b && !(b->is_object() && b->empty()))
+    throw bad("logit_bias", "'logit_bias' is not supported");
+  if (get_bool(body, "echo", false)) throw bad("echo", "'echo' is not supported");
+  if (const json* s = field(body, "suffix");
+      s && !(s->is_string() && s->get_ref<const std::string&>().empty()))
+    throw bad("suffix", "'suffix' is not supported");
+  if (get_integer(body, "best_of", 1, 1, std::numeric_limits<int64_t>::max()) != 1)
+    throw bad("best_of", "'best_of' must be 1: kdr returns one choice per request");
+}
+
+engine::SamplingParams parse_sampling(const json& body, uint64_t default_seed) {
+  engine::SamplingParams s;
+  s.temperature = static_cast<float>(get_number(body, "temperature", 1.0));
+  s.top_p = static_cast<float>(get_number(body, "top_p", 1.0));
+  // vLLM spells "off" as -1, kdr as 0.
+  s.top_k = static_cast<int32_t>(get_integer(body, "top_k", 0, -1, 1 << 30));
+  if (s.top_k < 0) s.top_k = 0;
+  s.min_p = static_cast<float>(get_number(body, "min_p", 0.0));
+  s.presence_penalty = static_cast<float>(get_number(body, "presence_penalty", 0.0));
+  s.frequency_penalty = static_cast<float>(get_number(body, "frequency_penalty", 0.0));
+  s.repetition_penalty = static_cast<float>(get_number(body, "repetition_penalty", 1.0));
+  s.seed = default_seed;
+  if (const json* seed = field(body, "seed")) {
+    if (!seed->is_number_integer()) throw bad("seed", "'seed' must be an integer");
+    s.seed = seed->is_number_unsigned() ? seed->get<uint64_t>()
+                                        : static_cast<uint64_t>(seed->get<int64_t>());
+  }
+  try {
+    s.validate();
+  } catch (const std::invalid_argument& e) {
+    // validate() starts its message with the field's name.
+    const std::string msg = e.what();
+    throw bad(msg.substr(0, msg.find(' ')), msg);
+  }
+  return s;
+}
+
+std::vector<std::string> parse_stop(const json& body) {
+  const json* v = field(body, "stop");
+  if (!v) return {};
+  std::vector<std::string> stop;
+  if (v->is_string()) {
+    stop.push_back(v->get<std::string>());
+  } else if (v->is_array()) {
+    if (v->size() > 4)
+      throw bad("stop", "'stop' holds at most 4 strings, got " + std::to_string(v->size()));
+    for (const json& s : *v) {
+      if (!s.is_string()) throw bad("stop", "'stop' must be a string or an array of strings");
+      stop.push_back(s.get<std::string>());
+    }
+  } else {
+    throw bad("stop", "'stop' must be a string or an array of strings");
+  }
+  for (const std::string& s : stop)
+    if (s.empty()) throw bad("stop", "'stop' strings must not be empty");
+  return stop;
+}
+
+std::shared_ptr<const engine::JsonGrammar> parse_response_format(const json& body,
+                                                                 const ServedModel& model) {
+  const json* rf = field(body, "response_format");
+  if (!rf) return nullptr;
+  if (!rf->is_object() || !rf->contains("type") || !(*rf)["type"].is_string())
+    throw bad("response_format", "'response_format' must be an object with a string 'type'");
+  const std::string type = (*rf)["type"].get<std::string>();
+  if (type == "text") return nullptr;
+  if (type != "json_object" && type != "json_schema")
+    throw bad("response_format.type",
+              "'response_format.type' must be text, json_object or "
+              "json_schema, got '" +
+                  type + "'");
+  if (!model.vocabulary)
+    throw bad("response_format", "response_format " + type + " is not available on this server");
+  if (type == "json_object") return engine::JsonGrammar::any_object(model.vocabulary);
+  const json* js = field(*rf, "json_schema");
+  if (!js || !js->is_object())
+    throw bad("response_format.json_schema",
+              "response_format json_schema needs a 'json_schema' object");
+  const json* schema = field(*js, "schema");
+  if (!schema || !(schema->is_object() || schema->is_boolean()))
+    throw bad("response_format.json_schema.schema",
+              "'response_format.json_schema.schema' must be a JSON Schema object");
+  try {
+    return engine::JsonGrammar::from_schema(*schema, model.vocabulary);
+  } catch (const engine::GrammarError& e) {
+    throw bad("response_format.json_schema.schema", e.what());
+  }
+}
+
+std::string message_content(const json& m, const std::string& where) {
+  const json* c = field(m, "content");
+  if (!c) throw bad("messages", where + ".content is required");
+  if (c->is_string()) return c->get<std::string>();
+  if (!c->is_array())
+    throw bad("messages", where + ".content must be a string or an array of text parts");
+  std::string text;
+  for (size_t i = 0; i < c->size(); ++i) {
+    const json& part = (*c)[i];
+    const std::string at = where + ".content[" + std::to_string(i) + "]";
+    if (!part.is_object() || !part.contains("type") || !part["type"].is_string())
+      throw bad("messages", at + " must be an object with a string 'type'");
+    const std::string type = part["type"].get<std::string>();
+    if (type != "text")
+      throw bad("messages", at + ".type '" + type + "' is not supported: kdr serves text models");
+    if (!part.contains("text") || !part["text"].is_string())
+      throw bad("messages", at + ".text must be a string");
+    // Parts are joined by newlines, as vLLM does.
+    if (i > 0) text += '\n';
+    text += part["text"].get<std::string>();
+  }
+  return text;
+}
+
+std::vector<int32_t> chat_prompt(const json& body, const ServedModel& model) {
+  if (!model.chat)
+    throw bad("messages", "model '" + model.id +
+                              "' has no chat template kdr knows (gemma3, llama3, chatml): use "
+                              "/v1/completions");
+  const json* ms = field(body, "messages");
+  if (!ms || !ms->is_array() || ms->empty())
+    throw bad("messages", "'messages' must be a non-empty array");
+  std::vector<model::ChatMessage> messages;
+  for (size_t i = 0; i < ms->size(); ++i) {
+    const json& m = (*ms)[i];
+    const std::string where = "messages[" + std::to_string(i) + "]";
+    if (!m.is_object()) throw bad("messages", where + " must be an object");
+    const json* role = field(m, "role");
+    if (!role || !role->is_string()) throw bad("messages", where + ".role must be a string");
+    std::string r = role->get<std::string>();
+    if (r == "developer") r = "system";  // OpenAI's newer name for the system role
+    if (r != "system" && r != "user" && r != "assistant")
+      throw bad("messages", where + ".role must be system, developer, user or assistant, got '" +
+                                role->get<std::string>() + "'");
+    messages.push_back({r, message_content(m, where)});
+  }
+  std::string text;
+  try {
+    text = model.chat->render(messages, /*add_generation_prompt=*/true);
+  } catch (const model::ChatTemplateError& e) {
+    throw bad("messages", e.what());
+  }
+  // The template writes bos itself where the family wants it.
+  return model.tokenizer->encode(text, /*add_special=*/false, /*parse_special=*/true);
+}
+
+std::vector<int32_t> token_ids(const json& arr, int32_t n_vocab, const char* param) {
+  std::vector<int32_t> ids;
+  for (size_t i = 0; i < arr.size(); ++i) {
+    const json& t = arr[i];
+    if (!t.is_number_integer() || t.get<int64_t>() < 0 || t.get<int64_t>() >= n_vocab ||
+        (t.is_number_unsigned() && t.get<uint64_t>() >= static_cast<uint64_t>(n_vocab)))
+      throw bad(param, std::string("'") + param + "[" + std::to_string(i) +
+                           "]' must be a token id in [0, " + std::to_string(n_vocab) + "), got " +
+                           t.dump());
+    ids.push_back(static_cast<int32_t>(t.get<int64_t>()));
+  }
+  return ids;
+}
+
+std::vector<int32_t> completion_prompt(const json& body, const ServedModel& model) {
+  const json* p = field(body, "prompt");
+  const char* shapes = "'prompt' must be a string, an array of token ids or an array of one string";
+  if (!p) throw bad("prompt", "'prompt' is required");
+  auto encode = [&](const json& s) {
+    return model.tokenizer->encode(s.get<std::string>(), /*add_special=*/true,
+                                   /*parse_special=*/true);
+  };
+  if (p->is_string()) return encode(*p);
+  if (!p->is_array() || p->empty()) throw bad("prompt", shapes);
+  if ((*p)[0].is_number()) return token_ids(*p, model.tokenizer->n_vocab(), "prompt");
+  if (p->size() > 1)
+    throw bad("prompt", "'prompt' holds " + std::to_string(p->size()) +
+                            " prompts; kdr answers one prompt per request");
+  if ((*p)[0].is_string()) return encode((*p)[0]);
+  if ((*p)[0].is_array()) return token_ids((*p)[0], model.tokenizer->n_vocab(), "prompt");
+  throw bad("prompt", shapes);
+}
+
+}  // namespace
+
+json parse_json_object(std::string_view body) {
+  const std::string clean = model::utf8_sanitize(body);
+  if (clean != body) {
+    const size_t at = static_cast<size_t>(
+        std::mismatch(body.begin(), body.end(), clean.begin(), clean.end()).first - body.begin());
+    throw ApiError(400, "request body is not valid UTF-8 (first bad byte at offset " +
+                            std::to_string(at) + ")");
+  }
+  json j;
+  try {
+    j = json::parse(body);
+  } catch (const json::parse_error& e) {
+    // nlohmann prefixes "[json.exception.parse_error.101] ": the rest is for people.
+    std::string what = e.what();
+    if (const size_t close = what.find("] ");
+        what.rfind("[json.", 0) == 0 && close != std::string::npos)
+      what = what.substr(close + 2);
+    throw ApiError(400, "invalid JSON body: " + what);
+  }
+  if (!j.is_object()) throw ApiError(400, "the request body must be a JSON object");
+  return j;
+}
+
+CompletionRequest parse_completion_request(std::string_view text, Endpoint endpoint,
+                                           const ServedModel& model, uint64_t seed) {
+  const json body = parse_json_object(text);
+  CompletionRequest req;
+  req.endpoint = endpoint;
+  if (const json* m = field(body, "model")) {
+    if (!m->is_string()) throw bad("model", "'model' must be a string");
+    if (m->get<std::string>() != model.id)
+      throw ApiError(404,
+                     "model '" + m->get<std::string>() +
+                         "' does not exist; this server "
+                         "serves '" +
+                         model.id + "'",
+                     "model", "model_not_found");
+  }
+  reject_unsupported(body);
+  engine::Request& r = req.request;
+  r.sampling = parse_sampling(body, seed);
+  r.stop = parse_stop(body);
+  r.ignore_eos = get_bool(body, "ignore_eos", false);
+  req.stream = get_bool(body, "stream", false);
+  if (const json* so = field(body, "stream_options")) {
+    if (!so->is_object()) throw bad("stream_options", "'stream_options' must be an object");
+    req.include_usage = get_bool(*so, "include_usage", false);
+  }
+  constexpr int64_t kMax = std::numeric_limits<int64_t>::max();
+  if (endpoint == Endpoint::kChatCompletions) {
+    const bool logprobs = get_bool(body, "logprobs", false);
+    const int64_t top = get_integer(body, "top_logprobs", -1, 0, 20);
+    if (top >= 0 && !logprobs)
+      throw bad("top_logprobs", "'top_logprobs' requires 'logprobs': true");
+    r.logprobs = logprobs ? static_cast<int32_t>(std::max<int64_t>(top, 0)) : -1;
+  } else {
+    r.logprobs = static_cast<int32_t>(get_integer(body, "logprobs", -1, 0, 5));
+  }
+  // max_completion_tokens is OpenAI's newer name; it wins when both are given.
+  int64_t max_tokens = get_integer(body, "max_tokens", -1, 1, kMax);
+  const char* max_param = "max_tokens";
+  if (field(body, "max_completion_tokens")) {
+    max_tokens = get_integer(body, "max_completion_tokens", -1, 1, kMax);
+    max_param = "max_completion_tokens";
+  }
+  r.grammar = parse_response_format(body, model);
+
+  r.prompt = endpoint == Endpoint::kChatCompletions ? chat_prompt(body, model)
+                                                    : completion_prompt(body, model);
+  const char* prompt_param = endpoint == Endpoint::kChatCompletions ? "messages" : "prompt";
+  const int64_t n_prompt = static_cast<int64_t>(r.prompt.size());
+  if (n_prompt == 0) throw bad(prompt_param, std::string("'") + prompt_param + "' is empty");
+  const int64_t limit = model.max_model_len;
+  if (max_tokens < 0) {
+    if (n_prompt >= limit)
+      throw ApiError(400,
+                     "this model's maximum context length is " + std::to_string(limit) +
+                         " tokens, but the prompt has " + std::to_string(n_prompt) +
+                         " tokens, which leaves no room for a completion; shorten the prompt",
+                     prompt_param, "context_length_exceeded");
+    max_tokens = limit - n_prompt;
+  } else if (n_prompt + max_tokens > limit) {
+    throw ApiError(400,
+                   "this model's maximum context length is " + std::to_string(limit) +
+                       " tokens, but the request needs " + std::to_string(n_prompt + max_tokens) +
+                       " (" + std::to_string(n_prompt) + " prompt tokens + " +
+                       std::to_string(max_tokens) + " " + max_param +
+                       "); shorten the prompt or lower " + max_param,
+                   max_param, "context_length_exceeded");
+  }
+  r.max_tokens = static_cast<int32_t>(max_tokens);
+  return req;
+}
+
+json tokenize_response(std::string_view text, const model::Tokenizer& tokenizer) {
+  const json body = parse_json_object(text);
+  const json* content = field(body, "content");
+  if (!content || !content->is_string()) throw bad("content", "'content' must be a string");
+  const bool add_special = get_bool(body, "add_special", false);
+  return {{"tokens", tokenizer.encode(content->get<std::string>(), add_special,
+                                      /*parse_special=*/true)}};
+}
+
+json detokenize_response(std::string_view text, const model::Tokenizer& tokenizer) {
+  const json body = parse_json_object(text);
+  const json* tokens = field(body, "tokens");
+  if (!tokens || !tokens->is_array()) throw bad("tokens", "'tokens' must be an array of token ids");
+  const std::vector<int32_t> ids = token_ids(*tokens, tokenizer.n_vocab(), "tokens");
+  return {{"content", tokenizer.decode(ids, /*skip_special=*/false)}};
+}
+
+json models_response(const std::string& model_id, int64_t created, int32_t max_model_len) {
+  return {{"object", "list"},
+          {"data",
+           {{{"id", model_id},
+             {"object", "model"},
+             {"created", created},
+             {"owned_by", "kdr"},
+             {"max_model_len", max_model_len}}}}};
+}
+
+void CompletionResult::add(const engine::Output& out) {
+  text += out.text;
+  tokens.insert(tokens.end(), out.tokens.begin(), out.tokens.end());
+  logprobs.insert(logprobs.end(), out.logprobs.begin(), out.logprobs.end());
+  top_logprobs.insert(top_logprobs.end(), out.top_logprobs.begin(), out.top_logprobs.end());
+  prompt_tokens = out.prompt_tokens;
+  completion_tokens = out.completion_tokens;
+  cached_tokens = out.cached_tokens;
+  if (out.finished) {
+    finish_reason = out.finish_reason;
+    error = out.error;
+  }
+}
+
+namespace {
+
+json usage(int32_t prompt, int32_t completion, int32_t cached) {
+  return {{"prompt_tokens", prompt},
+          {"completion_tokens", completion},
+          {"total_tokens", prompt + completion},
+          {"prompt_tokens_details", {{"cached_tokens", cached}}}};
+}
+
+// A token as text for logprobs: its bytes, with a piece of a UTF-8 character as U+FFFD
+// (the "bytes" field of chat logprobs carries the exact bytes).
+std::string token_string(const model::Tokenizer& tok, int32_t id) {
+  return model::utf8_sanitize(tok.token_bytes(id, /*render_special=*/true));
+}
+
+json token_bytes_array(const model::Tokenizer& tok, int32_t id) {
+  json bytes = json::array();
+  for (unsigned char c : tok.token_bytes(id, /*render_special=*/true)) bytes.push_back(c);
+  return bytes;
+}
+
+// Chat logprobs: {"content": [{"token", "logprob", "bytes", "top_logprobs": [...]}, ...]}.
+json chat_logprobs(const model::Tokenizer& tok, const std::vector<int32_t>& tokens,
+                   const std::vector<float>& logprobs,
+                   const std::vector<std::vector<engine::TopLogprob>>& top) {
+  json content = json::array();
+  for (size_t i = 0; i < tokens.size() && i < logprobs.size(); ++i) {
+    json alternatives = json::array();
+    if (i < top.size())
+      for (const engine::TopLogprob& t : top[i])
+        alternatives.push_back({{"token", token_string(tok, t.token)},
+                                {"logprob", t.logprob},
+                                {"bytes", token_bytes_array(tok, t.token)}});
+    content.push_back({{"token", token_string(tok, tokens[i])},
+                       {"logprob", logprobs[i]},
+                       {"bytes", token_bytes_array(tok, tokens[i])},
+                       {"top_logprobs", std::move(alternatives)}});
+  }
+  return {{"content", std::move(content)}, {"refusal", nullptr}};
+}
+
+// Characters (code points) in UTF-8 text, the unit of completions' text_offset.
+int64_t count_chars(const std::string& s) {
+  return std::count_if(s.begin(), s.end(), [](char c) { return (c & 0xC0) != 0x80; });
+}
+
+// Completions logprobs: parallel arrays tokens / token_logprobs / top_logprobs / text_offset.
+json completion_logprobs(const model::Tokenizer& tok, const std::vector<int32_t>& tokens,
+                         const std::vector<float>& logprobs,
+                         const std::vector<std::vector<engine::TopLogprob>>& top, int32_t n_top,
+                         int64_t& text_offset) {
+  json strings = json::array(), lps = json::array(), tops = json::array(), offsets = json::array();
+  for (size_t i = 0; i < tokens.size() && i < logprobs.size(); ++i) {
+    const std::string s = token_string(tok, tokens[i]);
+    strings.push_back(s);
+    lps.push_back(logprobs[i]);
+    offsets.push_back(text_offset);
+    text_offset += count_chars(s);
+    json alternatives = json::object();
+    if (i < top.size())
+      for (const engine::TopLogprob& t : top[i])
+        alternatives[token_string(tok, t.token)] = t.logprob;
+    tops.push_back(std::move(alternatives));
+  }
+  return {{"tokens", std::move(strings)},
+          {"token_logprobs", std::move(lps)},
+          {"top_logprobs", n_top > 0 ? std::move(tops) : json(nullptr)},
+          {"text_offset", std::move(offsets)}};
+}
+
+}  // namespace
+
+json completion_response(const ResponseInfo& info, const CompletionRequest& request,
+                         const CompletionResult& result, const model::Tokenizer& tokenizer) {
+  const bool chat = request.endpoint == Endpoint::kChatCompletions;
+  const int32_t n_top = request.request.logprobs;
+  json choice = {{"index", 0}, {"logprobs", nullptr}, {"finish_reason", result.finish_reason}};
+  if (chat) {
+    choice["message"] = {{"role", "assistant"}, {"content", result.text}};
+    if (n_top >= 0)
+      choice["logprobs"] =
+          chat_logprobs(tokenizer, result.tokens, result.logprobs, result.top_logprobs);
+  } else {
+    choice["text"] = result.text;
+    int64_t offset = 0;
+    if (n_top >= 0)
+      choice["logprobs"] = completion_logprobs(tokenizer, result.tokens, result.logprobs,
+                                               result.top_logprobs, n_top, offset);
+  }
+  return {{"id", info.id},
+          {"object", chat ? "chat.completion" : "text_completion"},
+          {"created", info.created},
+          {"model", info.model},
+          {"choices", json::array({std::move(choice)})},
+          {"usage", usage(result.prompt_tokens, result.completion_tokens, result.cached_tokens)}};
+}
+
+StreamEncoder::StreamEncoder(ResponseInfo info, const CompletionRequest& request,
+                             const model::Tokenizer& tokenizer)
+    : info_(std::move(info)),
+      endpoint_(request.endpoint),
+      logprobs_(request.request.logprobs),
+      include_usage_(request.include_usage),
+      tokenizer_(&tokenizer) {}
+
+json StreamEncoder::chunk() const {
+  const bool chat = endpoint_ == Endpoint::kChatCompletions;
+  json c = {{"id", info_.id},
+            {"object", chat ? "chat.completion.chunk" : "text_completion"},
+            {"created", info_.created},
+            {"model", info_.model}};
+  // OpenAI writes "usage": null in every chunk but the last when usage was asked for.
+  if (include_usage_) c["usage"] = nullptr;
+  return c;
+}
+
+std::string StreamEncoder::event(const json& chunk) const {
+  return "data: " + dump_json(chunk) + "\n\n";
+}
+
+std::string StreamEncoder::encode(const engine::Output& out) {
+  const bool chat = endpoint_ == Endpoint::kChatCompletions;
+  std::string events;
+  auto choice_chunk = [&](json delta_or_text, json logprobs, json finish_reason) {
+    json choice = {{"index", 0},
+                   {"logprobs", std::move(logprobs)},
+                   {"finish_reason", std::move(finish_reason)}};
+    choice[chat ? "delta" : "text"] = std::move(delta_or_text);
+    json c = chunk();
+    c["choices"] = json::array({std::move(choice)});
+    events += event(c);
+  };
+  if (!started_ && chat) choice_chunk({{"role", "assistant"}, {"content", ""}}, nullptr, nullptr);
+  started_ = true;
+
+  const bool with_logprobs = logprobs_ >= 0 && !out.tokens.empty();
+  if (!out.text.empty() || with_logprobs) {
+    json lp = nullptr;
+    if (with_logprobs)
+      lp = chat ? chat_logprobs(*tokenizer_, out.tokens, out.logprobs, out.top_logprobs)
+                : completion_logprobs(*tokenizer_, out.tokens, out.logprobs, out.top_logprobs,
+                                      logprobs_, text_offset_);
+    if (chat)
+      choice_chunk({{"content", out.text}}, std::move(lp), nullptr);
+    else
+      choice_chunk(out.text, std::move(lp), nullptr);
+  }
+  if (!out.finished) return events;
+
+  if (out.finish_reason == "error" || out.finish_reason == "cancelled") {
+    // Headers (200) are gone already: the failure travels as an event, as vLLM does.
+    const ApiError e = out.finish_reason == "error"
+                           ? ApiError(500, "generation failed: " + out.error)
+                           : ApiError(503, "the request was cancelled: the server is stopping");
+    events += event(e.to_json());
+  } else {
+    choice_chunk(chat ? json::object() : json(""), nullptr, out.finish_reason);
+    if (include_usage_) {
+      json c = chunk();
+      c["choices"] = json::array();
+      c["usage"] = usage(out.prompt_tokens, out.completion_tokens, out.cached_tokens);
+      events += event(c);
+    }
+  }
+  events += "data: [DONE]\n\n";
+  return events;
+}
+
+}  // namespace kdr::server

@@ -1,0 +1,136 @@
+// The OpenAI wire format, apart from HTTP: request bodies of /v1/chat/completions and
+// /v1/completions parsed and validated into an engine::Request, and the JSON (or Server-Sent
+// Events text) of the answers. Every refusal is an ApiError carrying the HTTP status and the
+// body OpenAI's clients expect: {"error": {"message", "type", "param", "code"}}.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "engine/engine.h"
+
+namespace kdr::model {
+class Tokenizer;
+struct ChatTemplate;
+}  // namespace kdr::model
+
+namespace kdr::engine {
+class Vocabulary;
+}
+
+namespace kdr::server {
+
+// A request refused with an HTTP status. `param` names the offending field ("" = null);
+// `code` is OpenAI's machine-readable reason ("" = null).
+class ApiError : public std::runtime_error {
+ public:
+  ApiError(int status, const std::string& message, std::string param = "", std::string code = "");
+  int status() const { return status_; }
+  const std::string& param() const { return param_; }
+  const std::string& code() const { return code_; }
+  // OpenAI's error type for the status: invalid_request_error, authentication_error, ...
+  std::string type() const;
+  // {"error": {"message": ..., "type": ..., "param": ..., "code": ...}}
+  nlohmann::json to_json() const;
+
+ private:
+  int status_;
+  std::string param_;
+  std::string code_;
+};
+
+// Serializes for the wire. Invalid UTF-8 (never expected: engine text is whole characters)
+// becomes U+FFFD rather than an exception in the middle of a response.
+std::string dump_json(const nlohmann::json& j);
+
+// What request parsing needs to know about the model being served.
+struct ServedModel {
+  std::string id;  // the name clients send as "model" and /v1/models lists
+  const model::Tokenizer* tokenizer = nullptr;
+  const model::ChatTemplate* chat = nullptr;  // null: chat completions are refused
+  int32_t max_model_len = 0;                  // prompt + completion tokens at most
+  // For response_format json_object / json_schema; null: those formats are refused.
+  std::shared_ptr<const engine::Vocabulary> vocabulary;
+};
+
+enum class Endpoint { kChatCompletions, kCompletions };
+
+struct CompletionRequest {
+  Endpoint endpoint = Endpoint::kChatCompletions;
+  engine::Request request;
+  bool stream = false;
+  bool include_usage = false;  // stream_options.include_usage
+};
+
+// Parses a request body. `seed` is used when the body has none (OpenAI samples afresh on
+// every request without one). Throws ApiError: 400 for malformed or invalid requests
+// (the message and param name the field), 404 for a model other than the served one.
+CompletionRequest parse_completion_request(std::string_view body, Endpoint endpoint,
+                                           const ServedModel& model, uint64_t seed);
+
+// Parses the body as a JSON object; 400 naming the parser's complaint otherwise. Bodies that
+// are not UTF-8 are refused with the offset of the first bad byte.
+nlohmann::json parse_json_object(std::string_view body);
+
+// POST /tokenize {"content": str, "add_special": bool = false} -> {"tokens": [...]}.
+nlohmann::json tokenize_response(std::string_view body, const model::Tokenizer& tokenizer);
+// POST /detokenize {"tokens": [int, ...]} -> {"content": str}.
+nlohmann::json detokenize_response(std::string_view body, const model::Tokenizer& tokenizer);
+
+// GET /v1/models.
+nlohmann::json models_response(const std::string& model_id, int64_t created, int32_t max_model_len);
+
+// The identity every chunk of one response repeats.
+struct ResponseInfo {
+  std::string id;  // chatcmpl-... or cmpl-...
+  int64_t created = 0;
+  std::string model;
+};
+
+// A whole request's outputs gathered for a non-streaming answer.
+struct CompletionResult {
+  std::string text;
+  std::vector<int32_t> tokens;
+  std::vector<float> logprobs;
+  std::vector<std::vector<engine::TopLogprob>> top_logprobs;
+  std::string finish_reason;
+  std::string error;  // finish_reason == "error"
+  int32_t prompt_tokens = 0;
+  int32_t completion_tokens = 0;
+  int32_t cached_tokens = 0;
+  void add(const engine::Output& out);
+};
+
+// chat.completion or text_completion object for a finished request.
+nlohmann::json completion_response(const ResponseInfo& info, const CompletionRequest& request,
+                                   const CompletionResult& result,
+                                   const model::Tokenizer& tokenizer);
+
+// Turns a request's Outputs into Server-Sent Events: "data: {chunk}\n\n" per chunk, the role
+// chunk first (chat), content chunks, a chunk with the finish_reason, the usage chunk when
+// asked for, then "data: [DONE]\n\n".
+class StreamEncoder {
+ public:
+  StreamEncoder(ResponseInfo info, const CompletionRequest& request,
+                const model::Tokenizer& tokenizer);
+  // The events `out` produces (possibly none); after the finished Output, the stream's end.
+  std::string encode(const engine::Output& out);
+
+ private:
+  nlohmann::json chunk() const;
+  std::string event(const nlohmann::json& chunk) const;
+  ResponseInfo info_;
+  Endpoint endpoint_;
+  int32_t logprobs_;
+  bool include_usage_;
+  const model::Tokenizer* tokenizer_;
+  bool started_ = false;
+  int64_t text_offset_ = 0;  // completions logprobs: characters emitted so far
+};
+
+}  // namespace kdr::server

@@ -1,0 +1,63 @@
+// The OpenAI-compatible HTTP server (cpp-httplib) in front of an engine::Engine.
+//
+// Routes: GET /health (503 "loading" until ready(), then 200), GET /v1/models,
+// POST /v1/chat/completions and /v1/completions (JSON, or Server-Sent Events with "stream"),
+// POST /tokenize and /detokenize, GET /metrics (Prometheus text). Errors are OpenAI-shaped JSON.
+//
+// A client that goes away has its request cancelled, so its KV blocks are freed. cpp-httplib
+// 0.11 notices a closed connection only when a write fails, so every completion is answered
+// through a chunked content provider that writes while it waits: SSE comments on streams,
+// spaces before the JSON body otherwise (JSON allows leading whitespace).
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <memory>
+#include <string>
+
+namespace kdr::engine {
+class Engine;
+class Vocabulary;
+}  // namespace kdr::engine
+
+namespace kdr::server {
+
+struct ServerOptions {
+  std::string host = "127.0.0.1";
+  int port = 8080;      // 0: any free port (see Server::port())
+  std::string api_key;  // when set, /v1/* needs "Authorization: Bearer <api_key>"
+  // HTTP worker threads. Each open connection holds one while it lives (keep-alive included),
+  // so this bounds the clients served at once; the others wait for a free worker.
+  int threads = 128;
+  size_t max_body_bytes = size_t{8} << 20;  // larger request bodies get 413
+  // How often a waiting response writes to its connection to find out whether it is closed.
+  std::chrono::milliseconds heartbeat{500};
+};
+
+class Server {
+ public:
+  explicit Server(ServerOptions options);
+  ~Server();  // stop()
+  Server(const Server&) = delete;
+  Server& operator=(const Server&) = delete;
+
+  // Binds and serves on background threads; until ready() every model route answers 503.
+  // Throws std::runtime_error naming the address when it cannot bind.
+  void start();
+  int port() const;  // the bound port (after start())
+
+  // Serves `engine` (not owned: it must outlive stop()) under the name `model_id`.
+  // `vocabulary` enables response_format json_object / json_schema; null refuses them.
+  void ready(engine::Engine& engine, std::string model_id,
+             std::shared_ptr<const engine::Vocabulary> vocabulary);
+
+  // Stops accepting, ends open responses (their requests are cancelled) and joins the
+  // workers. Idempotent.
+  void stop();
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace kdr::server
