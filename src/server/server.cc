@@ -6,10 +6,12 @@
 #include <cinttypes>
 #include <cstdio>
 #include <ctime>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <random>
 #include <stdexcept>
+#include <string_view>
 #include <thread>
 
 #include "engine/engine.h"
@@ -57,6 +59,37 @@ struct InFlight {
   InFlight(const InFlight&) = delete;
   InFlight& operator=(const InFlight&) = delete;
 };
+
+// Hands each Output of the request to `encode` and writes the bytes it returns. Whenever
+// `heartbeat` passes without a write, writes `beat`: a closed connection only shows as a
+// failed write. Returns what a cpp-httplib content provider returns (false: abandon).
+bool pump(InFlight& flight, httplib::DataSink& sink, const std::atomic<bool>& stopping,
+          std::chrono::milliseconds heartbeat, std::string_view beat,
+          const std::function<std::string(const engine::Output&)>& encode) {
+  using Clock = std::chrono::steady_clock;
+  auto last_write = Clock::now();
+  engine::Output out;
+  while (!stopping.load()) {
+    const auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(last_write + heartbeat -
+                                                                            Clock::now());
+    if (flight.stream->next(out, std::max(wait, std::chrono::milliseconds(0)))) {
+      if (out.finished) flight.finished = true;
+      const std::string bytes = encode(out);
+      if (!bytes.empty()) {
+        if (!sink.write(bytes.data(), bytes.size())) return false;
+        last_write = Clock::now();
+      }
+      if (out.finished) {
+        sink.done();
+        return true;
+      }
+    } else if (Clock::now() >= last_write + heartbeat) {
+      if (!sink.write(beat.data(), beat.size())) return false;
+      last_write = Clock::now();
+    }
+  }
+  return false;
+}
 
 }  // namespace
 
@@ -127,22 +160,9 @@ void Server::Impl::completion(const httplib::Request& req, httplib::Response& re
     res.set_header("Cache-Control", "no-cache");
     res.set_chunked_content_provider("text/event-stream", [flight, encoder, heartbeat, stop_flag](
                                                               size_t, httplib::DataSink& sink) {
-      static constexpr char kPing[] = ": ping\n\n";  // an SSE comment: clients skip it
-      engine::Output out;
-      while (!stop_flag->load()) {
-        if (!flight->stream->next(out, heartbeat)) {
-          if (!sink.write(kPing, sizeof(kPing) - 1)) return false;
-          continue;
-        }
-        if (out.finished) flight->finished = true;
-        const std::string events = encoder->encode(out);
-        if (!events.empty() && !sink.write(events.data(), events.size())) return false;
-        if (out.finished) {
-          sink.done();
-          return true;
-        }
-      }
-      return false;
+      // An SSE comment: clients skip it.
+      return pump(*flight, sink, *stop_flag, heartbeat, ": ping\n\n",
+                  [&](const engine::Output& out) { return encoder->encode(out); });
     });
     return;
   }
@@ -154,28 +174,16 @@ void Server::Impl::completion(const httplib::Request& req, httplib::Response& re
   res.set_chunked_content_provider(
       "application/json; charset=utf-8", [flight, result, shape, info, &tokenizer, heartbeat,
                                           stop_flag](size_t, httplib::DataSink& sink) {
-        engine::Output out;
-        while (!stop_flag->load()) {
-          if (!flight->stream->next(out, heartbeat)) {
-            if (!sink.write(" ", 1)) return false;
-            continue;
-          }
+        return pump(*flight, sink, *stop_flag, heartbeat, " ", [&](const engine::Output& out) {
           result->add(out);
-          if (!out.finished) continue;
-          flight->finished = true;
-          json body;
+          if (!out.finished) return std::string();
           if (out.finish_reason == "error")
-            body = ApiError(500, "generation failed: " + out.error).to_json();
-          else if (out.finish_reason == "cancelled")
-            body = ApiError(503, "the request was cancelled: the server is stopping").to_json();
-          else
-            body = completion_response(info, shape, *result, tokenizer);
-          const std::string text = dump_json(body);
-          if (!sink.write(text.data(), text.size())) return false;
-          sink.done();
-          return true;
-        }
-        return false;
+            return dump_json(ApiError(500, "generation failed: " + out.error).to_json());
+          if (out.finish_reason == "cancelled")
+            return dump_json(
+                ApiError(503, "the request was cancelled: the server is stopping").to_json());
+          return dump_json(completion_response(info, shape, *result, tokenizer));
+        });
       });
 }
 
