@@ -1,0 +1,125 @@
+// `kdr serve`: the OpenAI-compatible HTTP server on one model. It listens before the model is
+// loaded (GET /health answers 503 until the engine runs), logs what the KV budget buys, and
+// stops gracefully on SIGINT or SIGTERM: open requests end, then the engine stops.
+#include <pthread.h>
+
+#include <CLI/CLI.hpp>
+#include <csignal>
+#include <cstdio>
+#include <cstring>
+#include <map>
+#include <memory>
+#include <string>
+
+#include "base/thread_pool.h"
+#include "cli/commands.h"
+#include "engine/engine.h"
+#include "engine/json_grammar.h"
+#include "server/server.h"
+
+namespace kdr::cli {
+
+namespace {
+
+struct ServeArgs {
+  std::string model;
+  std::string model_name;
+  server::ServerOptions server;
+  engine::EngineOptions engine;
+  std::string kv_dtype = "f32";
+  bool no_prefix_caching = false;
+  int threads = 0;
+};
+
+void run_serve(ServeArgs a) {
+  // Every thread started from here on inherits the blocked signals; the main thread takes
+  // them with sigwait once serving (a signal during loading waits until loading ends).
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGINT);
+  sigaddset(&stop_signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+
+  server::Server http(a.server);
+  http.start();
+  const std::string address = "http://" + a.server.host + ":" + std::to_string(http.port());
+  std::fprintf(stderr, "kdr serve: listening on %s, loading the model\n", address.c_str());
+
+  const std::string path = a.model.empty() ? engine::default_model_path() : a.model;
+  const engine::LoadedModel lm = engine::LoadedModel::load(path);
+  ThreadPool pool(a.threads > 0 ? a.threads : ThreadPool::hardware_threads());
+  static const std::map<std::string, rpa::KvDType> kDTypes = {{"f32", rpa::KvDType::kF32},
+                                                              {"bf16", rpa::KvDType::kBF16},
+                                                              {"f16", rpa::KvDType::kF16},
+                                                              {"int8", rpa::KvDType::kInt8}};
+  a.engine.kv_dtype = kDTypes.at(a.kv_dtype);
+  a.engine.prefix_caching = !a.no_prefix_caching;
+  // An EngineConfigError propagates to main, which prints it (it names the option to change)
+  // and exits 1.
+  engine::Engine engine(lm, pool, a.engine);
+  std::fprintf(stderr, "kdr serve: %s\n", engine.kv_budget().summary().c_str());
+  const std::string name = a.model_name.empty() ? lm.name : a.model_name;
+  http.ready(engine, name, engine::build_vocabulary(*lm.tokenizer, lm.stop_ids));
+  engine.start();
+  std::fprintf(stderr, "kdr serve: serving '%s' from %s on %s\n", name.c_str(), path.c_str(),
+               address.c_str());
+
+  int sig = 0;
+  sigwait(&stop_signals, &sig);
+  std::fprintf(stderr, "kdr serve: %s, stopping\n", strsignal(sig));
+  http.stop();
+  engine.stop();
+}
+
+}  // namespace
+
+void add_serve_command(CLI::App& app) {
+  auto args = std::make_shared<ServeArgs>();
+  CLI::App* cmd = app.add_subcommand("serve", "Serve a model over an OpenAI-compatible HTTP API");
+  cmd->add_option("-m,--model", args->model,
+                  "GGUF file or Hugging Face folder (default: the embedded default)");
+  cmd->add_option("--model-name", args->model_name,
+                  "the model id clients send and /v1/models lists (default: the file name)");
+  cmd->add_option("--host", args->server.host, "address to listen on")->capture_default_str();
+  cmd->add_option("--port", args->server.port, "port to listen on (0: any free port)")
+      ->check(CLI::Range(0, 65535))
+      ->capture_default_str();
+  cmd->add_option("--api-key", args->server.api_key,
+                  "require 'Authorization: Bearer KEY' on /v1/* routes");
+  cmd->add_option("--http-threads", args->server.threads,
+                  "HTTP workers: the most connections served at once")
+      ->check(CLI::Range(1, 4096))
+      ->capture_default_str();
+  cmd->add_option("--kv-memory", args->engine.kv_memory_bytes,
+                  "memory for the KV cache, with K/M/G suffixes (e.g. 512M)")
+      ->transform(CLI::AsSizeValue(false))
+      ->capture_default_str();
+  cmd->add_option("--page-size", args->engine.page_size, "tokens per KV block")
+      ->check(CLI::Range(1, 1 << 16))
+      ->capture_default_str();
+  cmd->add_option("--kv-dtype", args->kv_dtype, "KV cache type")
+      ->check(CLI::IsMember({"f32", "bf16", "f16", "int8"}))
+      ->capture_default_str();
+  cmd->add_option("--max-num-seqs", args->engine.max_num_seqs, "running requests at most")
+      ->check(CLI::Range(1, 1 << 20))
+      ->capture_default_str();
+  cmd->add_option("--max-batched-tokens", args->engine.max_batched_tokens,
+                  "tokens computed per step at most")
+      ->check(CLI::Range(1, 1 << 20))
+      ->capture_default_str();
+  cmd->add_option("--max-queue", args->engine.max_waiting,
+                  "waiting requests beyond which new ones get 503")
+      ->check(CLI::Range(0, 1 << 24))
+      ->capture_default_str();
+  cmd->add_option("--max-model-len", args->engine.max_model_len,
+                  "prompt + completion tokens at most (0: the model's context length, as far "
+                  "as the KV cache holds)")
+      ->check(CLI::Range(0, 1 << 24))
+      ->capture_default_str();
+  cmd->add_flag("--no-prefix-caching", args->no_prefix_caching,
+                "do not share KV blocks between requests with the same prefix");
+  cmd->add_option("-t,--threads", args->threads, "compute threads (default: all cores)");
+  cmd->callback([args] { run_serve(*args); });
+}
+
+}  // namespace kdr::cli
