@@ -39,6 +39,10 @@ class JsonGrammar {
   // under `schema`. Throws GrammarError for malformed or unsupported schemas.
   static std::shared_ptr<const JsonGrammar> from_schema(const nlohmann::json& schema,
                                                         std::shared_ptr<const Vocabulary> vocab);
+  // The same; properties are generated in the order the schema lists them, which only an
+  // ordered_json keeps (nlohmann::json sorts keys, so the overload above emits them sorted).
+  static std::shared_ptr<const JsonGrammar> from_schema(const nlohmann::ordered_json& schema,
+                                                        std::shared_ptr<const Vocabulary> vocab);
   ~JsonGrammar();
 
   struct Impl;

@@ -1,0 +1,1031 @@
+// Constrained JSON decoding against nlohmann::json and a small JSON Schema validator: documents
+// fed byte by byte and as multi-byte tokens, random walks through the mask that must end in
+// valid values, schema errors, and the mask time on the real model's vocabulary.
+#include "engine/json_grammar.h"
+
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <random>
+
+#include "model/gguf.h"
+#include "model/tokenizer.h"
+
+namespace kdr::engine {
+namespace {
+
+using nlohmann::json;
+using ojson = nlohmann::ordered_json;
+namespace fs = std::filesystem;
+
+uint64_t seed_for_test() {
+  const char* env = std::getenv("KDR_SEED");
+  const uint64_t seed = env ? std::strtoull(env, nullptr, 10) : std::random_device{}();
+  std::printf("[ seed     ] KDR_SEED=%llu\n", static_cast<unsigned long long>(seed));
+  return seed;
+}
+
+// ---- a small vocabulary: every byte, some multi-byte pieces, control and stop tokens -------
+
+// Pieces that span grammar elements (a key's end and the colon, a close and a comma...).
+const std::vector<std::string> kPieces = {
+    "{\"",      "\":",    "\":\"", "},",    "\"}",  "\"},", "\",\"", "]}",
+    "[{",       "}]",     "true",  "false", "null", " \"",  ", \"",  ": ",
+    "\n  ",     "\n    ", "12",    ".5",    "e+",   "-0",   "abc",   "name",
+    "\xC3\xA9",  // é
+    "\\u00",    "\\\"",   "\"a\"", "ab\":", "}\n",  "  ",   "a",     "{"};
+
+struct TinyVocab {
+  std::unique_ptr<model::Tokenizer> tok;
+  std::shared_ptr<const Vocabulary> vocab;
+  int32_t unk = 0, bos = 1, eos = 2, eot = 3;
+  std::vector<int32_t> byte_token;
+  std::vector<std::pair<std::string, int32_t>> pieces;  // bytes, id
+
+  TinyVocab() {
+    model::TokenizerSpec s;
+    s.model = model::TokenizerModel::kSpm;
+    s.tokens = {"<unk>", "<bos>", "<eos>", "<end_of_turn>"};
+    s.token_types = {model::TokenType::kUnknown, model::TokenType::kControl,
+                     model::TokenType::kControl, model::TokenType::kControl};
+    for (int b = 0; b < 256; ++b) {
+      char name[8];
+      std::snprintf(name, sizeof(name), "<0x%02X>", b);
+      byte_token.push_back(static_cast<int32_t>(s.tokens.size()));
+      s.tokens.push_back(name);
+      s.token_types.push_back(model::TokenType::kByte);
+    }
+    for (const std::string& p : kPieces) {
+      std::string text;  // SentencePiece writes spaces as U+2581
+      for (char ch : p) text += ch == ' ' ? std::string("\xE2\x96\x81") : std::string(1, ch);
+      pieces.emplace_back(p, static_cast<int32_t>(s.tokens.size()));
+      s.tokens.push_back(text);
+      s.token_types.push_back(model::TokenType::kNormal);
+    }
+    s.scores.assign(s.tokens.size(), 0.0f);
+    s.unk_id = unk;
+    s.bos_id = bos;
+    s.eos_id = eos;
+    tok = std::make_unique<model::Tokenizer>(std::move(s));
+    vocab = build_vocabulary(*tok, {eos, eot});
+  }
+
+  int32_t n_vocab() const { return tok->n_vocab(); }
+  bool is_stop(int32_t id) const { return id == eos || id == eot; }
+
+  std::vector<int32_t> single_bytes(std::string_view doc) const {
+    std::vector<int32_t> ids;
+    for (char ch : doc) ids.push_back(byte_token[static_cast<uint8_t>(ch)]);
+    return ids;
+  }
+
+  // Longest piece first, else the byte: tokens that cross grammar boundaries.
+  std::vector<int32_t> greedy(std::string_view doc) const {
+    std::vector<int32_t> ids;
+    for (size_t i = 0; i < doc.size();) {
+      size_t best = 0;
+      int32_t id = byte_token[static_cast<uint8_t>(doc[i])];
+      for (const auto& [bytes, pid] : pieces) {
+        if (bytes.size() > best && doc.substr(i, bytes.size()) == bytes) {
+          best = bytes.size();
+          id = pid;
+        }
+      }
+      ids.push_back(id);
+      i += std::max<size_t>(best, 1);
+    }
+    return ids;
+  }
+
+  std::string text(const std::vector<int32_t>& ids) const {
+    std::string out;
+    for (int32_t id : ids) out += tok->token_bytes(id);
+    return out;
+  }
+};
+
+const TinyVocab& tiny() {
+  static const TinyVocab v;
+  return v;
+}
+
+bool feed(JsonMatcher& m, const std::vector<int32_t>& ids) {
+  for (int32_t id : ids) {
+    if (!m.accept(id)) return false;
+  }
+  return true;
+}
+
+// The whole document is a value: every token accepted, then complete or ended by a stop token.
+bool accepts(const std::shared_ptr<const JsonGrammar>& g, const std::vector<int32_t>& ids) {
+  JsonMatcher m(g);
+  if (!feed(m, ids)) return false;
+  if (m.complete()) return true;
+  return m.accept(tiny().eos) && m.complete();
+}
+
+std::vector<uint8_t> allowed_set(const JsonMatcher& m, int32_t n_vocab) {
+  std::vector<float> logits(n_vocab, 0.0f);
+  m.mask_logits(logits);
+  std::vector<uint8_t> allowed(n_vocab);
+  for (int32_t i = 0; i < n_vocab; ++i) {
+    EXPECT_TRUE(logits[i] == 0.0f || logits[i] == -INFINITY) << "token " << i;
+    allowed[i] = logits[i] == 0.0f;
+  }
+  return allowed;
+}
+
+std::shared_ptr<const JsonGrammar> schema_grammar(std::string_view schema) {
+  return JsonGrammar::from_schema(ojson::parse(schema), tiny().vocab);
+}
+
+// ---- a validator for the subset of JSON Schema the grammar supports -----------------------
+
+size_t code_points(const std::string& s) {
+  size_t n = 0;
+  for (char ch : s) n += (static_cast<uint8_t>(ch) & 0xC0) != 0x80;
+  return n;
+}
+
+// "" when `v` is valid under `s`, else the reason. Objects with properties must list their keys
+// in the schema's order (the grammar's promise), which is why `v` is an ordered_json.
+std::string why_invalid(const ojson& v, const ojson& s, const ojson& root) {
+  if (s.is_boolean()) return s.get<bool>() ? "" : "false schema";
+  if (s.contains("$ref")) {
+    const std::string ref = s["$ref"];
+    return why_invalid(v, root.at(ojson::json_pointer(ref.substr(1))), root);
+  }
+  if (s.contains("const") && json(v) != json(s["const"])) return "not the const";
+  if (s.contains("enum")) {
+    bool found = false;
+    for (const ojson& e : s["enum"]) found = found || json(v) == json(e);
+    if (!found) return "not in enum";
+  }
+  if (s.contains("anyOf")) {
+    bool any = false;
+    for (const ojson& alt : s["anyOf"]) any = any || why_invalid(v, alt, root).empty();
+    if (!any) return "no anyOf alternative";
+  }
+  if (s.contains("oneOf")) {
+    int count = 0;
+    for (const ojson& alt : s["oneOf"]) count += why_invalid(v, alt, root).empty();
+    if (count != 1) return "oneOf matched " + std::to_string(count);
+  }
+  if (s.contains("allOf")) {
+    for (const ojson& alt : s["allOf"]) {
+      if (std::string why = why_invalid(v, alt, root); !why.empty()) return why;
+    }
+  }
+  if (s.contains("type")) {
+    const ojson types = s["type"].is_array() ? s["type"] : ojson::array({s["type"]});
+    bool ok = false;
+    for (const ojson& t : types) {
+      const std::string n = t;
+      ok = ok || (n == "string" && v.is_string()) || (n == "integer" && v.is_number_integer()) ||
+           (n == "number" && v.is_number()) || (n == "boolean" && v.is_boolean()) ||
+           (n == "null" && v.is_null()) || (n == "object" && v.is_object()) ||
+           (n == "array" && v.is_array());
+    }
+    if (!ok) return "wrong type " + std::string(v.type_name());
+  }
+  if (v.is_string()) {
+    const size_t len = code_points(v.get<std::string>());
+    if (s.contains("minLength") && len < s["minLength"].get<size_t>()) return "too short";
+    if (s.contains("maxLength") && len > s["maxLength"].get<size_t>()) return "too long";
+  }
+  if (v.is_number()) {
+    const double x = v.get<double>();
+    if (s.contains("minimum") && x < s["minimum"].get<double>()) return "below minimum";
+    if (s.contains("maximum") && x > s["maximum"].get<double>()) return "above maximum";
+    if (s.contains("exclusiveMinimum") && x <= s["exclusiveMinimum"].get<double>())
+      return "not above exclusiveMinimum";
+    if (s.contains("exclusiveMaximum") && x >= s["exclusiveMaximum"].get<double>())
+      return "not below exclusiveMaximum";
+  }
+  if (v.is_array()) {
+    if (s.contains("minItems") && v.size() < s["minItems"].get<size_t>()) return "too few items";
+    if (s.contains("maxItems") && v.size() > s["maxItems"].get<size_t>()) return "too many items";
+    if (s.contains("items")) {
+      for (const ojson& item : v) {
+        if (std::string why = why_invalid(item, s["items"], root); !why.empty()) {
+          return "item: " + why;
+        }
+      }
+    }
+  }
+  if (v.is_object()) {
+    if (s.contains("properties")) {
+      const ojson& props = s["properties"];
+      auto order = props.begin();
+      for (const auto& [key, value] : v.items()) {
+        while (order != props.end() && order.key() != key) ++order;
+        if (order == props.end()) return "property '" + key + "' unknown or out of order";
+        if (std::string why = why_invalid(value, order.value(), root); !why.empty()) {
+          return key + ": " + why;
+        }
+      }
+      for (const ojson& r : s.value("required", ojson::array())) {
+        if (!v.contains(r.get<std::string>())) return "missing " + r.get<std::string>();
+      }
+    } else if (s.contains("additionalProperties")) {
+      for (const auto& [key, value] : v.items()) {
+        if (std::string why = why_invalid(value, s["additionalProperties"], root); !why.empty()) {
+          return key + ": " + why;
+        }
+      }
+    }
+  }
+  return "";
+}
+
+// ---- documents fed byte by byte and as pieces --------------------------------------------
+
+struct Case {
+  std::string doc;
+  bool accept;
+  const char* why = "";  // for documents nlohmann accepts but our rules refuse
+};
+
+// Every case byte by byte and greedily tokenized: the grammar accepts exactly the expected ones,
+// and never a document nlohmann rejects.
+void check_cases(const std::shared_ptr<const JsonGrammar>& g, const std::vector<Case>& cases,
+                 const ojson* schema) {
+  for (const Case& c : cases) {
+    SCOPED_TRACE("document: " + json(c.doc).dump(-1, ' ', false, json::error_handler_t::replace));
+    const bool parses = json::accept(c.doc);
+    if (c.accept) {
+      ASSERT_TRUE(parses) << "a case expected to pass must be JSON";
+      if (schema) {
+        EXPECT_EQ(why_invalid(ojson::parse(c.doc), *schema, *schema), "");
+      }
+    }
+    EXPECT_EQ(accepts(g, tiny().single_bytes(c.doc)), c.accept) << "byte by byte " << c.why;
+    const std::vector<int32_t> ids = tiny().greedy(c.doc);
+    ASSERT_EQ(tiny().text(ids), c.doc);
+    EXPECT_EQ(accepts(g, ids), c.accept) << "as " << ids.size() << " pieces " << c.why;
+  }
+}
+
+TEST(JsonObjectGrammar, AcceptsExactlyTheObjectsWithinTheRules) {
+  const auto g = JsonGrammar::any_object(tiny().vocab);
+  // Each object is one frame on a stack of at most 64, the root and the number included.
+  const auto nested = [](int levels) {
+    std::string doc;
+    for (int i = 0; i < levels; ++i) doc += "{\"a\":";
+    return doc + "1" + std::string(levels, '}');
+  };
+  check_cases(g,
+              {
+                  {"{}", true},
+                  {"{\"a\":1}", true},
+                  {"{\"a\": 1, \"b\": [true, false, null]}", true},
+                  {"{\"nested\":{\"x\":{\"y\":[]}},\"z\":[[],[{}]]}", true},
+                  {R"({"s":"esc \" \\ \/ \b \f \n \r \t"})", true},
+                  {R"({"u":"\u00e9\u20AC\u0000"})", true},
+                  {R"({"pair":"\uD83D\uDE00 \ud83d\ude00"})", true},
+                  {"{\"utf8\":\"\xC3\xA9\xE2\x82\xAC\xF0\x9F\x98\x80\xF4\x8F\xBF\xBF\"}", true},
+                  {"{\"n\":[0,-0,1.5,-2.25e10,3E-2,1e+5,123456789012345,0.123456789012345]}", true},
+                  {"{\"e\":\"\",\"\":\"\"}", true},
+                  {"{\n  \"a\": 1,\n  \"b\": {\n    \"c\": 2\n  }\n}", true},
+                  {"{ \"a\" : 1 }", true},
+                  {"{\"del\":\"\x7f\"}", true},
+                  {"{\"a\":{},\"a\":[]}", true},
+                  {"{\n                \"a\":1}", true},
+                  // Not JSON.
+                  {"{", false},
+                  {"{\"a\"}", false},
+                  {"{\"a\":}", false},
+                  {"{\"a\":1,}", false},
+                  {"{,}", false},
+                  {"{\"a\":01}", false},
+                  {"{\"a\":1.}", false},
+                  {"{\"a\":.5}", false},
+                  {"{\"a\":+1}", false},
+                  {"{\"a\":-}", false},
+                  {"{\"a\":1e}", false},
+                  {"{\"a\":1e+}", false},
+                  {"{\"a\":tru}", false},
+                  {"{\"a\":True}", false},
+                  {"{'a':1}", false},
+                  {"{a:1}", false},
+                  {"{\"a\":\"\x01\"}", false},
+                  {"{\"a\":\"\n\"}", false},
+                  {R"({"a":"\q"})", false},
+                  {R"({"a":"\u12"})", false},
+                  {R"({"a":"\u12G4"})", false},
+                  {R"({"a":"\uD800"})", false},
+                  {R"({"a":"\uDC00"})", false},
+                  {R"({"a":"\uD800\u0041"})", false},
+                  {R"({"a":"\uD800x"})", false},
+                  {"{\"a\":\"\xC0\x80\"}", false},
+                  {"{\"a\":\"\xC1\xBF\"}", false},
+                  {"{\"a\":\"\xE0\x80\x80\"}", false},
+                  {"{\"a\":\"\xED\xA0\x80\"}", false},
+                  {"{\"a\":\"\xF0\x80\x80\x80\"}", false},
+                  {"{\"a\":\"\xF4\x90\x80\x80\"}", false},
+                  {"{\"a\":\"\xF5\x80\x80\x80\"}", false},
+                  {"{\"a\":\"\x80\"}", false},
+                  {"{\"a\":\"\xC3\"}", false},
+                  {"{\"a\":\"abc", false},
+                  {"{\"a\":1}x", false},
+                  {"{\"a\":1}}", false},
+                  {"{\"a\" 1}", false},
+                  {"{\"a\":[1 2]}", false},
+                  {"{\"a\":[1,]}", false},
+                  {"{\"a\":[,1]}", false},
+                  {"", false},
+                  // JSON, but not an object.
+                  {"[1]", false, "not an object"},
+                  {"\"s\"", false, "not an object"},
+                  {"1", false, "not an object"},
+                  {"null", false, "not an object"},
+                  // JSON, but outside the whitespace, digit and depth bounds.
+                  {" {}", false, "leading whitespace"},
+                  {"{} ", false, "trailing whitespace"},
+                  {"{}\n", false, "trailing whitespace"},
+                  {"{\"a\":\t1}", false, "tab"},
+                  {"{\"a\":\r\n1}", false, "carriage return"},
+                  {"{\"a\":  1}", false, "two spaces"},
+                  {"{\"a\": \n1}", false, "space then newline"},
+                  {"{\"a\":\n\n1}", false, "two newlines"},
+                  {"{\n                 \"a\":1}", false, "17 spaces of indent"},
+                  {"{\"a\":1234567890123456}", false, "16 integer digits"},
+                  {"{\"a\":0.1234567890123456}", false, "16 fraction digits"},
+                  {"{\"a\":1e100}", false, "3 exponent digits"},
+                  {nested(62), true},
+                  {nested(63), false, "nested beyond the depth limit"},
+              },
+              nullptr);
+}
+
+TEST(JsonSchemaGrammar, AcceptsExactlyTheValuesOfTheSchema) {
+  const ojson person = ojson::parse(R"({
+    "type": "object",
+    "properties": {
+      "name": {"type": "string", "maxLength": 5},
+      "age": {"type": "integer", "minimum": 0, "maximum": 150},
+      "tags": {"type": "array", "items": {"type": "string"}, "maxItems": 2},
+      "ok": {"type": "boolean"}
+    },
+    "required": ["name", "age"]
+  })");
+  check_cases(JsonGrammar::from_schema(person, tiny().vocab),
+              {
+                  {R"({"name":"Bob","age":42})", true},
+                  {R"({"name":"","age":0,"tags":[]})", true},
+                  {"{\"name\":\"h\xC3\xA9llo\",\"age\":150,\"tags\":[\"a\",\"b\"]}", true},
+                  {R"({"name":"\u00e9\ud83d\ude00abc","age":1})", true},
+                  {R"({ "name": "x", "age": 7, "ok": true })", true},
+                  {R"({"name":"x","age":7,"ok":false})", true},
+                  {R"({"name":"x","age":7,"tags":["a"],"ok":false})", true},
+                  {R"({"age":42,"name":"Bob"})", false, "schema order"},
+                  {R"({"name":"Bob"})", false},
+                  {R"({"age":1})", false},
+                  {R"({})", false},
+                  {R"({"name":"toolong","age":1})", false},
+                  {R"({"name":"Bob","age":151})", false},
+                  {R"({"name":"Bob","age":-1})", false},
+                  {R"({"name":"Bob","age":4.5})", false},
+                  {R"({"name":"Bob","age":1e2})", false},
+                  {R"({"name":"Bob","age":042})", false},
+                  {R"({"name":"Bob","age":42,"extra":1})", false, "additionalProperties"},
+                  {R"({"name":"Bob","age":42,"tags":["a","b","c"]})", false},
+                  {R"({"name":"Bob","age":42,"tags":[1]})", false},
+                  {R"({"name":"Bob","age":42,"ok":null})", false},
+                  {R"({"name":"Bob","age":42,"ok":true,"tags":[]})", false, "schema order"},
+                  {R"({"name":1,"age":42})", false},
+              },
+              &person);
+
+  const ojson numbers = ojson::parse(R"({
+    "type": "object",
+    "properties": {
+      "x": {"type": "number", "minimum": -1.5, "maximum": 2.25},
+      "z": {"type": "integer", "exclusiveMinimum": -3, "exclusiveMaximum": 1000},
+      "w": {"type": "number", "exclusiveMinimum": 0, "maximum": 0.001}
+    },
+    "required": ["x", "z", "w"]
+  })");
+  check_cases(JsonGrammar::from_schema(numbers, tiny().vocab),
+              {
+                  {R"({"x":-1.5,"z":-2,"w":0.001})", true},
+                  {R"({"x":2.25,"z":999,"w":0.000000000000001})", true},
+                  {R"({"x":0,"z":0,"w":0.0005})", true},
+                  {R"({"x":-0.0,"z":5,"w":0.0010})", true},
+                  {R"({"x":2.2500,"z":5,"w":0.001})", true},
+                  {R"({"x":-1.51,"z":0,"w":0.001})", false},
+                  {R"({"x":2.26,"z":0,"w":0.001})", false},
+                  {R"({"x":3,"z":0,"w":0.001})", false},
+                  {R"({"x":0,"z":-3,"w":0.001})", false},
+                  {R"({"x":0,"z":1000,"w":0.001})", false},
+                  {R"({"x":0,"z":0,"w":0})", false},
+                  {R"({"x":0,"z":0,"w":0.0})", false},
+                  {R"({"x":0,"z":0,"w":0.0011})", false},
+                  {R"({"x":0,"z":0,"w":0.0000000000000001})", false, "16 fraction digits"},
+                  {R"({"x":1e0,"z":0,"w":0.001})", false, "no exponent with bounds"},
+                  {R"({"x":0,"z":-0,"w":0.001})", false, "-0 is not generated for integers"},
+              },
+              &numbers);
+
+  const ojson alternatives = ojson::parse(R"({
+    "type": "object",
+    "properties": {
+      "v": {"anyOf": [{"type": "string", "maxLength": 2}, {"type": "integer"}, {"type": "null"},
+                      {"type": "array", "items": {"type": "boolean"}, "maxItems": 2}]},
+      "kind": {"enum": ["x", "y", 1, 12, null, {"k": [true]}]},
+      "opt": {"type": ["string", "null"], "minLength": 1}
+    },
+    "required": ["v", "kind"]
+  })");
+  check_cases(JsonGrammar::from_schema(alternatives, tiny().vocab),
+              {
+                  {R"({"v":"ab","kind":"x"})", true},
+                  {R"({"v":-7,"kind":1})", true},
+                  {R"({"v":null,"kind":12})", true},
+                  {R"({"v":[true,false],"kind":null})", true},
+                  {R"({"v":[],"kind":{"k":[true]},"opt":null})", true},
+                  {R"({"v":[],"kind":"y","opt":"s"})", true},
+                  {R"({"v":"abc","kind":"x"})", false},
+                  {R"({"v":1.5,"kind":"x"})", false},
+                  {R"({"v":true,"kind":"x"})", false},
+                  {R"({"v":[1],"kind":"x"})", false},
+                  {R"({"v":1,"kind":"z"})", false},
+                  {R"({"v":1,"kind":123})", false},
+                  {R"({"v":1,"kind":{"k":[false]}})", false},
+                  {R"({"v":1,"kind":{"k": [true]}})", false, "enum values are compact"},
+                  {R"({"v":1,"kind":1,"opt":""})", false},
+              },
+              &alternatives);
+
+  const ojson tree = ojson::parse(R"({
+    "$defs": {"node": {"type": "object", "properties": {
+      "value": {"type": "integer"},
+      "children": {"type": "array", "items": {"$ref": "#/$defs/node"}}},
+      "required": ["value"]}},
+    "$ref": "#/$defs/node"
+  })");
+  check_cases(
+      JsonGrammar::from_schema(tree, tiny().vocab),
+      {
+          {R"({"value":1})", true},
+          {R"({"value":1,"children":[{"value":2,"children":[{"value":3}]},{"value":4}]})", true},
+          {R"({"value":1,"children":[{"children":[]}]})", false},
+          {R"({"value":1,"children":[1]})", false},
+      },
+      &tree);
+
+  const ojson map =
+      ojson::parse(R"({"type": "object", "additionalProperties": {"type": "integer"}})");
+  check_cases(JsonGrammar::from_schema(map, tiny().vocab),
+              {
+                  {R"({})", true},
+                  {R"({"a":1,"b":-2})", true},
+                  {R"({"a":"x"})", false},
+              },
+              &map);
+
+  const ojson closed = ojson::parse(R"({"type": "object", "properties": {}})");
+  check_cases(JsonGrammar::from_schema(closed, tiny().vocab),
+              {{"{}", true}, {"{ }", true}, {R"({"a":1})", false}}, &closed);
+}
+
+TEST(JsonSchemaGrammar, TopLevelScalarsEndWithAStopToken) {
+  const auto g = schema_grammar(R"({"type": "integer", "minimum": 10, "maximum": 20})");
+  check_cases(g,
+              {{"10", true},
+               {"15", true},
+               {"20", true},
+               {"9", false},
+               {"21", false},
+               {"100", false},
+               {"-10", false}},
+              nullptr);
+  JsonMatcher m(g);
+  EXPECT_FALSE(m.accept(tiny().eos)) << "nothing generated yet";
+  ASSERT_TRUE(feed(m, tiny().single_bytes("1")));
+  EXPECT_FALSE(m.accept(tiny().eos)) << "1 is below the minimum";
+  ASSERT_TRUE(feed(m, tiny().single_bytes("2")));
+  EXPECT_FALSE(m.complete()) << "a top-level number ends only with a stop token";
+  const std::vector<uint8_t> allowed = allowed_set(m, tiny().n_vocab());
+  EXPECT_TRUE(allowed[tiny().eos]);
+  EXPECT_TRUE(allowed[tiny().eot]);
+  for (int d = 0; d <= 9; ++d) EXPECT_FALSE(allowed[tiny().byte_token['0' + d]]) << d;
+  EXPECT_TRUE(m.accept(tiny().eot));
+  EXPECT_TRUE(m.complete());
+
+  check_cases(schema_grammar(R"({"enum": [1, 12, 123]})"),
+              {{"1", true}, {"12", true}, {"123", true}, {"13", false}, {"1234", false}}, nullptr);
+  check_cases(schema_grammar(R"({"type": ["string", "null"], "maxLength": 2})"),
+              {{"\"ab\"", true}, {"null", true}, {"\"abc\"", false}, {"nul", false}}, nullptr);
+  check_cases(schema_grammar(R"({"const": {"a": [1, 2]}})"),
+              {{R"({"a":[1,2]})", true}, {R"({"a":[1, 2]})", false}}, nullptr);
+  check_cases(schema_grammar(R"({"type": "number"})"),
+              {{"0", true}, {"-1.25e-7", true}, {"1E+99", true}, {"00", false}}, nullptr);
+}
+
+// ---- the mask agrees with accept ----------------------------------------------------------
+
+// At every prefix of each document, the mask allows a token exactly when accept takes it.
+TEST(JsonMatcher, MaskAllowsExactlyTheTokensAcceptTakes) {
+  const auto g = schema_grammar(R"({
+    "type": "object",
+    "properties": {"name": {"type": "string"}, "short": {"type": "string", "maxLength": 3},
+                   "n": {"type": "number", "maximum": 12.5},
+                   "list": {"type": "array", "items": {"enum": ["a", true, 12]}}},
+    "required": ["name"]})");
+  const auto any = JsonGrammar::any_object(tiny().vocab);
+  const TinyVocab& v = tiny();
+  for (const auto& [grammar, doc] :
+       std::vector<std::pair<std::shared_ptr<const JsonGrammar>, std::string>>{
+           {g, R"({"name": "a\u00e9\"b", "short": "\u00e9x\"", "n": -1.5, "list": ["a", 12]})"},
+           {any, "{\"k\":[true, {\"x\":\"\xC3\xA9\\ud83d\\ude00\"}],\n  \"n\":-0.5e+3}"}}) {
+    SCOPED_TRACE(doc);
+    const std::vector<int32_t> ids = v.single_bytes(doc);
+    for (size_t prefix = 0; prefix <= ids.size(); ++prefix) {
+      JsonMatcher m(grammar);
+      ASSERT_TRUE(feed(m, std::vector<int32_t>(ids.begin(), ids.begin() + prefix)));
+      const std::vector<uint8_t> allowed = allowed_set(m, v.n_vocab());
+      for (int32_t t = 0; t < v.n_vocab(); ++t) {
+        JsonMatcher probe(grammar);
+        feed(probe, std::vector<int32_t>(ids.begin(), ids.begin() + prefix));
+        EXPECT_EQ(probe.accept(t), allowed[t] != 0)
+            << "after " << json(doc.substr(0, prefix)).dump() << " token " << t << " "
+            << json(v.tok->token_bytes(t, true))
+                   .dump(-1, ' ', false, json::error_handler_t::replace);
+      }
+    }
+  }
+}
+
+TEST(JsonMatcher, PiecesSpanningGrammarElementsAreAllowedExactlyWhenValid) {
+  const TinyVocab& v = tiny();
+  const auto any = JsonGrammar::any_object(v.vocab);
+  const auto piece = [&](const std::string& bytes) {
+    for (const auto& [b, id] : v.pieces) {
+      if (b == bytes) return id;
+    }
+    ADD_FAILURE() << "no piece " << bytes;
+    return 0;
+  };
+  struct Span {
+    std::string prefix, piece;
+    bool allowed;
+  };
+  for (const Span& s : std::vector<Span>{
+           {"", "{\"", true},
+           {"", "[{", false},
+           {"{", "\":", true},  // a key may hold ':'
+           {"{\"a", "\":", true},
+           {"{\"a", "\":\"", true},
+           {"{\"a\"", "\":", false},
+           {"{\"a\":1", "},", false},  // the top-level object ends at '}'
+           {"{\"a\":{\"b\":1", "},", true},
+           {"{\"a\":1", "}\n", false},
+           {"{\"a\":\"x", "\"}", true},
+           {"{\"a\":\"x", "\"},", false},
+           {"{\"a\":[{\"b\":\"x", "\"},", true},
+           {"{\"a\":[{\"b\":\"x", "\"}", true},
+           {"{\"a\":[1", "]}", true},
+           {"{\"a\":[{}", "]}", true},
+           {"{\"a\":[{", "}]", true},
+           {"{\"a\":\"x", "\",\"", true},
+           {"{\"a\":\"x\"", ", \"", true},
+           {"{\"a\":\"x\",", " \"", true},
+           {"{\"a\":\"x\", ", " \"", false},  // a second space in one gap
+           {"{\"a\":", "\n    ", true},
+           {"{\"a\":", "  ", false},
+           {"{\"a\":", "-0", true},
+           {"{\"a\":-0", "12", false},
+           {"{\"a\":1", "12", true},
+           {"{\"a\":1", ".5", true},
+           {"{\"a\":1.5", ".5", false},
+           {"{\"a\":1", "e+", true},
+           {"{\"a\":1e+", "12", true},
+           {"{\"a\":1e+1", "12", false},  // three exponent digits
+           {"{\"a\":", "true", true},
+           {"{\"a\":t", "true", false},
+           {"{\"a\":\"", "\\u00", true},
+           {"{\"a\":\"\\u00", "\\u00", false},
+           {"{\"a\":\"", "\\\"", true},
+           {"{\"a\":\"", "\xC3\xA9", true},
+           {"{\"", "ab\":", true},
+           {"{\"a\":\"", "ab\":", false},  // '"' ends the value; ':' cannot follow it
+       }) {
+    SCOPED_TRACE(json(s.prefix).dump() + " then " + json(s.piece).dump());
+    JsonMatcher m(any);
+    ASSERT_TRUE(feed(m, v.single_bytes(s.prefix)));
+    const int32_t id = piece(s.piece);
+    EXPECT_EQ(allowed_set(m, v.n_vocab())[id] != 0, s.allowed);
+    EXPECT_EQ(m.accept(id), s.allowed);
+  }
+}
+
+TEST(JsonMatcher, StopTokensOnlyWhenCompleteAndControlTokensNever) {
+  const TinyVocab& v = tiny();
+  JsonMatcher m(JsonGrammar::any_object(v.vocab));
+  const std::vector<int32_t> ids = v.greedy("{\"a\": [1, {\"b\": null}]}");
+  for (size_t i = 0; i < ids.size(); ++i) {
+    const std::vector<uint8_t> allowed = allowed_set(m, v.n_vocab());
+    EXPECT_FALSE(allowed[v.eos]) << "step " << i;
+    EXPECT_FALSE(allowed[v.eot]) << "step " << i;
+    EXPECT_FALSE(allowed[v.bos]) << "step " << i;
+    EXPECT_FALSE(allowed[v.unk]) << "step " << i;
+    EXPECT_FALSE(m.accept(v.eos));
+    EXPECT_FALSE(m.accept(v.bos));
+    EXPECT_FALSE(m.complete());
+    ASSERT_TRUE(m.accept(ids[i])) << "step " << i;
+  }
+  EXPECT_TRUE(m.complete());
+  const std::vector<uint8_t> allowed = allowed_set(m, v.n_vocab());
+  for (int32_t t = 0; t < v.n_vocab(); ++t) {
+    EXPECT_EQ(allowed[t] != 0, v.is_stop(t)) << "token " << t << " after completion";
+  }
+  EXPECT_FALSE(m.accept(v.byte_token['}']));
+  EXPECT_FALSE(m.accept(v.bos));
+  EXPECT_FALSE(m.accept(-1));
+  EXPECT_FALSE(m.accept(v.n_vocab()));
+  EXPECT_TRUE(m.accept(v.eos));
+  EXPECT_TRUE(m.complete());
+
+  // Logits past the vocabulary (padded output rows) are never sampled.
+  JsonMatcher fresh(JsonGrammar::any_object(v.vocab));
+  std::vector<float> logits(v.n_vocab() + 8, 1.0f);
+  fresh.mask_logits(logits);
+  for (size_t i = v.n_vocab(); i < logits.size(); ++i) EXPECT_EQ(logits[i], -INFINITY);
+  EXPECT_EQ(logits[v.byte_token['{']], 1.0f);
+  EXPECT_EQ(logits[v.byte_token['[']], -INFINITY);
+}
+
+TEST(JsonMatcher, RejectedTokensLeaveTheStateUnchanged) {
+  const TinyVocab& v = tiny();
+  JsonMatcher m(schema_grammar(R"({"type":"object","properties":{"a":{"type":"integer"}}})"));
+  ASSERT_TRUE(feed(m, v.single_bytes("{\"a\":1")));
+  EXPECT_FALSE(m.accept(v.byte_token['x']));
+  EXPECT_FALSE(m.accept(v.byte_token[',']));  // no property after "a"
+  EXPECT_FALSE(m.accept(v.pieces[0].second));
+  ASSERT_TRUE(m.accept(v.byte_token['2']));
+  ASSERT_TRUE(m.accept(v.byte_token['}']));
+  EXPECT_TRUE(m.complete());
+}
+
+// ---- random walks through the mask end in valid values -------------------------------------
+
+struct WalkResult {
+  std::string text;
+  bool ended = false;
+};
+
+// Picks uniformly among the allowed tokens until the value is complete or a stop token is
+// chosen. Checks on the way: a masked token is refused, and a stop token is allowed only when
+// the text so far is a whole value.
+WalkResult random_walk(const std::shared_ptr<const JsonGrammar>& g, std::mt19937_64& rng,
+                       int max_steps) {
+  const TinyVocab& v = tiny();
+  JsonMatcher m(g);
+  WalkResult r;
+  std::vector<float> logits(v.n_vocab());
+  for (int step = 0; step < max_steps; ++step) {
+    std::fill(logits.begin(), logits.end(), 0.0f);
+    m.mask_logits(logits);
+    std::vector<int32_t> allowed, masked;
+    for (int32_t t = 0; t < v.n_vocab(); ++t) (logits[t] == 0.0f ? allowed : masked).push_back(t);
+    if (allowed.empty()) {
+      ADD_FAILURE() << "no token allowed after " << json(r.text).dump();
+      return r;
+    }
+    if (m.complete()) {
+      for (int32_t t : allowed) EXPECT_TRUE(v.is_stop(t)) << "token " << t << " after the end";
+      r.ended = true;
+      return r;
+    }
+    if (logits[v.eos] == 0.0f) {
+      EXPECT_TRUE(json::accept(r.text)) << "stop allowed after " << json(r.text).dump();
+    }
+    const int32_t bad = masked[std::uniform_int_distribution<size_t>(0, masked.size() - 1)(rng)];
+    EXPECT_FALSE(m.accept(bad)) << "masked token " << bad << " accepted";
+    const int32_t t = allowed[std::uniform_int_distribution<size_t>(0, allowed.size() - 1)(rng)];
+    EXPECT_TRUE(m.accept(t));
+    if (v.is_stop(t)) {
+      EXPECT_TRUE(m.complete());
+      r.ended = true;
+      return r;
+    }
+    r.text += v.tok->token_bytes(t);
+  }
+  return r;
+}
+
+void walk_schema(const std::string& schema_text, uint64_t seed, int walks = 40) {
+  SCOPED_TRACE(schema_text);
+  const ojson schema = schema_text.empty() ? ojson{{"type", "object"}} : ojson::parse(schema_text);
+  const auto g = schema_text.empty() ? JsonGrammar::any_object(tiny().vocab)
+                                     : JsonGrammar::from_schema(schema, tiny().vocab);
+  std::mt19937_64 rng(seed);
+  int ended = 0;
+  for (int w = 0; w < walks; ++w) {
+    const WalkResult r = random_walk(g, rng, 1500);
+    if (!r.ended) continue;
+    ++ended;
+    const ojson value = ojson::parse(r.text, nullptr, /*allow_exceptions=*/false);
+    ASSERT_FALSE(value.is_discarded()) << "not JSON: " << json(r.text).dump();
+    EXPECT_EQ(why_invalid(value, schema, schema), "") << r.text;
+  }
+  // Unbounded strings and arrays can run past the step cap, but most walks end.
+  EXPECT_GE(ended, walks / 2);
+  std::printf("[ walks    ] %d of %d ended\n", ended, walks);
+}
+
+TEST(JsonMatcher, RandomWalksProduceValidObjects) { walk_schema("", seed_for_test()); }
+
+TEST(JsonMatcher, RandomWalksProduceValuesOfTheSchema) {
+  const uint64_t seed = seed_for_test();
+  walk_schema(R"({"type": "object",
+    "properties": {
+      "name": {"type": "string", "maxLength": 8},
+      "age": {"type": "integer", "minimum": 0, "maximum": 120},
+      "email": {"type": "string", "minLength": 3, "maxLength": 6},
+      "tags": {"type": "array", "items": {"enum": ["a", "b", "c"]}, "minItems": 1, "maxItems": 3},
+      "address": {"type": "object", "properties": {
+        "street": {"type": "string", "maxLength": 4},
+        "zip": {"type": "string", "minLength": 5, "maxLength": 5}}, "required": ["zip"]},
+      "ok": {"type": "boolean"},
+      "none": {"type": "null"}
+    },
+    "required": ["name", "age", "tags"]})",
+              seed);
+  walk_schema(R"({"type": "object",
+    "properties": {
+      "x": {"type": "number", "minimum": -1.5, "maximum": 2.25},
+      "y": {"type": "number"},
+      "z": {"type": "integer", "exclusiveMinimum": -3, "exclusiveMaximum": 1000},
+      "w": {"type": "number", "exclusiveMinimum": 0, "maximum": 0.001}
+    },
+    "required": ["x", "y", "z", "w"]})",
+              seed + 1);
+  walk_schema(R"({"type": "object",
+    "properties": {
+      "v": {"anyOf": [{"type": "string", "maxLength": 3}, {"type": "integer"}, {"type": "null"},
+                      {"type": "array", "items": {"type": "boolean"}, "maxItems": 2}]},
+      "kind": {"oneOf": [{"const": "x"}, {"enum": [1, 12, null]}]},
+      "opt": {"type": ["string", "null"], "maxLength": 2}
+    },
+    "required": ["v", "kind"]})",
+              seed + 2);
+  walk_schema(R"({
+    "$defs": {"node": {"type": "object", "properties": {
+      "value": {"type": "integer", "minimum": 0, "maximum": 9},
+      "children": {"type": "array", "items": {"$ref": "#/$defs/node"}, "maxItems": 2}},
+      "required": ["value"]}},
+    "$ref": "#/$defs/node"})",
+              seed + 3);
+  walk_schema(R"({"type": "object", "additionalProperties": {"type": "integer"}})", seed + 4);
+  walk_schema(R"({"type": "array", "items": {"type": "string", "maxLength": 2}, "minItems": 2,
+                  "maxItems": 4})",
+              seed + 5);
+  walk_schema(R"({"type": "integer", "minimum": -20, "maximum": 20})", seed + 6);
+  walk_schema(R"({"type": "number"})", seed + 7);
+  walk_schema(R"({"enum": [1, 12, 123, "x", [true]]})", seed + 8);
+  walk_schema(R"({"type": ["boolean", "null"]})", seed + 9);
+  walk_schema(R"({"type": "string", "minLength": 2, "maxLength": 3})", seed + 10);
+  walk_schema(R"({"type": "object", "properties": {"free": {}, "any": true}})", seed + 11);
+}
+
+// ---- schema errors name the keyword and the place ------------------------------------------
+
+TEST(JsonSchemaGrammar, UnsupportedAndMalformedSchemasNameTheKeywordAndPlace) {
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {R"({"type": "string", "pattern": "^a"})",
+       "unsupported schema keyword 'pattern' at the root"},
+      {R"({"type": "object", "properties": {"name": {"type": "string", "pattern": "x"}}})",
+       "unsupported schema keyword 'pattern' at /properties/name"},
+      {R"({"type": "object", "properties": {"a/b~": {"type": "string", "pattern": "x"}}})",
+       "unsupported schema keyword 'pattern' at /properties/a~1b~0"},
+      {R"({"type": "object", "properties": {"d": {"type": "string", "format": "date"}}})",
+       "unsupported schema keyword 'format' at /properties/d"},
+      {R"({"type": "array", "items": {"type": "integer", "multipleOf": 2}})",
+       "unsupported schema keyword 'multipleOf' at /items"},
+      {R"({"type": "array", "uniqueItems": true})",
+       "unsupported schema keyword 'uniqueItems' at the root"},
+      {R"({"not": {"type": "string"}})", "unsupported schema keyword 'not' at the root"},
+      {R"({"type": "object", "patternProperties": {}})",
+       "unsupported schema keyword 'patternProperties' at the root"},
+      {R"({"type": "object", "minProperties": 1})",
+       "unsupported schema keyword 'minProperties' at the root"},
+      {R"({"type": "array", "prefixItems": []})",
+       "unsupported schema keyword 'prefixItems' at the root"},
+      {R"({"if": {}, "then": {}})", "unsupported schema keyword 'if' at the root"},
+      {R"({"$defs": {"a": {"type": "string", "format": "email"}}, "$ref": "#/$defs/a"})",
+       "unsupported schema keyword 'format' at /$defs/a"},
+      {R"({"type": "object", "properties": {"a": {}}, "additionalProperties": true})",
+       "'additionalProperties' other than false beside 'properties' at the root"},
+      {R"({"type": "object", "properties": {"a": {}}, "additionalProperties": {"type": "string"}})",
+       "'additionalProperties' other than false beside 'properties' at the root"},
+      {R"({"type": 5})", "'type' at the root must be a type name or a list of them, not 5"},
+      {R"({"type": "strng"})", "'type' at the root names unknown type 'strng'"},
+      {R"({"type": []})", "'type' at the root is an empty list"},
+      {R"({"type": ["string", "string"]})", "'type' at the root names 'string' twice"},
+      {R"({"type": "object", "properties": []})",
+       "'properties' at the root must be an object, not array"},
+      {R"({"type": "object", "properties": {"a": 3}})",
+       "schema at /properties/a must be an object or a boolean, not number"},
+      {R"({"type": "object", "properties": {"a": {}}, "required": ["b"]})",
+       "'required' at the root names 'b', which is not in 'properties'"},
+      {R"({"type": "object", "properties": {"a": {}}, "required": "a"})",
+       "'required' at the root must be an array of names"},
+      {R"({"type": "object", "required": ["a"]})",
+       "'required' at the root names properties of an object without 'properties'"},
+      {R"({"$ref": "#/$defs/missing"})",
+       "'$ref' at the root is '#/$defs/missing', which does not exist"},
+      {R"({"$ref": "http://example.com/s.json"})",
+       "'$ref' at the root is 'http://example.com/s.json': only references into this schema"},
+      {R"({"$ref": "#/$defs/a", "$defs": {"a": {"$ref": "#/$defs/b"}, "b": {"$ref": "#/$defs/a"}}})",
+       "which leads back to itself through $ref alone"},
+      {R"({"$ref": "#/$defs/a", "type": "string", "$defs": {"a": {}}})",
+       "keyword 'type' beside '$ref' at the root is not supported"},
+      {R"({"anyOf": [{"type": "object"}, {"type": "object", "properties": {}}]})",
+       "alternatives at the root cannot be told apart: /anyOf/0 and /anyOf/1 can both start "
+       "with '{'"},
+      {R"({"anyOf": [{"type": "integer"}, {"type": "number"}]})", "can both start with '-'"},
+      {R"({"anyOf": [{"enum": ["a"]}, {"type": "string"}]})", "can both start with '\"'"},
+      {R"({"anyOf": []})", "'anyOf' at the root must be a non-empty array of schemas"},
+      {R"({"oneOf": [{"type": "string"}], "type": "string"})",
+       "keyword 'type' beside 'oneOf' at the root is not supported"},
+      {R"({"allOf": [{"type": "string"}, {"maxLength": 3}]})",
+       "'allOf' at the root is supported only as an array of one schema"},
+      {R"({"type": "string", "minLength": 4, "maxLength": 3})",
+       "'minLength' at the root exceeds 'maxLength'"},
+      {R"({"type": "string", "maxLength": -1})",
+       "'maxLength' at the root must be a non-negative integer, not -1"},
+      {R"({"type": "array", "minItems": 1.5})",
+       "'minItems' at the root must be a non-negative integer, not 1.5"},
+      {R"({"type": "array", "minItems": 3, "maxItems": 2})",
+       "'minItems' at the root exceeds 'maxItems'"},
+      {R"({"type": "array", "items": [{"type": "string"}]})",
+       "'items' at the root is an array (tuple validation), which is not supported"},
+      {R"({"type": "integer", "minimum": 5, "maximum": 4})",
+       "no integer at the root satisfies its minimum and maximum"},
+      {R"({"type": "integer", "minimum": 1.2, "maximum": 1.8})",
+       "no integer at the root satisfies its minimum and maximum"},
+      {R"({"type": "integer", "minimum": 1e20})",
+       "no integer at the root satisfies its minimum and maximum with at most 15 integer digits"},
+      {R"({"type": "number", "exclusiveMinimum": 1, "exclusiveMaximum": 1})",
+       "no number at the root satisfies its minimum and maximum"},
+      {R"({"type": "number", "minimum": "1"})",
+       "'minimum' at the root must be a finite number, not \"1\""},
+      {R"({"type": "number", "exclusiveMinimum": true})",
+       "'exclusiveMinimum' at the root is true but 'minimum' is missing"},
+      {R"({"enum": []})", "'enum' at the root must be a non-empty array"},
+      {R"({"enum": ["a"], "const": "b"})", "'const' at the root is not one of its 'enum' values"},
+      {R"({"enum": ["abc"], "maxLength": 2})",
+       "keyword 'maxLength' beside 'enum' at the root is not supported"},
+      {R"({"enum": [1, 2], "type": "string"})",
+       "no 'enum' or 'const' value at the root has the type that 'type' names"},
+      {R"({"type": "integer", "minLength": 1})",
+       "keyword 'minLength' at the root does not apply to type 'integer' (it needs type "
+       "'string')"},
+      {R"({"type": ["integer", "null"], "items": {}})",
+       "keyword 'items' at the root does not apply to type list"},
+      {R"({"type": "object", "properties": {"a": false}})",
+       "schema false at /properties/a admits no value"},
+      {R"([1])", "schema at the root must be an object or a boolean, not array"},
+  };
+  for (const auto& [schema, message] : cases) {
+    SCOPED_TRACE(schema);
+    try {
+      JsonGrammar::from_schema(ojson::parse(schema), tiny().vocab);
+      ADD_FAILURE() << "no GrammarError";
+    } catch (const GrammarError& e) {
+      EXPECT_NE(std::string(e.what()).find(message), std::string::npos)
+          << "got:  " << e.what() << "\nwant: " << message;
+    }
+  }
+}
+
+TEST(JsonSchemaGrammar, DescriptiveKeywordsAreIgnoredAndDraft4BoundsAccepted) {
+  const auto g = schema_grammar(R"({
+    "$schema": "https://json-schema.org/draft/2020-12/schema", "title": "T", "description": "d",
+    "type": "object", "default": {}, "examples": [{}],
+    "properties": {"n": {"type": "integer", "minimum": 0, "exclusiveMinimum": true,
+                         "maximum": 3, "exclusiveMaximum": true, "description": "n"},
+                   "u": {"type": "array", "uniqueItems": false, "maxItems": 1}},
+    "required": ["n"]})");
+  check_cases(g,
+              {{R"({"n":1})", true},
+               {R"({"n":2,"u":[]})", true},
+               {R"({"n":0})", false},
+               {R"({"n":3})", false}},
+              nullptr);
+}
+
+TEST(JsonSchemaGrammar, UnorderedJsonSchemasEmitPropertiesSorted) {
+  // nlohmann::json keeps object keys sorted, so that is the order this overload can honour.
+  const auto g = JsonGrammar::from_schema(
+      json::parse(R"({"type": "object", "properties": {"b": {"type": "integer"},
+                      "a": {"type": "integer"}}, "required": ["a", "b"]})"),
+      tiny().vocab);
+  EXPECT_TRUE(accepts(g, tiny().single_bytes(R"({"a":1,"b":2})")));
+  EXPECT_FALSE(accepts(g, tiny().single_bytes(R"({"b":2,"a":1})")));
+}
+
+// ---- the real vocabulary -----------------------------------------------------------------
+
+TEST(JsonMatcher, MaskTimeOnTheDefaultModelsVocabulary) {
+  const fs::path path_file = fs::path(KDR_SOURCE_DIR) / "models" / "default.path";
+  std::string model_path;
+  if (std::ifstream in(path_file); in) std::getline(in, model_path);
+  if (model_path.empty() || !fs::exists(model_path)) {
+    GTEST_SKIP() << "no default model (" << path_file << " names no existing file)";
+  }
+  const model::GgufFile gguf = model::GgufFile::open(model_path);
+  const model::Tokenizer tok(model::spec_from_gguf(gguf));
+  std::vector<int32_t> stops = {tok.eos_id()};
+  if (const int32_t eot = tok.token_id("<end_of_turn>"); eot >= 0) stops.push_back(eot);
+
+  using Clock = std::chrono::steady_clock;
+  const auto ms = [](Clock::duration d) {
+    return std::chrono::duration<double, std::milli>(d).count();
+  };
+  auto t0 = Clock::now();
+  const auto vocab = build_vocabulary(tok, stops);
+  std::printf("[ vocab    ] %d tokens, trie built in %.1f ms\n", tok.n_vocab(),
+              ms(Clock::now() - t0));
+
+  const auto any = JsonGrammar::any_object(vocab);
+  const auto person = JsonGrammar::from_schema(ojson::parse(R"({"type": "object", "properties": {
+        "name": {"type": "string", "maxLength": 20}, "age": {"type": "integer", "minimum": 0},
+        "city": {"type": "string"}}, "required": ["name", "age"]})"),
+                                               vocab);
+  struct State {
+    const char* name;
+    std::shared_ptr<const JsonGrammar> grammar;
+    std::string prefix;
+  };
+  std::vector<float> logits(tok.n_vocab());
+  for (const State& s : std::vector<State>{
+           {"json_object start", any, ""},
+           {"json_object inside a string", any, "{\"text\": \"Hello wor"},
+           {"json_object after a colon", any, "{\"a\":"},
+           {"json_object in a number", any, "{\"a\": 12"},
+           {"json_object after a value", any, "{\"a\": [1, {\"b\": true}"},
+           {"schema at a key", person, "{\"name\": \"Ann\", "},
+           {"schema in a bounded string", person, "{\"name\": \"Ann"},
+       }) {
+    JsonMatcher m(s.grammar);
+    for (int32_t id : tok.encode(s.prefix, false, false)) ASSERT_TRUE(m.accept(id)) << s.name;
+    constexpr int kRuns = 10;
+    t0 = Clock::now();
+    for (int i = 0; i < kRuns; ++i) {
+      std::fill(logits.begin(), logits.end(), 0.0f);
+      m.mask_logits(logits);
+    }
+    const double each = ms(Clock::now() - t0) / kRuns;
+    int allowed = 0;
+    for (int32_t t = 0; t < tok.n_vocab(); ++t) {
+      if (logits[t] != 0.0f) continue;
+      ++allowed;
+      // Every allowed token continues the prefix into a text the grammar accepts.
+      JsonMatcher probe(s.grammar);
+      for (int32_t id : tok.encode(s.prefix, false, false)) probe.accept(id);
+      ASSERT_TRUE(probe.accept(t)) << s.name << ": token " << t;
+    }
+    EXPECT_GT(allowed, 0) << s.name;
+    std::printf("[ mask     ] %-32s %7d allowed, %.2f ms\n", s.name, allowed, each);
+  }
+
+  // A random walk on the real vocabulary ends in an object.
+  std::mt19937_64 rng(seed_for_test());
+  JsonMatcher m(any);
+  std::string text;
+  for (int step = 0; step < 400 && !m.complete(); ++step) {
+    std::fill(logits.begin(), logits.end(), 0.0f);
+    m.mask_logits(logits);
+    // Favour closing tokens so that the walk ends: a uniform pick over 262k tokens mostly
+    // extends strings.
+    std::vector<int32_t> allowed, closing;
+    for (int32_t t = 0; t < tok.n_vocab(); ++t) {
+      if (logits[t] != 0.0f) continue;
+      allowed.push_back(t);
+      const std::string b = tok.token_bytes(t);
+      if (b.find_first_of("\"}]") != std::string::npos &&
+          b.find_first_of("{[") == std::string::npos)
+        closing.push_back(t);
+    }
+    ASSERT_FALSE(allowed.empty()) << text;
+    const std::vector<int32_t>& pool = !closing.empty() && step > 20 ? closing : allowed;
+    const int32_t t = pool[std::uniform_int_distribution<size_t>(0, pool.size() - 1)(rng)];
+    ASSERT_TRUE(m.accept(t));
+    text += tok.token_bytes(t);
+  }
+  ASSERT_TRUE(m.complete()) << text;
+  const json value = json::parse(text);
+  EXPECT_TRUE(value.is_object()) << text;
+  std::printf("[ walk     ] %zu bytes: %.120s...\n", text.size(), text.c_str());
+}
+
+}  // namespace
+}  // namespace kdr::engine
