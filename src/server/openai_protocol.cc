@@ -413,10 +413,18 @@ json usage(int32_t prompt, int32_t completion, int32_t cached) {
           {"prompt_tokens_details", {{"cached_tokens", cached}}}};
 }
 
-// A token as text for logprobs: its bytes, with a piece of a UTF-8 character as U+FFFD
-// (the "bytes" field of chat logprobs carries the exact bytes).
+// A token as text for logprobs. A token that is not whole UTF-8 characters is written
+// bytes:\xe2\x80 as OpenAI does, so distinct byte tokens stay distinct keys of the
+// completions' top_logprobs objects.
 std::string token_string(const model::Tokenizer& tok, int32_t id) {
-  return model::utf8_sanitize(tok.token_bytes(id, /*render_special=*/true));
+  const std::string bytes = tok.token_bytes(id, /*render_special=*/true);
+  if (model::utf8_sanitize(bytes) == bytes) return bytes;
+  std::string escaped = "bytes:";
+  for (unsigned char c : bytes) {
+    static constexpr char kHex[] = "0123456789abcdef";
+    escaped += {'\\', 'x', kHex[c >> 4], kHex[c & 15]};
+  }
+  return escaped;
 }
 
 json token_bytes_array(const model::Tokenizer& tok, int32_t id) {

@@ -514,6 +514,25 @@ TEST_F(ProtocolTest, ChatLogprobsObject) {
   EXPECT_EQ(got["choices"][0]["finish_reason"], "length");
 }
 
+TEST_F(ProtocolTest, PartialCharacterTokensAreWrittenAsBytes) {
+  const auto& tok = *lm_->tokenizer;
+  int32_t byte_token = -1;
+  for (int32_t id = 0; id < tok.n_vocab() && byte_token < 0; ++id) {
+    const std::string b = tok.token_bytes(id, true);
+    if (b.size() == 1 && static_cast<unsigned char>(b[0]) == 0xE2) byte_token = id;
+  }
+  ASSERT_GE(byte_token, 0) << "the fixture has no token for the byte 0xE2";
+  CompletionRequest req = completion({{"prompt", "a"}, {"logprobs", 1}});
+  engine::Output o = output({byte_token}, "", true, "length");
+  o.logprobs = {-1.0f};
+  o.top_logprobs = {{{byte_token, -1.0f}}};
+  CompletionResult res;
+  res.add(o);
+  const json lp = completion_response({"c", 1, "tiny"}, req, res, tok)["choices"][0]["logprobs"];
+  EXPECT_EQ(lp["tokens"], json({"bytes:\\xe2"}));
+  EXPECT_EQ(lp["top_logprobs"], json::parse(R"([{"bytes:\\xe2": -1.0}])"));
+}
+
 TEST_F(ProtocolTest, TextCompletionObjectWithLogprobs) {
   const auto& tok = *lm_->tokenizer;
   CompletionRequest req = completion({{"prompt", "a"}, {"logprobs", 1}});

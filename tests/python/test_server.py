@@ -1,0 +1,319 @@
+"""`kdr serve` through the official OpenAI Python client.
+
+Each server is a `kdr serve` process on a port it picks itself (--port 0); its stderr goes to
+a file the fixture reads the address from. The binary is $KDR_BUILD/kdr (default build/kdr).
+Random inputs use KDR_SEED when set (each test prints its seed).
+
+Run: .venv/bin/python -m pytest tests/python/test_server.py
+"""
+
+import concurrent.futures
+import json
+import os
+import pathlib
+import random
+import re
+import subprocess
+import tempfile
+import time
+import urllib.request
+
+import pytest
+
+openai = pytest.importorskip("openai")
+jsonschema = pytest.importorskip("jsonschema")
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+KDR = pathlib.Path(os.environ.get("KDR_BUILD", ROOT / "build")) / "kdr"
+TINY = ROOT / "tests" / "data" / "models" / "qwen3.gguf"
+
+if not KDR.exists():
+    pytest.skip(f"no kdr binary at {KDR} (build it, or set KDR_BUILD)", allow_module_level=True)
+
+
+@pytest.fixture
+def rng(request):
+    seed = int(os.environ.get("KDR_SEED") or random.SystemRandom().getrandbits(32))
+    print(f"KDR_SEED={seed} ({request.node.name})")
+    return random.Random(seed)
+
+
+class Served:
+    """A running `kdr serve` process."""
+
+    def __init__(self, *args):
+        self.log = tempfile.NamedTemporaryFile("w+", prefix="kdr-serve-", suffix=".log")
+        self.proc = subprocess.Popen(
+            [str(KDR), "serve", "--port", "0", "-t", "2", *args],
+            stdout=subprocess.DEVNULL,
+            stderr=self.log,
+        )
+        self.url = self._wait_ready(timeout=60)
+        self.client = openai.OpenAI(base_url=self.url + "/v1", api_key="unused", max_retries=0)
+
+    def _wait_ready(self, timeout):
+        end = time.monotonic() + timeout
+        url = None
+        while time.monotonic() < end:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"kdr serve exited {self.proc.returncode}: {self.stderr()}")
+            if url is None:
+                m = re.search(r"listening on (http://[\d.]+:\d+)", self.stderr())
+                url = m and m.group(1)
+            if url:
+                try:
+                    with urllib.request.urlopen(url + "/health", timeout=2) as r:
+                        if r.status == 200:
+                            return url
+                except OSError:  # 503 while loading, or not listening yet
+                    pass
+            time.sleep(0.05)
+        raise RuntimeError(f"kdr serve not ready after {timeout} s: {self.stderr()}")
+
+    def stderr(self):
+        self.log.flush()
+        return pathlib.Path(self.log.name).read_text(errors="replace")
+
+    def metrics(self):
+        with urllib.request.urlopen(self.url + "/metrics", timeout=10) as r:
+            text = r.read().decode()
+        values = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                name, value = line.rsplit(" ", 1)
+                values[name] = float(value)
+        return values
+
+    def wait_metrics(self, predicate, timeout=5.0):
+        end = time.monotonic() + timeout
+        m = self.metrics()
+        while not predicate(m) and time.monotonic() < end:
+            time.sleep(0.05)
+            m = self.metrics()
+        return m
+
+    def stop(self):
+        # Idle keep-alive connections would hold the server's workers for their timeout.
+        self.client.close()
+        self.proc.terminate()
+        try:
+            assert self.proc.wait(timeout=20) == 0, self.stderr()
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+            self.log.close()
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    s = Served("-m", str(TINY), "--model-name", "tiny", "--kv-memory", "8M")
+    yield s
+    s.stop()
+
+
+def greedy(**kw):
+    return dict(model="tiny", temperature=0, **kw)
+
+
+def test_models_lists_the_served_name(tiny):
+    models = tiny.client.models.list()
+    assert [m.id for m in models.data] == ["tiny"]
+
+
+def test_chat(tiny):
+    r = tiny.client.chat.completions.create(
+        messages=[{"role": "user", "content": "hello"}], max_tokens=8, **greedy()
+    )
+    assert r.object == "chat.completion"
+    assert r.choices[0].message.role == "assistant"
+    assert isinstance(r.choices[0].message.content, str)
+    assert r.choices[0].finish_reason in ("stop", "length")
+    u = r.usage
+    assert 0 < u.completion_tokens <= 8
+    assert u.total_tokens == u.prompt_tokens + u.completion_tokens
+    if r.choices[0].finish_reason == "length":
+        assert u.completion_tokens == 8
+
+
+def test_completion_with_logprobs(tiny):
+    r = tiny.client.completions.create(
+        prompt="the cat", max_tokens=6, logprobs=2, extra_body={"ignore_eos": True}, **greedy()
+    )
+    c = r.choices[0]
+    assert c.finish_reason == "length"
+    assert r.usage.completion_tokens == 6
+    assert len(c.logprobs.tokens) == 6
+    assert len(c.logprobs.token_logprobs) == 6
+    assert all(lp <= 0 for lp in c.logprobs.token_logprobs)
+    # Greedy: the chosen token is the most likely one, so it heads its top-2.
+    for token, lp, top in zip(c.logprobs.tokens, c.logprobs.token_logprobs, c.logprobs.top_logprobs):
+        assert len(top) == 2
+        assert top[token] == pytest.approx(lp, abs=1e-6)
+        assert max(top.values()) == pytest.approx(lp, abs=1e-6)
+
+
+def test_streaming_with_usage_matches_non_streaming(tiny):
+    kw = dict(messages=[{"role": "user", "content": "count"}], max_tokens=12, **greedy())
+    whole = tiny.client.chat.completions.create(**kw)
+    chunks = list(
+        tiny.client.chat.completions.create(
+            stream=True, stream_options={"include_usage": True}, **kw
+        )
+    )
+    assert chunks[0].choices[0].delta.role == "assistant"
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == whole.choices[0].message.content
+    finishes = [c.choices[0].finish_reason for c in chunks if c.choices]
+    assert finishes[-1] == whole.choices[0].finish_reason
+    assert all(f is None for f in finishes[:-1])
+    assert chunks[-1].choices == []
+    assert chunks[-1].usage.completion_tokens == whole.usage.completion_tokens
+    assert chunks[-1].usage.prompt_tokens == whole.usage.prompt_tokens
+
+
+def test_json_schema_output_validates(tiny):
+    schema = {
+        "type": "object",
+        "properties": {
+            "color": {"type": "string", "enum": ["red", "green", "blue"]},
+            "count": {"type": "integer", "minimum": 0, "maximum": 9},
+            "name": {"type": "string", "maxLength": 8},
+            "ok": {"type": "boolean"},
+        },
+        "required": ["color", "count", "name", "ok"],
+        "additionalProperties": False,
+    }
+    for seed in range(3):
+        r = tiny.client.chat.completions.create(
+            model="tiny",
+            messages=[{"role": "user", "content": "describe a thing as JSON"}],
+            max_tokens=150,
+            seed=seed,
+            response_format={
+                "type": "json_schema",
+                "json_schema": {"name": "thing", "schema": schema},
+            },
+        )
+        assert r.choices[0].finish_reason == "stop", r.choices[0].message.content
+        jsonschema.validate(json.loads(r.choices[0].message.content), schema)
+
+
+def test_errors_are_openai_errors(tiny):
+    with pytest.raises(openai.NotFoundError) as e:
+        tiny.client.completions.create(model="gpt-4o", prompt="a", max_tokens=1)
+    assert "model 'gpt-4o' does not exist" in str(e.value)
+    with pytest.raises(openai.BadRequestError) as e:
+        tiny.client.completions.create(prompt=[5] * 250, max_tokens=50, **greedy())
+    assert e.value.body["code"] == "context_length_exceeded"
+    assert "256" in e.value.body["message"] and "250 prompt tokens + 50" in e.value.body["message"]
+    with pytest.raises(openai.BadRequestError) as e:
+        tiny.client.chat.completions.create(
+            messages=[{"role": "user", "content": "a"}], temperature="hot", model="tiny"
+        )
+    assert e.value.body["param"] == "temperature"
+
+
+def run_request(client, req):
+    """Text and finish reason of one request, streamed or not."""
+    kind, kw, stream = req
+    if kind == "chat":
+        if not stream:
+            r = client.chat.completions.create(**kw)
+            return r.choices[0].message.content, r.choices[0].finish_reason
+        parts, finish = [], None
+        for c in client.chat.completions.create(stream=True, **kw):
+            if c.choices:
+                parts.append(c.choices[0].delta.content or "")
+                finish = c.choices[0].finish_reason or finish
+        return "".join(parts), finish
+    if not stream:
+        r = client.completions.create(**kw)
+        return r.choices[0].text, r.choices[0].finish_reason
+    parts, finish = [], None
+    for c in client.completions.create(stream=True, **kw):
+        parts.append(c.choices[0].text)
+        finish = c.choices[0].finish_reason or finish
+    return "".join(parts), finish
+
+
+def random_requests(rng, n, chat_share=0.3, prompt_len=(1, 40), max_tokens=(1, 24)):
+    """Greedy requests, half of them streamed: chat turns, and completions of random token
+    ids (below the tiny vocabulary's 384) that ignore eos."""
+    reqs = []
+    for _ in range(n):
+        stream = rng.random() < 0.5
+        mt = rng.randint(*max_tokens)
+        if rng.random() < chat_share:
+            words = " ".join(rng.choice(["red", "cat", "sky", "run", "deep"]) for _ in range(5))
+            kw = greedy(messages=[{"role": "user", "content": words}], max_tokens=mt)
+            reqs.append(("chat", kw, stream))
+        else:
+            prompt = [rng.randrange(3, 380) for _ in range(rng.randint(*prompt_len))]
+            kw = greedy(prompt=prompt, max_tokens=mt, extra_body={"ignore_eos": True})
+            reqs.append(("completion", kw, stream))
+    return reqs
+
+
+def test_concurrent_clients_get_what_they_get_alone(tiny, rng):
+    clients, per_client = 64, 4
+    reqs = random_requests(rng, clients * per_client)
+    alone = [run_request(tiny.client, r) for r in reqs]
+
+    def client_run(i):
+        return [run_request(tiny.client, reqs[i * per_client + k]) for k in range(per_client)]
+
+    with concurrent.futures.ThreadPoolExecutor(clients) as pool:
+        together = [out for outs in pool.map(client_run, range(clients)) for out in outs]
+    for i, (got, want) in enumerate(zip(together, alone)):
+        assert got[1] in ("stop", "length"), (i, got)
+        assert got == want, (i, reqs[i])
+
+
+def test_closed_stream_is_cancelled_and_frees_its_kv():
+    # The default model is slow enough on this machine (tens of tokens/s) that the request is
+    # surely still running when the client hangs up; the tiny model would finish first.
+    try:
+        default = (ROOT / "models" / "default.path").read_text().strip()
+    except OSError:
+        pytest.skip("no default model (scripts/setup installs it)")
+    s = Served("-m", default, "--kv-memory", "64M")
+    try:
+        before = s.metrics()
+        stream = s.client.completions.create(
+            model=s.client.models.list().data[0].id,
+            prompt="Tell me a long story.",
+            max_tokens=400,
+            stream=True,
+            extra_body={"ignore_eos": True},
+        )
+        chunks = iter(stream)
+        first = [next(chunks) for _ in range(2)]
+        assert all(c.choices[0].text is not None for c in first)
+        stream.close()
+        m = s.wait_metrics(
+            lambda m: m["kdr_requests_running"] == 0 and m["kdr_kv_blocks_used"] == 0
+        )
+        assert m["kdr_requests_running"] == 0
+        assert m["kdr_kv_blocks_used"] == 0
+        assert m["kdr_requests_cancelled_total"] == before["kdr_requests_cancelled_total"] + 1
+        assert m["kdr_generation_tokens_total"] < 400
+    finally:
+        s.stop()
+
+
+def test_preemption_keeps_every_answer(rng):
+    # 12 blocks of 16 tokens: one 120-token request takes 8, so a batch of them cannot all
+    # keep their KV and the engine must preempt and recompute.
+    s = Served(
+        "-m", str(TINY), "--model-name", "tiny", "--kv-memory", "96K", "--max-model-len", "128"
+    )
+    try:
+        reqs = random_requests(rng, 8, chat_share=0, prompt_len=(20, 30), max_tokens=(80, 90))
+        alone = [run_request(s.client, r) for r in reqs]
+        assert s.metrics()["kdr_preemptions_total"] == 0
+        with concurrent.futures.ThreadPoolExecutor(len(reqs)) as pool:
+            together = list(pool.map(lambda r: run_request(s.client, r), reqs))
+        assert together == alone
+        assert s.metrics()["kdr_preemptions_total"] > 0
+    finally:
+        s.stop()
