@@ -54,7 +54,8 @@ class ServerProcess:
         while time.monotonic() < end:
             if self.proc.poll() is not None:
                 self.log.seek(0)
-                raise SystemExit(f"{name} exited {self.proc.returncode}:\n{self.log.read()[-3000:]}")
+                tail = self.log.read()[-3000:]
+                raise SystemExit(f"{name} exited {self.proc.returncode}:\n{tail}")
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
                     if r.status == 200:

@@ -146,7 +146,8 @@ def test_completion_with_logprobs(tiny):
     assert len(c.logprobs.token_logprobs) == 6
     assert all(lp <= 0 for lp in c.logprobs.token_logprobs)
     # Greedy: the chosen token is the most likely one, so it heads its top-2.
-    for token, lp, top in zip(c.logprobs.tokens, c.logprobs.token_logprobs, c.logprobs.top_logprobs):
+    logprobs = c.logprobs
+    for token, lp, top in zip(logprobs.tokens, logprobs.token_logprobs, logprobs.top_logprobs):
         assert len(top) == 2
         assert top[token] == pytest.approx(lp, abs=1e-6)
         assert max(top.values()) == pytest.approx(lp, abs=1e-6)
