@@ -1,6 +1,7 @@
 // `kdr serve`: the OpenAI-compatible HTTP server on one model. It listens before the model is
 // loaded (GET /health answers 503 until the engine runs), logs what the KV budget buys, and
-// stops gracefully on SIGINT or SIGTERM: open requests end, then the engine stops.
+// stops gracefully on SIGINT or SIGTERM: open requests are answered with an error, then the
+// server closes.
 #include <pthread.h>
 
 #include <CLI/CLI.hpp>
@@ -67,8 +68,10 @@ void run_serve(ServeArgs a) {
   int sig = 0;
   sigwait(&stop_signals, &sig);
   std::fprintf(stderr, "kdr serve: %s, stopping\n", strsignal(sig));
-  http.stop();
+  // Engine first: its open requests end as "cancelled", so their clients get an error answer
+  // rather than a cut connection; then the HTTP side finishes writing and closes.
   engine.stop();
+  http.stop();
 }
 
 }  // namespace

@@ -69,7 +69,7 @@ bool pump(InFlight& flight, httplib::DataSink& sink, const std::atomic<bool>& st
   using Clock = std::chrono::steady_clock;
   auto last_write = Clock::now();
   engine::Output out;
-  while (!stopping.load()) {
+  for (;;) {
     const auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(last_write + heartbeat -
                                                                             Clock::now());
     if (flight.stream->next(out, std::max(wait, std::chrono::milliseconds(0)))) {
@@ -83,12 +83,16 @@ bool pump(InFlight& flight, httplib::DataSink& sink, const std::atomic<bool>& st
         sink.done();
         return true;
       }
-    } else if (Clock::now() >= last_write + heartbeat) {
+      continue;
+    }
+    // Checked only when nothing is queued, so the last Outputs of an engine that stopped
+    // first (its requests end "cancelled") still reach their clients.
+    if (stopping.load()) return false;
+    if (Clock::now() >= last_write + heartbeat) {
       if (!sink.write(beat.data(), beat.size())) return false;
       last_write = Clock::now();
     }
   }
-  return false;
 }
 
 }  // namespace

@@ -51,8 +51,9 @@ class Server {
   void ready(engine::Engine& engine, std::string model_id,
              std::shared_ptr<const engine::Vocabulary> vocabulary);
 
-  // Stops accepting, ends open responses (their requests are cancelled) and joins the
-  // workers. Idempotent.
+  // Stops accepting, cuts the responses still open (their requests are cancelled) and joins
+  // the workers; idle keep-alive connections hold a worker up to 5 s. Stop the engine first
+  // to answer open requests with an error instead. Idempotent.
   void stop();
 
  private:
