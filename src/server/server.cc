@@ -262,8 +262,14 @@ void Server::Impl::routes() {
             message = "no route for " + req.method + " " + req.path;
             break;
           case 413:
-            message = "request body larger than the limit of " +
-                      std::to_string(options.max_body_bytes) + " bytes";
+            // cpp-httplib parses form-encoded bodies itself and caps them at 8 KiB; curl -d
+            // sends that type unless told otherwise.
+            message = req.get_header_value("Content-Type") == "application/x-www-form-urlencoded"
+                          ? "form-encoded request bodies are limited to " +
+                                std::to_string(CPPHTTPLIB_FORM_URL_ENCODED_PAYLOAD_MAX_LENGTH) +
+                                " bytes: send JSON with 'Content-Type: application/json'"
+                          : "request body larger than the limit of " +
+                                std::to_string(options.max_body_bytes) + " bytes";
             break;
           case 400:
             message = "malformed HTTP request";
