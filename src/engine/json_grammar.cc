@@ -2,19 +2,29 @@
 // bytes that walks it, and a vocabulary trie that lets masking share work between tokens with
 // a common prefix.
 //
-// Rules beyond RFC 8259 that keep every generation finite (documented in docs as well):
-//  - Whitespace: nothing before or after the top-level value. Between tokens (after '{' '['
-//    ',' ':' and before '}' ']' ',' ':') at most one run: a single space, or a newline followed
-//    by at most kMaxIndent spaces. Tabs and carriage returns are never generated.
-//  - Numbers: at most kMaxIntDigits integer digits, kMaxFracDigits fraction digits and
-//    kMaxExpDigits exponent digits; no exponent when minimum/maximum apply.
-//  - Nesting: at most kMaxDepth frames (containers, strings and scalars) on the stack.
-//  - Objects with "properties" emit them in the schema's order; required ones appear, optional
-//    ones may be skipped, and no others (additionalProperties false is the default). An object
-//    schema without "properties" is any object, or a map when additionalProperties is a schema.
-//  - anyOf/oneOf and type lists are supported when the alternatives can be told apart by the
-//    first byte of the value (object / array / string / number / literals); enum and const
-//    alternatives are merged into one set of literals.
+// Rules beyond RFC 8259 that keep every generation finite:
+//  - Whitespace: none before or after the top-level value. Each gap between two JSON tokens
+//    (after '{' '[' ',' ':' and before '}' ']' ',' ':') holds at most one run: a single space,
+//    or a newline followed by at most 16 spaces (kMaxIndent). No tabs or carriage returns.
+//  - Numbers: at most 15 integer digits, 15 fraction digits and 2 exponent digits; no exponent
+//    when bounds apply; integers are never written "-0".
+//  - Nesting: at most 64 frames on the stack (kMaxDepth): the root, each open container, and
+//    the string or scalar being written.
+//
+// JSON Schema support:
+//  - type (a name or a list), enum and const (any values, generated as compact JSON).
+//  - object: properties are generated in the schema's order; required ones must appear,
+//    optional ones may be skipped, and no others: additionalProperties false is the default.
+//    Without "properties" an object is any object, or a map when additionalProperties is a
+//    schema; additionalProperties true or a schema beside "properties" is an error.
+//  - array: items, minItems, maxItems. string: minLength, maxLength (in code points).
+//  - integer / number: minimum, maximum, exclusiveMinimum, exclusiveMaximum (draft 4's boolean
+//    form too), enforced digit by digit and exactly (decimal, to 15 fraction digits).
+//  - anyOf / oneOf and type lists whose alternatives differ in their first byte (object, array,
+//    string, number, or literals, which are merged); allOf of one schema; $ref to "#/...".
+//  - title, description, $schema, $id, $comment, default, examples, deprecated, readOnly,
+//    writeOnly, $defs, definitions (and uniqueItems false) describe and are ignored. Every
+//    other keyword is a GrammarError naming it and the JSON pointer of its schema.
 #include "engine/json_grammar.h"
 
 #include <algorithm>
@@ -504,12 +514,6 @@ struct JsonGrammar::Impl {
     if (n.kind == Kind::kNumber) return number_can_end(n, f);
     if (n.kind == Kind::kLiteral) return f.a > 0 && n.literals[f.b].size() == f.a;
     return false;
-  }
-
-  // Whether some number of at most kMaxIntDigits integer digits lies within the bounds.
-  bool number_range_reachable(const Node& n) const {
-    const i128 max = kPow10[kMaxIntDigits] * n.scale - 1;
-    return (n.lo <= max && n.hi >= 0) || (n.lo <= 0 && n.hi >= -max);
   }
 
  private:
@@ -1452,6 +1456,7 @@ class SchemaCompiler {
     if (s.contains("exclusiveMaximum") && !s["exclusiveMaximum"].is_boolean())
       bound("exclusiveMaximum", false, true);
     if (n.bounded) {
+      // Some number of at most kMaxIntDigits integer digits must lie within the bounds.
       const i128 max = kPow10[kMaxIntDigits] * n.scale - 1;
       const bool reachable =
           n.lo <= n.hi && ((n.lo <= max && n.hi >= 0) || (n.lo <= 0 && n.hi >= -max));

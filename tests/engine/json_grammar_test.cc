@@ -363,6 +363,216 @@ TEST(JsonObjectGrammar, AcceptsExactlyTheObjectsWithinTheRules) {
               nullptr);
 }
 
+// Our rules beyond RFC 8259 for a text nlohmann accepts, checked independently of the grammar:
+// no outer whitespace, each gap " " or "\n" plus at most 16 spaces, 15/15/2 digits per number.
+bool within_rules(const std::string& text) {
+  const auto is_space = [](char c) { return c == ' ' || c == '\n' || c == '\t' || c == '\r'; };
+  if (text.empty() || is_space(text.front()) || is_space(text.back())) return false;
+  for (size_t i = 0; i < text.size();) {
+    const char c = text[i];
+    if (c == '"') {
+      for (++i; text[i] != '"'; ++i) i += text[i] == '\\';
+      ++i;
+    } else if (is_space(c)) {
+      size_t j = i;
+      while (j < text.size() && is_space(text[j])) ++j;
+      const std::string run = text.substr(i, j - i);
+      const bool ok = run == " " || (run[0] == '\n' && run.size() <= 17 &&
+                                     run.find_first_not_of(' ', 1) == std::string::npos);
+      if (!ok) return false;
+      i = j;
+    } else if (c == '-' || (c >= '0' && c <= '9')) {
+      size_t j = i + (c == '-');
+      const auto digits = [&] {
+        const size_t from = j;
+        while (j < text.size() && text[j] >= '0' && text[j] <= '9') ++j;
+        return j - from;
+      };
+      if (digits() > 15) return false;
+      if (j < text.size() && text[j] == '.' && (++j, digits() > 15)) return false;
+      if (j < text.size() && (text[j] == 'e' || text[j] == 'E')) {
+        ++j;
+        if (text[j] == '+' || text[j] == '-') ++j;
+        if (digits() > 2) return false;
+      }
+      i = j;
+    } else {
+      ++i;
+    }
+  }
+  return true;
+}
+
+// Random JSON-ish texts: values with random whitespace, numbers, escapes and UTF-8, some of
+// them then mutated a byte at a time.
+class RandomJsonText {
+ public:
+  explicit RandomJsonText(uint64_t seed) : rng_(seed) {}
+
+  std::string object() {
+    std::string out;
+    write_object(out, 0);
+    if (pick(3) == 0) mutate(out);
+    return out;
+  }
+
+ private:
+  size_t pick(size_t n) { return std::uniform_int_distribution<size_t>(0, n - 1)(rng_); }
+
+  // Mostly what the rules allow, sometimes what they do not.
+  std::string gap() {
+    static const std::vector<std::string> kGood = {
+        "", "", "", " ", "\n", "\n  ", "\n                "};
+    static const std::vector<std::string> kBad = {"\n                 ", "  ", "\t", "\r\n", " \n"};
+    return pick(12) == 0 ? kBad[pick(kBad.size())] : kGood[pick(kGood.size())];
+  }
+
+  // Separate appends: GCC 12 warns falsely (-Wrestrict) on char + std::string.
+  void separator(std::string& out, char c) {
+    out += gap();
+    out += c;
+    out += gap();
+  }
+
+  std::string digits(size_t max) {
+    std::string d;
+    const size_t n = 1 + pick(max);
+    for (size_t i = 0; i < n; ++i) d += static_cast<char>('0' + pick(10));
+    return d;
+  }
+
+  void write_number(std::string& out) {
+    if (pick(3) == 0) out += '-';
+    if (pick(4) == 0) {
+      out += '0';
+    } else {
+      out += static_cast<char>('1' + pick(9));
+      if (pick(2)) out += digits(pick(8) == 0 ? 16 : 5);
+    }
+    if (pick(3) == 0) {
+      out += '.';
+      out += digits(pick(8) == 0 ? 17 : 5);
+    }
+    if (pick(4) == 0) {
+      out += pick(2) ? "e" : "E";
+      if (pick(2)) out += pick(2) ? "+" : "-";
+      out += digits(pick(8) == 0 ? 3 : 2);
+    }
+  }
+
+  void write_string(std::string& out) {
+    static const std::vector<std::string> kGood = {"a",
+                                                   "Z",
+                                                   " ",
+                                                   "\\\"",
+                                                   "\\\\",
+                                                   "\\/",
+                                                   "\\n",
+                                                   "\\t",
+                                                   "\\u00e9",
+                                                   "\\uD83D\\uDE00",
+                                                   "\xC3\xA9",
+                                                   "\xE2\x82\xAC",
+                                                   "\xF0\x9F\x98\x80",
+                                                   "\x7F",
+                                                   "'"};
+    static const std::vector<std::string> kBad = {"\\uDE00", "\\uD83Dx", "\xED\xA0\x80", "\xC0\xAF",
+                                                  "\x01",    "\xFF",     "\\x"};
+    out += '"';
+    const size_t n = pick(5);
+    for (size_t i = 0; i < n; ++i) {
+      out += pick(16) == 0 ? kBad[pick(kBad.size())] : kGood[pick(kGood.size())];
+    }
+    out += '"';
+  }
+
+  void write_value(std::string& out, int depth) {
+    switch (pick(depth < 4 ? 7 : 5)) {
+      case 0:
+        write_string(out);
+        break;
+      case 1:
+        write_number(out);
+        break;
+      case 2:
+        out += pick(2) ? "true" : "false";
+        break;
+      case 3:
+        out += "null";
+        break;
+      case 4:
+        write_string(out);
+        break;
+      case 5:
+        write_object(out, depth + 1);
+        break;
+      default: {
+        out += '[';
+        out += gap();
+        const size_t n = pick(4);
+        for (size_t i = 0; i < n; ++i) {
+          if (i > 0) separator(out, ',');
+          write_value(out, depth + 1);
+        }
+        out += gap();
+        out += ']';
+      }
+    }
+  }
+
+  void write_object(std::string& out, int depth) {
+    out += '{';
+    out += gap();
+    const size_t n = pick(4);
+    for (size_t i = 0; i < n; ++i) {
+      if (i > 0) separator(out, ',');
+      write_string(out);
+      separator(out, ':');
+      write_value(out, depth);
+    }
+    out += gap();
+    out += '}';
+  }
+
+  void mutate(std::string& out) {
+    static const std::string kBytes = "{}[],:\"\\ \n0123456789.-+eEtrufalsn\x01\x80\xC3";
+    const size_t at = pick(out.size() + 1);
+    switch (pick(3)) {
+      case 0:
+        out.insert(at, 1, kBytes[pick(kBytes.size())]);
+        break;
+      case 1:
+        if (at < out.size()) out.erase(at, 1);
+        break;
+      default:
+        if (at < out.size()) out[at] = kBytes[pick(kBytes.size())];
+    }
+  }
+
+  std::mt19937_64 rng_;
+};
+
+// Random texts, valid and not: the grammar accepts exactly those nlohmann parses as an object
+// that also keep our whitespace and digit rules.
+TEST(JsonObjectGrammar, AgreesWithNlohmannOnRandomTexts) {
+  const uint64_t seed = seed_for_test();
+  RandomJsonText gen(seed);
+  const auto g = JsonGrammar::any_object(tiny().vocab);
+  int valid = 0, invalid = 0;
+  for (int i = 0; i < 3000; ++i) {
+    const std::string text = gen.object();
+    const json parsed = json::parse(text, nullptr, /*allow_exceptions=*/false);
+    const bool expected = !parsed.is_discarded() && parsed.is_object() && within_rules(text);
+    (expected ? valid : invalid) += 1;
+    const std::string shown = json(text).dump(-1, ' ', false, json::error_handler_t::replace);
+    EXPECT_EQ(accepts(g, tiny().single_bytes(text)), expected) << shown;
+    EXPECT_EQ(accepts(g, tiny().greedy(text)), expected) << "as pieces: " << shown;
+  }
+  std::printf("[ texts    ] %d accepted, %d refused\n", valid, invalid);
+  EXPECT_GT(valid, 300);
+  EXPECT_GT(invalid, 300);
+}
+
 TEST(JsonSchemaGrammar, AcceptsExactlyTheValuesOfTheSchema) {
   const ojson person = ojson::parse(R"({
     "type": "object",
