@@ -447,7 +447,10 @@ void Engine::Impl::emit_token(Seq& s, int32_t token, Output& out, bool& done, st
 
 bool Engine::Impl::step() {
   take_incoming();
-  if (running.empty() && waiting.empty()) return false;
+  if (running.empty() && waiting.empty()) {
+    publish_stats();  // a cancellation may have just emptied the engine
+    return false;
+  }
   const int32_t ps = opt.page_size;
 
   // 1. Schedule: running requests first, in admission order, preempting from the back when

@@ -208,10 +208,23 @@ TEST_F(EngineTest, CancelEndsTheRequestAndFreesItsBlocks) {
   EXPECT_EQ(sink.last(a).finish_reason, "cancelled");
   EXPECT_LT(sink.last(a).completion_tokens, 100);
   EXPECT_EQ(sink.tokens(b), alone(ps[1], 5));
-  const EngineStats st = engine.stats();
+  EngineStats st = engine.stats();
   EXPECT_EQ(st.requests_cancelled, 1);
   EXPECT_EQ(st.kv_blocks_used, 0);
   EXPECT_EQ(st.running, 0);
+
+  // Cancelling the only request: the step that finds nothing left still publishes the
+  // idle state (what /metrics shows after a client hangs up).
+  const uint64_t c = engine.submit(greedy(ps[0], 50), sink.callback());
+  ASSERT_TRUE(engine.step());
+  EXPECT_EQ(engine.stats().running, 1);
+  engine.cancel(c);
+  EXPECT_FALSE(engine.step());
+  st = engine.stats();
+  EXPECT_EQ(sink.last(c).finish_reason, "cancelled");
+  EXPECT_EQ(st.requests_cancelled, 2);
+  EXPECT_EQ(st.running, 0);
+  EXPECT_EQ(st.kv_blocks_used, 0);
 }
 
 TEST_F(EngineTest, StopStringsCutTheTextAndEndTheRequest) {
