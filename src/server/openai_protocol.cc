@@ -147,7 +147,10 @@ std::vector<std::string> parse_stop(const json& body) {
   return stop;
 }
 
+// `text` is the body again: the schema is re-read from it as ordered_json, because json sorts
+// object keys and the grammar emits properties in the schema's order.
 std::shared_ptr<const engine::JsonGrammar> parse_response_format(const json& body,
+                                                                 std::string_view text,
                                                                  const ServedModel& model) {
   const json* rf = field(body, "response_format");
   if (!rf) return nullptr;
@@ -172,7 +175,9 @@ std::shared_ptr<const engine::JsonGrammar> parse_response_format(const json& bod
     throw bad("response_format.json_schema.schema",
               "'response_format.json_schema.schema' must be a JSON Schema object");
   try {
-    return engine::JsonGrammar::from_schema(*schema, model.vocabulary);
+    const nlohmann::ordered_json ordered = nlohmann::ordered_json::parse(text);
+    return engine::JsonGrammar::from_schema(ordered["response_format"]["json_schema"]["schema"],
+                                            model.vocabulary);
   } catch (const engine::GrammarError& e) {
     throw bad("response_format.json_schema.schema", e.what());
   }
@@ -334,7 +339,7 @@ CompletionRequest parse_completion_request(std::string_view text, Endpoint endpo
     max_tokens = get_integer(body, "max_completion_tokens", -1, 1, kMax);
     max_param = "max_completion_tokens";
   }
-  r.grammar = parse_response_format(body, model);
+  r.grammar = parse_response_format(body, text, model);
 
   r.prompt = endpoint == Endpoint::kChatCompletions ? chat_prompt(body, model)
                                                     : completion_prompt(body, model);

@@ -273,6 +273,21 @@ TEST_F(ServerTest, JsonObjectResponseFormatGivesAnObject) {
   EXPECT_TRUE(value["c"] == "red" || value["c"] == "blue") << value.dump();
 }
 
+// Properties come out in the schema's order, not sorted (json would sort "zeta" after "alpha").
+TEST_F(ServerTest, JsonSchemaPropertiesKeepTheSchemaOrder) {
+  const std::string body_text = R"({"prompt": "x", "temperature": 0, "max_tokens": 40,
+    "response_format": {"type": "json_schema", "json_schema": {"name": "t", "schema": {
+      "type": "object", "required": ["zeta", "alpha"],
+      "properties": {"zeta": {"type": "boolean"}, "alpha": {"enum": [1, 2]}}}}}})";
+  const auto [status, body] = post("/v1/completions", body_text);
+  ASSERT_EQ(status, 200) << body.dump();
+  const std::string text = body["choices"][0]["text"].get<std::string>();
+  const nlohmann::ordered_json value = nlohmann::ordered_json::parse(text);
+  ASSERT_EQ(value.size(), 2u) << text;
+  EXPECT_EQ(value.begin().key(), "zeta") << text;
+  EXPECT_TRUE(value["alpha"] == 1 || value["alpha"] == 2) << text;
+}
+
 TEST_F(ServerTest, RefusalsAreOpenAIShapedErrors) {
   const std::string msgs = R"("messages": [{"role": "user", "content": "hi"}])";
   auto [s1, b1] = post("/v1/chat/completions", std::string("{\"messages\": ["));
