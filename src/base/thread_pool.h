@@ -47,12 +47,16 @@ class ThreadPool {
   void drain(int thread);
 
   std::vector<std::thread> workers_;
+  // Hand-off: a run publishes fn_/ctx_/num_tasks_ and then bumps generation_ (release);
+  // workers spin on generation_ for a short while before sleeping on start_cv_, and the
+  // caller spins on active_ before sleeping on done_cv_. A model step makes hundreds of
+  // short parallel_for calls; waking a sleeping thread costs tens of microseconds each time.
   std::mutex mu_;
   std::condition_variable start_cv_;
   std::condition_variable done_cv_;
-  uint64_t generation_ = 0;
-  bool stop_ = false;
-  int active_ = 0;
+  std::atomic<uint64_t> generation_{0};
+  std::atomic<bool> stop_{false};
+  std::atomic<int> active_{0};
   TaskFn fn_ = nullptr;
   void* ctx_ = nullptr;
   int64_t num_tasks_ = 0;

@@ -70,12 +70,27 @@ int32_t Sampler::sample(std::span<float> logits, std::span<const int32_t> histor
       static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
   if (p_.temperature != 0.0f && p_.temperature != 1.0f)
     for (float& l : logits) l /= p_.temperature;
-  double sum = 0.0;
   const float mx = logits[best];
-  for (float l : logits) sum += std::exp(static_cast<double>(l - mx));
   last_ = logits;
-  last_lse_ = mx + static_cast<float>(std::log(sum));
+  last_max_ = mx;
+  lse_valid_ = false;  // computed on demand: a pass of exp() over the vocabulary per token
   if (p_.temperature == 0.0f) return best;
+
+  if (p_.top_k == 0 && p_.top_p >= 1.0f && p_.min_p <= 0.0f) {
+    // Plain temperature sampling: a draw over the whole vocabulary in id order, no sort.
+    double total = 0.0;
+    for (float l : logits) total += std::exp(static_cast<double>(l - mx));
+    const double r = rng_.uniform() * total;
+    double acc = 0.0;
+    int32_t last_nonzero = best;
+    for (int32_t t = 0; t < n; ++t) {
+      const double p = std::exp(static_cast<double>(logits[t] - mx));
+      if (p > 0.0) last_nonzero = t;
+      acc += p;
+      if (r < acc) return t;
+    }
+    return last_nonzero;
+  }
 
   // Candidates: top-k (all when off), sorted by logit, ties by id, so the order is total.
   cand_.clear();
@@ -122,9 +137,19 @@ int32_t Sampler::sample(std::span<float> logits, std::span<const int32_t> histor
   return cand_[keep - 1].second;
 }
 
+float Sampler::lse() const {
+  if (!lse_valid_) {
+    double sum = 0.0;
+    for (float l : last_) sum += std::exp(static_cast<double>(l - last_max_));
+    last_lse_ = last_max_ + static_cast<float>(std::log(sum));
+    lse_valid_ = true;
+  }
+  return last_lse_;
+}
+
 float Sampler::logprob(int32_t token) const {
   if (token < 0 || static_cast<size_t>(token) >= last_.size()) return -INFINITY;
-  return last_[token] - last_lse_;
+  return last_[token] - lse();
 }
 
 std::vector<std::pair<int32_t, float>> Sampler::top_logprobs(int32_t n) const {
@@ -146,7 +171,8 @@ std::vector<std::pair<int32_t, float>> Sampler::top_logprobs(int32_t n) const {
     }
   }
   std::sort(top.begin(), top.end(), better);
-  for (auto& t : top) t.second -= last_lse_;
+  const float z = lse();
+  for (auto& t : top) t.second -= z;
   return top;
 }
 
