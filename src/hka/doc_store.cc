@@ -1,0 +1,1023 @@
+#include "hka/doc_store.h"
+
+#include <poppler/cpp/poppler-document.h>
+#include <poppler/cpp/poppler-global.h>
+#include <poppler/cpp/poppler-page.h>
+#include <sqlite3.h>
+
+#include <algorithm>
+#include <cctype>
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <sstream>
+#include <utility>
+
+namespace kdr::hka {
+namespace {
+
+constexpr std::string_view kReplacement = "\xEF\xBF\xBD";  // U+FFFD
+
+bool is_space(char c) {
+  return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v';
+}
+
+std::string_view trim(std::string_view s) {
+  while (!s.empty() && is_space(s.front())) s.remove_prefix(1);
+  while (!s.empty() && is_space(s.back())) s.remove_suffix(1);
+  return s;
+}
+
+// Every whitespace run (ASCII or U+00A0) becomes one space; leading/trailing ones go.
+std::string collapse_whitespace(std::string_view s) {
+  std::string out;
+  out.reserve(s.size());
+  bool pending_space = false;
+  for (size_t i = 0; i < s.size(); ++i) {
+    if (is_space(s[i])) {
+      pending_space = true;
+      continue;
+    }
+    if (s[i] == '\xC2' && i + 1 < s.size() && s[i + 1] == '\xA0') {
+      pending_space = true;
+      ++i;
+      continue;
+    }
+    if (pending_space && !out.empty()) out += ' ';
+    pending_space = false;
+    out += s[i];
+  }
+  return out;
+}
+
+void append_utf8(std::string& out, uint32_t cp) {
+  if (cp == 0 || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) {
+    out += kReplacement;
+  } else if (cp < 0x80) {
+    out += static_cast<char>(cp);
+  } else if (cp < 0x800) {
+    out += static_cast<char>(0xC0 | (cp >> 6));
+    out += static_cast<char>(0x80 | (cp & 0x3F));
+  } else if (cp < 0x10000) {
+    out += static_cast<char>(0xE0 | (cp >> 12));
+    out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
+    out += static_cast<char>(0x80 | (cp & 0x3F));
+  } else {
+    out += static_cast<char>(0xF0 | (cp >> 18));
+    out += static_cast<char>(0x80 | ((cp >> 12) & 0x3F));
+    out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
+    out += static_cast<char>(0x80 | (cp & 0x3F));
+  }
+}
+
+std::string lowercase(std::string_view s) {
+  std::string out(s);
+  for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return out;
+}
+
+std::string file_name_of(std::string_view path) {
+  return std::filesystem::path(std::string(path)).filename().string();
+}
+
+// The open headings, outermost first; a heading closes every heading of its level or deeper.
+class HeadingPath {
+ public:
+  void enter(int level, std::string text) {
+    while (!open_.empty() && open_.back().first >= level) open_.pop_back();
+    open_.emplace_back(level, std::move(text));
+  }
+  std::string str() const {
+    std::string out;
+    for (const auto& [level, text] : open_) {
+      if (!out.empty()) out += " > ";
+      out += text;
+    }
+    return out;
+  }
+
+ private:
+  std::vector<std::pair<int, std::string>> open_;
+};
+
+// Markdown and plain text share one line-oriented reader: blank lines end paragraphs, and
+// markdown adds ATX/setext headings and fenced code (whose '#' lines are not headings).
+ExtractedDoc extract_lines(std::string_view text, std::string_view file_name, bool markdown) {
+  ExtractedDoc doc;
+  HeadingPath headings;
+  std::vector<std::string_view> para;
+  int para_first_line = 0;
+  int line_no = 0;
+  bool in_fence = false;
+
+  auto flush = [&] {
+    if (para.empty()) return;
+    std::string joined;
+    for (size_t i = 0; i < para.size(); ++i) {
+      if (i > 0) joined += '\n';
+      joined += para[i];
+    }
+    std::string_view body = trim(joined);
+    if (!body.empty()) {
+      doc.blocks.push_back({std::string(body), headings.str(), 0, para_first_line,
+                            para_first_line + static_cast<int>(para.size()) - 1});
+    }
+    para.clear();
+  };
+  auto add_line = [&](std::string_view line) {
+    if (para.empty()) para_first_line = line_no;
+    para.push_back(line);
+  };
+  auto enter_heading = [&](int level, std::string_view heading) {
+    if (heading.empty()) return;
+    headings.enter(level, std::string(heading));
+    if (doc.title.empty()) doc.title = heading;
+  };
+
+  size_t pos = 0;
+  while (pos <= text.size()) {
+    size_t nl = text.find('\n', pos);
+    if (nl == std::string_view::npos) nl = text.size();
+    std::string_view line = text.substr(pos, nl - pos);
+    if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+    pos = nl + 1;
+    ++line_no;
+    if (nl == text.size() && line.empty()) break;
+
+    std::string_view stripped = trim(line);
+    size_t indent = line.find_first_not_of(' ');
+    bool fence_marker = markdown && indent != std::string_view::npos && indent <= 3 &&
+                        (stripped.starts_with("```") || stripped.starts_with("~~~"));
+    if (in_fence) {
+      add_line(line);
+      if (fence_marker) {
+        in_fence = false;
+        flush();
+      }
+      continue;
+    }
+    if (fence_marker) {
+      flush();
+      in_fence = true;
+      add_line(line);
+      continue;
+    }
+    if (markdown && indent != std::string_view::npos && indent <= 3 && stripped[0] == '#') {
+      size_t level = stripped.find_first_not_of('#');
+      if (level == std::string_view::npos) level = stripped.size();
+      if (level <= 6 &&
+          (level == stripped.size() || stripped[level] == ' ' || stripped[level] == '\t')) {
+        flush();
+        std::string_view heading = trim(stripped.substr(level));
+        // A closing run of '#' is decoration when a space separates it from the text.
+        size_t closing = heading.find_last_not_of('#');
+        if (closing != std::string_view::npos && closing + 1 < heading.size() &&
+            is_space(heading[closing])) {
+          heading = trim(heading.substr(0, closing));
+        } else if (closing == std::string_view::npos) {
+          heading = {};
+        }
+        enter_heading(static_cast<int>(level), heading);
+        continue;
+      }
+    }
+    if (markdown && para.size() == 1 && !stripped.empty() &&
+        (stripped.find_first_not_of('=') == std::string_view::npos ||
+         (stripped.size() >= 2 && stripped.find_first_not_of('-') == std::string_view::npos))) {
+      std::string heading(trim(para.front()));
+      para.clear();
+      enter_heading(stripped[0] == '=' ? 1 : 2, heading);
+      continue;
+    }
+    if (stripped.empty()) {
+      flush();
+    } else {
+      add_line(line);
+    }
+  }
+  flush();
+  if (doc.title.empty()) doc.title = file_name_of(file_name);
+  return doc;
+}
+
+// Named entities beyond the five XML ones that documents commonly use.
+constexpr std::pair<std::string_view, uint32_t> kNamedEntities[] = {
+    {"amp", '&'},      {"lt", '<'},       {"gt", '>'},       {"quot", '"'},      {"apos", '\''},
+    {"nbsp", ' '},     {"ndash", 0x2013}, {"mdash", 0x2014}, {"hellip", 0x2026}, {"copy", 0xA9},
+    {"reg", 0xAE},     {"trade", 0x2122}, {"euro", 0x20AC},  {"pound", 0xA3},    {"yen", 0xA5},
+    {"deg", 0xB0},     {"times", 0xD7},   {"lsquo", 0x2018}, {"rsquo", 0x2019},  {"ldquo", 0x201C},
+    {"rdquo", 0x201D}, {"middot", 0xB7},  {"plusmn", 0xB1},  {"sect", 0xA7},
+};
+
+// &nbsp; becomes a plain space: to search and to quote, it is a word separator like any other.
+std::string decode_entities(std::string_view s) {
+  std::string out;
+  out.reserve(s.size());
+  for (size_t i = 0; i < s.size(); ++i) {
+    if (s[i] != '&') {
+      out += s[i];
+      continue;
+    }
+    size_t semi = s.find(';', i + 1);
+    if (semi == std::string_view::npos || semi - i > 12) {
+      out += '&';
+      continue;
+    }
+    std::string_view name = s.substr(i + 1, semi - i - 1);
+    bool decoded = false;
+    if (name.size() >= 2 && name[0] == '#') {
+      bool hex = name[1] == 'x' || name[1] == 'X';
+      std::string_view digits = name.substr(hex ? 2 : 1);
+      uint32_t cp = 0;
+      bool ok = !digits.empty();
+      for (char c : digits) {
+        int d = std::isdigit(static_cast<unsigned char>(c)) ? c - '0'
+                : hex && std::isxdigit(static_cast<unsigned char>(c))
+                    ? std::tolower(static_cast<unsigned char>(c)) - 'a' + 10
+                    : -1;
+        if (d < 0) ok = false;
+        // Saturate: anything past U+10FFFF decodes to U+FFFD anyway.
+        if (ok && cp <= 0x10FFFF) cp = cp * (hex ? 16 : 10) + static_cast<uint32_t>(d);
+      }
+      if (ok) {
+        append_utf8(out, cp);
+        decoded = true;
+      }
+    } else {
+      for (const auto& [entity, cp] : kNamedEntities) {
+        if (name == entity) {
+          append_utf8(out, cp);
+          decoded = true;
+          break;
+        }
+      }
+    }
+    if (decoded) {
+      i = semi;
+    } else {
+      out += '&';  // not an entity we know: the text stays as written
+    }
+  }
+  return out;
+}
+
+bool is_block_tag(std::string_view tag) {
+  static const std::set<std::string_view> kBlockTags = {
+      "p",       "div",     "br",    "hr",         "li",      "ul",         "ol",
+      "dl",      "dt",      "dd",    "tr",         "table",   "thead",      "tbody",
+      "tfoot",   "caption", "pre",   "blockquote", "section", "article",    "header",
+      "footer",  "nav",     "aside", "main",       "figure",  "figcaption", "form",
+      "address", "body",    "html",  "details",    "summary"};
+  return kBlockTags.contains(tag);
+}
+
+size_t find_case_insensitive(std::string_view haystack, std::string_view needle, size_t from) {
+  auto it = std::search(haystack.begin() + static_cast<std::ptrdiff_t>(from), haystack.end(),
+                        needle.begin(), needle.end(), [](char a, char b) {
+                          return std::tolower(static_cast<unsigned char>(a)) ==
+                                 std::tolower(static_cast<unsigned char>(b));
+                        });
+  return it == haystack.end() ? std::string_view::npos : static_cast<size_t>(it - haystack.begin());
+}
+
+// The end of a tag starting at `from` (just past its '>'), skipping quoted attribute values.
+size_t tag_end(std::string_view html, size_t from) {
+  char quote = 0;
+  for (size_t i = from; i < html.size(); ++i) {
+    if (quote) {
+      if (html[i] == quote) quote = 0;
+    } else if (html[i] == '"' || html[i] == '\'') {
+      quote = html[i];
+    } else if (html[i] == '>') {
+      return i + 1;
+    }
+  }
+  return html.size();
+}
+
+uint64_t fnv1a(std::string_view bytes) {
+  uint64_t h = 1469598103934665603ull;
+  for (char c : bytes) {
+    h ^= static_cast<unsigned char>(c);
+    h *= 1099511628211ull;
+  }
+  return h;
+}
+
+std::string hex64(uint64_t v) {
+  char buf[17];
+  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(v));
+  return buf;
+}
+
+// Poppler reports parse problems through one process-wide hook; the messages of the PDF
+// being loaded on this thread go into the error we raise.
+thread_local std::string t_poppler_messages;
+
+void collect_poppler_message(const std::string& message, void*) {
+  if (t_poppler_messages.size() < 1000) {
+    if (!t_poppler_messages.empty()) t_poppler_messages += "; ";
+    t_poppler_messages += message;
+  }
+}
+
+std::string location_of(const DocChunk& c) {
+  std::string out = c.heading_path;
+  auto add = [&out](const std::string& part) {
+    if (!out.empty()) out += ", ";
+    out += part;
+  };
+  if (c.page > 0) add("page " + std::to_string(c.page));
+  if (c.line_begin > 0) {
+    add(c.line_begin == c.line_end
+            ? "line " + std::to_string(c.line_begin)
+            : "lines " + std::to_string(c.line_begin) + "-" + std::to_string(c.line_end));
+  }
+  if (out.empty()) {
+    add("chars " + std::to_string(c.char_begin) + "-" + std::to_string(c.char_end));
+  }
+  return out;
+}
+
+// --- SQLite plumbing ---------------------------------------------------------------------
+
+class Statement {
+ public:
+  Statement(sqlite3* db, const char* sql) : db_(db) {
+    if (sqlite3_prepare_v2(db, sql, -1, &stmt_, nullptr) != SQLITE_OK) {
+      throw DocStoreError(std::string("doc store: cannot prepare SQL (") + sqlite3_errmsg(db) +
+                          "): " + sql);
+    }
+  }
+  ~Statement() { sqlite3_finalize(stmt_); }
+  Statement(const Statement&) = delete;
+  Statement& operator=(const Statement&) = delete;
+
+  Statement& bind(int i, int64_t v) {
+    sqlite3_bind_int64(stmt_, i, v);
+    return *this;
+  }
+  Statement& bind(int i, std::string_view v) {
+    sqlite3_bind_text(stmt_, i, v.data(), static_cast<int>(v.size()), SQLITE_TRANSIENT);
+    return *this;
+  }
+  // True while a row is available.
+  bool step() {
+    int rc = sqlite3_step(stmt_);
+    if (rc == SQLITE_ROW) return true;
+    if (rc == SQLITE_DONE) return false;
+    throw DocStoreError(std::string("doc store: SQL failed (") + sqlite3_errmsg(db_) +
+                        "): " + sqlite3_sql(stmt_));
+  }
+  // Runs to completion and resets, ready for new bindings.
+  void run() {
+    while (step()) {
+    }
+    sqlite3_reset(stmt_);
+  }
+  int64_t int64(int col) const { return sqlite3_column_int64(stmt_, col); }
+  double real(int col) const { return sqlite3_column_double(stmt_, col); }
+  std::string text(int col) const {
+    const auto* p = reinterpret_cast<const char*>(sqlite3_column_text(stmt_, col));
+    return p ? std::string(p, static_cast<size_t>(sqlite3_column_bytes(stmt_, col))) : "";
+  }
+
+ private:
+  sqlite3* db_;
+  sqlite3_stmt* stmt_ = nullptr;
+};
+
+void exec(sqlite3* db, const char* sql) {
+  char* err = nullptr;
+  if (sqlite3_exec(db, sql, nullptr, nullptr, &err) != SQLITE_OK) {
+    std::string message = err ? err : sqlite3_errmsg(db);
+    sqlite3_free(err);
+    throw DocStoreError("doc store: SQL failed (" + message + "): " + sql);
+  }
+}
+
+// Commits on commit(); rolls back if destroyed first (an exception mid-way).
+class Transaction {
+ public:
+  explicit Transaction(sqlite3* db) : db_(db) { exec(db_, "BEGIN IMMEDIATE"); }
+  ~Transaction() {
+    if (db_) sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
+  }
+  Transaction(const Transaction&) = delete;
+  Transaction& operator=(const Transaction&) = delete;
+  void commit() {
+    exec(db_, "COMMIT");
+    db_ = nullptr;
+  }
+
+ private:
+  sqlite3* db_;
+};
+
+// Chunk ids are AUTOINCREMENT so a deleted chunk's id is never reused: a stale citation
+// must fail to resolve, not resolve to different text.
+constexpr const char* kSchema = R"sql(
+CREATE TABLE IF NOT EXISTS doc_documents(
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  path TEXT NOT NULL UNIQUE,
+  size INTEGER NOT NULL,
+  mtime_ns INTEGER NOT NULL,
+  content_hash TEXT NOT NULL,
+  chunking TEXT NOT NULL,
+  title TEXT NOT NULL,
+  format TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS doc_chunks(
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  doc_id INTEGER NOT NULL REFERENCES doc_documents(id),
+  seq INTEGER NOT NULL,
+  title TEXT NOT NULL,
+  heading TEXT NOT NULL,
+  page INTEGER NOT NULL,
+  line_begin INTEGER NOT NULL,
+  line_end INTEGER NOT NULL,
+  char_begin INTEGER NOT NULL,
+  char_end INTEGER NOT NULL,
+  text TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS doc_chunks_by_doc ON doc_chunks(doc_id);
+CREATE VIRTUAL TABLE IF NOT EXISTS doc_chunks_fts USING fts5(
+  text, title, heading, content='doc_chunks', content_rowid='id',
+  tokenize='porter unicode61 remove_diacritics 2');
+CREATE TRIGGER IF NOT EXISTS doc_chunks_fts_insert AFTER INSERT ON doc_chunks BEGIN
+  INSERT INTO doc_chunks_fts(rowid, text, title, heading)
+  VALUES (new.id, new.text, new.title, new.heading);
+END;
+CREATE TRIGGER IF NOT EXISTS doc_chunks_fts_delete AFTER DELETE ON doc_chunks BEGIN
+  INSERT INTO doc_chunks_fts(doc_chunks_fts, rowid, text, title, heading)
+  VALUES ('delete', old.id, old.text, old.title, old.heading);
+END;
+)sql";
+
+constexpr const char* kChunkColumns =
+    "c.id, c.doc_id, d.path, c.title, c.heading, c.page, c.line_begin, c.line_end, "
+    "c.char_begin, c.char_end, c.text";
+
+DocChunk read_chunk(const Statement& s) {
+  DocChunk c;
+  c.id = s.int64(0);
+  c.doc_id = s.int64(1);
+  c.source_path = s.text(2);
+  c.title = s.text(3);
+  c.heading_path = s.text(4);
+  c.page = static_cast<int>(s.int64(5));
+  c.line_begin = static_cast<int>(s.int64(6));
+  c.line_end = static_cast<int>(s.int64(7));
+  c.char_begin = s.int64(8);
+  c.char_end = s.int64(9);
+  c.text = s.text(10);
+  c.location = location_of(c);
+  return c;
+}
+
+void delete_document(sqlite3* db, int64_t doc_id) {
+  Statement(db, "DELETE FROM doc_chunks WHERE doc_id = ?1").bind(1, doc_id).run();
+  Statement(db, "DELETE FROM doc_documents WHERE id = ?1").bind(1, doc_id).run();
+}
+
+std::string read_file(const std::filesystem::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::ostringstream bytes;
+  bytes << in.rdbuf();
+  if (!in) throw DocStoreError(path.string() + ": cannot read the file");
+  return std::move(bytes).str();
+}
+
+// The format a file extension names, or empty when the store does not ingest it.
+std::string format_of(const std::filesystem::path& path) {
+  std::string ext = lowercase(path.extension().string());
+  if (ext == ".md" || ext == ".markdown") return "markdown";
+  if (ext == ".txt") return "text";
+  if (ext == ".html" || ext == ".htm") return "html";
+  if (ext == ".pdf") return "pdf";
+  return "";
+}
+
+ExtractedDoc extract(const std::string& format, const std::string& bytes, const std::string& path) {
+  if (format == "pdf") return extract_pdf(bytes, path);
+  std::string text = to_valid_utf8(bytes);
+  if (format == "html") return extract_html(text, path);
+  if (format == "markdown") return extract_markdown(text, path);
+  return extract_plain_text(text, path);
+}
+
+}  // namespace
+
+std::string to_valid_utf8(std::string_view s) {
+  std::string out;
+  out.reserve(s.size());
+  size_t i = 0;
+  while (i < s.size()) {
+    auto c = static_cast<unsigned char>(s[i]);
+    if (c < 0x80) {
+      out += static_cast<char>(c);
+      ++i;
+      continue;
+    }
+    size_t len = 0;
+    uint32_t cp = 0;
+    uint32_t min = 0;
+    if ((c & 0xE0) == 0xC0) {
+      len = 2, cp = c & 0x1F, min = 0x80;
+    } else if ((c & 0xF0) == 0xE0) {
+      len = 3, cp = c & 0x0F, min = 0x800;
+    } else if ((c & 0xF8) == 0xF0) {
+      len = 4, cp = c & 0x07, min = 0x10000;
+    }
+    bool ok = len > 0 && i + len <= s.size();
+    for (size_t j = 1; ok && j < len; ++j) {
+      auto d = static_cast<unsigned char>(s[i + j]);
+      ok = (d & 0xC0) == 0x80;
+      cp = (cp << 6) | (d & 0x3F);
+    }
+    // Overlong forms, surrogates and code points past U+10FFFF are invalid too.
+    ok = ok && cp >= min && cp <= 0x10FFFF && !(cp >= 0xD800 && cp <= 0xDFFF);
+    if (ok) {
+      out.append(s.substr(i, len));
+      i += len;
+    } else {
+      out += kReplacement;
+      ++i;
+    }
+  }
+  return out;
+}
+
+ExtractedDoc extract_markdown(std::string_view text, std::string_view file_name) {
+  return extract_lines(text, file_name, /*markdown=*/true);
+}
+
+ExtractedDoc extract_plain_text(std::string_view text, std::string_view file_name) {
+  return extract_lines(text, file_name, /*markdown=*/false);
+}
+
+ExtractedDoc extract_html(std::string_view html, std::string_view file_name) {
+  ExtractedDoc doc;
+  HeadingPath headings;
+  std::string para;          // raw text of the open paragraph
+  std::string heading_text;  // raw text of the open heading
+  int heading_level = 0;
+
+  auto flush = [&] {
+    std::string body = collapse_whitespace(decode_entities(para));
+    if (!body.empty()) doc.blocks.push_back({std::move(body), headings.str(), 0, 0, 0});
+    para.clear();
+  };
+
+  size_t i = 0;
+  while (i < html.size()) {
+    if (html[i] != '<') {
+      size_t next = html.find('<', i);
+      if (next == std::string_view::npos) next = html.size();
+      (heading_level ? heading_text : para).append(html.substr(i, next - i));
+      i = next;
+      continue;
+    }
+    if (html.substr(i).starts_with("<!--")) {
+      size_t close = html.find("-->", i + 4);
+      i = close == std::string_view::npos ? html.size() : close + 3;
+      continue;
+    }
+    size_t name_start = i + 1;
+    bool closing = name_start < html.size() && html[name_start] == '/';
+    if (closing) ++name_start;
+    if (name_start < html.size() && (html[name_start] == '!' || html[name_start] == '?')) {
+      i = tag_end(html, name_start);  // doctype, processing instruction
+      continue;
+    }
+    size_t name_end = name_start;
+    while (name_end < html.size() && std::isalnum(static_cast<unsigned char>(html[name_end]))) {
+      ++name_end;
+    }
+    if (name_end == name_start) {  // "a < b": a bare '<' is text
+      (heading_level ? heading_text : para) += '<';
+      ++i;
+      continue;
+    }
+    std::string tag = lowercase(html.substr(name_start, name_end - name_start));
+    i = tag_end(html, name_end);
+
+    if (!closing && (tag == "script" || tag == "style" || tag == "head" || tag == "noscript" ||
+                     tag == "template" || tag == "title")) {
+      size_t close = find_case_insensitive(html, "</" + tag, i);
+      // An unclosed <head> ends where the body begins; other unclosed raw blocks run to the
+      // end, as browsers treat them.
+      if (close == std::string_view::npos && tag == "head") continue;
+      i = close == std::string_view::npos ? html.size() : tag_end(html, close + 2 + tag.size());
+      continue;
+    }
+    if (tag.size() == 2 && tag[0] == 'h' && tag[1] >= '1' && tag[1] <= '6') {
+      if (!closing) {
+        flush();
+        heading_level = tag[1] - '0';
+        heading_text.clear();
+      } else if (heading_level) {
+        std::string heading = collapse_whitespace(decode_entities(heading_text));
+        if (!heading.empty()) {
+          headings.enter(heading_level, heading);
+          if (doc.title.empty()) doc.title = heading;
+        }
+        heading_level = 0;
+      }
+      continue;
+    }
+    if (tag == "td" || tag == "th") {
+      (heading_level ? heading_text : para) += ' ';
+    } else if (is_block_tag(tag)) {
+      if (heading_level) {
+        heading_text += ' ';
+      } else {
+        flush();
+      }
+    }
+  }
+  if (heading_level) para += heading_text;  // an unclosed heading is still text
+  flush();
+  if (doc.title.empty()) doc.title = file_name_of(file_name);
+  return doc;
+}
+
+ExtractedDoc extract_pdf(std::string_view pdf_bytes, std::string_view file_name) {
+  static std::once_flag hook_installed;
+  std::call_once(hook_installed,
+                 [] { poppler::set_debug_error_function(collect_poppler_message, nullptr); });
+  t_poppler_messages.clear();
+  std::unique_ptr<poppler::document> pdf(
+      poppler::document::load_from_raw_data(pdf_bytes.data(), static_cast<int>(pdf_bytes.size())));
+  std::string name(file_name);
+  if (!pdf) {
+    throw DocStoreError(name + ": not a readable PDF" +
+                        (t_poppler_messages.empty() ? "" : " (" + t_poppler_messages + ")"));
+  }
+  if (pdf->is_locked()) throw DocStoreError(name + ": the PDF is encrypted");
+  if (pdf->pages() <= 0) throw DocStoreError(name + ": the PDF has no pages");
+
+  ExtractedDoc doc;
+  doc.title = file_name_of(file_name);
+  for (int p = 0; p < pdf->pages(); ++p) {
+    std::unique_ptr<poppler::page> page(pdf->create_page(p));
+    if (!page) throw DocStoreError(name + ": cannot read page " + std::to_string(p + 1));
+    poppler::byte_array utf8 = page->text().to_utf8();
+    std::string text = to_valid_utf8(std::string_view(utf8.data(), utf8.size()));
+    std::replace(text.begin(), text.end(), '\f', '\n');
+    // Poppler separates lines with newlines; a blank line is the only paragraph cue.
+    size_t pos = 0;
+    while (pos < text.size()) {
+      size_t gap = text.find("\n\n", pos);
+      if (gap == std::string::npos) gap = text.size();
+      std::string_view body = trim(std::string_view(text).substr(pos, gap - pos));
+      if (!body.empty()) doc.blocks.push_back({std::string(body), "", p + 1, 0, 0});
+      pos = gap + 2;
+    }
+  }
+  return doc;
+}
+
+std::string joined_text(const ExtractedDoc& doc) {
+  std::string out;
+  for (size_t b = 0; b < doc.blocks.size(); ++b) {
+    if (b > 0) out += "\n\n";
+    out += doc.blocks[b].text;
+  }
+  return out;
+}
+
+std::vector<ChunkSpan> chunk_document(const ExtractedDoc& doc, const ChunkOptions& options) {
+  const std::string text = joined_text(doc);
+  std::vector<size_t> block_begin;
+  size_t offset = 0;
+  for (const TextBlock& block : doc.blocks) {
+    block_begin.push_back(offset);
+    offset += block.text.size() + 2;
+  }
+  auto block_at = [&](size_t pos) {
+    return static_cast<size_t>(std::upper_bound(block_begin.begin(), block_begin.end(), pos) -
+                               block_begin.begin() - 1);
+  };
+  auto line_at = [&](size_t pos) {
+    const size_t b = block_at(pos);
+    if (doc.blocks[b].line_begin == 0) return 0;
+    auto newlines = std::count(text.begin() + static_cast<std::ptrdiff_t>(block_begin[b]),
+                               text.begin() + static_cast<std::ptrdiff_t>(pos), '\n');
+    return doc.blocks[b].line_begin + static_cast<int>(newlines);
+  };
+  const size_t target = std::max<size_t>(options.target_chars, 1);
+
+  std::vector<ChunkSpan> spans;
+  for (size_t first = 0; first < doc.blocks.size();) {
+    // A section is a run of blocks under one heading on one page.
+    size_t last = first;
+    while (last + 1 < doc.blocks.size() &&
+           doc.blocks[last + 1].heading_path == doc.blocks[first].heading_path &&
+           doc.blocks[last + 1].page == doc.blocks[first].page) {
+      ++last;
+    }
+    const size_t section_end = block_begin[last] + doc.blocks[last].text.size();
+    size_t pos = block_begin[first];
+    while (pos < section_end) {
+      size_t end = section_end;
+      if (section_end - pos > target) {
+        const size_t limit = pos + target;
+        // Prefer a paragraph break in the second half, else the last space, else (one word
+        // longer than the target) the end of that word.
+        size_t para_break = text.rfind("\n\n", limit - 1);
+        if (para_break != std::string::npos && para_break > pos + target / 2) {
+          end = para_break;
+        } else {
+          size_t space = limit;
+          while (space > pos && !is_space(text[space])) --space;
+          if (space > pos) {
+            end = space;
+          } else {
+            end = limit;
+            while (end < section_end && !is_space(text[end])) ++end;
+          }
+        }
+      }
+      size_t trimmed_end = end;
+      while (trimmed_end > pos && is_space(text[trimmed_end - 1])) --trimmed_end;
+      spans.push_back({pos, trimmed_end, block_at(pos), line_at(pos), line_at(trimmed_end - 1)});
+      if (end >= section_end) break;
+
+      // The next chunk starts at the first word beginning inside the overlap window.
+      size_t next = end;
+      if (options.overlap_chars > 0 && trimmed_end > pos + 1) {
+        size_t start =
+            std::max(pos + 1, trimmed_end - std::min(options.overlap_chars, trimmed_end - pos - 1));
+        while (start < trimmed_end && !(is_space(text[start - 1]) && !is_space(text[start]))) {
+          ++start;
+        }
+        if (start < trimmed_end) next = start;
+      }
+      while (next < section_end && is_space(text[next])) ++next;
+      pos = next;
+    }
+    first = last + 1;
+  }
+  return spans;
+}
+
+std::string to_fts_query(std::string_view free_text) {
+  // Only letters, digits and non-ASCII bytes survive, each term inside double quotes, so
+  // nothing the caller writes can be FTS5 syntax: AND/OR/NOT/NEAR, '*', ':', '-', '(' and
+  // '^' are either dropped or searched as plain words.
+  constexpr size_t kMaxTerms = 64;
+  std::vector<std::string> terms;
+  std::vector<std::string> phrase;
+  std::string word;
+  bool in_quote = false;
+  auto end_word = [&] {
+    if (word.empty()) return;
+    (in_quote ? phrase : terms).push_back(std::move(word));
+    word.clear();
+  };
+  auto end_phrase = [&] {
+    if (phrase.empty()) return;
+    std::string joined;
+    for (const std::string& w : phrase) joined += (joined.empty() ? "" : " ") + w;
+    terms.push_back(std::move(joined));
+    phrase.clear();
+  };
+  for (char ch : free_text) {
+    auto c = static_cast<unsigned char>(ch);
+    if (c == '"') {
+      end_word();
+      if (in_quote) end_phrase();
+      in_quote = !in_quote;
+    } else if (std::isalnum(c) || c >= 0x80) {
+      word += ch;
+    } else {
+      end_word();
+    }
+  }
+  end_word();
+  end_phrase();
+
+  std::string query;
+  std::set<std::string> seen;
+  size_t count = 0;
+  for (const std::string& term : terms) {
+    if (count == kMaxTerms) break;
+    if (!seen.insert(lowercase(term)).second) continue;
+    if (!query.empty()) query += " OR ";
+    query += '"' + term + '"';
+    ++count;
+  }
+  return query;
+}
+
+DocStore DocStore::open(const std::string& sqlite_path, ChunkOptions options) {
+  if (options.target_chars == 0) throw DocStoreError("doc store: target_chars must be > 0");
+  if (options.overlap_chars >= options.target_chars) {
+    throw DocStoreError("doc store: overlap_chars (" + std::to_string(options.overlap_chars) +
+                        ") must be smaller than target_chars (" +
+                        std::to_string(options.target_chars) + ")");
+  }
+  sqlite3* db = nullptr;
+  int rc = sqlite3_open_v2(sqlite_path.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE,
+                           nullptr);
+  if (rc != SQLITE_OK) {
+    std::string message = db ? sqlite3_errmsg(db) : sqlite3_errstr(rc);
+    sqlite3_close(db);
+    throw DocStoreError(sqlite_path + ": cannot open the SQLite file (" + message + ")");
+  }
+  DocStore store(db, options);
+  // The table store may hold the file at the same moment; wait for it rather than fail.
+  sqlite3_busy_timeout(db, 5000);
+  exec(db, kSchema);
+  return store;
+}
+
+DocStore::DocStore(DocStore&& other) noexcept
+    : db_(std::exchange(other.db_, nullptr)), options_(other.options_) {}
+
+DocStore& DocStore::operator=(DocStore&& other) noexcept {
+  if (this != &other) {
+    sqlite3_close(db_);
+    db_ = std::exchange(other.db_, nullptr);
+    options_ = other.options_;
+  }
+  return *this;
+}
+
+DocStore::~DocStore() { sqlite3_close(db_); }
+
+IngestReport DocStore::ingest_dir(const std::filesystem::path& dir) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  const fs::path root = fs::canonical(dir, ec);
+  if (ec || !fs::is_directory(root)) {
+    throw DocStoreError(dir.string() + ": not a readable directory" +
+                        (ec ? " (" + ec.message() + ")" : ""));
+  }
+  std::vector<fs::path> files;
+  for (auto it = fs::recursive_directory_iterator(
+           root, fs::directory_options::skip_permission_denied, ec);
+       !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
+    if (it->is_regular_file() && !format_of(it->path()).empty()) files.push_back(it->path());
+  }
+  if (ec) throw DocStoreError(root.string() + ": cannot list the directory (" + ec.message() + ")");
+  std::sort(files.begin(), files.end());
+
+  // Changing the chunk options re-chunks every document on the next ingest.
+  const std::string chunking =
+      std::to_string(options_.target_chars) + "/" + std::to_string(options_.overlap_chars);
+  IngestReport report;
+  std::set<std::string> seen;
+  for (const fs::path& file : files) {
+    const std::string path = file.string();
+    const std::string format = format_of(file);
+    seen.insert(path);
+
+    std::optional<int64_t> old_id;
+    int64_t old_size = -1;
+    int64_t old_mtime = -1;
+    std::string old_hash;
+    std::string old_chunking;
+    {
+      Statement s(db_,
+                  "SELECT id, size, mtime_ns, content_hash, chunking FROM doc_documents "
+                  "WHERE path = ?1");
+      s.bind(1, path);
+      if (s.step()) {
+        old_id = s.int64(0);
+        old_size = s.int64(1);
+        old_mtime = s.int64(2);
+        old_hash = s.text(3);
+        old_chunking = s.text(4);
+      }
+    }
+
+    int64_t size = -1;
+    int64_t mtime = -1;
+    std::string hash;
+    std::optional<ExtractedDoc> doc;
+    std::string failure;
+    try {
+      std::error_code stat_error;
+      size = static_cast<int64_t>(fs::file_size(file, stat_error));
+      auto time = fs::last_write_time(file, stat_error);
+      if (stat_error) throw DocStoreError(path + ": cannot stat (" + stat_error.message() + ")");
+      mtime = std::chrono::duration_cast<std::chrono::nanoseconds>(time.time_since_epoch()).count();
+      if (old_id && old_size == size && old_mtime == mtime && old_chunking == chunking) {
+        report.unchanged.push_back(path);
+        continue;
+      }
+      const std::string bytes = read_file(file);
+      hash = hex64(fnv1a(bytes));
+      if (old_id && old_hash == hash && old_chunking == chunking) {
+        // Touched but not edited: remember the new mtime so the next run skips the read.
+        Statement(db_, "UPDATE doc_documents SET size = ?1, mtime_ns = ?2 WHERE id = ?3")
+            .bind(1, size)
+            .bind(2, mtime)
+            .bind(3, *old_id)
+            .run();
+        report.unchanged.push_back(path);
+        continue;
+      }
+      doc = extract(format, bytes, path);
+    } catch (const DocStoreError& e) {
+      failure = e.what();
+    }
+
+    Transaction tx(db_);
+    if (old_id) delete_document(db_, *old_id);
+    if (!doc) {
+      tx.commit();
+      report.failed.push_back({path, failure});
+      continue;
+    }
+    Statement insert_doc(db_,
+                         "INSERT INTO doc_documents(path, size, mtime_ns, content_hash, "
+                         "chunking, title, format) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)");
+    insert_doc.bind(1, path).bind(2, size).bind(3, mtime).bind(4, hash).bind(5, chunking);
+    insert_doc.bind(6, doc->title).bind(7, format).run();
+    const int64_t doc_id = sqlite3_last_insert_rowid(db_);
+
+    const std::string text = joined_text(*doc);
+    Statement insert_chunk(db_,
+                           "INSERT INTO doc_chunks(doc_id, seq, title, heading, page, "
+                           "line_begin, line_end, char_begin, char_end, text) "
+                           "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)");
+    int64_t seq = 0;
+    for (const ChunkSpan& span : chunk_document(*doc, options_)) {
+      const TextBlock& block = doc->blocks[span.first_block];
+      insert_chunk.bind(1, doc_id).bind(2, seq++).bind(3, doc->title).bind(4, block.heading_path);
+      insert_chunk.bind(5, block.page).bind(6, span.line_begin).bind(7, span.line_end);
+      insert_chunk.bind(8, static_cast<int64_t>(span.begin))
+          .bind(9, static_cast<int64_t>(span.end));
+      insert_chunk.bind(10, std::string_view(text).substr(span.begin, span.end - span.begin));
+      insert_chunk.run();
+    }
+    tx.commit();
+    (old_id ? report.updated : report.added).push_back(path);
+  }
+
+  // Documents under this directory whose file is gone.
+  std::vector<std::pair<int64_t, std::string>> gone;
+  {
+    const std::string prefix = root.string() + "/";
+    Statement s(db_, "SELECT id, path FROM doc_documents");
+    while (s.step()) {
+      std::string path = s.text(1);
+      if (path.starts_with(prefix) && !seen.contains(path)) gone.emplace_back(s.int64(0), path);
+    }
+  }
+  for (const auto& [id, path] : gone) {
+    Transaction tx(db_);
+    delete_document(db_, id);
+    tx.commit();
+    report.removed.push_back(path);
+  }
+  return report;
+}
+
+std::vector<SearchHit> DocStore::search(std::string_view query, int k) const {
+  const std::string match = to_fts_query(query);
+  if (match.empty() || k <= 0) return {};
+  const std::string sql =
+      std::string("SELECT ") + kChunkColumns +
+      ", bm25(doc_chunks_fts) AS score, snippet(doc_chunks_fts, -1, '[', ']', '...', 16) "
+      "FROM doc_chunks_fts JOIN doc_chunks c ON c.id = doc_chunks_fts.rowid "
+      "JOIN doc_documents d ON d.id = c.doc_id "
+      "WHERE doc_chunks_fts MATCH ?1 ORDER BY score, c.id LIMIT ?2";
+  Statement s(db_, sql.c_str());
+  s.bind(1, match).bind(2, static_cast<int64_t>(k));
+  std::vector<SearchHit> hits;
+  while (s.step()) {
+    // bm25() is lower-is-better; callers get higher-is-better.
+    hits.push_back({read_chunk(s), -s.real(11), s.text(12)});
+  }
+  return hits;
+}
+
+std::optional<DocChunk> DocStore::chunk(int64_t id) const {
+  const std::string sql = std::string("SELECT ") + kChunkColumns +
+                          " FROM doc_chunks c JOIN doc_documents d ON d.id = c.doc_id "
+                          "WHERE c.id = ?1";
+  Statement s(db_, sql.c_str());
+  s.bind(1, id);
+  if (!s.step()) return std::nullopt;
+  return read_chunk(s);
+}
+
+bool DocStore::passage_contains(int64_t chunk_id, std::string_view passage) const {
+  const std::string needle = collapse_whitespace(passage);
+  if (needle.empty()) return false;
+  std::optional<DocChunk> c = chunk(chunk_id);
+  return c && collapse_whitespace(c->text).find(needle) != std::string::npos;
+}
+
+int64_t DocStore::chunk_count() const {
+  Statement s(db_, "SELECT count(*) FROM doc_chunks");
+  s.step();
+  return s.int64(0);
+}
+
+}  // namespace kdr::hka
