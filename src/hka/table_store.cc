@@ -1,0 +1,1009 @@
+#include "hka/table_store.h"
+
+#include <sqlite3.h>
+
+#include <algorithm>
+#include <array>
+#include <cctype>
+#include <charconv>
+#include <cstdio>
+#include <fstream>
+#include <iterator>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <utility>
+
+namespace kdr::hka {
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+// ---------------------------------------------------------------------------------------
+// SQLite helpers
+
+namespace {
+
+class Statement {
+ public:
+  Statement(sqlite3* db, std::string_view sql) : db_(db) {
+    if (sqlite3_prepare_v2(db, sql.data(), static_cast<int>(sql.size()), &stmt_, nullptr) !=
+        SQLITE_OK) {
+      throw TableStoreError("workspace database: cannot prepare \"" + std::string(sql) +
+                            "\": " + sqlite3_errmsg(db));
+    }
+  }
+  Statement(const Statement&) = delete;
+  Statement& operator=(const Statement&) = delete;
+  ~Statement() { sqlite3_finalize(stmt_); }
+
+  void bind(int index, std::string_view text) {
+    sqlite3_bind_text(stmt_, index, text.data(), static_cast<int>(text.size()), SQLITE_TRANSIENT);
+  }
+  void bind(int index, int64_t value) { sqlite3_bind_int64(stmt_, index, value); }
+  void bind(int index, double value) { sqlite3_bind_double(stmt_, index, value); }
+  void bind_null(int index) { sqlite3_bind_null(stmt_, index); }
+
+  // Returns true while a row is available.
+  bool step() {
+    int rc = sqlite3_step(stmt_);
+    if (rc == SQLITE_ROW) return true;
+    if (rc == SQLITE_DONE) return false;
+    throw TableStoreError(std::string("workspace database: ") + sqlite3_errmsg(db_));
+  }
+  void run_and_reset() {
+    step();
+    sqlite3_reset(stmt_);
+    sqlite3_clear_bindings(stmt_);
+  }
+  std::string text(int col) const {
+    const unsigned char* t = sqlite3_column_text(stmt_, col);
+    return t ? std::string(reinterpret_cast<const char*>(t)) : std::string();
+  }
+  int64_t integer(int col) const { return sqlite3_column_int64(stmt_, col); }
+  double real(int col) const { return sqlite3_column_double(stmt_, col); }
+
+ private:
+  sqlite3* db_;
+  sqlite3_stmt* stmt_ = nullptr;
+};
+
+void exec(sqlite3* db, const std::string& sql) {
+  char* error = nullptr;
+  if (sqlite3_exec(db, sql.c_str(), nullptr, nullptr, &error) != SQLITE_OK) {
+    std::string message = error ? error : "unknown error";
+    sqlite3_free(error);
+    throw TableStoreError("workspace database: \"" + sql.substr(0, 80) + "\": " + message);
+  }
+}
+
+std::string quote_identifier(std::string_view name) {
+  std::string out = "\"";
+  for (char c : name) {
+    if (c == '"') out += '"';
+    out += c;
+  }
+  return out + "\"";
+}
+
+std::string to_lower(std::string_view text) {
+  std::string out(text);
+  for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return out;
+}
+
+// Source files may hold invalid UTF-8; replace it rather than fail on the whole table.
+std::string dump_json(const json& value) {
+  return value.dump(-1, ' ', false, json::error_handler_t::replace);
+}
+
+std::string_view trim(std::string_view text) {
+  std::size_t start = text.find_first_not_of(" \t\r\n");
+  if (start == std::string_view::npos) return {};
+  std::size_t end = text.find_last_not_of(" \t\r\n");
+  return text.substr(start, end - start + 1);
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------
+// Parsing
+
+RawTable parse_delimited(std::string_view text, char delimiter, const std::string& source) {
+  if (text.substr(0, 3) == "\xEF\xBB\xBF") text.remove_prefix(3);
+  RawTable table;
+  std::vector<std::string> record;
+  std::string field;
+  bool field_started = false;  // distinguishes an empty last field from a blank line
+  bool at_field_start = true;  // a quote opens a quoted field only here
+  int line = 1;
+  int record_line = 1;
+  auto end_record = [&]() {
+    bool blank = record.empty() && !field_started && field.empty();
+    if (!blank) {
+      record.push_back(std::move(field));
+      if (table.header.empty()) {
+        table.header = std::move(record);
+      } else if (record.size() != table.header.size()) {
+        throw TableStoreError(source + ":" + std::to_string(record_line) + ": row has " +
+                              std::to_string(record.size()) + " fields but the header has " +
+                              std::to_string(table.header.size()));
+      } else {
+        table.rows.push_back(std::move(record));
+      }
+    }
+    record.clear();
+    field.clear();
+    field_started = false;
+    at_field_start = true;
+  };
+  std::size_t i = 0;
+  while (i < text.size()) {
+    char c = text[i];
+    if (c == '"' && at_field_start) {
+      // A quoted field runs to the next quote not doubled, across delimiters and newlines.
+      int quote_line = line;
+      std::size_t quote_col =
+          i -
+          (text.rfind('\n', i) == std::string_view::npos ? std::size_t{0}
+                                                         : text.rfind('\n', i) + 1) +
+          1;
+      field_started = true;
+      at_field_start = false;
+      ++i;
+      while (true) {
+        if (i >= text.size()) {
+          throw TableStoreError(source + ":" + std::to_string(quote_line) + ":" +
+                                std::to_string(quote_col) +
+                                ": quoted field is never closed (missing '\"')");
+        }
+        if (text[i] == '"') {
+          if (i + 1 < text.size() && text[i + 1] == '"') {
+            field += '"';
+            i += 2;
+            continue;
+          }
+          ++i;
+          break;
+        }
+        if (text[i] == '\n') ++line;
+        field += text[i++];
+      }
+      continue;
+    }
+    if (c == delimiter) {
+      record.push_back(std::move(field));
+      field.clear();
+      field_started = true;
+      at_field_start = true;
+      ++i;
+    } else if (c == '\r' || c == '\n') {
+      end_record();
+      i += (c == '\r' && i + 1 < text.size() && text[i + 1] == '\n') ? 2 : 1;
+      ++line;
+      record_line = line;
+    } else {
+      field += c;
+      field_started = true;
+      at_field_start = false;
+      ++i;
+    }
+  }
+  end_record();
+  if (table.header.empty()) throw TableStoreError(source + ": empty file, no header row");
+  return table;
+}
+
+namespace {
+
+RawTable parse_json_records(std::string_view text, const std::string& source) {
+  json doc;
+  try {
+    doc = json::parse(text);
+  } catch (const json::parse_error& e) {
+    throw TableStoreError(source + ": invalid JSON: " + e.what());
+  }
+  if (doc.is_object()) {
+    // Accept {"records": [...]}-style wrappers: the one member that is an array.
+    const json* found = nullptr;
+    for (const auto& [key, value] : doc.items()) {
+      if (value.is_array()) {
+        if (found) throw TableStoreError(source + ": JSON object holds several arrays");
+        found = &value;
+      }
+    }
+    if (!found) throw TableStoreError(source + ": JSON is not an array of records");
+    json inner = *found;
+    doc = std::move(inner);
+  }
+  if (!doc.is_array()) throw TableStoreError(source + ": JSON is not an array of records");
+  if (doc.empty()) throw TableStoreError(source + ": JSON array holds no records");
+  RawTable table;
+  std::map<std::string, std::size_t> index;
+  for (std::size_t r = 0; r < doc.size(); ++r) {
+    if (!doc[r].is_object()) {
+      throw TableStoreError(source + ": record " + std::to_string(r) + " is not an object");
+    }
+    for (const auto& [key, value] : doc[r].items()) {
+      if (index.emplace(key, table.header.size()).second) table.header.push_back(key);
+    }
+  }
+  for (const json& record : doc) {
+    std::vector<std::string> row(table.header.size());
+    for (const auto& [key, value] : record.items()) {
+      std::string& cell = row[index[key]];
+      if (value.is_string()) {
+        cell = value.get<std::string>();
+      } else if (!value.is_null()) {
+        cell = value.dump();
+      }
+    }
+    table.rows.push_back(std::move(row));
+  }
+  return table;
+}
+
+// ---------------------------------------------------------------------------------------
+// Type inference
+
+bool is_missing(std::string_view cell) {
+  static const std::set<std::string> kMissing = {"",    "na", "n/a", "null",        "none",
+                                                 "nan", "-",  "--",  "\xE2\x80\x94"};
+  return kMissing.count(to_lower(trim(cell))) > 0;
+}
+
+struct Number {
+  double value = 0;
+  int64_t integer = 0;
+  bool integral = false;
+  std::string unit;
+};
+
+// Accepts "1,234.5", "-3", "$1,200", "12.5 %", "70kg", "1e3"; codes with a leading zero
+// ("007") are not numbers so identifiers keep their text.
+std::optional<Number> parse_number(std::string_view cell) {
+  std::string_view s = trim(cell);
+  Number number;
+  bool negative = false;
+  if (!s.empty() && (s[0] == '-' || s[0] == '+')) {
+    negative = s[0] == '-';
+    s.remove_prefix(1);
+  }
+  static const std::array<std::string_view, 5> kCurrencies = {
+      "$", "\xE2\x82\xAC", "\xC2\xA3", "\xC2\xA5", "\xE2\x82\xB9"};  // $ EUR GBP JPY INR
+  for (std::string_view currency : kCurrencies) {
+    if (s.starts_with(currency)) {
+      number.unit = std::string(currency);
+      s = trim(s.substr(currency.size()));
+      break;
+    }
+  }
+  if (!s.empty() && s[0] == '-' && !number.unit.empty() && !negative) {
+    negative = true;
+    s.remove_prefix(1);
+  }
+  std::string digits;
+  std::size_t i = 0;
+  std::size_t group = 0;  // digits since the last thousands separator
+  bool saw_separator = false;
+  while (i < s.size() && (std::isdigit(static_cast<unsigned char>(s[i])) || s[i] == ',')) {
+    if (s[i] == ',') {
+      if (digits.empty() || (saw_separator && group != 3) || (!saw_separator && group > 3)) {
+        return std::nullopt;
+      }
+      saw_separator = true;
+      group = 0;
+    } else {
+      digits += s[i];
+      ++group;
+    }
+    ++i;
+  }
+  if (digits.empty() || (saw_separator && group != 3)) return std::nullopt;
+  if (digits.size() > 1 && digits[0] == '0') return std::nullopt;
+  bool integral = true;
+  if (i < s.size() && s[i] == '.') {
+    integral = false;
+    digits += s[i++];
+    std::size_t before = digits.size();
+    while (i < s.size() && std::isdigit(static_cast<unsigned char>(s[i]))) digits += s[i++];
+    if (digits.size() == before) return std::nullopt;
+  }
+  if (i + 1 < s.size() && (s[i] == 'e' || s[i] == 'E') &&
+      (std::isdigit(static_cast<unsigned char>(s[i + 1])) ||
+       (i + 2 < s.size() && (s[i + 1] == '-' || s[i + 1] == '+') &&
+        std::isdigit(static_cast<unsigned char>(s[i + 2]))))) {
+    integral = false;
+    digits += s[i++];
+    if (s[i] == '-' || s[i] == '+') digits += s[i++];
+    while (i < s.size() && std::isdigit(static_cast<unsigned char>(s[i]))) digits += s[i++];
+  }
+  std::string_view suffix = trim(s.substr(i));
+  if (!suffix.empty()) {
+    if (!number.unit.empty() || suffix.size() > 12) return std::nullopt;
+    // A unit starts with a letter, '%' or a non-ASCII symbol (degree, micro) and never
+    // holds spaces or punctuation other than '/'.
+    unsigned char first = static_cast<unsigned char>(suffix[0]);
+    if (!(std::isalpha(first) || first == '%' || first >= 0x80)) return std::nullopt;
+    for (char c : suffix) {
+      unsigned char u = static_cast<unsigned char>(c);
+      if (!(std::isalnum(u) || u == '%' || u == '/' || u >= 0x80)) return std::nullopt;
+    }
+    number.unit = std::string(suffix);
+  }
+  if (std::from_chars(digits.data(), digits.data() + digits.size(), number.value).ec !=
+      std::errc()) {
+    return std::nullopt;
+  }
+  if (negative) number.value = -number.value;
+  number.integral =
+      integral && number.unit.empty() &&
+      std::from_chars(digits.data(), digits.data() + digits.size(), number.integer).ec ==
+          std::errc();
+  if (negative) number.integer = -number.integer;
+  return number;
+}
+
+// A date as written: year plus two fields whose order may depend on the whole column.
+struct DateParts {
+  int year = 0;
+  int first = 0;   // month when `ordered`, else month or day
+  int second = 0;  // day when `ordered`
+  bool ordered = true;
+  bool dotted = false;  // d.m.yyyy: day first unless the column says otherwise
+};
+
+int month_from_name(std::string_view word) {
+  static const std::array<std::string_view, 12> kMonths = {
+      "january", "february", "march",     "april",   "may",      "june",
+      "july",    "august",   "september", "october", "november", "december"};
+  std::string lower = to_lower(word);
+  if (lower.size() < 3) return 0;
+  for (std::size_t m = 0; m < kMonths.size(); ++m) {
+    if (kMonths[m].starts_with(lower) || (m == 8 && lower == "sept")) return int(m) + 1;
+  }
+  return 0;
+}
+
+std::optional<int> to_int(std::string_view digits) {
+  int value = 0;
+  if (digits.empty() || digits.size() > 4) return std::nullopt;
+  auto [ptr, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), value);
+  if (ec != std::errc() || ptr != digits.data() + digits.size()) return std::nullopt;
+  return value;
+}
+
+std::optional<DateParts> parse_date(std::string_view cell) {
+  std::string_view s = trim(cell);
+  std::vector<std::string_view> words;
+  std::set<char> separators;
+  std::size_t start = 0;
+  for (std::size_t i = 0; i <= s.size(); ++i) {
+    if (i == s.size() || s[i] == '-' || s[i] == '/' || s[i] == '.' || s[i] == ' ' || s[i] == ',') {
+      if (i > start) words.push_back(s.substr(start, i - start));
+      if (i < s.size()) separators.insert(s[i]);
+      start = i + 1;
+    } else if (!std::isalnum(static_cast<unsigned char>(s[i]))) {
+      return std::nullopt;
+    }
+  }
+  if (words.size() != 3) return std::nullopt;
+  DateParts date;
+  int named = -1;
+  for (int w = 0; w < 3; ++w) {
+    if (std::isalpha(static_cast<unsigned char>(words[w][0]))) named = w;
+  }
+  if (named >= 0) {
+    // "Jan 5, 2020", "5 January 2020", "05-Jan-2020": the four-digit word is the year.
+    date.first = month_from_name(words[named]);
+    if (date.first == 0) return std::nullopt;
+    for (int w = 0; w < 3; ++w) {
+      if (w == named) continue;
+      std::optional<int> value = to_int(words[w]);
+      if (!value) return std::nullopt;
+      if (words[w].size() == 4) {
+        date.year = *value;
+      } else {
+        date.second = *value;
+      }
+    }
+    if (date.year == 0 || date.second == 0) return std::nullopt;
+    return date;
+  }
+  if (separators.size() != 1 || separators.count(' ') || separators.count(',')) {
+    return std::nullopt;
+  }
+  std::optional<int> a = to_int(words[0]), b = to_int(words[1]), c = to_int(words[2]);
+  if (!a || !b || !c) return std::nullopt;
+  if (words[0].size() == 4 && words[1].size() <= 2 && words[2].size() <= 2) {
+    date.year = *a;
+    date.first = *b;
+    date.second = *c;
+    return date;
+  }
+  if (words[2].size() == 4 && words[0].size() <= 2 && words[1].size() <= 2) {
+    date.year = *c;
+    date.first = *a;
+    date.second = *b;
+    date.ordered = false;
+    date.dotted = separators.count('.') > 0;
+    return date;
+  }
+  return std::nullopt;
+}
+
+// ISO text for a date, or nullopt when the day or month is out of range.
+std::optional<std::string> iso_date(const DateParts& date, bool day_first) {
+  int month = date.first, day = date.second;
+  if (!date.ordered && day_first) std::swap(month, day);
+  static const std::array<int, 12> kDays = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+  if (month < 1 || month > 12 || day < 1 || day > kDays[month - 1]) return std::nullopt;
+  bool leap = (date.year % 4 == 0 && date.year % 100 != 0) || date.year % 400 == 0;
+  if (month == 2 && day == 29 && !leap) return std::nullopt;
+  char buffer[40];
+  std::snprintf(buffer, sizeof(buffer), "%04d-%02d-%02d", date.year, month, day);
+  return std::string(buffer);
+}
+
+struct ColumnPlan {
+  ColumnInfo info;
+  bool day_first = false;  // for DATE columns written d/m/yyyy
+};
+
+ColumnPlan infer_column(const RawTable& raw, std::size_t col) {
+  ColumnPlan plan;
+  plan.info.header = raw.header[col];
+  std::vector<std::string_view> cells;
+  for (const auto& row : raw.rows) {
+    if (is_missing(row[col])) continue;
+    cells.push_back(row[col]);
+    std::string sample(trim(row[col]));
+    if (plan.info.samples.size() < 3 &&
+        std::find(plan.info.samples.begin(), plan.info.samples.end(), sample) ==
+            plan.info.samples.end()) {
+      plan.info.samples.push_back(sample);
+    }
+  }
+  plan.info.type = "TEXT";
+  if (cells.empty()) return plan;
+
+  bool all_numbers = true, all_integral = true;
+  std::set<std::string> units;
+  for (std::string_view cell : cells) {
+    std::optional<Number> number = parse_number(cell);
+    if (!number) {
+      all_numbers = false;
+      break;
+    }
+    all_integral = all_integral && number->integral;
+    if (!number->unit.empty()) units.insert(number->unit);
+  }
+  if (all_numbers && units.size() <= 1) {
+    plan.info.type = all_integral ? "INTEGER" : "REAL";
+    if (!units.empty()) plan.info.unit = *units.begin();
+    return plan;
+  }
+
+  std::vector<DateParts> dates;
+  for (std::string_view cell : cells) {
+    std::optional<DateParts> date = parse_date(cell);
+    if (!date) return plan;
+    dates.push_back(*date);
+  }
+  // Slash dates are month-first (US) and dotted ones day-first, unless a value > 12 in
+  // either place settles the order for the whole column.
+  bool any_dotted = false, first_over_12 = false, second_over_12 = false;
+  for (const DateParts& d : dates) {
+    if (d.ordered) continue;
+    any_dotted = any_dotted || d.dotted;
+    first_over_12 = first_over_12 || d.first > 12;
+    second_over_12 = second_over_12 || d.second > 12;
+  }
+  plan.day_first = first_over_12 || (!second_over_12 && any_dotted);
+  for (const DateParts& d : dates) {
+    if (!iso_date(d, plan.day_first)) return plan;
+  }
+  plan.info.type = "DATE";
+  return plan;
+}
+
+// ---------------------------------------------------------------------------------------
+// Names
+
+std::string sanitize_identifier(std::string_view text, std::string_view fallback) {
+  std::string out;
+  for (char c : text) {
+    unsigned char u = static_cast<unsigned char>(c);
+    if (std::isalnum(u) && u < 0x80) {
+      out += static_cast<char>(std::tolower(u));
+    } else if (!out.empty() && out.back() != '_') {
+      out += '_';
+    }
+  }
+  while (!out.empty() && out.back() == '_') out.pop_back();
+  if (out.empty()) out = std::string(fallback);
+  if (std::isdigit(static_cast<unsigned char>(out[0]))) out = "c_" + out;
+  // Keywords and SQLite's reserved prefix would force the model to quote every use.
+  if (out.starts_with("sqlite_")) out = "t_" + out;
+  if (sqlite3_keyword_check(out.data(), static_cast<int>(out.size()))) out += '_';
+  return out;
+}
+
+std::string unique_name(const std::string& base, const std::set<std::string>& taken) {
+  if (!taken.count(base)) return base;
+  for (int n = 2;; ++n) {
+    std::string candidate = base + "_" + std::to_string(n);
+    if (!taken.count(candidate)) return candidate;
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// Catalogue and sources
+
+struct CatalogueEntry {
+  std::string title, description, domain, sub_domain, topic;
+};
+
+std::string string_field(const json& record, const char* key) {
+  auto it = record.find(key);
+  return it != record.end() && it->is_string() ? it->get<std::string>() : std::string();
+}
+
+std::string normalize_path(std::string path) {
+  std::replace(path.begin(), path.end(), '\\', '/');
+  while (path.starts_with("./")) path.erase(0, 2);
+  return path;
+}
+
+std::string read_file(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw TableStoreError(path.string() + ": cannot open");
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+std::vector<json> load_catalogue(const fs::path& path) {
+  std::string text = read_file(path);
+  json doc;
+  try {
+    doc = json::parse(text);
+  } catch (const json::parse_error& e) {
+    throw TableStoreError(path.string() + ": invalid catalogue JSON: " + e.what());
+  }
+  if (doc.is_object()) {
+    for (const auto& [key, value] : doc.items()) {
+      if (value.is_array()) {
+        json inner = value;
+        doc = std::move(inner);
+        break;
+      }
+    }
+  }
+  if (!doc.is_array()) throw TableStoreError(path.string() + ": catalogue is not an array");
+  std::vector<json> records;
+  for (std::size_t i = 0; i < doc.size(); ++i) {
+    if (!doc[i].is_object() || string_field(doc[i], "file_path").empty()) {
+      throw TableStoreError(path.string() + ": catalogue record " + std::to_string(i) +
+                            " has no file_path");
+    }
+    records.push_back(doc[i]);
+  }
+  return records;
+}
+
+// The catalogue record for a source: exact relative path first, then the file name alone.
+std::optional<CatalogueEntry> match_catalogue(const std::vector<json>& records,
+                                              const std::string& relative) {
+  const json* match = nullptr;
+  for (const json& r : records) {
+    if (normalize_path(string_field(r, "file_path")) == relative) match = &r;
+  }
+  if (!match) {
+    std::string name = fs::path(relative).filename().string();
+    for (const json& r : records) {
+      if (!match && fs::path(normalize_path(string_field(r, "file_path"))).filename() == name) {
+        match = &r;
+      }
+    }
+  }
+  if (!match) return std::nullopt;
+  CatalogueEntry entry;
+  entry.title = string_field(*match, "table_title");
+  if (entry.title.empty()) entry.title = string_field(*match, "title");
+  entry.description = string_field(*match, "description");
+  entry.domain = string_field(*match, "domain");
+  entry.sub_domain = string_field(*match, "sub_domain");
+  entry.topic = string_field(*match, "topic");
+  return entry;
+}
+
+std::string content_hash(std::string_view bytes) {
+  // FNV-1a: a change detector for local files, not a defence against crafted collisions.
+  uint64_t hash = 1469598103934665603ULL;
+  for (char c : bytes) {
+    hash ^= static_cast<unsigned char>(c);
+    hash *= 1099511628211ULL;
+  }
+  char buffer[24];
+  std::snprintf(buffer, sizeof(buffer), "%016llx", static_cast<unsigned long long>(hash));
+  return std::string(buffer) + "-" + std::to_string(bytes.size());
+}
+
+std::string title_from_file(const fs::path& path) {
+  std::string title = path.stem().string();
+  std::replace_if(
+      title.begin(), title.end(), [](char c) { return c == '_' || c == '-'; }, ' ');
+  return title;
+}
+
+json columns_to_json(const std::vector<ColumnInfo>& columns) {
+  json out = json::array();
+  for (const ColumnInfo& c : columns) {
+    out.push_back({{"name", c.name},
+                   {"header", c.header},
+                   {"type", c.type},
+                   {"unit", c.unit},
+                   {"samples", c.samples}});
+  }
+  return out;
+}
+
+std::vector<ColumnInfo> columns_from_json(const std::string& text) {
+  std::vector<ColumnInfo> columns;
+  for (const json& c : json::parse(text)) {
+    columns.push_back({c.at("name").get<std::string>(), c.at("header").get<std::string>(),
+                       c.at("type").get<std::string>(), c.at("unit").get<std::string>(),
+                       c.at("samples").get<std::vector<std::string>>()});
+  }
+  return columns;
+}
+
+// Everything needed to write one source as a table, computed before the database is touched
+// so a parse failure cannot disturb the existing table.
+struct PreparedTable {
+  RawTable raw;
+  std::vector<ColumnPlan> plans;
+  TableInfo info;
+};
+
+PreparedTable prepare_table(const fs::path& path, const std::string& text,
+                            const std::optional<CatalogueEntry>& entry) {
+  std::string source = path.string();
+  std::string ext = to_lower(path.extension().string());
+  PreparedTable table;
+  if (trim(text).empty() || trim(text) == "\xEF\xBB\xBF") {
+    throw TableStoreError(source + ": empty file, no header row");
+  }
+  table.raw = ext == ".json" ? parse_json_records(text, source)
+                             : parse_delimited(text, ext == ".tsv" ? '\t' : ',', source);
+  std::set<std::string> taken;
+  for (std::size_t c = 0; c < table.raw.header.size(); ++c) {
+    ColumnPlan plan = infer_column(table.raw, c);
+    plan.info.name =
+        unique_name(sanitize_identifier(plan.info.header, "col_" + std::to_string(c + 1)), taken);
+    taken.insert(plan.info.name);
+    table.info.columns.push_back(plan.info);
+    table.plans.push_back(std::move(plan));
+  }
+  table.info.row_count = static_cast<int64_t>(table.raw.rows.size());
+  table.info.source_path = source;
+  if (entry) {
+    table.info.title = entry->title;
+    table.info.description = entry->description;
+    table.info.domain = entry->domain;
+    table.info.sub_domain = entry->sub_domain;
+    table.info.topic = entry->topic;
+  }
+  if (table.info.title.empty()) table.info.title = title_from_file(path);
+  if (table.info.description.empty()) {
+    std::string d = "Table " + table.info.title + " from " + path.filename().string() + " with " +
+                    std::to_string(table.info.row_count) + " rows; columns: ";
+    for (std::size_t c = 0; c < table.info.columns.size(); ++c) {
+      const ColumnInfo& col = table.info.columns[c];
+      d += (c ? ", " : "") + col.header + " (" + col.type +
+           (col.unit.empty() ? "" : ", " + col.unit) + ")";
+    }
+    table.info.description = d + ".";
+  }
+  return table;
+}
+
+void bind_cell(Statement& insert, int index, std::string_view cell, const ColumnPlan& plan) {
+  const std::string& type = plan.info.type;
+  if (type == "TEXT") {
+    if (cell.empty()) {
+      insert.bind_null(index);
+    } else {
+      insert.bind(index, cell);
+    }
+    return;
+  }
+  if (is_missing(cell)) {
+    insert.bind_null(index);
+  } else if (type == "DATE") {
+    insert.bind(index, *iso_date(*parse_date(cell), plan.day_first));
+  } else {
+    Number number = *parse_number(cell);
+    if (type == "INTEGER") {
+      insert.bind(index, number.integer);
+    } else {
+      insert.bind(index, number.value);
+    }
+  }
+}
+
+std::string fts_columns_text(const std::vector<ColumnInfo>& columns) {
+  std::string text;
+  for (const ColumnInfo& c : columns) text += c.name + " " + c.header + " " + c.unit + " ";
+  return text;
+}
+
+std::string fts_samples_text(const std::vector<ColumnInfo>& columns) {
+  std::string text;
+  for (const ColumnInfo& c : columns) {
+    for (const std::string& s : c.samples) text += s + " ";
+  }
+  return text;
+}
+
+void delete_catalogue_rows(sqlite3* db, const std::string& name) {
+  Statement del(db, "DELETE FROM _hka_tables WHERE name = ?");
+  del.bind(1, name);
+  del.run_and_reset();
+  Statement del_fts(db, "DELETE FROM _hka_tables_fts WHERE name = ?");
+  del_fts.bind(1, name);
+  del_fts.run_and_reset();
+}
+
+void write_table(sqlite3* db, const PreparedTable& table, const std::string& hash, int64_t size,
+                 int64_t mtime) {
+  const TableInfo& info = table.info;
+  std::string quoted = quote_identifier(info.name);
+  exec(db, "DROP TABLE IF EXISTS " + quoted);
+  std::string create = "CREATE TABLE " + quoted + " (";
+  std::string insert_sql = "INSERT INTO " + quoted + " VALUES (";
+  for (std::size_t c = 0; c < info.columns.size(); ++c) {
+    const ColumnInfo& col = info.columns[c];
+    // DATE columns hold ISO text; TEXT affinity keeps SQLite from coercing them.
+    create += (c ? ", " : "") + quote_identifier(col.name) + " " +
+              (col.type == "DATE" ? std::string("TEXT") : col.type);
+    insert_sql += c ? ", ?" : "?";
+  }
+  exec(db, create + ")");
+  Statement insert(db, insert_sql + ")");
+  for (const auto& row : table.raw.rows) {
+    for (std::size_t c = 0; c < row.size(); ++c) {
+      bind_cell(insert, static_cast<int>(c) + 1, row[c], table.plans[c]);
+    }
+    insert.run_and_reset();
+  }
+  delete_catalogue_rows(db, info.name);
+  Statement catalogue(db,
+                      "INSERT INTO _hka_tables (name, title, description, domain, sub_domain, "
+                      "topic, columns_json, row_count, source_path, source_size, source_mtime, "
+                      "source_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+  catalogue.bind(1, info.name);
+  catalogue.bind(2, info.title);
+  catalogue.bind(3, info.description);
+  catalogue.bind(4, info.domain);
+  catalogue.bind(5, info.sub_domain);
+  catalogue.bind(6, info.topic);
+  catalogue.bind(7, dump_json(columns_to_json(info.columns)));
+  catalogue.bind(8, info.row_count);
+  catalogue.bind(9, info.source_path);
+  catalogue.bind(10, size);
+  catalogue.bind(11, mtime);
+  catalogue.bind(12, hash);
+  catalogue.run_and_reset();
+  Statement fts(db,
+                "INSERT INTO _hka_tables_fts (name, title, description, columns, samples) "
+                "VALUES (?, ?, ?, ?, ?)");
+  fts.bind(1, info.name);
+  fts.bind(2, info.title + " " + info.domain + " " + info.sub_domain + " " + info.topic);
+  fts.bind(3, info.description);
+  fts.bind(4, fts_columns_text(info.columns));
+  fts.bind(5, fts_samples_text(info.columns));
+  fts.run_and_reset();
+}
+
+// Runs `body` inside one transaction, rolling back if it throws.
+template <typename Body>
+void in_transaction(sqlite3* db, Body&& body) {
+  exec(db, "BEGIN IMMEDIATE");
+  try {
+    body();
+    exec(db, "COMMIT");
+  } catch (...) {
+    sqlite3_exec(db, "ROLLBACK", nullptr, nullptr, nullptr);
+    throw;
+  }
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------
+// TableStore
+
+TableStore::TableStore(sqlite3* db, fs::path db_path) : db_(db), db_path_(std::move(db_path)) {}
+
+TableStore::TableStore(TableStore&& other) noexcept
+    : db_(std::exchange(other.db_, nullptr)), db_path_(std::move(other.db_path_)) {}
+
+TableStore& TableStore::operator=(TableStore&& other) noexcept {
+  if (this != &other) {
+    sqlite3_close_v2(db_);
+    db_ = std::exchange(other.db_, nullptr);
+    db_path_ = std::move(other.db_path_);
+  }
+  return *this;
+}
+
+TableStore::~TableStore() { sqlite3_close_v2(db_); }
+
+TableStore TableStore::open(const fs::path& workspace_db) {
+  sqlite3* db = nullptr;
+  int rc = sqlite3_open_v2(workspace_db.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE,
+                           nullptr);
+  TableStore store(db, workspace_db);
+  if (rc != SQLITE_OK) {
+    throw TableStoreError(workspace_db.string() + ": cannot open workspace database: " +
+                          (db ? sqlite3_errmsg(db) : sqlite3_errstr(rc)));
+  }
+  exec(db,
+       "CREATE TABLE IF NOT EXISTS _hka_tables (name TEXT PRIMARY KEY, title TEXT, "
+       "description TEXT, domain TEXT, sub_domain TEXT, topic TEXT, columns_json TEXT, "
+       "row_count INTEGER, source_path TEXT UNIQUE, source_size INTEGER, source_mtime INTEGER, "
+       "source_hash TEXT)");
+  exec(db,
+       "CREATE VIRTUAL TABLE IF NOT EXISTS _hka_tables_fts USING fts5(name, title, description, "
+       "columns, samples, tokenize = 'porter unicode61')");
+  return store;
+}
+
+IngestReport TableStore::ingest_dir(const fs::path& dir,
+                                    const std::optional<fs::path>& catalogue_path) {
+  if (!fs::is_directory(dir)) throw TableStoreError(dir.string() + ": not a directory");
+  std::vector<json> catalogue;
+  if (catalogue_path) catalogue = load_catalogue(*catalogue_path);
+  fs::path root = fs::weakly_canonical(dir);
+  fs::path catalogue_abs = catalogue_path ? fs::weakly_canonical(*catalogue_path) : fs::path();
+  fs::path db_abs = fs::weakly_canonical(db_path_);
+
+  std::vector<fs::path> sources;
+  for (const auto& entry : fs::recursive_directory_iterator(root)) {
+    if (!entry.is_regular_file()) continue;
+    std::string ext = to_lower(entry.path().extension().string());
+    if (ext != ".csv" && ext != ".tsv" && ext != ".json") continue;
+    if (entry.path() == catalogue_abs || entry.path() == db_abs) continue;
+    sources.push_back(entry.path());
+  }
+  std::sort(sources.begin(), sources.end());
+
+  struct Known {
+    std::string name, hash;
+  };
+  std::map<std::string, Known> known;  // by source path
+  {
+    Statement rows(db_, "SELECT source_path, name, source_hash FROM _hka_tables");
+    while (rows.step()) known[rows.text(0)] = {rows.text(1), rows.text(2)};
+  }
+
+  IngestReport report;
+  std::set<std::string> seen;
+  for (const fs::path& path : sources) {
+    std::string source = path.string();
+    seen.insert(source);
+    try {
+      std::string text = read_file(path);
+      std::string hash = content_hash(text);
+      auto old = known.find(source);
+      if (old != known.end() && old->second.hash == hash) {
+        report.unchanged.push_back(old->second.name);
+        continue;
+      }
+      std::string relative = normalize_path(path.lexically_relative(root).generic_string());
+      PreparedTable table = prepare_table(path, text, match_catalogue(catalogue, relative));
+      if (old != known.end()) {
+        table.info.name = old->second.name;
+      } else {
+        std::set<std::string> taken;
+        Statement names(db_, "SELECT lower(name) FROM sqlite_master");
+        while (names.step()) taken.insert(names.text(0));
+        table.info.name = unique_name(sanitize_identifier(path.stem().string(), "table"), taken);
+      }
+      auto mtime = static_cast<int64_t>(fs::last_write_time(path).time_since_epoch().count());
+      in_transaction(
+          db_, [&] { write_table(db_, table, hash, static_cast<int64_t>(text.size()), mtime); });
+      (old != known.end() ? report.replaced : report.added).push_back(table.info.name);
+    } catch (const TableStoreError& e) {
+      report.failed.push_back(e.what());
+    }
+  }
+
+  std::string prefix = root.string() + "/";
+  for (const auto& [source, entry] : known) {
+    if (!source.starts_with(prefix) || seen.count(source)) continue;
+    in_transaction(db_, [&] {
+      exec(db_, "DROP TABLE IF EXISTS " + quote_identifier(entry.name));
+      delete_catalogue_rows(db_, entry.name);
+    });
+    report.removed.push_back(entry.name);
+  }
+  return report;
+}
+
+std::vector<SearchHit> TableStore::search(std::string_view query, int k) const {
+  // Every run of letters and digits becomes a quoted term, so no FTS5 operator, column
+  // filter or prefix syntax in model-written text can reach the parser.
+  std::string match;
+  std::string term;
+  int terms = 0;
+  for (std::size_t i = 0; i <= query.size() && terms < 32; ++i) {
+    unsigned char c = i < query.size() ? static_cast<unsigned char>(query[i]) : ' ';
+    if (std::isalnum(c) || c >= 0x80) {
+      term += static_cast<char>(c);
+    } else if (!term.empty()) {
+      match += (terms++ ? " OR \"" : "\"") + term + "\"";
+      term.clear();
+    }
+  }
+  std::vector<SearchHit> hits;
+  if (match.empty() || k <= 0) return hits;
+  Statement stmt(db_,
+                 "SELECT f.name, t.title, bm25(_hka_tables_fts, 3.0, 4.0, 1.0, 3.0, 2.0) AS rank "
+                 "FROM _hka_tables_fts f JOIN _hka_tables t ON t.name = f.name "
+                 "WHERE _hka_tables_fts MATCH ? ORDER BY rank LIMIT ?");
+  stmt.bind(1, match);
+  stmt.bind(2, static_cast<int64_t>(k));
+  while (stmt.step()) hits.push_back({stmt.text(0), stmt.text(1), -stmt.real(2)});
+  return hits;
+}
+
+std::vector<TableInfo> TableStore::tables() const {
+  std::vector<TableInfo> out;
+  Statement stmt(db_,
+                 "SELECT name, title, description, domain, sub_domain, topic, columns_json, "
+                 "row_count, source_path FROM _hka_tables ORDER BY name");
+  while (stmt.step()) {
+    TableInfo info;
+    info.name = stmt.text(0);
+    info.title = stmt.text(1);
+    info.description = stmt.text(2);
+    info.domain = stmt.text(3);
+    info.sub_domain = stmt.text(4);
+    info.topic = stmt.text(5);
+    info.columns = columns_from_json(stmt.text(6));
+    info.row_count = stmt.integer(7);
+    info.source_path = stmt.text(8);
+    out.push_back(std::move(info));
+  }
+  return out;
+}
+
+std::string TableStore::describe(std::string_view table) const {
+  std::vector<TableInfo> all = tables();
+  auto it = std::find_if(all.begin(), all.end(),
+                         [&](const TableInfo& t) { return to_lower(t.name) == to_lower(table); });
+  if (it == all.end()) {
+    std::string known;
+    for (const TableInfo& t : all) known += (known.empty() ? "" : ", ") + t.name;
+    throw TableStoreError("no table named \"" + std::string(table) +
+                          "\"; known tables: " + (known.empty() ? "(none)" : known));
+  }
+  const TableInfo& t = *it;
+  std::string out = "TABLE " + t.name + " -- " + t.title + " (" + std::to_string(t.row_count) +
+                    " rows, from " + fs::path(t.source_path).filename().string() + ")\n";
+  out += "  " + t.description + "\n";
+  if (!t.domain.empty() || !t.sub_domain.empty() || !t.topic.empty()) {
+    out += "  domain: " + t.domain + " / " + t.sub_domain + " / " + t.topic + "\n";
+  }
+  for (const ColumnInfo& c : t.columns) {
+    out += "  " + c.name + " " + c.type;
+    if (!c.unit.empty()) out += " [unit " + c.unit + "]";
+    if (c.type == "DATE") out += " [ISO yyyy-mm-dd text]";
+    out += " -- header " + dump_json(c.header);
+    if (!c.samples.empty()) out += "; e.g. " + dump_json(c.samples);
+    out += "\n";
+  }
+  return out;
+}
+
+}  // namespace kdr::hka
