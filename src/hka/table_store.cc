@@ -541,6 +541,11 @@ std::string unique_name(const std::string& base, const std::set<std::string>& ta
 
 struct CatalogueEntry {
   std::string title, description, domain, sub_domain, topic;
+
+  // Stored with the table so a catalogue edit re-ingests an otherwise unchanged source.
+  std::string key() const {
+    return dump_json(json::array({title, description, domain, sub_domain, topic}));
+  }
 };
 
 std::string string_field(const json& record, const char* key) {
@@ -662,6 +667,7 @@ struct PreparedTable {
   RawTable raw;
   std::vector<ColumnPlan> plans;
   TableInfo info;
+  std::string catalogue_key;  // empty when no catalogue record matched
 };
 
 PreparedTable prepare_table(const fs::path& path, const std::string& text,
@@ -686,6 +692,7 @@ PreparedTable prepare_table(const fs::path& path, const std::string& text,
   table.info.row_count = static_cast<int64_t>(table.raw.rows.size());
   table.info.source_path = source;
   if (entry) {
+    table.catalogue_key = entry->key();
     table.info.title = entry->title;
     table.info.description = entry->description;
     table.info.domain = entry->domain;
@@ -779,7 +786,7 @@ void write_table(sqlite3* db, const PreparedTable& table, const std::string& has
   Statement catalogue(db,
                       "INSERT INTO _hka_tables (name, title, description, domain, sub_domain, "
                       "topic, columns_json, row_count, source_path, source_size, source_mtime, "
-                      "source_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+                      "source_hash, catalogue_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
   catalogue.bind(1, info.name);
   catalogue.bind(2, info.title);
   catalogue.bind(3, info.description);
@@ -792,6 +799,7 @@ void write_table(sqlite3* db, const PreparedTable& table, const std::string& has
   catalogue.bind(10, size);
   catalogue.bind(11, mtime);
   catalogue.bind(12, hash);
+  catalogue.bind(13, table.catalogue_key);
   catalogue.run_and_reset();
   Statement fts(db,
                 "INSERT INTO _hka_tables_fts (name, title, description, columns, samples) "
@@ -851,7 +859,7 @@ TableStore TableStore::open(const fs::path& workspace_db) {
        "CREATE TABLE IF NOT EXISTS _hka_tables (name TEXT PRIMARY KEY, title TEXT, "
        "description TEXT, domain TEXT, sub_domain TEXT, topic TEXT, columns_json TEXT, "
        "row_count INTEGER, source_path TEXT UNIQUE, source_size INTEGER, source_mtime INTEGER, "
-       "source_hash TEXT)");
+       "source_hash TEXT, catalogue_key TEXT)");
   exec(db,
        "CREATE VIRTUAL TABLE IF NOT EXISTS _hka_tables_fts USING fts5(name, title, description, "
        "columns, samples, tokenize = 'porter unicode61')");
@@ -878,12 +886,12 @@ IngestReport TableStore::ingest_dir(const fs::path& dir,
   std::sort(sources.begin(), sources.end());
 
   struct Known {
-    std::string name, hash;
+    std::string name, hash, catalogue_key;
   };
   std::map<std::string, Known> known;  // by source path
   {
-    Statement rows(db_, "SELECT source_path, name, source_hash FROM _hka_tables");
-    while (rows.step()) known[rows.text(0)] = {rows.text(1), rows.text(2)};
+    Statement rows(db_, "SELECT source_path, name, source_hash, catalogue_key FROM _hka_tables");
+    while (rows.step()) known[rows.text(0)] = {rows.text(1), rows.text(2), rows.text(3)};
   }
 
   IngestReport report;
@@ -894,13 +902,15 @@ IngestReport TableStore::ingest_dir(const fs::path& dir,
     try {
       std::string text = read_file(path);
       std::string hash = content_hash(text);
+      std::string relative = normalize_path(path.lexically_relative(root).generic_string());
+      std::optional<CatalogueEntry> entry = match_catalogue(catalogue, relative);
       auto old = known.find(source);
-      if (old != known.end() && old->second.hash == hash) {
+      if (old != known.end() && old->second.hash == hash &&
+          old->second.catalogue_key == (entry ? entry->key() : std::string())) {
         report.unchanged.push_back(old->second.name);
         continue;
       }
-      std::string relative = normalize_path(path.lexically_relative(root).generic_string());
-      PreparedTable table = prepare_table(path, text, match_catalogue(catalogue, relative));
+      PreparedTable table = prepare_table(path, text, entry);
       if (old != known.end()) {
         table.info.name = old->second.name;
       } else {
@@ -915,6 +925,8 @@ IngestReport TableStore::ingest_dir(const fs::path& dir,
       (old != known.end() ? report.replaced : report.added).push_back(table.info.name);
     } catch (const TableStoreError& e) {
       report.failed.push_back(e.what());
+    } catch (const fs::filesystem_error& e) {
+      report.failed.push_back(source + ": " + e.code().message());
     }
   }
 
