@@ -848,7 +848,7 @@ DocStore& DocStore::operator=(DocStore&& other) noexcept {
 
 DocStore::~DocStore() { sqlite3_close(db_); }
 
-IngestReport DocStore::ingest_dir(const std::filesystem::path& dir) {
+DocIngestReport DocStore::ingest_dir(const std::filesystem::path& dir) {
   namespace fs = std::filesystem;
   std::error_code ec;
   const fs::path root = fs::canonical(dir, ec);
@@ -868,7 +868,7 @@ IngestReport DocStore::ingest_dir(const std::filesystem::path& dir) {
   // Changing the chunk options re-chunks every document on the next ingest.
   const std::string chunking =
       std::to_string(options_.target_chars) + "/" + std::to_string(options_.overlap_chars);
-  IngestReport report;
+  DocIngestReport report;
   std::set<std::string> seen;
   for (const fs::path& file : files) {
     const std::string path = file.string();
@@ -978,7 +978,7 @@ IngestReport DocStore::ingest_dir(const std::filesystem::path& dir) {
   return report;
 }
 
-std::vector<SearchHit> DocStore::search(std::string_view query, int k) const {
+std::vector<ChunkHit> DocStore::search(std::string_view query, int k) const {
   const std::string match = to_fts_query(query);
   if (match.empty() || k <= 0) return {};
   const std::string sql =
@@ -989,7 +989,7 @@ std::vector<SearchHit> DocStore::search(std::string_view query, int k) const {
       "WHERE doc_chunks_fts MATCH ?1 ORDER BY score, c.id LIMIT ?2";
   Statement s(db_, sql.c_str());
   s.bind(1, match).bind(2, static_cast<int64_t>(k));
-  std::vector<SearchHit> hits;
+  std::vector<ChunkHit> hits;
   while (s.step()) {
     // bm25() is lower-is-better; callers get higher-is-better.
     hits.push_back({read_chunk(s), -s.real(11), s.text(12)});

@@ -75,13 +75,13 @@ struct DocChunk {
   std::string text;
 };
 
-struct SearchHit {
+struct ChunkHit {
   DocChunk chunk;
   double score = 0;     // BM25 relevance; higher is better
   std::string snippet;  // matched terms in [brackets], elisions as "..."
 };
 
-struct IngestReport {
+struct DocIngestReport {
   struct Failure {
     std::string path;
     std::string message;
@@ -106,11 +106,11 @@ class DocStore {
 
   // Ingests .md, .markdown, .txt, .html, .htm and .pdf files under `dir` (recursively). A
   // file that cannot be read or parsed is reported in `failed`; the others still ingest.
-  IngestReport ingest_dir(const std::filesystem::path& dir);
+  DocIngestReport ingest_dir(const std::filesystem::path& dir);
 
   // Top-k chunks for free text (an LLM's query): words become quoted FTS5 terms joined by
   // OR, "double-quoted" runs become phrases, and FTS5 operators are plain words.
-  std::vector<SearchHit> search(std::string_view query, int k) const;
+  std::vector<ChunkHit> search(std::string_view query, int k) const;
 
   std::optional<DocChunk> chunk(int64_t id) const;
 

@@ -866,8 +866,8 @@ TableStore TableStore::open(const fs::path& workspace_db) {
   return store;
 }
 
-IngestReport TableStore::ingest_dir(const fs::path& dir,
-                                    const std::optional<fs::path>& catalogue_path) {
+TableIngestReport TableStore::ingest_dir(const fs::path& dir,
+                                         const std::optional<fs::path>& catalogue_path) {
   if (!fs::is_directory(dir)) throw TableStoreError(dir.string() + ": not a directory");
   std::vector<json> catalogue;
   if (catalogue_path) catalogue = load_catalogue(*catalogue_path);
@@ -894,7 +894,7 @@ IngestReport TableStore::ingest_dir(const fs::path& dir,
     while (rows.step()) known[rows.text(0)] = {rows.text(1), rows.text(2), rows.text(3)};
   }
 
-  IngestReport report;
+  TableIngestReport report;
   std::set<std::string> seen;
   for (const fs::path& path : sources) {
     std::string source = path.string();
@@ -942,7 +942,7 @@ IngestReport TableStore::ingest_dir(const fs::path& dir,
   return report;
 }
 
-std::vector<SearchHit> TableStore::search(std::string_view query, int k) const {
+std::vector<TableHit> TableStore::search(std::string_view query, int k) const {
   // Every run of letters and digits becomes a quoted term, so no FTS5 operator, column
   // filter or prefix syntax in model-written text can reach the parser.
   std::string match;
@@ -957,7 +957,7 @@ std::vector<SearchHit> TableStore::search(std::string_view query, int k) const {
       term.clear();
     }
   }
-  std::vector<SearchHit> hits;
+  std::vector<TableHit> hits;
   if (match.empty() || k <= 0) return hits;
   Statement stmt(db_,
                  "SELECT f.name, t.title, bm25(_hka_tables_fts, 3.0, 4.0, 1.0, 3.0, 2.0) AS rank "

@@ -57,13 +57,13 @@ struct TableInfo {
   std::string source_path;
 };
 
-struct SearchHit {
+struct TableHit {
   std::string table;
   std::string title;
   double score = 0;  // -bm25: higher is a better match
 };
 
-struct IngestReport {
+struct TableIngestReport {
   std::vector<std::string> added;      // table names
   std::vector<std::string> replaced;   // table names whose source changed
   std::vector<std::string> unchanged;  // table names skipped (same content hash)
@@ -85,12 +85,13 @@ class TableStore {
   // catalogue is a JSON array (or an object holding one) of KDR-Bench records matched to
   // files by file_path (relative path, else file name). A source that fails to parse is
   // reported in `failed` and does not stop the others.
-  IngestReport ingest_dir(const std::filesystem::path& dir,
-                          const std::optional<std::filesystem::path>& catalogue = std::nullopt);
+  TableIngestReport ingest_dir(
+      const std::filesystem::path& dir,
+      const std::optional<std::filesystem::path>& catalogue = std::nullopt);
 
   // The top `k` tables for a free-text query by BM25 over titles, descriptions, column
   // names and sample values. Any text is accepted: it is reduced to quoted terms.
-  std::vector<SearchHit> search(std::string_view query, int k) const;
+  std::vector<TableHit> search(std::string_view query, int k) const;
 
   // A compact schema text for prompts: name, title, rows, and per column its type, unit,
   // original header and samples. Throws TableStoreError for an unknown table.

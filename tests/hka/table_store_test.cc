@@ -121,7 +121,7 @@ class TableStoreTest : public ::testing::Test {
     std::error_code ec;
     fs::remove_all(root_, ec);
   }
-  IngestReport ingest(TableStore& store) {
+  TableIngestReport ingest(TableStore& store) {
     return store.ingest_dir(tables_, tables_ / "catalogue.json");
   }
   nlohmann::json query(const std::string& sql) {
@@ -148,7 +148,7 @@ class TableStoreTest : public ::testing::Test {
 
 TEST_F(TableStoreTest, IngestsEachFormatOncePerFile) {
   TableStore store = TableStore::open(db_);
-  IngestReport report = ingest(store);
+  TableIngestReport report = ingest(store);
   // The catalogue file itself is not a table.
   EXPECT_EQ(report.added, (std::vector<std::string>{"employees", "sales_2023", "weather"}));
   EXPECT_TRUE(report.failed.empty());
@@ -256,7 +256,7 @@ TEST_F(TableStoreTest, ColumnAndTableNamesAreSafeAndUnique) {
   write_text(tables_ / "a-b.csv", "x\n1\n");
   write_text(tables_ / "a_b.csv", "x\n2\n");
   TableStore store = TableStore::open(db_);
-  IngestReport report = ingest(store);
+  TableIngestReport report = ingest(store);
   EXPECT_TRUE(report.failed.empty());
   TableInfo t = table(store, "c_2024_report_final");
   std::vector<std::string> names;
@@ -271,7 +271,7 @@ TEST_F(TableStoreTest, ColumnAndTableNamesAreSafeAndUnique) {
 TEST_F(TableStoreTest, UnchangedSourcesAreSkipped) {
   TableStore store = TableStore::open(db_);
   ingest(store);
-  IngestReport again = ingest(store);
+  TableIngestReport again = ingest(store);
   EXPECT_TRUE(again.added.empty());
   EXPECT_TRUE(again.replaced.empty());
   EXPECT_EQ(again.unchanged, (std::vector<std::string>{"employees", "sales_2023", "weather"}));
@@ -284,7 +284,7 @@ TEST_F(TableStoreTest, CatalogueEditReingestsUnchangedSource) {
   TableStore store = TableStore::open(db_);
   store.ingest_dir(tables_);  // no catalogue: titles inferred
   EXPECT_EQ(table(store, "employees").title, "employees");
-  IngestReport report = ingest(store);
+  TableIngestReport report = ingest(store);
   EXPECT_EQ(report.replaced, (std::vector<std::string>{"employees", "sales_2023"}));
   EXPECT_EQ(report.unchanged, (std::vector<std::string>{"weather"}));
   EXPECT_EQ(table(store, "employees").title, "Staff roster");
@@ -295,7 +295,7 @@ TEST_F(TableStoreTest, ChangedSourceIsReplaced) {
   TableStore store = TableStore::open(db_);
   ingest(store);
   write_text(tables_ / "weather.tsv", "station\train\n099\t4 cm\n");
-  IngestReport report = ingest(store);
+  TableIngestReport report = ingest(store);
   EXPECT_EQ(report.replaced, (std::vector<std::string>{"weather"}));
   EXPECT_EQ(query("SELECT station, rain FROM weather"), nlohmann::json::parse(R"([["099", 4.0]])"));
   EXPECT_EQ(column(table(store, "weather"), "rain").unit, "cm");
@@ -306,7 +306,7 @@ TEST_F(TableStoreTest, FailedParseKeepsTheOldTable) {
   TableStore store = TableStore::open(db_);
   ingest(store);
   write_text(tables_ / "weather.tsv", "station\tdate\n007\t2023-05-01\textra\n");
-  IngestReport report = ingest(store);
+  TableIngestReport report = ingest(store);
   ASSERT_EQ(report.failed.size(), 1u);
   EXPECT_NE(report.failed[0].find("weather.tsv:2: row has 3 fields but the header has 2"),
             std::string::npos)
@@ -322,7 +322,7 @@ TEST_F(TableStoreTest, EmptyAndMalformedFilesAreReportedNotIngested) {
   write_text(tables_ / "empty.csv", "");
   write_text(tables_ / "broken.json", "[{\"a\": 1},\n {\"a\": }]");
   TableStore store = TableStore::open(db_);
-  IngestReport report = ingest(store);
+  TableIngestReport report = ingest(store);
   ASSERT_EQ(report.failed.size(), 2u);
   EXPECT_NE(report.failed[0].find("broken.json: invalid JSON"), std::string::npos);
   EXPECT_NE(report.failed[0].find("line 2"), std::string::npos) << report.failed[0];
@@ -334,7 +334,7 @@ TEST_F(TableStoreTest, DeletedSourceIsRemoved) {
   TableStore store = TableStore::open(db_);
   ingest(store);
   fs::remove(tables_ / "weather.tsv");
-  IngestReport report = ingest(store);
+  TableIngestReport report = ingest(store);
   EXPECT_EQ(report.removed, (std::vector<std::string>{"weather"}));
   EXPECT_EQ(store.tables().size(), 2u);
   EXPECT_THROW(run_readonly(db_, "SELECT * FROM weather"), SqlError);
@@ -345,7 +345,7 @@ TEST_F(TableStoreTest, SearchFindsTablesByColumnTitleAndSampleValue) {
   TableStore store = TableStore::open(db_);
   ingest(store);
   auto first = [&](const std::string& q) {
-    std::vector<SearchHit> hits = store.search(q, 3);
+    std::vector<TableHit> hits = store.search(q, 3);
     return hits.empty() ? std::string("(none)") : hits[0].table;
   };
   EXPECT_EQ(first("total rainfall per station"), "weather");
@@ -353,7 +353,7 @@ TEST_F(TableStoreTest, SearchFindsTablesByColumnTitleAndSampleValue) {
   EXPECT_EQ(first("Linus"), "employees");
   EXPECT_EQ(first("revenue growth by region"), "sales_2023");
   EXPECT_EQ(first("staff roster"), "employees");
-  std::vector<SearchHit> hits = store.search("salary revenue", 3);
+  std::vector<TableHit> hits = store.search("salary revenue", 3);
   ASSERT_EQ(hits.size(), 2u);
   EXPECT_GT(hits[0].score, 0.0);
   EXPECT_GE(hits[0].score, hits[1].score);
