@@ -6,7 +6,9 @@
 #include <cmath>
 #include <cstdlib>
 #include <map>
+#include <numeric>
 #include <random>
+#include <set>
 
 namespace kdr::engine {
 namespace {
@@ -123,6 +125,49 @@ TEST(Sampler, TruncationKeepsOnlyAllowedTokens) {
     EXPECT_EQ(counts[2] + counts[3], 0);
     EXPECT_GT(counts[0], counts[1]);
     EXPECT_GT(counts[1], 0);
+  }
+}
+
+// On a Gemma-sized vocabulary the cut-offs are applied after a pre-filter; every draw must
+// still come from the exact nucleus / min-p set computed here by a full sort.
+TEST(Sampler, LargeVocabularyTruncationMatchesAFullSort) {
+  const uint64_t seed = test_seed();
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<float> normal(0.0f, 3.0f);
+  std::vector<float> base(262144);
+  for (float& l : base) l = normal(rng);
+  std::vector<int> order(base.size());
+  std::iota(order.begin(), order.end(), 0);
+  std::sort(order.begin(), order.end(),
+            [&](int a, int b) { return base[a] > base[b] || (base[a] == base[b] && a < b); });
+  const double mx = base[order[0]];
+  double total = 0.0;
+  for (float l : base) total += std::exp(l - mx);
+  std::set<int> nucleus, minp_set;
+  double acc = 0.0;
+  for (int t : order) {
+    nucleus.insert(t);
+    acc += std::exp(base[t] - mx) / total;
+    if (acc >= 0.9) break;
+  }
+  for (int t : order)
+    if (std::exp(base[t] - mx) >= 0.05) minp_set.insert(t);
+  SamplingParams topp;
+  topp.top_p = 0.9f;
+  topp.seed = seed;
+  SamplingParams minp;
+  minp.min_p = 0.05f;
+  minp.seed = seed;
+  for (const auto& [params, allowed] : {std::pair{topp, &nucleus}, std::pair{minp, &minp_set}}) {
+    Sampler smp(params);
+    std::set<int> seen;
+    for (int i = 0; i < 50; ++i) {
+      auto l = base;
+      const int t = smp.sample(l, {});
+      EXPECT_TRUE(allowed->count(t)) << t;
+      seen.insert(t);
+    }
+    EXPECT_GT(seen.size(), 1u);
   }
 }
 
