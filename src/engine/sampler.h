@@ -55,7 +55,7 @@ class Sampler {
   std::vector<int32_t> counts_;
   std::vector<std::pair<float, int32_t>> cand_;
   std::span<const float> last_;  // the scaled logits of the last call
-  float lse() const;  // log-sum-exp of last_, computed once per sample() when asked
+  float lse() const;             // log-sum-exp of last_, computed once per sample() when asked
   float last_max_ = 0.0f;
   mutable float last_lse_ = 0.0f;
   mutable bool lse_valid_ = false;
