@@ -16,6 +16,9 @@
 #include <sstream>
 #include <utility>
 
+#include "base/utf8.h"
+#include "hka/sqlite_util.h"
+
 namespace kdr::hka {
 namespace {
 
@@ -51,26 +54,6 @@ std::string collapse_whitespace(std::string_view s) {
     out += s[i];
   }
   return out;
-}
-
-void append_utf8(std::string& out, uint32_t cp) {
-  if (cp == 0 || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) {
-    out += kReplacement;
-  } else if (cp < 0x80) {
-    out += static_cast<char>(cp);
-  } else if (cp < 0x800) {
-    out += static_cast<char>(0xC0 | (cp >> 6));
-    out += static_cast<char>(0x80 | (cp & 0x3F));
-  } else if (cp < 0x10000) {
-    out += static_cast<char>(0xE0 | (cp >> 12));
-    out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
-    out += static_cast<char>(0x80 | (cp & 0x3F));
-  } else {
-    out += static_cast<char>(0xF0 | (cp >> 18));
-    out += static_cast<char>(0x80 | ((cp >> 12) & 0x3F));
-    out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
-    out += static_cast<char>(0x80 | (cp & 0x3F));
-  }
 }
 
 std::string lowercase(std::string_view s) {
@@ -344,60 +327,14 @@ std::string location_of(const DocChunk& c) {
 
 // --- SQLite plumbing ---------------------------------------------------------------------
 
-class Statement {
+// The store's SQLite plumbing, naming the document store in its errors.
+class Statement : public sqlite::Statement<DocStoreError> {
  public:
-  Statement(sqlite3* db, const char* sql) : db_(db) {
-    if (sqlite3_prepare_v2(db, sql, -1, &stmt_, nullptr) != SQLITE_OK) {
-      throw DocStoreError(std::string("doc store: cannot prepare SQL (") + sqlite3_errmsg(db) +
-                          "): " + sql);
-    }
-  }
-  ~Statement() { sqlite3_finalize(stmt_); }
-  Statement(const Statement&) = delete;
-  Statement& operator=(const Statement&) = delete;
-
-  Statement& bind(int i, int64_t v) {
-    sqlite3_bind_int64(stmt_, i, v);
-    return *this;
-  }
-  Statement& bind(int i, std::string_view v) {
-    sqlite3_bind_text(stmt_, i, v.data(), static_cast<int>(v.size()), SQLITE_TRANSIENT);
-    return *this;
-  }
-  // True while a row is available.
-  bool step() {
-    int rc = sqlite3_step(stmt_);
-    if (rc == SQLITE_ROW) return true;
-    if (rc == SQLITE_DONE) return false;
-    throw DocStoreError(std::string("doc store: SQL failed (") + sqlite3_errmsg(db_) +
-                        "): " + sqlite3_sql(stmt_));
-  }
-  // Runs to completion and resets, ready for new bindings.
-  void run() {
-    while (step()) {
-    }
-    sqlite3_reset(stmt_);
-  }
-  int64_t int64(int col) const { return sqlite3_column_int64(stmt_, col); }
-  double real(int col) const { return sqlite3_column_double(stmt_, col); }
-  std::string text(int col) const {
-    const auto* p = reinterpret_cast<const char*>(sqlite3_column_text(stmt_, col));
-    return p ? std::string(p, static_cast<size_t>(sqlite3_column_bytes(stmt_, col))) : "";
-  }
-
- private:
-  sqlite3* db_;
-  sqlite3_stmt* stmt_ = nullptr;
+  Statement(sqlite3* db, std::string_view sql)
+      : sqlite::Statement<DocStoreError>(db, sql, "doc store") {}
 };
 
-void exec(sqlite3* db, const char* sql) {
-  char* err = nullptr;
-  if (sqlite3_exec(db, sql, nullptr, nullptr, &err) != SQLITE_OK) {
-    std::string message = err ? err : sqlite3_errmsg(db);
-    sqlite3_free(err);
-    throw DocStoreError("doc store: SQL failed (" + message + "): " + sql);
-  }
-}
+void exec(sqlite3* db, const char* sql) { sqlite::exec<DocStoreError>(db, sql, "doc store"); }
 
 // Commits on commit(); rolls back if destroyed first (an exception mid-way).
 class Transaction {

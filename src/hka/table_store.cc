@@ -14,6 +14,8 @@
 #include <set>
 #include <utility>
 
+#include "hka/sqlite_util.h"
+
 namespace kdr::hka {
 namespace fs = std::filesystem;
 using nlohmann::json;
@@ -23,57 +25,15 @@ using nlohmann::json;
 
 namespace {
 
-class Statement {
+// The store's SQLite plumbing, naming the workspace database in its errors.
+class Statement : public sqlite::Statement<TableStoreError> {
  public:
-  Statement(sqlite3* db, std::string_view sql) : db_(db) {
-    if (sqlite3_prepare_v2(db, sql.data(), static_cast<int>(sql.size()), &stmt_, nullptr) !=
-        SQLITE_OK) {
-      throw TableStoreError("workspace database: cannot prepare \"" + std::string(sql) +
-                            "\": " + sqlite3_errmsg(db));
-    }
-  }
-  Statement(const Statement&) = delete;
-  Statement& operator=(const Statement&) = delete;
-  ~Statement() { sqlite3_finalize(stmt_); }
-
-  void bind(int index, std::string_view text) {
-    sqlite3_bind_text(stmt_, index, text.data(), static_cast<int>(text.size()), SQLITE_TRANSIENT);
-  }
-  void bind(int index, int64_t value) { sqlite3_bind_int64(stmt_, index, value); }
-  void bind(int index, double value) { sqlite3_bind_double(stmt_, index, value); }
-  void bind_null(int index) { sqlite3_bind_null(stmt_, index); }
-
-  // Returns true while a row is available.
-  bool step() {
-    int rc = sqlite3_step(stmt_);
-    if (rc == SQLITE_ROW) return true;
-    if (rc == SQLITE_DONE) return false;
-    throw TableStoreError(std::string("workspace database: ") + sqlite3_errmsg(db_));
-  }
-  void run_and_reset() {
-    step();
-    sqlite3_reset(stmt_);
-    sqlite3_clear_bindings(stmt_);
-  }
-  std::string text(int col) const {
-    const unsigned char* t = sqlite3_column_text(stmt_, col);
-    return t ? std::string(reinterpret_cast<const char*>(t)) : std::string();
-  }
-  int64_t integer(int col) const { return sqlite3_column_int64(stmt_, col); }
-  double real(int col) const { return sqlite3_column_double(stmt_, col); }
-
- private:
-  sqlite3* db_;
-  sqlite3_stmt* stmt_ = nullptr;
+  Statement(sqlite3* db, std::string_view sql)
+      : sqlite::Statement<TableStoreError>(db, sql, "workspace database") {}
 };
 
 void exec(sqlite3* db, const std::string& sql) {
-  char* error = nullptr;
-  if (sqlite3_exec(db, sql.c_str(), nullptr, nullptr, &error) != SQLITE_OK) {
-    std::string message = error ? error : "unknown error";
-    sqlite3_free(error);
-    throw TableStoreError("workspace database: \"" + sql.substr(0, 80) + "\": " + message);
-  }
+  sqlite::exec<TableStoreError>(db, sql, "workspace database");
 }
 
 std::string quote_identifier(std::string_view name) {
@@ -754,10 +714,10 @@ std::string fts_samples_text(const std::vector<ColumnInfo>& columns) {
 void delete_catalogue_rows(sqlite3* db, const std::string& name) {
   Statement del(db, "DELETE FROM _hka_tables WHERE name = ?");
   del.bind(1, name);
-  del.run_and_reset();
+  del.run();
   Statement del_fts(db, "DELETE FROM _hka_tables_fts WHERE name = ?");
   del_fts.bind(1, name);
-  del_fts.run_and_reset();
+  del_fts.run();
 }
 
 void write_table(sqlite3* db, const PreparedTable& table, const std::string& hash, int64_t size,
@@ -780,7 +740,7 @@ void write_table(sqlite3* db, const PreparedTable& table, const std::string& has
     for (std::size_t c = 0; c < row.size(); ++c) {
       bind_cell(insert, static_cast<int>(c) + 1, row[c], table.plans[c]);
     }
-    insert.run_and_reset();
+    insert.run();
   }
   delete_catalogue_rows(db, info.name);
   Statement catalogue(db,
@@ -800,7 +760,7 @@ void write_table(sqlite3* db, const PreparedTable& table, const std::string& has
   catalogue.bind(11, mtime);
   catalogue.bind(12, hash);
   catalogue.bind(13, table.catalogue_key);
-  catalogue.run_and_reset();
+  catalogue.run();
   Statement fts(db,
                 "INSERT INTO _hka_tables_fts (name, title, description, columns, samples) "
                 "VALUES (?, ?, ?, ?, ?)");
@@ -809,7 +769,7 @@ void write_table(sqlite3* db, const PreparedTable& table, const std::string& has
   fts.bind(3, info.description);
   fts.bind(4, fts_columns_text(info.columns));
   fts.bind(5, fts_samples_text(info.columns));
-  fts.run_and_reset();
+  fts.run();
 }
 
 // Runs `body` inside one transaction, rolling back if it throws.
@@ -983,7 +943,7 @@ std::vector<TableInfo> TableStore::tables() const {
     info.sub_domain = stmt.text(4);
     info.topic = stmt.text(5);
     info.columns = columns_from_json(stmt.text(6));
-    info.row_count = stmt.integer(7);
+    info.row_count = stmt.int64(7);
     info.source_path = stmt.text(8);
     out.push_back(std::move(info));
   }
