@@ -26,5 +26,7 @@ void add_bench_generate_command(CLI::App& bench);
 
 // `kdr serve`: the OpenAI-compatible server.
 void add_serve_command(CLI::App& app);
+// `kdr research`: a verified report from tables and documents.
+void add_research_command(CLI::App& app);
 
 }  // namespace kdr::cli

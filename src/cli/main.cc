@@ -16,6 +16,7 @@ int main(int argc, char** argv) {
   kdr::cli::add_generate_command(app);
   kdr::cli::add_perplexity_command(app);
   kdr::cli::add_serve_command(app);
+  kdr::cli::add_research_command(app);
 
   try {
     app.parse(argc, argv);

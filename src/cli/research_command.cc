@@ -1,0 +1,163 @@
+// `kdr research`: a question, tables and documents in; a verified report out (hka/research.h).
+// The language model is the in-process engine on the embedded default model unless
+// --llm-url or --llm-config points at an OpenAI-compatible endpoint.
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <cstdlib>
+#include <memory>
+#include <string>
+
+#include "cli/commands.h"
+#include "hka/llm.h"
+#include "hka/research.h"
+
+namespace kdr::cli {
+
+namespace {
+
+struct ResearchArgs {
+  hka::ResearchOptions options;
+  std::string tables;
+  std::string docs;
+  std::string catalogue;
+  std::string out = "kdr-report";
+  std::string workspace;
+  std::string llm_url;
+  std::string llm_model;
+  std::string llm_config;
+  std::string llm_key_env = "OPENAI_API_KEY";
+  std::string model;
+  int threads = 0;
+  bool quiet = false;
+};
+
+std::string clock_text(double seconds) {
+  const int s = static_cast<int>(seconds);
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%02d:%02d", s / 60, s % 60);
+  return buf;
+}
+
+// On a terminal one status line is rewritten in place; otherwise (a log, CI) one plain line
+// per event.
+hka::ProgressFn make_progress(bool quiet) {
+  if (quiet) return nullptr;
+  const bool tty = isatty(STDERR_FILENO) != 0;
+  return [tty](const hka::ProgressEvent& e) {
+    std::string where = e.subtask > 0 ? "subtask " + std::to_string(e.subtask) + "/" +
+                                            std::to_string(e.subtasks) + " "
+                                      : "";
+    std::string detail = e.detail;
+    if (tty && detail.size() > 70) detail = detail.substr(0, 67) + "...";
+    const std::string line = "[" + clock_text(e.elapsed_s) + "] " + where + e.phase + ": " +
+                             detail + " | tokens " + std::to_string(e.tokens_used) +
+                             " | tool calls " + std::to_string(e.tool_calls);
+    if (tty) {
+      std::fprintf(stderr, "\r\033[K%s%s", line.c_str(), e.phase == "done" ? "\n" : "");
+    } else {
+      std::fprintf(stderr, "%s\n", line.c_str());
+    }
+    std::fflush(stderr);
+  };
+}
+
+void run_research_command(ResearchArgs a) {
+  hka::ResearchOptions& o = a.options;
+  o.tables_dir = a.tables;
+  if (!a.docs.empty()) o.docs_dir = a.docs;
+  if (!a.catalogue.empty()) o.catalogue = a.catalogue;
+  o.out_dir = a.out;
+  o.workspace = a.workspace;
+
+  std::unique_ptr<hka::LlmBackend> llm;
+  if (!a.llm_config.empty()) {
+    hka::OpenAiConfig config = hka::load_openai_config(a.llm_config);
+    if (!a.llm_url.empty()) config.base_url = a.llm_url;
+    if (!a.llm_model.empty()) config.models["default"] = a.llm_model;
+    llm = hka::make_openai_backend(config);
+  } else if (!a.llm_url.empty()) {
+    hka::OpenAiConfig config;
+    config.base_url = a.llm_url;
+    config.models["default"] = a.llm_model.empty() ? "default" : a.llm_model;
+    if (const char* key = std::getenv(a.llm_key_env.c_str())) config.api_key = key;
+    llm = hka::make_openai_backend(config);
+  } else {
+    hka::EngineBackendOptions engine;
+    engine.model_path = a.model;
+    engine.threads = a.threads;
+    std::fprintf(stderr, "kdr research: loading the model for the in-process engine\n");
+    llm = hka::make_engine_backend(engine);
+  }
+  std::fprintf(stderr, "kdr research: language model %s\n", llm->describe().c_str());
+
+  const hka::ResearchResult r = hka::run_research(o, *llm, make_progress(a.quiet));
+  std::printf("report:       %s\n", r.report_html.string().c_str());
+  std::printf("markdown:     %s\n", r.report_md.string().c_str());
+  std::printf("verification: %s (%d numbers checked, %d unverified; %d unresolved citations)\n",
+              r.verification_json.string().c_str(), r.numbers_checked, r.unverified_numbers,
+              r.unresolved_citations);
+  std::printf("trace:        %s\n", r.trace_jsonl.string().c_str());
+  std::printf("%d subtasks, %d figures, %d tables, %d tool calls, %d model calls, %lld tokens%s\n",
+              r.subtasks, r.figures, r.tables, r.tool_calls, r.llm_calls,
+              static_cast<long long>(r.tokens_used),
+              r.budget_exhausted ? " (token budget used up: the report is partial)" : "");
+}
+
+}  // namespace
+
+void add_research_command(CLI::App& app) {
+  auto a = std::make_shared<ResearchArgs>();
+  CLI::App* cmd = app.add_subcommand(
+      "research", "Answer a question with a verified report from tables and documents");
+  cmd->add_option("question", a->options.question, "the research question")->required();
+  cmd->add_option("--tables", a->tables, "folder of CSV, TSV and JSON tables")
+      ->required()
+      ->check(CLI::ExistingDirectory);
+  cmd->add_option("--docs", a->docs, "folder of markdown, text, HTML and PDF documents")
+      ->check(CLI::ExistingDirectory);
+  cmd->add_option("--catalogue", a->catalogue,
+                  "table catalogue JSON (KDR-Bench fields: table_title, description, ...)")
+      ->check(CLI::ExistingFile);
+  cmd->add_option("-o,--out", a->out, "output folder")->capture_default_str();
+  cmd->add_option("--workspace", a->workspace,
+                  "where the ingested knowledge is kept (default: OUT/.kdr)");
+  cmd->add_option("--llm-url", a->llm_url,
+                  "an OpenAI-compatible endpoint, e.g. http://127.0.0.1:8080/v1 (default: the "
+                  "in-process engine)");
+  cmd->add_option("--llm-model", a->llm_model, "the endpoint's model for every role");
+  cmd->add_option("--llm-config", a->llm_config,
+                  "JSON config: url, api_key_env, a model per role, vision roles, timeouts, "
+                  "retries (see docs/research.md)")
+      ->check(CLI::ExistingFile);
+  cmd->add_option("--llm-key-env", a->llm_key_env,
+                  "environment variable holding the endpoint's API key")
+      ->capture_default_str();
+  cmd->add_option("-m,--model", a->model,
+                  "model for the in-process engine (default: the embedded default)");
+  cmd->add_option("-t,--threads", a->threads, "engine threads (default: all cores)");
+  cmd->add_option("--max-subtasks", a->options.max_subtasks, "subtasks of the plan at most")
+      ->check(CLI::Range(1, 20))
+      ->capture_default_str();
+  cmd->add_option("--max-tool-calls", a->options.max_tool_calls, "tool calls in the whole run")
+      ->check(CLI::Range(1, 1000))
+      ->capture_default_str();
+  cmd->add_option("--max-repair-rounds", a->options.max_repair_rounds,
+                  "SQL / chart repairs per analysis")
+      ->check(CLI::Range(0, 20))
+      ->capture_default_str();
+  cmd->add_option("--max-tokens-total", a->options.max_tokens_total,
+                  "prompt + completion tokens over the run (0: no limit); when used up the "
+                  "report is written from what was found")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  cmd->add_option("--seed", a->options.seed, "sampling seed")->capture_default_str();
+  cmd->add_option("--temperature", a->options.temperature, "0: greedy and reproducible")
+      ->check(CLI::Range(0.0, 2.0))
+      ->capture_default_str();
+  cmd->add_flag("-q,--quiet", a->quiet, "no progress lines");
+  cmd->callback([a] { run_research_command(*a); });
+}
+
+}  // namespace kdr::cli

@@ -1,0 +1,121 @@
+// The research report: what the writer produced, checked and rendered.
+//
+// The pipeline fills a ReportDraft: sections of prose written by the model, the figures and
+// result tables the analyzers made, and the sources (query results with their SQL, document
+// passages) the prose may cite. finalize_report() then
+//   1. resolves citations: the prose cites sources by key in square brackets ("[T2]",
+//      "[D1, T3]"); each resolving key is renumbered [1], [2] ... in order of first use, and
+//      the reference list holds exactly those; a key that resolves to nothing is removed
+//      from the text and recorded as an unresolved citation;
+//   2. numbers figures and tables in order of placement and rewrites the prose's "Figure F3"
+//      / "Table R2" to "Figure 1" / "Table 1" (an unknown one is recorded and left as text);
+//   3. checks every number in the prose (not citation markers or figure/table numbers)
+//      against the evidence: the query results, the cited passages and the question. A number
+//      matches when it equals an evidence value as rounded to the digits written (1,234.5;
+//      12%; 3.4 million; 1.2k; -7), a percentage matches a fraction (0.25 -> 25%), or it is a
+//      difference, ratio or percent change of two values of the same query result column
+//      (recorded with the formula). Unverified numbers are listed in the report's
+//      "Verification" section and in verification.json;
+//   4. renders report.md and a self-contained report.html: every text it did not write is
+//      HTML-escaped, figures are inline SVG as data: URIs in <img> (an SVG shown as an image
+//      never runs scripts), a Content-Security-Policy forbids scripts and remote loads.
+#pragma once
+#include <cstdint>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+namespace kdr::hka {
+
+struct ReportSource {
+  std::string key;       // "T1" (a query result) or "D1" (a document passage): unique
+  std::string kind;      // "table" or "document"
+  std::string title;     // table title + what the query computed / document title
+  std::string location;  // table: source file; document: path, headings, page, lines
+  std::string sql;       // table: the SQL whose result this is
+  std::string csv_path;  // table: the result as CSV, relative to the output folder
+  // The evidence numbers come from: a table's result (header + rows), a passage's text.
+  std::vector<std::string> columns;
+  std::vector<std::vector<std::string>> rows;
+  std::string text;  // document: the passage
+};
+
+struct ReportFigure {
+  std::string key;  // "F1": unique
+  std::string title;
+  std::string caption;   // the insight drawn from the data; may cite sources
+  std::string svg;       // the SVG document
+  std::string svg_path;  // relative to the output folder (figures/fig1.svg)
+  std::string png_path;
+  std::string source_key;  // the ReportSource with the data drawn
+};
+
+struct ReportTable {
+  std::string key;  // "R1": unique
+  std::string title;
+  std::vector<std::string> columns;
+  std::vector<std::vector<std::string>> rows;  // shown as is (cap them before)
+  std::string source_key;
+};
+
+struct ReportSection {
+  std::string heading;
+  std::string text;  // paragraphs separated by blank lines; "- " lines are list items
+  std::vector<std::string> figure_keys;  // placed after the text, in this order
+  std::vector<std::string> table_keys;
+};
+
+struct ReportDraft {
+  std::string title;
+  std::string question;
+  std::string abstract;
+  std::string introduction;
+  std::vector<ReportSection> sections;
+  std::string conclusion;
+  std::vector<ReportFigure> figures;
+  std::vector<ReportTable> tables;
+  std::vector<ReportSource> sources;
+  // Notes shown at the top of the report, e.g. "Stopped early: the token budget of 20000
+  // was used up; subtasks 3-4 were not analysed."
+  std::vector<std::string> notes;
+  std::string generated_by;  // backend and model, for the footer
+};
+
+struct CitationCheck {
+  std::string key;      // as written
+  std::string section;  // heading of the section it was in
+  bool resolved = false;
+  int32_t number = 0;  // the [n] it became (0 when unresolved)
+};
+
+struct NumberCheck {
+  std::string text;  // as written, e.g. "12.5%"
+  double value = 0;  // the number it denotes (12.5 for "12.5%")
+  std::string section;
+  std::string context;  // the sentence around it
+  bool verified = false;
+  std::string source_key;  // the evidence it matched ("question" for the question)
+  std::string how;         // "exact", "rounded", "percent of fraction", "difference of
+                           // 120 and 100", "ratio ...", "percent change ..."
+};
+
+struct FinalReport {
+  std::string markdown;
+  std::string html;
+  nlohmann::json verification;  // {"citations": [...], "numbers": [...], "summary": {...}}
+  std::vector<CitationCheck> citations;
+  std::vector<NumberCheck> numbers;
+  int32_t unverified_numbers = 0;
+  int32_t unresolved_citations = 0;
+};
+
+FinalReport finalize_report(const ReportDraft& draft);
+
+// The numbers a text states, as NumberCheck records (value, text, context), skipping
+// citation markers ([3], [T2]), "Figure N" / "Table N" and list or heading numbering.
+std::vector<NumberCheck> extract_numbers(const std::string& text);
+
+// Escapes &, <, >, " and ' for HTML text and attribute values.
+std::string html_escape(const std::string& text);
+
+}  // namespace kdr::hka
