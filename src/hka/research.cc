@@ -233,7 +233,12 @@ void Run::ingest() {
     throw ResearchError("--tables " + o_.tables_dir.string() + " is not a folder");
   }
   tables_.emplace(TableStore::open(db_path_));
-  const TableIngestReport tr = tables_->ingest_dir(o_.tables_dir, o_.catalogue);
+  // A catalogue.json beside the tables is the catalogue unless one was named.
+  std::optional<fs::path> catalogue = o_.catalogue;
+  if (!catalogue && fs::is_regular_file(o_.tables_dir / "catalogue.json")) {
+    catalogue = o_.tables_dir / "catalogue.json";
+  }
+  const TableIngestReport tr = tables_->ingest_dir(o_.tables_dir, catalogue);
   trace({{"type", "ingest"},
          {"kind", "tables"},
          {"added", tr.added},

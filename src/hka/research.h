@@ -45,7 +45,8 @@ class ResearchError : public std::runtime_error {
 struct ResearchOptions {
   std::string question;
   std::filesystem::path tables_dir;                // required
-  std::optional<std::filesystem::path> catalogue;  // KDR-Bench style catalogue JSON
+  // KDR-Bench style catalogue JSON; default: tables_dir/catalogue.json when it exists
+  std::optional<std::filesystem::path> catalogue;
   std::optional<std::filesystem::path> docs_dir;
   std::filesystem::path out_dir = "kdr-report";
   std::filesystem::path workspace;  // empty: out_dir / ".kdr"
