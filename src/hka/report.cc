@@ -600,12 +600,11 @@ class Verifier {
           const double a = vals[i];
           const double b = vals[j];
           const double eps = epsilon(std::max(std::fabs(a), std::fabs(b)));
-          const std::string of =
-              format_number(a) + " and " + format_number(b) + " (" + column.column + ")";
           auto found = [&](const std::string& what) {
             check.verified = true;
             check.source_key = *column.source_key;
-            check.how = what + of;
+            check.how =
+                what + format_number(a) + " and " + format_number(b) + " (" + column.column + ")";
             return true;
           };
           if (!n.percent && std::fabs(v - (a - b)) <= tol + eps) return found("difference of ");
