@@ -24,9 +24,14 @@ constexpr const char* kCutMark = "\n[...]\n";
 class EngineBackend : public LlmBackend {
  public:
   explicit EngineBackend(const EngineBackendOptions& options) {
-    const std::string path =
-        options.model_path.empty() ? engine::default_model_path() : options.model_path;
-    model_ = engine::LoadedModel::load(path);
+    std::string path = options.model_path;
+    try {
+      if (path.empty()) path = engine::default_model_path();
+      model_ = engine::LoadedModel::load(path);
+    } catch (const std::exception& e) {
+      throw LlmError("engine backend: cannot load the model" +
+                     (path.empty() ? std::string() : " " + path) + ": " + e.what());
+    }
     name_ = std::filesystem::path(path).filename().string();
     pool_ = std::make_unique<ThreadPool>(options.threads > 0 ? options.threads
                                                              : ThreadPool::hardware_threads());

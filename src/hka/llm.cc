@@ -471,7 +471,9 @@ struct Scanner {
 
 // The first complete object or array in `text`; a value that is opened and never closed ends
 // the search (a reply cut off by max_tokens: an inner piece of it would mislead).
-std::optional<json> first_value(const std::string& text, std::string& error) {
+// `span` receives where the value found starts and ends.
+std::optional<json> first_value(const std::string& text, std::string& error,
+                                std::pair<size_t, size_t>* span = nullptr) {
   size_t from = 0;
   for (;;) {
     const size_t start = text.find_first_of("{[", from);
@@ -480,7 +482,10 @@ std::optional<json> first_value(const std::string& text, std::string& error) {
     const Scan result = scanner.value(start);
     if (result == Scan::kComplete) {
       json j = json::parse(scanner.out, nullptr, /*allow_exceptions=*/false);
-      if (!j.is_discarded()) return j;
+      if (!j.is_discarded()) {
+        if (span) *span = {start, scanner.pos};
+        return j;
+      }
       if (error.empty()) error = "not JSON even after repair: " + clip(scanner.out, 120);
     } else {
       if (error.empty()) error = scanner.error;
@@ -820,12 +825,19 @@ int32_t ScriptedBackend::count(const std::string& role) const {
 std::optional<nlohmann::json> parse_tolerant_json(const std::string& text, std::string* error) {
   std::string why;
   try {
-    // A fenced block is what the model meant even when the prose around it has brackets.
-    if (const std::optional<std::string> body = fenced(text)) {
-      std::string fence_error;
-      if (std::optional<json> j = first_value(*body, fence_error)) return j;
+    std::pair<size_t, size_t> span;
+    std::optional<json> whole = first_value(text, why, &span);
+    // A fenced block is what the model meant even when the prose around it has brackets,
+    // unless the fence lies inside the value found (code in a JSON string).
+    const size_t fence = text.find("```");
+    const bool fence_inside = whole && fence > span.first && fence < span.second;
+    if (!fence_inside) {
+      if (const std::optional<std::string> body = fenced(text)) {
+        std::string fence_error;
+        if (std::optional<json> j = first_value(*body, fence_error)) return j;
+      }
     }
-    if (std::optional<json> j = first_value(text, why)) return j;
+    if (whole) return whole;
     if (why.empty()) {
       // No object or array: a bare scalar answer ("42", "\"yes\"") is still a value.
       json j = json::parse(text, nullptr, /*allow_exceptions=*/false);

@@ -57,6 +57,11 @@ TEST(LlmTolerantJson, ReadsInsideCodeFences) {
   EXPECT_EQ(parsed("Use {name} as below [note]\n```json\n{\"k\": 2}\n```"), json({{"k", 2}}));
 }
 
+TEST(LlmTolerantJson, FenceInsideAStringIsPartOfTheValue) {
+  const std::string text = "{\"code\": \"```python\\nx = [1, 2]\\n```\", \"n\": 1}";
+  EXPECT_EQ(parsed(text), json({{"code", "```python\nx = [1, 2]\n```"}, {"n", 1}}));
+}
+
 TEST(LlmTolerantJson, SkipsProseAroundTheValue) {
   EXPECT_EQ(parsed("Here is the plan: {\"steps\": 3} Hope this helps!"), json({{"steps", 3}}));
   EXPECT_EQ(parsed("See [the answer] below: {\"ok\": true}"), json({{"ok", true}}));
@@ -760,6 +765,17 @@ TEST_F(LlmEngine, SeededSamplingRepeats) {
   call.seed = 123;
   call.max_tokens = 16;
   EXPECT_EQ(backend_->complete(call).text, backend_->complete(call).text);
+}
+
+TEST(LlmEngineLoad, MissingModelIsLlmError) {
+  EngineBackendOptions o;
+  o.model_path = "/nonexistent/model.gguf";
+  try {
+    make_engine_backend(o);
+    FAIL() << "no LlmError";
+  } catch (const LlmError& e) {
+    EXPECT_NE(std::string(e.what()).find("/nonexistent/model.gguf"), std::string::npos) << e.what();
+  }
 }
 
 TEST_F(LlmEngine, UnsupportedSchemaKeywordIsLlmError) {
