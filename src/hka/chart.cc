@@ -1,13 +1,15 @@
 // Charts of the research agent: spec parsing, the figure check and rendering.
 //
 // Why cairo directly rather than a plotting library: we considered PLplot (Debian
-// libplplot-dev). It keeps its plotting state in library globals (a current stream selected
-// with plsstrm), so it is not reentrant and two reports cannot draw at once; its output goes
-// through device drivers that Debian builds as run-time loaded modules, writing to files (the
-// in-memory devices give raster images only); and it has no category axes and no pie chart,
-// so we would have rebuilt most of the layout ourselves anyway. cairo is a maintained 2-D
-// library whose SVG and image surfaces take the same drawing calls, so one drawing function
-// below produces both the SVG and the PNG, with no global state and no files.
+// libplplot-dev). Every PLplot call acts on a "current stream" held in library globals
+// (plsstrm selects it), so it is not reentrant and two reports could not draw at once. Its
+// output goes through device drivers that Debian ships as run-time loaded modules in separate
+// packages, mostly writing to files (the memory devices give raster images; extcairo draws
+// into a caller's cairo context, which is what we use anyway). Its axes are numeric only
+// (category names need a labelling callback) and it has arcs but no pie chart, so we would
+// have rebuilt most of the layout ourselves. cairo is a maintained 2-D library whose SVG and
+// image surfaces take the same drawing calls: one drawing function below produces both the
+// SVG and the PNG, reentrant and without files.
 #include "hka/chart.h"
 
 #include <cairo-svg.h>
@@ -241,10 +243,26 @@ std::string columns_text(const QueryResult& result) {
 // series and records every reason a value cannot be plotted.
 struct Extraction {
   ChartData data;
-  std::vector<std::string> problems;   // fields and values that cannot be plotted
-  std::vector<std::size_t> point_row;  // per series, per point: the row it came from
-  std::vector<std::vector<std::size_t>> rows_of_series;
+  std::vector<std::string> problems;                     // fields and values that cannot be plotted
+  std::vector<std::vector<std::size_t>> rows_of_series;  // per series, per point: its row
+  std::string x_type;  // the spec's, or inferred from the data when the spec has none
 };
+
+// An x without a type is nominal for a bar or pie and for text; numbers are quantitative and
+// ISO dates temporal.
+std::string infer_x_type(const ChartSpec& spec, const QueryResult& result, std::size_t x_col) {
+  if (spec.mark == "bar" || spec.mark == "pie") return "nominal";
+  bool numbers = true, dates = true, any = false;
+  for (const json& row : result.rows) {
+    if (!row.is_array() || row.size() <= x_col || row[x_col].is_null()) continue;
+    const json& cell = row[x_col];
+    any = true;
+    numbers = numbers && cell.is_number();
+    dates = dates && cell.is_string() && cell.get_ref<const std::string&>().size() >= 7 &&
+            parse_iso_days(cell.get_ref<const std::string&>()).has_value();
+  }
+  return !any ? "nominal" : numbers ? "quantitative" : dates ? "temporal" : "nominal";
+}
 
 Extraction extract(const ChartSpec& spec, const QueryResult& result) {
   Extraction ex;
@@ -260,7 +278,9 @@ Extraction extract(const ChartSpec& spec, const QueryResult& result) {
   const auto y_col = column(spec.y_field, pie ? "encoding.theta.field" : "encoding.y.field");
   std::optional<std::size_t> color_col;
   if (!spec.color_field.empty()) color_col = column(spec.color_field, "encoding.color.field");
+  ex.x_type = spec.x_type;
   if (!x_col || !y_col || (!spec.color_field.empty() && !color_col)) return ex;
+  if (ex.x_type.empty()) ex.x_type = infer_x_type(spec, result, *x_col);
 
   std::vector<std::size_t> null_y, text_y, nonfinite_y, null_x, bad_x, null_color, short_rows;
   std::string text_y_example, bad_x_example;
@@ -291,7 +311,7 @@ Extraction extract(const ChartSpec& spec, const QueryResult& result) {
     double x_num = 0;
     if (x_cell.is_null()) {
       null_x.push_back(r), ok = false;
-    } else if (spec.x_type == "quantitative" && !pie) {
+    } else if (ex.x_type == "quantitative" && !pie) {
       const auto v = cell_number(x_cell);
       if (!v || !std::isfinite(*v)) {
         if (bad_x.empty()) bad_x_example = x_text;
@@ -299,7 +319,7 @@ Extraction extract(const ChartSpec& spec, const QueryResult& result) {
       } else {
         x_num = *v;
       }
-    } else if (spec.x_type == "temporal" && !pie) {
+    } else if (ex.x_type == "temporal" && !pie) {
       const auto v = temporal_days(x_cell);
       if (!v) {
         if (bad_x.empty()) bad_x_example = x_text;
@@ -349,10 +369,10 @@ Extraction extract(const ChartSpec& spec, const QueryResult& result) {
                           "' is null in " + rows_text(null_x) +
                           "; filter or label those rows in the query.");
   if (!bad_x.empty())
-    ex.problems.push_back("encoding.x.type is " + spec.x_type + " but '" + spec.x_field +
+    ex.problems.push_back("encoding.x.type is " + ex.x_type + " but '" + spec.x_field +
                           "' holds '" + bad_x_example + "' in " + rows_text(bad_x) + "; " +
-                          (spec.x_type == "temporal" ? "use ISO dates (yyyy-mm-dd, yyyy-mm or yyyy)"
-                                                     : "use type nominal or a numeric column") +
+                          (ex.x_type == "temporal" ? "use ISO dates (yyyy-mm-dd, yyyy-mm or yyyy)"
+                                                   : "use type nominal or a numeric column") +
                           ".");
   if (!null_color.empty())
     ex.problems.push_back("The color column '" + spec.color_field + "' is null in " +
@@ -1101,7 +1121,7 @@ ChartSpec parse_chart_spec(const json& spec) {
     throw ChartError("encoding.y.type: '" + y.type + "' is not supported; y must be quantitative");
   const FieldDef color = parse_field_def(*encoding, "color", false);
   out.x_field = x.field;
-  out.x_type = x.type.empty() ? "nominal" : x.type;
+  out.x_type = x.type;  // empty: inferred from the data
   out.x_title = x.title;
   out.y_field = y.field;
   out.y_title = y.title;
@@ -1118,7 +1138,8 @@ json to_json(const ChartSpec& spec) {
     if (!spec.y_title.empty()) encoding["theta"]["title"] = spec.y_title;
     encoding["color"] = {{"field", spec.x_field}, {"type", "nominal"}};
   } else {
-    encoding["x"] = {{"field", spec.x_field}, {"type", spec.x_type}};
+    encoding["x"] = {{"field", spec.x_field}};
+    if (!spec.x_type.empty()) encoding["x"]["type"] = spec.x_type;
     if (!spec.x_title.empty()) encoding["x"]["title"] = spec.x_title;
     encoding["y"] = {{"field", spec.y_field}, {"type", "quantitative"}};
     if (!spec.y_title.empty()) encoding["y"]["title"] = spec.y_title;
@@ -1188,10 +1209,13 @@ FigureCheck check_chart(const ChartSpec& spec, const QueryResult& result) {
     std::vector<std::string> duplicates;
     std::size_t duplicate_count = 0;
     for (std::size_t si = 0; si < series.size(); ++si) {
+      // Positions: the category, or the number for a continuous x ("2024-01" = "2024-01-01").
+      const bool continuous = !pie && (ex.x_type == "quantitative" || ex.x_type == "temporal");
       std::map<std::string, std::size_t> first_row;
       for (std::size_t i = 0; i < series[si].x.size(); ++i) {
         const std::size_t row = ex.rows_of_series[si][i];
-        auto [it, added] = first_row.emplace(series[si].x[i], row);
+        auto [it, added] =
+            first_row.emplace(continuous ? number_text(series[si].x_num[i]) : series[si].x[i], row);
         if (added) continue;
         if (++duplicate_count > 2) continue;
         std::string where =
@@ -1244,17 +1268,20 @@ RenderedChart render_chart(const ChartSpec& spec, const QueryResult& result, int
     for (const auto& p : check.problems) text += (text.empty() ? "" : " ") + p;
     throw ChartError(text);
   }
+  Extraction ex = extract(spec, result);
+  ChartSpec drawn = spec;
+  drawn.x_type = ex.x_type;
   RenderedChart out;
-  out.data = chart_data(spec, result);
+  out.data = std::move(ex.data);
   {
     Surface svg(cairo_svg_surface_create_for_stream(append_to_string, &out.svg, width, height));
-    draw_on(svg.get(), spec, out.data, width, height);
+    draw_on(svg.get(), drawn, out.data, width, height);
     cairo_surface_finish(svg.get());
     if (cairo_surface_status(svg.get()) != CAIRO_STATUS_SUCCESS)
       throw ChartError("SVG output failed");
   }
   Surface image(cairo_image_surface_create(CAIRO_FORMAT_RGB24, width, height));
-  draw_on(image.get(), spec, out.data, width, height);
+  draw_on(image.get(), drawn, out.data, width, height);
   cairo_surface_flush(image.get());
   if (cairo_surface_write_to_png_stream(image.get(), append_to_string, &out.png) !=
       CAIRO_STATUS_SUCCESS)
