@@ -409,8 +409,8 @@ Ticks nice_ticks(double lo, double hi, int target) {
   }
   Ticks t;
   t.step = nice_step(hi / target - lo / target);
-  const double first = std::floor(lo / t.step * (1 + 1e-12)) * t.step;
-  const double last = std::ceil(hi / t.step * (1 - 1e-12)) * t.step;
+  const double first = std::floor(lo / t.step + 1e-9) * t.step;
+  const double last = std::ceil(hi / t.step - 1e-9) * t.step;
   t.lo = std::isfinite(first) ? std::min(first, lo) : lo;
   t.hi = std::isfinite(last) ? std::max(last, hi) : hi;
   for (double k = std::ceil(t.lo / t.step - 1e-9); t.values.size() < 40; k += 1) {
@@ -879,6 +879,10 @@ void draw_chart(cairo_t* cr, const ChartSpec& spec, const ChartData& data, doubl
     for (const auto& series : data.series)
       for (double v : series.x_num) lo = std::min(lo, v), hi = std::max(hi, v);
     if (!(lo <= hi)) lo = 0, hi = 1;
+    // Whole numbers from 1000 to 3000 are years: no thousands separator, no fractions.
+    bool years = spec.x_type == "quantitative";
+    for (const auto& series : data.series)
+      for (double v : series.x_num) years = years && v == std::round(v) && v >= 1000 && v <= 3000;
     for (int target = std::clamp(static_cast<int>(plot_w / (95 * s)), 2, 10); target >= 1;
          --target) {
       x_tick_pos.clear(), x_tick_labels.clear();
@@ -892,6 +896,11 @@ void draw_chart(cairo_t* cr, const ChartSpec& spec, const ChartData& data, doubl
         const Ticks t = nice_ticks(lo, hi, target);
         x_lo = t.lo, x_hi = t.hi;
         x_tick_pos = t.values, x_tick_labels = tick_labels(t);
+        if (years) {
+          x_tick_pos.clear(), x_tick_labels.clear();
+          for (double v : t.values)
+            if (v == std::round(v)) x_tick_pos.push_back(v), x_tick_labels.push_back(fixed(v, 0));
+        }
       }
       double widest = 0;
       for (const auto& l : x_tick_labels) widest = std::max(widest, text_width(cr, l));
