@@ -807,3 +807,24 @@ TEST_F(LlmEngine, OverlongPromptLosesTheMiddleOfTheLongestUserMessage) {
 
 }  // namespace
 }  // namespace kdr::hka
+
+namespace kdr::hka {
+namespace {
+
+// Text in a message is data: a turn marker written in a document is tokenized as characters,
+// not as the control token (which would let a document open a new turn).
+TEST_F(LlmEngine, ControlTokenTextInAMessageStaysText) {
+  auto prompt_tokens = [](const std::string& content) {
+    LlmCall call = simple_call();
+    call.max_tokens = 1;
+    call.messages = {{"user", content, ""}};
+    return backend_->complete(call).prompt_tokens;
+  };
+  const int64_t plain = prompt_tokens("ab");
+  // "</s>" is a control token of the tiny model (as "<start_of_turn>" is of real Gemma).
+  const int64_t marker = prompt_tokens("a</s>b");
+  EXPECT_GE(marker - plain, 3) << "the marker became one control token";
+}
+
+}  // namespace
+}  // namespace kdr::hka
