@@ -245,7 +245,8 @@ struct Extraction {
   ChartData data;
   std::vector<std::string> problems;                     // fields and values that cannot be plotted
   std::vector<std::vector<std::size_t>> rows_of_series;  // per series, per point: its row
-  std::string x_type;  // the spec's, or inferred from the data when the spec has none
+  std::string x_type;         // the spec's, or inferred from the data when the spec has none
+  bool continuous_x = false;  // x_num is the x value (else a category index)
 };
 
 // An x without a type is nominal for a bar or pie and for text; numbers are quantitative and
@@ -281,6 +282,9 @@ Extraction extract(const ChartSpec& spec, const QueryResult& result) {
   ex.x_type = spec.x_type;
   if (!x_col || !y_col || (!spec.color_field.empty() && !color_col)) return ex;
   if (ex.x_type.empty()) ex.x_type = infer_x_type(spec, result, *x_col);
+  // Bars and slices sit on categories whatever the x type; lines and points at their x.
+  const bool placed_by_x = spec.mark == "line" || spec.mark == "scatter";
+  ex.continuous_x = placed_by_x && (ex.x_type == "quantitative" || ex.x_type == "temporal");
 
   std::vector<std::size_t> null_y, text_y, nonfinite_y, null_x, bad_x, null_color, short_rows;
   std::string text_y_example, bad_x_example;
@@ -311,7 +315,7 @@ Extraction extract(const ChartSpec& spec, const QueryResult& result) {
     double x_num = 0;
     if (x_cell.is_null()) {
       null_x.push_back(r), ok = false;
-    } else if (ex.x_type == "quantitative" && !pie) {
+    } else if (ex.x_type == "quantitative" && placed_by_x) {
       const auto v = cell_number(x_cell);
       if (!v || !std::isfinite(*v)) {
         if (bad_x.empty()) bad_x_example = x_text;
@@ -319,7 +323,7 @@ Extraction extract(const ChartSpec& spec, const QueryResult& result) {
       } else {
         x_num = *v;
       }
-    } else if (ex.x_type == "temporal" && !pie) {
+    } else if (ex.x_type == "temporal" && placed_by_x) {
       const auto v = temporal_days(x_cell);
       if (!v) {
         if (bad_x.empty()) bad_x_example = x_text;
@@ -1219,7 +1223,7 @@ FigureCheck check_chart(const ChartSpec& spec, const QueryResult& result) {
     std::size_t duplicate_count = 0;
     for (std::size_t si = 0; si < series.size(); ++si) {
       // Positions: the category, or the number for a continuous x ("2024-01" = "2024-01-01").
-      const bool continuous = !pie && (ex.x_type == "quantitative" || ex.x_type == "temporal");
+      const bool continuous = ex.continuous_x;
       std::map<std::string, std::size_t> first_row;
       for (std::size_t i = 0; i < series[si].x.size(); ++i) {
         const std::size_t row = ex.rows_of_series[si][i];

@@ -556,6 +556,19 @@ TEST(ChartRenderTest, GroupedBarsWithNegativeValues) {
   EXPECT_GT(count_color(img, kSecondPaletteColor), 500u);
 }
 
+TEST(ChartRenderTest, BarsSitOnCategoriesWhateverTheXType) {
+  ChartSpec s = parse_chart_spec(bar_spec());
+  s.x_type = "quantitative";
+  const QueryResult r =
+      make_result({"region", "sales"}, json::parse(R"([[1e12, 1], [-5, 2], [1e12, 3]])"));
+  const ChartData d = chart_data(s, r);
+  EXPECT_EQ(d.series.at(0).x_num, (std::vector<double>{0, 1, 0}));
+  EXPECT_FALSE(check_chart(s, r).ok);  // rows 1 and 3 share a bar
+  const QueryResult distinct =
+      make_result({"region", "sales"}, json::parse(R"([[1e12, 1], [-5, 2], [7, 3]])"));
+  expect_valid_render(render_chart(s, distinct), 800, 480);
+}
+
 TEST(ChartRenderTest, MultiLineChart) {
   ChartSpec s = parse_chart_spec(json::parse(R"js({"mark": "line", "title": "Monthly revenue",
     "encoding": {"x": {"field": "month", "type": "temporal", "title": "Month"},
