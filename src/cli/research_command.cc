@@ -30,6 +30,8 @@ struct ResearchArgs {
   std::string llm_key_env = "OPENAI_API_KEY";
   std::string model;
   int threads = 0;
+  int64_t kv_memory = int64_t{512} << 20;
+  int32_t max_model_len = 8192;
   bool quiet = false;
 };
 
@@ -87,6 +89,8 @@ void run_research_command(ResearchArgs a) {
     hka::EngineBackendOptions engine;
     engine.model_path = a.model;
     engine.threads = a.threads;
+    engine.kv_memory_bytes = a.kv_memory;
+    engine.max_model_len = a.max_model_len;
     std::fprintf(stderr, "kdr research: loading the model for the in-process engine\n");
     llm = hka::make_engine_backend(engine);
   }
@@ -137,6 +141,15 @@ void add_research_command(CLI::App& app) {
   cmd->add_option("-m,--model", a->model,
                   "model for the in-process engine (default: the embedded default)");
   cmd->add_option("-t,--threads", a->threads, "engine threads (default: all cores)");
+  cmd->add_option("--kv-memory", a->kv_memory,
+                  "in-process engine: memory for the KV cache, with K/M/G suffixes")
+      ->transform(CLI::AsSizeValue(false))
+      ->capture_default_str();
+  cmd->add_option("--max-model-len", a->max_model_len,
+                  "in-process engine: prompt + reply tokens at most (longer prompts lose the "
+                  "middle of their longest message)")
+      ->check(CLI::Range(256, 1 << 20))
+      ->capture_default_str();
   cmd->add_option("--max-subtasks", a->options.max_subtasks, "subtasks of the plan at most")
       ->check(CLI::Range(1, 20))
       ->capture_default_str();

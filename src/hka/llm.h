@@ -100,7 +100,7 @@ std::unique_ptr<LlmBackend> make_openai_backend(const OpenAiConfig& config);
 struct EngineBackendOptions {
   std::string model_path;  // empty: the embedded default model
   int32_t threads = 0;     // 0: all cores
-  int64_t kv_memory_bytes = int64_t{256} << 20;
+  int64_t kv_memory_bytes = int64_t{512} << 20;
   int32_t max_model_len = 8192;  // prompt + reply tokens at most
 };
 

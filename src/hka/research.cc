@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cmath>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <set>
 #include <sstream>
@@ -32,6 +33,32 @@ std::string truncate_text(const std::string& s, size_t max_bytes) {
   size_t cut = max_bytes;
   while (cut > 0 && (static_cast<unsigned char>(s[cut]) & 0xC0) == 0x80) --cut;  // whole chars
   return s.substr(0, cut) + " [...]";
+}
+
+// An upper bound on the tokens of any JSON value valid under `schema` (our schemas bound
+// every string and array): its bytes, as no token is shorter than one byte, plus room for
+// whitespace and escapes.
+int32_t schema_token_bound(const ojson& schema) {
+  std::function<int64_t(const ojson&)> bytes = [&](const ojson& s) -> int64_t {
+    if (s.contains("enum")) {
+      int64_t longest = 0;
+      for (const ojson& v : s["enum"]) longest = std::max<int64_t>(longest, v.dump().size());
+      return longest;
+    }
+    const std::string type = s.value("type", "");
+    if (type == "object") {
+      int64_t n = 2;
+      for (const auto& [key, sub] : s["properties"].items()) {
+        n += static_cast<int64_t>(key.size()) + 4 + bytes(sub);
+      }
+      return n;
+    }
+    if (type == "array") return 2 + s.value("maxItems", 8) * (bytes(s["items"]) + 2);
+    if (type == "string") return 2 + s.value("maxLength", 400) * 6 / 5;  // some escapes
+    if (type == "boolean") return 5;
+    return 24;  // numbers
+  };
+  return static_cast<int32_t>(std::min<int64_t>(bytes(schema) * 5 / 4 + 32, 4096));
 }
 
 ojson string_schema(int max_length) { return ojson{{"type", "string"}, {"maxLength", max_length}}; }
@@ -106,7 +133,7 @@ class Run {
   LlmReply call(const std::string& role, const std::vector<ChatMessage>& messages,
                 const std::optional<ojson>& schema, int32_t max_tokens);
   std::optional<json> ask_json(const std::string& role, std::vector<ChatMessage> messages,
-                               const ojson& schema, int32_t max_tokens);
+                               const ojson& schema);
   std::string system_prompt(const std::string& instructions, const ojson& schema) const;
 
   // --- stages ---
@@ -117,6 +144,8 @@ class Run {
   std::string search_documents(Subtask& subtask, const std::string& query);
   void write_report();
   std::string table_context(const std::vector<std::string>& names) const;
+  std::optional<json> guided_query(const std::string& table, const std::string& question,
+                                   const std::string& goal, const std::string& context);
 
   const ResearchOptions& o_;
   LlmBackend& llm_;
@@ -197,7 +226,10 @@ std::string Run::system_prompt(const std::string& instructions, const ojson& sch
 }
 
 std::optional<json> Run::ask_json(const std::string& role, std::vector<ChatMessage> messages,
-                                  const ojson& schema, int32_t max_tokens) {
+                                  const ojson& schema) {
+  // Every string in our schemas has a maxLength, so the grammar ends any answer within this
+  // bound: a reply is never cut short into invalid JSON.
+  const int32_t max_tokens = schema_token_bound(schema);
   // One repair round: endpoints that ignore response_format get their own answer back with
   // the reason it was refused.
   for (int attempt = 0; attempt < 2; ++attempt) {
@@ -304,7 +336,7 @@ void Run::plan() {
           {"maxItems", o_.max_subtasks},
           {"items",
            {{"type", "object"},
-            {"properties", {{"title", string_schema(100)}, {"goal", string_schema(300)}}},
+            {"properties", {{"title", string_schema(80)}, {"goal", string_schema(200)}}},
             {"required", {"title", "goal"}}}}}}}},
       {"required", {"subtasks"}}};
   const std::string instructions =
@@ -317,7 +349,7 @@ void Run::plan() {
   std::vector<ChatMessage> messages = {
       {"system", system_prompt(instructions, schema), {}},
       {"user", "Question: " + o_.question + "\n\nTables:\n<data>\n" + catalogue + "</data>", {}}};
-  std::optional<json> answer = ask_json("planner", messages, schema, 400);
+  std::optional<json> answer = ask_json("planner", messages, schema);
   if (answer) {
     for (const json& s : (*answer)["subtasks"]) {
       Subtask st;
@@ -350,7 +382,7 @@ void Run::supervise(Subtask& subtask) {
   const ojson schema = {
       {"type", "object"},
       {"properties",
-       {{"tool", {{"type", "string"}, {"enum", tool_enum}}}, {"input", string_schema(300)}}},
+       {{"tool", {{"type", "string"}, {"enum", tool_enum}}}, {"input", string_schema(200)}}},
       {"required", {"tool", "input"}}};
   std::string instructions =
       "You direct the analysis of one subtask of a research question. Tools:\n"
@@ -379,9 +411,9 @@ void Run::supervise(Subtask& subtask) {
         subtask.goal + "\nCalls so far:\n" +
         (history.empty() ? "(none)\n" : "<data>\n" + history + "</data>\n") +
         "Tool calls left in the whole run: " + std::to_string(o_.max_tool_calls - tool_calls_);
-    std::optional<json> answer = ask_json(
-        "supervisor", {{"system", system_prompt(instructions, schema), {}}, {"user", user, {}}},
-        schema, 120);
+    std::optional<json> answer =
+        ask_json("supervisor",
+                 {{"system", system_prompt(instructions, schema), {}}, {"user", user, {}}}, schema);
     std::string tool = answer ? (*answer)["tool"].get<std::string>() : "analyze_tables";
     std::string input = answer ? (*answer)["input"].get<std::string>() : subtask.goal;
     // A subtask is analysed at least once: a supervisor that stops before any finding, or
@@ -435,7 +467,7 @@ ojson coder_schema() {
                            {"enum", {"nominal", "ordinal", "quantitative", "temporal"}}};
   return {{"type", "object"},
           {"properties",
-           {{"sql", string_schema(1500)},
+           {{"sql", string_schema(800)},
             {"chart",
              {{"type", "object"},
               {"properties",
@@ -522,7 +554,7 @@ std::string Run::analyze_tables(Subtask& subtask, const std::string& question) {
          {"user",
           "Question: " + question + "\n\nCandidate tables:\n<data>\n" + listing + "</data>",
           {}}},
-        schema, 80);
+        schema);
     if (answer) {
       for (const json& t : (*answer)["tables"]) {
         const std::string name = t.get<std::string>();
@@ -550,30 +582,27 @@ std::string Run::analyze_tables(Subtask& subtask, const std::string& question) {
 
   // 3. Code generation, execution and figure checks, with repair rounds fed the problem.
   const ojson schema = coder_schema();
-  std::vector<ChatMessage> messages = {
-      {"system", system_prompt(kCoderInstructions, schema), {}},
-      {"user",
-       "Question: " + question + "\n\nTables:\n<data>\n" + table_context(chosen) + "</data>",
-       {}}};
+  const std::string context = table_context(chosen);
+  std::vector<ChatMessage> messages = {{"system", system_prompt(kCoderInstructions, schema), {}},
+                                       {"user",
+                                        "Question: " + question + "\nPurpose: " + subtask.goal +
+                                            "\n\nTables:\n<data>\n" + context + "</data>",
+                                        {}}};
   std::optional<QueryResult> result;
   std::optional<ChartSpec> spec;
   std::optional<RenderedChart> chart;
   std::string sql;
   std::string last_problem;
   bool figure_rejected = false;
-  for (int32_t round = 0; round <= o_.max_repair_rounds; ++round) {
-    std::optional<json> answer = ask_json("coder", messages, schema, 600);
-    if (!answer) {
-      last_problem = "the coder gave no valid answer";
-      break;
-    }
-    messages.push_back({"assistant", answer->dump(), {}});
-    sql = (*answer)["sql"].get<std::string>();
+  // Runs one candidate (SQL + chart spec); returns what is wrong with it, empty when it passed.
+  // A result that runs is kept even when its chart fails (it becomes a table).
+  auto attempt = [&](const std::string& candidate_sql, const json& chart_json,
+                     int32_t round) -> std::string {
     std::string problem;
-    std::optional<QueryResult> attempt;
+    std::optional<QueryResult> rows;
     try {
-      attempt = run_readonly(db_path_, sql, o_.sql_limits);
-      if (attempt->rows.empty()) {
+      rows = run_readonly(db_path_, candidate_sql, o_.sql_limits);
+      if (rows->rows.empty()) {
         problem =
             "The query ran but returned no rows. Check the filters against the sample values "
             "(spelling, case, date format) and the joins.";
@@ -584,59 +613,80 @@ std::string Run::analyze_tables(Subtask& subtask, const std::string& question) {
     trace({{"type", "tool"},
            {"tool", "run_sql"},
            {"round", round},
-           {"sql", sql},
+           {"sql", candidate_sql},
            {"ok", problem.empty()},
-           {"rows", attempt ? attempt->rows.size() : 0},
+           {"rows", rows ? rows->rows.size() : 0},
            {"error", problem}});
-    if (problem.empty()) {
-      result = attempt;
-      try {
-        ChartSpec s = parse_chart_spec((*answer)["chart"]);
-        const FigureCheck check = check_chart(s, *attempt);
-        if (!check.ok) {
-          for (const std::string& p : check.problems) problem += (problem.empty() ? "" : " ") + p;
-          problem = "The chart does not fit the query result: " + problem;
-        } else {
-          RenderedChart rendered = render_chart(s, *attempt);
-          if (llm_.accepts_images("vision")) {
-            const ojson vschema = {
-                {"type", "object"},
-                {"properties",
-                 {{"acceptable", {{"type", "boolean"}}}, {"problem", string_schema(300)}}},
-                {"required", {"acceptable", "problem"}}};
-            std::optional<json> verdict = ask_json(
-                "vision",
-                {{"system",
-                  system_prompt("You check a chart drawn for a research question: is it "
-                                "readable, labelled, and does it show what the question asks?",
-                                vschema),
-                  {}},
-                 {"user", "Question: " + question, rendered.png}},
-                vschema, 120);
-            if (verdict && !(*verdict)["acceptable"].get<bool>()) {
-              problem =
-                  "A reviewer rejected the chart: " + (*verdict)["problem"].get<std::string>();
-            }
-          }
-          if (problem.empty()) {
-            spec = s;
-            chart = std::move(rendered);
+    if (!problem.empty()) return problem;
+    result = rows;
+    sql = candidate_sql;
+    try {
+      ChartSpec s = parse_chart_spec(chart_json);
+      const FigureCheck check = check_chart(s, *rows);
+      if (!check.ok) {
+        for (const std::string& p : check.problems) problem += (problem.empty() ? "" : " ") + p;
+        problem = "The chart does not fit the query result: " + problem;
+      } else {
+        RenderedChart rendered = render_chart(s, *rows);
+        if (llm_.accepts_images("vision")) {
+          const ojson vschema = {
+              {"type", "object"},
+              {"properties",
+               {{"acceptable", {{"type", "boolean"}}}, {"problem", string_schema(300)}}},
+              {"required", {"acceptable", "problem"}}};
+          std::optional<json> verdict = ask_json(
+              "vision",
+              {{"system",
+                system_prompt("You check a chart drawn for a research question: is it "
+                              "readable, labelled, and does it show what the question asks?",
+                              vschema),
+                {}},
+               {"user", "Question: " + question, rendered.png}},
+              vschema);
+          if (verdict && !(*verdict)["acceptable"].get<bool>()) {
+            problem = "A reviewer rejected the chart: " + (*verdict)["problem"].get<std::string>();
           }
         }
-      } catch (const ChartError& e) {
-        problem = std::string("The chart spec is wrong: ") + e.what();
+        if (problem.empty()) {
+          spec = s;
+          chart = std::move(rendered);
+        }
       }
-      if (!problem.empty()) {
-        figure_rejected = true;
-        trace({{"type", "figure_check"}, {"round", round}, {"ok", false}, {"problem", problem}});
-      } else {
-        trace({{"type", "figure_check"}, {"round", round}, {"ok", true}});
-      }
+    } catch (const ChartError& e) {
+      problem = std::string("The chart spec is wrong: ") + e.what();
     }
+    figure_rejected = !problem.empty();
+    trace({{"type", "figure_check"},
+           {"round", round},
+           {"ok", problem.empty()},
+           {"problem", problem}});
+    return problem;
+  };
+  for (int32_t round = 0; round <= o_.max_repair_rounds; ++round) {
+    std::optional<json> answer = ask_json("coder", messages, schema);
+    if (!answer) {
+      last_problem = "the coder gave no valid answer";
+      break;
+    }
+    messages.push_back({"assistant", answer->dump(), {}});
+    const std::string problem =
+        attempt((*answer)["sql"].get<std::string>(), (*answer)["chart"], round);
     if (problem.empty()) break;
     last_problem = problem;
     messages.push_back(
         {"user", problem + "\nAnswer again with the corrected JSON (SQL and chart).", {}});
+  }
+  // Guided fallback: when no SQL ran, the coder picks columns and an aggregate from lists
+  // (enums, so even a small model answers validly) and the SQL is built here. It runs through
+  // the same read-only path and checks.
+  if (!result) {
+    if (std::optional<json> guided =
+            guided_query(chosen.front(), question, subtask.goal, context)) {
+      const std::string problem = attempt((*guided)["sql"].get<std::string>(), (*guided)["chart"],
+                                          o_.max_repair_rounds + 1);
+      if (!problem.empty()) last_problem = problem;
+      trace({{"type", "tool"}, {"tool", "guided_query"}, {"ok", result.has_value()}});
+    }
   }
   if (!result) {
     draft_.notes.push_back("The analysis \"" + truncate_text(question, 160) +
@@ -710,7 +760,7 @@ std::string Run::analyze_tables(Subtask& subtask, const std::string& question) {
 
   // 5. The insight, from the result itself.
   const ojson ischema = {{"type", "object"},
-                         {"properties", {{"insight", string_schema(700)}}},
+                         {"properties", {{"insight", string_schema(500)}}},
                          {"required", {"insight"}}};
   const std::string instructions =
       "You state what a query result shows for a research question in 2 to 4 sentences: "
@@ -726,7 +776,7 @@ std::string Run::analyze_tables(Subtask& subtask, const std::string& question) {
                                             "Question: " + question + "\nResult (CSV):\n<data>\n" +
                                                 csv_preview(*result, 40) + "</data>",
                                             {}}},
-                                          ischema, 300);
+                                          ischema);
     if (answer) insight = (*answer)["insight"].get<std::string>();
   } catch (const BudgetExhausted&) {
     out_of_budget = true;  // keep the result found; stop after recording it
@@ -744,6 +794,80 @@ std::string Run::analyze_tables(Subtask& subtask, const std::string& question) {
   return (chart ? "Figure " + finding.figure_key + " \"" + spec->title + "\" and " : "") +
          std::string("Table ") + table.key + " (" + std::to_string(result->rows.size()) +
          " rows) from " + titles + ": " + insight;
+}
+
+// The guided query: {"sql": ..., "chart": ...} built from the columns and aggregate the coder
+// picked, or nullopt when the table has no numeric column or the model gives nothing usable.
+std::optional<json> Run::guided_query(const std::string& table, const std::string& question,
+                                      const std::string& goal, const std::string& context) {
+  const std::vector<TableInfo> all = tables_->tables();
+  const auto info =
+      std::find_if(all.begin(), all.end(), [&](const TableInfo& t) { return t.name == table; });
+  if (info == all.end()) return std::nullopt;
+  ojson columns = ojson::array();
+  ojson numeric = ojson::array();
+  for (const ColumnInfo& c : info->columns) {
+    columns.push_back(c.name);
+    if (c.type == "INTEGER" || c.type == "REAL") numeric.push_back(c.name);
+  }
+  if (numeric.empty()) return std::nullopt;
+  ojson series = columns;
+  series.push_back("none");
+  const ojson schema = {
+      {"type", "object"},
+      {"properties",
+       {{"x", {{"type", "string"}, {"enum", columns}}},
+        {"y", {{"type", "string"}, {"enum", numeric}}},
+        {"aggregate", {{"type", "string"}, {"enum", {"sum", "avg", "min", "max"}}}},
+        {"series", {{"type", "string"}, {"enum", series}}},
+        {"mark", {{"type", "string"}, {"enum", {"bar", "line", "pie"}}}},
+        {"title", string_schema(100)},
+        {"y_title", string_schema(60)}}},
+      {"required", {"x", "y", "aggregate", "series", "mark", "title", "y_title"}}};
+  const std::string instructions =
+      "You choose how to chart a table for a question: the x column (categories or time), the "
+      "numeric y column and how to aggregate it per x, an optional series column (one line or "
+      "bar group per value; \"none\" for one series), the chart type (line for a trend over "
+      "time, bar to compare categories, pie for shares of a whole), a chart title and a y "
+      "axis title with the unit.";
+  std::optional<json> a = ask_json("coder",
+                                   {{"system", system_prompt(instructions, schema), {}},
+                                    {"user",
+                                     "Question: " + question + "\nPurpose: " + goal +
+                                         "\n\nTable:\n<data>\n" + context + "</data>",
+                                     {}}},
+                                   schema);
+  if (!a) return std::nullopt;
+  auto quote = [](const std::string& id) { return "\"" + id + "\""; };
+  const std::string x = (*a)["x"], y = (*a)["y"], agg = (*a)["aggregate"];
+  std::string by = (*a)["series"];
+  if (by == "none" || by == x || by == y) by.clear();
+  const std::string value = agg + "_" + y;
+  std::string sql = "SELECT " + quote(x) + (by.empty() ? "" : ", " + quote(by)) + ", ROUND(" +
+                    (agg == "avg"   ? std::string("AVG")
+                     : agg == "sum" ? "SUM"
+                     : agg == "min" ? "MIN"
+                                    : "MAX") +
+                    "(" + quote(y) + "), 4) AS " + quote(value) + " FROM " + quote(table) +
+                    " GROUP BY " + quote(x) + (by.empty() ? "" : ", " + quote(by)) + " ORDER BY " +
+                    quote(x) + (by.empty() ? "" : ", " + quote(by)) + " LIMIT 60";
+  std::string mark = (*a)["mark"];
+  if (mark == "pie" && !by.empty()) mark = "bar";  // a pie has one series
+  json chart = {
+      {"mark", mark},
+      {"title",
+       (*a)["title"].get<std::string>().empty() ? question : (*a)["title"].get<std::string>()},
+      {"encoding",
+       {{"x", {{"field", x}, {"title", x}}},
+        {"y",
+         {{"field", value},
+          {"type", "quantitative"},
+          {"title", (*a)["y_title"].get<std::string>().empty()
+                        ? value
+                        : (*a)["y_title"].get<std::string>()}}}}}};
+  if (mark == "pie") chart["encoding"]["theta"] = {{"field", value}};
+  if (!by.empty()) chart["encoding"]["color"] = {{"field", by}};
+  return json{{"sql", sql}, {"chart", chart}};
 }
 
 // --- unstructured knowledge analyzer ----------------------------------------------------
@@ -787,7 +911,7 @@ std::string Run::search_documents(Subtask& subtask, const std::string& query) {
       ask_json("extract",
                {{"system", system_prompt(instructions, schema), {}},
                 {"user", "Query: " + query + "\n\nPassages:\n<data>\n" + passages + "</data>", {}}},
-               schema, 400);
+               schema);
   if (!answer || (*answer)["facts"].empty()) return "no relevant fact in the passages found";
   std::string summary;
   for (const json& f : (*answer)["facts"]) {
@@ -832,7 +956,7 @@ void Run::write_report() {
   draft_.generated_by = "kdr research, " + llm_.describe();
   const ojson section_schema = {
       {"type", "object"},
-      {"properties", {{"heading", string_schema(100)}, {"text", string_schema(2500)}}},
+      {"properties", {{"heading", string_schema(100)}, {"text", string_schema(1600)}}},
       {"required", {"heading", "text"}}};
   const std::string section_instructions =
       "You write one section of a research report from the findings given, and nothing "
@@ -849,7 +973,7 @@ void Run::write_report() {
       if (!f.table_key.empty()) section.table_keys.push_back(f.table_key);
     }
     if (s.findings.empty()) {
-      section.text = "No finding could be established for this subtask (" + s.goal + ").";
+      section.text = "No finding could be established for this subtask.";
     } else {
       std::optional<json> answer;
       if (!budget_exhausted_) {
@@ -860,7 +984,7 @@ void Run::write_report() {
                               "Research question: " + o_.question + "\nSection goal: " + s.goal +
                                   "\nFindings:\n<data>\n" + findings_text(s) + "</data>",
                               {}}},
-                            section_schema, 700);
+                            section_schema);
         } catch (const BudgetExhausted&) {
           draft_.notes.push_back(
               "The token budget ran out while writing; later sections list "
@@ -884,9 +1008,9 @@ void Run::write_report() {
   const ojson frame_schema = {{"type", "object"},
                               {"properties",
                                {{"title", string_schema(120)},
-                                {"abstract", string_schema(1200)},
-                                {"introduction", string_schema(1500)},
-                                {"conclusion", string_schema(1500)}}},
+                                {"abstract", string_schema(800)},
+                                {"introduction", string_schema(1000)},
+                                {"conclusion", string_schema(1000)}}},
                               {"required", {"title", "abstract", "introduction", "conclusion"}}};
   std::optional<json> frame;
   if (!budget_exhausted_) {
@@ -905,7 +1029,7 @@ void Run::write_report() {
            {"user",
             "Research question: " + o_.question + "\n\nSections:\n<data>\n" + overview + "</data>",
             {}}},
-          frame_schema, 900);
+          frame_schema);
     } catch (const BudgetExhausted&) {
       draft_.notes.push_back(
           "The token budget ran out before the abstract and conclusion "

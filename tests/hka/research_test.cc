@@ -271,6 +271,32 @@ TEST_F(ResearchPipeline, RejectedFigureKeepsTheResultAsATable) {
   EXPECT_NE(md.find("Table 1"), std::string::npos);
 }
 
+TEST_F(ResearchPipeline, GuidedQueryWhenNoSqlRuns) {
+  options_.max_repair_rounds = 1;
+  llm_.on("coder", [](const LlmCall& c) {
+    if (all_text(c).find("You choose how to chart") != std::string::npos) {
+      return json{{"x", "year"},
+                  {"y", "yield_t_ha"},
+                  {"aggregate", "avg"},
+                  {"series", "country"},
+                  {"mark", "line"},
+                  {"title", "Mean yield"},
+                  {"y_title", "Yield (t/ha)"}}
+          .dump();
+    }
+    return coder_answer("SELECT * FROM my_table").dump();
+  });
+  const ResearchResult r = run();
+  EXPECT_EQ(calls("coder").size(), 3u);  // 2 SQL rounds + the guided choice
+  EXPECT_EQ(r.figures, 1);
+  EXPECT_EQ(read_file(options_.out_dir / "analysis/q1.sql"),
+            "SELECT \"year\", \"country\", ROUND(AVG(\"yield_t_ha\"), 4) AS \"avg_yield_t_ha\" "
+            "FROM \"crops\" GROUP BY \"year\", \"country\" ORDER BY \"year\", \"country\" LIMIT "
+            "60\n");
+  const std::string csv = read_file(options_.out_dir / "analysis/q1.csv");
+  EXPECT_NE(csv.find("2019,France,7.4"), std::string::npos) << csv;  // (7.9 + 6.9) / 2
+}
+
 TEST_F(ResearchPipeline, SeveralTablesAreJoined) {
   llm_.on("rerank", [](const LlmCall&) { return json{{"tables", {"crops", "countries"}}}.dump(); });
   const std::string join =
