@@ -686,6 +686,12 @@ std::string Run::analyze_tables(Subtask& subtask, const std::string& question) {
                                           o_.max_repair_rounds + 1);
       if (!problem.empty()) last_problem = problem;
       trace({{"type", "tool"}, {"tool", "guided_query"}, {"ok", result.has_value()}});
+      if (result) {  // the guided query reads the first table only
+        chosen.resize(1);
+        for (const TableInfo& t : tables_->tables()) {
+          if (t.name == chosen.front()) titles = t.title;
+        }
+      }
     }
   }
   if (!result) {
@@ -820,16 +826,13 @@ std::optional<json> Run::guided_query(const std::string& table, const std::strin
         {"y", {{"type", "string"}, {"enum", numeric}}},
         {"aggregate", {{"type", "string"}, {"enum", {"sum", "avg", "min", "max"}}}},
         {"series", {{"type", "string"}, {"enum", series}}},
-        {"mark", {{"type", "string"}, {"enum", {"bar", "line", "pie"}}}},
-        {"title", string_schema(100)},
-        {"y_title", string_schema(60)}}},
-      {"required", {"x", "y", "aggregate", "series", "mark", "title", "y_title"}}};
+        {"mark", {{"type", "string"}, {"enum", {"bar", "line", "pie"}}}}}},
+      {"required", {"x", "y", "aggregate", "series", "mark"}}};
   const std::string instructions =
       "You choose how to chart a table for a question: the x column (categories or time), the "
       "numeric y column and how to aggregate it per x, an optional series column (one line or "
-      "bar group per value; \"none\" for one series), the chart type (line for a trend over "
-      "time, bar to compare categories, pie for shares of a whole), a chart title and a y "
-      "axis title with the unit.";
+      "bar group per value; \"none\" for one series) and the chart type (line for a trend "
+      "over time, bar to compare categories, pie for shares of a whole).";
   std::optional<json> a = ask_json("coder",
                                    {{"system", system_prompt(instructions, schema), {}},
                                     {"user",
@@ -853,18 +856,30 @@ std::optional<json> Run::guided_query(const std::string& table, const std::strin
                     quote(x) + (by.empty() ? "" : ", " + quote(by)) + " LIMIT 60";
   std::string mark = (*a)["mark"];
   if (mark == "pie" && !by.empty()) mark = "bar";  // a pie has one series
+  // Titles come from the source's own headers and units, not from the model.
+  auto header = [&](const std::string& name) {
+    for (const ColumnInfo& c : info->columns) {
+      if (c.name == name) return c.header.empty() ? name : c.header;
+    }
+    return name;
+  };
+  std::string unit;
+  for (const ColumnInfo& c : info->columns) {
+    if (c.name == y) unit = c.unit;
+  }
+  static const std::map<std::string, std::string> kAgg = {
+      {"sum", "Total"}, {"avg", "Mean"}, {"min", "Minimum"}, {"max", "Maximum"}};
+  const std::string title = kAgg.at(agg) + " " + header(y) + " by " + header(x) +
+                            (by.empty() ? "" : " and " + header(by));
   json chart = {
       {"mark", mark},
-      {"title",
-       (*a)["title"].get<std::string>().empty() ? question : (*a)["title"].get<std::string>()},
+      {"title", title},
       {"encoding",
-       {{"x", {{"field", x}, {"title", x}}},
+       {{"x", {{"field", x}, {"title", header(x)}}},
         {"y",
          {{"field", value},
           {"type", "quantitative"},
-          {"title", (*a)["y_title"].get<std::string>().empty()
-                        ? value
-                        : (*a)["y_title"].get<std::string>()}}}}}};
+          {"title", kAgg.at(agg) + " " + header(y) + (unit.empty() ? "" : " (" + unit + ")")}}}}}};
   if (mark == "pie") chart["encoding"]["theta"] = {{"field", value}};
   if (!by.empty()) chart["encoding"]["color"] = {{"field", by}};
   return json{{"sql", sql}, {"chart", chart}};

@@ -295,6 +295,9 @@ TEST_F(ResearchPipeline, GuidedQueryWhenNoSqlRuns) {
             "60\n");
   const std::string csv = read_file(options_.out_dir / "analysis/q1.csv");
   EXPECT_NE(csv.find("2019,France,7.4"), std::string::npos) << csv;  // (7.9 + 6.9) / 2
+  // Titles from the table's own headers, not from the model.
+  EXPECT_NE(read_file(options_.out_dir / "report.md").find("Mean yield_t_ha by year and country"),
+            std::string::npos);
 }
 
 TEST_F(ResearchPipeline, SeveralTablesAreJoined) {
