@@ -35,6 +35,38 @@ std::string truncate_text(const std::string& s, size_t max_bytes) {
   return s.substr(0, cut) + " [...]";
 }
 
+// Model prose, tidied: a sentence that repeats an earlier one word for word is dropped (small
+// models loop), and a text that ran into its length limit ends at its last full sentence.
+std::string tidy_prose(const std::string& text, size_t max_length) {
+  std::vector<std::string> sentences;
+  std::string current;
+  for (size_t i = 0; i < text.size(); ++i) {
+    current += text[i];
+    const bool end = (text[i] == '.' || text[i] == '!' || text[i] == '?') &&
+                     (i + 1 == text.size() || text[i + 1] == ' ' || text[i + 1] == '\n');
+    if (end || text[i] == '\n') {
+      sentences.push_back(current);
+      current.clear();
+    }
+  }
+  const bool cut = text.size() + 4 >= max_length;  // the grammar stopped it at maxLength
+  if (!current.empty() && !(cut && !sentences.empty())) sentences.push_back(current);
+  std::set<std::string> seen;
+  std::string out;
+  for (const std::string& sentence : sentences) {
+    size_t b = sentence.find_first_not_of(" \n");
+    if (b == std::string::npos) {
+      out += sentence;
+      continue;
+    }
+    const std::string key = sentence.substr(b, sentence.find_last_not_of(" \n") - b + 1);
+    if (key.size() > 12 && !seen.insert(key).second) continue;
+    out += sentence;
+  }
+  while (!out.empty() && (out.back() == ' ' || out.back() == '\n')) out.pop_back();
+  return out;
+}
+
 // An upper bound on the tokens of any JSON value valid under `schema` (our schemas bound
 // every string and array): its bytes, as no token is shorter than one byte, plus room for
 // whitespace and escapes.
@@ -783,7 +815,7 @@ std::string Run::analyze_tables(Subtask& subtask, const std::string& question) {
                                                 csv_preview(*result, 40) + "</data>",
                                             {}}},
                                           ischema);
-    if (answer) insight = (*answer)["insight"].get<std::string>();
+    if (answer) insight = tidy_prose((*answer)["insight"].get<std::string>(), 500);
   } catch (const BudgetExhausted&) {
     out_of_budget = true;  // keep the result found; stop after recording it
   }
@@ -945,7 +977,7 @@ std::string Run::search_documents(Subtask& subtask, const std::string& query) {
       draft_.sources.push_back(source);
     }
     Finding finding;
-    finding.text = f["fact"].get<std::string>() + " [" + it->second + "]";
+    finding.text = tidy_prose(f["fact"].get<std::string>(), 300) + " [" + it->second + "]";
     summary += finding.text + " ";
     subtask.findings.push_back(finding);
   }
@@ -1009,7 +1041,7 @@ void Run::write_report() {
       if (answer && !(*answer)["text"].get<std::string>().empty()) {
         const std::string heading = (*answer)["heading"].get<std::string>();
         if (!heading.empty()) section.heading = heading;
-        section.text = (*answer)["text"].get<std::string>();
+        section.text = tidy_prose((*answer)["text"].get<std::string>(), 1600);
       } else {
         // The findings themselves, cited, when the writer cannot be used.
         for (const Finding& f : s.findings) section.text += "- " + f.text + "\n";
@@ -1053,9 +1085,9 @@ void Run::write_report() {
   }
   if (frame) {
     draft_.title = (*frame)["title"].get<std::string>();
-    draft_.abstract = (*frame)["abstract"].get<std::string>();
-    draft_.introduction = (*frame)["introduction"].get<std::string>();
-    draft_.conclusion = (*frame)["conclusion"].get<std::string>();
+    draft_.abstract = tidy_prose((*frame)["abstract"].get<std::string>(), 800);
+    draft_.introduction = tidy_prose((*frame)["introduction"].get<std::string>(), 1000);
+    draft_.conclusion = tidy_prose((*frame)["conclusion"].get<std::string>(), 1000);
   }
   if (draft_.title.empty()) draft_.title = o_.question;
   if (draft_.introduction.empty()) {

@@ -300,6 +300,20 @@ TEST_F(ResearchPipeline, GuidedQueryWhenNoSqlRuns) {
             std::string::npos);
 }
 
+TEST_F(ResearchPipeline, LoopingProseIsTidied) {
+  section_text_ =
+      "Yields fell to 6.6 in 2020 [T1]. The drought hurt [D1]. Yields fell to 6.6 in "
+      "2020 [T1]. The drought hurt [D1]. Yields fell to 6.6 in 2020 [T1]. The dro";
+  section_text_ += std::string(1600 - section_text_.size(), 'o');  // ran into maxLength
+  run();
+  const std::string md = read_file(options_.out_dir / "report.md");
+  const size_t first = md.find("Yields fell to 6.6 in 2020");
+  ASSERT_NE(first, std::string::npos);
+  EXPECT_EQ(md.find("Yields fell to 6.6 in 2020", first + 1), std::string::npos);
+  EXPECT_EQ(md.find("The droo"), std::string::npos);
+  EXPECT_NE(md.find("The drought hurt"), std::string::npos);
+}
+
 TEST_F(ResearchPipeline, SeveralTablesAreJoined) {
   llm_.on("rerank", [](const LlmCall&) { return json{{"tables", {"crops", "countries"}}}.dump(); });
   const std::string join =
