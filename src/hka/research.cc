@@ -1011,10 +1011,64 @@ void Run::write_report() {
       "square brackets, like [T1] or [D2], after the sentences they support. Refer to figures "
       "as \"Figure F1\" and tables as \"Table R1\", using the keys given. Two or three short "
       "paragraphs separated by blank lines.";
+  // The outline: a heading and the key points of each section, in one call that sees every
+  // subtask's findings, so the sections divide the story between them.
+  const int32_t n = static_cast<int32_t>(subtasks_.size());
+  std::vector<std::pair<std::string, std::string>> outline(subtasks_.size());
+  const bool any_finding = std::any_of(subtasks_.begin(), subtasks_.end(),
+                                       [](const Subtask& s) { return !s.findings.empty(); });
+  if (!budget_exhausted_ && any_finding) {
+    const ojson outline_schema = {
+        {"type", "object"},
+        {"properties",
+         {{"sections",
+           {{"type", "array"},
+            {"minItems", n},
+            {"maxItems", n},
+            {"items",
+             {{"type", "object"},
+              {"properties",
+               {{"heading", string_schema(80)},
+                {"points", {{"type", "array"}, {"maxItems", 3}, {"items", string_schema(120)}}}}},
+              {"required", {"heading", "points"}}}}}}}},
+        {"required", {"sections"}}};
+    std::string listing;
+    for (size_t i = 0; i < subtasks_.size(); ++i) {
+      listing += "Section " + std::to_string(i + 1) + ": " + subtasks_[i].title + "\n" +
+                 truncate_text(findings_text(subtasks_[i]), 1200) + "\n";
+    }
+    try {
+      std::optional<json> answer = ask_json(
+          "writer",
+          {{"system",
+            system_prompt("You outline a research report: for each section, in the order "
+                          "given, a heading and up to three key points its text should make "
+                          "from its findings.",
+                          outline_schema),
+            {}},
+           {"user",
+            "Research question: " + o_.question + "\n\n<data>\n" + listing + "</data>",
+            {}}},
+          outline_schema);
+      if (answer) {
+        for (size_t i = 0; i < outline.size() && i < (*answer)["sections"].size(); ++i) {
+          const json& sec = (*answer)["sections"][i];
+          outline[i].first = sec["heading"].get<std::string>();
+          for (const json& point : sec["points"]) {
+            outline[i].second += "- " + point.get<std::string>() + "\n";
+          }
+        }
+      }
+      trace({{"type", "outline"}, {"ok", answer.has_value()}});
+    } catch (const BudgetExhausted&) {
+      draft_.notes.push_back("The token budget ran out before the report was outlined.");
+    }
+  }
   std::string overview;
-  for (Subtask& s : subtasks_) {
+  for (size_t si = 0; si < subtasks_.size(); ++si) {
+    Subtask& s = subtasks_[si];
     ReportSection section;
-    section.heading = s.title;
+    section.heading = outline[si].first.empty() ? s.title : outline[si].first;
     for (const Finding& f : s.findings) {
       if (!f.figure_key.empty()) section.figure_keys.push_back(f.figure_key);
       if (!f.table_key.empty()) section.table_keys.push_back(f.table_key);
@@ -1029,6 +1083,10 @@ void Run::write_report() {
                             {{"system", system_prompt(section_instructions, section_schema), {}},
                              {"user",
                               "Research question: " + o_.question + "\nSection goal: " + s.goal +
+                                  "\nSection heading: " + section.heading +
+                                  (outline[si].second.empty()
+                                       ? std::string()
+                                       : "\nOutline:\n<data>\n" + outline[si].second + "</data>") +
                                   "\nFindings:\n<data>\n" + findings_text(s) + "</data>",
                               {}}},
                             section_schema);
@@ -1040,7 +1098,7 @@ void Run::write_report() {
       }
       if (answer && !(*answer)["text"].get<std::string>().empty()) {
         const std::string heading = (*answer)["heading"].get<std::string>();
-        if (!heading.empty()) section.heading = heading;
+        if (!heading.empty() && outline[si].first.empty()) section.heading = heading;
         section.text = tidy_prose((*answer)["text"].get<std::string>(), 1600);
       } else {
         // The findings themselves, cited, when the writer cannot be used.

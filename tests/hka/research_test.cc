@@ -131,6 +131,15 @@ class ResearchPipeline : public ::testing::Test {
                     {"conclusion", "Germany held steady while France recovered to 6.9 [T1]."}}
             .dump();
       }
+      if (all_text(c).find("You outline a research report") != std::string::npos) {
+        json sections = json::array();
+        const size_t n = c.json_schema->at("properties")["sections"]["maxItems"].get<size_t>();
+        for (size_t i = 0; i < n; ++i) {
+          sections.push_back(
+              {{"heading", "Outlined " + std::to_string(i + 1)}, {"points", {"the 2020 dip"}}});
+        }
+        return json{{"sections", sections}}.dump();
+      }
       return json{{"heading", "Wheat yield trend"}, {"text", section_text_}}.dump();
     });
   }
@@ -192,6 +201,13 @@ TEST_F(ResearchPipeline, CleanRunWritesEveryOutput) {
   EXPECT_NE(md.find(kGoodSql), std::string::npos);  // the reference shows the SQL
   const std::string html = read_file(options_.out_dir / "report.html");
   EXPECT_NE(html.find("data:image/svg+xml;base64,"), std::string::npos);
+  // Outline, then sections written from it, then the frame.
+  EXPECT_NE(md.find("## Outlined 1"), std::string::npos);
+  const std::vector<LlmCall> writer = calls("writer");
+  ASSERT_EQ(writer.size(), 3u);
+  EXPECT_NE(all_text(writer[0]).find("You outline"), std::string::npos);
+  EXPECT_NE(last_text(writer[1]).find("- the 2020 dip"), std::string::npos);
+  EXPECT_NE(all_text(writer[2]).find("You frame"), std::string::npos);
 
   const json v = verification();
   EXPECT_EQ(v["summary"]["unresolved_citations"], 0);
