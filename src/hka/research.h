@@ -44,7 +44,7 @@ class ResearchError : public std::runtime_error {
 
 struct ResearchOptions {
   std::string question;
-  std::filesystem::path tables_dir;                // required
+  std::filesystem::path tables_dir;  // required
   // KDR-Bench style catalogue JSON; default: tables_dir/catalogue.json when it exists
   std::optional<std::filesystem::path> catalogue;
   std::optional<std::filesystem::path> docs_dir;
