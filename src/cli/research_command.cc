@@ -12,6 +12,7 @@
 #include "cli/commands.h"
 #include "hka/llm.h"
 #include "hka/research.h"
+#include "hka/web_search.h"
 
 namespace kdr::cli {
 
@@ -29,6 +30,7 @@ struct ResearchArgs {
   std::string llm_config;
   std::string llm_key_env = "OPENAI_API_KEY";
   std::string model;
+  std::string web_search_url;
   int threads = 0;
   int64_t kv_memory = int64_t{512} << 20;
   int32_t max_model_len = 8192;
@@ -72,6 +74,7 @@ void run_research_command(ResearchArgs a) {
   if (!a.catalogue.empty()) o.catalogue = a.catalogue;
   o.out_dir = a.out;
   o.workspace = a.workspace;
+  if (!a.web_search_url.empty()) o.web_search = hka::make_searxng_search(a.web_search_url);
 
   std::unique_ptr<hka::LlmBackend> llm;
   if (!a.llm_config.empty()) {
@@ -138,6 +141,9 @@ void add_research_command(CLI::App& app) {
   cmd->add_option("--llm-key-env", a->llm_key_env,
                   "environment variable holding the endpoint's API key")
       ->capture_default_str();
+  cmd->add_option("--web-search-url", a->web_search_url,
+                  "offer the web_search tool through this SearxNG /search endpoint (off by "
+                  "default: no network is needed)");
   cmd->add_option("-m,--model", a->model,
                   "model for the in-process engine (default: the embedded default)");
   cmd->add_option("-t,--threads", a->threads, "engine threads (default: all cores)");

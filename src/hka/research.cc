@@ -15,6 +15,7 @@
 #include "hka/doc_store.h"
 #include "hka/report.h"
 #include "hka/table_store.h"
+#include "hka/web_search.h"
 
 namespace kdr::hka {
 
@@ -174,6 +175,13 @@ class Run {
   void supervise(Subtask& subtask);
   std::string analyze_tables(Subtask& subtask, const std::string& question);
   std::string search_documents(Subtask& subtask, const std::string& query);
+  std::string search_web(Subtask& subtask, const std::string& query);
+  // A passage the extract model may take facts from; `id` identifies it across calls.
+  struct Passage {
+    std::string id, title, location, text;
+  };
+  std::string extract_facts(Subtask& subtask, const std::string& query,
+                            const std::vector<Passage>& passages, const std::string& key_prefix);
   void write_report();
   std::string table_context(const std::vector<std::string>& names) const;
   std::optional<json> guided_query(const std::string& table, const std::string& question,
@@ -196,7 +204,8 @@ class Run {
   bool budget_exhausted_ = false;
 
   ReportDraft draft_;
-  std::map<int64_t, std::string> chunk_keys_;  // doc chunk id -> "D<n>"
+  std::map<std::string, std::string> passage_keys_;  // passage id -> citation key "D3", "W1"
+  std::map<std::string, int32_t> passage_counts_;    // key prefix -> keys given
   int32_t queries_ = 0;
 };
 
@@ -408,6 +417,7 @@ void Run::plan() {
 void Run::supervise(Subtask& subtask) {
   std::vector<std::string> tools = {"analyze_tables"};
   if (docs_ && docs_->chunk_count() > 0) tools.push_back("search_documents");
+  if (o_.web_search) tools.push_back("web_search");
   tools.push_back("complete");
   ojson tool_enum = ojson::array();
   for (const std::string& t : tools) tool_enum.push_back(t);
@@ -420,10 +430,15 @@ void Run::supervise(Subtask& subtask) {
       "You direct the analysis of one subtask of a research question. Tools:\n"
       "- analyze_tables: input is one precise quantitative question; it finds the relevant "
       "tables, runs SQL and draws a figure. Use it first.\n";
-  if (tools.size() == 3) {
+  if (std::count(tools.begin(), tools.end(), "search_documents")) {
     instructions +=
         "- search_documents: input is a search query; it returns facts from the documents "
         "(context, definitions, explanations).\n";
+  }
+  if (o_.web_search) {
+    instructions +=
+        "- web_search: input is a web search query; it returns facts from web pages. Prefer "
+        "the tables and documents.\n";
   }
   instructions +=
       "- complete: the subtask has its key facts (input: a one-line summary).\n"
@@ -465,6 +480,8 @@ void Run::supervise(Subtask& subtask) {
     std::string observation;
     if (tool == "analyze_tables") {
       observation = analyze_tables(subtask, input);
+    } else if (tool == "web_search") {
+      observation = search_web(subtask, input);
     } else {
       observation = search_documents(subtask, input);
     }
@@ -930,13 +947,47 @@ std::string Run::search_documents(Subtask& subtask, const std::string& query) {
             for (const ChunkHit& h : hits) ids.push_back(h.chunk.id);
             return ids;
           }()}});
+  std::vector<Passage> passages;
+  for (const ChunkHit& h : hits) {
+    passages.push_back(
+        {"chunk:" + std::to_string(h.chunk.id), h.chunk.title,
+         h.chunk.source_path + (h.chunk.location.empty() ? "" : ", " + h.chunk.location),
+         h.chunk.text});
+  }
+  return extract_facts(subtask, query, passages, "D");
+}
+
+std::string Run::search_web(Subtask& subtask, const std::string& query) {
+  std::vector<WebResult> results;
+  try {
+    results = o_.web_search(query);
+  } catch (const WebSearchError& e) {
+    trace({{"type", "tool"},
+           {"tool", "web_search"},
+           {"input", query},
+           {"ok", false},
+           {"error", e.what()}});
+    return std::string("web search failed: ") + e.what();
+  }
+  json urls = json::array();
+  for (const WebResult& r : results) urls.push_back(r.url);
+  trace({{"type", "tool"}, {"tool", "web_search"}, {"input", query}, {"ok", true}, {"hits", urls}});
+  std::vector<Passage> passages;
+  for (const WebResult& r : results) {
+    passages.push_back({"url:" + r.url, r.title.empty() ? r.url : r.title, r.url, r.snippet});
+  }
+  return extract_facts(subtask, query, passages, "W");
+}
+
+std::string Run::extract_facts(Subtask& subtask, const std::string& query,
+                               const std::vector<Passage>& hits, const std::string& key_prefix) {
   if (hits.empty()) return "no passage matches";
   std::string passages;
   ojson numbers = ojson::array();
   for (size_t i = 0; i < hits.size(); ++i) {
     numbers.push_back(static_cast<int64_t>(i + 1));
-    passages += "[P" + std::to_string(i + 1) + "] " + hits[i].chunk.title + " (" +
-                hits[i].chunk.location + ")\n" + truncate_text(hits[i].chunk.text, 1500) + "\n\n";
+    passages += "[P" + std::to_string(i + 1) + "] " + hits[i].title + " (" + hits[i].location +
+                ")\n" + truncate_text(hits[i].text, 1500) + "\n\n";
   }
   const ojson schema = {
       {"type", "object"},
@@ -964,16 +1015,16 @@ std::string Run::search_documents(Subtask& subtask, const std::string& query) {
   for (const json& f : (*answer)["facts"]) {
     const size_t p = f["passage"].get<size_t>();
     if (p < 1 || p > hits.size()) continue;
-    const DocChunk& chunk = hits[p - 1].chunk;
-    auto [it, inserted] = chunk_keys_.try_emplace(chunk.id, "");
+    const Passage& hit = hits[p - 1];
+    auto [it, inserted] = passage_keys_.try_emplace(hit.id, "");
     if (inserted) {
-      it->second = "D" + std::to_string(chunk_keys_.size());
+      it->second = key_prefix + std::to_string(++passage_counts_[key_prefix]);
       ReportSource source;
       source.key = it->second;
       source.kind = "document";
-      source.title = chunk.title;
-      source.location = chunk.source_path + (chunk.location.empty() ? "" : ", " + chunk.location);
-      source.text = chunk.text;
+      source.title = hit.title;
+      source.location = hit.location;
+      source.text = hit.text;
       draft_.sources.push_back(source);
     }
     Finding finding;

@@ -6,7 +6,8 @@
 //   plan        the planner model splits the question into at most max_subtasks broad
 //               subtasks, each with an analytic goal
 //   supervise   per subtask, a supervisor model picks tools under a global tool-call budget:
-//               analyze_tables(question), search_documents(query), complete
+//               analyze_tables(question), search_documents(query), web_search(query) when
+//               a provider is configured, complete
 //   analyze     tables: retrieval over titles, descriptions, columns and values (BM25) ->
 //               rerank by the model (may keep several tables) -> the coder writes SQLite SQL
 //               and a chart spec -> read-only execution with repair rounds fed the error ->
@@ -34,6 +35,7 @@
 
 #include "hka/llm.h"
 #include "hka/sql_guard.h"
+#include "hka/web_search.h"
 
 namespace kdr::hka {
 
@@ -61,6 +63,9 @@ struct ResearchOptions {
   double temperature = 0.0;
   Limits sql_limits;
   int32_t max_result_rows_in_report = 15;
+  // The web_search tool is offered only when set (kdr research --web-search-url); off by
+  // default, so a run needs no network.
+  WebSearchFn web_search;
 };
 
 // What happened, for the caller's progress display.

@@ -330,6 +330,70 @@ TEST_F(ResearchPipeline, LoopingProseIsTidied) {
   EXPECT_NE(md.find("The drought hurt"), std::string::npos);
 }
 
+TEST_F(ResearchPipeline, WebSearchOnlyWhenAProviderIsConfigured) {
+  run();
+  for (const LlmCall& c : calls("supervisor")) {
+    EXPECT_EQ(all_text(c).find("web_search"), std::string::npos);
+  }
+  std::vector<std::string> queries;
+  options_.web_search = [&](const std::string& q) {
+    queries.push_back(q);
+    return std::vector<WebResult>{
+        {"FAO wheat note", "https://example.org/wheat", "Global wheat output rose 2% in 2021."},
+        {"", "https://example.org/empty", "Unrelated."}};
+  };
+  llm_.on("supervisor", [](const LlmCall& c) {
+    const std::string& u = last_text(c);
+    if (u.find("Calls so far:\n(none)") != std::string::npos) {
+      return json{{"tool", "analyze_tables"}, {"input", "wheat yield by year"}}.dump();
+    }
+    if (u.find("web_search") == std::string::npos) {
+      return json{{"tool", "web_search"}, {"input", "global wheat output 2021"}}.dump();
+    }
+    return json{{"tool", "complete"}, {"input", "done"}}.dump();
+  });
+  llm_.on("extract", [](const LlmCall& c) {
+    EXPECT_NE(last_text(c).find("https://example.org/wheat"), std::string::npos);
+    return json{{"facts", {{{"fact", "Global wheat output rose 2% in 2021."}, {"passage", 1}}}}}
+        .dump();
+  });
+  section_text_ = "France fell to 6.6 [T1] while world output rose 2% [W1].";
+  const ResearchResult r = run();
+  EXPECT_EQ(queries, std::vector<std::string>{"global wheat output 2021"});
+  EXPECT_NE(all_text(calls("supervisor").back()).find("- web_search:"), std::string::npos);
+  EXPECT_EQ(r.unresolved_citations, 0);
+  const std::string md = read_file(options_.out_dir / "report.md");
+  EXPECT_NE(md.find("FAO wheat note — https://example.org/wheat"), std::string::npos) << md;
+  // A failing provider is an observation, not a crash.
+  options_.web_search = [](const std::string&) -> std::vector<WebResult> {
+    throw WebSearchError("web search http://127.0.0.1:9: connection refused");
+  };
+  EXPECT_NO_THROW(run());
+  bool failed = false;
+  for (const json& e : trace()) {
+    if (e["type"] == "tool" && e["tool"] == "web_search") failed = !e["ok"].get<bool>();
+  }
+  EXPECT_TRUE(failed);
+}
+
+TEST(ResearchWebSearch, ParsesSearxngResults) {
+  const auto results = parse_searxng_results(
+      R"({"query": "x", "results": [
+            {"title": "A", "url": "https://a.example", "content": "alpha"},
+            {"title": "B", "url": "", "content": "no url"},
+            {"title": "C", "url": "https://c.example", "content": ""},
+            {"title": "D", "url": "https://d.example", "content": "delta"},
+            {"title": "E", "url": "https://e.example", "content": "echo"}]})",
+      2);
+  ASSERT_EQ(results.size(), 2u);
+  EXPECT_EQ(results[0].url, "https://a.example");
+  EXPECT_EQ(results[1].snippet, "delta");
+  EXPECT_THROW(parse_searxng_results("<html>", 5), WebSearchError);
+  EXPECT_THROW(parse_searxng_results(R"({"results": 3})", 5), WebSearchError);
+  // Nothing listens on port 9: a clear error, not a hang.
+  EXPECT_THROW(make_searxng_search("http://127.0.0.1:9/search", 2.0)("wheat"), WebSearchError);
+}
+
 TEST_F(ResearchPipeline, SeveralTablesAreJoined) {
   llm_.on("rerank", [](const LlmCall&) { return json{{"tables", {"crops", "countries"}}}.dump(); });
   const std::string join =
