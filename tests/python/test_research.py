@@ -86,7 +86,7 @@ def need_default_model():
 def test_embedded_model_end_to_end(tmp_path):
     need_default_model()
     out = tmp_path / "report"
-    proc = research(out, "--max-subtasks", "1", "--max-tool-calls", "2",
+    proc = research(out, "--max-subtasks", "1", "--max-tool-calls", "1",
                     "--max-repair-rounds", "1", "-t", "2")
     assert "report:" in proc.stdout
     verification, trace = check_outputs(out)
@@ -103,18 +103,18 @@ def test_openai_endpoint_with_a_token_budget(tmp_path):
     try:
         out = tmp_path / "report"
         research(out, "--llm-url", served.url + "/v1", "--llm-model", "tiny",
-                 "--max-tokens-total", "6000", "--max-subtasks", "2", "-q")
+                 "--max-tokens-total", "4000", "--max-subtasks", "2", "-q")
         verification, trace = check_outputs(out)
         run = verification["run"]
         assert run["backend"].startswith("openai:")
         assert run["budget_exhausted"]
-        assert run["tokens_used"] <= 6000
+        assert run["tokens_used"] <= 4000
         assert any(e["type"] == "budget" for e in trace)
         assert all(e.get("model") == "tiny" for e in trace if e["type"] == "llm")
         assert "token budget" in (out / "report.md").read_text()
         # A second run reuses the ingested workspace.
         research(out, "--llm-url", served.url + "/v1", "--llm-model", "tiny",
-                 "--max-tokens-total", "3000", "-q")
+                 "--max-tokens-total", "1000", "-q")
         trace = [json.loads(line) for line in (out / "trace.jsonl").read_text().splitlines()]
         ingest = [e for e in trace if e["type"] == "ingest" and e["kind"] == "tables"]
         assert ingest and len(ingest[0]["unchanged"]) == 4 and not ingest[0]["added"]
