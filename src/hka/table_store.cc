@@ -15,6 +15,7 @@
 #include <utility>
 
 #include "hka/sqlite_util.h"
+#include "hka/xlsx.h"
 
 namespace kdr::hka {
 namespace fs = std::filesystem;
@@ -638,8 +639,13 @@ PreparedTable prepare_table(const fs::path& path, const std::string& text,
   if (trim(text).empty() || trim(text) == "\xEF\xBB\xBF") {
     throw TableStoreError(source + ": empty file, no header row");
   }
-  table.raw = ext == ".json" ? parse_json_records(text, source)
-                             : parse_delimited(text, ext == ".tsv" ? '\t' : ',', source);
+  if (ext == ".json") {
+    table.raw = parse_json_records(text, source);
+  } else if (ext == ".xlsx") {
+    table.raw = read_xlsx(text, source);
+  } else {
+    table.raw = parse_delimited(text, ext == ".tsv" ? '\t' : ',', source);
+  }
   std::set<std::string> taken;
   for (std::size_t c = 0; c < table.raw.header.size(); ++c) {
     ColumnPlan plan = infer_column(table.raw, c);
@@ -839,7 +845,9 @@ TableIngestReport TableStore::ingest_dir(const fs::path& dir,
   for (const auto& entry : fs::recursive_directory_iterator(root)) {
     if (!entry.is_regular_file()) continue;
     std::string ext = to_lower(entry.path().extension().string());
-    if (ext != ".csv" && ext != ".tsv" && ext != ".json") continue;
+    if (ext != ".csv" && ext != ".tsv" && ext != ".json" && ext != ".xlsx") continue;
+    // "~$book.xlsx" is the lock file Excel keeps beside a workbook it has open.
+    if (entry.path().filename().string().starts_with("~$")) continue;
     if (entry.path() == catalogue_abs || entry.path() == db_abs) continue;
     sources.push_back(entry.path());
   }

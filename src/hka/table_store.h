@@ -1,6 +1,7 @@
 // The table knowledge store: a workspace SQLite file holding one typed table per source
-// file (CSV, TSV, JSON records), a catalogue describing each table, and an FTS5 index over
-// that catalogue so the planner can find the tables a question needs.
+// file (CSV, TSV, JSON records, the first worksheet of an XLSX workbook), a catalogue
+// describing each table, and an FTS5 index over that catalogue so the planner can find the
+// tables a question needs.
 //
 // Ingestion is incremental: a source whose content hash is unchanged is skipped, a changed
 // one is replaced in one transaction (a parse failure leaves the old table intact), and a
@@ -81,7 +82,7 @@ class TableStore {
   TableStore& operator=(const TableStore&) = delete;
   ~TableStore();
 
-  // Ingests every .csv, .tsv and .json file under `dir` (recursively). The optional
+  // Ingests every .csv, .tsv, .json and .xlsx file under `dir` (recursively). The optional
   // catalogue is a JSON array (or an object holding one) of KDR-Bench records matched to
   // files by file_path (relative path, else file name). A source that fails to parse is
   // reported in `failed` and does not stop the others.
