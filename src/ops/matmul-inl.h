@@ -48,6 +48,7 @@ struct MatmulArgs {
 #include <cstring>
 #include <type_traits>
 #include <utility>
+#include <vector>
 
 #include "base/dtype.h"
 #include "hwy/highway.h"
@@ -298,6 +299,55 @@ HWY_INLINE void DotRowsQuant(const MatmulArgs& a, int64_t m0, int64_t n) {
   }
 }
 
+// --- decoded-row cache ------------------------------------------------------------------
+// With more than 4 X rows, decoding a weight row again for every group of 4 rows costs more
+// than the dot products. So each weight row is decoded once into blocks of int16 values plus
+// their scales (one row: k int16, L1-resident) and DecCached reads it back through the same
+// Begin/Chunk interface. The values and the arithmetic per output element are unchanged, so
+// results are bitwise identical to the direct path (batch invariance holds).
+template <class Dec>
+struct alignas(32) CachedBlock {
+  int16_t q[Dec::kBlock];
+  int16_t m16[16];  // K-quant mins (kMinK)
+  float d, m, dmin;
+};
+
+template <class Dec>
+struct DecCached {
+  static constexpr int kBlock = Dec::kBlock;
+  static constexpr int kBytes = sizeof(CachedBlock<Dec>);
+  static constexpr bool kMin1 = Dec::kMin1, kMinK = Dec::kMinK;
+  const CachedBlock<Dec>* c;
+  float d, m, dmin;
+  const int16_t* m16;
+  HWY_INLINE void Begin(const uint8_t* p) {
+    c = reinterpret_cast<const CachedBlock<Dec>*>(p);
+    d = c->d;
+    m = c->m;
+    dmin = c->dmin;
+    m16 = c->m16;
+  }
+  template <size_t kE0>
+  HWY_INLINE V16 Chunk() const {
+    return hn::Load(D16(), c->q + kE0);
+  }
+};
+
+template <class Dec, size_t... kC>
+HWY_INLINE void DecodeBlock(const uint8_t* blk, CachedBlock<Dec>* out, std::index_sequence<kC...>) {
+  Dec dec;
+  dec.Begin(blk);
+  (hn::Store(dec.template Chunk<kC * kL>(), D16(), out->q + kC * kL), ...);
+  out->d = dec.d;
+  out->m = 0;
+  out->dmin = 0;
+  if constexpr (Dec::kMin1) out->m = dec.m;
+  if constexpr (Dec::kMinK) {
+    out->dmin = dec.dmin;
+    std::memcpy(out->m16, dec.m16, sizeof out->m16);
+  }
+}
+
 template <class Dec>
 struct QuantKernel {
   template <int MR>
@@ -387,6 +437,27 @@ HWY_NOINLINE void Tile(const MatmulArgs& a, int64_t m0, int64_t m1, int64_t n0, 
   }
 }
 
+// A quantized tile: weight rows decoded per group of 4 X rows when there are at most 4, else
+// once into the row cache.
+template <class Dec>
+HWY_NOINLINE void TileQuant(const MatmulArgs& a, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
+  if (m1 - m0 <= 4) return Tile<QuantKernel<Dec>>(a, m0, m1, n0, n1);
+  thread_local std::vector<CachedBlock<Dec>> cache;
+  const int64_t nb = a.k / Dec::kBlock;
+  cache.resize(static_cast<size_t>(nb));
+  MatmulArgs c = a;
+  c.w = reinterpret_cast<const uint8_t*>(cache.data());
+  c.w_stride = 0;  // every n reads the one cached row
+  for (int64_t n = n0; n < n1; ++n) {
+    const uint8_t* wrow = a.w + static_cast<size_t>(n) * a.w_stride;
+    for (int64_t blk = 0; blk < nb; ++blk) {
+      DecodeBlock<Dec>(wrow + blk * Dec::kBytes, &cache[static_cast<size_t>(blk)],
+                       std::make_index_sequence<Dec::kBlock / kL>());
+    }
+    Tile<QuantKernel<DecCached<Dec>>>(c, m0, m1, n, n + 1);
+  }
+}
+
 void MatmulTile(const MatmulArgs& a, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
   switch (a.type) {
     case GgmlType::F32:
@@ -396,25 +467,25 @@ void MatmulTile(const MatmulArgs& a, int64_t m0, int64_t m1, int64_t n0, int64_t
     case GgmlType::BF16:
       return Tile<FloatKernel<hwy::bfloat16_t>>(a, m0, m1, n0, n1);
     case GgmlType::Q8_0:
-      return Tile<QuantKernel<DecQ8_0>>(a, m0, m1, n0, n1);
+      return TileQuant<DecQ8_0>(a, m0, m1, n0, n1);
     case GgmlType::Q4_0:
-      return Tile<QuantKernel<DecLegacy<4, false>>>(a, m0, m1, n0, n1);
+      return TileQuant<DecLegacy<4, false>>(a, m0, m1, n0, n1);
     case GgmlType::Q4_1:
-      return Tile<QuantKernel<DecLegacy<4, true>>>(a, m0, m1, n0, n1);
+      return TileQuant<DecLegacy<4, true>>(a, m0, m1, n0, n1);
     case GgmlType::Q5_0:
-      return Tile<QuantKernel<DecLegacy<5, false>>>(a, m0, m1, n0, n1);
+      return TileQuant<DecLegacy<5, false>>(a, m0, m1, n0, n1);
     case GgmlType::Q5_1:
-      return Tile<QuantKernel<DecLegacy<5, true>>>(a, m0, m1, n0, n1);
+      return TileQuant<DecLegacy<5, true>>(a, m0, m1, n0, n1);
     case GgmlType::Q2_K:
-      return Tile<QuantKernel<DecQ2_K>>(a, m0, m1, n0, n1);
+      return TileQuant<DecQ2_K>(a, m0, m1, n0, n1);
     case GgmlType::Q3_K:
-      return Tile<QuantKernel<DecQ3_K>>(a, m0, m1, n0, n1);
+      return TileQuant<DecQ3_K>(a, m0, m1, n0, n1);
     case GgmlType::Q4_K:
-      return Tile<QuantKernel<DecQ45_K<4>>>(a, m0, m1, n0, n1);
+      return TileQuant<DecQ45_K<4>>(a, m0, m1, n0, n1);
     case GgmlType::Q5_K:
-      return Tile<QuantKernel<DecQ45_K<5>>>(a, m0, m1, n0, n1);
+      return TileQuant<DecQ45_K<5>>(a, m0, m1, n0, n1);
     case GgmlType::Q6_K:
-      return Tile<QuantKernel<DecQ6_K>>(a, m0, m1, n0, n1);
+      return TileQuant<DecQ6_K>(a, m0, m1, n0, n1);
     case GgmlType::Q8_K:
       break;  // activation format only; rejected before dispatch
   }
