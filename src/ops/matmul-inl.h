@@ -116,26 +116,57 @@ struct DecQ8_0 {
   }
 };
 
+// kQ5Lut[b][j]: 16 when bit j of byte b is set (the fifth bit of Q5_0 / Q5_1 quants).
+struct Q5Lut {
+  alignas(64) int16_t v[256][8];
+  constexpr Q5Lut() : v{} {
+    for (int b = 0; b < 256; ++b) {
+      for (int j = 0; j < 8; ++j) v[b][j] = static_cast<int16_t>((b >> j) & 1 ? 16 : 0);
+    }
+  }
+};
+alignas(64) static constexpr Q5Lut kQ5Lut{};
+
+// The same as Q5High from two table rows: fewer vector instructions per chunk.
+HWY_INLINE V16 Q5HighLut(uint32_t qh, size_t e0) {
+#if HWY_TARGET == HWY_SCALAR || HWY_TARGET == HWY_EMU128
+  return Q5High(qh, e0);
+#else
+  if constexpr (kL == 16) {
+    const hn::Half<D16> dh;
+    const auto lo = hn::Load(dh, kQ5Lut.v[(qh >> e0) & 0xFF]);
+    const auto hi = hn::Load(dh, kQ5Lut.v[(qh >> (e0 + 8)) & 0xFF]);
+    return hn::Combine(D16(), hi, lo);
+  } else if constexpr (kL == 8) {
+    return hn::Load(D16(), kQ5Lut.v[(qh >> e0) & 0xFF]);
+  } else {
+    return Q5High(qh, e0);
+  }
+#endif
+}
+
+// The symmetric types (Q4_0, Q5_0: x = d * (q - 2^(bits-1))) are decoded as affine ones with
+// m = -2^(bits-1) * d, so the offset is paid once per block (m * d_x * sum(q_x)) rather than
+// subtracted from every weight.
 template <int kBits, bool kAffine>
 struct DecLegacy {  // Q4_0, Q4_1, Q5_0, Q5_1
   static constexpr int kBlock = 32;
   static constexpr int kQs = 2 + (kAffine ? 2 : 0) + (kBits == 5 ? 4 : 0);
   static constexpr int kBytes = kQs + 16;
-  static constexpr bool kMin1 = kAffine, kMinK = false;
+  static constexpr bool kMin1 = true, kMinK = false;
   const uint8_t* b;
   float d, m = 0;
   uint32_t qh = 0;
   HWY_INLINE void Begin(const uint8_t* blk) {
     b = blk;
     d = LoadF16(blk);
-    if (kAffine) m = LoadF16(blk + 2);
+    m = kAffine ? LoadF16(blk + 2) : -static_cast<float>(1 << (kBits - 1)) * d;
     if (kBits == 5) std::memcpy(&qh, blk + (kAffine ? 4 : 2), 4);
   }
   template <size_t kE0>
   HWY_INLINE V16 Chunk() const {
     V16 q = Bits < kE0 < 16 ? 0 : 4, 0xF > (Bytes(b + kQs + kE0 % 16));
-    if (kBits == 5) q = hn::Or(q, Q5High(qh, kE0));
-    if (!kAffine) q = hn::Sub(q, hn::Set(D16(), static_cast<int16_t>(1 << (kBits - 1))));
+    if (kBits == 5) q = hn::Or(q, Q5HighLut(qh, kE0));
     return q;
   }
 };
