@@ -468,11 +468,14 @@ HWY_NOINLINE void Tile(const MatmulArgs& a, int64_t m0, int64_t m1, int64_t n0, 
   }
 }
 
-// A quantized tile: weight rows decoded per group of 4 X rows when there are at most 4, else
-// once into the row cache.
+// A quantized tile: weight rows decoded per group of 4 X rows when there are at most 4 (or
+// the type is Q8_0), else once into the row cache.
 template <class Dec>
 HWY_NOINLINE void TileQuant(const MatmulArgs& a, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
-  if (m1 - m0 <= 4) return Tile<QuantKernel<Dec>>(a, m0, m1, n0, n1);
+  // Q8_0 decodes with one widening load, as cheap as reading the cache back.
+  if (m1 - m0 <= 4 || std::is_same_v<Dec, DecQ8_0>) {
+    return Tile<QuantKernel<Dec>>(a, m0, m1, n0, n1);
+  }
   thread_local std::vector<CachedBlock<Dec>> cache;
   const int64_t nb = a.k / Dec::kBlock;
   cache.resize(static_cast<size_t>(nb));
