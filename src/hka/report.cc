@@ -548,7 +548,10 @@ class Verifier {
 
   void verify(const WrittenNumber& n, NumberCheck& check) const {
     if (direct(n, check)) return;
-    derived(n, check);
+    // A derived match (difference, ratio, percent change of two values) is only trusted for
+    // a number written with two significant digits or more: among hundreds of pairs, "3" or
+    // "0.4" would match something by chance.
+    if (n.half_step <= 0.05 * std::fabs(n.check.value)) derived(n, check);
   }
 
  private:

@@ -270,6 +270,8 @@ TEST(ReportVerify, DerivedDifferenceRatioAndPercentChange) {
   const NumberCheck change = verify_one("Sales are 16.7% lower in the South.", "16.7%");
   EXPECT_TRUE(change.verified);
   EXPECT_EQ(change.how, "percent change between 100 and 120 (sales)");
+  // One significant digit is too coarse to trust a derived match (120 / 100 rounds to "1").
+  EXPECT_FALSE(verify_one("North sold 1 times as much.", "1").verified);
 }
 
 TEST(ReportVerify, UnverifiedNumbersAreListed) {
