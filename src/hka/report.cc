@@ -315,23 +315,11 @@ class NumberScanner {
     if (j + 1 < text_.size() && text_[j] == ':' && is_digit(text_[j + 1])) {
       return skip_digits(j + 1);
     }
-    if (run <= 3) {
-      while (j + 3 < text_.size() && text_[j] == ',' && is_digit(text_[j + 1]) &&
-             is_digit(text_[j + 2]) && is_digit(text_[j + 3]) &&
-             (j + 4 >= text_.size() || !is_digit(text_[j + 4]))) {
-        digits.append(text_.substr(j + 1, 3));
-        j += 4;
-      }
-    }
+    if (run <= 3) j = read_thousands(j, digits);
+    const size_t before_decimals = j;
     int decimals = 0;
-    if (j + 1 < text_.size() && text_[j] == '.' && is_digit(text_[j + 1])) {
-      digits += '.';
-      ++j;
-      while (j < text_.size() && is_digit(text_[j])) {
-        digits += text_[j++];
-        ++decimals;
-      }
-    } else if (begin == digits_begin && is_line_numbering(begin, j)) {
+    j = read_decimals(j, digits, decimals);
+    if (j == before_decimals && begin == digits_begin && is_line_numbering(begin, j)) {
       return j + 1;
     }
     // Suffixes: ordinals are not quantities; "%", "percent", scale words.
@@ -392,22 +380,19 @@ class NumberScanner {
     return end;
   }
 
-  // The second number of a range, never negative.
-  size_t number_after_dash(size_t i) { return number_unsigned(i + currency_at(text_, i), i); }
-
-  size_t number_unsigned(size_t digits_at, size_t begin) {
-    size_t j = digits_at;
-    while (j < text_.size() && is_digit(text_[j])) ++j;
-    std::string digits(text_.substr(digits_at, j - digits_at));
-    if (j - digits_at <= 3) {
-      while (j + 3 < text_.size() && text_[j] == ',' && is_digit(text_[j + 1]) &&
-             is_digit(text_[j + 2]) && is_digit(text_[j + 3]) &&
-             (j + 4 >= text_.size() || !is_digit(text_[j + 4]))) {
-        digits.append(text_.substr(j + 1, 3));
-        j += 4;
-      }
+  // Comma groups of exactly three digits after a run ("1,234,567"), appended to `digits`.
+  size_t read_thousands(size_t j, std::string& digits) const {
+    while (j + 3 < text_.size() && text_[j] == ',' && is_digit(text_[j + 1]) &&
+           is_digit(text_[j + 2]) && is_digit(text_[j + 3]) &&
+           (j + 4 >= text_.size() || !is_digit(text_[j + 4]))) {
+      digits.append(text_.substr(j + 1, 3));
+      j += 4;
     }
-    int decimals = 0;
+    return j;
+  }
+
+  // A decimal part (".25"), appended to `digits` with its digit count in `decimals`.
+  size_t read_decimals(size_t j, std::string& digits, int& decimals) const {
     if (j + 1 < text_.size() && text_[j] == '.' && is_digit(text_[j + 1])) {
       digits += '.';
       ++j;
@@ -416,6 +401,19 @@ class NumberScanner {
         ++decimals;
       }
     }
+    return j;
+  }
+
+  // The second number of a range, never negative.
+  size_t number_after_dash(size_t i) { return number_unsigned(i + currency_at(text_, i), i); }
+
+  size_t number_unsigned(size_t digits_at, size_t begin) {
+    size_t j = digits_at;
+    while (j < text_.size() && is_digit(text_[j])) ++j;
+    std::string digits(text_.substr(digits_at, j - digits_at));
+    if (j - digits_at <= 3) j = read_thousands(j, digits);
+    int decimals = 0;
+    j = read_decimals(j, digits, decimals);
     bool percent = false;
     double scale = 1;
     bool has_scale = false;
