@@ -243,8 +243,14 @@ HWY_INLINE void RowToF32(const int8_t* HWY_RESTRICT src, size_t n, float scale,
   }
 }
 
-// Decode kernels reading K/V rows straight from the pages (bf16, f16 or f32): no f32 tile
-// is written and each K/V vector is converted once and used by all query rows.
+// Decode kernels reading K/V rows straight from the pages (bf16, f16, f32 or int8): no f32
+// tile is written and each K/V vector is widened once in registers and used by all query
+// rows. A row is read in chunks of 2N elements (N = Lanes(DF8)), each widened to two f32
+// vectors (lo, hi). bf16 widens a chunk with one load, a shift and a mask of its 32-bit
+// lanes: lo = the chunk's even elements, hi = its odd ones, so on bf16 caches Q and O are
+// kept in that permuted order (PermuteChunk / UnpermuteChunk). int8 rows are widened
+// without their row scale, which is applied to the score (K) and to the probability (V).
+// A tail of N elements (head_dim % 2N == N) is widened in natural order.
 HWY_INLINE hn::Vec<DF8> LoadF32(DF8 df, const float* HWY_RESTRICT p) { return hn::LoadU(df, p); }
 HWY_INLINE hn::Vec<DF8> LoadF32(DF8 df, const hwy::bfloat16_t* HWY_RESTRICT p) {
   return hn::PromoteTo(df, hn::LoadU(hn::Rebind<hwy::bfloat16_t, DF8>(), p));
@@ -252,27 +258,117 @@ HWY_INLINE hn::Vec<DF8> LoadF32(DF8 df, const hwy::bfloat16_t* HWY_RESTRICT p) {
 HWY_INLINE hn::Vec<DF8> LoadF32(DF8 df, const hwy::float16_t* HWY_RESTRICT p) {
   return hn::PromoteTo(df, hn::LoadU(hn::Rebind<hwy::float16_t, DF8>(), p));
 }
+HWY_INLINE hn::Vec<DF8> LoadF32(DF8 df, const int8_t* HWY_RESTRICT p) {
+  const hn::RebindToSigned<DF8> di;
+  return hn::ConvertTo(df, hn::PromoteTo(di, hn::LoadU(hn::Rebind<int8_t, DF8>(), p)));
+}
 
-// S[r][t] = Q[r] . K[t] for r < rows (a multiple of 4), t < kv (a multiple of 2); K row t
-// at krows[t] with d elements. Register block: 4 query rows x 2 keys.
+template <typename T>
+HWY_INLINE void Widen2(DF8 df, const T* HWY_RESTRICT p, hn::Vec<DF8>& lo, hn::Vec<DF8>& hi) {
+  const size_t nl = hn::Lanes(df);
+  lo = LoadF32(df, p);
+  hi = LoadF32(df, p + nl);
+}
+HWY_INLINE void Widen2(DF8 df, const hwy::bfloat16_t* HWY_RESTRICT p, hn::Vec<DF8>& lo,
+                       hn::Vec<DF8>& hi) {
+  const hn::RebindToUnsigned<DF8> du;
+  const auto u = hn::LoadU(du, reinterpret_cast<const uint32_t*>(p));
+  lo = hn::BitCast(df, hn::ShiftLeft<16>(u));
+  hi = hn::BitCast(df, hn::And(u, hn::Set(du, 0xffff0000u)));
+}
+
+// Whether Q and O use the even/odd order within each chunk of 2N elements.
+template <typename T>
+constexpr bool kPermutedChunks = false;
+template <>
+constexpr bool kPermutedChunks<hwy::bfloat16_t> = true;
+
+// dst[0..d) = src[0..d) * scale, each full chunk of 2N elements in even/odd order.
+HWY_INLINE void PermuteRow(const float* HWY_RESTRICT src, size_t d, float scale,
+                           float* HWY_RESTRICT dst) {
+  const size_t nl = hn::Lanes(DF8());
+  size_t x = 0;
+  for (; x + 2 * nl <= d; x += 2 * nl) {
+    for (size_t j = 0; j < nl; ++j) {
+      dst[x + j] = src[x + 2 * j] * scale;
+      dst[x + nl + j] = src[x + 2 * j + 1] * scale;
+    }
+  }
+  for (; x < d; ++x) dst[x] = src[x] * scale;
+}
+HWY_INLINE void UnpermuteRow(const float* HWY_RESTRICT src, size_t d, float* HWY_RESTRICT dst) {
+  const size_t nl = hn::Lanes(DF8());
+  size_t x = 0;
+  for (; x + 2 * nl <= d; x += 2 * nl) {
+    for (size_t j = 0; j < nl; ++j) {
+      dst[x + 2 * j] = src[x + j];
+      dst[x + 2 * j + 1] = src[x + nl + j];
+    }
+  }
+  for (; x < d; ++x) dst[x] = src[x];
+}
+
+// S[r][t] = (Q[r] . K[t]) * (kscale ? kscale[t] : 1) for r < rows (a multiple of 4), t < kv
+// (a multiple of 2); K row t at krows[t] with d elements. Register block: 4 query rows x 2
+// keys. While it runs it prefetches (to L2) `pf_bytes` from each of the addresses pf[0..npf):
+// the rows of a later block, spread over the loop so that the misses overlap the FMAs
+// instead of stalling one burst of prefetches.
 template <typename T>
 HWY_NOINLINE void ScoresQKRows(const float* HWY_RESTRICT q, const void* const* krows,
-                               float* HWY_RESTRICT s, size_t rows, size_t kv, size_t d, size_t dp,
-                               size_t sp) {
+                               const float* kscale, float* HWY_RESTRICT s, size_t rows, size_t kv,
+                               size_t d, size_t dp, size_t sp, const void* const* pf, size_t npf,
+                               size_t pf_bytes) {
   const DF8 df;
   const size_t nl = hn::Lanes(df);
   HWY_ALIGN float sums[4];
+  // Prefetch entries issued per key pair so that all of them go out during the first 4 rows.
+  const size_t pf_per_pair = kv ? (npf + kv / 2 - 1) / (kv / 2) : 0;
+  size_t next_pf = 0;
   for (size_t r = 0; r < rows; r += 4) {
     const float* q0 = q + r * dp;
     const float* q1 = q0 + dp;
     const float* q2 = q1 + dp;
     const float* q3 = q2 + dp;
     for (size_t t = 0; t < kv; t += 2) {
+      for (size_t i = 0; i < pf_per_pair && next_pf < npf; ++i, ++next_pf) {
+        const char* base = static_cast<const char*>(pf[next_pf]);
+        for (size_t b = 0; b < pf_bytes; b += 64) __builtin_prefetch(base + b, 0, 2);
+      }
       const T* k0 = static_cast<const T*>(krows[t]);
       const T* k1 = static_cast<const T*>(krows[t + 1]);
       auto a00 = hn::Zero(df), a10 = hn::Zero(df), a20 = hn::Zero(df), a30 = hn::Zero(df);
       auto a01 = hn::Zero(df), a11 = hn::Zero(df), a21 = hn::Zero(df), a31 = hn::Zero(df);
-      for (size_t x = 0; x < d; x += nl) {
+      size_t x = 0;
+      for (; x + 2 * nl <= d; x += 2 * nl) {
+        hn::Vec<DF8> y0l, y0h, y1l, y1h;
+        Widen2(df, k0 + x, y0l, y0h);
+        Widen2(df, k1 + x, y1l, y1h);
+        const auto x0l = hn::LoadU(df, q0 + x);
+        a00 = hn::MulAdd(x0l, y0l, a00);
+        a01 = hn::MulAdd(x0l, y1l, a01);
+        const auto x1l = hn::LoadU(df, q1 + x);
+        a10 = hn::MulAdd(x1l, y0l, a10);
+        a11 = hn::MulAdd(x1l, y1l, a11);
+        const auto x2l = hn::LoadU(df, q2 + x);
+        a20 = hn::MulAdd(x2l, y0l, a20);
+        a21 = hn::MulAdd(x2l, y1l, a21);
+        const auto x3l = hn::LoadU(df, q3 + x);
+        a30 = hn::MulAdd(x3l, y0l, a30);
+        a31 = hn::MulAdd(x3l, y1l, a31);
+        const auto x0h = hn::LoadU(df, q0 + x + nl);
+        a00 = hn::MulAdd(x0h, y0h, a00);
+        a01 = hn::MulAdd(x0h, y1h, a01);
+        const auto x1h = hn::LoadU(df, q1 + x + nl);
+        a10 = hn::MulAdd(x1h, y0h, a10);
+        a11 = hn::MulAdd(x1h, y1h, a11);
+        const auto x2h = hn::LoadU(df, q2 + x + nl);
+        a20 = hn::MulAdd(x2h, y0h, a20);
+        a21 = hn::MulAdd(x2h, y1h, a21);
+        const auto x3h = hn::LoadU(df, q3 + x + nl);
+        a30 = hn::MulAdd(x3h, y0h, a30);
+        a31 = hn::MulAdd(x3h, y1h, a31);
+      }
+      for (; x < d; x += nl) {
         const auto y0 = LoadF32(df, k0 + x);
         const auto y1 = LoadF32(df, k1 + x);
         const auto x0 = hn::LoadU(df, q0 + x);
@@ -288,15 +384,22 @@ HWY_NOINLINE void ScoresQKRows(const float* HWY_RESTRICT q, const void* const* k
         a30 = hn::MulAdd(x3, y0, a30);
         a31 = hn::MulAdd(x3, y1, a31);
       }
+      const float f0 = kscale ? kscale[t] : 1.0f;
+      const float f1 = kscale ? kscale[t + 1] : 1.0f;
       Sum4(df, a00, a10, a20, a30, sums);
-      for (size_t i = 0; i < 4; ++i) s[(r + i) * sp + t] = sums[i];
+      for (size_t i = 0; i < 4; ++i) s[(r + i) * sp + t] = sums[i] * f0;
       Sum4(df, a01, a11, a21, a31, sums);
-      for (size_t i = 0; i < 4; ++i) s[(r + i) * sp + t + 1] = sums[i];
+      for (size_t i = 0; i < 4; ++i) s[(r + i) * sp + t + 1] = sums[i] * f1;
     }
+  }
+  for (; next_pf < npf; ++next_pf) {  // kv == 0 or rounding: nothing is left unfetched
+    const char* base = static_cast<const char*>(pf[next_pf]);
+    for (size_t b = 0; b < pf_bytes; b += 64) __builtin_prefetch(base + b, 0, 2);
   }
 }
 
-// O[r] += sum_t P[r][t] V[t] for r < rows (a multiple of 4), t < kv; V row t at vrows[t].
+// O[r] += sum_t P[r][t] V[t] for r < rows (a multiple of 4), t < kv; V row t at vrows[t]
+// (int8: P already carries the V row scale). O in the order of the widened chunks.
 template <typename T>
 HWY_NOINLINE void AccumulatePVRows(const float* HWY_RESTRICT p, const void* const* vrows,
                                    float* HWY_RESTRICT o, size_t rows, size_t kv, size_t d,
@@ -320,8 +423,8 @@ HWY_NOINLINE void AccumulatePVRows(const float* HWY_RESTRICT p, const void* cons
       auto c30 = hn::LoadU(df, o3 + x), c31 = hn::LoadU(df, o3 + x + nl);
       for (size_t t = 0; t < kv; ++t) {
         const T* vt = static_cast<const T*>(vrows[t]);
-        const auto v0 = LoadF32(df, vt + x);
-        const auto v1 = LoadF32(df, vt + x + nl);
+        hn::Vec<DF8> v0, v1;
+        Widen2(df, vt + x, v0, v1);
         const auto w0 = hn::Set(df, p0[t]);
         c00 = hn::MulAdd(w0, v0, c00);
         c01 = hn::MulAdd(w0, v1, c01);

@@ -35,6 +35,8 @@ size_t round_up(size_t x, size_t m) { return (x + m - 1) / m * m; }
 struct Scratch {
   std::vector<float> q, o, m, l, s, k, v;
   std::vector<const void*> krows, vrows;  // decode: row pointers into the pages
+  std::vector<const void*> pf;            // decode: rows of a later block to prefetch
+  std::vector<float> kscale, vscale;      // decode on int8: the rows' scales
   std::vector<uint16_t> new_rows;         // decode: new tokens' rows in the cache dtype
   void ensure(size_t rows4, size_t dp, size_t sp) {
     auto grow = [](std::vector<float>& x, size_t n) {
@@ -49,6 +51,9 @@ struct Scratch {
     grow(v, sp * dp);
     if (krows.size() < sp) krows.resize(sp);
     if (vrows.size() < sp) vrows.resize(sp);
+    if (pf.size() < 4 * sp) pf.resize(4 * sp);
+    if (kscale.size() < sp) kscale.resize(sp);
+    if (vscale.size() < sp) vscale.resize(sp);
     if (new_rows.size() < 2 * sp * dp) new_rows.resize(2 * sp * dp);
   }
 };
@@ -117,9 +122,10 @@ void load_tile(const RunArgs& a, const WorkItem& w, int32_t pos0, int32_t n, boo
   }
 }
 
-// Decode on a 16/32-bit cache: points krows/vrows at the block's rows in their pages (the
-// new token's row is stored in the cache dtype into scratch, exactly what the page will
-// hold, and pointed at there). Rows [n, round_up(n, 2)) point at zeros.
+// Decode on a bf16/f16/f32/int8 cache: points krows/vrows at the block's rows in their pages
+// (the new token's row is stored in the cache dtype into scratch, exactly what the page will
+// hold, and pointed at there; int8 row scales go to kscale/vscale). Rows [n, round_up(n, 2))
+// point at zeros, with scale 0.
 void point_rows(const RunArgs& a, const WorkItem& w, int32_t pos0, int32_t n, Scratch& sc) {
   alignas(64) static const uint8_t kZeros[256 * 4] = {};
   const Plan::Impl& p = *a.plan;
@@ -132,6 +138,7 @@ void point_rows(const RunArgs& a, const WorkItem& w, int32_t pos0, int32_t n, Sc
   const size_t esize = element_size(sh.dtype);
   const char* kpool = static_cast<const char*>(a.cache->k);
   const char* vpool = static_cast<const char*>(a.cache->v);
+  const bool int8 = sh.dtype == KvDType::kInt8;
   size_t next_new = 0;  // in uint16 units of new_rows
   for (int32_t t = 0; t < n; ++t) {
     const int32_t pos = pos0 + t;
@@ -140,6 +147,10 @@ void point_rows(const RunArgs& a, const WorkItem& w, int32_t pos0, int32_t n, Sc
           (static_cast<size_t>(pages[pos / ps]) * sh.num_kv_heads + w.kv_head) * ps + pos % ps;
       sc.krows[t] = kpool + row * d * esize;
       sc.vrows[t] = vpool + row * d * esize;
+      if (int8) {
+        sc.kscale[t] = a.cache->k_row_scales[row];
+        sc.vscale[t] = a.cache->v_row_scales[row];
+      }
       continue;
     }
     const int64_t tok = p.cu_q_lens[w.seq] + (pos - first_new);
@@ -153,6 +164,15 @@ void point_rows(const RunArgs& a, const WorkItem& w, int32_t pos0, int32_t n, Sc
     uint16_t* kq = sc.new_rows.data() + next_new;
     uint16_t* vq = kq + d;
     next_new += 2 * static_cast<size_t>(d);
+    if (int8) {  // exactly what store_row writes
+      int8_t* k8 = reinterpret_cast<int8_t*>(kq);
+      int8_t* v8 = reinterpret_cast<int8_t*>(vq);
+      sc.kscale[t] = kdr::quantize_row_int8(kin, d, k8);
+      sc.vscale[t] = kdr::quantize_row_int8(vin, d, v8);
+      sc.krows[t] = k8;
+      sc.vrows[t] = v8;
+      continue;
+    }
     for (int32_t x = 0; x < d; ++x) {
       kq[x] = sh.dtype == KvDType::kBF16 ? kdr::f32_to_bf16(kin[x]) : kdr::f32_to_f16(kin[x]);
       vq[x] = sh.dtype == KvDType::kBF16 ? kdr::f32_to_bf16(vin[x]) : kdr::f32_to_f16(vin[x]);
@@ -160,7 +180,41 @@ void point_rows(const RunArgs& a, const WorkItem& w, int32_t pos0, int32_t n, Sc
     sc.krows[t] = kq;
     sc.vrows[t] = vq;
   }
-  if (n % 2) sc.krows[n] = sc.vrows[n] = kZeros;
+  if (n % 2) {
+    sc.krows[n] = sc.vrows[n] = kZeros;
+    sc.kscale[n] = sc.vscale[n] = 0.0f;
+  }
+}
+
+// Decode: the addresses of the cached K and V rows (and int8 row scales) of the block at
+// [pos0, pos0 + n) in sc.pf, for ScoresQKRows to prefetch while it computes an earlier
+// block. Returns how many; each is one row of d elements.
+size_t list_prefetch_rows(const RunArgs& a, const WorkItem& w, int32_t pos0, int32_t n,
+                          Scratch& sc) {
+  const Plan::Impl& p = *a.plan;
+  const CacheShape& sh = p.shape;
+  const int32_t d = sh.head_dim;
+  const int32_t ps = sh.page_size;
+  const int32_t q_len = p.cu_q_lens[w.seq + 1] - p.cu_q_lens[w.seq];
+  const int32_t first_new = p.kv_lens[w.seq] - q_len;
+  const int32_t* pages = p.page_indices.data() + static_cast<size_t>(w.seq) * p.pages_per_seq;
+  const size_t row_bytes = static_cast<size_t>(d) * element_size(sh.dtype);
+  const char* kpool = static_cast<const char*>(a.cache->k);
+  const char* vpool = static_cast<const char*>(a.cache->v);
+  const bool int8 = sh.dtype == KvDType::kInt8;
+  size_t count = 0;
+  const int32_t end = std::min(pos0 + n, first_new);
+  for (int32_t pos = pos0; pos < end; ++pos) {
+    const size_t row =
+        (static_cast<size_t>(pages[pos / ps]) * sh.num_kv_heads + w.kv_head) * ps + pos % ps;
+    sc.pf[count++] = kpool + row * row_bytes;
+    sc.pf[count++] = vpool + row * row_bytes;
+    if (int8 && (pos == pos0 || pos % ps == 0)) {  // the page run's scales (row_bytes >= 8)
+      sc.pf[count++] = a.cache->k_row_scales + row;
+      sc.pf[count++] = a.cache->v_row_scales + row;
+    }
+  }
+  return count;
 }
 
 // Asks for the rows of the KV block at [pos0, pos0 + n) to be brought into L2 while the
@@ -255,6 +309,15 @@ void run_item(const RunArgs& a, const WorkItem& w, Scratch& sc) {
   const int64_t tok0 = p.cu_q_lens[w.seq] + w.q_begin;
   const float sm_scale = p.params.sm_scale;
 
+  // Decode on a bf16/f16/f32/int8 cache reads K/V straight from the pages: q_len is 1, so
+  // every row is used by the G query rows of one token only and an f32 tile copy would not
+  // pay. On bf16, Q and O are kept in the order of the widened chunks (attention-inl.h).
+  const KvDType dtype = p.shape.dtype;
+  const bool direct =
+      w.path == PathKind::kDecode && (dtype == KvDType::kBF16 || dtype == KvDType::kF16 ||
+                                      dtype == KvDType::kF32 || dtype == KvDType::kInt8);
+  const bool permuted = direct && dtype == KvDType::kBF16;
+
   // Query rows r = j * g + h: the g heads of one token are contiguous in q.
   for (size_t r = 0; r < rows4; ++r) {
     float* dst = qt + r * dp;
@@ -263,7 +326,11 @@ void run_item(const RunArgs& a, const WorkItem& w, Scratch& sc) {
       const float* src =
           a.q +
           ((tok0 + j) * hq + static_cast<int64_t>(w.kv_head) * g + static_cast<int64_t>(r % g)) * d;
-      for (int32_t x = 0; x < d; ++x) dst[x] = src[x] * sm_scale;
+      if (permuted) {
+        PermuteRow(src, d, sm_scale, dst);
+      } else {
+        for (int32_t x = 0; x < d; ++x) dst[x] = src[x] * sm_scale;
+      }
       for (size_t x = d; x < dp; ++x) dst[x] = 0.0f;
     } else {
       std::fill(dst, dst + dp, 0.0f);
@@ -283,33 +350,43 @@ void run_item(const RunArgs& a, const WorkItem& w, Scratch& sc) {
   const int32_t lo_last = window > 0 ? pos_last - window + 1 : 0;
   const int32_t hi_first = causal ? pos_first : kv_len - 1;
 
-  // Decode on a 16/32-bit cache reads K/V straight from the pages: q_len is 1, so every
-  // row is used by the G query rows of one token only and an f32 tile copy would not pay.
-  const KvDType dtype = p.shape.dtype;
-  const bool direct = w.path == PathKind::kDecode &&
-                      (dtype == KvDType::kBF16 || dtype == KvDType::kF16 || dtype == KvDType::kF32);
+  const size_t row_bytes = static_cast<size_t>(d) * element_size(dtype);
+  if (direct && w.kv_begin < w.kv_end)  // the first block: later ones are fetched in QK
+    prefetch_block(a, w, w.kv_begin, std::min(block, w.kv_end - w.kv_begin));
   for (int32_t kb = w.kv_begin; kb < w.kv_end; kb += block) {
     const int32_t n = std::min(block, w.kv_end - kb);
     const size_t n4 = round_up(n, 4);
     const size_t nv = round_up(n, std::max<size_t>(nl, 4));
-    // One block ahead: prefetching 2 or 4 blocks ahead measured no better (docs/rpa.md).
-    if (kb + block < w.kv_end)
-      prefetch_block(a, w, kb + block, std::min(block, w.kv_end - kb - block));
     if (direct) {
       point_rows(a, w, kb, n, sc);
+      const size_t npf =
+          kb + block < w.kv_end
+              ? list_prefetch_rows(a, w, kb + block, std::min(block, w.kv_end - kb - block), sc)
+              : 0;
       const size_t n2 = round_up(n, 2);
+      const void* const* kr = sc.krows.data();
+      const void* const* pf = sc.pf.data();
       switch (dtype) {
         case KvDType::kBF16:
-          ScoresQKRows<hwy::bfloat16_t>(qt, sc.krows.data(), st, rows4, n2, d, dp, sp);
+          ScoresQKRows<hwy::bfloat16_t>(qt, kr, nullptr, st, rows4, n2, d, dp, sp, pf, npf,
+                                        row_bytes);
           break;
         case KvDType::kF16:
-          ScoresQKRows<hwy::float16_t>(qt, sc.krows.data(), st, rows4, n2, d, dp, sp);
+          ScoresQKRows<hwy::float16_t>(qt, kr, nullptr, st, rows4, n2, d, dp, sp, pf, npf,
+                                       row_bytes);
+          break;
+        case KvDType::kInt8:
+          ScoresQKRows<int8_t>(qt, kr, sc.kscale.data(), st, rows4, n2, d, dp, sp, pf, npf,
+                               row_bytes);
           break;
         default:
-          ScoresQKRows<float>(qt, sc.krows.data(), st, rows4, n2, d, dp, sp);
+          ScoresQKRows<float>(qt, kr, nullptr, st, rows4, n2, d, dp, sp, pf, npf, row_bytes);
           break;
       }
     } else {
+      // One block ahead: prefetching 2 or 4 blocks ahead measured no better (docs/rpa.md).
+      if (kb + block < w.kv_end)
+        prefetch_block(a, w, kb + block, std::min(block, w.kv_end - kb - block));
       load_tile(a, w, kb, n, false, kt);
       load_tile(a, w, kb, n, true, vt);
       for (size_t t = n; t < n4; ++t) std::fill(kt + t * dp, kt + (t + 1) * dp, 0.0f);
@@ -340,6 +417,11 @@ void run_item(const RunArgs& a, const WorkItem& w, Scratch& sc) {
       }
     }
     for (size_t r = rows; r < rows4; ++r) std::fill(st + r * sp, st + r * sp + n, 0.0f);
+    if (direct && dtype == KvDType::kInt8) {  // the V row scales join the probabilities
+      const float* vs = sc.vscale.data();
+      for (size_t r = 0; r < rows; ++r)
+        for (int32_t t = 0; t < n; ++t) st[r * sp + t] *= vs[t];
+    }
     if (direct) {
       switch (dtype) {
         case KvDType::kBF16:
@@ -347,6 +429,9 @@ void run_item(const RunArgs& a, const WorkItem& w, Scratch& sc) {
           break;
         case KvDType::kF16:
           AccumulatePVRows<hwy::float16_t>(st, sc.vrows.data(), ot, rows4, n, d, dp, sp);
+          break;
+        case KvDType::kInt8:
+          AccumulatePVRows<int8_t>(st, sc.vrows.data(), ot, rows4, n, d, dp, sp);
           break;
         default:
           AccumulatePVRows<float>(st, sc.vrows.data(), ot, rows4, n, d, dp, sp);
@@ -357,6 +442,12 @@ void run_item(const RunArgs& a, const WorkItem& w, Scratch& sc) {
     }
   }
 
+  if (permuted) {  // back to the natural order of the head dim
+    for (size_t r = 0; r < rows; ++r) {
+      UnpermuteRow(ot + r * dp, d, kt);
+      std::memcpy(ot + r * dp, kt, d * sizeof(float));
+    }
+  }
   if (w.partial < 0) {
     for (size_t r = 0; r < rows; ++r) {
       const int64_t j = static_cast<int64_t>(r) / g;

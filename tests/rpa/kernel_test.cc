@@ -217,6 +217,52 @@ TEST(KernelSplitKv, LongDecodesWithDefaultSplitMatchReference) {
   EXPECT_TRUE(caches_equal(cache, want_cache));
 }
 
+// Decodes read K/V rows in place from the pages (bf16, f16, f32, int8): head dims that are
+// not a multiple of 16 (a tail after the 16-element chunks), odd KV blocks (a padding key),
+// splits, a sliding window, a soft cap and query groups that are not a multiple of 4, on 1
+// and 2 threads, with outputs bitwise equal across the thread counts.
+TEST(KernelDecodeDirect, EveryDirectDtypeAndHeadDimMatchesReference) {
+  const uint64_t seed = test_seed();
+  SCOPED_TRACE("KDR_SEED=" + std::to_string(seed));
+  Rng rng(seed);
+  for (rpa::KvDType dt :
+       {rpa::KvDType::kBF16, rpa::KvDType::kF16, rpa::KvDType::kF32, rpa::KvDType::kInt8}) {
+    for (int32_t d : {8, 24, 40, 72, 128, 136}) {
+      for (int32_t hq : {4, 5}) {
+        SCOPED_TRACE(std::string(rpa::to_string(dt)) + " d" + std::to_string(d) + " hq" +
+                     std::to_string(hq));
+        const std::vector<int32_t> q_lens = {1, 1, 1, 1};
+        const std::vector<int32_t> kv_lens = {1, 37, 200, 131};
+        const int32_t dist[3] = {4, 4, 4};
+        const Batch b = layout_batch(q_lens, kv_lens, dist, 16, rng);
+        Cache cache = make_cache(dt, 1, d, b, 16, rng);
+        const NewTokens x = random_tokens(b.num_tokens(), hq, 1, d, rng);
+        rpa::AttentionParams p;
+        p.num_q_heads = hq;
+        p.sm_scale = 1.0f / std::sqrt(static_cast<float>(d));
+        if (hq == 5) {
+          p.sliding_window = 100;
+          p.soft_cap = 30.0f;
+        }
+        rpa::Tuning t;
+        t.decode_kv_block = 23;  // odd: a padding key in every block
+        t.split_kv_tokens = 64;
+        Cache want_cache = cache;
+        const std::vector<float> want = run_reference(b, p, x, want_cache);
+        Cache cache2 = cache, cache3 = cache;
+        const std::vector<float> got = run_kernel(b, p, x, cache, 1, t);
+        const std::vector<float> got2 = run_kernel(b, p, x, cache2, 2, t);
+        const std::vector<float> got3 = run_kernel(b, p, x, cache3, 2);  // default tiles
+        EXPECT_TRUE(outputs_close(got, want, hq, d, 1e-4, 1e-4));
+        EXPECT_TRUE(outputs_close(got3, want, hq, d, 1e-4, 1e-4));
+        EXPECT_TRUE(caches_equal(cache, want_cache));
+        EXPECT_TRUE(caches_equal(cache3, want_cache));
+        EXPECT_TRUE(bitwise_equal(got, got2));
+      }
+    }
+  }
+}
+
 // Sequences may share fully cached prefix pages (a prefix cache) as long as no page that
 // receives new tokens is mapped twice.
 TEST(KernelSharedPrefix, SequencesReadingOneCachedPageMatchReference) {
