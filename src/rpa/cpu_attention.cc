@@ -139,20 +139,29 @@ void point_rows(const RunArgs& a, const WorkItem& w, int32_t pos0, int32_t n, Sc
   const char* kpool = static_cast<const char*>(a.cache->k);
   const char* vpool = static_cast<const char*>(a.cache->v);
   const bool int8 = sh.dtype == KvDType::kInt8;
-  size_t next_new = 0;  // in uint16 units of new_rows
-  for (int32_t t = 0; t < n; ++t) {
+  const size_t row_bytes = static_cast<size_t>(d) * esize;
+  const int32_t cached = std::clamp(first_new - pos0, 0, n);
+  int32_t t = 0;
+  while (t < cached) {  // one contiguous run of rows per page
     const int32_t pos = pos0 + t;
-    if (pos < first_new) {
-      const size_t row =
-          (static_cast<size_t>(pages[pos / ps]) * sh.num_kv_heads + w.kv_head) * ps + pos % ps;
-      sc.krows[t] = kpool + row * d * esize;
-      sc.vrows[t] = vpool + row * d * esize;
-      if (int8) {
-        sc.kscale[t] = a.cache->k_row_scales[row];
-        sc.vscale[t] = a.cache->v_row_scales[row];
-      }
-      continue;
+    const int32_t run = std::min(ps - pos % ps, cached - t);
+    const size_t row =
+        (static_cast<size_t>(pages[pos / ps]) * sh.num_kv_heads + w.kv_head) * ps + pos % ps;
+    const char* kr = kpool + row * row_bytes;
+    const char* vr = vpool + row * row_bytes;
+    for (int32_t i = 0; i < run; ++i) {
+      sc.krows[t + i] = kr + i * row_bytes;
+      sc.vrows[t + i] = vr + i * row_bytes;
     }
+    if (int8) {
+      std::memcpy(&sc.kscale[t], a.cache->k_row_scales + row, run * sizeof(float));
+      std::memcpy(&sc.vscale[t], a.cache->v_row_scales + row, run * sizeof(float));
+    }
+    t += run;
+  }
+  size_t next_new = 0;  // in uint16 units of new_rows
+  for (; t < n; ++t) {
+    const int32_t pos = pos0 + t;
     const int64_t tok = p.cu_q_lens[w.seq] + (pos - first_new);
     const float* kin = a.k + (tok * sh.num_kv_heads + w.kv_head) * d;
     const float* vin = a.v + (tok * sh.num_kv_heads + w.kv_head) * d;
@@ -203,16 +212,24 @@ size_t list_prefetch_rows(const RunArgs& a, const WorkItem& w, int32_t pos0, int
   const char* vpool = static_cast<const char*>(a.cache->v);
   const bool int8 = sh.dtype == KvDType::kInt8;
   size_t count = 0;
-  const int32_t end = std::min(pos0 + n, first_new);
-  for (int32_t pos = pos0; pos < end; ++pos) {
+  const int32_t cached = std::clamp(first_new - pos0, 0, n);
+  int32_t t = 0;
+  while (t < cached) {  // one contiguous run of rows per page
+    const int32_t pos = pos0 + t;
+    const int32_t run = std::min(ps - pos % ps, cached - t);
     const size_t row =
         (static_cast<size_t>(pages[pos / ps]) * sh.num_kv_heads + w.kv_head) * ps + pos % ps;
-    sc.pf[count++] = kpool + row * row_bytes;
-    sc.pf[count++] = vpool + row * row_bytes;
-    if (int8 && (pos == pos0 || pos % ps == 0)) {  // the page run's scales (row_bytes >= 8)
+    const char* kr = kpool + row * row_bytes;
+    const char* vr = vpool + row * row_bytes;
+    for (int32_t i = 0; i < run; ++i) {
+      sc.pf[count++] = kr + i * row_bytes;
+      sc.pf[count++] = vr + i * row_bytes;
+    }
+    if (int8) {  // the run's scales (row_bytes >= 8)
       sc.pf[count++] = a.cache->k_row_scales + row;
       sc.pf[count++] = a.cache->v_row_scales + row;
     }
+    t += run;
   }
   return count;
 }
