@@ -149,9 +149,11 @@ void point_rows(const RunArgs& a, const WorkItem& w, int32_t pos0, int32_t n, Sc
         (static_cast<size_t>(pages[pos / ps]) * sh.num_kv_heads + w.kv_head) * ps + pos % ps;
     const char* kr = kpool + row * row_bytes;
     const char* vr = vpool + row * row_bytes;
+    const void** kdst = sc.krows.data() + t;  // raw pointers: no reload per store
+    const void** vdst = sc.vrows.data() + t;
     for (int32_t i = 0; i < run; ++i) {
-      sc.krows[t + i] = kr + i * row_bytes;
-      sc.vrows[t + i] = vr + i * row_bytes;
+      kdst[i] = kr + i * row_bytes;
+      vdst[i] = vr + i * row_bytes;
     }
     if (int8) {
       std::memcpy(&sc.kscale[t], a.cache->k_row_scales + row, run * sizeof(float));
@@ -221,10 +223,12 @@ size_t list_prefetch_rows(const RunArgs& a, const WorkItem& w, int32_t pos0, int
         (static_cast<size_t>(pages[pos / ps]) * sh.num_kv_heads + w.kv_head) * ps + pos % ps;
     const char* kr = kpool + row * row_bytes;
     const char* vr = vpool + row * row_bytes;
+    const void** dst = sc.pf.data() + count;  // raw pointer: no reload per store
     for (int32_t i = 0; i < run; ++i) {
-      sc.pf[count++] = kr + i * row_bytes;
-      sc.pf[count++] = vr + i * row_bytes;
+      dst[2 * i] = kr + i * row_bytes;
+      dst[2 * i + 1] = vr + i * row_bytes;
     }
+    count += 2 * static_cast<size_t>(run);
     if (int8) {  // the run's scales (row_bytes >= 8)
       sc.pf[count++] = a.cache->k_row_scales + row;
       sc.pf[count++] = a.cache->v_row_scales + row;
