@@ -5,6 +5,7 @@
 // vector length, zero padded):
 //   Q [rows][dp]   query rows of a work item, pre-scaled by sm_scale
 //   K [kv][dp]     keys of a KV block, converted from the cache dtype once per tile
+//   KT [dp][sp]    the same keys transposed, for the outer-product QK of prefill tiles
 //   V [kv][dp]     values, likewise
 //   S [rows][sp]   logits, then probabilities, of the KV block
 //   O [rows][dp]   unnormalised output accumulator of the online softmax
@@ -52,110 +53,106 @@ HWY_INLINE void Sum4(D df, hn::Vec<D> a, hn::Vec<D> b, hn::Vec<D> c, hn::Vec<D> 
 #endif
 }
 
-// S[r][t] = Q[r] . K[t] for r < rows (a multiple of 2) and t < kv (a multiple of 4).
-// Register block: 2 query rows x 4 keys, so each loaded vector feeds 2 or 4 FMAs and the
-// horizontal sums are done four at a time.
-HWY_NOINLINE void ScoresQK(const float* HWY_RESTRICT q, const float* HWY_RESTRICT k,
-                           float* HWY_RESTRICT s, size_t rows, size_t kv, size_t dp, size_t sp) {
+// S[r][t] = Q[r] . K[t] for R query rows and t < kvt (a multiple of 2N, N = Lanes(DF)), from
+// K transposed (kt[x][t], row stride ldk): an outer-product register block of R rows x 2N
+// keys (2R accumulators, each K vector used by R rows, each Q element broadcast once per
+// 2N keys), so no horizontal sums are needed.
+template <size_t R>
+HWY_INLINE void ScoresQKTBlock(const float* HWY_RESTRICT q, const float* HWY_RESTRICT kt,
+                               float* HWY_RESTRICT s, size_t kvt, size_t d, size_t dp, size_t sp,
+                               size_t ldk) {
   const DF df;
   const size_t nl = hn::Lanes(df);
-  for (size_t r = 0; r < rows; r += 2) {
-    const float* q0 = q + r * dp;
-    const float* q1 = q0 + dp;
-    for (size_t t = 0; t < kv; t += 4) {
-      const float* k0 = k + t * dp;
-      const float* k1 = k0 + dp;
-      const float* k2 = k1 + dp;
-      const float* k3 = k2 + dp;
-      auto a00 = hn::Zero(df), a01 = hn::Zero(df), a02 = hn::Zero(df), a03 = hn::Zero(df);
-      auto a10 = hn::Zero(df), a11 = hn::Zero(df), a12 = hn::Zero(df), a13 = hn::Zero(df);
-      for (size_t d = 0; d < dp; d += nl) {
-        const auto x0 = hn::LoadU(df, q0 + d);
-        const auto x1 = hn::LoadU(df, q1 + d);
-        const auto y0 = hn::LoadU(df, k0 + d);
-        a00 = hn::MulAdd(x0, y0, a00);
-        a10 = hn::MulAdd(x1, y0, a10);
-        const auto y1 = hn::LoadU(df, k1 + d);
-        a01 = hn::MulAdd(x0, y1, a01);
-        a11 = hn::MulAdd(x1, y1, a11);
-        const auto y2 = hn::LoadU(df, k2 + d);
-        a02 = hn::MulAdd(x0, y2, a02);
-        a12 = hn::MulAdd(x1, y2, a12);
-        const auto y3 = hn::LoadU(df, k3 + d);
-        a03 = hn::MulAdd(x0, y3, a03);
-        a13 = hn::MulAdd(x1, y3, a13);
+  for (size_t t = 0; t < kvt; t += 2 * nl) {
+    hn::Vec<DF> a0[R], a1[R];
+    for (size_t i = 0; i < R; ++i) {
+      a0[i] = hn::Zero(df);
+      a1[i] = hn::Zero(df);
+    }
+    const float* kp = kt + t;
+    for (size_t x = 0; x < d; ++x, kp += ldk) {
+      const auto b0 = hn::LoadU(df, kp);
+      const auto b1 = hn::LoadU(df, kp + nl);
+      for (size_t i = 0; i < R; ++i) {
+        const auto w = hn::Set(df, q[i * dp + x]);
+        a0[i] = hn::MulAdd(w, b0, a0[i]);
+        a1[i] = hn::MulAdd(w, b1, a1[i]);
       }
-      Sum4(df, a00, a01, a02, a03, s + r * sp + t);
-      Sum4(df, a10, a11, a12, a13, s + (r + 1) * sp + t);
+    }
+    for (size_t i = 0; i < R; ++i) {
+      hn::StoreU(a0[i], df, s + i * sp + t);
+      hn::StoreU(a1[i], df, s + i * sp + t + nl);
     }
   }
 }
 
-// O[r] += sum_t P[r][t] V[t] for r < rows (a multiple of 4), t < kv.
-// Register block: 4 rows x 2 vectors of the head dim; V rows stream from L1.
+// S[r][t] = Q[r] . K[t] for r < rows (a multiple of 2), t < kvt (a multiple of 2N), K
+// transposed: blocks of 6 rows (12 accumulators), then 4 and 2 for the rest.
+HWY_NOINLINE void ScoresQKT(const float* HWY_RESTRICT q, const float* HWY_RESTRICT kt,
+                            float* HWY_RESTRICT s, size_t rows, size_t kvt, size_t d, size_t dp,
+                            size_t sp, size_t ldk) {
+  size_t r = 0;
+  for (; r + 6 <= rows; r += 6) ScoresQKTBlock<6>(q + r * dp, kt, s + r * sp, kvt, d, dp, sp, ldk);
+  if (r + 4 <= rows) {
+    ScoresQKTBlock<4>(q + r * dp, kt, s + r * sp, kvt, d, dp, sp, ldk);
+    r += 4;
+  }
+  if (r + 2 <= rows) ScoresQKTBlock<2>(q + r * dp, kt, s + r * sp, kvt, d, dp, sp, ldk);
+}
+
+// O[r] += sum_t P[r][t] V[t] for R rows, t < kv: register block of R rows x 2 vectors of
+// the head dim (2R accumulators); V rows stream from L1.
+template <size_t R>
+HWY_INLINE void AccumulatePVBlock(const float* HWY_RESTRICT p, const float* HWY_RESTRICT v,
+                                  float* HWY_RESTRICT o, size_t kv, size_t dp, size_t sp) {
+  const DF df;
+  const size_t nl = hn::Lanes(df);
+  size_t x = 0;
+  for (; x + 2 * nl <= dp; x += 2 * nl) {
+    hn::Vec<DF> c0[R], c1[R];
+    for (size_t i = 0; i < R; ++i) {
+      c0[i] = hn::LoadU(df, o + i * dp + x);
+      c1[i] = hn::LoadU(df, o + i * dp + x + nl);
+    }
+    const float* vt = v + x;
+    for (size_t t = 0; t < kv; ++t, vt += dp) {
+      const auto v0 = hn::LoadU(df, vt);
+      const auto v1 = hn::LoadU(df, vt + nl);
+      for (size_t i = 0; i < R; ++i) {
+        const auto w = hn::Set(df, p[i * sp + t]);
+        c0[i] = hn::MulAdd(w, v0, c0[i]);
+        c1[i] = hn::MulAdd(w, v1, c1[i]);
+      }
+    }
+    for (size_t i = 0; i < R; ++i) {
+      hn::StoreU(c0[i], df, o + i * dp + x);
+      hn::StoreU(c1[i], df, o + i * dp + x + nl);
+    }
+  }
+  for (; x < dp; x += nl) {
+    hn::Vec<DF> c0[R];
+    for (size_t i = 0; i < R; ++i) c0[i] = hn::LoadU(df, o + i * dp + x);
+    const float* vt = v + x;
+    for (size_t t = 0; t < kv; ++t, vt += dp) {
+      const auto v0 = hn::LoadU(df, vt);
+      for (size_t i = 0; i < R; ++i) c0[i] = hn::MulAdd(hn::Set(df, p[i * sp + t]), v0, c0[i]);
+    }
+    for (size_t i = 0; i < R; ++i) hn::StoreU(c0[i], df, o + i * dp + x);
+  }
+}
+
+// O[r] += sum_t P[r][t] V[t] for r < rows (a multiple of 2), t < kv: blocks of 6 rows (12
+// accumulators), then 4 and 2 for the rest.
 HWY_NOINLINE void AccumulatePV(const float* HWY_RESTRICT p, const float* HWY_RESTRICT v,
                                float* HWY_RESTRICT o, size_t rows, size_t kv, size_t dp,
                                size_t sp) {
-  const DF df;
-  const size_t nl = hn::Lanes(df);
-  for (size_t r = 0; r < rows; r += 4) {
-    const float* p0 = p + r * sp;
-    const float* p1 = p0 + sp;
-    const float* p2 = p1 + sp;
-    const float* p3 = p2 + sp;
-    float* o0 = o + r * dp;
-    float* o1 = o0 + dp;
-    float* o2 = o1 + dp;
-    float* o3 = o2 + dp;
-    size_t d = 0;
-    for (; d + 2 * nl <= dp; d += 2 * nl) {
-      auto c00 = hn::LoadU(df, o0 + d), c01 = hn::LoadU(df, o0 + d + nl);
-      auto c10 = hn::LoadU(df, o1 + d), c11 = hn::LoadU(df, o1 + d + nl);
-      auto c20 = hn::LoadU(df, o2 + d), c21 = hn::LoadU(df, o2 + d + nl);
-      auto c30 = hn::LoadU(df, o3 + d), c31 = hn::LoadU(df, o3 + d + nl);
-      const float* vt = v + d;
-      for (size_t t = 0; t < kv; ++t, vt += dp) {
-        const auto v0 = hn::LoadU(df, vt);
-        const auto v1 = hn::LoadU(df, vt + nl);
-        const auto w0 = hn::Set(df, p0[t]);
-        c00 = hn::MulAdd(w0, v0, c00);
-        c01 = hn::MulAdd(w0, v1, c01);
-        const auto w1 = hn::Set(df, p1[t]);
-        c10 = hn::MulAdd(w1, v0, c10);
-        c11 = hn::MulAdd(w1, v1, c11);
-        const auto w2 = hn::Set(df, p2[t]);
-        c20 = hn::MulAdd(w2, v0, c20);
-        c21 = hn::MulAdd(w2, v1, c21);
-        const auto w3 = hn::Set(df, p3[t]);
-        c30 = hn::MulAdd(w3, v0, c30);
-        c31 = hn::MulAdd(w3, v1, c31);
-      }
-      hn::StoreU(c00, df, o0 + d);
-      hn::StoreU(c01, df, o0 + d + nl);
-      hn::StoreU(c10, df, o1 + d);
-      hn::StoreU(c11, df, o1 + d + nl);
-      hn::StoreU(c20, df, o2 + d);
-      hn::StoreU(c21, df, o2 + d + nl);
-      hn::StoreU(c30, df, o3 + d);
-      hn::StoreU(c31, df, o3 + d + nl);
-    }
-    for (; d < dp; d += nl) {
-      auto c0 = hn::LoadU(df, o0 + d), c1 = hn::LoadU(df, o1 + d);
-      auto c2 = hn::LoadU(df, o2 + d), c3 = hn::LoadU(df, o3 + d);
-      const float* vt = v + d;
-      for (size_t t = 0; t < kv; ++t, vt += dp) {
-        const auto v0 = hn::LoadU(df, vt);
-        c0 = hn::MulAdd(hn::Set(df, p0[t]), v0, c0);
-        c1 = hn::MulAdd(hn::Set(df, p1[t]), v0, c1);
-        c2 = hn::MulAdd(hn::Set(df, p2[t]), v0, c2);
-        c3 = hn::MulAdd(hn::Set(df, p3[t]), v0, c3);
-      }
-      hn::StoreU(c0, df, o0 + d);
-      hn::StoreU(c1, df, o1 + d);
-      hn::StoreU(c2, df, o2 + d);
-      hn::StoreU(c3, df, o3 + d);
-    }
+  size_t r = 0;
+  for (; r + 6 <= rows; r += 6) AccumulatePVBlock<6>(p + r * sp, v, o + r * dp, kv, dp, sp);
+  if (r + 4 <= rows) {
+    AccumulatePVBlock<4>(p + r * sp, v, o + r * dp, kv, dp, sp);
+    r += 4;
   }
+  if (r + 2 <= rows) AccumulatePVBlock<2>(p + r * sp, v, o + r * dp, kv, dp, sp);
 }
 
 // s[0..n) = cap * tanh(s / cap).

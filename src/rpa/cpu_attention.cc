@@ -7,7 +7,7 @@
 // all query rows of the tile (q tokens x the Hq/Hkv heads sharing the KV head), soft cap,
 // mask, online softmax, O += P V. The new rows the item owns (its own q tokens) are written
 // into their pages from the same pass; nothing reads them back from the pages.
-// Decode items on bf16/f16/f32 caches skip the f32 tiles and read rows in place.
+// Decode items on bf16/f16/f32/int8 caches skip the f32 tiles and read rows in place.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -33,11 +33,11 @@ size_t round_up(size_t x, size_t m) { return (x + m - 1) / m * m; }
 
 // Per-thread tiles, grown on demand and kept across calls (no allocation per layer).
 struct Scratch {
-  std::vector<float> q, o, m, l, s, k, v;
-  std::vector<const void*> krows, vrows;  // decode: row pointers into the pages
-  std::vector<const void*> pf;            // decode: rows of a later block to prefetch
-  std::vector<float> kscale, vscale;      // decode on int8: the rows' scales
-  std::vector<uint16_t> new_rows;         // decode: new tokens' rows in the cache dtype
+  std::vector<float> q, o, m, l, s, k, v, kt;  // kt: K transposed [dp][sp]
+  std::vector<const void*> krows, vrows;       // decode: row pointers into the pages
+  std::vector<const void*> pf;                 // decode: rows of a later block to prefetch
+  std::vector<float> kscale, vscale;           // decode on int8: the rows' scales
+  std::vector<uint16_t> new_rows;              // decode: new tokens' rows in the cache dtype
   void ensure(size_t rows4, size_t dp, size_t sp) {
     auto grow = [](std::vector<float>& x, size_t n) {
       if (x.size() < n) x.resize(n);
@@ -48,6 +48,7 @@ struct Scratch {
     grow(l, rows4);
     grow(s, rows4 * sp);
     grow(k, sp * dp);
+    grow(kt, sp * dp);
     grow(v, sp * dp);
     if (krows.size() < sp) krows.resize(sp);
     if (vrows.size() < sp) vrows.resize(sp);
@@ -323,6 +324,7 @@ void run_item(const RunArgs& a, const WorkItem& w, Scratch& sc) {
   float* st = sc.s.data();
   float* kt = sc.k.data();
   float* vt = sc.v.data();
+  float* ktt = sc.kt.data();
 
   const int32_t q_len = p.cu_q_lens[w.seq + 1] - p.cu_q_lens[w.seq];
   const int32_t kv_len = p.kv_lens[w.seq];
@@ -376,7 +378,6 @@ void run_item(const RunArgs& a, const WorkItem& w, Scratch& sc) {
     prefetch_block(a, w, w.kv_begin, std::min(block, w.kv_end - w.kv_begin));
   for (int32_t kb = w.kv_begin; kb < w.kv_end; kb += block) {
     const int32_t n = std::min(block, w.kv_end - kb);
-    const size_t n4 = round_up(n, 4);
     const size_t nv = round_up(n, std::max<size_t>(nl, 4));
     if (direct) {
       point_rows(a, w, kb, n, sc);
@@ -410,8 +411,14 @@ void run_item(const RunArgs& a, const WorkItem& w, Scratch& sc) {
         prefetch_block(a, w, kb + block, std::min(block, w.kv_end - kb - block));
       load_tile(a, w, kb, n, false, kt);
       load_tile(a, w, kb, n, true, vt);
-      for (size_t t = n; t < n4; ++t) std::fill(kt + t * dp, kt + (t + 1) * dp, 0.0f);
-      ScoresQK(qt, kt, st, round_up(rows, 2), n4, dp, sp);
+      // K transposed for the outer-product QK; keys [n, nt) are zero.
+      const size_t nt = round_up(n, 2 * nl);
+      for (int32_t x = 0; x < d; ++x) {
+        float* dst = ktt + static_cast<size_t>(x) * sp;
+        for (int32_t t = 0; t < n; ++t) dst[t] = kt[static_cast<size_t>(t) * dp + x];
+        for (size_t t = n; t < nt; ++t) dst[t] = 0.0f;
+      }
+      ScoresQKT(qt, ktt, st, round_up(rows, 2), nt, d, dp, sp, sp);
     }
     write_new_rows(a, w, kb, n);
 
@@ -530,7 +537,8 @@ void RunPlan(const Plan::Impl& plan, const float* q, const float* k, const float
   a.cache = &cache;
   a.out = out;
   a.dp = round_up(plan.shape.head_dim, nl);
-  a.sp = round_up(plan.max_kv_block, std::max<size_t>(nl, 4));
+  // A multiple of 2 vectors: the prefill QK writes S in blocks of 2 vectors of keys.
+  a.sp = round_up(plan.max_kv_block, 2 * std::max<size_t>(nl, 4));
   static thread_local std::vector<float> partials;
   const size_t need = static_cast<size_t>(plan.num_partials) * plan.group * (2 + a.dp);
   if (partials.size() < need) partials.resize(need);

@@ -263,6 +263,43 @@ TEST(KernelDecodeDirect, EveryDirectDtypeAndHeadDimMatchesReference) {
   }
 }
 
+// Prefill and mixed tiles: the outer-product QK and the 6/4/2-row PV blocks over head dims
+// with a tail of one vector (not a multiple of 16), query-row counts leaving each remainder
+// of 6, and KV blocks that are not a multiple of the vector length.
+TEST(KernelPrefillTiles, RowAndHeadDimRemaindersMatchReference) {
+  const uint64_t seed = test_seed();
+  SCOPED_TRACE("KDR_SEED=" + std::to_string(seed));
+  Rng rng(seed);
+  for (rpa::KvDType dt : {rpa::KvDType::kBF16, rpa::KvDType::kF32, rpa::KvDType::kInt8}) {
+    for (int32_t d : {8, 40, 72, 136}) {
+      for (int32_t hq : {1, 3, 4, 5}) {
+        SCOPED_TRACE(std::string(rpa::to_string(dt)) + " d" + std::to_string(d) + " hq" +
+                     std::to_string(hq));
+        const std::vector<int32_t> q_lens = {1, 7, 7, 3, 5, 2};
+        const std::vector<int32_t> kv_lens = {30, 7, 40, 60, 5, 90};
+        const int32_t dist[3] = {1, 3, 6};
+        const Batch b = layout_batch(q_lens, kv_lens, dist, 16, rng);
+        Cache cache = make_cache(dt, 1, d, b, 16, rng);
+        const NewTokens x = random_tokens(b.num_tokens(), hq, 1, d, rng);
+        rpa::AttentionParams p;
+        p.num_q_heads = hq;
+        p.sm_scale = 1.0f / std::sqrt(static_cast<float>(d));
+        rpa::Tuning t;
+        t.prefill_q_block = 5;
+        t.prefill_kv_block = 13;
+        Cache want_cache = cache;
+        const std::vector<float> want = run_reference(b, p, x, want_cache);
+        Cache cache2 = cache;
+        const std::vector<float> got = run_kernel(b, p, x, cache, 1, t);
+        const std::vector<float> got2 = run_kernel(b, p, x, cache2, 2);  // default tiles
+        EXPECT_TRUE(outputs_close(got, want, hq, d, 1e-4, 1e-4));
+        EXPECT_TRUE(outputs_close(got2, want, hq, d, 1e-4, 1e-4));
+        EXPECT_TRUE(caches_equal(cache, want_cache));
+      }
+    }
+  }
+}
+
 // Sequences may share fully cached prefix pages (a prefix cache) as long as no page that
 // receives new tokens is mapped twice.
 TEST(KernelSharedPrefix, SequencesReadingOneCachedPageMatchReference) {
