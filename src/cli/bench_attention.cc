@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "base/dtype.h"
+#include "base/huge_buffer.h"
 #include "base/thread_pool.h"
 #include "cli/commands.h"
 #include "cli/machine_ceilings.h"
@@ -188,8 +189,8 @@ class Workload {
 
     cache_.shape = {total_pages, kKvHeads, kPageSize, kHeadDim, dtype};
     const size_t pool_bytes = cache_.shape.pool_elements() * rpa::element_size(dtype);
-    k_pool_.reset(alloc_bytes(pool_bytes));
-    v_pool_.reset(alloc_bytes(pool_bytes));
+    k_pool_ = kdr::alloc_huge(pool_bytes);
+    v_pool_ = kdr::alloc_huge(pool_bytes);
     cache_.k = k_pool_.get();
     cache_.v = v_pool_.get();
     fill_pool(k_pool_.get(), pool_bytes, dtype, rng);
@@ -272,7 +273,8 @@ class Workload {
   int32_t pages_per_seq_ = 1;
   rpa::RaggedBatch batch_;
   rpa::KvCache cache_;
-  Buffer k_pool_, v_pool_, k_scales_, v_scales_;
+  kdr::HugeBuffer k_pool_, v_pool_;  // as the engine allocates its pools
+  Buffer k_scales_, v_scales_;
   std::vector<float> q_, k_, v_, out_;
 };
 

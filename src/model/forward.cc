@@ -27,8 +27,8 @@ KvCacheSet::KvCacheSet(const ModelConfig& c, int32_t num_pages, int32_t page_siz
   for (int32_t l = 0; l < c.num_layers; ++l) {
     rpa::KvCache kv;
     kv.shape = shape_;
-    k_.emplace_back(new uint8_t[pool_bytes]());
-    v_.emplace_back(new uint8_t[pool_bytes]());
+    k_.push_back(alloc_huge(pool_bytes));
+    v_.push_back(alloc_huge(pool_bytes));
     kv.k = k_.back().get();
     kv.v = v_.back().get();
     bytes_ += 2 * pool_bytes;

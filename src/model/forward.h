@@ -7,6 +7,7 @@
 #include <memory>
 #include <vector>
 
+#include "base/huge_buffer.h"
 #include "model/weights.h"
 #include "rpa/rpa.h"
 
@@ -29,7 +30,7 @@ class KvCacheSet {
 
  private:
   rpa::CacheShape shape_;
-  std::vector<std::unique_ptr<uint8_t[]>> k_, v_;
+  std::vector<HugeBuffer> k_, v_;
   std::vector<std::unique_ptr<float[]>> k_scales_, v_scales_;
   std::vector<rpa::KvCache> layers_;
   size_t bytes_ = 0;

@@ -1,41 +1,12 @@
 // Matmul kernels, compiled once per SIMD target (Highway foreach_target). Private to src/ops.
 //
-// Every output element is produced by one "row dot": a loop over K in a fixed order whose
-// per-element arithmetic does not depend on how many X rows (MR) share the decoded weights.
-// That is what makes matmul batch invariant.
-
-#ifndef KDR_OPS_MATMUL_ARGS_H_
-#define KDR_OPS_MATMUL_ARGS_H_
-#include <cstddef>
-#include <cstdint>
-
-#include "ops/quant.h"
-
-namespace kdr::ops::detail {
-
-// X after quantization to 8-bit blocks (values kept as int16 so the kernels can feed them to
-// 16-bit multiply-adds without widening per use).
-struct QuantizedActs {
-  const int16_t* q = nullptr;      // [m][k] quants, |q| <= 127
-  const float* d = nullptr;        // [m][k/block] scale of each block
-  const float* dsum = nullptr;     // [m][k/block] d * sum(q) of each block (legacy types)
-  const int16_t* bsums = nullptr;  // [m][k/16] sums of groups of 16 quants (K-quants)
-};
-
-struct MatmulArgs {
-  GgmlType type;
-  const uint8_t* w;  // weight rows
-  size_t w_stride;   // bytes between weight rows
-  int64_t k;
-  const float* x;  // float weights: X itself
-  int64_t x_stride;
-  QuantizedActs acts;  // quantized weights: X quantized
-  float* y;
-  int64_t y_stride;
-};
-
-}  // namespace kdr::ops::detail
-#endif  // KDR_OPS_MATMUL_ARGS_H_
+// X stays f32; every weight element is dequantized to f32 as (d * sc) * q + offset with one
+// rounding and multiplied into an f32 accumulator. Each output element is one accumulator
+// vector over K (lane j sums k = j mod L in increasing k) reduced by SumOfLanes at the end.
+// Weights reach the accumulators either straight from their blocks (a single X row) or from
+// an L1 cache of dequantized rows shared by up to 64 X rows; both produce the same values in
+// the same order, so a row's result is bitwise the same whatever M, its position in X, or the
+// thread count (batch invariance).
 
 #if defined(KDR_OPS_MATMUL_INL_H_) == defined(HWY_TARGET_TOGGLE)
 #ifdef KDR_OPS_MATMUL_INL_H_
@@ -44,28 +15,34 @@ struct MatmulArgs {
 #define KDR_OPS_MATMUL_INL_H_
 #endif
 
-#include <cmath>
+#include <algorithm>
 #include <cstring>
-#include <type_traits>
 #include <utility>
 #include <vector>
 
 #include "base/dtype.h"
+#include "hwy/cache_control.h"
 #include "hwy/highway.h"
 #include "ops/block_layout.h"
+#include "ops/matmul_args.h"
+#include "ops/quant.h"
 
 HWY_BEFORE_NAMESPACE();
 namespace kdr::ops::HWY_NAMESPACE {
 namespace hn = hwy::HWY_NAMESPACE;
 
 using detail::MatmulArgs;
-// At most 16 int16 lanes: block layouts repeat every 16 elements, so chunks never straddle.
-using D16 = hn::CappedTag<int16_t, 16>;
-using D32 = hn::Repartition<int32_t, D16>;
-using DF = hn::Repartition<float, D16>;
-using DU8 = hn::Rebind<uint8_t, D16>;
-using DI8 = hn::Rebind<int8_t, D16>;
-using V16 = hn::Vec<D16>;
+
+using DF = hn::ScalableTag<float>;
+static_assert(!HWY_HAVE_SCALABLE, "matmul kernels assume fixed-width vectors");
+
+#if HWY_TARGET != HWY_SCALAR
+using D32 = hn::Rebind<int32_t, DF>;
+using VF = hn::Vec<DF>;
+using VI = hn::Vec<D32>;
+using DU8F = hn::Rebind<uint8_t, D32>;
+using DI8F = hn::Rebind<int8_t, D32>;
+constexpr size_t kLF = hn::MaxLanes(DF());  // f32 lanes
 
 HWY_INLINE float LoadF16(const uint8_t* p) {
   const hn::CappedTag<float, 1> d1;
@@ -73,319 +50,404 @@ HWY_INLINE float LoadF16(const uint8_t* p) {
   return hn::GetLane(hn::PromoteTo(d1, hn::LoadU(dh, reinterpret_cast<const hwy::float16_t*>(p))));
 }
 
-// Lanes per int16 chunk; fixed at compile time so chunk offsets and shifts are constants.
-static_assert(!HWY_HAVE_SCALABLE, "matmul kernels assume fixed-width vectors");
-constexpr size_t kL = hn::MaxLanes(D16());
-
-// Unsigned bytes [p, p+L) widened to int16 lanes.
-HWY_INLINE V16 Bytes(const uint8_t* p) { return hn::PromoteTo(D16(), hn::LoadU(DU8(), p)); }
-template <int kShift, int kMask>
-HWY_INLINE V16 Bits(V16 v) {
-  return hn::And(hn::ShiftRight<kShift>(v), hn::Set(D16(), static_cast<int16_t>(kMask)));
+// kLF unsigned / signed bytes widened to int32 lanes.
+HWY_INLINE VI U8x(const uint8_t* p) { return hn::PromoteTo(D32(), hn::LoadU(DU8F(), p)); }
+HWY_INLINE VI I8x(const uint8_t* p) {
+  return hn::PromoteTo(D32(), hn::LoadU(DI8F(), reinterpret_cast<const int8_t*>(p)));
+}
+// A weight chunk as f32: q * scale + offset with one rounding. Every f32 weight on this path
+// is made here, whether it is cached or consumed at once.
+HWY_INLINE VF Dq(VI q, VF scale, VF offset) {
+  return hn::MulAdd(hn::ConvertTo(DF(), q), scale, offset);
 }
 
-// Lane i holds 1 << i: tests bit (e0 + i) of a Q5 high-bit word.
-alignas(64) static constexpr int16_t kLaneBit[16] = {
-    1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, -32768};
-
-// High bits (value 16) of elements [e0, e0+L) of a Q5_0 / Q5_1 block.
-HWY_INLINE V16 Q5High(uint32_t qh, size_t e0) {
-  const D16 d16;
-  const auto word = hn::Set(d16, static_cast<int16_t>(static_cast<uint16_t>(qh >> e0)));
-  const auto bit = hn::Load(d16, kLaneBit);
-  return hn::IfThenElseZero(hn::TestBit(word, bit), hn::Set(d16, 16));
-}
-
-// --- weight block decoders -----------------------------------------------------------------
-// Begin() reads a block's scales; Chunk<e0>() returns elements [e0, e0+L) as int16, already
-// multiplied by their sub-block scale for K-quants. kMin1: legacy min (x = d*q + m);
-// kMinK: K-quant mins (x = d*sc*q - dmin*m per 16-group).
-
-struct DecQ8_0 {
-  static constexpr int kBlock = 32, kBytes = 34;
-  static constexpr bool kMin1 = false, kMinK = false;
-  const uint8_t* b;
-  float d;
-  HWY_INLINE void Begin(const uint8_t* blk) {
-    b = blk;
-    d = LoadF16(blk);
-  }
-  template <size_t kE0>
-  HWY_INLINE V16 Chunk() const {
-    return hn::PromoteTo(D16(), hn::LoadU(DI8(), reinterpret_cast<const int8_t*>(b + 2 + kE0)));
-  }
-};
-
-// kQ5Lut[b][j]: 16 when bit j of byte b is set (the fifth bit of Q5_0 / Q5_1 quants).
-struct Q5Lut {
-  alignas(64) int16_t v[256][8];
-  constexpr Q5Lut() : v{} {
+// kQ5Bits[b][j]: 16 when bit j of byte b is set (the fifth bit of Q5_0 / Q5_1 quants).
+struct Q5Bits {
+  alignas(64) uint8_t v[256][8];
+  constexpr Q5Bits() : v{} {
     for (int b = 0; b < 256; ++b) {
-      for (int j = 0; j < 8; ++j) v[b][j] = static_cast<int16_t>((b >> j) & 1 ? 16 : 0);
+      for (int j = 0; j < 8; ++j) v[b][j] = static_cast<uint8_t>((b >> j) & 1 ? 16 : 0);
     }
   }
 };
-alignas(64) static constexpr Q5Lut kQ5Lut{};
+alignas(64) static constexpr Q5Bits kQ5Bits{};
 
-// The same as Q5High from two table rows: fewer vector instructions per chunk.
-HWY_INLINE V16 Q5HighLut(uint32_t qh, size_t e0) {
-#if HWY_TARGET == HWY_SCALAR || HWY_TARGET == HWY_EMU128
-  return Q5High(qh, e0);
-#else
-  if constexpr (kL == 16) {
-    const hn::Half<D16> dh;
-    const auto lo = hn::Load(dh, kQ5Lut.v[(qh >> e0) & 0xFF]);
-    const auto hi = hn::Load(dh, kQ5Lut.v[(qh >> (e0 + 8)) & 0xFF]);
-    return hn::Combine(D16(), hi, lo);
-  } else if constexpr (kL == 8) {
-    return hn::Load(D16(), kQ5Lut.v[(qh >> e0) & 0xFF]);
-  } else {
-    return Q5High(qh, e0);
-  }
-#endif
-}
+// f32 decoders. Rows<NR>(w, nb, ahead, sink) walks NR weight rows (nb blocks each) in K
+// order (prefetching `ahead` bytes beyond each block),
+// chunk by chunk, calling sink(c, e, v) with row c's elements [e, e + kLF) as floats. The
+// rows are interleaved per chunk so NR independent consumers can run side by side; within a
+// row the calls always come in increasing e.
 
-// The symmetric types (Q4_0, Q5_0: x = d * (q - 2^(bits-1))) are decoded as affine ones with
-// m = -2^(bits-1) * d, so the offset is paid once per block (m * d_x * sum(q_x)) rather than
-// subtracted from every weight.
+// Q4_0, Q4_1, Q5_0, Q5_1: element j < 16 in the low nibble of byte j, element j + 16 in its
+// high nibble, Q5 fifth bits in a 32-bit word. Symmetric types use offset -2^(bits-1) * d.
 template <int kBits, bool kAffine>
-struct DecLegacy {  // Q4_0, Q4_1, Q5_0, Q5_1
+struct LegacyF32 {
   static constexpr int kBlock = 32;
+  static constexpr bool kSideBySide = true;
   static constexpr int kQs = 2 + (kAffine ? 2 : 0) + (kBits == 5 ? 4 : 0);
   static constexpr int kBytes = kQs + 16;
-  static constexpr bool kMin1 = true, kMinK = false;
-  const uint8_t* b;
-  float d, m = 0;
-  uint32_t qh = 0;
-  HWY_INLINE void Begin(const uint8_t* blk) {
-    b = blk;
-    d = LoadF16(blk);
-    m = kAffine ? LoadF16(blk + 2) : -static_cast<float>(1 << (kBits - 1)) * d;
-    if (kBits == 5) std::memcpy(&qh, blk + (kAffine ? 4 : 2), 4);
-  }
-  template <size_t kE0>
-  HWY_INLINE V16 Chunk() const {
-    V16 q = Bits < kE0 < 16 ? 0 : 4, 0xF > (Bytes(b + kQs + kE0 % 16));
-    if (kBits == 5) q = hn::Or(q, Q5HighLut(qh, kE0));
-    return q;
-  }
-};
-
-struct DecKBase {
-  static constexpr int kBlock = 256;
-  const uint8_t* b;
-  float d, dmin = 0;
-  alignas(32) int16_t sc16[16];  // scale of each group of 16
-  alignas(32) int16_t m16[16];   // min of each group of 16
-  template <size_t kE0>
-  HWY_INLINE V16 Scaled(V16 q) const {
-    return hn::Mul(q, hn::Set(D16(), sc16[kE0 / 16]));
-  }
-};
-
-struct DecQ2_K : DecKBase {
-  static constexpr int kBytes = 84;
-  static constexpr bool kMin1 = false, kMinK = true;
-  HWY_INLINE void Begin(const uint8_t* blk) {
-    b = blk;
-    for (int g = 0; g < 16; ++g) {
-      sc16[g] = static_cast<int16_t>(blk[g] & 0xF);
-      m16[g] = static_cast<int16_t>(blk[g] >> 4);
-    }
-    d = LoadF16(blk + 80);
-    dmin = LoadF16(blk + 82);
-  }
-  template <size_t kE0>
-  HWY_INLINE V16 Chunk() const {
-    constexpr size_t n = kE0 / 128, j = (kE0 / 32) % 4, l = kE0 % 32;
-    return Scaled<kE0>(Bits<2 * j, 3>(Bytes(b + 16 + n * 32 + l)));
-  }
-};
-
-struct DecQ3_K : DecKBase {
-  static constexpr int kBytes = 110;
-  static constexpr bool kMin1 = false, kMinK = false;
-  HWY_INLINE void Begin(const uint8_t* blk) {
-    b = blk;
-    for (int g = 0; g < 16; ++g) sc16[g] = static_cast<int16_t>(scale_q3k(g, blk + 96));
-    d = LoadF16(blk + 108);
-  }
-  template <size_t kE0>
-  HWY_INLINE V16 Chunk() const {
-    constexpr size_t n = kE0 / 128, j = (kE0 / 32) % 4, l = kE0 % 32;
-    const V16 lo = Bits<2 * j, 3>(Bytes(b + 32 + n * 32 + l));
-    const V16 hi = hn::ShiftLeft<2>(Bits<4 * n + j, 1>(Bytes(b + l)));
-    return Scaled<kE0>(hn::Sub(hn::Or(lo, hi), hn::Set(D16(), 4)));
-  }
-};
-
-template <int kBits>
-struct DecQ45_K : DecKBase {  // Q4_K, Q5_K
-  static constexpr int kBytes = kBits == 4 ? 144 : 176;
-  static constexpr bool kMin1 = false, kMinK = true;
-  HWY_INLINE void Begin(const uint8_t* blk) {
-    b = blk;
-    d = LoadF16(blk);
-    dmin = LoadF16(blk + 2);
-    for (int s = 0; s < 8; ++s) {
-      int sc, m;
-      scale_min_k4(s, blk + 4, &sc, &m);
-      sc16[2 * s] = sc16[2 * s + 1] = static_cast<int16_t>(sc);
-      m16[2 * s] = m16[2 * s + 1] = static_cast<int16_t>(m);
-    }
-  }
-  template <size_t kE0>
-  HWY_INLINE V16 Chunk() const {
-    constexpr size_t s = kE0 / 32, l = kE0 % 32;
-    V16 q = Bits<4 * (s % 2), 0xF>(Bytes(b + (kBits == 4 ? 16 : 48) + (s / 2) * 32 + l));
-    if (kBits == 5) q = hn::Or(q, hn::ShiftLeft<4>(Bits<s, 1>(Bytes(b + 16 + l))));
-    return Scaled<kE0>(q);
-  }
-};
-
-struct DecQ6_K : DecKBase {
-  static constexpr int kBytes = 210;
-  static constexpr bool kMin1 = false, kMinK = false;
-  HWY_INLINE void Begin(const uint8_t* blk) {
-    b = blk;
-    for (int g = 0; g < 16; ++g) sc16[g] = static_cast<int8_t>(blk[192 + g]);
-    d = LoadF16(blk + 208);
-  }
-  template <size_t kE0>
-  HWY_INLINE V16 Chunk() const {
-    constexpr size_t n = kE0 / 128, t = (kE0 / 32) % 4, l = kE0 % 32;
-    const V16 lo = Bits<4 * (t / 2), 0xF>(Bytes(b + n * 64 + (t % 2) * 32 + l));
-    const V16 hi = hn::ShiftLeft<4>(Bits<2 * t, 3>(Bytes(b + 128 + n * 32 + l)));
-    return Scaled<kE0>(hn::Sub(hn::Or(lo, hi), hn::Set(D16(), 32)));
-  }
-};
-
-// --- row dots --------------------------------------------------------------------------------
-
-// isum[r] += the integer dot of one decoded weight block with X row r's quants at x0.
-template <class Dec, int MR, size_t... kC>
-HWY_INLINE void BlockDot(const Dec& dec, const int16_t* const* xq, int64_t x0, hn::Vec<D32>* isum,
-                         hn::Vec<D32>* isum1, std::index_sequence<kC...>) {
-  const D16 d16;
-  const D32 d32;
-  const auto step = [&](auto chunk) {
-    constexpr size_t e = decltype(chunk)::value * kL;
-    const V16 q = dec.template Chunk<e>();
-    for (int r = 0; r < MR; ++r) {
-      const V16 y = hn::LoadU(d16, xq[r] + x0 + static_cast<int64_t>(e));
-      isum[r] = hn::ReorderWidenMulAccumulate(d32, q, y, isum[r], isum1[r]);
-    }
-  };
-  (step(std::integral_constant<size_t, kC>()), ...);
-}
-
-// Y[m0..m0+MR)[n] for a quantized weight row n.
-template <class Dec, int MR>
-HWY_INLINE void DotRowsQuant(const MatmulArgs& a, int64_t m0, int64_t n) {
-  const D16 d16;
-  const D32 d32;
-  const DF df;
-  constexpr int kB = Dec::kBlock;
-  const int64_t nb = a.k / kB;
-  const uint8_t* wrow = a.w + static_cast<size_t>(n) * a.w_stride;
-  const int16_t* xq[MR];
-  const float* xd[MR];
-  hn::Vec<DF> acc[MR], accm[MR];
-  float acc1[MR];
-  for (int r = 0; r < MR; ++r) {
-    xq[r] = a.acts.q + (m0 + r) * a.k;
-    xd[r] = a.acts.d + (m0 + r) * nb;
-    acc[r] = hn::Zero(df);
-    accm[r] = hn::Zero(df);
-    acc1[r] = 0;
-  }
-  Dec dec;
-  for (int64_t blk = 0; blk < nb; ++blk) {
-    dec.Begin(wrow + blk * Dec::kBytes);
-    hn::Vec<D32> isum[MR], isum1[MR];
-    for (int r = 0; r < MR; ++r) isum[r] = isum1[r] = hn::Zero(d32);
-    BlockDot<Dec, MR>(dec, xq, blk * kB, isum, isum1, std::make_index_sequence<kB / kL>());
-    for (int r = 0; r < MR; ++r) {
-      const float dy = xd[r][blk];
-      const auto total = hn::RearrangeToOddPlusEven(isum[r], isum1[r]);
-      acc[r] = hn::MulAdd(hn::ConvertTo(df, total), hn::Set(df, dec.d * dy), acc[r]);
-      if constexpr (Dec::kMinK) {
-        const int16_t* bs = a.acts.bsums + (m0 + r) * (a.k / 16) + blk * 16;
-        auto im = hn::Zero(d32), im1 = hn::Zero(d32);
-        for (size_t g = 0; g < 16; g += kL) {
-          im = hn::ReorderWidenMulAccumulate(d32, hn::Load(d16, dec.m16 + g),
-                                             hn::LoadU(d16, bs + g), im, im1);
-        }
-        im = hn::RearrangeToOddPlusEven(im, im1);
-        accm[r] = hn::MulAdd(hn::ConvertTo(df, im), hn::Set(df, dec.dmin * dy), accm[r]);
+  template <int NR, class Sink>
+  static HWY_INLINE void Rows(const uint8_t* const* w, int64_t nb, size_t ahead, Sink&& sink) {
+    const DF df;
+    const VI nib = hn::Set(D32(), 0xF);
+    for (int64_t blk = 0; blk < nb; ++blk) {
+      const uint8_t* b[NR];
+      VF vd[NR], vm[NR];
+      uint32_t qh[NR];
+      for (int c = 0; c < NR; ++c) {
+        b[c] = w[c] + blk * kBytes;
+        hwy::Prefetch(b[c] + ahead);
+        const float d = LoadF16(b[c]);
+        const float m = kAffine ? LoadF16(b[c] + 2) : -static_cast<float>(1 << (kBits - 1)) * d;
+        vd[c] = hn::Set(df, d);
+        vm[c] = hn::Set(df, m);
+        qh[c] = 0;
+        if (kBits == 5) std::memcpy(&qh[c], b[c] + (kAffine ? 4 : 2), 4);
       }
-      if constexpr (Dec::kMin1) acc1[r] += dec.m * a.acts.dsum[(m0 + r) * nb + blk];
+      for (size_t half = 0; half < 2; ++half) {
+        for (size_t e = 0; e < 16; e += kLF) {
+          for (int c = 0; c < NR; ++c) {
+            const VI v = U8x(b[c] + kQs + e);
+            VI q = half ? hn::ShiftRight<4>(v) : hn::And(v, nib);
+            if (kBits == 5) {
+              const uint32_t bits = (qh[c] >> (16 * half + e)) & 0xFF;
+              q = hn::Or(q, hn::PromoteTo(D32(), hn::LoadU(DU8F(), kQ5Bits.v[bits])));
+            }
+            sink(c, blk * 32 + 16 * static_cast<int64_t>(half) + static_cast<int64_t>(e),
+                 Dq(q, vd[c], vm[c]));
+          }
+        }
+      }
+    }
+  }
+};
+
+struct Q8_0F32 {
+  static constexpr int kBlock = 32;
+  static constexpr bool kSideBySide = true;
+  template <int NR, class Sink>
+  static HWY_INLINE void Rows(const uint8_t* const* w, int64_t nb, size_t ahead, Sink&& sink) {
+    const DF df;
+    const VF zero = hn::Zero(df);
+    for (int64_t blk = 0; blk < nb; ++blk) {
+      VF vd[NR];
+      for (int c = 0; c < NR; ++c) {
+        hwy::Prefetch(w[c] + blk * 34 + ahead);
+        vd[c] = hn::Set(df, LoadF16(w[c] + blk * 34));
+      }
+      for (size_t e = 0; e < 32; e += kLF) {
+        for (int c = 0; c < NR; ++c) {
+          sink(c, blk * 32 + static_cast<int64_t>(e),
+               Dq(I8x(w[c] + blk * 34 + 2 + e), vd[c], zero));
+        }
+      }
+    }
+  }
+};
+
+// Q4_K / Q5_K: 8 sub-blocks of 32 with 6-bit scales and mins, w = (d * sc) * q - dmin * m.
+template <int kBits>
+struct Q45KF32 {
+  static constexpr int kBlock = 256;
+  static constexpr bool kSideBySide = true;
+  static constexpr int kBytes = kBits == 4 ? 144 : 176;
+  static constexpr int kQs = kBits == 4 ? 16 : 48;
+  // Sub-block kS (32 elements), its nibble and fifth bit known at compile time.
+  template <int kS, int NR, class Sink>
+  static HWY_INLINE void Sub(const uint8_t* const* b, const float* d, const float* dmin, int64_t e0,
+                             Sink& sink) {
+    const DF df;
+    const VI nib = hn::Set(D32(), 0xF), one = hn::Set(D32(), 1);
+    VF vd[NR], vm[NR];
+    for (int c = 0; c < NR; ++c) {
+      int sc, m;
+      scale_min_k4(kS, b[c] + 4, &sc, &m);
+      vd[c] = hn::Set(df, d[c] * static_cast<float>(sc));
+      vm[c] = hn::Set(df, -dmin[c] * static_cast<float>(m));
+    }
+    for (size_t l = 0; l < 32; l += kLF) {
+      for (int c = 0; c < NR; ++c) {
+        VI q = U8x(b[c] + kQs + (kS / 2) * 32 + l);
+        if constexpr (kS % 2 != 0) {
+          q = hn::ShiftRight<4>(q);
+        } else {
+          q = hn::And(q, nib);
+        }
+        if constexpr (kBits == 5) {
+          const VI h = hn::And(hn::ShiftRight<kS>(U8x(b[c] + 16 + l)), one);
+          q = hn::Or(q, hn::ShiftLeft<4>(h));
+        }
+        sink(c, e0 + kS * 32 + static_cast<int64_t>(l), Dq(q, vd[c], vm[c]));
+      }
+    }
+  }
+  template <int NR, class Sink, int... kS>
+  static HWY_INLINE void Block(const uint8_t* const* b, const float* d, const float* dmin,
+                               int64_t e0, Sink& sink, std::integer_sequence<int, kS...>) {
+    (Sub<kS, NR>(b, d, dmin, e0, sink), ...);
+  }
+  template <int NR, class Sink>
+  static HWY_INLINE void Rows(const uint8_t* const* w, int64_t nb, size_t ahead, Sink&& sink) {
+    for (int64_t blk = 0; blk < nb; ++blk) {
+      const uint8_t* b[NR];
+      float d[NR], dmin[NR];
+      for (int c = 0; c < NR; ++c) {
+        b[c] = w[c] + blk * kBytes;
+        hwy::Prefetch(b[c] + ahead);
+        d[c] = LoadF16(b[c]);
+        dmin[c] = LoadF16(b[c] + 2);
+      }
+      Block<NR>(b, d, dmin, blk * 256, sink, std::make_integer_sequence<int, 8>());
+    }
+  }
+};
+
+// Q6_K: 16 groups of 16 with int8 scales, w = (d * sc) * (q - 32).
+struct Q6KF32 {
+  static constexpr int kBlock = 256;
+  static constexpr bool kSideBySide = true;
+  // Group kG (16 elements): low 4 bits from ql, high 2 bits from qh, shifts known at compile
+  // time.
+  template <size_t kG, int NR, class Sink>
+  static HWY_INLINE void Group(const uint8_t* const* b, const float* d, int64_t e0, Sink& sink) {
+    const DF df;
+    const VI nib = hn::Set(D32(), 0xF), three = hn::Set(D32(), 3);
+    constexpr size_t n = kG / 8, t = (kG / 2) % 4, e_lo = (kG % 2) * 16;
+    VF vd[NR], vo[NR];
+    for (int c = 0; c < NR; ++c) {
+      const float dg = d[c] * static_cast<float>(static_cast<int8_t>(b[c][192 + kG]));
+      vd[c] = hn::Set(df, dg);
+      vo[c] = hn::Set(df, -32.0f * dg);
+    }
+    for (size_t e = e_lo; e < e_lo + 16; e += kLF) {
+      for (int c = 0; c < NR; ++c) {
+        VI q = U8x(b[c] + n * 64 + (t % 2) * 32 + e);
+        if constexpr (t / 2 != 0) {
+          q = hn::ShiftRight<4>(q);
+        } else {
+          q = hn::And(q, nib);
+        }
+        const VI h = hn::And(hn::ShiftRight<2 * t>(U8x(b[c] + 128 + n * 32 + e)), three);
+        sink(c, e0 + static_cast<int64_t>(kG * 16 + e % 16),
+             Dq(hn::Or(q, hn::ShiftLeft<4>(h)), vd[c], vo[c]));
+      }
+    }
+  }
+  template <int NR, class Sink, size_t... kG>
+  static HWY_INLINE void Block(const uint8_t* const* b, const float* d, int64_t e0, Sink& sink,
+                               std::index_sequence<kG...>) {
+    (Group<kG, NR>(b, d, e0, sink), ...);
+  }
+  template <int NR, class Sink>
+  static HWY_INLINE void Rows(const uint8_t* const* w, int64_t nb, size_t ahead, Sink&& sink) {
+    for (int64_t blk = 0; blk < nb; ++blk) {
+      const uint8_t* b[NR];
+      float d[NR];
+      for (int c = 0; c < NR; ++c) {
+        b[c] = w[c] + blk * 210;
+        hwy::Prefetch(b[c] + ahead);
+        d[c] = LoadF16(b[c] + 208);
+      }
+      Block<NR>(b, d, blk * 256, sink, std::make_index_sequence<16>());
+    }
+  }
+};
+
+// Q2_K: 16 groups of 16 with 4-bit scales and mins, 2-bit quants, w = (d * sc) * q - dmin * m.
+struct Q2KF32 {
+  static constexpr int kBlock = 256;
+  static constexpr bool kSideBySide = true;
+  template <int NR, class Sink>
+  static HWY_INLINE void Rows(const uint8_t* const* w, int64_t nb, size_t ahead, Sink&& sink) {
+    const DF df;
+    const VI three = hn::Set(D32(), 3);
+    for (int64_t blk = 0; blk < nb; ++blk) {
+      const uint8_t* b[NR];
+      float d[NR], dmin[NR];
+      for (int c = 0; c < NR; ++c) {
+        b[c] = w[c] + blk * 84;
+        hwy::Prefetch(b[c] + ahead);
+        d[c] = LoadF16(b[c] + 80);
+        dmin[c] = LoadF16(b[c] + 82);
+      }
+      for (size_t g = 0; g < 16; ++g) {
+        VF vd[NR], vm[NR];
+        for (int c = 0; c < NR; ++c) {
+          vd[c] = hn::Set(df, d[c] * static_cast<float>(b[c][g] & 0xF));
+          vm[c] = hn::Set(df, -dmin[c] * static_cast<float>(b[c][g] >> 4));
+        }
+        const size_t n = g / 8, j = (g / 2) % 4;
+        for (size_t e = (g % 2) * 16; e < (g % 2) * 16 + 16; e += kLF) {
+          for (int c = 0; c < NR; ++c) {
+            const VI q = hn::And(
+                hn::ShiftRightSame(U8x(b[c] + 16 + n * 32 + e), static_cast<int>(2 * j)), three);
+            sink(c, blk * 256 + static_cast<int64_t>(g * 16 + e % 16), Dq(q, vd[c], vm[c]));
+          }
+        }
+      }
+    }
+  }
+};
+
+// Q3_K: 16 groups of 16 with signed 6-bit scales, 2 low bits plus a high bit from hmask,
+// w = (d * sc) * (q - 4).
+struct Q3KF32 {
+  static constexpr int kBlock = 256;
+  static constexpr bool kSideBySide = true;
+  template <int NR, class Sink>
+  static HWY_INLINE void Rows(const uint8_t* const* w, int64_t nb, size_t ahead, Sink&& sink) {
+    const DF df;
+    const VI three = hn::Set(D32(), 3), one = hn::Set(D32(), 1);
+    for (int64_t blk = 0; blk < nb; ++blk) {
+      const uint8_t* b[NR];
+      float d[NR];
+      for (int c = 0; c < NR; ++c) {
+        b[c] = w[c] + blk * 110;
+        hwy::Prefetch(b[c] + ahead);
+        d[c] = LoadF16(b[c] + 108);
+      }
+      for (size_t g = 0; g < 16; ++g) {
+        VF vd[NR], vo[NR];
+        for (int c = 0; c < NR; ++c) {
+          const float dg = d[c] * static_cast<float>(scale_q3k(static_cast<int>(g), b[c] + 96));
+          vd[c] = hn::Set(df, dg);
+          vo[c] = hn::Set(df, -4.0f * dg);
+        }
+        const size_t n = g / 8, j = (g / 2) % 4;
+        for (size_t e = (g % 2) * 16; e < (g % 2) * 16 + 16; e += kLF) {
+          for (int c = 0; c < NR; ++c) {
+            const VI lo = hn::And(
+                hn::ShiftRightSame(U8x(b[c] + 32 + n * 32 + e), static_cast<int>(2 * j)), three);
+            const VI hi =
+                hn::And(hn::ShiftRightSame(U8x(b[c] + e), static_cast<int>(4 * n + j)), one);
+            sink(c, blk * 256 + static_cast<int64_t>(g * 16 + e % 16),
+                 Dq(hn::Or(lo, hn::ShiftLeft<2>(hi)), vd[c], vo[c]));
+          }
+        }
+      }
+    }
+  }
+};
+
+template <int MR, int NR>
+HWY_INLINE void DotCachedF32(const MatmulArgs& a, int64_t m0, const float* wc, int64_t n0) {
+  const DF df;
+  const int64_t L = static_cast<int64_t>(kLF);
+  const float* xr[MR];
+  VF acc[MR][NR];
+  for (int r = 0; r < MR; ++r) {
+    xr[r] = a.x + (m0 + r) * a.x_stride;
+    for (int c = 0; c < NR; ++c) acc[r][c] = hn::Zero(df);
+  }
+  for (int64_t kk = 0; kk < a.k; kk += L) {
+    VF w[NR];
+    for (int c = 0; c < NR; ++c) w[c] = hn::LoadU(df, wc + c * a.k + kk);
+    for (int r = 0; r < MR; ++r) {
+      const VF xv = hn::LoadU(df, xr[r] + kk);
+      for (int c = 0; c < NR; ++c) acc[r][c] = hn::MulAdd(w[c], xv, acc[r][c]);
     }
   }
   for (int r = 0; r < MR; ++r) {
-    float v = hn::GetLane(hn::SumOfLanes(df, acc[r]));
-    if constexpr (Dec::kMinK) v -= hn::GetLane(hn::SumOfLanes(df, accm[r]));
-    if constexpr (Dec::kMin1) v += acc1[r];
-    a.y[(m0 + r) * a.y_stride + n] = v;
+    for (int c = 0; c < NR; ++c) {
+      a.y[(m0 + r) * a.y_stride + n0 + c] = hn::GetLane(hn::SumOfLanes(df, acc[r][c]));
+    }
   }
 }
 
-// --- decoded-row cache ------------------------------------------------------------------
-// With more than 4 X rows, decoding a weight row again for every group of 4 rows costs more
-// than the dot products. So each weight row is decoded once into blocks of int16 values plus
-// their scales (one row: k int16, L1-resident) and DecCached reads it back through the same
-// Begin/Chunk interface. The values and the arithmetic per output element are unchanged, so
-// results are bitwise identical to the direct path (batch invariance holds).
-template <class Dec>
-struct alignas(32) CachedBlock {
-  int16_t q[Dec::kBlock];
-  int16_t m16[16];  // K-quant mins (kMinK)
-  float d, m, dmin;
-};
-
-template <class Dec>
-struct DecCached {
-  static constexpr int kBlock = Dec::kBlock;
-  static constexpr int kBytes = sizeof(CachedBlock<Dec>);
-  static constexpr bool kMin1 = Dec::kMin1, kMinK = Dec::kMinK;
-  const CachedBlock<Dec>* c;
-  float d, m, dmin;
-  const int16_t* m16;
-  HWY_INLINE void Begin(const uint8_t* p) {
-    c = reinterpret_cast<const CachedBlock<Dec>*>(p);
-    d = c->d;
-    m = c->m;
-    dmin = c->dmin;
-    m16 = c->m16;
-  }
-  template <size_t kE0>
-  HWY_INLINE V16 Chunk() const {
-    return hn::Load(D16(), c->q + kE0);
-  }
-};
-
-template <class Dec, size_t... kC>
-HWY_INLINE void DecodeBlock(const uint8_t* blk, CachedBlock<Dec>* out, std::index_sequence<kC...>) {
-  Dec dec;
-  dec.Begin(blk);
-  (hn::Store(dec.template Chunk<kC * kL>(), D16(), out->q + kC * kL), ...);
-  out->d = dec.d;
-  out->m = 0;
-  out->dmin = 0;
-  if constexpr (Dec::kMin1) out->m = dec.m;
-  if constexpr (Dec::kMinK) {
-    out->dmin = dec.dmin;
-    std::memcpy(out->m16, dec.m16, sizeof out->m16);
+template <int NR>
+HWY_NOINLINE void CachedRowsF32(const MatmulArgs& a, int64_t m0, int64_t m1, const float* wc,
+                                int64_t n0) {
+  int64_t m = m0;
+  for (; m + 4 <= m1; m += 4) DotCachedF32<4, NR>(a, m, wc, n0);
+  switch (m1 - m) {
+    case 3:
+      return DotCachedF32<3, NR>(a, m, wc, n0);
+    case 2:
+      return DotCachedF32<2, NR>(a, m, wc, n0);
+    case 1:
+      return DotCachedF32<1, NR>(a, m, wc, n0);
+    default:
+      return;
   }
 }
 
+// Weight rows are prefetched this many rows ahead (4 to 16 measured the same).
+constexpr size_t kPrefetchRows = 4;
+constexpr int kNR = 3;   // weight rows per cached group: 4 x 3 accumulators + 3 + 1 registers
+constexpr int kNR1 = 4;  // weight rows decoded side by side for a single X row
+
+// Rows [m0, m1) x columns [n0, n1). With one X row, kNR1 weight rows are decoded side by side
+// straight into their accumulators; otherwise kNR rows at a time are dequantized into an
+// L1-resident cache and dotted with every X row of the tile. Both make the same weight values
+// and add them in the same order, so the result does not depend on which ran.
 template <class Dec>
-struct QuantKernel {
-  template <int MR>
-  static HWY_INLINE void Run(const MatmulArgs& a, int64_t m0, int64_t n) {
-    DotRowsQuant<Dec, MR>(a, m0, n);
+HWY_NOINLINE void TileF32(const MatmulArgs& a, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
+  const DF df;
+  const int64_t nb = a.k / Dec::kBlock;
+  int64_t n = n0;
+  if constexpr (Dec::kSideBySide) {
+    if (m1 - m0 == 1) {
+      const float* x = a.x + m0 * a.x_stride;
+      for (; n + kNR1 <= n1; n += kNR1) {
+        const uint8_t* w[kNR1];
+        VF acc[kNR1];
+        for (int c = 0; c < kNR1; ++c) {
+          w[c] = a.w + static_cast<size_t>(n + c) * a.w_stride;
+          acc[c] = hn::Zero(df);
+        }
+        Dec::template Rows<kNR1>(w, nb, kPrefetchRows * a.w_stride,
+                                 [&](int c, int64_t e, VF v) HWY_ATTR {
+                                   acc[c] = hn::MulAdd(v, hn::LoadU(df, x + e), acc[c]);
+                                 });
+        for (int c = 0; c < kNR1; ++c) {
+          a.y[m0 * a.y_stride + n + c] = hn::GetLane(hn::SumOfLanes(df, acc[c]));
+        }
+      }
+    }
   }
-};
+  thread_local std::vector<float> cache;
+  cache.resize(static_cast<size_t>(kNR * a.k));
+  float* const wc = cache.data();
+  for (; n < n1; n += kNR) {
+    const int nr = static_cast<int>(std::min<int64_t>(kNR, n1 - n));
+    for (int c = 0; c < nr; ++c) {
+      const uint8_t* w[1] = {a.w + static_cast<size_t>(n + c) * a.w_stride};
+      float* out = wc + c * a.k;
+      Dec::template Rows<1>(w, nb, kPrefetchRows * a.w_stride,
+                            [&](int, int64_t e, VF v) HWY_ATTR { hn::StoreU(v, df, out + e); });
+    }
+    switch (nr) {
+      case 3:
+        CachedRowsF32<3>(a, m0, m1, wc, n);
+        break;
+      case 2:
+        CachedRowsF32<2>(a, m0, m1, wc, n);
+        break;
+      default:
+        CachedRowsF32<1>(a, m0, m1, wc, n);
+        break;
+    }
+  }
+}
+
+#endif  // HWY_TARGET != HWY_SCALAR
+
+#if HWY_TARGET == HWY_SCALAR
+// No vectors: the reference dequantization and one sequential sum per element.
+HWY_NOINLINE void TileScalar(const MatmulArgs& a, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
+  thread_local std::vector<float> row;
+  row.resize(static_cast<size_t>(a.k));
+  for (int64_t n = n0; n < n1; ++n) {
+    dequantize_row(a.type, a.w + static_cast<size_t>(n) * a.w_stride, row.data(), a.k);
+    for (int64_t m = m0; m < m1; ++m) {
+      const float* x = a.x + m * a.x_stride;
+      float s = 0;
+      for (int64_t t = 0; t < a.k; ++t) s += row[static_cast<size_t>(t)] * x[t];
+      a.y[m * a.y_stride + n] = s;
+    }
+  }
+}
+#endif
 
 HWY_INLINE float ScalarWeight(const float* w, int64_t i) { return w[i]; }
 HWY_INLINE float ScalarWeight(const hwy::float16_t* w, int64_t i) {
@@ -446,7 +508,7 @@ struct FloatKernel {
   }
 };
 
-// Rows [m0, m1) x columns [n0, n1): each weight row is decoded once per group of 4 X rows.
+// Float weights: rows [m0, m1) x columns [n0, n1), each weight row read once per 4 X rows.
 template <class Kernel>
 HWY_NOINLINE void Tile(const MatmulArgs& a, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
   for (int64_t n = n0; n < n1; ++n) {
@@ -468,30 +530,6 @@ HWY_NOINLINE void Tile(const MatmulArgs& a, int64_t m0, int64_t m1, int64_t n0, 
   }
 }
 
-// A quantized tile: weight rows decoded per group of 4 X rows when there are at most 4 (or
-// the type is Q8_0), else once into the row cache.
-template <class Dec>
-HWY_NOINLINE void TileQuant(const MatmulArgs& a, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
-  // Q8_0 decodes with one widening load, as cheap as reading the cache back.
-  if (m1 - m0 <= 4 || std::is_same_v<Dec, DecQ8_0>) {
-    return Tile<QuantKernel<Dec>>(a, m0, m1, n0, n1);
-  }
-  thread_local std::vector<CachedBlock<Dec>> cache;
-  const int64_t nb = a.k / Dec::kBlock;
-  cache.resize(static_cast<size_t>(nb));
-  MatmulArgs c = a;
-  c.w = reinterpret_cast<const uint8_t*>(cache.data());
-  c.w_stride = 0;  // every n reads the one cached row
-  for (int64_t n = n0; n < n1; ++n) {
-    const uint8_t* wrow = a.w + static_cast<size_t>(n) * a.w_stride;
-    for (int64_t blk = 0; blk < nb; ++blk) {
-      DecodeBlock<Dec>(wrow + blk * Dec::kBytes, &cache[static_cast<size_t>(blk)],
-                       std::make_index_sequence<Dec::kBlock / kL>());
-    }
-    Tile<QuantKernel<DecCached<Dec>>>(c, m0, m1, n, n + 1);
-  }
-}
-
 void MatmulTile(const MatmulArgs& a, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
   switch (a.type) {
     case GgmlType::F32:
@@ -500,63 +538,37 @@ void MatmulTile(const MatmulArgs& a, int64_t m0, int64_t m1, int64_t n0, int64_t
       return Tile<FloatKernel<hwy::float16_t>>(a, m0, m1, n0, n1);
     case GgmlType::BF16:
       return Tile<FloatKernel<hwy::bfloat16_t>>(a, m0, m1, n0, n1);
+    default:
+      break;
+  }
+#if HWY_TARGET == HWY_SCALAR
+  return TileScalar(a, m0, m1, n0, n1);
+#else
+  switch (a.type) {
     case GgmlType::Q8_0:
-      return TileQuant<DecQ8_0>(a, m0, m1, n0, n1);
+      return TileF32<Q8_0F32>(a, m0, m1, n0, n1);
     case GgmlType::Q4_0:
-      return TileQuant<DecLegacy<4, false>>(a, m0, m1, n0, n1);
+      return TileF32<LegacyF32<4, false>>(a, m0, m1, n0, n1);
     case GgmlType::Q4_1:
-      return TileQuant<DecLegacy<4, true>>(a, m0, m1, n0, n1);
+      return TileF32<LegacyF32<4, true>>(a, m0, m1, n0, n1);
     case GgmlType::Q5_0:
-      return TileQuant<DecLegacy<5, false>>(a, m0, m1, n0, n1);
+      return TileF32<LegacyF32<5, false>>(a, m0, m1, n0, n1);
     case GgmlType::Q5_1:
-      return TileQuant<DecLegacy<5, true>>(a, m0, m1, n0, n1);
+      return TileF32<LegacyF32<5, true>>(a, m0, m1, n0, n1);
     case GgmlType::Q2_K:
-      return TileQuant<DecQ2_K>(a, m0, m1, n0, n1);
+      return TileF32<Q2KF32>(a, m0, m1, n0, n1);
     case GgmlType::Q3_K:
-      return TileQuant<DecQ3_K>(a, m0, m1, n0, n1);
+      return TileF32<Q3KF32>(a, m0, m1, n0, n1);
     case GgmlType::Q4_K:
-      return TileQuant<DecQ45_K<4>>(a, m0, m1, n0, n1);
+      return TileF32<Q45KF32<4>>(a, m0, m1, n0, n1);
     case GgmlType::Q5_K:
-      return TileQuant<DecQ45_K<5>>(a, m0, m1, n0, n1);
+      return TileF32<Q45KF32<5>>(a, m0, m1, n0, n1);
     case GgmlType::Q6_K:
-      return TileQuant<DecQ6_K>(a, m0, m1, n0, n1);
-    case GgmlType::Q8_K:
-      break;  // activation format only; rejected before dispatch
+      return TileF32<Q6KF32>(a, m0, m1, n0, n1);
+    default:
+      return;  // float types and Q8_K never come here
   }
-}
-
-// Quantizes one X row to blocks of `block` (32 or 256): d = max|x|/127, q = round(x/d).
-// Writes q[k], d[k/block], dsum[k/block] (d * sum q) and, for 256-blocks, bsums[k/16].
-void QuantizeActRow(const float* x, int64_t k, int block, int16_t* q, float* d, float* dsum,
-                    int16_t* bsums) {
-  const hn::ScalableTag<float> df;
-  const hn::Rebind<int16_t, decltype(df)> dh;
-  const int64_t L = static_cast<int64_t>(hn::Lanes(df));
-  for (int64_t b0 = 0, bi = 0; b0 < k; b0 += block, ++bi) {
-    auto vmax = hn::Zero(df);
-    int64_t i = 0;
-    for (; i + L <= block; i += L) vmax = hn::Max(vmax, hn::Abs(hn::LoadU(df, x + b0 + i)));
-    float amax = hn::GetLane(hn::MaxOfLanes(df, vmax));
-    for (; i < block; ++i) amax = std::max(amax, std::fabs(x[b0 + i]));
-    const float scale = amax / 127.0f;
-    const float inv = amax > 0 ? 127.0f / amax : 0.0f;
-    const auto vinv = hn::Set(df, inv);
-    i = 0;
-    for (; i + L <= block; i += L) {
-      const auto qi = hn::NearestInt(hn::Mul(hn::LoadU(df, x + b0 + i), vinv));
-      hn::StoreU(hn::DemoteTo(dh, qi), dh, q + b0 + i);
-    }
-    for (; i < block; ++i) q[b0 + i] = static_cast<int16_t>(std::nearbyint(x[b0 + i] * inv));
-    int sum = 0;
-    for (int g = 0; g < block; g += 16) {
-      int s = 0;
-      for (int l = 0; l < 16; ++l) s += q[b0 + g + l];
-      if (bsums) bsums[(b0 + g) / 16] = static_cast<int16_t>(s);
-      sum += s;
-    }
-    d[bi] = scale;
-    dsum[bi] = scale * static_cast<float>(sum);
-  }
+#endif
 }
 
 }  // namespace kdr::ops::HWY_NAMESPACE

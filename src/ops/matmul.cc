@@ -1,5 +1,5 @@
-// Matmul driver: validates, quantizes X once, splits the output into tiles for the pool and
-// runs the per-target kernels of matmul-inl.h.
+// Matmul driver: validates, splits the output into tiles for the pool and runs the per-target
+// kernels of matmul-inl.h.
 #include "ops/matmul.h"
 
 #include <algorithm>
@@ -22,24 +22,6 @@
 
 namespace kdr::ops {
 HWY_EXPORT(MatmulTile);
-HWY_EXPORT(QuantizeActRow);
-
-int activation_block(GgmlType type) {
-  switch (type) {
-    case GgmlType::F32:
-    case GgmlType::F16:
-    case GgmlType::BF16:
-      return 0;
-    case GgmlType::Q4_0:
-    case GgmlType::Q4_1:
-    case GgmlType::Q5_0:
-    case GgmlType::Q5_1:
-    case GgmlType::Q8_0:
-      return kQK;
-    default:
-      return kQK_K;
-  }
-}
 
 void embedding_row(const WeightMatrix& table, int64_t token, float* out) {
   if (token < 0 || token >= table.rows) {
@@ -52,16 +34,6 @@ void embedding_row(const WeightMatrix& table, int64_t token, float* out) {
                  static_cast<const uint8_t*>(table.data) + static_cast<size_t>(token) * stride, out,
                  table.cols);
 }
-
-namespace {
-
-// Per calling thread, so concurrent matmuls on different pools do not share buffers.
-struct ActScratch {
-  std::vector<int16_t> q, bsums;
-  std::vector<float> d, dsum;
-};
-
-}  // namespace
 
 void matmul(ThreadPool& pool, const float* x, int64_t x_stride, int64_t m, const WeightMatrix& w,
             float* y, int64_t y_stride) {
@@ -84,26 +56,8 @@ void matmul(ThreadPool& pool, const float* x, int64_t x_stride, int64_t m, const
   }
   if (m == 0 || n == 0) return;
 
-  detail::MatmulArgs a{
-      w.type, static_cast<const uint8_t*>(w.data), w_stride, k, x, x_stride, {}, y, y_stride};
-  const int block = activation_block(w.type);
-  thread_local ActScratch tls;
-  ActScratch& s = tls;  // a named reference: inside the lambdas `tls` would be the worker's
-  if (block > 0) {
-    const int64_t nb = k / block;
-    s.q.resize(static_cast<size_t>(m * k));
-    s.d.resize(static_cast<size_t>(m * nb));
-    s.dsum.resize(static_cast<size_t>(m * nb));
-    s.bsums.resize(block == kQK_K ? static_cast<size_t>(m * (k / 16)) : 0);
-    const bool want_bsums = block == kQK_K;
-    pool.parallel_for(m, [&](int64_t r, int) {
-      HWY_DYNAMIC_DISPATCH(QuantizeActRow)
-      (x + r * x_stride, k, block, s.q.data() + r * k, s.d.data() + r * nb, s.dsum.data() + r * nb,
-       want_bsums ? s.bsums.data() + r * (k / 16) : nullptr);
-    });
-    a.acts = {s.q.data(), s.d.data(), s.dsum.data(), s.bsums.data()};
-  }
-
+  const detail::MatmulArgs a{
+      static_cast<const uint8_t*>(w.data), w_stride, k, w.type, x, x_stride, y, y_stride};
   // Tiles of up to 64 X rows by enough weight rows to give every thread several tasks; the
   // split only changes which thread computes an element, never how.
   const int64_t tile_m = std::min<int64_t>(m, 64);

@@ -1,9 +1,9 @@
 // Y[M][N] = X[M][K] * W[N][K]^T with f32 activations and weights in any GgmlType (a weight
 // row is one output feature, K elements stored in blocks, as ggml lays them out).
 //
-// Quantized weights: each X row is quantized once per call to 8-bit blocks (32-element
-// blocks for the legacy types, 256 for K-quants) and dotted with integer SIMD, the way
-// llama.cpp does. F32/F16/BF16 weights: f32 FMA.
+// X stays f32 for every weight type: quantized weights are dequantized to f32 (each weight
+// rounded once) and multiplied in f32 FMA, so results match a float reference to float
+// rounding (llama.cpp instead rounds X to 8 bits per block and multiplies integers).
 //
 // Batch invariant: Y[m][n] is bitwise the same whatever M, the row's position in X, or the
 // pool's thread count (one fixed reduction order over K per element; tiles never change it).
@@ -41,9 +41,5 @@ inline void matmul(ThreadPool& pool, const float* x, int64_t m, const WeightMatr
 // Writes row `token` of an embedding table (table.rows tokens of table.cols values, any
 // type) as floats. Throws std::out_of_range naming the token and the table size.
 void embedding_row(const WeightMatrix& table, int64_t token, float* out);
-
-// The 8-bit block size matmul quantizes X to for this weight type: 32 (legacy quants),
-// 256 (K-quants) or 0 (float weights: X stays f32).
-int activation_block(GgmlType type);
 
 }  // namespace kdr::ops
