@@ -24,13 +24,15 @@ KvCacheSet::KvCacheSet(const ModelConfig& c, int32_t num_pages, int32_t page_siz
                        rpa::KvDType dtype) {
   shape_ = {num_pages, c.num_kv_heads, page_size, c.head_dim, dtype};
   const size_t pool_bytes = shape_.pool_elements() * rpa::element_size(dtype);
+  // Every layer's K and V pool in one huge-page buffer (one per pool would round each up to
+  // 2 MiB), each pool starting on a 64-byte line.
+  const size_t stride = (pool_bytes + 63) / 64 * 64;
+  pools_ = alloc_huge(2 * stride * static_cast<size_t>(c.num_layers));
   for (int32_t l = 0; l < c.num_layers; ++l) {
     rpa::KvCache kv;
     kv.shape = shape_;
-    k_.push_back(alloc_huge(pool_bytes));
-    v_.push_back(alloc_huge(pool_bytes));
-    kv.k = k_.back().get();
-    kv.v = v_.back().get();
+    kv.k = pools_.get() + (2 * static_cast<size_t>(l)) * stride;
+    kv.v = pools_.get() + (2 * static_cast<size_t>(l) + 1) * stride;
     bytes_ += 2 * pool_bytes;
     if (dtype == rpa::KvDType::kInt8) {
       k_scales_.emplace_back(new float[shape_.scale_elements()]());

@@ -30,7 +30,7 @@ class KvCacheSet {
 
  private:
   rpa::CacheShape shape_;
-  std::vector<HugeBuffer> k_, v_;
+  HugeBuffer pools_;  // K and V of every layer
   std::vector<std::unique_ptr<float[]>> k_scales_, v_scales_;
   std::vector<rpa::KvCache> layers_;
   size_t bytes_ = 0;
