@@ -123,7 +123,8 @@ def main():
                       if args.reference == "llamacpp" else "transformers on dequantized GGUF weights (f32)"),
         "positions": n, "top1_agreement": agree / n, "perplexity_kdr": ppl_ours,
         "perplexity_reference": ppl_ref, "perplexity_ratio": ppl_ours / ppl_ref,
-        "kdr_matmul": "f32 (weights dequantized at load)" if args.f32_weights else "8-bit activation blocks (default)",
+        "kdr_matmul": ("f32 (weights dequantized at load)" if args.f32_weights
+                       else "f32 activations, weights dequantized per tile (default)"),
         "command": "scripts/check_real_model.py --positions %d --window %d --reference %s%s" % (
             args.positions, args.window, args.reference, " --f32-weights" if args.f32_weights else ""),
     }
