@@ -83,7 +83,6 @@ alignas(64) static constexpr Q5Bits kQ5Bits{};
 template <int kBits, bool kAffine>
 struct LegacyF32 {
   static constexpr int kBlock = 32;
-  static constexpr bool kSideBySide = true;
   static constexpr int kQs = 2 + (kAffine ? 2 : 0) + (kBits == 5 ? 4 : 0);
   static constexpr int kBytes = kQs + 16;
   template <int NR, class Sink>
@@ -124,7 +123,6 @@ struct LegacyF32 {
 
 struct Q8_0F32 {
   static constexpr int kBlock = 32;
-  static constexpr bool kSideBySide = true;
   template <int NR, class Sink>
   static HWY_INLINE void Rows(const uint8_t* const* w, int64_t nb, size_t ahead, Sink&& sink) {
     const DF df;
@@ -149,7 +147,6 @@ struct Q8_0F32 {
 template <int kBits>
 struct Q45KF32 {
   static constexpr int kBlock = 256;
-  static constexpr bool kSideBySide = true;
   static constexpr int kBytes = kBits == 4 ? 144 : 176;
   static constexpr int kQs = kBits == 4 ? 16 : 48;
   // Sub-block kS (32 elements), its nibble and fifth bit known at compile time.
@@ -205,7 +202,6 @@ struct Q45KF32 {
 // Q6_K: 16 groups of 16 with int8 scales, w = (d * sc) * (q - 32).
 struct Q6KF32 {
   static constexpr int kBlock = 256;
-  static constexpr bool kSideBySide = true;
   // Group kG (16 elements): low 4 bits from ql, high 2 bits from qh, shifts known at compile
   // time.
   template <size_t kG, int NR, class Sink>
@@ -256,7 +252,6 @@ struct Q6KF32 {
 // Q2_K: 16 groups of 16 with 4-bit scales and mins, 2-bit quants, w = (d * sc) * q - dmin * m.
 struct Q2KF32 {
   static constexpr int kBlock = 256;
-  static constexpr bool kSideBySide = true;
   template <int NR, class Sink>
   static HWY_INLINE void Rows(const uint8_t* const* w, int64_t nb, size_t ahead, Sink&& sink) {
     const DF df;
@@ -293,7 +288,6 @@ struct Q2KF32 {
 // w = (d * sc) * (q - 4).
 struct Q3KF32 {
   static constexpr int kBlock = 256;
-  static constexpr bool kSideBySide = true;
   template <int NR, class Sink>
   static HWY_INLINE void Rows(const uint8_t* const* w, int64_t nb, size_t ahead, Sink&& sink) {
     const DF df;
@@ -385,23 +379,21 @@ HWY_NOINLINE void TileF32(const MatmulArgs& a, int64_t m0, int64_t m1, int64_t n
   const DF df;
   const int64_t nb = a.k / Dec::kBlock;
   int64_t n = n0;
-  if constexpr (Dec::kSideBySide) {
-    if (m1 - m0 == 1) {
-      const float* x = a.x + m0 * a.x_stride;
-      for (; n + kNR1 <= n1; n += kNR1) {
-        const uint8_t* w[kNR1];
-        VF acc[kNR1];
-        for (int c = 0; c < kNR1; ++c) {
-          w[c] = a.w + static_cast<size_t>(n + c) * a.w_stride;
-          acc[c] = hn::Zero(df);
-        }
-        Dec::template Rows<kNR1>(w, nb, kPrefetchRows * a.w_stride,
-                                 [&](int c, int64_t e, VF v) HWY_ATTR {
-                                   acc[c] = hn::MulAdd(v, hn::LoadU(df, x + e), acc[c]);
-                                 });
-        for (int c = 0; c < kNR1; ++c) {
-          a.y[m0 * a.y_stride + n + c] = hn::GetLane(hn::SumOfLanes(df, acc[c]));
-        }
+  if (m1 - m0 == 1) {
+    const float* x = a.x + m0 * a.x_stride;
+    for (; n + kNR1 <= n1; n += kNR1) {
+      const uint8_t* w[kNR1];
+      VF acc[kNR1];
+      for (int c = 0; c < kNR1; ++c) {
+        w[c] = a.w + static_cast<size_t>(n + c) * a.w_stride;
+        acc[c] = hn::Zero(df);
+      }
+      Dec::template Rows<kNR1>(w, nb, kPrefetchRows * a.w_stride,
+                               [&](int c, int64_t e, VF v) HWY_ATTR {
+                                 acc[c] = hn::MulAdd(v, hn::LoadU(df, x + e), acc[c]);
+                               });
+      for (int c = 0; c < kNR1; ++c) {
+        a.y[m0 * a.y_stride + n + c] = hn::GetLane(hn::SumOfLanes(df, acc[c]));
       }
     }
   }

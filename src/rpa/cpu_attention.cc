@@ -123,6 +123,28 @@ void load_tile(const RunArgs& a, const WorkItem& w, int32_t pos0, int32_t n, boo
   }
 }
 
+// Calls fn(t, run, row) for each run of cached rows of the block [pos0, pos0 + n) of item w
+// that lie in one page: t is the run's offset in the block, run its length, row the pool
+// index (in rows of head_dim elements) of its first row. Returns the number of cached rows.
+template <class Fn>
+inline int32_t for_each_cached_run(const Plan::Impl& p, const WorkItem& w, int32_t pos0, int32_t n,
+                                   Fn&& fn) {
+  const CacheShape& sh = p.shape;
+  const int32_t ps = sh.page_size;
+  const int32_t q_len = p.cu_q_lens[w.seq + 1] - p.cu_q_lens[w.seq];
+  const int32_t first_new = p.kv_lens[w.seq] - q_len;
+  const int32_t* pages = p.page_indices.data() + static_cast<size_t>(w.seq) * p.pages_per_seq;
+  const int32_t cached = std::clamp(first_new - pos0, 0, n);
+  for (int32_t t = 0; t < cached;) {
+    const int32_t pos = pos0 + t;
+    const int32_t run = std::min(ps - pos % ps, cached - t);
+    fn(t, run,
+       (static_cast<size_t>(pages[pos / ps]) * sh.num_kv_heads + w.kv_head) * ps + pos % ps);
+    t += run;
+  }
+  return cached;
+}
+
 // Decode on a bf16/f16/f32/int8 cache: points krows/vrows at the block's rows in their pages
 // (the new token's row is stored in the cache dtype into scratch, exactly what the page will
 // hold, and pointed at there; int8 row scales go to kscale/vscale). Rows [n, round_up(n, 2))
@@ -132,36 +154,26 @@ void point_rows(const RunArgs& a, const WorkItem& w, int32_t pos0, int32_t n, Sc
   const Plan::Impl& p = *a.plan;
   const CacheShape& sh = p.shape;
   const int32_t d = sh.head_dim;
-  const int32_t ps = sh.page_size;
   const int32_t q_len = p.cu_q_lens[w.seq + 1] - p.cu_q_lens[w.seq];
   const int32_t first_new = p.kv_lens[w.seq] - q_len;
-  const int32_t* pages = p.page_indices.data() + static_cast<size_t>(w.seq) * p.pages_per_seq;
-  const size_t esize = element_size(sh.dtype);
+  const size_t row_bytes = static_cast<size_t>(d) * element_size(sh.dtype);
   const char* kpool = static_cast<const char*>(a.cache->k);
   const char* vpool = static_cast<const char*>(a.cache->v);
   const bool int8 = sh.dtype == KvDType::kInt8;
-  const size_t row_bytes = static_cast<size_t>(d) * esize;
-  const int32_t cached = std::clamp(first_new - pos0, 0, n);
-  int32_t t = 0;
-  while (t < cached) {  // one contiguous run of rows per page
-    const int32_t pos = pos0 + t;
-    const int32_t run = std::min(ps - pos % ps, cached - t);
-    const size_t row =
-        (static_cast<size_t>(pages[pos / ps]) * sh.num_kv_heads + w.kv_head) * ps + pos % ps;
+  int32_t t = for_each_cached_run(p, w, pos0, n, [&](int32_t t0, int32_t run, size_t row) {
     const char* kr = kpool + row * row_bytes;
     const char* vr = vpool + row * row_bytes;
-    const void** kdst = sc.krows.data() + t;  // raw pointers: no reload per store
-    const void** vdst = sc.vrows.data() + t;
+    const void** kdst = sc.krows.data() + t0;  // raw pointers: no reload per store
+    const void** vdst = sc.vrows.data() + t0;
     for (int32_t i = 0; i < run; ++i) {
       kdst[i] = kr + i * row_bytes;
       vdst[i] = vr + i * row_bytes;
     }
     if (int8) {
-      std::memcpy(&sc.kscale[t], a.cache->k_row_scales + row, run * sizeof(float));
-      std::memcpy(&sc.vscale[t], a.cache->v_row_scales + row, run * sizeof(float));
+      std::memcpy(&sc.kscale[t0], a.cache->k_row_scales + row, run * sizeof(float));
+      std::memcpy(&sc.vscale[t0], a.cache->v_row_scales + row, run * sizeof(float));
     }
-    t += run;
-  }
+  });
   size_t next_new = 0;  // in uint16 units of new_rows
   for (; t < n; ++t) {
     const int32_t pos = pos0 + t;
@@ -203,25 +215,13 @@ void point_rows(const RunArgs& a, const WorkItem& w, int32_t pos0, int32_t n, Sc
 // block. Returns how many; each is one row of d elements.
 size_t list_prefetch_rows(const RunArgs& a, const WorkItem& w, int32_t pos0, int32_t n,
                           Scratch& sc) {
-  const Plan::Impl& p = *a.plan;
-  const CacheShape& sh = p.shape;
-  const int32_t d = sh.head_dim;
-  const int32_t ps = sh.page_size;
-  const int32_t q_len = p.cu_q_lens[w.seq + 1] - p.cu_q_lens[w.seq];
-  const int32_t first_new = p.kv_lens[w.seq] - q_len;
-  const int32_t* pages = p.page_indices.data() + static_cast<size_t>(w.seq) * p.pages_per_seq;
-  const size_t row_bytes = static_cast<size_t>(d) * element_size(sh.dtype);
+  const CacheShape& sh = a.plan->shape;
+  const size_t row_bytes = static_cast<size_t>(sh.head_dim) * element_size(sh.dtype);
   const char* kpool = static_cast<const char*>(a.cache->k);
   const char* vpool = static_cast<const char*>(a.cache->v);
   const bool int8 = sh.dtype == KvDType::kInt8;
   size_t count = 0;
-  const int32_t cached = std::clamp(first_new - pos0, 0, n);
-  int32_t t = 0;
-  while (t < cached) {  // one contiguous run of rows per page
-    const int32_t pos = pos0 + t;
-    const int32_t run = std::min(ps - pos % ps, cached - t);
-    const size_t row =
-        (static_cast<size_t>(pages[pos / ps]) * sh.num_kv_heads + w.kv_head) * ps + pos % ps;
+  for_each_cached_run(*a.plan, w, pos0, n, [&](int32_t, int32_t run, size_t row) {
     const char* kr = kpool + row * row_bytes;
     const char* vr = vpool + row * row_bytes;
     const void** dst = sc.pf.data() + count;  // raw pointer: no reload per store
@@ -234,8 +234,7 @@ size_t list_prefetch_rows(const RunArgs& a, const WorkItem& w, int32_t pos0, int
       sc.pf[count++] = a.cache->k_row_scales + row;
       sc.pf[count++] = a.cache->v_row_scales + row;
     }
-    t += run;
-  }
+  });
   return count;
 }
 
@@ -246,25 +245,18 @@ void prefetch_block(const RunArgs& a, const WorkItem& w, int32_t pos0, int32_t n
   const Plan::Impl& p = *a.plan;
   const CacheShape& sh = p.shape;
   const int32_t d = sh.head_dim;
-  const int32_t ps = sh.page_size;
   const int32_t q_len = p.cu_q_lens[w.seq + 1] - p.cu_q_lens[w.seq];
   const int32_t first_new = p.kv_lens[w.seq] - q_len;
-  const int32_t* pages = p.page_indices.data() + static_cast<size_t>(w.seq) * p.pages_per_seq;
   const size_t esize = element_size(sh.dtype);
   const auto fetch = [](const void* base, size_t bytes) {
     const char* c = static_cast<const char*>(base);
     for (size_t i = 0; i < bytes; i += 64) __builtin_prefetch(c + i, 0, 2);  // to L2
   };
-  int32_t t = 0;
-  while (t < n && pos0 + t < first_new) {  // cached rows: one contiguous run per page
-    const int32_t pos = pos0 + t;
-    const int32_t run = std::min({ps - pos % ps, first_new - pos, n - t});
-    const size_t row =
-        (static_cast<size_t>(pages[pos / ps]) * sh.num_kv_heads + w.kv_head) * ps + pos % ps;
-    fetch(static_cast<const char*>(a.cache->k) + row * d * esize, run * d * esize);
-    fetch(static_cast<const char*>(a.cache->v) + row * d * esize, run * d * esize);
-    t += run;
-  }
+  const size_t row_bytes = static_cast<size_t>(d) * esize;
+  int32_t t = for_each_cached_run(p, w, pos0, n, [&](int32_t, int32_t run, size_t row) {
+    fetch(static_cast<const char*>(a.cache->k) + row * row_bytes, run * row_bytes);
+    fetch(static_cast<const char*>(a.cache->v) + row * row_bytes, run * row_bytes);
+  });
   for (; t < n; ++t) {  // new rows from the inputs
     const int64_t tok = p.cu_q_lens[w.seq] + (pos0 + t - first_new);
     const int64_t off = (tok * sh.num_kv_heads + w.kv_head) * d;
