@@ -55,6 +55,11 @@ HWY_INLINE VI U8x(const uint8_t* p) { return hn::PromoteTo(D32(), hn::LoadU(DU8F
 HWY_INLINE VI I8x(const uint8_t* p) {
   return hn::PromoteTo(D32(), hn::LoadU(DI8F(), reinterpret_cast<const int8_t*>(p)));
 }
+// Every cache line of a block `ahead` bytes on (blocks over 64 bytes span several lines).
+template <int kBytes>
+HWY_INLINE void PrefetchBlock(const uint8_t* p) {
+  for (int off = 0; off < kBytes; off += 64) hwy::Prefetch(p + off);
+}
 // A weight chunk as f32: q * scale + offset with one rounding. Every f32 weight on this path
 // is made here, whether it is cached or consumed at once.
 HWY_INLINE VF Dq(VI q, VF scale, VF offset) {
@@ -95,7 +100,7 @@ struct LegacyF32 {
       uint32_t qh[NR];
       for (int c = 0; c < NR; ++c) {
         b[c] = w[c] + blk * kBytes;
-        hwy::Prefetch(b[c] + ahead);
+        PrefetchBlock<kBytes>(b[c] + ahead);
         const float d = LoadF16(b[c]);
         const float m = kAffine ? LoadF16(b[c] + 2) : -static_cast<float>(1 << (kBits - 1)) * d;
         vd[c] = hn::Set(df, d);
@@ -190,7 +195,7 @@ struct Q45KF32 {
       float d[NR], dmin[NR];
       for (int c = 0; c < NR; ++c) {
         b[c] = w[c] + blk * kBytes;
-        hwy::Prefetch(b[c] + ahead);
+        PrefetchBlock<kBytes>(b[c] + ahead);
         d[c] = LoadF16(b[c]);
         dmin[c] = LoadF16(b[c] + 2);
       }
@@ -241,7 +246,7 @@ struct Q6KF32 {
       float d[NR];
       for (int c = 0; c < NR; ++c) {
         b[c] = w[c] + blk * 210;
-        hwy::Prefetch(b[c] + ahead);
+        PrefetchBlock<210>(b[c] + ahead);
         d[c] = LoadF16(b[c] + 208);
       }
       Block<NR>(b, d, blk * 256, sink, std::make_index_sequence<16>());
@@ -261,7 +266,7 @@ struct Q2KF32 {
       float d[NR], dmin[NR];
       for (int c = 0; c < NR; ++c) {
         b[c] = w[c] + blk * 84;
-        hwy::Prefetch(b[c] + ahead);
+        PrefetchBlock<84>(b[c] + ahead);
         d[c] = LoadF16(b[c] + 80);
         dmin[c] = LoadF16(b[c] + 82);
       }
@@ -297,7 +302,7 @@ struct Q3KF32 {
       float d[NR];
       for (int c = 0; c < NR; ++c) {
         b[c] = w[c] + blk * 110;
-        hwy::Prefetch(b[c] + ahead);
+        PrefetchBlock<110>(b[c] + ahead);
         d[c] = LoadF16(b[c] + 108);
       }
       for (size_t g = 0; g < 16; ++g) {
@@ -365,10 +370,13 @@ HWY_NOINLINE void CachedRowsF32(const MatmulArgs& a, int64_t m0, int64_t m1, con
   }
 }
 
-// Weight rows are prefetched this many rows ahead (4 to 16 measured the same).
-constexpr size_t kPrefetchRows = 4;
+// Weight bytes are prefetched this far ahead of the ones being decoded. Weight rows of a tile
+// are contiguous, so this runs ahead of the whole stream; one-row decodes of weights that come
+// from memory run at ~75% of the read bandwidth 4 rows (~3 KB) ahead and ~90% at 8-16 KB
+// (ops_bench, Q8_0 262144 x 640).
+constexpr size_t kPrefetchBytes = 12 << 10;
 constexpr int kNR = 3;   // weight rows per cached group: 4 x 3 accumulators + 3 + 1 registers
-constexpr int kNR1 = 4;  // weight rows decoded side by side for a single X row
+constexpr int kNR1 = 2;  // weight rows decoded side by side for a single X row (4: spills)
 
 // Rows [m0, m1) x columns [n0, n1). With one X row, kNR1 weight rows are decoded side by side
 // straight into their accumulators; otherwise kNR rows at a time are dequantized into an
@@ -388,10 +396,9 @@ HWY_NOINLINE void TileF32(const MatmulArgs& a, int64_t m0, int64_t m1, int64_t n
         w[c] = a.w + static_cast<size_t>(n + c) * a.w_stride;
         acc[c] = hn::Zero(df);
       }
-      Dec::template Rows<kNR1>(w, nb, kPrefetchRows * a.w_stride,
-                               [&](int c, int64_t e, VF v) HWY_ATTR {
-                                 acc[c] = hn::MulAdd(v, hn::LoadU(df, x + e), acc[c]);
-                               });
+      Dec::template Rows<kNR1>(w, nb, kPrefetchBytes, [&](int c, int64_t e, VF v) HWY_ATTR {
+        acc[c] = hn::MulAdd(v, hn::LoadU(df, x + e), acc[c]);
+      });
       for (int c = 0; c < kNR1; ++c) {
         a.y[m0 * a.y_stride + n + c] = hn::GetLane(hn::SumOfLanes(df, acc[c]));
       }
@@ -405,7 +412,7 @@ HWY_NOINLINE void TileF32(const MatmulArgs& a, int64_t m0, int64_t m1, int64_t n
     for (int c = 0; c < nr; ++c) {
       const uint8_t* w[1] = {a.w + static_cast<size_t>(n + c) * a.w_stride};
       float* out = wc + c * a.k;
-      Dec::template Rows<1>(w, nb, kPrefetchRows * a.w_stride,
+      Dec::template Rows<1>(w, nb, kPrefetchBytes,
                             [&](int, int64_t e, VF v) HWY_ATTR { hn::StoreU(v, df, out + e); });
     }
     switch (nr) {

@@ -5,6 +5,8 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -12,6 +14,7 @@
 #include <map>
 
 #include "model/gguf_writer.h"
+#include "model/mapped_file.h"
 #include "model_test_util.h"
 
 namespace kdr::model {
@@ -320,6 +323,40 @@ TEST(Gguf, OpensFromDiskAndNamesThePath) {
   EXPECT_NE(
       error_of([&] { GgufFile::open(dir.file("absent.gguf")); }).find("absent.gguf: cannot open"),
       std::string::npos);
+}
+
+// A model file is copied into (huge-page) memory by default and mapped with KDR_MMAP=1; both
+// give the file's bytes, 2 MiB aligned when copied, and survive a move.
+TEST(MappedFileTest, CopiesByDefaultAndMapsOnRequest) {
+  testing::TempDir dir;
+  std::vector<uint8_t> bytes(3 * 4096 + 17);
+  for (size_t i = 0; i < bytes.size(); ++i) bytes[i] = static_cast<uint8_t>(i * 131 + 7);
+  const std::string path = dir.file("blob.bin");
+  testing::write_bytes(path, bytes);
+  for (const bool mmap : {false, true}) {
+    SCOPED_TRACE(mmap ? "KDR_MMAP=1" : "default");
+    if (mmap) {
+      ::setenv("KDR_MMAP", "1", 1);
+    } else {
+      ::unsetenv("KDR_MMAP");
+    }
+    MappedFile f = MappedFile::open(path);
+    ::unsetenv("KDR_MMAP");
+    EXPECT_EQ(f.is_mapped(), mmap);
+    if (!mmap) {
+      EXPECT_EQ(reinterpret_cast<uintptr_t>(f.data()) % (uintptr_t{2} << 20), 0u);
+    }
+    ASSERT_EQ(f.size(), bytes.size());
+    EXPECT_EQ(std::memcmp(f.data(), bytes.data(), bytes.size()), 0);
+    const uint8_t* before = f.data();
+    MappedFile moved = std::move(f);
+    EXPECT_EQ(moved.data(), before);
+    EXPECT_EQ(moved.size(), bytes.size());
+    EXPECT_EQ(f.data(), nullptr);  // NOLINT(bugprone-use-after-move): moved-from is empty
+    MappedFile assigned;
+    assigned = std::move(moved);
+    EXPECT_EQ(std::memcmp(assigned.data(), bytes.data(), bytes.size()), 0);
+  }
 }
 
 // ---- corruption: each case gives its own message ----
