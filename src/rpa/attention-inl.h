@@ -189,7 +189,9 @@ HWY_INLINE float SoftmaxRow(float* HWY_RESTRICT s, size_t n, float& m, float& l)
     vsum = hn::Add(vsum, e);
     hn::StoreU(e, df, s + i);
   }
-  const float alpha = m == -INFINITY ? 0.0f : std::exp(m - m_new);
+  // exp(0) is exactly 1: a row whose max did not move (most blocks after the first few)
+  // skips the call.
+  const float alpha = m == -INFINITY ? 0.0f : m == m_new ? 1.0f : std::exp(m - m_new);
   l = l * alpha + hn::GetLane(hn::SumOfLanes(df, vsum));
   m = m_new;
   return alpha;

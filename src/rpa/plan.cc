@@ -11,10 +11,10 @@
 namespace rpa {
 
 // Defaults chosen by the block-size sweep in docs/rpa.md (2 threads, AVX2, Llama-3-8B
-// shapes): 64 q tokens x 4 heads = 256 query rows keep Q and O in L2 (256 KiB) while a
-// 32-position K/V block (2 x 16 KiB f32) stays in L1.
+// shapes): 64 q tokens x 4 heads = 256 query rows keep Q and O in L2 (256 KiB); a
+// 64-position K/V block (2 x 32 KiB f32) halves the per-row softmax work per FMA of 32.
 constexpr int32_t kDefaultPrefillQBlock = 64;
-constexpr int32_t kDefaultPrefillKvBlock = 32;
+constexpr int32_t kDefaultPrefillKvBlock = 64;
 constexpr int32_t kDefaultDecodeKvBlock = 64;
 constexpr int32_t kDefaultSplitKvTokens = 2048;
 
