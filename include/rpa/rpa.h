@@ -98,7 +98,8 @@ struct Tuning {
   int32_t prefill_q_block = 0;   // new tokens per prefill tile (0: default)
   int32_t prefill_kv_block = 0;  // kv positions per prefill tile (0: default)
   int32_t split_kv_tokens = 0;   // a decode longer than this is split at multiples of it
-                                 // (fixed by position, so results are batch invariant)
+                                 // (fixed by position, so results are batch invariant;
+                                 // 0: 256 per KV head, at most 2048)
   int32_t decode_kv_block = 0;   // kv positions per decode tile (0: default)
 };
 

@@ -40,7 +40,7 @@ struct ResolvedTuning {
   int32_t decode_kv_block = 0;
   int32_t split_kv_tokens = 0;
 };
-ResolvedTuning resolve_tuning(const Tuning& tuning);
+ResolvedTuning resolve_tuning(const Tuning& tuning, int32_t num_kv_heads);
 
 // x[0..D) -> the f32 values the cache would hold after store_row then load_row (bit-exact),
 // without touching the pools: how work items see the new tokens of this step.
