@@ -31,11 +31,10 @@ ResolvedTuning resolve_tuning(const Tuning& t, int32_t num_kv_heads) {
   r.prefill_q_block = t.prefill_q_block > 0 ? t.prefill_q_block : kDefaultPrefillQBlock;
   r.prefill_kv_block = t.prefill_kv_block > 0 ? t.prefill_kv_block : kDefaultPrefillKvBlock;
   r.decode_kv_block = t.decode_kv_block > 0 ? t.decode_kv_block : kDefaultDecodeKvBlock;
-  r.split_kv_tokens =
-      t.split_kv_tokens > 0
-          ? t.split_kv_tokens
-          : std::clamp(kSplitKvTokensPerKvHead * std::max(num_kv_heads, 1),
-                       kSplitKvTokensPerKvHead, kMaxDefaultSplitKvTokens);
+  r.split_kv_tokens = t.split_kv_tokens > 0
+                          ? t.split_kv_tokens
+                          : std::clamp(kSplitKvTokensPerKvHead * std::max(num_kv_heads, 1),
+                                       kSplitKvTokensPerKvHead, kMaxDefaultSplitKvTokens);
   // Tiles live in per-thread scratch; keep them to a size that stays in L1/L2.
   r.prefill_q_block = std::min(r.prefill_q_block, 1024);
   r.prefill_kv_block = std::min(r.prefill_kv_block, 1024);
