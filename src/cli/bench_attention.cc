@@ -368,8 +368,12 @@ void print_header(const MachineCeilings& m, const Options& opt) {
       "kdr bench attention: Llama-3-8B attention (Hq %d, Hkv %d, D %d, page %d), %d threads, "
       "median of %d\n",
       kQHeads, kKvHeads, kHeadDim, kPageSize, opt.threads, opt.reps);
-  std::printf("machine ceilings: read bandwidth %.1f GB/s, sgemm fp32 %.1f GFLOP/s\n\n",
-              m.peak_gbps, m.peak_gflops);
+  std::printf("machine ceilings: read bandwidth %.1f GB/s, sgemm fp32 %.1f GFLOP/s\n", m.peak_gbps,
+              m.peak_gflops);
+  std::printf(
+      "                  read in %zu-byte runs in random order (one bf16 KV head of a page, the\n"
+      "                  pages scattered): %.1f GB/s = %.0f%% of the streaming read\n\n",
+      m.page_run_bytes, m.page_run_gbps, 100 * m.page_run_gbps / m.peak_gbps);
   std::printf("%-19s %-5s %4s %5s %9s %7s %8s %7s %8s %5s %5s %10s %7s %8s %s\n", "case", "kv",
               "seqs", "toks", "ms", "plan_ms", "MB", "GB/s", "GFLOP/s", "MBU", "MFU", "ref_ms",
               "speedup", "max_err", "peer");
@@ -406,6 +410,9 @@ nlohmann::json to_json(const Result& r, const MachineCeilings& m, const Options&
                       {"mfu", gflops / m.peak_gflops},
                       {"peak_gbps", m.peak_gbps},
                       {"peak_gflops", m.peak_gflops},
+                      {"page_run_bytes", m.page_run_bytes},
+                      {"page_run_gbps", m.page_run_gbps},
+                      {"mbu_page_runs", gbps / m.page_run_gbps},
                       {"ref_ms", r.ref_ms},
                       {"ref_reduced", r.ref_reduced},
                       {"ref_flops", r.ref_flops},
@@ -423,7 +430,8 @@ void bench_attention(const Options& in) {
   Options opt = in;
   if (opt.threads <= 0) opt.threads = ThreadPool::hardware_threads();
   ThreadPool pool(opt.threads);
-  const MachineCeilings m = measure_ceilings(pool);
+  // One page of one KV head in bf16: the contiguous run a decode reads before it jumps.
+  const MachineCeilings m = measure_ceilings(pool, size_t{kPageSize} * kHeadDim * 2);
   if (!opt.json) print_header(m, opt);
 
   std::vector<Result> results;
@@ -448,7 +456,9 @@ void bench_attention(const Options& in) {
   std::printf(
       "\nMB: KV bytes over every kv_len (cached read + new rows written) + f32 q, k, v, out.\n"
       "GFLOP/s: 4*D per (query head, attended position), causal counted exactly.\n"
-      "MBU/MFU: against the ceilings above. ref_ms: scalar rpa::reference (* = on the same\n"
+      "MBU/MFU: against the streaming read and sgemm ceilings above (--json also gives\n"
+      "mbu_page_runs, against the random page-run read). ref_ms: scalar rpa::reference (* = on the "
+      "same\n"
       "case with lengths halved until <= %.1f GFLOP); speedup = ref_ms / kernel ms on that\n"
       "case; max_err = max |kernel - reference| there. peer: ggml CPU flash attention on this\n"
       "machine kind (docs/rpa.md, f16 KV); ratio > 1 means kdr is faster.\n",

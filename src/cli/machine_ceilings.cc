@@ -9,6 +9,7 @@
 #include <random>
 #include <vector>
 
+#include "base/huge_buffer.h"
 #include "base/thread_pool.h"
 
 namespace kdr::cli {
@@ -60,6 +61,40 @@ double measure_read_bandwidth_gbps(ThreadPool& pool, int repetitions) {
   return best;
 }
 
+double measure_page_run_read_gbps(ThreadPool& pool, size_t run_bytes, int repetitions) {
+  run_bytes = std::max<size_t>(64, run_bytes / 64 * 64);
+  const size_t bytes = size_t{512} << 20;
+  const size_t runs = bytes / run_bytes;
+  HugeBuffer buffer = alloc_huge(runs * run_bytes);  // like the KV pools
+  const int threads = pool.num_threads();
+  std::vector<uint32_t> order(runs);
+  for (size_t i = 0; i < runs; ++i) order[i] = static_cast<uint32_t>(i);
+  std::shuffle(order.begin(), order.end(), std::mt19937(7));
+  pool.parallel_for(threads, [&](int64_t t, int) {
+    float* f = reinterpret_cast<float*>(buffer.get());
+    const size_t n = runs * run_bytes / sizeof(float);
+    for (size_t i = n * t / threads; i < n * (t + 1) / threads; ++i) f[i] = 1e-3f;
+  });
+  std::vector<float> partial(threads);
+  double best = 0;
+  volatile float sink = 0;
+  for (int r = 0; r < repetitions; ++r) {
+    const auto start = std::chrono::steady_clock::now();
+    pool.parallel_for(threads, [&](int64_t t, int) {
+      float total = 0;
+      for (size_t i = runs * t / threads; i < runs * (t + 1) / threads; ++i) {
+        const float* run = reinterpret_cast<const float*>(buffer.get() + order[i] * run_bytes);
+        total += sum_floats(run, run_bytes / sizeof(float));
+      }
+      partial[t] = total;
+    });
+    const double s = seconds_since(start);
+    for (float p : partial) sink = sink + p;
+    best = std::max(best, static_cast<double>(runs * run_bytes) / s / 1e9);
+  }
+  return best;
+}
+
 double measure_sgemm_gflops(int num_threads, int repetitions) {
   const int n = 2048;
   std::vector<float> a(size_t{n} * n), b(size_t{n} * n), c(size_t{n} * n);
@@ -79,10 +114,14 @@ double measure_sgemm_gflops(int num_threads, int repetitions) {
   return best;
 }
 
-MachineCeilings measure_ceilings(ThreadPool& pool) {
+MachineCeilings measure_ceilings(ThreadPool& pool, size_t page_run_bytes) {
   MachineCeilings c;
   c.peak_gbps = measure_read_bandwidth_gbps(pool);
   c.peak_gflops = measure_sgemm_gflops(pool.num_threads());
+  if (page_run_bytes > 0) {
+    c.page_run_bytes = page_run_bytes;
+    c.page_run_gbps = measure_page_run_read_gbps(pool, page_run_bytes);
+  }
   return c;
 }
 

@@ -2,6 +2,8 @@
 // (MBU, MFU) is relative to what the hardware really does, not to a datasheet.
 #pragma once
 
+#include <cstddef>
+
 namespace kdr {
 class ThreadPool;
 }
@@ -11,6 +13,10 @@ namespace kdr::cli {
 struct MachineCeilings {
   double peak_gbps = 0;    // streaming read bandwidth, GB/s (1e9 bytes)
   double peak_gflops = 0;  // fp32 FMA throughput from OpenBLAS sgemm, GFLOP/s
+  // Read bandwidth when the bytes come in runs of `page_run_bytes` visited in random order,
+  // as a paged KV cache hands them to attention (0 when not measured).
+  double page_run_gbps = 0;
+  size_t page_run_bytes = 0;
 };
 
 // Best of several multi-threaded sums over a buffer much larger than the last-level cache.
@@ -19,6 +25,12 @@ double measure_read_bandwidth_gbps(ThreadPool& pool, int repetitions = 5);
 // Best of several large square cblas_sgemm calls with OpenBLAS using num_threads threads.
 double measure_sgemm_gflops(int num_threads, int repetitions = 3);
 
-MachineCeilings measure_ceilings(ThreadPool& pool);
+// Best of several multi-threaded sums over a huge-page buffer far larger than the caches,
+// read in runs of `run_bytes` (a multiple of 64) whose order is a fixed random permutation:
+// the pattern of a KV cache whose pages are scattered through the pool.
+double measure_page_run_read_gbps(ThreadPool& pool, size_t run_bytes, int repetitions = 5);
+
+// Stream bandwidth and sgemm; with page_run_bytes > 0 also measure_page_run_read_gbps.
+MachineCeilings measure_ceilings(ThreadPool& pool, size_t page_run_bytes = 0);
 
 }  // namespace kdr::cli
