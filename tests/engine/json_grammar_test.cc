@@ -1217,19 +1217,29 @@ TEST(JsonMatcher, MaskTimeOnTheDefaultModelsVocabulary) {
   for (int step = 0; step < 400 && !m.complete(); ++step) {
     std::fill(logits.begin(), logits.end(), 0.0f);
     m.mask_logits(logits);
-    // Favour closing tokens so that the walk ends: a uniform pick over 262k tokens mostly
-    // extends strings.
-    std::vector<int32_t> allowed, closing;
+    // After 20 free steps, steer the walk to its end: a uniform pick over 262k tokens mostly
+    // extends strings, and a token like `", "` closes one value only to open the next key.
+    // Prefer a token that only ends a string (inside one, brackets are plain text), then one
+    // that only closes brackets, then any token with a closing character.
+    std::vector<int32_t> allowed, closers, string_enders, closing;
     for (int32_t t = 0; t < tok.n_vocab(); ++t) {
       if (logits[t] != 0.0f) continue;
       allowed.push_back(t);
       const std::string b = tok.token_bytes(t);
-      if (b.find_first_of("\"}]") != std::string::npos &&
-          b.find_first_of("{[") == std::string::npos)
-        closing.push_back(t);
+      if (b.find_first_of("{[") != std::string::npos) continue;
+      if (b.find_first_of("}]") != std::string::npos &&
+          b.find_first_of("\",:") == std::string::npos)
+        closers.push_back(t);
+      if (!b.empty() && b.back() == '"' && b.find_first_of("\",:}]") == b.size() - 1)
+        string_enders.push_back(t);
+      if (b.find_first_of("\"}]") != std::string::npos) closing.push_back(t);
     }
     ASSERT_FALSE(allowed.empty()) << text;
-    const std::vector<int32_t>& pool = !closing.empty() && step > 20 ? closing : allowed;
+    const std::vector<int32_t>& pool = step <= 20               ? allowed
+                                       : !string_enders.empty() ? string_enders
+                                       : !closers.empty()       ? closers
+                                       : !closing.empty()       ? closing
+                                                                : allowed;
     const int32_t t = pool[std::uniform_int_distribution<size_t>(0, pool.size() - 1)(rng)];
     ASSERT_TRUE(m.accept(t));
     text += tok.token_bytes(t);
