@@ -35,64 +35,67 @@ float sum_floats(const float* x, size_t n) {
 
 }  // namespace
 
-double measure_read_bandwidth_gbps(ThreadPool& pool, int repetitions) {
-  // 512 MiB: far beyond any last-level cache, so every pass streams from DRAM.
-  const size_t n = size_t{128} << 20;
-  std::unique_ptr<float[]> buffer(new float[n]);
+namespace {
+
+// Fills f[0, n) with small values, each thread first-touching its own slice (NUMA-friendly
+// where it matters).
+void fill_slices(ThreadPool& pool, float* f, size_t n) {
   const int threads = pool.num_threads();
-  // Each thread first-touches its own slice (NUMA-friendly where it matters).
   pool.parallel_for(threads, [&](int64_t t, int) {
     const size_t begin = n * t / threads, end = n * (t + 1) / threads;
-    for (size_t i = begin; i < end; ++i) buffer[i] = static_cast<float>(i & 1023) * 1e-3f;
+    for (size_t i = begin; i < end; ++i) f[i] = static_cast<float>(i & 1023) * 1e-3f;
   });
+}
+
+// Best of `repetitions` passes in which every thread t returns sum_slice(t, threads), the
+// sum of its share of `bytes`: the read bandwidth in GB/s (1e9 bytes).
+template <class SumSlice>
+double best_read_gbps(ThreadPool& pool, size_t bytes, int repetitions, SumSlice&& sum_slice) {
+  const int threads = pool.num_threads();
   std::vector<float> partial(threads);
   double best = 0;
   volatile float sink = 0;
   for (int r = 0; r < repetitions; ++r) {
     const auto start = std::chrono::steady_clock::now();
     pool.parallel_for(threads, [&](int64_t t, int) {
-      const size_t begin = n * t / threads, end = n * (t + 1) / threads;
-      partial[t] = sum_floats(buffer.get() + begin, end - begin);
+      partial[t] = sum_slice(static_cast<size_t>(t), static_cast<size_t>(threads));
     });
     const double s = seconds_since(start);
     for (float p : partial) sink = sink + p;
-    best = std::max(best, static_cast<double>(n * sizeof(float)) / s / 1e9);
+    best = std::max(best, static_cast<double>(bytes) / s / 1e9);
   }
   return best;
 }
 
+}  // namespace
+
+double measure_read_bandwidth_gbps(ThreadPool& pool, int repetitions) {
+  // 512 MiB: far beyond any last-level cache, so every pass streams from DRAM.
+  const size_t n = size_t{128} << 20;
+  std::unique_ptr<float[]> buffer(new float[n]);
+  fill_slices(pool, buffer.get(), n);
+  return best_read_gbps(pool, n * sizeof(float), repetitions, [&](size_t t, size_t threads) {
+    const size_t begin = n * t / threads, end = n * (t + 1) / threads;
+    return sum_floats(buffer.get() + begin, end - begin);
+  });
+}
+
 double measure_page_run_read_gbps(ThreadPool& pool, size_t run_bytes, int repetitions) {
   run_bytes = std::max<size_t>(64, run_bytes / 64 * 64);
-  const size_t bytes = size_t{512} << 20;
-  const size_t runs = bytes / run_bytes;
+  const size_t runs = (size_t{512} << 20) / run_bytes;
   HugeBuffer buffer = alloc_huge(runs * run_bytes);  // like the KV pools
-  const int threads = pool.num_threads();
+  fill_slices(pool, reinterpret_cast<float*>(buffer.get()), runs * run_bytes / sizeof(float));
   std::vector<uint32_t> order(runs);
   for (size_t i = 0; i < runs; ++i) order[i] = static_cast<uint32_t>(i);
   std::shuffle(order.begin(), order.end(), std::mt19937(7));
-  pool.parallel_for(threads, [&](int64_t t, int) {
-    float* f = reinterpret_cast<float*>(buffer.get());
-    const size_t n = runs * run_bytes / sizeof(float);
-    for (size_t i = n * t / threads; i < n * (t + 1) / threads; ++i) f[i] = 1e-3f;
+  return best_read_gbps(pool, runs * run_bytes, repetitions, [&](size_t t, size_t threads) {
+    float total = 0;
+    for (size_t i = runs * t / threads; i < runs * (t + 1) / threads; ++i) {
+      const float* run = reinterpret_cast<const float*>(buffer.get() + order[i] * run_bytes);
+      total += sum_floats(run, run_bytes / sizeof(float));
+    }
+    return total;
   });
-  std::vector<float> partial(threads);
-  double best = 0;
-  volatile float sink = 0;
-  for (int r = 0; r < repetitions; ++r) {
-    const auto start = std::chrono::steady_clock::now();
-    pool.parallel_for(threads, [&](int64_t t, int) {
-      float total = 0;
-      for (size_t i = runs * t / threads; i < runs * (t + 1) / threads; ++i) {
-        const float* run = reinterpret_cast<const float*>(buffer.get() + order[i] * run_bytes);
-        total += sum_floats(run, run_bytes / sizeof(float));
-      }
-      partial[t] = total;
-    });
-    const double s = seconds_since(start);
-    for (float p : partial) sink = sink + p;
-    best = std::max(best, static_cast<double>(runs * run_bytes) / s / 1e9);
-  }
-  return best;
 }
 
 double measure_sgemm_gflops(int num_threads, int repetitions) {
