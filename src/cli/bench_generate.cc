@@ -22,6 +22,7 @@ struct BenchGenerateArgs {
   int32_t gen_tokens = 128;
   int threads = 2;
   int reps = 3;
+  std::string kv_dtype = "f32";
   bool json = false;
 };
 
@@ -50,6 +51,7 @@ void run(const BenchGenerateArgs& a) {
   o.max_tokens = a.gen_tokens;
   o.sampling.temperature = 0.0f;
   o.ignore_eos = true;
+  o.kv_dtype = parse_kv_dtype(a.kv_dtype);
   double best_pp = 0.0, best_tg = 0.0;
   for (int r = 0; r < a.reps; ++r) {
     const engine::GenerateStats st = engine::generate(lm, pool, prompt, o, nullptr);
@@ -65,15 +67,11 @@ void run(const BenchGenerateArgs& a) {
       static_cast<double>(model::KvCacheSet::bytes_per_token(lm.model->config(), o.kv_dtype)) *
       (a.prompt_tokens + a.gen_tokens) / (1 << 20);
   if (a.json) {
-    nlohmann::json j = {{"model", lm.name},
-                        {"threads", a.threads},
-                        {"prompt_tokens", a.prompt_tokens},
-                        {"gen_tokens", a.gen_tokens},
-                        {"prompt_tps", best_pp},
-                        {"gen_tps", best_tg},
-                        {"peak_rss_mb", peak_mb},
-                        {"model_file_mb", file_mb},
-                        {"kv_cache_mb", kv_mb}};
+    nlohmann::json j = {
+        {"model", lm.name},           {"threads", a.threads},   {"prompt_tokens", a.prompt_tokens},
+        {"gen_tokens", a.gen_tokens}, {"kv_dtype", a.kv_dtype}, {"prompt_tps", best_pp},
+        {"gen_tps", best_tg},         {"peak_rss_mb", peak_mb}, {"model_file_mb", file_mb},
+        {"kv_cache_mb", kv_mb}};
     std::printf("%s\n", j.dump().c_str());
   } else {
     std::printf("model %s, %d threads, best of %d\n", lm.name.c_str(), a.threads, a.reps);
@@ -98,6 +96,9 @@ void add_bench_generate_command(CLI::App& bench) {
   cmd->add_option("-t,--threads", args->threads, "threads")->check(CLI::Range(1, 1024));
   cmd->add_option("--reps", args->reps, "repetitions (best is reported)")
       ->check(CLI::Range(1, 100));
+  cmd->add_option("--kv-dtype", args->kv_dtype, "KV cache type")
+      ->check(CLI::IsMember({"f32", "bf16", "f16", "int8"}))
+      ->capture_default_str();
   cmd->add_flag("--json", args->json, "one JSON object");
   cmd->callback([args] { run(*args); });
 }

@@ -3,11 +3,18 @@
 // adds a command without touching the others.
 #pragma once
 
+#include <string>
+
+#include "rpa/rpa.h"
+
 namespace CLI {
 class App;
 }
 
 namespace kdr::cli {
+
+// "f32", "bf16", "f16" or "int8" -> the KV cache type; std::invalid_argument otherwise.
+rpa::KvDType parse_kv_dtype(const std::string& s);
 
 // `kdr bench ...`: benchmarks that print ratios against this machine's measured ceilings.
 void add_bench_command(CLI::App& app);

@@ -12,6 +12,14 @@
 
 namespace kdr::cli {
 
+rpa::KvDType parse_kv_dtype(const std::string& s) {
+  if (s == "f32") return rpa::KvDType::kF32;
+  if (s == "bf16") return rpa::KvDType::kBF16;
+  if (s == "f16") return rpa::KvDType::kF16;
+  if (s == "int8") return rpa::KvDType::kInt8;
+  throw std::invalid_argument("--kv-dtype must be f32, bf16, f16 or int8, got '" + s + "'");
+}
+
 namespace {
 
 struct GenerateArgs {
@@ -32,14 +40,6 @@ struct GenerateArgs {
   std::string kv_dtype = "f32";
   bool ignore_eos = false;
 };
-
-rpa::KvDType parse_kv_dtype(const std::string& s) {
-  if (s == "f32") return rpa::KvDType::kF32;
-  if (s == "bf16") return rpa::KvDType::kBF16;
-  if (s == "f16") return rpa::KvDType::kF16;
-  if (s == "int8") return rpa::KvDType::kInt8;
-  throw std::invalid_argument("--kv-dtype must be f32, bf16, f16 or int8, got '" + s + "'");
-}
 
 void print_stats(const engine::GenerateStats& st) {
   auto rate = [](int32_t n, double s) { return s > 0.0 ? n / s : 0.0; };

@@ -49,11 +49,7 @@ void run_serve(ServeArgs a) {
   const std::string path = a.model.empty() ? engine::default_model_path() : a.model;
   const engine::LoadedModel lm = engine::LoadedModel::load(path);
   ThreadPool pool(a.threads > 0 ? a.threads : ThreadPool::hardware_threads());
-  static const std::map<std::string, rpa::KvDType> kDTypes = {{"f32", rpa::KvDType::kF32},
-                                                              {"bf16", rpa::KvDType::kBF16},
-                                                              {"f16", rpa::KvDType::kF16},
-                                                              {"int8", rpa::KvDType::kInt8}};
-  a.engine.kv_dtype = kDTypes.at(a.kv_dtype);
+  a.engine.kv_dtype = parse_kv_dtype(a.kv_dtype);
   a.engine.prefix_caching = !a.no_prefix_caching;
   // An EngineConfigError propagates to main, which prints it (it names the option to change)
   // and exits 1.

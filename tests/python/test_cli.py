@@ -1,0 +1,55 @@
+"""The `kdr` command line options shared between commands, run as a user would.
+
+The binary is $KDR_BUILD/kdr (default build/kdr); the model is the tiny Qwen3 fixture.
+
+Run: .venv/bin/python -m pytest tests/python/test_cli.py
+"""
+
+import json
+import os
+import pathlib
+import subprocess
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+KDR = pathlib.Path(os.environ.get("KDR_BUILD", ROOT / "build")) / "kdr"
+TINY = ROOT / "tests" / "data" / "models" / "qwen3.gguf"
+
+if not KDR.exists():
+    pytest.skip(f"no kdr binary at {KDR} (build it, or set KDR_BUILD)", allow_module_level=True)
+
+
+def bench_generate(*args):
+    cmd = [str(KDR), "bench", "generate", "-m", str(TINY), "--prompt-tokens", "16"]
+    cmd += ["--gen-tokens", "8", "-t", "2", "--reps", "1", "--json", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+
+
+def test_bench_generate_sizes_the_kv_cache_by_its_type():
+    sizes = {}
+    for dtype in ["f32", "bf16", "f16", "int8"]:
+        r = bench_generate("--kv-dtype", dtype)
+        assert r.returncode == 0, r.stderr
+        j = json.loads(r.stdout.strip().splitlines()[-1])
+        assert j["kv_dtype"] == dtype
+        assert j["gen_tokens"] == 8 and j["gen_tps"] > 0
+        sizes[dtype] = j["kv_cache_mb"]
+    assert sizes["bf16"] == pytest.approx(sizes["f32"] / 2)
+    assert sizes["f16"] == pytest.approx(sizes["f32"] / 2)
+    # int8 keeps one f32 scale per (token, head) beside each head_dim-byte row.
+    assert sizes["f32"] / 4 < sizes["int8"] < sizes["f32"] / 2
+
+
+@pytest.mark.parametrize(
+    "cmd",
+    [
+        ["bench", "generate", "-m", str(TINY), "--kv-dtype", "q4"],
+        ["generate", "-m", str(TINY), "-p", "hi", "-n", "2", "--kv-dtype", "q4"],
+        ["serve", "-m", str(TINY), "--port", "0", "--kv-dtype", "q4"],
+    ],
+)
+def test_an_unknown_kv_dtype_is_refused_by_name(cmd):
+    r = subprocess.run([str(KDR), *cmd], capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0
+    assert "kv-dtype" in r.stderr and "q4" in r.stderr
