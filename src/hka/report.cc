@@ -304,7 +304,7 @@ class NumberScanner {
         is_digit(text_[j + 2]) && (j + 3 == text_.size() || !is_digit(text_[j + 3]))) {
       const int month = (text_[j + 1] - '0') * 10 + (text_[j + 2] - '0');
       if (month >= 1 && month <= 12) {
-        add(begin, j, negative, digits, 0, 1, false, false);
+        add(begin, j, negative, digits, 0, Suffix{});
         size_t k = j + 3;
         if (k + 1 < text_.size() && text_[k] == '-' && is_digit(text_[k + 1])) {
           k = skip_digits(k + 1);
@@ -326,36 +326,10 @@ class NumberScanner {
     for (std::string_view ordinal : {"st", "nd", "rd", "th"}) {
       if (starts_with_at(text_, j, ordinal) && word_ends(text_, j + 2)) return j + 2;
     }
-    bool percent = false;
-    double scale = 1;
-    bool has_scale = false;
-    size_t end = j;
-    if (starts_with_at(text_, j, "%")) {
-      percent = true;
-      end = j + 1;
-    } else if (auto attached = scale_at(text_, j, false)) {
-      scale = attached->first;
-      has_scale = true;
-      end = attached->second;
-    } else if (j < text_.size() && is_blank(text_[j])) {
-      for (std::string_view word :
-           {"percentage points", "percentage point", "per cent", "percent"}) {
-        if (starts_with_at(text_, j + 1, word) && word_ends(text_, j + 1 + word.size())) {
-          percent = true;
-          end = j + 1 + word.size();
-          break;
-        }
-      }
-      if (!percent) {
-        if (auto spaced = scale_at(text_, j + 1, true)) {
-          scale = spaced->first;
-          has_scale = true;
-          end = spaced->second;
-        }
-      }
-    }
+    const Suffix sx = read_suffix(j);
+    const size_t end = sx.end;
     const size_t index = found_.size();
-    add(begin, end, negative, digits, decimals, scale, percent, has_scale);
+    add(begin, end, negative, digits, decimals, sx);
     // A range "2019-2021", "10-20%": the second number; a unit written once applies to both.
     if (size_t dash = dash_at(text_, end); dash > 0 && end + dash < text_.size()) {
       const size_t second = end + dash + currency_at(text_, end + dash);
@@ -378,6 +352,43 @@ class NumberScanner {
       }
     }
     return end;
+  }
+
+  // What a number's digits ending at `j` are followed by: "%", an attached scale word
+  // ("1.2k"), or after one space a percent phrase ("30 percent", "5 percentage points") or a
+  // scale word ("3.4 million"). `end` is where the written number ends.
+  struct Suffix {
+    bool percent = false;
+    double scale = 1;
+    bool has_scale = false;
+    size_t end = 0;
+  };
+  Suffix read_suffix(size_t j) const {
+    Suffix sx;
+    sx.end = j;
+    if (starts_with_at(text_, j, "%")) {
+      sx.percent = true;
+      sx.end = j + 1;
+    } else if (auto attached = scale_at(text_, j, false)) {
+      sx.scale = attached->first;
+      sx.has_scale = true;
+      sx.end = attached->second;
+    } else if (j < text_.size() && is_blank(text_[j])) {
+      for (std::string_view word :
+           {"percentage points", "percentage point", "per cent", "percent"}) {
+        if (starts_with_at(text_, j + 1, word) && word_ends(text_, j + 1 + word.size())) {
+          sx.percent = true;
+          sx.end = j + 1 + word.size();
+          return sx;
+        }
+      }
+      if (auto spaced = scale_at(text_, j + 1, true)) {
+        sx.scale = spaced->first;
+        sx.has_scale = true;
+        sx.end = spaced->second;
+      }
+    }
+    return sx;
   }
 
   // Comma groups of exactly three digits after a run ("1,234,567"), appended to `digits`.
@@ -414,29 +425,9 @@ class NumberScanner {
     if (j - digits_at <= 3) j = read_thousands(j, digits);
     int decimals = 0;
     j = read_decimals(j, digits, decimals);
-    bool percent = false;
-    double scale = 1;
-    bool has_scale = false;
-    size_t end = j;
-    if (starts_with_at(text_, j, "%")) {
-      percent = true;
-      end = j + 1;
-    } else if (auto attached = scale_at(text_, j, false)) {
-      scale = attached->first;
-      has_scale = true;
-      end = attached->second;
-    } else if (j < text_.size() && is_blank(text_[j])) {
-      if (auto spaced = scale_at(text_, j + 1, true)) {
-        scale = spaced->first;
-        has_scale = true;
-        end = spaced->second;
-      } else if (starts_with_at(text_, j + 1, "percent") && word_ends(text_, j + 8)) {
-        percent = true;
-        end = j + 8;
-      }
-    }
-    add(begin, end, false, digits, decimals, scale, percent, has_scale);
-    return end;
+    const Suffix sx = read_suffix(j);
+    add(begin, sx.end, false, digits, decimals, sx);
+    return sx.end;
   }
 
   size_t skip_digits(size_t i) const {
@@ -445,13 +436,14 @@ class NumberScanner {
   }
 
   void add(size_t begin, size_t end, bool negative, const std::string& digits, int decimals,
-           double scale, bool percent, bool has_scale) {
+           const Suffix& sx) {
+    const double scale = sx.scale;
     WrittenNumber n;
     const double magnitude = std::strtod(digits.c_str(), nullptr);
     n.mantissa = negative ? -magnitude : magnitude;
     n.scale = scale;
-    n.has_scale = has_scale;
-    n.percent = percent;
+    n.has_scale = sx.has_scale;
+    n.percent = sx.percent;
     n.half_step = 0.5 * std::pow(10.0, -decimals) * scale;
     n.check.text = std::string(trim(text_.substr(begin, end - begin)));
     n.check.value = n.mantissa * scale;
