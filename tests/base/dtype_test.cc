@@ -94,7 +94,7 @@ TEST(F16, FromF32MatchesF16cOnEdgesAndRandomBits) {
                   1.000732421875f})
     expect_same_f16(x, f32_to_f16(x), hw_f32_to_f16(x));
 
-  std::mt19937_64 rng(kdr::testing::test_seed());
+  std::mt19937_64 rng(kdr_test::test_seed());
   std::uniform_int_distribution<uint32_t> bits;
   std::uniform_real_distribution<float> half_range(-70000.0f, 70000.0f);
   for (int i = 0; i < 2000000; ++i) {
@@ -145,7 +145,7 @@ TEST(BF16, RoundsToNearestEvenOnEdges) {
 }
 
 TEST(BF16, MatchesNearestValueSearchOnRandomBits) {
-  std::mt19937_64 rng(kdr::testing::test_seed());
+  std::mt19937_64 rng(kdr_test::test_seed());
   std::uniform_int_distribution<uint32_t> bits;
   for (int i = 0; i < 2000000; ++i) {
     uint32_t u = bits(rng);
@@ -236,7 +236,7 @@ TEST(Fp8E4M3, SaturatesBeyond448) {
 }
 
 TEST(Fp8E4M3, MatchesNearestCodeSearchOnRandomValues) {
-  std::mt19937_64 rng(kdr::testing::test_seed());
+  std::mt19937_64 rng(kdr_test::test_seed());
   std::uniform_real_distribution<float> mant(-1.0f, 1.0f);
   std::uniform_int_distribution<int> exp(-14, 10);
   for (int i = 0; i < 200000; ++i) {
@@ -253,7 +253,7 @@ TEST(Int8Row, ZeroRowHasZeroScale) {
 }
 
 TEST(Int8Row, MatchesRoundHalfEvenOfXOverScale) {
-  std::mt19937_64 rng(kdr::testing::test_seed());
+  std::mt19937_64 rng(kdr_test::test_seed());
   std::uniform_int_distribution<int> len(1, 300);
   std::uniform_real_distribution<float> unit(-1.0f, 1.0f);
   std::uniform_int_distribution<int> exp(-20, 20);

@@ -48,7 +48,7 @@ TEST(ThreadPool, EveryTaskRunsExactlyOnceForManySizes) {
 }
 
 TEST(ThreadPool, ReusedForManyLoopsOfRandomSizes) {
-  std::mt19937_64 rng(kdr::testing::test_seed());
+  std::mt19937_64 rng(kdr_test::test_seed());
   ThreadPool pool(4);
   std::uniform_int_distribution<int64_t> size(0, 300);
   for (int loop = 0; loop < 500; ++loop) expect_each_task_once(pool, size(rng));

@@ -10,6 +10,7 @@
 #include <random>
 #include <thread>
 
+#include "../base/seed.h"
 #include "base/thread_pool.h"
 
 namespace kdr::engine {
@@ -17,12 +18,7 @@ namespace {
 
 const std::string kDir = std::string(KDR_SOURCE_DIR) + "/tests/data/models/";
 
-uint64_t test_seed() {
-  const char* env = std::getenv("KDR_SEED");
-  const uint64_t seed = env ? std::strtoull(env, nullptr, 10) : std::random_device{}();
-  std::printf("[ seed     ] KDR_SEED=%llu\n", static_cast<unsigned long long>(seed));
-  return seed;
-}
+using kdr_test::test_seed;
 
 class EngineTest : public ::testing::Test {
  protected:

@@ -13,6 +13,7 @@
 #include <fstream>
 #include <random>
 
+#include "../base/seed.h"
 #include "model/gguf.h"
 #include "model/tokenizer.h"
 
@@ -23,12 +24,7 @@ using nlohmann::json;
 using ojson = nlohmann::ordered_json;
 namespace fs = std::filesystem;
 
-uint64_t seed_for_test() {
-  const char* env = std::getenv("KDR_SEED");
-  const uint64_t seed = env ? std::strtoull(env, nullptr, 10) : std::random_device{}();
-  std::printf("[ seed     ] KDR_SEED=%llu\n", static_cast<unsigned long long>(seed));
-  return seed;
-}
+using kdr_test::test_seed;
 
 // ---- a small vocabulary: every byte, some multi-byte pieces, control and stop tokens -------
 
@@ -555,7 +551,7 @@ class RandomJsonText {
 // Random texts, valid and not: the grammar accepts exactly those nlohmann parses as an object
 // that also keep our whitespace and digit rules.
 TEST(JsonObjectGrammar, AgreesWithNlohmannOnRandomTexts) {
-  const uint64_t seed = seed_for_test();
+  const uint64_t seed = test_seed();
   RandomJsonText gen(seed);
   const auto g = JsonGrammar::any_object(tiny().vocab);
   int valid = 0, invalid = 0;
@@ -950,10 +946,10 @@ void walk_schema(const std::string& schema_text, uint64_t seed, int walks = 40) 
   std::printf("[ walks    ] %d of %d ended\n", ended, walks);
 }
 
-TEST(JsonMatcher, RandomWalksProduceValidObjects) { walk_schema("", seed_for_test()); }
+TEST(JsonMatcher, RandomWalksProduceValidObjects) { walk_schema("", test_seed()); }
 
 TEST(JsonMatcher, RandomWalksProduceValuesOfTheSchema) {
-  const uint64_t seed = seed_for_test();
+  const uint64_t seed = test_seed();
   walk_schema(R"({"type": "object",
     "properties": {
       "name": {"type": "string", "maxLength": 8},
@@ -1211,7 +1207,7 @@ TEST(JsonMatcher, MaskTimeOnTheDefaultModelsVocabulary) {
   }
 
   // A random walk on the real vocabulary ends in an object.
-  std::mt19937_64 rng(seed_for_test());
+  std::mt19937_64 rng(test_seed());
   JsonMatcher m(any);
   std::string text;
   for (int step = 0; step < 400 && !m.complete(); ++step) {

@@ -10,15 +10,12 @@
 #include <random>
 #include <set>
 
+#include "../base/seed.h"
+
 namespace kdr::engine {
 namespace {
 
-uint64_t test_seed() {
-  const char* env = std::getenv("KDR_SEED");
-  const uint64_t seed = env ? std::strtoull(env, nullptr, 10) : std::random_device{}();
-  std::printf("KDR_SEED=%llu\n", static_cast<unsigned long long>(seed));
-  return seed;
-}
+using kdr_test::test_seed;
 
 std::vector<float> random_logits(uint64_t seed, int n) {
   std::mt19937_64 g(seed);

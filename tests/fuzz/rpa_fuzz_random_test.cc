@@ -8,21 +8,12 @@
 #include <string>
 #include <vector>
 
+#include "../base/seed.h"
 #include "rpa_fuzz_check.h"
 
 namespace {
 
-uint64_t test_seed() {
-  uint64_t seed;
-  if (const char* env = std::getenv("KDR_SEED"); env && *env) {
-    seed = std::strtoull(env, nullptr, 10);
-  } else {
-    std::random_device rd;
-    seed = (static_cast<uint64_t>(rd()) << 32) ^ rd();
-  }
-  std::printf("[ seed     ] KDR_SEED=%llu\n", static_cast<unsigned long long>(seed));
-  return seed;
-}
+using kdr_test::test_seed;
 
 TEST(RpaFuzzRandom, TwoThousandRandomBatchesAreRejectedCleanlyOrMatchTheReference) {
   const uint64_t seed = test_seed();

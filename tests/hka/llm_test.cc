@@ -22,18 +22,15 @@
 #include <sstream>
 #include <thread>
 
+#include "../base/seed.h"
+
 namespace kdr::hka {
 namespace {
 
 using nlohmann::json;
 using nlohmann::ordered_json;
 
-uint64_t test_seed() {
-  const char* env = std::getenv("KDR_SEED");
-  const uint64_t seed = env ? std::strtoull(env, nullptr, 10) : std::random_device{}();
-  std::printf("[ seed     ] KDR_SEED=%llu\n", static_cast<unsigned long long>(seed));
-  return seed;
-}
+using kdr_test::test_seed;
 
 // ---- tolerant JSON -------------------------------------------------------------------------
 

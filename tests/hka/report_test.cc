@@ -11,6 +11,8 @@
 #include <set>
 #include <string>
 
+#include "../base/seed.h"
+
 namespace kdr::hka {
 namespace {
 
@@ -426,9 +428,7 @@ void collect_tags(const std::string& html, std::set<std::string>& tags,
 }
 
 TEST(ReportHtml, RandomDraftsProduceOnlyAllowedTags) {
-  const char* env = std::getenv("KDR_SEED");
-  const uint64_t seed = env ? std::strtoull(env, nullptr, 10) : std::random_device{}();
-  std::printf("[ seed     ] KDR_SEED=%llu\n", static_cast<unsigned long long>(seed));
+  const uint64_t seed = kdr_test::test_seed();
   std::mt19937_64 rng(seed);
   const std::vector<std::string> pieces = {"<",
                                            ">",

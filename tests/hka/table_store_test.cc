@@ -13,6 +13,7 @@
 #include <random>
 #include <string>
 
+#include "../base/seed.h"
 #include "hka/sql_guard.h"
 
 namespace kdr::hka {
@@ -76,9 +77,7 @@ TEST(ParseDelimitedTest, EmptyFileIsAnError) {
 
 TEST(ParseDelimitedTest, RandomFieldsSurviveCsvExport) {
   // Differential: whatever to_csv writes, parse_delimited reads back unchanged.
-  const char* env = std::getenv("KDR_SEED");
-  const uint64_t seed = env ? std::strtoull(env, nullptr, 10) : std::random_device{}();
-  std::printf("[ seed     ] KDR_SEED=%llu\n", static_cast<unsigned long long>(seed));
+  const uint64_t seed = kdr_test::test_seed();
   std::mt19937_64 rng(seed);
   const std::string alphabet = "ab ,\"\r\n\t;'x\xC3\xA9";
   for (int trial = 0; trial < 200; ++trial) {

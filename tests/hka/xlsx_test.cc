@@ -443,7 +443,7 @@ TEST_F(XlsxTest, WriterConstantMemoryInlineStrings) {
 }
 
 TEST_F(XlsxTest, WriterRandomGridsReadBackCellByCell) {
-  const uint64_t seed = kdr::testing::test_seed();
+  const uint64_t seed = kdr_test::test_seed();
   SCOPED_TRACE("KDR_SEED=" + std::to_string(seed));
   std::mt19937_64 rng(seed);
   const std::vector<std::string> alphabet = {
@@ -647,7 +647,7 @@ TEST_F(XlsxTest, SingleByteMutationsParseOrThrowTableStoreError) {
     worksheet_write_datetime(sheet, 1, 1, &day, date);
   });
   ASSERT_EQ(read(valid).rows, (Rows{{"x", "2024-05-06"}}));
-  const uint64_t seed = kdr::testing::test_seed();
+  const uint64_t seed = kdr_test::test_seed();
   std::mt19937_64 rng(seed);
   int parsed = 0;
   for (int trial = 0; trial < 300; ++trial) {

@@ -12,21 +12,12 @@
 #include <string>
 #include <vector>
 
+#include "../base/seed.h"
 #include "model/tensor.h"
 
 namespace kdr::model::testing {
 
-// KDR_SEED when set, else random; printed so a failure can be replayed.
-inline uint64_t test_seed() {
-  uint64_t seed;
-  if (const char* s = std::getenv("KDR_SEED")) {
-    seed = std::strtoull(s, nullptr, 10);
-  } else {
-    seed = std::random_device{}();
-  }
-  std::printf("[ seed     ] KDR_SEED=%llu\n", static_cast<unsigned long long>(seed));
-  return seed;
-}
+using kdr_test::test_seed;
 
 // A folder under the system temp dir, removed with its contents at scope exit.
 class TempDir {

@@ -13,6 +13,7 @@
 #include <random>
 #include <sstream>
 
+#include "../base/seed.h"
 #include "model/gguf.h"
 #include "model/gguf_writer.h"
 
@@ -24,12 +25,7 @@ namespace fs = std::filesystem;
 
 const fs::path kData = fs::path(KDR_SOURCE_DIR) / "tests" / "data" / "tokenizer";
 
-uint64_t seed_for_test() {
-  const char* env = std::getenv("KDR_SEED");
-  const uint64_t seed = env ? std::strtoull(env, nullptr, 10) : std::random_device{}();
-  std::printf("[ seed     ] KDR_SEED=%llu\n", static_cast<unsigned long long>(seed));
-  return seed;
-}
+using kdr_test::test_seed;
 
 std::string read_text(const fs::path& path) {
   std::ifstream in(path, std::ios::binary);
@@ -163,7 +159,7 @@ TEST_P(ByteLevelBpe, RandomTextRoundTripsAndStreams) {
   const std::string family = GetParam();
   const Tokenizer tok(
       spec_from_tokenizer_json_file((kData / (family + ".tokenizer.json")).string()));
-  expect_round_trip_and_streaming(tok, seed_for_test());
+  expect_round_trip_and_streaming(tok, test_seed());
 }
 
 TEST(ByteLevelBpe, SpecialTokensRenderOnlyWhenAsked) {
@@ -214,7 +210,7 @@ TEST(Gemma3Tokenizer, RealVocabularyMatchesHuggingFace) {
   EXPECT_EQ(ids.front(), expected.at("bos").get<int32_t>());
   EXPECT_EQ(tok.decode(ids), "Hello world");
 
-  expect_round_trip_and_streaming(tok, seed_for_test());
+  expect_round_trip_and_streaming(tok, test_seed());
 }
 
 // ---- SentencePiece merging on a small hand-made vocabulary ------------------------------

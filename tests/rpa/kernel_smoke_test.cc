@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "../base/seed.h"
 #include "base/thread_pool.h"
 #include "rpa/internal.h"
 #include "rpa/rpa.h"
@@ -18,12 +19,7 @@
 namespace {
 
 uint64_t test_seed() {
-  static const uint64_t seed = [] {
-    const char* env = std::getenv("KDR_SEED");
-    const uint64_t s = env ? std::strtoull(env, nullptr, 10) : std::random_device{}();
-    std::printf("kernel_smoke_test seed (KDR_SEED) = %llu\n", static_cast<unsigned long long>(s));
-    return s;
-  }();
+  static const uint64_t seed = kdr_test::test_seed();
   return seed;
 }
 

@@ -9,22 +9,11 @@
 #include <numeric>
 #include <sstream>
 
+#include "../base/seed.h"
+
 namespace rpa_test {
 
-uint64_t test_seed() {
-  uint64_t seed;
-  if (const char* env = std::getenv("KDR_SEED"); env && *env) {
-    seed = std::strtoull(env, nullptr, 10);
-  } else {
-    std::random_device rd;
-    seed = (static_cast<uint64_t>(rd()) << 32) ^ rd();
-  }
-  const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-  std::cout << "[ seed     ] KDR_SEED=" << seed;
-  if (info) std::cout << " (" << info->test_suite_name() << "." << info->name() << ")";
-  std::cout << std::endl;
-  return seed;
-}
+uint64_t test_seed() { return kdr_test::test_seed(); }
 
 const char* to_string(Mix mix) {
   switch (mix) {

@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <random>
 
+#include "../base/seed.h"
 #include "engine/json_grammar.h"
 #include "model/chat_template.h"
 #include "model/tokenizer.h"
@@ -20,12 +21,7 @@ using nlohmann::json;
 
 const std::string kModelPath = std::string(KDR_SOURCE_DIR) + "/tests/data/models/qwen3.gguf";
 
-uint64_t test_seed() {
-  const char* env = std::getenv("KDR_SEED");
-  const uint64_t seed = env ? std::strtoull(env, nullptr, 10) : std::random_device{}();
-  std::printf("[ seed     ] KDR_SEED=%llu\n", static_cast<unsigned long long>(seed));
-  return seed;
-}
+using kdr_test::test_seed;
 
 class ProtocolTest : public ::testing::Test {
  protected:

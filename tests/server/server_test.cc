@@ -17,6 +17,7 @@
 #include <random>
 #include <thread>
 
+#include "../base/seed.h"
 #include "base/thread_pool.h"
 #include "engine/engine.h"
 #include "engine/json_grammar.h"
@@ -29,12 +30,7 @@ using std::chrono::milliseconds;
 
 const std::string kModelPath = std::string(KDR_SOURCE_DIR) + "/tests/data/models/qwen3.gguf";
 
-uint64_t test_seed() {
-  const char* env = std::getenv("KDR_SEED");
-  const uint64_t seed = env ? std::strtoull(env, nullptr, 10) : std::random_device{}();
-  std::printf("[ seed     ] KDR_SEED=%llu\n", static_cast<unsigned long long>(seed));
-  return seed;
-}
+using kdr_test::test_seed;
 
 class ServerTest : public ::testing::Test {
  protected:
