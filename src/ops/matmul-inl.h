@@ -90,6 +90,9 @@ struct LegacyF32 {
   static constexpr int kBlock = 32;
   static constexpr int kQs = 2 + (kAffine ? 2 : 0) + (kBits == 5 ? 4 : 0);
   static constexpr int kBytes = kQs + 16;
+  // A kQ5Bits entry holds the fifth bits of 8 elements: one chunk of up to 8 lanes. (AVX-512
+  // is not compiled for matmul, see matmul.cc; 16 lanes would need two entries per chunk.)
+  static_assert(kBits != 5 || kLF <= 8, "Q5 fifth-bit table lookups cover 8 lanes");
   template <int NR, class Sink>
   static HWY_INLINE void Rows(const uint8_t* const* w, int64_t nb, size_t ahead, Sink&& sink) {
     const DF df;
