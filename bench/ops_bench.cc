@@ -1,6 +1,8 @@
 // Matmul timing driver: gemma3-270m shapes x weight types, decode (M=1, reported as weight
 // GB/s and as a fraction of this machine's measured streaming read bandwidth) and prompt
-// (M=512, GFLOP/s). Usage: ops_bench [threads] [types...], e.g. ops_bench 2 Q8_0 Q4_K
+// (M=512, GFLOP/s). Usage: ops_bench [threads] [--hot] [types...], e.g. ops_bench 2 Q8_0 Q4_K.
+// --hot: one-row matmuls reuse one copy of the weights, which the smaller shapes keep in
+// L2, so their time is the decoders' compute alone (compare decoder variants with it).
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -72,12 +74,20 @@ double read_bandwidth(ThreadPool& pool) {
 int main(int argc, char** argv) {
   const int threads = argc > 1 ? std::atoi(argv[1]) : ThreadPool::hardware_threads();
   std::vector<std::string> types;
-  for (int i = 2; i < argc; ++i) types.push_back(argv[i]);
+  bool hot = false;
+  for (int i = 2; i < argc; ++i) {
+    if (std::strcmp(argv[i], "--hot") == 0) {
+      hot = true;
+    } else {
+      types.push_back(argv[i]);
+    }
+  }
   if (types.empty()) types = {"Q8_0", "Q4_0", "Q5_0", "Q4_K", "Q6_K", "F16", "F32"};
   ThreadPool pool(threads);
   g_threads = threads;
   const double bw = read_bandwidth(pool);
-  std::printf("threads=%d  streaming read bandwidth %.2f GB/s\n", threads, bw);
+  std::printf("threads=%d  streaming read bandwidth %.2f GB/s%s\n", threads, bw,
+              hot ? "  (--hot: one-row weights reused from cache)" : "");
   std::printf("%-5s %7s %6s %4s %10s %9s %8s %9s\n", "type", "N", "K", "M", "time_ms", "GB/s",
               "%bw", "GFLOP/s");
   struct Shape {
@@ -109,7 +119,7 @@ int main(int argc, char** argv) {
       }
       // One-row matmuls stream their weights from memory in generation (a model's weights
       // are far larger than the caches): rotate over copies filling 128 MB.
-      const size_t copies = std::max<size_t>(1, (size_t{128} << 20) / w.size());
+      const size_t copies = hot ? 1 : std::max<size_t>(1, (size_t{128} << 20) / w.size());
       std::vector<uint8_t> stream(w.size() * copies);
       for (size_t c = 0; c < copies; ++c)
         std::memcpy(stream.data() + c * w.size(), w.data(), w.size());
@@ -125,7 +135,7 @@ int main(int argc, char** argv) {
         const double t = best_time(
             [&] {
               WeightMatrix cur = wm;
-              if (m == 1) {
+              if (m == 1 && !hot) {
                 cur.data = stream.data() + (next_copy++ % copies) * w.size();
               }
               matmul(pool, x.data(), m, cur, y.data());
