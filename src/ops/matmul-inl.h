@@ -219,7 +219,7 @@ struct Q6KF32 {
   template <size_t kG, int NR, class Sink>
   static HWY_INLINE void Group(const uint8_t* const* b, const float* d, int64_t e0, Sink& sink) {
     const DF df;
-    const VI nib = hn::Set(D32(), 0xF), three = hn::Set(D32(), 3);
+    const VI nib = hn::Set(D32(), 0xF), hi2 = hn::Set(D32(), 0x30);
     constexpr size_t n = kG / 8, t = (kG / 2) % 4, e_lo = (kG % 2) * 16;
     VF vd[NR], vo[NR];
     for (int c = 0; c < NR; ++c) {
@@ -235,9 +235,15 @@ struct Q6KF32 {
         } else {
           q = hn::And(q, nib);
         }
-        const VI h = hn::And(hn::ShiftRight<2 * t>(U8x(b[c] + 128 + n * 32 + e)), three);
+        // Bits 2t, 2t + 1 of the qh byte moved to bits 4, 5 by one shift.
+        VI h = U8x(b[c] + 128 + n * 32 + e);
+        if constexpr (t < 2) {
+          h = hn::ShiftLeft<4 - 2 * t>(h);
+        } else if constexpr (t == 3) {
+          h = hn::ShiftRight<2>(h);
+        }
         sink(c, e0 + static_cast<int64_t>(kG * 16 + e % 16),
-             Dq(hn::Or(q, hn::ShiftLeft<4>(h)), vd[c], vo[c]));
+             Dq(hn::Or(q, hn::And(h, hi2)), vd[c], vo[c]));
       }
     }
   }
