@@ -238,15 +238,15 @@ struct Q6KF32 {
   // Group kG (16 elements): low 4 bits from ql, high 2 bits from qh, shifts known at compile
   // time.
   template <size_t kG, int NR, class Sink>
-  static HWY_INLINE void Group(const uint8_t* const* b, const float* d, int64_t e0, Sink& sink) {
+  static HWY_INLINE void Group(const uint8_t* const* b, const float (*dsc)[16],
+                               const float (*off)[16], int64_t e0, Sink& sink) {
     const DF df;
     const VI nib = hn::Set(D32(), 0xF), hi2 = hn::Set(D32(), 0x30);
     constexpr size_t n = kG / 8, t = (kG / 2) % 4, e_lo = (kG % 2) * 16;
     VF vd[NR], vo[NR];
     for (int c = 0; c < NR; ++c) {
-      const float dg = d[c] * static_cast<float>(static_cast<int8_t>(b[c][192 + kG]));
-      vd[c] = hn::Set(df, dg);
-      vo[c] = hn::Set(df, -32.0f * dg);
+      vd[c] = hn::Set(df, dsc[c][kG]);
+      vo[c] = hn::Set(df, off[c][kG]);
     }
     for (size_t e = e_lo; e < e_lo + 16; e += kLF) {
       for (int c = 0; c < NR; ++c) {
@@ -269,21 +269,29 @@ struct Q6KF32 {
     }
   }
   template <int NR, class Sink, size_t... kG>
-  static HWY_INLINE void Block(const uint8_t* const* b, const float* d, int64_t e0, Sink& sink,
+  static HWY_INLINE void Block(const uint8_t* const* b, const float (*dsc)[16],
+                               const float (*off)[16], int64_t e0, Sink& sink,
                                std::index_sequence<kG...>) {
-    (Group<kG, NR>(b, d, e0, sink), ...);
+    (Group<kG, NR>(b, dsc, off, e0, sink), ...);
   }
   template <int NR, class Sink>
   static HWY_INLINE void Rows(const uint8_t* const* w, int64_t nb, size_t ahead, Sink&& sink) {
+    const DF df;
     for (int64_t blk = 0; blk < nb; ++blk) {
       const uint8_t* b[NR];
-      float d[NR];
+      // Per group g: dsc = d * sc_g and off = -32 * dsc (exact), a vector of groups at a time.
+      alignas(32) float dsc[NR][16], off[NR][16];
       for (int c = 0; c < NR; ++c) {
         b[c] = w[c] + blk * 210;
         PrefetchBlock<210>(b[c] + ahead);
-        d[c] = LoadF16(b[c] + 208);
+        const VF d = hn::Set(df, LoadF16(b[c] + 208)), m32 = hn::Set(df, -32.0f);
+        for (size_t g = 0; g < 16; g += kLF) {
+          const VF v = hn::Mul(hn::ConvertTo(df, I8x(b[c] + 192 + g)), d);
+          hn::Store(v, df, dsc[c] + g);
+          hn::Store(hn::Mul(v, m32), df, off[c] + g);
+        }
       }
-      Block<NR>(b, d, blk * 256, sink, std::make_index_sequence<16>());
+      Block<NR>(b, dsc, off, blk * 256, sink, std::make_index_sequence<16>());
     }
   }
 };
