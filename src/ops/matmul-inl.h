@@ -17,7 +17,6 @@
 
 #include <algorithm>
 #include <cstring>
-#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -418,17 +417,10 @@ HWY_NOINLINE void CachedRowsF32(const MatmulArgs& a, int64_t m0, int64_t m1, con
 // from memory run at ~75% of the read bandwidth 4 rows (~3 KB) ahead and ~90% at 8-16 KB
 // (ops_bench, Q8_0 262144 x 640).
 constexpr size_t kPrefetchBytes = 12 << 10;
-constexpr int kNR = 3;  // weight rows per cached group: 4 x 3 accumulators + 3 + 1 registers
-// Weight rows decoded side by side for a single X row: independent accumulator chains hide
-// the FMA latency. 2 for most decoders (3 measured slower for Q4_K and Q6_K: their per-row
-// state spills), 4 for Q8_0, whose rows carry one scale each (+11% in cache, ops_bench --hot).
-// The count changes which rows share a loop, never a row's sum, so results are unchanged.
-template <class Dec>
-constexpr int RowsSideBySide() {
-  return std::is_same_v<Dec, Q8_0F32> ? 4 : 2;
-}
+constexpr int kNR = 3;   // weight rows per cached group: 4 x 3 accumulators + 3 + 1 registers
+constexpr int kNR1 = 2;  // weight rows decoded side by side for a single X row (4: spills)
 
-// Rows [m0, m1) x columns [n0, n1). With one X row, RowsSideBySide weight rows are decoded
+// Rows [m0, m1) x columns [n0, n1). With one X row, kNR1 weight rows are decoded side by side
 // straight into their accumulators; otherwise kNR rows at a time are dequantized into an
 // L1-resident cache and dotted with every X row of the tile. Both make the same weight values
 // and add them in the same order, so the result does not depend on which ran.
@@ -445,18 +437,17 @@ HWY_NOINLINE void TileF32(const MatmulArgs& a, int64_t m0, int64_t m1, int64_t n
     const uint8_t* first = a.w + static_cast<size_t>(n0) * a.w_stride;
     const size_t head = std::min(kPrefetchBytes, static_cast<size_t>(n1 - n0) * a.w_stride);
     for (size_t off = 0; off < head; off += 64) hwy::Prefetch(first + off);
-    constexpr int kR = RowsSideBySide<Dec>();
-    for (; n + kR <= n1; n += kR) {
-      const uint8_t* w[kR];
-      VF acc[kR];
-      for (int c = 0; c < kR; ++c) {
+    for (; n + kNR1 <= n1; n += kNR1) {
+      const uint8_t* w[kNR1];
+      VF acc[kNR1];
+      for (int c = 0; c < kNR1; ++c) {
         w[c] = a.w + static_cast<size_t>(n + c) * a.w_stride;
         acc[c] = hn::Zero(df);
       }
-      Dec::template Rows<kR>(w, nb, kPrefetchBytes, [&](int c, int64_t e, VF v) HWY_ATTR {
+      Dec::template Rows<kNR1>(w, nb, kPrefetchBytes, [&](int c, int64_t e, VF v) HWY_ATTR {
         acc[c] = hn::MulAdd(v, hn::LoadU(df, x + e), acc[c]);
       });
-      for (int c = 0; c < kR; ++c) {
+      for (int c = 0; c < kNR1; ++c) {
         a.y[m0 * a.y_stride + n + c] = hn::GetLane(hn::SumOfLanes(df, acc[c]));
       }
     }
