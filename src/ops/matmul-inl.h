@@ -431,12 +431,6 @@ HWY_NOINLINE void TileF32(const MatmulArgs& a, int64_t m0, int64_t m1, int64_t n
   int64_t n = n0;
   if (m1 - m0 == 1) {
     const float* x = a.x + m0 * a.x_stride;
-    // The decoders prefetch kPrefetchBytes beyond the block they decode; the tile's first
-    // kPrefetchBytes are asked for here, or they would arrive as demand misses (a one-row
-    // matmul is split into ~8 tiles per thread, so that is a good part of each tile).
-    const uint8_t* first = a.w + static_cast<size_t>(n0) * a.w_stride;
-    const size_t head = std::min(kPrefetchBytes, static_cast<size_t>(n1 - n0) * a.w_stride);
-    for (size_t off = 0; off < head; off += 64) hwy::Prefetch(first + off);
     for (; n + kNR1 <= n1; n += kNR1) {
       const uint8_t* w[kNR1];
       VF acc[kNR1];
