@@ -96,9 +96,7 @@ void add_bench_generate_command(CLI::App& bench) {
   cmd->add_option("-t,--threads", args->threads, "threads")->check(CLI::Range(1, 1024));
   cmd->add_option("--reps", args->reps, "repetitions (best is reported)")
       ->check(CLI::Range(1, 100));
-  cmd->add_option("--kv-dtype", args->kv_dtype, "KV cache type")
-      ->check(CLI::IsMember({"f32", "bf16", "f16", "int8"}))
-      ->capture_default_str();
+  add_kv_dtype_option(cmd, &args->kv_dtype);
   cmd->add_flag("--json", args->json, "one JSON object");
   cmd->callback([args] { run(*args); });
 }

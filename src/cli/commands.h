@@ -15,6 +15,8 @@ namespace kdr::cli {
 
 // "f32", "bf16", "f16" or "int8" -> the KV cache type; std::invalid_argument otherwise.
 rpa::KvDType parse_kv_dtype(const std::string& s);
+// Adds --kv-dtype to cmd, bound to *name and limited to the names parse_kv_dtype takes.
+void add_kv_dtype_option(CLI::App* cmd, std::string* name);
 
 // `kdr bench ...`: benchmarks that print ratios against this machine's measured ceilings.
 void add_bench_command(CLI::App& app);

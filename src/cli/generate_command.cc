@@ -4,7 +4,10 @@
 #include <cstdio>
 #include <iostream>
 #include <memory>
+#include <stdexcept>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "base/thread_pool.h"
 #include "cli/commands.h"
@@ -12,12 +15,26 @@
 
 namespace kdr::cli {
 
+namespace {
+// The KV cache types the commands take, by name.
+constexpr std::pair<const char*, rpa::KvDType> kKvDTypes[] = {{"f32", rpa::KvDType::kF32},
+                                                              {"bf16", rpa::KvDType::kBF16},
+                                                              {"f16", rpa::KvDType::kF16},
+                                                              {"int8", rpa::KvDType::kInt8}};
+}  // namespace
+
 rpa::KvDType parse_kv_dtype(const std::string& s) {
-  if (s == "f32") return rpa::KvDType::kF32;
-  if (s == "bf16") return rpa::KvDType::kBF16;
-  if (s == "f16") return rpa::KvDType::kF16;
-  if (s == "int8") return rpa::KvDType::kInt8;
+  for (const auto& [name, dtype] : kKvDTypes)
+    if (s == name) return dtype;
   throw std::invalid_argument("--kv-dtype must be f32, bf16, f16 or int8, got '" + s + "'");
+}
+
+void add_kv_dtype_option(CLI::App* cmd, std::string* name) {
+  std::vector<std::string> names;
+  for (const auto& entry : kKvDTypes) names.emplace_back(entry.first);
+  cmd->add_option("--kv-dtype", *name, "KV cache type")
+      ->check(CLI::IsMember(names))
+      ->capture_default_str();
 }
 
 namespace {

@@ -8,7 +8,6 @@
 #include <csignal>
 #include <cstdio>
 #include <cstring>
-#include <map>
 #include <memory>
 #include <string>
 
@@ -96,9 +95,7 @@ void add_serve_command(CLI::App& app) {
   cmd->add_option("--page-size", args->engine.page_size, "tokens per KV block")
       ->check(CLI::Range(1, 1 << 16))
       ->capture_default_str();
-  cmd->add_option("--kv-dtype", args->kv_dtype, "KV cache type")
-      ->check(CLI::IsMember({"f32", "bf16", "f16", "int8"}))
-      ->capture_default_str();
+  add_kv_dtype_option(cmd, &args->kv_dtype);
   cmd->add_option("--max-num-seqs", args->engine.max_num_seqs, "running requests at most")
       ->check(CLI::Range(1, 1 << 20))
       ->capture_default_str();

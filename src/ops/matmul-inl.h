@@ -277,6 +277,7 @@ struct Q6KF32 {
   template <int NR, class Sink>
   static HWY_INLINE void Rows(const uint8_t* const* w, int64_t nb, size_t ahead, Sink&& sink) {
     const DF df;
+    const VF m32 = hn::Set(df, -32.0f);
     for (int64_t blk = 0; blk < nb; ++blk) {
       const uint8_t* b[NR];
       // Per group g: dsc = d * sc_g and off = -32 * dsc (exact), a vector of groups at a time.
@@ -284,7 +285,7 @@ struct Q6KF32 {
       for (int c = 0; c < NR; ++c) {
         b[c] = w[c] + blk * 210;
         PrefetchBlock<210>(b[c] + ahead);
-        const VF d = hn::Set(df, LoadF16(b[c] + 208)), m32 = hn::Set(df, -32.0f);
+        const VF d = hn::Set(df, LoadF16(b[c] + 208));
         for (size_t g = 0; g < 16; g += kLF) {
           const VF v = hn::Mul(hn::ConvertTo(df, I8x(b[c] + 192 + g)), d);
           hn::Store(v, df, dsc[c] + g);
