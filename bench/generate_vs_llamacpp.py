@@ -72,10 +72,12 @@ def main():
         for k in ("prompt_tps", "gen_tps", "gen_tps_depth0"):
             peer[k] = max(peer.get(k, 0.0), p[k])
         ours["peak_rss_mb"] = o["peak_rss_mb"]
+        ours["kv_dtype"] = o["kv_dtype"]
     result = {"model": os.path.basename(model), "threads": args.threads,
               "prompt_tokens": args.prompt_tokens, "gen_tokens": args.gen_tokens,
               "kdr": ours, "llama_cpp": peer,
               "ratio": {k: ours[k] / peer[k] for k in ("prompt_tps", "gen_tps")}}
+    result["ratio"]["gen_tps_vs_depth0"] = ours["gen_tps"] / peer["gen_tps_depth0"]
     if args.json:
         print(json.dumps(result))
         return
@@ -84,7 +86,8 @@ def main():
     for key, label in (("prompt_tps", f"prompt {args.prompt_tokens} tok/s"),
                        ("gen_tps", f"generate {args.gen_tokens} tok/s")):
         print(f"{label:24}{ours[key]:10.1f}{peer[key]:12.1f}{ours[key] / peer[key]:14.2f}x")
-    print(f"(llama.cpp generation from an empty context: {peer['gen_tps_depth0']:.1f} tok/s)")
+    print(f"(llama.cpp generation from an empty context: {peer['gen_tps_depth0']:.1f} tok/s, "
+          f"kdr/llama.cpp {result['ratio']['gen_tps_vs_depth0']:.2f}x; kdr KV cache {ours['kv_dtype']})")
 
 
 if __name__ == "__main__":

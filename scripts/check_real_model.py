@@ -6,8 +6,8 @@ the interpreter, pydoc_data.topics), then the reference over the same token wind
 reports top-1 agreement and the perplexity ratio. References:
   transformers  transformers on the dequantized weights of the GGUF, in f32 (default)
   llamacpp      llama.cpp itself (build-peer/bin/llamacpp_logits, see scripts/build_llamacpp),
-                which rounds activations to 8 bits before quantized matmuls as kdr's default
-                path does
+                which rounds activations to 8 bits before quantized matmuls (kdr keeps them in
+                f32)
 Targets: top-1 agreement >= 99% of 1,000 positions, perplexity within 1%.
 
 Usage (needs .venv-ref with torch, transformers, accelerate, gguf):
@@ -80,6 +80,7 @@ def main():
     ap.add_argument("--llamacpp-logits", default=os.path.join(ROOT, "build-peer", "bin", "llamacpp_logits"))
     ap.add_argument("--f32-weights", action="store_true",
                     help="run kdr with weights dequantized to f32 (isolates activation quantization)")
+    ap.add_argument("--kv-dtype", default=None, help="kdr's KV cache type (default: kdr's default)")
     args = ap.parse_args()
     model = args.model or open(os.path.join(ROOT, "models", "default.path")).read().strip()
 
@@ -92,7 +93,8 @@ def main():
     max_tokens = n_windows * args.window
     dump = os.path.join(tmp, "kdr.json")
     subprocess.run([args.kdr, "perplexity", "-m", model, "-f", text_path, "-w", str(args.window),
-                    "--max-tokens", str(max_tokens), "--dump", dump] + (["--f32-weights"] if args.f32_weights else []),
+                    "--max-tokens", str(max_tokens), "--dump", dump] + (["--f32-weights"] if args.f32_weights else [])
+                   + (["--kv-dtype", args.kv_dtype] if args.kv_dtype else []),
                    check=True)
     ours = json.load(open(dump))
     ids = ours["tokens"]
@@ -125,8 +127,10 @@ def main():
         "perplexity_reference": ppl_ref, "perplexity_ratio": ppl_ours / ppl_ref,
         "kdr_matmul": ("f32 (weights dequantized at load)" if args.f32_weights
                        else "f32 activations, weights dequantized per tile (default)"),
-        "command": "scripts/check_real_model.py --positions %d --window %d --reference %s%s" % (
-            args.positions, args.window, args.reference, " --f32-weights" if args.f32_weights else ""),
+        "kdr_kv_dtype": ours.get("kv_dtype", args.kv_dtype),
+        "command": "scripts/check_real_model.py --positions %d --window %d --reference %s%s%s" % (
+            args.positions, args.window, args.reference, " --f32-weights" if args.f32_weights else "",
+            " --kv-dtype " + args.kv_dtype if args.kv_dtype else ""),
     }
     print(json.dumps(result, indent=1))
     with open(args.out, "w") as f:

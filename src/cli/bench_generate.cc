@@ -22,7 +22,7 @@ struct BenchGenerateArgs {
   int32_t gen_tokens = 128;
   int threads = 2;
   int reps = 3;
-  std::string kv_dtype = "f32";
+  std::string kv_dtype = rpa::to_string(engine::kDefaultKvDType);
   bool json = false;
 };
 

@@ -54,7 +54,7 @@ struct GenerateArgs {
   float frequency_penalty = 0.0f;
   uint64_t seed = 0;
   int threads = 0;
-  std::string kv_dtype = "f32";
+  std::string kv_dtype = rpa::to_string(engine::kDefaultKvDType);
   bool ignore_eos = false;
 };
 
@@ -149,7 +149,7 @@ void add_generate_command(CLI::App& app) {
   cmd->add_option("--frequency-penalty", args->frequency_penalty, "frequency penalty");
   cmd->add_option("--seed", args->seed, "sampling seed");
   cmd->add_option("-t,--threads", args->threads, "threads (default: all cores)");
-  cmd->add_option("--kv-dtype", args->kv_dtype, "KV cache type: f32, bf16, f16, int8");
+  add_kv_dtype_option(cmd, &args->kv_dtype);
   cmd->add_flag("--ignore-eos", args->ignore_eos, "keep generating past end-of-sequence tokens");
   cmd->callback([args] {
     if (!args->chat && args->prompt.empty())

@@ -22,6 +22,7 @@ struct PerplexityArgs {
   int32_t max_tokens = 0;
   int threads = 0;
   bool f32_weights = false;
+  std::string kv_dtype = rpa::to_string(engine::kDefaultKvDType);
 };
 
 void run_perplexity(const PerplexityArgs& a) {
@@ -44,9 +45,12 @@ void run_perplexity(const PerplexityArgs& a) {
   model::Forward fwd(*lm.model, pool);
   const int32_t page = 16;
   const int32_t pages = (w + 1 + page - 1) / page;
-  model::KvCacheSet cache(c, pages, page, rpa::KvDType::kF32);
+  model::KvCacheSet cache(c, pages, page, parse_kv_dtype(a.kv_dtype));
   std::vector<float> logits;
-  nlohmann::json dump = {{"model", path}, {"window", w}, {"positions", nlohmann::json::array()}};
+  nlohmann::json dump = {{"model", path},
+                         {"window", w},
+                         {"kv_dtype", a.kv_dtype},
+                         {"positions", nlohmann::json::array()}};
   double nll_sum = 0.0;
   int64_t scored = 0;
   const int32_t bos = lm.tokenizer->bos_id();
@@ -109,7 +113,8 @@ void add_perplexity_command(CLI::App& app) {
   cmd->add_option("--dump", args->dump, "write per-position JSON (token, top-1, nll) here");
   cmd->add_option("-t,--threads", args->threads, "threads (default: all cores)");
   cmd->add_flag("--f32-weights", args->f32_weights,
-                "dequantize weights to f32 at load (f32 matmuls, no 8-bit activation blocks)");
+                "dequantize weights to f32 at load (matmuls on f32 weights, no per-tile decoding)");
+  add_kv_dtype_option(cmd, &args->kv_dtype);
   cmd->callback([args] { run_perplexity(*args); });
 }
 

@@ -26,7 +26,7 @@ struct ServeArgs {
   std::string model_name;
   server::ServerOptions server;
   engine::EngineOptions engine;
-  std::string kv_dtype = "f32";
+  std::string kv_dtype = rpa::to_string(engine::kDefaultKvDType);
   bool no_prefix_caching = false;
   int threads = 0;
 };

@@ -40,7 +40,7 @@ class JsonGrammar;
 struct EngineOptions {
   int64_t kv_memory_bytes = int64_t{512} << 20;  // --kv-memory: the KV pool's size
   int32_t page_size = 16;                        // tokens per KV block
-  rpa::KvDType kv_dtype = rpa::KvDType::kF32;
+  rpa::KvDType kv_dtype = kDefaultKvDType;
   int32_t max_num_seqs = 32;         // running requests at most
   int32_t max_batched_tokens = 256;  // token budget of one step
   int32_t max_waiting = 256;         // queued requests beyond which submit() refuses

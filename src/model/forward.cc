@@ -191,9 +191,10 @@ void Forward::run(const StepBatch& batch, KvCacheSet& cache, float* logits) {
     const bool local = c.layer_is_local[l];
     for (int64_t t = 0; t < t_count; ++t)
       ops::rms_norm(&s.x[t * hidden], w.attn_norm.data(), c.norm_eps, &s.h[t * hidden], hidden);
-    ops::matmul(pool_, s.h.data(), t_count, as_matrix(w.wq), s.q.data());
-    ops::matmul(pool_, s.h.data(), t_count, as_matrix(w.wk), s.k.data());
-    ops::matmul(pool_, s.h.data(), t_count, as_matrix(w.wv), s.v.data());
+    const ops::MatmulTarget qkv[] = {{as_matrix(w.wq), s.q.data()},
+                                     {as_matrix(w.wk), s.k.data()},
+                                     {as_matrix(w.wv), s.v.data()}};
+    ops::matmul_same_x(pool_, s.h.data(), t_count, qkv, 3);
     const float* cs = local ? s.cos_l.data() : s.cos_g.data();
     const float* sn = local ? s.sin_l.data() : s.sin_g.data();
     for (int64_t t = 0; t < t_count; ++t) {
@@ -224,8 +225,9 @@ void Forward::run(const StepBatch& batch, KvCacheSet& cache, float* logits) {
       for (int i = 0; i < hidden; ++i) xt[i] += ot[i];
       ops::rms_norm(xt, w.ffn_norm.data(), c.norm_eps, &s.h[t * hidden], hidden);
     }
-    ops::matmul(pool_, s.h.data(), t_count, as_matrix(w.w_gate), s.gate.data());
-    ops::matmul(pool_, s.h.data(), t_count, as_matrix(w.w_up), s.up.data());
+    const ops::MatmulTarget gate_up[] = {{as_matrix(w.w_gate), s.gate.data()},
+                                         {as_matrix(w.w_up), s.up.data()}};
+    ops::matmul_same_x(pool_, s.h.data(), t_count, gate_up, 2);
     const int64_t ff = static_cast<int64_t>(t_count) * c.ffn_hidden;
     if (c.activation == Activation::kGeluTanh) {
       ops::geglu_tanh(s.gate.data(), s.up.data(), s.gate.data(), ff);

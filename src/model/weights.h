@@ -34,8 +34,8 @@ struct LayerWeights {
 
 struct LoadOptions {
   // Dequantize every matrix to f32 at load (memory grows to 4 bytes per weight). Matmuls then
-  // run in f32 instead of on 8-bit activation blocks: a diagnostic that separates weight
-  // quantization from activation quantization when comparing with an f32 reference.
+  // read f32 weights instead of decoding blocks per tile: a diagnostic that separates the
+  // matmul's decoding from the rest of the forward pass when comparing with an f32 reference.
   bool dequantize_to_f32 = false;
 };
 

@@ -35,8 +35,21 @@ void embedding_row(const WeightMatrix& table, int64_t token, float* out) {
                  table.cols);
 }
 
-void matmul(ThreadPool& pool, const float* x, int64_t x_stride, int64_t m, const WeightMatrix& w,
-            float* y, int64_t y_stride) {
+namespace {
+
+// One validated product and its split into tiles of up to 64 X rows by tile_n weight rows.
+struct Split {
+  detail::MatmulArgs a;
+  int64_t m = 0, n = 0, tile_m = 1, tile_n = 1, n_tiles = 0, tasks = 0;
+  void run(int64_t task) const {
+    const int64_t mt = task / n_tiles, nt = task % n_tiles;
+    const int64_t m0 = mt * tile_m, n0 = nt * tile_n;
+    HWY_DYNAMIC_DISPATCH(MatmulTile)(a, m0, std::min(m, m0 + tile_m), n0, std::min(n, n0 + tile_n));
+  }
+};
+
+Split split(const ThreadPool& pool, const float* x, int64_t x_stride, int64_t m,
+            const WeightMatrix& w, float* y, int64_t y_stride) {
   const int64_t n = w.rows, k = w.cols;
   if (w.type == GgmlType::Q8_K) {
     throw std::invalid_argument("matmul: Q8_K is an activation format, not a weight type");
@@ -54,22 +67,57 @@ void matmul(ThreadPool& pool, const float* x, int64_t x_stride, int64_t m, const
                                 " x_stride=" + std::to_string(x_stride) +
                                 " y_stride=" + std::to_string(y_stride));
   }
-  if (m == 0 || n == 0) return;
-
-  const detail::MatmulArgs a{
+  Split s;
+  s.a = detail::MatmulArgs{
       static_cast<const uint8_t*>(w.data), w_stride, k, w.type, x, x_stride, y, y_stride};
-  // Tiles of up to 64 X rows by enough weight rows to give every thread several tasks; the
-  // split only changes which thread computes an element, never how.
-  const int64_t tile_m = std::min<int64_t>(m, 64);
-  const int64_t m_tiles = (m + tile_m - 1) / tile_m;
+  s.m = m;
+  s.n = n;
+  if (m == 0 || n == 0) return s;  // no tasks
+  // Enough weight rows per tile to give every thread several tasks; the split only changes
+  // which thread computes an element, never how.
+  s.tile_m = std::min<int64_t>(m, 64);
+  const int64_t m_tiles = (m + s.tile_m - 1) / s.tile_m;
   const int64_t want_tasks = 8 * pool.num_threads();
   int64_t tile_n = (n * m_tiles + want_tasks - 1) / want_tasks;
-  tile_n = std::clamp<int64_t>((tile_n + 15) / 16 * 16, 16, 4096);
-  const int64_t n_tiles = (n + tile_n - 1) / tile_n;
-  pool.parallel_for(m_tiles * n_tiles, [&](int64_t task, int) {
-    const int64_t mt = task / n_tiles, nt = task % n_tiles;
-    const int64_t m0 = mt * tile_m, n0 = nt * tile_n;
-    HWY_DYNAMIC_DISPATCH(MatmulTile)(a, m0, std::min(m, m0 + tile_m), n0, std::min(n, n0 + tile_n));
+  s.tile_n = std::clamp<int64_t>((tile_n + 15) / 16 * 16, 16, 4096);
+  s.n_tiles = (n + s.tile_n - 1) / s.tile_n;
+  s.tasks = m_tiles * s.n_tiles;
+  return s;
+}
+
+}  // namespace
+
+void matmul(ThreadPool& pool, const float* x, int64_t x_stride, int64_t m, const WeightMatrix& w,
+            float* y, int64_t y_stride) {
+  const Split s = split(pool, x, x_stride, m, w, y, y_stride);
+  if (s.tasks == 0) return;
+  pool.parallel_for(s.tasks, [&](int64_t task, int) { s.run(task); });
+}
+
+void matmul_same_x(ThreadPool& pool, const float* x, int64_t m, const MatmulTarget* targets,
+                   size_t count) {
+  constexpr size_t kMax = 4;
+  if (count > kMax) {
+    throw std::invalid_argument("matmul_same_x: " + std::to_string(count) + " matrices, at most " +
+                                std::to_string(kMax));
+  }
+  Split splits[kMax];
+  int64_t first[kMax + 1] = {0};  // task index where each matrix's tiles start
+  for (size_t i = 0; i < count; ++i) {
+    const WeightMatrix& w = targets[i].w;
+    if (w.cols != targets[0].w.cols) {
+      throw std::invalid_argument("matmul_same_x: matrix " + std::to_string(i) + " has " +
+                                  std::to_string(w.cols) + " columns, matrix 0 has " +
+                                  std::to_string(targets[0].w.cols));
+    }
+    splits[i] = split(pool, x, w.cols, m, w, targets[i].y, w.rows);
+    first[i + 1] = first[i] + splits[i].tasks;
+  }
+  if (first[count] == 0) return;
+  pool.parallel_for(first[count], [&](int64_t task, int) {
+    size_t i = 0;
+    while (task >= first[i + 1]) ++i;
+    splits[i].run(task - first[i]);
   });
 }
 

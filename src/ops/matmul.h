@@ -38,6 +38,20 @@ inline void matmul(ThreadPool& pool, const float* x, int64_t m, const WeightMatr
   matmul(pool, x, w.cols, m, w, y, w.rows);
 }
 
+// One product of matmul_same_x: W and the packed Y[m][w.rows] it writes.
+struct MatmulTarget {
+  WeightMatrix w;
+  float* y = nullptr;
+};
+
+// Y_i = X * W_i^T for several weight matrices with the same cols (a layer's Q, K and V
+// projections, or its gate and up), X packed [m][cols]: the tiles of all of them in one
+// parallel_for, so the pool wakes and joins once instead of once per matrix. Each Y_i is
+// bitwise what matmul(pool, x, m, W_i, Y_i) gives. Throws std::invalid_argument as matmul does,
+// and when the matrices' cols differ.
+void matmul_same_x(ThreadPool& pool, const float* x, int64_t m, const MatmulTarget* targets,
+                   size_t count);
+
 // Writes row `token` of an embedding table (table.rows tokens of table.cols values, any
 // type) as floats. Throws std::out_of_range naming the token and the table size.
 void embedding_row(const WeightMatrix& table, int64_t token, float* out);

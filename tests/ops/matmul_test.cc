@@ -181,5 +181,55 @@ TEST(MatmulErrors, RowLengthNotAMultipleOfTheBlockIsRejected) {
       std::invalid_argument);  // stride shorter than a row
 }
 
+// A layer's Q/K/V (or gate/up) in one dispatch: each output bitwise what its own matmul gives,
+// with mixed types and row counts (Gemma-3's Q5_0 q/k and Q8_0 v), one row and many.
+TEST(MatmulSameX, EachOutputIsBitwiseItsOwnMatmul) {
+  auto rng = testing::seeded_rng();
+  const int64_t k = 256;
+  const GgmlType types[] = {GgmlType::Q5_0, GgmlType::Q4_K, GgmlType::Q8_0};
+  const int64_t rows[] = {48, 16, 37};
+  std::vector<std::vector<uint8_t>> w;
+  std::vector<WeightMatrix> wm;
+  for (int i = 0; i < 3; ++i) {
+    w.push_back(random_weights(types[i], rows[i], k, rng));
+    wm.push_back(WeightMatrix{types[i], w.back().data(), rows[i], k, 0});
+  }
+  std::normal_distribution<float> normal;
+  ThreadPool pool(3);
+  for (int64_t m : {1, 5, 70}) {
+    std::vector<float> x(m * k);
+    for (auto& v : x) v = normal(rng);
+    std::vector<std::vector<float>> fused(3), alone(3);
+    MatmulTarget targets[3];
+    for (int i = 0; i < 3; ++i) {
+      fused[i].assign(m * rows[i], NAN);
+      alone[i].assign(m * rows[i], NAN);
+      targets[i] = MatmulTarget{wm[i], fused[i].data()};
+      matmul(pool, x.data(), m, wm[i], alone[i].data());
+    }
+    matmul_same_x(pool, x.data(), m, targets, 3);
+    for (int i = 0; i < 3; ++i) {
+      ASSERT_FALSE(std::isnan(alone[i][0]));
+      ASSERT_EQ(0, std::memcmp(fused[i].data(), alone[i].data(), fused[i].size() * sizeof(float)))
+          << type_name(types[i]) << " matrix " << i << ", m=" << m;
+    }
+  }
+}
+
+TEST(MatmulSameX, MatricesOfDifferentWidthsAreRejectedByName) {
+  ThreadPool pool(1);
+  std::vector<uint8_t> w(4096);
+  std::vector<float> x(256), y(64);
+  const MatmulTarget targets[] = {{WeightMatrix{GgmlType::Q8_0, w.data(), 2, 256, 0}, y.data()},
+                                  {WeightMatrix{GgmlType::Q8_0, w.data(), 2, 128, 0}, y.data()}};
+  try {
+    matmul_same_x(pool, x.data(), 1, targets, 2);
+    FAIL() << "no error";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("matrix 1 has 128 columns"), std::string::npos)
+        << e.what();
+  }
+}
+
 }  // namespace
 }  // namespace kdr::ops

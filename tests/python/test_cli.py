@@ -47,9 +47,34 @@ def test_bench_generate_sizes_the_kv_cache_by_its_type():
         ["bench", "generate", "-m", str(TINY), "--kv-dtype", "q4"],
         ["generate", "-m", str(TINY), "-p", "hi", "-n", "2", "--kv-dtype", "q4"],
         ["serve", "-m", str(TINY), "--port", "0", "--kv-dtype", "q4"],
+        ["perplexity", "-m", str(TINY), "-f", __file__, "--kv-dtype", "q4"],
     ],
 )
 def test_an_unknown_kv_dtype_is_refused_by_name(cmd):
     r = subprocess.run([str(KDR), *cmd], capture_output=True, text=True, timeout=60)
     assert r.returncode != 0
     assert "kv-dtype" in r.stderr and "q4" in r.stderr
+
+
+def test_the_default_kv_cache_is_bf16():
+    default = bench_generate()
+    bf16 = bench_generate("--kv-dtype", "bf16")
+    assert default.returncode == 0 and bf16.returncode == 0, default.stderr + bf16.stderr
+    d, b = (json.loads(r.stdout.strip().splitlines()[-1]) for r in (default, bf16))
+    assert d["kv_dtype"] == "bf16"
+    assert d["kv_cache_mb"] == b["kv_cache_mb"]
+
+
+def perplexity(*args):
+    cmd = [str(KDR), "perplexity", "-m", str(TINY), "-f", __file__, "-w", "64", "--max-tokens", "256"]
+    r = subprocess.run([*cmd, *args], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    return float(r.stdout.strip().rsplit("perplexity:", 1)[1])
+
+
+def test_perplexity_takes_the_kv_dtype_and_bf16_stays_close_to_f32():
+    f32, bf16, int8 = perplexity("--kv-dtype", "f32"), perplexity(), perplexity("--kv-dtype", "int8")
+    assert f32 > 1
+    # The KV cache's rounding moves the result, a little: bf16 keeps 8 significant bits.
+    assert bf16 != f32 and abs(bf16 / f32 - 1) < 0.02
+    assert abs(int8 / f32 - 1) < 0.05
