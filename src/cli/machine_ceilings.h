@@ -27,7 +27,9 @@ double measure_sgemm_gflops(int num_threads, int repetitions = 3);
 
 // Best of several multi-threaded sums over a huge-page buffer far larger than the caches,
 // read in runs of `run_bytes` (a multiple of 64) whose order is a fixed random permutation:
-// the pattern of a KV cache whose pages are scattered through the pool.
+// the pattern of a KV cache whose pages are scattered through the pool. The best of reading
+// them without software prefetch and with the run two ahead prefetched (its first two lines,
+// or all of it).
 double measure_page_run_read_gbps(ThreadPool& pool, size_t run_bytes, int repetitions = 5);
 
 // Stream bandwidth and sgemm; with page_run_bytes > 0 also measure_page_run_read_gbps.
