@@ -95,12 +95,16 @@ struct AttentionParams {
 
 // Block sizes; the defaults were chosen by the sweep recorded in docs/rpa.md.
 struct Tuning {
-  int32_t prefill_q_block = 0;   // new tokens per prefill tile (0: default)
-  int32_t prefill_kv_block = 0;  // kv positions per prefill tile (0: default)
-  int32_t split_kv_tokens = 0;   // a decode longer than this is split at multiples of it
-                                 // (fixed by position, so results are batch invariant;
-                                 // 0: 256 per KV head, at most 2048)
-  int32_t decode_kv_block = 0;   // kv positions per decode tile (0: default)
+  int32_t prefill_q_block = 0;        // new tokens per prefill tile (0: default)
+  int32_t prefill_kv_block = 0;       // kv positions per prefill tile (0: default)
+  int32_t split_kv_tokens = 0;        // a decode longer than this is split at multiples of it
+                                      // (fixed by position, so results are batch invariant;
+                                      // 0: 512 for items over several KV heads, else 256 per
+                                      // KV head, at most 2048)
+  int32_t decode_kv_block = 0;        // kv positions per decode tile (0: 32 for items over
+                                      // several KV heads, else 64)
+  int32_t decode_heads_per_item = 0;  // KV heads one decode work item reads, one after the
+                                      // other per KV block (0: all, at most 16)
 };
 
 // Throws Error naming the sequence and the value when the batch breaks the contract.
@@ -116,7 +120,7 @@ class Plan {
 
   int32_t num_seqs() const;
   int32_t num_tokens() const;
-  int32_t num_work_items() const;  // (sequence, kv head, q tile, kv split) units
+  int32_t num_work_items() const;  // (sequence, kv heads, q tile, kv split) units
   int32_t num_kv_splits() const;   // partial results merged after the split-KV decode
   const CacheShape& shape() const;
   const AttentionParams& params() const;

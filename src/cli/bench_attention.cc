@@ -55,6 +55,7 @@ struct Options {
   int threads = 0;
   std::string which = "all";
   int reps = 5;
+  rpa::Tuning tuning;  // block sizes for sweeps (0: the library's defaults)
 };
 
 double now_ms() {
@@ -338,7 +339,7 @@ Result run_case(const BenchCase& c, const Options& opt, ThreadPool& pool) {
     rpa::Plan plan;
     for (int i = 0; i < 5; ++i) {
       const double start = now_ms();
-      plan = rpa::make_plan(w.batch(), w.cache().shape, params, pool.num_threads());
+      plan = rpa::make_plan(w.batch(), w.cache().shape, params, pool.num_threads(), opt.tuning);
       plan_times.push_back(now_ms() - start);
     }
     r.plan_ms = median(plan_times);
@@ -351,7 +352,8 @@ Result run_case(const BenchCase& c, const Options& opt, ThreadPool& pool) {
   r.ref_reduced = useful_flops(small, params) < r.flops;
   r.ref_flops = useful_flops(small, params);
   Workload w(small, c.dtype, 43);
-  const rpa::Plan plan = rpa::make_plan(w.batch(), w.cache().shape, params, pool.num_threads());
+  const rpa::Plan plan =
+      rpa::make_plan(w.batch(), w.cache().shape, params, pool.num_threads(), opt.tuning);
   r.ref_fast_ms = r.ref_reduced ? time_runs(w, plan, pool, opt.reps) : r.ms;
   w.run(plan, pool);
   const std::vector<float> fast = w.out();
@@ -485,6 +487,17 @@ void add_bench_attention_command(CLI::App& bench) {
       ->check(CLI::IsMember({"decode", "prefill", "mixed", "all"}));
   cmd->add_option("--reps", opt->reps, "Timed repetitions per case (the median is printed)")
       ->check(CLI::Range(1, 1000));
+  const auto block_option = [&](const char* name, int32_t& value, const char* what) {
+    cmd->add_option(name, value, std::string(what) + " (0: the default; for sweeps)")
+        ->check(CLI::Range(0, 1 << 20));
+  };
+  block_option("--decode-kv-block", opt->tuning.decode_kv_block, "KV positions per decode tile");
+  block_option("--decode-heads-per-item", opt->tuning.decode_heads_per_item,
+               "KV heads per decode work item");
+  block_option("--split-kv-tokens", opt->tuning.split_kv_tokens,
+               "Split decodes at multiples of this many positions");
+  block_option("--prefill-q-block", opt->tuning.prefill_q_block, "New tokens per prefill tile");
+  block_option("--prefill-kv-block", opt->tuning.prefill_kv_block, "KV positions per prefill tile");
   cmd->callback([opt] { bench_attention(*opt); });
 }
 

@@ -297,46 +297,47 @@ void finalize_row(const Plan::Impl& p, int32_t head, float m, float l, const flo
   for (int32_t x = 0; x < p.shape.head_dim; ++x) dst[x] = o[x] * inv;
 }
 
-void run_item(const RunArgs& a, const WorkItem& w, Scratch& sc) {
+// The query rows of one KV head of a work item and their online-softmax state, in the
+// per-thread scratch: Q [rows4][dp] (pre-scaled; on bf16 decode in the widened-chunk order),
+// O [rows4][dp], m and l [rows4].
+struct HeadRows {
+  float* q;
+  float* o;
+  float* m;
+  float* l;
+  size_t rows;   // q tokens x group
+  size_t rows4;  // rounded up to 4 (the decode register blocks)
+};
+
+// The work item `w` narrowed to its KV head `w.kv_head + j` (its own partial slot).
+WorkItem head_item(const WorkItem& w, int32_t j) {
+  WorkItem h = w;
+  h.kv_head = w.kv_head + j;
+  h.num_heads = 1;
+  if (w.partial >= 0) h.partial = w.partial + j * w.partial_stride;
+  return h;
+}
+
+// Whether item w runs the decode kernels that read K/V rows in place (no f32 tiles).
+bool reads_rows_in_place(const Plan::Impl& p, const WorkItem& w) {
+  const KvDType dtype = p.shape.dtype;
+  return w.path == PathKind::kDecode && (dtype == KvDType::kBF16 || dtype == KvDType::kF16 ||
+                                         dtype == KvDType::kF32 || dtype == KvDType::kInt8);
+}
+
+// Fills Q with the item's query rows (r = j * g + h: the g heads of one token are
+// contiguous in q) times sm_scale, and resets O, m and l.
+void init_rows(const RunArgs& a, const WorkItem& w, bool permuted, const HeadRows& hr) {
   const Plan::Impl& p = *a.plan;
-  const DF df;
-  const size_t nl = hn::Lanes(df);
   const int32_t d = p.shape.head_dim;
   const int32_t g = p.group;
   const int32_t hq = p.params.num_q_heads;
-  const size_t dp = a.dp, sp = a.sp;
-  const int32_t nq = w.q_end - w.q_begin;
-  const size_t rows = static_cast<size_t>(nq) * g;
-  const size_t rows4 = round_up(rows, 4);
-  sc.ensure(rows4, dp, sp);
-  float* qt = sc.q.data();
-  float* ot = sc.o.data();
-  float* mt = sc.m.data();
-  float* lt = sc.l.data();
-  float* st = sc.s.data();
-  float* kt = sc.k.data();
-  float* vt = sc.v.data();
-  float* ktt = sc.kt.data();
-
-  const int32_t q_len = p.cu_q_lens[w.seq + 1] - p.cu_q_lens[w.seq];
-  const int32_t kv_len = p.kv_lens[w.seq];
-  const int32_t first_new = kv_len - q_len;
+  const size_t dp = a.dp;
   const int64_t tok0 = p.cu_q_lens[w.seq] + w.q_begin;
   const float sm_scale = p.params.sm_scale;
-
-  // Decode on a bf16/f16/f32/int8 cache reads K/V straight from the pages: q_len is 1, so
-  // every row is used by the G query rows of one token only and an f32 tile copy would not
-  // pay. On bf16, Q and O are kept in the order of the widened chunks (attention-inl.h).
-  const KvDType dtype = p.shape.dtype;
-  const bool direct =
-      w.path == PathKind::kDecode && (dtype == KvDType::kBF16 || dtype == KvDType::kF16 ||
-                                      dtype == KvDType::kF32 || dtype == KvDType::kInt8);
-  const bool permuted = direct && dtype == KvDType::kBF16;
-
-  // Query rows r = j * g + h: the g heads of one token are contiguous in q.
-  for (size_t r = 0; r < rows4; ++r) {
-    float* dst = qt + r * dp;
-    if (r < rows) {
+  for (size_t r = 0; r < hr.rows4; ++r) {
+    float* dst = hr.q + r * dp;
+    if (r < hr.rows) {
       const int64_t j = static_cast<int64_t>(r) / g;
       const float* src =
           a.q +
@@ -350,13 +351,39 @@ void run_item(const RunArgs& a, const WorkItem& w, Scratch& sc) {
     } else {
       std::fill(dst, dst + dp, 0.0f);
     }
-    mt[r] = -INFINITY;
-    lt[r] = 0.0f;
-    std::fill(ot + r * dp, ot + (r + 1) * dp, 0.0f);
+    hr.m[r] = -INFINITY;
+    hr.l[r] = 0.0f;
+    std::fill(hr.o + r * dp, hr.o + (r + 1) * dp, 0.0f);
   }
+}
 
-  const int32_t block =
-      w.path == PathKind::kDecode ? p.tuning.decode_kv_block : p.tuning.prefill_kv_block;
+// A later stretch of KV rows whose addresses the decode QK prefetches while it computes.
+struct NextRows {
+  const WorkItem* w = nullptr;  // null: nothing to prefetch
+  int32_t pos0 = 0;
+  int32_t n = 0;
+};
+
+// One KV block [kb, kb + n) of one KV head: S = Q K^T, soft cap, mask, online softmax,
+// O += P V; writes the item's new rows of the block into their pages. Decode items that read
+// rows in place prefetch `next` while they compute the scores.
+void attend_block(const RunArgs& a, const WorkItem& w, const HeadRows& hr, int32_t kb, int32_t n,
+                  bool direct, const NextRows& next, Scratch& sc) {
+  const Plan::Impl& p = *a.plan;
+  const DF df;
+  const size_t nl = hn::Lanes(df);
+  const int32_t d = p.shape.head_dim;
+  const int32_t g = p.group;
+  const size_t dp = a.dp, sp = a.sp;
+  const size_t rows = hr.rows, rows4 = hr.rows4;
+  const int32_t nq = w.q_end - w.q_begin;
+  float* st = sc.s.data();
+  const KvDType dtype = p.shape.dtype;
+  const size_t nv = round_up(n, std::max<size_t>(nl, 4));
+
+  const int32_t q_len = p.cu_q_lens[w.seq + 1] - p.cu_q_lens[w.seq];
+  const int32_t kv_len = p.kv_lens[w.seq];
+  const int32_t first_new = kv_len - q_len;
   const int32_t window = p.params.sliding_window;
   const bool causal = p.params.causal;
   // Visible range of the tile's first and last token: blocks inside both need no mask.
@@ -365,124 +392,176 @@ void run_item(const RunArgs& a, const WorkItem& w, Scratch& sc) {
   const int32_t lo_last = window > 0 ? pos_last - window + 1 : 0;
   const int32_t hi_first = causal ? pos_first : kv_len - 1;
 
-  const size_t row_bytes = static_cast<size_t>(d) * element_size(dtype);
-  if (direct && w.kv_begin < w.kv_end)  // the first block: later ones are fetched in QK
-    prefetch_block(a, w, w.kv_begin, std::min(block, w.kv_end - w.kv_begin));
-  for (int32_t kb = w.kv_begin; kb < w.kv_end; kb += block) {
-    const int32_t n = std::min(block, w.kv_end - kb);
-    const size_t nv = round_up(n, std::max<size_t>(nl, 4));
-    if (direct) {
-      point_rows(a, w, kb, n, sc);
-      const size_t npf =
-          kb + block < w.kv_end
-              ? list_prefetch_rows(a, w, kb + block, std::min(block, w.kv_end - kb - block), sc)
-              : 0;
-      const size_t n2 = round_up(n, 2);
-      const void* const* kr = sc.krows.data();
-      const void* const* pf = sc.pf.data();
-      switch (dtype) {
-        case KvDType::kBF16:
-          ScoresQKRows<hwy::bfloat16_t>(qt, kr, nullptr, st, rows4, n2, d, dp, sp, pf, npf,
-                                        row_bytes);
-          break;
-        case KvDType::kF16:
-          ScoresQKRows<hwy::float16_t>(qt, kr, nullptr, st, rows4, n2, d, dp, sp, pf, npf,
-                                       row_bytes);
-          break;
-        case KvDType::kInt8:
-          ScoresQKRows<int8_t>(qt, kr, sc.kscale.data(), st, rows4, n2, d, dp, sp, pf, npf,
-                               row_bytes);
-          break;
-        default:
-          ScoresQKRows<float>(qt, kr, nullptr, st, rows4, n2, d, dp, sp, pf, npf, row_bytes);
-          break;
-      }
-    } else {
-      // One block ahead: prefetching 2 or 4 blocks ahead measured no better (docs/rpa.md).
-      if (kb + block < w.kv_end)
-        prefetch_block(a, w, kb + block, std::min(block, w.kv_end - kb - block));
-      load_tile(a, w, kb, n, false, kt);
-      load_tile(a, w, kb, n, true, vt);
-      // K transposed for the outer-product QK; keys [n, nt) are zero.
-      const size_t nt = round_up(n, 2 * nl);
-      for (int32_t x = 0; x < d; ++x) {
-        float* dst = ktt + static_cast<size_t>(x) * sp;
-        for (int32_t t = 0; t < n; ++t) dst[t] = kt[static_cast<size_t>(t) * dp + x];
-        for (size_t t = n; t < nt; ++t) dst[t] = 0.0f;
-      }
-      ScoresQKT(qt, ktt, st, round_up(rows, 2), nt, d, dp, sp, sp);
+  if (direct) {
+    point_rows(a, w, kb, n, sc);
+    const size_t npf = next.w ? list_prefetch_rows(a, *next.w, next.pos0, next.n, sc) : 0;
+    const size_t row_bytes = static_cast<size_t>(d) * element_size(dtype);
+    const size_t n2 = round_up(n, 2);
+    const void* const* kr = sc.krows.data();
+    const void* const* pf = sc.pf.data();
+    switch (dtype) {
+      case KvDType::kBF16:
+        ScoresQKRows<hwy::bfloat16_t>(hr.q, kr, nullptr, st, rows4, n2, d, dp, sp, pf, npf,
+                                      row_bytes);
+        break;
+      case KvDType::kF16:
+        ScoresQKRows<hwy::float16_t>(hr.q, kr, nullptr, st, rows4, n2, d, dp, sp, pf, npf,
+                                     row_bytes);
+        break;
+      case KvDType::kInt8:
+        ScoresQKRows<int8_t>(hr.q, kr, sc.kscale.data(), st, rows4, n2, d, dp, sp, pf, npf,
+                             row_bytes);
+        break;
+      default:
+        ScoresQKRows<float>(hr.q, kr, nullptr, st, rows4, n2, d, dp, sp, pf, npf, row_bytes);
+        break;
     }
-    write_new_rows(a, w, kb, n);
+  } else {
+    // One block ahead: prefetching 2 or 4 blocks ahead measured no better (docs/rpa.md).
+    if (next.w) prefetch_block(a, *next.w, next.pos0, next.n);
+    float* kt = sc.k.data();
+    float* ktt = sc.kt.data();
+    load_tile(a, w, kb, n, false, kt);
+    load_tile(a, w, kb, n, true, sc.v.data());
+    // K transposed for the outer-product QK; keys [n, nt) are zero.
+    const size_t nt = round_up(n, 2 * nl);
+    for (int32_t x = 0; x < d; ++x) {
+      float* dst = ktt + static_cast<size_t>(x) * sp;
+      for (int32_t t = 0; t < n; ++t) dst[t] = kt[static_cast<size_t>(t) * dp + x];
+      for (size_t t = n; t < nt; ++t) dst[t] = 0.0f;
+    }
+    ScoresQKT(hr.q, ktt, st, round_up(rows, 2), nt, d, dp, sp, sp);
+  }
+  write_new_rows(a, w, kb, n);
 
-    if (p.params.soft_cap > 0.0f) {
-      for (size_t r = 0; r < rows; ++r) SoftCap(st + r * sp, nv, p.params.soft_cap);
+  if (p.params.soft_cap > 0.0f) {
+    for (size_t r = 0; r < rows; ++r) SoftCap(st + r * sp, nv, p.params.soft_cap);
+  }
+  const bool unmasked = kb >= lo_last && kb + n - 1 <= hi_first;
+  for (int32_t j = 0; j < nq; ++j) {
+    const int32_t pos = pos_first + j;
+    int32_t a0 = 0, b0 = n;  // visible columns [a0, b0) of this block
+    if (!unmasked) {
+      const int32_t lo = window > 0 ? pos - window + 1 : 0;
+      const int32_t hi = causal ? pos : kv_len - 1;
+      a0 = std::clamp(lo - kb, 0, n);
+      b0 = std::clamp(hi - kb + 1, a0, n);
     }
-    const bool unmasked = kb >= lo_last && kb + n - 1 <= hi_first;
-    for (int32_t j = 0; j < nq; ++j) {
-      const int32_t pos = pos_first + j;
-      int32_t a0 = 0, b0 = n;  // visible columns [a0, b0) of this block
-      if (!unmasked) {
-        const int32_t lo = window > 0 ? pos - window + 1 : 0;
-        const int32_t hi = causal ? pos : kv_len - 1;
-        a0 = std::clamp(lo - kb, 0, n);
-        b0 = std::clamp(hi - kb + 1, a0, n);
-      }
-      for (int32_t h = 0; h < g; ++h) {
-        const size_t r = static_cast<size_t>(j) * g + h;
-        float* srow = st + r * sp;
-        for (int32_t c = 0; c < a0; ++c) srow[c] = -INFINITY;
-        for (size_t c = b0; c < nv; ++c) srow[c] = -INFINITY;
-        const float alpha = SoftmaxRow(srow, nv, mt[r], lt[r]);
-        if (alpha != 1.0f) ScaleRow(ot + r * dp, dp, alpha);
-      }
-    }
-    for (size_t r = rows; r < rows4; ++r) std::fill(st + r * sp, st + r * sp + n, 0.0f);
-    if (direct && dtype == KvDType::kInt8) {  // the V row scales join the probabilities
-      const float* vs = sc.vscale.data();
-      for (size_t r = 0; r < rows; ++r)
-        for (int32_t t = 0; t < n; ++t) st[r * sp + t] *= vs[t];
-    }
-    if (direct) {
-      switch (dtype) {
-        case KvDType::kBF16:
-          AccumulatePVRows<hwy::bfloat16_t>(st, sc.vrows.data(), ot, rows4, n, d, dp, sp);
-          break;
-        case KvDType::kF16:
-          AccumulatePVRows<hwy::float16_t>(st, sc.vrows.data(), ot, rows4, n, d, dp, sp);
-          break;
-        case KvDType::kInt8:
-          AccumulatePVRows<int8_t>(st, sc.vrows.data(), ot, rows4, n, d, dp, sp);
-          break;
-        default:
-          AccumulatePVRows<float>(st, sc.vrows.data(), ot, rows4, n, d, dp, sp);
-          break;
-      }
-    } else {
-      AccumulatePV(st, vt, ot, rows4, n, dp, sp);
+    for (int32_t h = 0; h < g; ++h) {
+      const size_t r = static_cast<size_t>(j) * g + h;
+      float* srow = st + r * sp;
+      for (int32_t c = 0; c < a0; ++c) srow[c] = -INFINITY;
+      for (size_t c = b0; c < nv; ++c) srow[c] = -INFINITY;
+      const float alpha = SoftmaxRow(srow, nv, hr.m[r], hr.l[r]);
+      if (alpha != 1.0f) ScaleRow(hr.o + r * dp, dp, alpha);
     }
   }
+  for (size_t r = rows; r < rows4; ++r) std::fill(st + r * sp, st + r * sp + n, 0.0f);
+  if (direct && dtype == KvDType::kInt8) {  // the V row scales join the probabilities
+    const float* vs = sc.vscale.data();
+    for (size_t r = 0; r < rows; ++r)
+      for (int32_t t = 0; t < n; ++t) st[r * sp + t] *= vs[t];
+  }
+  if (direct) {
+    switch (dtype) {
+      case KvDType::kBF16:
+        AccumulatePVRows<hwy::bfloat16_t>(st, sc.vrows.data(), hr.o, rows4, n, d, dp, sp);
+        break;
+      case KvDType::kF16:
+        AccumulatePVRows<hwy::float16_t>(st, sc.vrows.data(), hr.o, rows4, n, d, dp, sp);
+        break;
+      case KvDType::kInt8:
+        AccumulatePVRows<int8_t>(st, sc.vrows.data(), hr.o, rows4, n, d, dp, sp);
+        break;
+      default:
+        AccumulatePVRows<float>(st, sc.vrows.data(), hr.o, rows4, n, d, dp, sp);
+        break;
+    }
+  } else {
+    AccumulatePV(st, sc.v.data(), hr.o, rows4, n, dp, sp);
+  }
+}
 
+// Writes the rows' outputs (out = O / l) or, for a split decode, their partial (m, l, O).
+void finish_rows(const RunArgs& a, const WorkItem& w, bool permuted, const HeadRows& hr,
+                 Scratch& sc) {
+  const Plan::Impl& p = *a.plan;
+  const int32_t d = p.shape.head_dim;
+  const int32_t g = p.group;
+  const int32_t hq = p.params.num_q_heads;
+  const size_t dp = a.dp;
+  const int64_t tok0 = p.cu_q_lens[w.seq] + w.q_begin;
   if (permuted) {  // back to the natural order of the head dim
-    for (size_t r = 0; r < rows; ++r) {
-      UnpermuteRow(ot + r * dp, d, kt);
-      std::memcpy(ot + r * dp, kt, d * sizeof(float));
+    float* tmp = sc.k.data();
+    for (size_t r = 0; r < hr.rows; ++r) {
+      UnpermuteRow(hr.o + r * dp, d, tmp);
+      std::memcpy(hr.o + r * dp, tmp, d * sizeof(float));
     }
   }
   if (w.partial < 0) {
-    for (size_t r = 0; r < rows; ++r) {
+    for (size_t r = 0; r < hr.rows; ++r) {
       const int64_t j = static_cast<int64_t>(r) / g;
       const int32_t head = w.kv_head * g + static_cast<int32_t>(r % g);
-      finalize_row(p, head, mt[r], lt[r], ot + r * dp, a.out + ((tok0 + j) * hq + head) * d);
+      finalize_row(p, head, hr.m[r], hr.l[r], hr.o + r * dp, a.out + ((tok0 + j) * hq + head) * d);
     }
   } else {
     float* part = a.partials + static_cast<size_t>(w.partial) * g * (2 + dp);
-    for (size_t r = 0; r < rows; ++r) {
+    for (size_t r = 0; r < hr.rows; ++r) {
       float* slot = part + r * (2 + dp);
-      slot[0] = mt[r];
-      slot[1] = lt[r];
-      std::memcpy(slot + 2, ot + r * dp, dp * sizeof(float));
+      slot[0] = hr.m[r];
+      slot[1] = hr.l[r];
+      std::memcpy(slot + 2, hr.o + r * dp, dp * sizeof(float));
     }
   }
+}
+
+// Runs work item w: for each KV block, each of its KV heads in turn (a decode item covering
+// several heads reads a page's head runs one after the other, the next one prefetched while
+// the current one is computed). Every head sees exactly the blocks and arithmetic it would
+// see alone, so the outputs do not depend on how many heads an item covers.
+void run_item(const RunArgs& a, const WorkItem& w, Scratch& sc) {
+  const Plan::Impl& p = *a.plan;
+  const int32_t heads = w.num_heads;
+  const int32_t nq = w.q_end - w.q_begin;
+  const size_t rows = static_cast<size_t>(nq) * p.group;
+  const size_t rows4 = round_up(rows, 4);
+  const size_t dp = a.dp;
+  sc.ensure(rows4 * heads, dp, a.sp);
+  const bool direct = reads_rows_in_place(p, w);
+  // On bf16, decode keeps Q and O in the order of the widened chunks (attention-inl.h).
+  const bool permuted = direct && p.shape.dtype == KvDType::kBF16;
+
+  WorkItem hw[kMaxHeadsPerItem];
+  HeadRows hr[kMaxHeadsPerItem];
+  for (int32_t j = 0; j < heads; ++j) {
+    hw[j] = head_item(w, j);
+    const size_t r0 = static_cast<size_t>(j) * rows4;
+    hr[j] = {sc.q.data() + r0 * dp,
+             sc.o.data() + r0 * dp,
+             sc.m.data() + r0,
+             sc.l.data() + r0,
+             rows,
+             rows4};
+    init_rows(a, hw[j], permuted, hr[j]);
+  }
+
+  const int32_t block =
+      w.path == PathKind::kDecode ? p.tuning.decode_kv_block : p.tuning.prefill_kv_block;
+  if (direct && w.kv_begin < w.kv_end)  // the first block: later ones are fetched in QK
+    prefetch_block(a, hw[0], w.kv_begin, std::min(block, w.kv_end - w.kv_begin));
+  for (int32_t kb = w.kv_begin; kb < w.kv_end; kb += block) {
+    const int32_t n = std::min(block, w.kv_end - kb);
+    for (int32_t j = 0; j < heads; ++j) {
+      NextRows next;  // the next head's rows of this block, else the first head's next block
+      if (j + 1 < heads) {
+        next = {&hw[j + 1], kb, n};
+      } else if (kb + block < w.kv_end) {
+        next = {&hw[0], kb + block, std::min(block, w.kv_end - kb - block)};
+      }
+      attend_block(a, hw[j], hr[j], kb, n, direct, next, sc);
+    }
+  }
+  for (int32_t j = 0; j < heads; ++j) finish_rows(a, hw[j], permuted, hr[j], sc);
 }
 
 // Combines the partials of one split decode in split order (fixed, so batch invariant).

@@ -11,17 +11,24 @@ namespace rpa {
 // Which specialised kernel runs a work item (the three ranges of RaggedBatch::distribution).
 enum class PathKind : int8_t { kDecode = 0, kPrefill = 1, kMixed = 2 };
 
+// Most KV heads one decode work item covers.
+constexpr int32_t kMaxHeadsPerItem = 16;
+
 // One independent unit of work: the query rows of new tokens [q_begin, q_end) of a sequence
-// (times the Hq/Hkv query heads of one KV head), attending over KV positions [kv_begin, kv_end).
-// All positions are absolute (0 = first token of the sequence).
+// (times the Hq/Hkv query heads of each of KV heads [kv_head, kv_head + num_heads)), attending
+// over KV positions [kv_begin, kv_end). All positions are absolute (0 = first token of the
+// sequence). Only decode items cover more than one KV head.
 struct WorkItem {
   int32_t seq = 0;
   int32_t kv_head = 0;
+  int32_t num_heads = 1;
   int32_t q_begin = 0;  // index of the first new token within the sequence's new tokens
   int32_t q_end = 0;
   int32_t kv_begin = 0;  // absolute KV positions read by this item
   int32_t kv_end = 0;
-  int32_t partial = -1;  // >= 0: split-KV partial slot; the merge finalises the output
+  int32_t partial = -1;        // >= 0: split-KV partial slot of the first head; the merge
+                               // finalises the output
+  int32_t partial_stride = 0;  // head kv_head + j writes slot partial + j * partial_stride
   PathKind path = PathKind::kMixed;
 };
 
@@ -39,6 +46,7 @@ struct ResolvedTuning {
   int32_t prefill_kv_block = 0;
   int32_t decode_kv_block = 0;
   int32_t split_kv_tokens = 0;
+  int32_t decode_heads_per_item = 0;
 };
 ResolvedTuning resolve_tuning(const Tuning& tuning, int32_t num_kv_heads);
 

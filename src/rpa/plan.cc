@@ -10,31 +10,43 @@
 
 namespace rpa {
 
-// Defaults chosen by the block-size sweep in docs/rpa.md (2 threads, AVX2, Llama-3-8B
+// Defaults chosen by the block-size sweeps in docs/rpa.md (2 threads, AVX2, Llama-3-8B
 // shapes): 64 q tokens x 4 heads = 256 query rows keep Q and O in L2 (256 KiB); a
 // 64-position K/V block (2 x 32 KiB f32) halves the per-row softmax work per FMA of 32.
 constexpr int32_t kDefaultPrefillQBlock = 64;
 constexpr int32_t kDefaultPrefillKvBlock = 64;
+// Decode blocks: 64 positions for an item over one KV head; 32 for an item over several,
+// which reads the same 32 positions of each head in turn (two pages of each).
 constexpr int32_t kDefaultDecodeKvBlock = 64;
-// A decode is split at multiples of 256 positions per KV head (2048 for Llama-3-8B's 8, as
-// the decode sweep chose; 256 for Gemma-3-270M's single KV head, whose lone decode would
-// otherwise be one work item on one thread: +11% generation tokens/s there). It depends on
-// the model's shape only, never on the batch or the threads, so results stay invariant.
+constexpr int32_t kDefaultMultiHeadDecodeKvBlock = 32;
+// A decode over one KV head per item is split at multiples of 256 positions per KV head of
+// the model (2048 for Llama-3-8B's 8, as the decode sweep chose; 256 for Gemma-3-270M's
+// single KV head, whose lone decode would otherwise be one work item on one thread: +11%
+// generation tokens/s there). Items over several KV heads are split at multiples of 512
+// (a 513-position decode still gives two threads work). The split depends on the model's
+// shape and the tuning only, never on the batch or the threads, so results stay invariant.
 constexpr int32_t kSplitKvTokensPerKvHead = 256;
 constexpr int32_t kMaxDefaultSplitKvTokens = 2048;
+constexpr int32_t kMultiHeadSplitKvTokens = 512;
 
 ResolvedTuning resolve_tuning(const Tuning& t, int32_t num_kv_heads) {
   if (t.prefill_q_block < 0 || t.prefill_kv_block < 0 || t.split_kv_tokens < 0 ||
-      t.decode_kv_block < 0)
+      t.decode_kv_block < 0 || t.decode_heads_per_item < 0)
     throw Error("rpa: Tuning block sizes must be >= 0 (0 = default)");
+  const int32_t hkv = std::max(num_kv_heads, 1);
   ResolvedTuning r;
   r.prefill_q_block = t.prefill_q_block > 0 ? t.prefill_q_block : kDefaultPrefillQBlock;
   r.prefill_kv_block = t.prefill_kv_block > 0 ? t.prefill_kv_block : kDefaultPrefillKvBlock;
-  r.decode_kv_block = t.decode_kv_block > 0 ? t.decode_kv_block : kDefaultDecodeKvBlock;
-  r.split_kv_tokens = t.split_kv_tokens > 0
-                          ? t.split_kv_tokens
-                          : std::clamp(kSplitKvTokensPerKvHead * std::max(num_kv_heads, 1),
-                                       kSplitKvTokensPerKvHead, kMaxDefaultSplitKvTokens);
+  r.decode_heads_per_item = std::min(
+      {t.decode_heads_per_item > 0 ? t.decode_heads_per_item : hkv, hkv, kMaxHeadsPerItem});
+  const bool multi_head = r.decode_heads_per_item > 1;
+  r.decode_kv_block = t.decode_kv_block > 0 ? t.decode_kv_block
+                      : multi_head          ? kDefaultMultiHeadDecodeKvBlock
+                                            : kDefaultDecodeKvBlock;
+  r.split_kv_tokens = t.split_kv_tokens > 0 ? t.split_kv_tokens
+                      : multi_head
+                          ? kMultiHeadSplitKvTokens
+                          : std::min(kSplitKvTokensPerKvHead * hkv, kMaxDefaultSplitKvTokens);
   // Tiles live in per-thread scratch; keep them to a size that stays in L1/L2.
   r.prefill_q_block = std::min(r.prefill_q_block, 1024);
   r.prefill_kv_block = std::min(r.prefill_kv_block, 1024);
@@ -108,31 +120,38 @@ Plan make_plan(const RaggedBatch& batch, const CacheShape& shape, const Attentio
       const bool split = kv_len - lo > step;
       int32_t num_pieces = 1;
       if (split) num_pieces = (kv_len - 1) / step - lo / step + 1;
-      for (int32_t h = 0; h < hkv; ++h) {
-        int32_t first_partial = -1;
-        if (split) {
-          first_partial = p.num_partials;
-          p.splits.push_back({i, h, first_partial, num_pieces});
-          p.num_partials += num_pieces;
-        }
+      // Items cover heads_per_item KV heads; head h's partials are the num_pieces slots
+      // from base + h * num_pieces, so item piece s of first head h0 starts at
+      // base + h0 * num_pieces + s with a stride of num_pieces per head.
+      const int32_t heads_per_item = t.decode_heads_per_item;
+      const int32_t base = p.num_partials;
+      if (split) {
+        for (int32_t h = 0; h < hkv; ++h)
+          p.splits.push_back({i, h, base + h * num_pieces, num_pieces});
+        p.num_partials += hkv * num_pieces;
+      }
+      for (int32_t h0 = 0; h0 < hkv; h0 += heads_per_item) {
+        const int32_t heads = std::min(heads_per_item, hkv - h0);
         int32_t begin = lo;
         for (int32_t s = 0; s < num_pieces; ++s) {
           const int32_t end = split ? std::min(kv_len, (begin / step + 1) * step) : kv_len;
           WorkItem w;
           w.seq = i;
-          w.kv_head = h;
+          w.kv_head = h0;
+          w.num_heads = heads;
           w.q_begin = 0;
           w.q_end = 1;
           w.kv_begin = begin;
           w.kv_end = end;
-          w.partial = split ? first_partial + s : -1;
+          w.partial = split ? base + h0 * num_pieces + s : -1;
+          w.partial_stride = split ? num_pieces : 0;
           w.path = path;
           p.items.push_back(w);
-          cost.push_back(static_cast<int64_t>(end - begin) * p.group);
+          cost.push_back(static_cast<int64_t>(end - begin) * p.group * heads);
           begin = end;
         }
       }
-      p.max_q_rows = std::max(p.max_q_rows, p.group);
+      p.max_q_rows = std::max(p.max_q_rows, p.group * t.decode_heads_per_item);
       continue;
     }
     const int32_t qb = t.prefill_q_block;

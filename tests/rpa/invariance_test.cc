@@ -109,7 +109,7 @@ TEST_P(BatchInvarianceTest, EverySequenceAloneEqualsItsRowsInABatchOf32AtAnyThre
   Rng rng(seed);
   const int32_t hq = 6, hkv = 2, d = 64, ps = 16;
   // 32 sequences over all three ranges; one decode is long enough to be split (default split
-  // size 2048), so the merge order is covered too.
+  // size 512 for decode items over both KV heads), so the merge order is covered too.
   std::vector<int32_t> q_lens, kv_lens;
   auto draw = [&](int32_t lo, int32_t hi) {
     return std::uniform_int_distribution<int32_t>(lo, hi)(rng);
@@ -164,6 +164,59 @@ INSTANTIATE_TEST_SUITE_P(Options, BatchInvarianceTest,
                                   (info.param.window ? "_window" : "") +
                                   (info.param.soft_cap > 0 ? "_cap" : "") +
                                   (info.param.sinks ? "_sinks" : "");
+                         });
+
+// A decode work item may cover several KV heads (read one after the other per KV block):
+// every head must see exactly the blocks and arithmetic it sees in an item of its own, so the
+// output and the written cache are bitwise those of one head per item, for any grouping
+// (including one that does not divide Hkv), split decodes and thread counts.
+class DecodeHeadsPerItemTest : public ::testing::TestWithParam<rpa::KvDType> {};
+
+TEST_P(DecodeHeadsPerItemTest, AnyGroupingOfKvHeadsGivesBitwiseEqualOutputAndCache) {
+  const rpa::KvDType dtype = GetParam();
+  const uint64_t seed = test_seed();
+  SCOPED_TRACE("KDR_SEED=" + std::to_string(seed));
+  Rng rng(seed);
+  const int32_t hq = 10, hkv = 5, d = 80, ps = 16;
+  std::vector<int32_t> q_lens, kv_lens;
+  for (int i = 0; i < 12; ++i) {
+    const int32_t q = i < 9 ? 1 : 7;
+    q_lens.push_back(q);
+    kv_lens.push_back(q + std::uniform_int_distribution<int32_t>(0, 400)(rng));
+  }
+  const int32_t dist[3] = {9, 12, 12};
+  const Batch b = layout_batch(q_lens, kv_lens, dist, ps, rng);
+  const Cache cache = make_cache(dtype, hkv, d, b, ps, rng);
+  const NewTokens x = random_tokens(b.num_tokens(), hq, hkv, d, rng);
+  const std::vector<float> sinks = random_floats(hq, rng, -2.0f, 2.0f);
+  rpa::AttentionParams p = params_for(hq, d);
+  p.sliding_window = 300;
+  p.sinks = sinks.data();
+
+  rpa::Tuning t;
+  t.decode_kv_block = 23;  // odd: a padding key in every block
+  t.split_kv_tokens = 96;  // most decodes are split
+  t.decode_heads_per_item = 1;
+  Cache one_cache = cache;
+  const std::vector<float> one = run_kernel(b, p, x, one_cache, 2, t);
+  for (int32_t heads : {2, 3, 5, 0}) {
+    for (int threads : {1, 3}) {
+      SCOPED_TRACE("heads per item " + std::to_string(heads) + ", threads " +
+                   std::to_string(threads));
+      t.decode_heads_per_item = heads;
+      Cache other = cache;
+      EXPECT_TRUE(bitwise_equal(run_kernel(b, p, x, other, threads, t), one));
+      EXPECT_TRUE(caches_equal(other, one_cache));
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Dtypes, DecodeHeadsPerItemTest,
+                         ::testing::Values(rpa::KvDType::kF32, rpa::KvDType::kBF16,
+                                           rpa::KvDType::kF16, rpa::KvDType::kInt8,
+                                           rpa::KvDType::kFp8E4M3),
+                         [](const ::testing::TestParamInfo<rpa::KvDType>& info) {
+                           return std::string(rpa::to_string(info.param));
                          });
 
 // A plan is made once per step and run for every layer: different caches and inputs.

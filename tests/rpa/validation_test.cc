@@ -228,6 +228,9 @@ TEST_F(ValidationTest, NegativeTuningIsRejected) {
   rpa::Tuning t;
   t.split_kv_tokens = -1;
   EXPECT_THROW(rpa::make_plan(batch_.view(), cache_.shape, params_, 2, t), rpa::Error);
+  t = {};
+  t.decode_heads_per_item = -2;
+  EXPECT_THROW(rpa::make_plan(batch_.view(), cache_.shape, params_, 2, t), rpa::Error);
 }
 
 // run() checks what only it sees: the cache and the data pointers.
