@@ -373,8 +373,8 @@ void print_header(const MachineCeilings& m, const Options& opt) {
   std::printf("machine ceilings: read bandwidth %.1f GB/s, sgemm fp32 %.1f GFLOP/s\n", m.peak_gbps,
               m.peak_gflops);
   std::printf(
-      "                  read in %zu-byte runs in random order (one bf16 KV head of a page, the\n"
-      "                  pages scattered): %.1f GB/s = %.0f%% of the streaming read\n\n",
+      "                  read in %zu-byte runs in random order (one bf16 page of all KV heads,\n"
+      "                  the pages scattered): %.1f GB/s = %.0f%% of the streaming read\n\n",
       m.page_run_bytes, m.page_run_gbps, 100 * m.page_run_gbps / m.peak_gbps);
   std::printf("%-19s %-5s %4s %5s %9s %7s %8s %7s %8s %5s %5s %10s %7s %8s %s\n", "case", "kv",
               "seqs", "toks", "ms", "plan_ms", "MB", "GB/s", "GFLOP/s", "MBU", "MFU", "ref_ms",
@@ -432,8 +432,9 @@ void bench_attention(const Options& in) {
   Options opt = in;
   if (opt.threads <= 0) opt.threads = ThreadPool::hardware_threads();
   ThreadPool pool(opt.threads);
-  // One page of one KV head in bf16: the contiguous run a decode reads before it jumps.
-  const MachineCeilings m = measure_ceilings(pool, size_t{kPageSize} * kHeadDim * 2);
+  // One page of every KV head in bf16: the contiguous run of K (and of V) that a decode item
+  // over all KV heads reads before it jumps to the next scattered page.
+  const MachineCeilings m = measure_ceilings(pool, size_t{kKvHeads} * kPageSize * kHeadDim * 2);
   if (!opt.json) print_header(m, opt);
 
   std::vector<Result> results;
