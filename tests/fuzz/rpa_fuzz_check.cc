@@ -80,6 +80,7 @@ struct Decoded {
   std::vector<float> sinks;
   std::vector<int32_t> cu, kv, pages;
   rpa::RaggedBatch batch;
+  rpa::Tuning tuning;  // block sizes and decode head grouping, small so tails are exercised
   bool must_reject = false;
   int corruption = -1;
 };
@@ -245,6 +246,12 @@ Decoded decode(ByteReader& r) {
     for (float& s : d.sinks) s = (r.u8() - 128) / 32.0f;
     d.params.sinks = d.sinks.data();
   }
+  static constexpr int32_t kBlocks[] = {0, 0, 1, 3, 7, 32};
+  static constexpr int32_t kSplits[] = {0, 0, 4, 9, 16};
+  d.tuning.decode_heads_per_item = r.below(4);  // 0: all KV heads
+  d.tuning.decode_kv_block = kBlocks[r.below(6)];
+  d.tuning.split_kv_tokens = kSplits[r.below(5)];
+  d.tuning.prefill_kv_block = kBlocks[r.below(6)];
   d.batch.num_seqs = n;
   d.batch.num_tokens = num_tokens;
   d.batch.cu_q_lens = d.cu.data();
@@ -309,7 +316,11 @@ std::string describe(const Decoded& d) {
   s += "] dtype " + std::string(rpa::to_string(d.shape.dtype)) + " page_size " +
        std::to_string(d.shape.page_size) + " hq " + std::to_string(d.params.num_q_heads) + " hkv " +
        std::to_string(d.shape.num_kv_heads) + " d " + std::to_string(d.shape.head_dim) +
-       " corruption " + std::to_string(d.corruption);
+       " corruption " + std::to_string(d.corruption) + " tuning (heads per item " +
+       std::to_string(d.tuning.decode_heads_per_item) + ", decode block " +
+       std::to_string(d.tuning.decode_kv_block) + ", split " +
+       std::to_string(d.tuning.split_kv_tokens) + ", prefill kv block " +
+       std::to_string(d.tuning.prefill_kv_block) + ")";
   return s;
 }
 
@@ -405,7 +416,8 @@ bool check_bytes(const uint8_t* data, size_t size, Outcome* outcome, std::string
   try {
     rpa::KvCache want_cache = want_pools.view(d.shape, k_scale, v_scale);
     rpa::reference(d.batch, d.params, q.data(), k.data(), v.data(), want_cache, want.data());
-    const rpa::Plan plan = rpa::make_plan(d.batch, d.shape, d.params, pool().num_threads());
+    const rpa::Plan plan =
+        rpa::make_plan(d.batch, d.shape, d.params, pool().num_threads(), d.tuning);
     rpa::run(plan, q.data(), k.data(), v.data(), cache, got.data(), &pool());
   } catch (const std::exception& e) {
     *failure = std::string("a valid batch threw: ") + e.what() + "\n" + describe(d);
