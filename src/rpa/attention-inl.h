@@ -383,12 +383,35 @@ HWY_NOINLINE void ScoresQKRows(const float* HWY_RESTRICT q, const void* const* k
         a30 = hn::MulAdd(x3, y0, a30);
         a31 = hn::MulAdd(x3, y1, a31);
       }
+      float* dst = s + r * sp + t;
+#if HWY_TARGET == HWY_AVX2
+      // The same pairwise-add tree as Sum4 for both keys, then each row's two scores stored
+      // as one 64-bit pair (S rows hold keys t and t + 1 side by side).
+      (void)sums;
+      const __m256 h0 =
+          _mm256_hadd_ps(_mm256_hadd_ps(a00.raw, a10.raw), _mm256_hadd_ps(a20.raw, a30.raw));
+      const __m256 h1 =
+          _mm256_hadd_ps(_mm256_hadd_ps(a01.raw, a11.raw), _mm256_hadd_ps(a21.raw, a31.raw));
+      __m128 s0 = _mm_add_ps(_mm256_castps256_ps128(h0), _mm256_extractf128_ps(h0, 1));
+      __m128 s1 = _mm_add_ps(_mm256_castps256_ps128(h1), _mm256_extractf128_ps(h1, 1));
+      if (kscale) {
+        s0 = _mm_mul_ps(s0, _mm_set1_ps(kscale[t]));
+        s1 = _mm_mul_ps(s1, _mm_set1_ps(kscale[t + 1]));
+      }
+      const __m128 rows01 = _mm_unpacklo_ps(s0, s1);  // row 0: t, t+1; row 1: t, t+1
+      const __m128 rows23 = _mm_unpackhi_ps(s0, s1);
+      _mm_storel_pi(reinterpret_cast<__m64*>(dst), rows01);
+      _mm_storeh_pi(reinterpret_cast<__m64*>(dst + sp), rows01);
+      _mm_storel_pi(reinterpret_cast<__m64*>(dst + 2 * sp), rows23);
+      _mm_storeh_pi(reinterpret_cast<__m64*>(dst + 3 * sp), rows23);
+#else
       const float f0 = kscale ? kscale[t] : 1.0f;
       const float f1 = kscale ? kscale[t + 1] : 1.0f;
       Sum4(df, a00, a10, a20, a30, sums);
-      for (size_t i = 0; i < 4; ++i) s[(r + i) * sp + t] = sums[i] * f0;
+      for (size_t i = 0; i < 4; ++i) dst[i * sp] = sums[i] * f0;
       Sum4(df, a01, a11, a21, a31, sums);
-      for (size_t i = 0; i < 4; ++i) s[(r + i) * sp + t + 1] = sums[i] * f1;
+      for (size_t i = 0; i < 4; ++i) dst[i * sp + 1] = sums[i] * f1;
+#endif
     }
   }
   for (; next_pf < npf; ++next_pf) {  // kv == 0 or rounding: nothing is left unfetched
