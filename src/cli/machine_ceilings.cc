@@ -95,7 +95,7 @@ double measure_page_run_read_gbps(ThreadPool& pool, size_t run_bytes, int repeti
   // the run two ahead (the hardware's streamer takes the rest); every line of the run two
   // ahead. Which one wins changes from run to run on the same machine.
   double best = 0;
-  for (const size_t prefetch_bytes : {size_t{0}, size_t{128}, run_bytes}) {
+  for (const size_t prefetch_bytes : {size_t{0}, std::min<size_t>(128, run_bytes), run_bytes}) {
     best = std::max(
         best, best_read_gbps(pool, runs * run_bytes, repetitions, [&](size_t t, size_t threads) {
           float total = 0;
@@ -103,8 +103,7 @@ double measure_page_run_read_gbps(ThreadPool& pool, size_t run_bytes, int repeti
           for (size_t i = runs * t / threads; i < end; ++i) {
             if (prefetch_bytes > 0 && i + 2 < end) {
               const uint8_t* next = buffer.get() + static_cast<size_t>(order[i + 2]) * run_bytes;
-              for (size_t b = 0; b < std::min(prefetch_bytes, run_bytes); b += 64)
-                __builtin_prefetch(next + b, 0, 3);
+              for (size_t b = 0; b < prefetch_bytes; b += 64) __builtin_prefetch(next + b, 0, 3);
             }
             const float* run = reinterpret_cast<const float*>(buffer.get() + order[i] * run_bytes);
             total += sum_floats(run, run_bytes / sizeof(float));

@@ -325,23 +325,29 @@ bool reads_rows_in_place(const Plan::Impl& p, const WorkItem& w) {
                                          dtype == KvDType::kF32 || dtype == KvDType::kInt8);
 }
 
-// Fills Q with the item's query rows (r = j * g + h: the g heads of one token are
-// contiguous in q) times sm_scale, and resets O, m and l.
+// Query row r of item w (r = j * g + h: the g heads of one token are contiguous): its query
+// head and the offset of its row in q and in out (both [tokens][Hq][D]).
+struct QueryRow {
+  int32_t head;
+  int64_t offset;
+};
+QueryRow query_row(const Plan::Impl& p, const WorkItem& w, size_t r) {
+  const int32_t g = p.group;
+  const int64_t token = p.cu_q_lens[w.seq] + w.q_begin + static_cast<int64_t>(r) / g;
+  const int32_t head = w.kv_head * g + static_cast<int32_t>(r % g);
+  return {head, (token * p.params.num_q_heads + head) * p.shape.head_dim};
+}
+
+// Fills Q with the item's query rows times sm_scale, and resets O, m and l.
 void init_rows(const RunArgs& a, const WorkItem& w, bool permuted, const HeadRows& hr) {
   const Plan::Impl& p = *a.plan;
   const int32_t d = p.shape.head_dim;
-  const int32_t g = p.group;
-  const int32_t hq = p.params.num_q_heads;
   const size_t dp = a.dp;
-  const int64_t tok0 = p.cu_q_lens[w.seq] + w.q_begin;
   const float sm_scale = p.params.sm_scale;
   for (size_t r = 0; r < hr.rows4; ++r) {
     float* dst = hr.q + r * dp;
     if (r < hr.rows) {
-      const int64_t j = static_cast<int64_t>(r) / g;
-      const float* src =
-          a.q +
-          ((tok0 + j) * hq + static_cast<int64_t>(w.kv_head) * g + static_cast<int64_t>(r % g)) * d;
+      const float* src = a.q + query_row(p, w, r).offset;
       if (permuted) {
         PermuteRow(src, d, sm_scale, dst);
       } else {
@@ -487,10 +493,7 @@ void finish_rows(const RunArgs& a, const WorkItem& w, bool permuted, const HeadR
                  Scratch& sc) {
   const Plan::Impl& p = *a.plan;
   const int32_t d = p.shape.head_dim;
-  const int32_t g = p.group;
-  const int32_t hq = p.params.num_q_heads;
   const size_t dp = a.dp;
-  const int64_t tok0 = p.cu_q_lens[w.seq] + w.q_begin;
   if (permuted) {  // back to the natural order of the head dim
     float* tmp = sc.k.data();
     for (size_t r = 0; r < hr.rows; ++r) {
@@ -500,12 +503,11 @@ void finish_rows(const RunArgs& a, const WorkItem& w, bool permuted, const HeadR
   }
   if (w.partial < 0) {
     for (size_t r = 0; r < hr.rows; ++r) {
-      const int64_t j = static_cast<int64_t>(r) / g;
-      const int32_t head = w.kv_head * g + static_cast<int32_t>(r % g);
-      finalize_row(p, head, hr.m[r], hr.l[r], hr.o + r * dp, a.out + ((tok0 + j) * hq + head) * d);
+      const QueryRow row = query_row(p, w, r);
+      finalize_row(p, row.head, hr.m[r], hr.l[r], hr.o + r * dp, a.out + row.offset);
     }
   } else {
-    float* part = a.partials + static_cast<size_t>(w.partial) * g * (2 + dp);
+    float* part = a.partials + static_cast<size_t>(w.partial) * p.group * (2 + dp);
     for (size_t r = 0; r < hr.rows; ++r) {
       float* slot = part + r * (2 + dp);
       slot[0] = hr.m[r];

@@ -74,7 +74,6 @@ struct Plan::Impl {
   std::vector<WorkItem> items;        // largest first
   std::vector<SplitGroup> splits;
   int32_t num_partials = 0;
-  int32_t max_q_rows = 0;  // largest (q tokens x group) of any item: scratch sizing
   int32_t max_kv_block = 0;
 };
 

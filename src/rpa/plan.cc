@@ -151,7 +151,6 @@ Plan make_plan(const RaggedBatch& batch, const CacheShape& shape, const Attentio
           begin = end;
         }
       }
-      p.max_q_rows = std::max(p.max_q_rows, p.group * t.decode_heads_per_item);
       continue;
     }
     const int32_t qb = t.prefill_q_block;
@@ -171,7 +170,6 @@ Plan make_plan(const RaggedBatch& batch, const CacheShape& shape, const Attentio
         p.items.push_back(w);
         cost.push_back(static_cast<int64_t>(hi - lo) * (q1 - q0) * p.group);
       }
-      p.max_q_rows = std::max(p.max_q_rows, (q1 - q0) * p.group);
     }
   }
 
