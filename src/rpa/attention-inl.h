@@ -307,31 +307,54 @@ HWY_INLINE void UnpermuteRow(const float* HWY_RESTRICT src, size_t d, float* HWY
   for (; x < d; ++x) dst[x] = src[x];
 }
 
+// Address ranges to prefetch (to L2) a cache line at a time: the decode kernels take a few
+// lines of a later block per step of their loops, so that its misses overlap their FMAs.
+struct PrefetchRun {
+  const char* begin;  // 64-byte aligned
+  size_t bytes;       // > 0
+};
+struct LineCursor {
+  const PrefetchRun* run = nullptr;
+  const PrefetchRun* end = nullptr;
+  size_t off = 0;
+  // Prefetches the next `lines` lines (fewer where the ranges end).
+  HWY_INLINE void Fetch(size_t lines) {
+    for (; lines > 0 && run != end; --lines) {
+      __builtin_prefetch(run->begin + off, 0, 2);
+      off += 64;
+      if (off >= run->bytes) {
+        ++run;
+        off = 0;
+      }
+    }
+  }
+};
+
 // S[r][t] = (Q[r] . K[t]) * (kscale ? kscale[t] : 1) for r < rows (a multiple of 4), t < kv
 // (a multiple of 2); K row t at krows[t] with d elements. Register block: 4 query rows x 2
-// keys. While it runs it prefetches (to L2) `pf_bytes` from each of the addresses pf[0..npf):
-// the rows of a later block, spread over the loop so that the misses overlap the FMAs
+// keys. While it runs it prefetches the next `npf` lines of `pf`,
+// spread evenly over the key pairs of the first 4 rows so that the misses overlap the FMAs
 // instead of stalling one burst of prefetches.
 template <typename T>
 HWY_NOINLINE void ScoresQKRows(const float* HWY_RESTRICT q, const void* const* krows,
                                const float* kscale, float* HWY_RESTRICT s, size_t rows, size_t kv,
-                               size_t d, size_t dp, size_t sp, const void* const* pf, size_t npf,
-                               size_t pf_bytes) {
+                               size_t d, size_t dp, size_t sp, LineCursor& pf, size_t npf) {
   const DF8 df;
   const size_t nl = hn::Lanes(df);
   HWY_ALIGN float sums[4];
   // Prefetch entries issued per key pair so that all of them go out during the first 4 rows.
   const size_t pf_per_pair = kv ? (npf + kv / 2 - 1) / (kv / 2) : 0;
-  size_t next_pf = 0;
+  size_t left = npf;
   for (size_t r = 0; r < rows; r += 4) {
     const float* q0 = q + r * dp;
     const float* q1 = q0 + dp;
     const float* q2 = q1 + dp;
     const float* q3 = q2 + dp;
     for (size_t t = 0; t < kv; t += 2) {
-      for (size_t i = 0; i < pf_per_pair && next_pf < npf; ++i, ++next_pf) {
-        const char* base = static_cast<const char*>(pf[next_pf]);
-        for (size_t b = 0; b < pf_bytes; b += 64) __builtin_prefetch(base + b, 0, 2);
+      if (left > 0) {
+        const size_t lines = std::min(pf_per_pair, left);
+        pf.Fetch(lines);
+        left -= lines;
       }
       const T* k0 = static_cast<const T*>(krows[t]);
       const T* k1 = static_cast<const T*>(krows[t + 1]);
@@ -414,20 +437,25 @@ HWY_NOINLINE void ScoresQKRows(const float* HWY_RESTRICT q, const void* const* k
 #endif
     }
   }
-  for (; next_pf < npf; ++next_pf) {  // kv == 0 or rounding: nothing is left unfetched
-    const char* base = static_cast<const char*>(pf[next_pf]);
-    for (size_t b = 0; b < pf_bytes; b += 64) __builtin_prefetch(base + b, 0, 2);
-  }
+  pf.Fetch(left);  // kv == 0 or rounding: nothing is left unfetched
 }
 
 // O[r] += sum_t P[r][t] V[t] for r < rows (a multiple of 4), t < kv; V row t at vrows[t]
-// (int8: P already carries the V row scale). O in the order of the widened chunks.
+// (int8: P already carries the V row scale). O in the order of the widened chunks. While it
+// runs it prefetches the next `npf` lines of `pf`: one per key of
+// each chunk of the first 4 rows, any more at the start of each chunk, so that the memory
+// keeps working while this half of the block computes too.
 template <typename T>
 HWY_NOINLINE void AccumulatePVRows(const float* HWY_RESTRICT p, const void* const* vrows,
                                    float* HWY_RESTRICT o, size_t rows, size_t kv, size_t d,
-                                   size_t dp, size_t sp) {
+                                   size_t dp, size_t sp, LineCursor& pf, size_t npf) {
   const DF8 df;
   const size_t nl = hn::Lanes(df);
+  const size_t chunks = d / (2 * nl);
+  const size_t per_key = chunks * kv;  // lines one per key of the chunks cover
+  const size_t extra_per_chunk =
+      chunks && npf > per_key ? (npf - per_key + chunks - 1) / chunks : 0;
+  size_t left = npf;
   for (size_t r = 0; r < rows; r += 4) {
     const float* p0 = p + r * sp;
     const float* p1 = p0 + sp;
@@ -443,7 +471,16 @@ HWY_NOINLINE void AccumulatePVRows(const float* HWY_RESTRICT p, const void* cons
       auto c10 = hn::LoadU(df, o1 + x), c11 = hn::LoadU(df, o1 + x + nl);
       auto c20 = hn::LoadU(df, o2 + x), c21 = hn::LoadU(df, o2 + x + nl);
       auto c30 = hn::LoadU(df, o3 + x), c31 = hn::LoadU(df, o3 + x + nl);
+      if (left > 0) {
+        const size_t lines = std::min(extra_per_chunk, left);
+        pf.Fetch(lines);
+        left -= lines;
+      }
       for (size_t t = 0; t < kv; ++t) {
+        if (left > 0) {
+          pf.Fetch(1);
+          --left;
+        }
         const T* vt = static_cast<const T*>(vrows[t]);
         hn::Vec<DF8> v0, v1;
         Widen2(df, vt + x, v0, v1);
@@ -485,6 +522,7 @@ HWY_NOINLINE void AccumulatePVRows(const float* HWY_RESTRICT p, const void* cons
       hn::StoreU(c3, df, o3 + x);
     }
   }
+  pf.Fetch(left);  // d < 2N: no chunk ran
 }
 
 // out = the f32 value a new token's row has once stored in the cache (store_row then

@@ -35,7 +35,7 @@ size_t round_up(size_t x, size_t m) { return (x + m - 1) / m * m; }
 struct Scratch {
   std::vector<float> q, o, m, l, s, k, v, kt;  // kt: K transposed [dp][sp]
   std::vector<const void*> krows, vrows;       // decode: row pointers into the pages
-  std::vector<const void*> pf;                 // decode: rows of a later block to prefetch
+  std::vector<PrefetchRun> pf;                 // decode: K/V runs of a later block
   std::vector<float> kscale, vscale;           // decode on int8: the rows' scales
   std::vector<uint16_t> new_rows;              // decode: new tokens' rows in the cache dtype
   void ensure(size_t rows4, size_t dp, size_t sp) {
@@ -52,7 +52,7 @@ struct Scratch {
     grow(v, sp * dp);
     if (krows.size() < sp) krows.resize(sp);
     if (vrows.size() < sp) vrows.resize(sp);
-    if (pf.size() < 4 * sp) pf.resize(4 * sp);
+    if (pf.size() < 4 * sp) pf.resize(4 * sp);  // K, V and int8 scale runs of sp rows
     if (kscale.size() < sp) kscale.resize(sp);
     if (vscale.size() < sp) vscale.resize(sp);
     if (new_rows.size() < 2 * sp * dp) new_rows.resize(2 * sp * dp);
@@ -210,32 +210,36 @@ void point_rows(const RunArgs& a, const WorkItem& w, int32_t pos0, int32_t n, Sc
   }
 }
 
-// Decode: the addresses of the cached K and V rows (and int8 row scales) of the block at
-// [pos0, pos0 + n) in sc.pf, for ScoresQKRows to prefetch while it computes an earlier
-// block. Returns how many; each is one row of d elements.
-size_t list_prefetch_rows(const RunArgs& a, const WorkItem& w, int32_t pos0, int32_t n,
-                          Scratch& sc) {
+// Decode: the cached K and V rows (and int8 row scales) of the block at [pos0, pos0 + n) as
+// line-aligned ranges in sc.pf, page by page (each page's K run, then its V run), for the QK
+// and the PV of an earlier block to prefetch while they compute. Returns a cursor over them
+// and, in `lines`, how many cache lines they span.
+LineCursor list_prefetch_runs(const RunArgs& a, const WorkItem& w, int32_t pos0, int32_t n,
+                              Scratch& sc, size_t& lines) {
   const CacheShape& sh = a.plan->shape;
   const size_t row_bytes = static_cast<size_t>(sh.head_dim) * element_size(sh.dtype);
   const char* kpool = static_cast<const char*>(a.cache->k);
   const char* vpool = static_cast<const char*>(a.cache->v);
   const bool int8 = sh.dtype == KvDType::kInt8;
+  PrefetchRun* dst = sc.pf.data();
   size_t count = 0;
+  lines = 0;
+  const auto add = [&](const void* begin, size_t bytes) {
+    const uintptr_t b = reinterpret_cast<uintptr_t>(begin);
+    const uintptr_t first = b & ~uintptr_t{63};
+    const size_t span = b + bytes - first;
+    dst[count++] = {reinterpret_cast<const char*>(first), span};
+    lines += (span + 63) / 64;
+  };
   for_each_cached_run(*a.plan, w, pos0, n, [&](int32_t, int32_t run, size_t row) {
-    const char* kr = kpool + row * row_bytes;
-    const char* vr = vpool + row * row_bytes;
-    const void** dst = sc.pf.data() + count;  // raw pointer: no reload per store
-    for (int32_t i = 0; i < run; ++i) {
-      dst[2 * i] = kr + i * row_bytes;
-      dst[2 * i + 1] = vr + i * row_bytes;
-    }
-    count += 2 * static_cast<size_t>(run);
-    if (int8) {  // the run's scales (row_bytes >= 8)
-      sc.pf[count++] = a.cache->k_row_scales + row;
-      sc.pf[count++] = a.cache->v_row_scales + row;
+    add(kpool + row * row_bytes, run * row_bytes);
+    add(vpool + row * row_bytes, run * row_bytes);
+    if (int8) {
+      add(a.cache->k_row_scales + row, run * sizeof(float));
+      add(a.cache->v_row_scales + row, run * sizeof(float));
     }
   });
-  return count;
+  return {dst, dst + count, 0};
 }
 
 // Asks for the rows of the KV block at [pos0, pos0 + n) to be brought into L2 while the
@@ -398,28 +402,28 @@ void attend_block(const RunArgs& a, const WorkItem& w, const HeadRows& hr, int32
   const int32_t lo_last = window > 0 ? pos_last - window + 1 : 0;
   const int32_t hi_first = causal ? pos_first : kv_len - 1;
 
+  // Lines of the next rows to prefetch: the first half while QK computes, the rest during PV
+  // (prefetching them all during QK left the memory idle through PV: decode-32seq bf16 took
+  // 14% longer in a same-process alternation, docs/rpa.md "Session 9").
+  LineCursor pf;
+  size_t npf = 0;
   if (direct) {
     point_rows(a, w, kb, n, sc);
-    const size_t npf = next.w ? list_prefetch_rows(a, *next.w, next.pos0, next.n, sc) : 0;
-    const size_t row_bytes = static_cast<size_t>(d) * element_size(dtype);
+    if (next.w) pf = list_prefetch_runs(a, *next.w, next.pos0, next.n, sc, npf);
     const size_t n2 = round_up(n, 2);
     const void* const* kr = sc.krows.data();
-    const void* const* pf = sc.pf.data();
     switch (dtype) {
       case KvDType::kBF16:
-        ScoresQKRows<hwy::bfloat16_t>(hr.q, kr, nullptr, st, rows4, n2, d, dp, sp, pf, npf,
-                                      row_bytes);
+        ScoresQKRows<hwy::bfloat16_t>(hr.q, kr, nullptr, st, rows4, n2, d, dp, sp, pf, npf / 2);
         break;
       case KvDType::kF16:
-        ScoresQKRows<hwy::float16_t>(hr.q, kr, nullptr, st, rows4, n2, d, dp, sp, pf, npf,
-                                     row_bytes);
+        ScoresQKRows<hwy::float16_t>(hr.q, kr, nullptr, st, rows4, n2, d, dp, sp, pf, npf / 2);
         break;
       case KvDType::kInt8:
-        ScoresQKRows<int8_t>(hr.q, kr, sc.kscale.data(), st, rows4, n2, d, dp, sp, pf, npf,
-                             row_bytes);
+        ScoresQKRows<int8_t>(hr.q, kr, sc.kscale.data(), st, rows4, n2, d, dp, sp, pf, npf / 2);
         break;
       default:
-        ScoresQKRows<float>(hr.q, kr, nullptr, st, rows4, n2, d, dp, sp, pf, npf, row_bytes);
+        ScoresQKRows<float>(hr.q, kr, nullptr, st, rows4, n2, d, dp, sp, pf, npf / 2);
         break;
     }
   } else {
@@ -471,16 +475,18 @@ void attend_block(const RunArgs& a, const WorkItem& w, const HeadRows& hr, int32
   if (direct) {
     switch (dtype) {
       case KvDType::kBF16:
-        AccumulatePVRows<hwy::bfloat16_t>(st, sc.vrows.data(), hr.o, rows4, n, d, dp, sp);
+        AccumulatePVRows<hwy::bfloat16_t>(st, sc.vrows.data(), hr.o, rows4, n, d, dp, sp, pf,
+                                          npf - npf / 2);
         break;
       case KvDType::kF16:
-        AccumulatePVRows<hwy::float16_t>(st, sc.vrows.data(), hr.o, rows4, n, d, dp, sp);
+        AccumulatePVRows<hwy::float16_t>(st, sc.vrows.data(), hr.o, rows4, n, d, dp, sp, pf,
+                                         npf - npf / 2);
         break;
       case KvDType::kInt8:
-        AccumulatePVRows<int8_t>(st, sc.vrows.data(), hr.o, rows4, n, d, dp, sp);
+        AccumulatePVRows<int8_t>(st, sc.vrows.data(), hr.o, rows4, n, d, dp, sp, pf, npf - npf / 2);
         break;
       default:
-        AccumulatePVRows<float>(st, sc.vrows.data(), hr.o, rows4, n, d, dp, sp);
+        AccumulatePVRows<float>(st, sc.vrows.data(), hr.o, rows4, n, d, dp, sp, pf, npf - npf / 2);
         break;
     }
   } else {
