@@ -309,20 +309,36 @@ struct Result {
   bool ref_reduced = false;
   std::string peer;
   double peer_ms = 0;
+  // A streaming read pass right before each timed call: its median, and the median over the
+  // calls of (this call's GB/s) / (the pass's GB/s).
+  double paired_gbps = 0, paired_mbu = 0;
 };
 
-double time_runs(Workload& w, const rpa::Plan& plan, ThreadPool& pool, int reps) {
+// Median time of `reps` calls after a warm-up. With a probe, each call is preceded by one
+// streaming read pass and `paired` gets the medians of the passes and of bytes-per-call ratios.
+double time_runs(Workload& w, const rpa::Plan& plan, ThreadPool& pool, int reps,
+                 ReadProbe* probe = nullptr, double bytes = 0, double* paired_gbps = nullptr,
+                 double* paired_mbu = nullptr) {
   w.run(plan, pool);  // warm-up: page faults, caches, thread wake-up
-  std::vector<double> times;
+  std::vector<double> times, passes, ratios;
   for (int r = 0; r < reps; ++r) {
+    const double pass = probe ? probe->pass_gbps() : 0;
     const double start = now_ms();
     w.run(plan, pool);
     times.push_back(now_ms() - start);
+    if (probe) {
+      passes.push_back(pass);
+      ratios.push_back(bytes / (times.back() * 1e6) / pass);
+    }
+  }
+  if (probe) {
+    *paired_gbps = median(passes);
+    *paired_mbu = median(ratios);
   }
   return median(times);
 }
 
-Result run_case(const BenchCase& c, const Options& opt, ThreadPool& pool) {
+Result run_case(const BenchCase& c, const Options& opt, ThreadPool& pool, ReadProbe& probe) {
   const rpa::AttentionParams params = llama3_params();
   Result r;
   r.name = c.name;
@@ -343,7 +359,7 @@ Result run_case(const BenchCase& c, const Options& opt, ThreadPool& pool) {
       plan_times.push_back(now_ms() - start);
     }
     r.plan_ms = median(plan_times);
-    r.ms = time_runs(w, plan, pool, opt.reps);
+    r.ms = time_runs(w, plan, pool, opt.reps, &probe, r.bytes, &r.paired_gbps, &r.paired_mbu);
   }
 
   // Scalar reference on the same or a reduced case; the fast kernel's output on that case
@@ -376,9 +392,9 @@ void print_header(const MachineCeilings& m, const Options& opt) {
       "                  read in %zu-byte runs in random order (one bf16 page of all KV heads,\n"
       "                  the pages scattered): %.1f GB/s = %.0f%% of the streaming read\n\n",
       m.page_run_bytes, m.page_run_gbps, 100 * m.page_run_gbps / m.peak_gbps);
-  std::printf("%-19s %-5s %4s %5s %9s %7s %8s %7s %8s %5s %5s %10s %7s %8s %s\n", "case", "kv",
-              "seqs", "toks", "ms", "plan_ms", "MB", "GB/s", "GFLOP/s", "MBU", "MFU", "ref_ms",
-              "speedup", "max_err", "peer");
+  std::printf("%-19s %-5s %4s %5s %9s %7s %8s %7s %8s %5s %5s %5s %10s %7s %8s %s\n", "case", "kv",
+              "seqs", "toks", "ms", "plan_ms", "MB", "GB/s", "GFLOP/s", "MBU", "MBUp", "MFU",
+              "ref_ms", "speedup", "max_err", "peer");
 }
 
 void print_row(const Result& r, const MachineCeilings& m) {
@@ -388,10 +404,12 @@ void print_row(const Result& r, const MachineCeilings& m) {
     std::snprintf(peer, sizeof peer, "%s %.2f ms: %.2fx", r.peer.c_str(), r.peer_ms,
                   r.peer_ms / r.ms);
   std::printf(
-      "%-19s %-5s %4d %5d %9.3f %7.3f %8.1f %7.2f %8.2f %4.0f%% %4.0f%% %9.1f%s %6.1fx %8.1e %s\n",
+      "%-19s %-5s %4d %5d %9.3f %7.3f %8.1f %7.2f %8.2f %4.0f%% %4.0f%% %4.0f%% %9.1f%s %6.1fx "
+      "%8.1e %s\n",
       r.name.c_str(), rpa::to_string(r.dtype), r.num_seqs, r.num_tokens, r.ms, r.plan_ms,
-      r.bytes / 1e6, gbps, gflops, 100 * gbps / m.peak_gbps, 100 * gflops / m.peak_gflops, r.ref_ms,
-      r.ref_reduced ? "*" : " ", r.ref_ms / r.ref_fast_ms, r.max_abs_err, peer);
+      r.bytes / 1e6, gbps, gflops, 100 * gbps / m.peak_gbps, 100 * r.paired_mbu,
+      100 * gflops / m.peak_gflops, r.ref_ms, r.ref_reduced ? "*" : " ", r.ref_ms / r.ref_fast_ms,
+      r.max_abs_err, peer);
   std::fflush(stdout);
 }
 
@@ -415,6 +433,8 @@ nlohmann::json to_json(const Result& r, const MachineCeilings& m, const Options&
                       {"page_run_bytes", m.page_run_bytes},
                       {"page_run_gbps", m.page_run_gbps},
                       {"mbu_page_runs", gbps / m.page_run_gbps},
+                      {"mbu_paired", r.paired_mbu},
+                      {"paired_gbps", r.paired_gbps},
                       {"ref_ms", r.ref_ms},
                       {"ref_reduced", r.ref_reduced},
                       {"ref_flops", r.ref_flops},
@@ -435,12 +455,13 @@ void bench_attention(const Options& in) {
   // One page of every KV head in bf16: the contiguous run of K (and of V) that a decode item
   // over all KV heads reads before it jumps to the next scattered page.
   const MachineCeilings m = measure_ceilings(pool, size_t{kKvHeads} * kPageSize * kHeadDim * 2);
+  ReadProbe probe(pool);
   if (!opt.json) print_header(m, opt);
 
   std::vector<Result> results;
   for (const BenchCase& c : all_cases()) {
     if (opt.which != "all" && opt.which != c.group) continue;
-    results.push_back(run_case(c, opt, pool));
+    results.push_back(run_case(c, opt, pool, probe));
     if (opt.json) {
       nlohmann::json j = to_json(results.back(), m, opt);
       // The mixed step against its parts run alone: the cost of batching them together.
@@ -460,7 +481,10 @@ void bench_attention(const Options& in) {
       "\nMB: KV bytes over every kv_len (cached read + new rows written) + f32 q, k, v, out.\n"
       "GFLOP/s: 4*D per (query head, attended position), causal counted exactly.\n"
       "MBU/MFU: against the streaming read and sgemm ceilings above (--json also gives\n"
-      "mbu_page_runs, against the random page-run read). ref_ms: scalar rpa::reference (* = on the "
+      "mbu_page_runs, against the random page-run read). MBUp: each timed call preceded by one\n"
+      "streaming read pass over 256 MiB, the median of the calls' GB/s over their pass's "
+      "(steadier\n"
+      "where the machine's speed moves between runs). ref_ms: scalar rpa::reference (* = on the "
       "same\n"
       "case with lengths halved until <= %.1f GFLOP); speedup = ref_ms / kernel ms on that\n"
       "case; max_err = max |kernel - reference| there. peer: ggml CPU flash attention on this\n"

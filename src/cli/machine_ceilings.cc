@@ -83,6 +83,33 @@ double measure_read_bandwidth_gbps(ThreadPool& pool, int repetitions) {
   });
 }
 
+struct ReadProbe::Impl {
+  ThreadPool& pool;
+  size_t n;  // floats
+  HugeBuffer buffer;
+  float* f;
+};
+
+ReadProbe::ReadProbe(ThreadPool& pool, size_t bytes) {
+  const size_t n = std::max<size_t>(bytes / sizeof(float), 1024);
+  HugeBuffer buffer = alloc_huge(n * sizeof(float));
+  float* f = reinterpret_cast<float*>(buffer.get());
+  fill_slices(pool, f, n);
+  impl_.reset(new Impl{pool, n, std::move(buffer), f});
+}
+
+ReadProbe::~ReadProbe() = default;
+
+double ReadProbe::pass_gbps() {
+  Impl& p = *impl_;
+  const size_t n = p.n;
+  const float* f = p.f;
+  return best_read_gbps(p.pool, n * sizeof(float), 1, [&](size_t t, size_t threads) {
+    const size_t begin = n * t / threads, end = n * (t + 1) / threads;
+    return sum_floats(f + begin, end - begin);
+  });
+}
+
 double measure_page_run_read_gbps(ThreadPool& pool, size_t run_bytes, int repetitions) {
   run_bytes = std::max<size_t>(64, run_bytes / 64 * 64);
   const size_t runs = (size_t{512} << 20) / run_bytes;

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstddef>
+#include <memory>
 
 namespace kdr {
 class ThreadPool;
@@ -31,6 +32,23 @@ double measure_sgemm_gflops(int num_threads, int repetitions = 3);
 // them without software prefetch and with the run two ahead prefetched (its first two lines,
 // or all of it).
 double measure_page_run_read_gbps(ThreadPool& pool, size_t run_bytes, int repetitions = 5);
+
+// One streaming read pass at a time over a huge-page buffer far larger than the caches, for
+// a benchmark to measure the bandwidth right next to each timed call: on a shared machine
+// whose speed moves between runs, a ratio of two adjacent measurements is steadier than one
+// against a ceiling measured minutes earlier.
+class ReadProbe {
+ public:
+  explicit ReadProbe(ThreadPool& pool, size_t bytes = size_t{256} << 20);
+  ~ReadProbe();
+  ReadProbe(const ReadProbe&) = delete;
+  ReadProbe& operator=(const ReadProbe&) = delete;
+  double pass_gbps();  // one multi-threaded pass over the whole buffer: GB/s (1e9 bytes)
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
 
 // Stream bandwidth and sgemm; with page_run_bytes > 0 also measure_page_run_read_gbps.
 MachineCeilings measure_ceilings(ThreadPool& pool, size_t page_run_bytes = 0);
