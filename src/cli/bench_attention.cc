@@ -48,6 +48,10 @@ struct BenchCase {
   std::vector<Sequence> seqs;  // decodes first, then equal prefill chunks, then the rest
   std::string peer;            // a measured peer on this machine kind (docs/rpa.md), or empty
   double peer_ms = 0;
+  // Every cached page but each sequence's last (where its new rows go) aliased to two pages
+  // that stay in L2: the same arithmetic without the DRAM traffic, so the "MBU" of such a
+  // case is the most the kernel's arithmetic allows on this machine.
+  bool kv_in_cache = false;
 };
 
 struct Options {
@@ -90,6 +94,7 @@ std::vector<BenchCase> all_cases() {
        {rpa::KvDType::kBF16, rpa::KvDType::kInt8, rpa::KvDType::kF16, rpa::KvDType::kF32}) {
     cases.push_back({"decode-32seq", "decode", dt, spread, "", 0});
   }
+  cases.push_back({"decode-32seq-inL2", "decode", rpa::KvDType::kBF16, spread, "", 0, true});
   cases.push_back({"decode-4096", "decode", rpa::KvDType::kF16, {{1, 4096}}, "ggml", 3.8});
   cases.push_back({"decode-16384", "decode", rpa::KvDType::kF16, {{1, 16384}}, "ggml", 17.1});
   cases.push_back({"prefill-2048", "prefill", rpa::KvDType::kBF16, {{2048, 2048}}, "ggml", 1110});
@@ -149,7 +154,9 @@ using Buffer = std::unique_ptr<void, FreeDeleter>;
 // One case made concrete: metadata, a filled cache and random activations.
 class Workload {
  public:
-  Workload(const std::vector<Sequence>& seqs, rpa::KvDType dtype, uint64_t seed) : seqs_(seqs) {
+  Workload(const std::vector<Sequence>& seqs, rpa::KvDType dtype, uint64_t seed,
+           bool kv_in_cache = false)
+      : seqs_(seqs) {
     const int32_t n = static_cast<int32_t>(seqs.size());
     int32_t total_pages = 0;
     pages_per_seq_ = 1;
@@ -172,6 +179,24 @@ class Workload {
       const int32_t pages = (seqs[i].kv_len + kPageSize - 1) / kPageSize;
       for (int32_t j = 0; j < pages; ++j)
         page_indices_[static_cast<size_t>(i) * pages_per_seq_ + j] = order[next++];
+    }
+    if (kv_in_cache) {
+      // Two pages that are no sequence's last stand in for every earlier page: they are only
+      // read, and sharing pages is allowed (prefix caching does it).
+      std::vector<char> last(total_pages, 0);
+      for (int32_t i = 0; i < n; ++i) {
+        const int32_t pages = (seqs[i].kv_len + kPageSize - 1) / kPageSize;
+        last[page_indices_[static_cast<size_t>(i) * pages_per_seq_ + pages - 1]] = 1;
+      }
+      std::vector<int32_t> shared;
+      for (int32_t pg = 0; pg < total_pages && shared.size() < 2; ++pg)
+        if (!last[pg]) shared.push_back(pg);
+      for (int32_t i = 0; i < n && !shared.empty(); ++i) {
+        const int32_t pages = (seqs[i].kv_len + kPageSize - 1) / kPageSize;
+        for (int32_t j = 0; j + 1 < pages; ++j)
+          page_indices_[static_cast<size_t>(i) * pages_per_seq_ + j] =
+              shared[(i + j) % shared.size()];
+      }
     }
     // Sort order of the contract: decodes, then a run of equal-size prefill chunks, then mixed.
     int32_t decode_end = 0;
@@ -348,7 +373,7 @@ Result run_case(const BenchCase& c, const Options& opt, ThreadPool& pool, ReadPr
   r.flops = useful_flops(c.seqs, params);
   r.bytes = bytes_moved(c.seqs, c.dtype);
   {
-    Workload w(c.seqs, c.dtype, 42);
+    Workload w(c.seqs, c.dtype, 42, c.kv_in_cache);
     r.num_seqs = w.batch().num_seqs;
     r.num_tokens = w.batch().num_tokens;
     std::vector<double> plan_times;
@@ -367,7 +392,7 @@ Result run_case(const BenchCase& c, const Options& opt, ThreadPool& pool, ReadPr
   const std::vector<Sequence> small = reduce_case(c.seqs, params);
   r.ref_reduced = useful_flops(small, params) < r.flops;
   r.ref_flops = useful_flops(small, params);
-  Workload w(small, c.dtype, 43);
+  Workload w(small, c.dtype, 43, c.kv_in_cache);
   const rpa::Plan plan =
       rpa::make_plan(w.batch(), w.cache().shape, params, pool.num_threads(), opt.tuning);
   r.ref_fast_ms = r.ref_reduced ? time_runs(w, plan, pool, opt.reps) : r.ms;
@@ -484,7 +509,9 @@ void bench_attention(const Options& in) {
       "mbu_page_runs, against the random page-run read). MBUp: each timed call preceded by one\n"
       "streaming read pass over 256 MiB, the median of the calls' GB/s over their pass's "
       "(steadier\n"
-      "where the machine's speed moves between runs). ref_ms: scalar rpa::reference (* = on the "
+      "where the machine's speed moves between runs). -inL2: the same batch with its cached\n"
+      "pages aliased to two that stay in L2: its MBU is what the arithmetic alone allows. ref_ms: "
+      "scalar rpa::reference (* = on the "
       "same\n"
       "case with lengths halved until <= %.1f GFLOP); speedup = ref_ms / kernel ms on that\n"
       "case; max_err = max |kernel - reference| there. peer: ggml CPU flash attention on this\n"
