@@ -410,23 +410,38 @@ void attend_block(const RunArgs& a, const WorkItem& w, const HeadRows& hr, int32
   // 5-10% longer in same-process alternations, docs/rpa.md "Session 9").
   LineCursor pf;
   size_t npf = 0;
+  // When the next block-head is this block of the next KV head, its rows sit one head
+  // further into the same pages: QK and PV prefetch at that distance from the rows they read
+  // (no list to build: 7-13% faster than the list for decode-32seq bf16; K lines during QK,
+  // V lines during PV). The new token's row points into scratch: its prefetch is wasted and
+  // harmless (prefetches never fault). int8 keeps the list, which covers its row scales.
+  ptrdiff_t pf_delta = 0;
   if (direct) {
     point_rows(a, w, kb, n, sc);
-    if (next.w) pf = list_prefetch_runs(a, *next.w, next.pos0, next.n, sc, npf);
+    const size_t row_bytes = static_cast<size_t>(d) * element_size(dtype);
+    if (next.w && next.w->seq == w.seq && next.w->kv_head == w.kv_head + 1 && next.pos0 == kb &&
+        next.n == n && dtype != KvDType::kInt8) {
+      pf_delta = static_cast<ptrdiff_t>(p.shape.page_size * row_bytes);
+    } else if (next.w) {
+      pf = list_prefetch_runs(a, *next.w, next.pos0, next.n, sc, npf);
+    }
     const size_t n2 = round_up(n, 2);
     const void* const* kr = sc.krows.data();
     switch (dtype) {
       case KvDType::kBF16:
-        ScoresQKRows<hwy::bfloat16_t>(hr.q, kr, nullptr, st, rows4, n2, d, dp, sp, pf, npf / 2);
+        ScoresQKRows<hwy::bfloat16_t>(hr.q, kr, nullptr, st, rows4, n2, d, dp, sp, pf, npf / 2,
+                                      pf_delta);
         break;
       case KvDType::kF16:
-        ScoresQKRows<hwy::float16_t>(hr.q, kr, nullptr, st, rows4, n2, d, dp, sp, pf, npf / 2);
+        ScoresQKRows<hwy::float16_t>(hr.q, kr, nullptr, st, rows4, n2, d, dp, sp, pf, npf / 2,
+                                     pf_delta);
         break;
       case KvDType::kInt8:
-        ScoresQKRows<int8_t>(hr.q, kr, sc.kscale.data(), st, rows4, n2, d, dp, sp, pf, npf / 2);
+        ScoresQKRows<int8_t>(hr.q, kr, sc.kscale.data(), st, rows4, n2, d, dp, sp, pf, npf / 2,
+                             pf_delta);
         break;
       default:
-        ScoresQKRows<float>(hr.q, kr, nullptr, st, rows4, n2, d, dp, sp, pf, npf / 2);
+        ScoresQKRows<float>(hr.q, kr, nullptr, st, rows4, n2, d, dp, sp, pf, npf / 2, pf_delta);
         break;
     }
   } else {
@@ -479,17 +494,19 @@ void attend_block(const RunArgs& a, const WorkItem& w, const HeadRows& hr, int32
     switch (dtype) {
       case KvDType::kBF16:
         AccumulatePVRows<hwy::bfloat16_t>(st, sc.vrows.data(), hr.o, rows4, n, d, dp, sp, pf,
-                                          npf - npf / 2);
+                                          npf - npf / 2, pf_delta);
         break;
       case KvDType::kF16:
         AccumulatePVRows<hwy::float16_t>(st, sc.vrows.data(), hr.o, rows4, n, d, dp, sp, pf,
-                                         npf - npf / 2);
+                                         npf - npf / 2, pf_delta);
         break;
       case KvDType::kInt8:
-        AccumulatePVRows<int8_t>(st, sc.vrows.data(), hr.o, rows4, n, d, dp, sp, pf, npf - npf / 2);
+        AccumulatePVRows<int8_t>(st, sc.vrows.data(), hr.o, rows4, n, d, dp, sp, pf, npf - npf / 2,
+                                 pf_delta);
         break;
       default:
-        AccumulatePVRows<float>(st, sc.vrows.data(), hr.o, rows4, n, d, dp, sp, pf, npf - npf / 2);
+        AccumulatePVRows<float>(st, sc.vrows.data(), hr.o, rows4, n, d, dp, sp, pf, npf - npf / 2,
+                                pf_delta);
         break;
     }
   } else {
