@@ -334,33 +334,40 @@ struct Result {
   bool ref_reduced = false;
   std::string peer;
   double peer_ms = 0;
-  // A streaming read pass right before each timed call: its median, and the median over the
-  // calls of (this call's GB/s) / (the pass's GB/s).
-  double paired_gbps = 0, paired_mbu = 0;
+  // Decode cases, from paired_runs (calls after a streaming read pass); 0 elsewhere.
+  double cold_ms = 0, paired_gbps = 0, paired_mbu = 0;
 };
 
-// Median time of `reps` calls after a warm-up. With a probe, each call is preceded by one
-// streaming read pass and `paired` gets the medians of the passes and of bytes-per-call ratios.
-double time_runs(Workload& w, const rpa::Plan& plan, ThreadPool& pool, int reps,
-                 ReadProbe* probe = nullptr, double bytes = 0, double* paired_gbps = nullptr,
-                 double* paired_mbu = nullptr) {
+// Median time of `reps` calls after a warm-up.
+double time_runs(Workload& w, const rpa::Plan& plan, ThreadPool& pool, int reps) {
   w.run(plan, pool);  // warm-up: page faults, caches, thread wake-up
-  std::vector<double> times, passes, ratios;
+  std::vector<double> times;
   for (int r = 0; r < reps; ++r) {
-    const double pass = probe ? probe->pass_gbps() : 0;
     const double start = now_ms();
     w.run(plan, pool);
     times.push_back(now_ms() - start);
-    if (probe) {
-      passes.push_back(pass);
-      ratios.push_back(bytes / (times.back() * 1e6) / pass);
-    }
-  }
-  if (probe) {
-    *paired_gbps = median(passes);
-    *paired_mbu = median(ratios);
   }
   return median(times);
+}
+
+// `reps` calls, each right after one streaming read pass of `probe` (which also evicts the
+// batch's KV from the caches, as the other layers of a model would): fills r.cold_ms, the
+// median call time, r.paired_gbps, the median pass, and r.paired_mbu, the median over the
+// calls of (the call's GB/s) / (its pass's GB/s).
+void paired_runs(Workload& w, const rpa::Plan& plan, ThreadPool& pool, int reps, ReadProbe& probe,
+                 Result& r) {
+  std::vector<double> times, passes, ratios;
+  for (int i = 0; i < reps; ++i) {
+    const double pass = probe.pass_gbps();
+    const double start = now_ms();
+    w.run(plan, pool);
+    times.push_back(now_ms() - start);
+    passes.push_back(pass);
+    ratios.push_back(r.bytes / (times.back() * 1e6) / pass);
+  }
+  r.cold_ms = median(times);
+  r.paired_gbps = median(passes);
+  r.paired_mbu = median(ratios);
 }
 
 Result run_case(const BenchCase& c, const Options& opt, ThreadPool& pool, ReadProbe& probe) {
@@ -384,7 +391,8 @@ Result run_case(const BenchCase& c, const Options& opt, ThreadPool& pool, ReadPr
       plan_times.push_back(now_ms() - start);
     }
     r.plan_ms = median(plan_times);
-    r.ms = time_runs(w, plan, pool, opt.reps, &probe, r.bytes, &r.paired_gbps, &r.paired_mbu);
+    r.ms = time_runs(w, plan, pool, opt.reps);
+    if (c.group == "decode") paired_runs(w, plan, pool, opt.reps, probe, r);
   }
 
   // Scalar reference on the same or a reduced case; the fast kernel's output on that case
@@ -428,13 +436,14 @@ void print_row(const Result& r, const MachineCeilings& m) {
   if (!r.peer.empty())
     std::snprintf(peer, sizeof peer, "%s %.2f ms: %.2fx", r.peer.c_str(), r.peer_ms,
                   r.peer_ms / r.ms);
+  char mbup[16] = "-";
+  if (r.paired_mbu > 0) std::snprintf(mbup, sizeof mbup, "%.0f%%", 100 * r.paired_mbu);
   std::printf(
-      "%-19s %-5s %4d %5d %9.3f %7.3f %8.1f %7.2f %8.2f %4.0f%% %4.0f%% %4.0f%% %9.1f%s %6.1fx "
+      "%-19s %-5s %4d %5d %9.3f %7.3f %8.1f %7.2f %8.2f %4.0f%% %5s %4.0f%% %9.1f%s %6.1fx "
       "%8.1e %s\n",
       r.name.c_str(), rpa::to_string(r.dtype), r.num_seqs, r.num_tokens, r.ms, r.plan_ms,
-      r.bytes / 1e6, gbps, gflops, 100 * gbps / m.peak_gbps, 100 * r.paired_mbu,
-      100 * gflops / m.peak_gflops, r.ref_ms, r.ref_reduced ? "*" : " ", r.ref_ms / r.ref_fast_ms,
-      r.max_abs_err, peer);
+      r.bytes / 1e6, gbps, gflops, 100 * gbps / m.peak_gbps, mbup, 100 * gflops / m.peak_gflops,
+      r.ref_ms, r.ref_reduced ? "*" : " ", r.ref_ms / r.ref_fast_ms, r.max_abs_err, peer);
   std::fflush(stdout);
 }
 
@@ -458,13 +467,17 @@ nlohmann::json to_json(const Result& r, const MachineCeilings& m, const Options&
                       {"page_run_bytes", m.page_run_bytes},
                       {"page_run_gbps", m.page_run_gbps},
                       {"mbu_page_runs", gbps / m.page_run_gbps},
-                      {"mbu_paired", r.paired_mbu},
-                      {"paired_gbps", r.paired_gbps},
+
                       {"ref_ms", r.ref_ms},
                       {"ref_reduced", r.ref_reduced},
                       {"ref_flops", r.ref_flops},
                       {"speedup_vs_ref", r.ref_ms / r.ref_fast_ms},
                       {"max_abs_err", r.max_abs_err}};
+  if (r.paired_mbu > 0) {
+    j["cold_ms"] = r.cold_ms;
+    j["mbu_paired"] = r.paired_mbu;
+    j["paired_gbps"] = r.paired_gbps;
+  }
   if (!r.peer.empty()) {
     j["peer"] = r.peer;
     j["peer_ms"] = r.peer_ms;
@@ -506,13 +519,13 @@ void bench_attention(const Options& in) {
       "\nMB: KV bytes over every kv_len (cached read + new rows written) + f32 q, k, v, out.\n"
       "GFLOP/s: 4*D per (query head, attended position), causal counted exactly.\n"
       "MBU/MFU: against the streaming read and sgemm ceilings above (--json also gives\n"
-      "mbu_page_runs, against the random page-run read). MBUp: each timed call preceded by one\n"
-      "streaming read pass over 256 MiB, the median of the calls' GB/s over their pass's "
-      "(steadier\n"
-      "where the machine's speed moves between runs). -inL2: the same batch with its cached\n"
-      "pages aliased to two that stay in L2: its MBU is what the arithmetic alone allows. ref_ms: "
-      "scalar rpa::reference (* = on the "
-      "same\n"
+      "mbu_page_runs, against the random page-run read). MBUp (decode): the same number of\n"
+      "calls, each right after one streaming read pass over 256 MiB (which also evicts the KV\n"
+      "from the caches, as a model's other layers do), the median of the calls' GB/s over their\n"
+      "pass's: steadier where the machine's speed moves between runs (--json: mbu_paired, and\n"
+      "cold_ms, those calls' median time; back to back, decode-4096's 17 MB partly stay in\n"
+      "L3). -inL2: the same batch with its cached pages aliased to two that stay in L2: its MBU\n"
+      "is what the arithmetic alone allows. ref_ms: scalar rpa::reference (* = on the same\n"
       "case with lengths halved until <= %.1f GFLOP); speedup = ref_ms / kernel ms on that\n"
       "case; max_err = max |kernel - reference| there. peer: ggml CPU flash attention on this\n"
       "machine kind (docs/rpa.md, f16 KV); ratio > 1 means kdr is faster.\n",
