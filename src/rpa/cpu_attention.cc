@@ -245,6 +245,17 @@ LineCursor list_prefetch_runs(const RunArgs& a, const WorkItem& w, int32_t pos0,
   return {dst, dst + count, 0};
 }
 
+// Decode on int8: asks for the K and V row scales of the block at [pos0, pos0 + n).
+void prefetch_row_scales(const RunArgs& a, const WorkItem& w, int32_t pos0, int32_t n) {
+  for_each_cached_run(*a.plan, w, pos0, n, [&](int32_t, int32_t run, size_t row) {
+    for (const float* scales : {a.cache->k_row_scales + row, a.cache->v_row_scales + row}) {
+      const uintptr_t b = reinterpret_cast<uintptr_t>(scales);
+      for (uintptr_t line = b & ~uintptr_t{63}; line < b + run * sizeof(float); line += 64)
+        __builtin_prefetch(reinterpret_cast<const void*>(line), 0, 2);
+    }
+  });
+}
+
 // Asks for the rows of the KV block at [pos0, pos0 + n) to be brought into L2 while the
 // current block is computed: pages are scattered and input rows of one head are strided,
 // so the hardware prefetcher cannot guess them.
@@ -413,15 +424,16 @@ void attend_block(const RunArgs& a, const WorkItem& w, const HeadRows& hr, int32
   // When the next block-head is this block of the next KV head, its rows sit one head
   // further into the same pages: QK and PV prefetch at that distance from the rows they read
   // (no list to build: 7-13% faster than the list for decode-32seq bf16; K lines during QK,
-  // V lines during PV). The new token's row points into scratch: its prefetch is wasted and
-  // harmless (prefetches never fault). int8 keeps the list, which covers its row scales.
+  // V lines during PV; int8 row scales, a few lines, right away). The new token's row points
+  // into scratch: its prefetch is wasted and harmless (prefetches never fault).
   ptrdiff_t pf_delta = 0;
   if (direct) {
     point_rows(a, w, kb, n, sc);
     const size_t row_bytes = static_cast<size_t>(d) * element_size(dtype);
     if (next.w && next.w->seq == w.seq && next.w->kv_head == w.kv_head + 1 && next.pos0 == kb &&
-        next.n == n && dtype != KvDType::kInt8) {
+        next.n == n) {
       pf_delta = static_cast<ptrdiff_t>(p.shape.page_size * row_bytes);
+      if (dtype == KvDType::kInt8) prefetch_row_scales(a, *next.w, kb, n);
     } else if (next.w) {
       pf = list_prefetch_runs(a, *next.w, next.pos0, next.n, sc, npf);
     }
