@@ -332,9 +332,10 @@ struct LineCursor {
 
 // S[r][t] = (Q[r] . K[t]) * (kscale ? kscale[t] : 1) for r < rows (a multiple of 4), t < kv
 // (a multiple of 2); K row t at krows[t] with d elements. Register block: 4 query rows x 2
-// keys. While it runs it prefetches the next `npf` lines of `pf`,
-// spread evenly over the key pairs of the first 4 rows so that the misses overlap the FMAs
-// instead of stalling one burst of prefetches.
+// keys. While it runs it prefetches the next `npf` lines of `pf`, spread evenly over the key
+// pairs of the first 4 rows so that the misses overlap the FMAs instead of stalling one
+// burst; with pf_delta, also the line pf_delta bytes past each line of K it starts to read
+// (the same rows of the next KV head).
 template <typename T>
 HWY_NOINLINE void ScoresQKRows(const float* HWY_RESTRICT q, const void* const* krows,
                                const float* kscale, float* HWY_RESTRICT s, size_t rows, size_t kv,
@@ -343,8 +344,6 @@ HWY_NOINLINE void ScoresQKRows(const float* HWY_RESTRICT q, const void* const* k
   const DF8 df;
   const size_t nl = hn::Lanes(df);
   HWY_ALIGN float sums[4];
-  // With pf_delta, the chunks of the first 4 rows that start a cache line also prefetch the
-  // line pf_delta bytes further on (the same rows of the next KV head).
   const size_t chunk_bytes = 2 * nl * sizeof(T);
   // Prefetch entries issued per key pair so that all of them go out during the first 4 rows.
   const size_t pf_per_pair = kv ? (npf + kv / 2 - 1) / (kv / 2) : 0;
@@ -454,9 +453,9 @@ HWY_NOINLINE void ScoresQKRows(const float* HWY_RESTRICT q, const void* const* k
 // rows, any more at the start of each chunk, so that the memory keeps working while this
 // half of the block computes too. With pf_delta it prefetches instead the lines pf_delta
 // bytes past its V rows (the next KV head's): one per key of each chunk that starts a line,
-// taken in row order so that the requests stream; the line each key reads (a column,
-// strided by the row size) measured 10-25% slower (the hardware prefetcher following that
-// stride, most likely).
+// taken in row order so that the requests stream: the line each key reads (a column,
+// strided by the row size) made the decode slower than even the list did (65.7 against
+// 53-55 ms; the hardware prefetcher following that stride, most likely).
 template <typename T>
 HWY_NOINLINE void AccumulatePVRows(const float* HWY_RESTRICT p, const void* const* vrows,
                                    float* HWY_RESTRICT o, size_t rows, size_t kv, size_t d,
