@@ -69,45 +69,38 @@ double best_read_gbps(ThreadPool& pool, size_t bytes, int repetitions, SumSlice&
 
 }  // namespace
 
-double measure_read_bandwidth_gbps(ThreadPool& pool, int repetitions) {
-  // 512 MiB: far beyond any last-level cache, so every pass streams from DRAM. On 2 MiB
-  // pages where the kernel grants them, like the KV pools: on 4 KiB pages the same read
-  // measured 10-20% slower here (TLB misses), which would flatter every ratio against it.
-  const size_t n = size_t{128} << 20;
-  HugeBuffer buffer = alloc_huge(n * sizeof(float));
-  float* f = reinterpret_cast<float*>(buffer.get());
-  fill_slices(pool, f, n);
-  return best_read_gbps(pool, n * sizeof(float), repetitions, [&](size_t t, size_t threads) {
-    const size_t begin = n * t / threads, end = n * (t + 1) / threads;
-    return sum_floats(f + begin, end - begin);
-  });
-}
-
 struct ReadProbe::Impl {
   ThreadPool& pool;
   size_t n;  // floats
   HugeBuffer buffer;
-  float* f;
 };
 
 ReadProbe::ReadProbe(ThreadPool& pool, size_t bytes) {
+  // On 2 MiB pages where the kernel grants them, like the KV pools: on 4 KiB pages the same
+  // read measured 10-20% slower here (TLB misses), which would flatter every ratio against it.
   const size_t n = std::max<size_t>(bytes / sizeof(float), 1024);
   HugeBuffer buffer = alloc_huge(n * sizeof(float));
-  float* f = reinterpret_cast<float*>(buffer.get());
-  fill_slices(pool, f, n);
-  impl_.reset(new Impl{pool, n, std::move(buffer), f});
+  fill_slices(pool, reinterpret_cast<float*>(buffer.get()), n);
+  impl_.reset(new Impl{pool, n, std::move(buffer)});
 }
 
 ReadProbe::~ReadProbe() = default;
 
 double ReadProbe::pass_gbps() {
-  Impl& p = *impl_;
-  const size_t n = p.n;
-  const float* f = p.f;
-  return best_read_gbps(p.pool, n * sizeof(float), 1, [&](size_t t, size_t threads) {
+  const size_t n = impl_->n;
+  const float* f = reinterpret_cast<const float*>(impl_->buffer.get());
+  return best_read_gbps(impl_->pool, n * sizeof(float), 1, [&](size_t t, size_t threads) {
     const size_t begin = n * t / threads, end = n * (t + 1) / threads;
     return sum_floats(f + begin, end - begin);
   });
+}
+
+double measure_read_bandwidth_gbps(ThreadPool& pool, int repetitions) {
+  // 512 MiB: far beyond any last-level cache, so every pass streams from DRAM.
+  ReadProbe probe(pool, size_t{512} << 20);
+  double best = 0;
+  for (int r = 0; r < repetitions; ++r) best = std::max(best, probe.pass_gbps());
+  return best;
 }
 
 double measure_page_run_read_gbps(ThreadPool& pool, size_t run_bytes, int repetitions) {
