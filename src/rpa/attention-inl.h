@@ -330,12 +330,37 @@ struct LineCursor {
   }
 };
 
+// The low and high f32 vectors of a chunk of 2N stored elements (bf16: even and odd
+// elements, see Widen2), each loaded on its own so that the load folds into the widening.
+template <typename T>
+HWY_INLINE hn::Vec<DF8> WidenLo(DF8 df, const T* HWY_RESTRICT p) {
+  return LoadF32(df, p);
+}
+template <typename T>
+HWY_INLINE hn::Vec<DF8> WidenHi(DF8 df, const T* HWY_RESTRICT p) {
+  return LoadF32(df, p + hn::Lanes(df));
+}
+template <>
+HWY_INLINE hn::Vec<DF8> WidenLo(DF8 df, const hwy::bfloat16_t* HWY_RESTRICT p) {
+  const hn::RebindToUnsigned<DF8> du;
+  return hn::BitCast(df, hn::ShiftLeft<16>(hn::LoadU(du, reinterpret_cast<const uint32_t*>(p))));
+}
+template <>
+HWY_INLINE hn::Vec<DF8> WidenHi(DF8 df, const hwy::bfloat16_t* HWY_RESTRICT p) {
+  const hn::RebindToUnsigned<DF8> du;
+  return hn::BitCast(df, hn::And(hn::LoadU(du, reinterpret_cast<const uint32_t*>(p)),
+                                 hn::Set(du, 0xffff0000u)));
+}
+
 // S[r][t] = (Q[r] . K[t]) * (kscale ? kscale[t] : 1) for r < rows (a multiple of 4), t < kv
-// (a multiple of 2); K row t at krows[t] with d elements. Register block: 4 query rows x 2
-// keys. While it runs it prefetches the next `npf` lines of `pf`, spread evenly over the key
-// pairs of the first 4 rows so that the misses overlap the FMAs instead of stalling one
-// burst; with pf_delta, also the line pf_delta bytes past each line of K it starts to read
-// (the same rows of the next KV head).
+// (a multiple of 4); K row t at krows[t] with d elements. Register block: 2 query rows x 4
+// keys, so that each Q vector loaded serves 4 keys (4 rows x 2 keys load one Q vector per 2
+// FMAs: with the K loads, more than the two load ports take per FMA pair); the row pairs of a
+// key quad run one after the other while its K rows are in L1. While it runs it prefetches
+// the next `npf` lines of `pf`, spread evenly over the (quad, row pair) steps; with pf_delta,
+// also the line pf_delta bytes past each line of K it starts to read (the same rows of the
+// next KV head), each key's in one of the quad's row-pair steps, at the rate the memory
+// takes: 4 keys' lines in the first step only made the decode 10-20% slower.
 template <typename T>
 HWY_NOINLINE void ScoresQKRows(const float* HWY_RESTRICT q, const void* const* krows,
                                const float* kscale, float* HWY_RESTRICT s, size_t rows, size_t kv,
@@ -343,104 +368,106 @@ HWY_NOINLINE void ScoresQKRows(const float* HWY_RESTRICT q, const void* const* k
                                ptrdiff_t pf_delta) {
   const DF8 df;
   const size_t nl = hn::Lanes(df);
-  HWY_ALIGN float sums[4];
   const size_t chunk_bytes = 2 * nl * sizeof(T);
-  // Prefetch entries issued per key pair so that all of them go out during the first 4 rows.
-  const size_t pf_per_pair = kv ? (npf + kv / 2 - 1) / (kv / 2) : 0;
+  const size_t passes = rows / 2;  // row pairs per key quad
+  const size_t steps = passes * (kv / 4);
+  const size_t pf_per_step = steps ? (npf + steps - 1) / steps : 0;
   size_t left = npf;
-  for (size_t r = 0; r < rows; r += 4) {
-    const float* q0 = q + r * dp;
-    const float* q1 = q0 + dp;
-    const float* q2 = q1 + dp;
-    const float* q3 = q2 + dp;
-    for (size_t t = 0; t < kv; t += 2) {
+  for (size_t t = 0; t < kv; t += 4) {
+    const T* k0 = static_cast<const T*>(krows[t]);
+    const T* k1 = static_cast<const T*>(krows[t + 1]);
+    const T* k2 = static_cast<const T*>(krows[t + 2]);
+    const T* k3 = static_cast<const T*>(krows[t + 3]);
+    for (size_t r = 0; r < rows; r += 2) {
       if (left > 0) {
-        const size_t lines = std::min(pf_per_pair, left);
+        const size_t lines = std::min(pf_per_step, left);
         pf.Fetch(lines);
         left -= lines;
       }
-      const T* k0 = static_cast<const T*>(krows[t]);
-      const T* k1 = static_cast<const T*>(krows[t + 1]);
-      auto a00 = hn::Zero(df), a10 = hn::Zero(df), a20 = hn::Zero(df), a30 = hn::Zero(df);
-      auto a01 = hn::Zero(df), a11 = hn::Zero(df), a21 = hn::Zero(df), a31 = hn::Zero(df);
+      // Keys [pk0, pk1) of the quad have their next head's lines prefetched in this step.
+      const size_t pass = r / 2;
+      const size_t pk0 = (4 * pass + passes - 1) / passes;
+      const size_t pk1 = (4 * (pass + 1) + passes - 1) / passes;
+      const bool pf_step = pf_delta != 0 && pk0 < pk1;
+      const float* q0 = q + r * dp;
+      const float* q1 = q0 + dp;
+      auto a00 = hn::Zero(df), a01 = hn::Zero(df), a02 = hn::Zero(df), a03 = hn::Zero(df);
+      auto a10 = hn::Zero(df), a11 = hn::Zero(df), a12 = hn::Zero(df), a13 = hn::Zero(df);
       size_t x = 0;
       for (; x + 2 * nl <= d; x += 2 * nl) {
-        if (pf_delta != 0 && r == 0 && (x * sizeof(T)) % 64 < chunk_bytes) {
-          __builtin_prefetch(reinterpret_cast<const char*>(k0 + x) + pf_delta, 0, 2);
-          __builtin_prefetch(reinterpret_cast<const char*>(k1 + x) + pf_delta, 0, 2);
+        if (pf_step && (x * sizeof(T)) % 64 < chunk_bytes) {
+          const T* const kq[4] = {k0, k1, k2, k3};
+          for (size_t i = pk0; i < pk1; ++i)
+            __builtin_prefetch(reinterpret_cast<const char*>(kq[i] + x) + pf_delta, 0, 2);
         }
-        hn::Vec<DF8> y0l, y0h, y1l, y1h;
-        Widen2(df, k0 + x, y0l, y0h);
-        Widen2(df, k1 + x, y1l, y1h);
         const auto x0l = hn::LoadU(df, q0 + x);
-        a00 = hn::MulAdd(x0l, y0l, a00);
-        a01 = hn::MulAdd(x0l, y1l, a01);
         const auto x1l = hn::LoadU(df, q1 + x);
-        a10 = hn::MulAdd(x1l, y0l, a10);
-        a11 = hn::MulAdd(x1l, y1l, a11);
-        const auto x2l = hn::LoadU(df, q2 + x);
-        a20 = hn::MulAdd(x2l, y0l, a20);
-        a21 = hn::MulAdd(x2l, y1l, a21);
-        const auto x3l = hn::LoadU(df, q3 + x);
-        a30 = hn::MulAdd(x3l, y0l, a30);
-        a31 = hn::MulAdd(x3l, y1l, a31);
+        auto y = WidenLo(df, k0 + x);
+        a00 = hn::MulAdd(x0l, y, a00);
+        a10 = hn::MulAdd(x1l, y, a10);
+        y = WidenLo(df, k1 + x);
+        a01 = hn::MulAdd(x0l, y, a01);
+        a11 = hn::MulAdd(x1l, y, a11);
+        y = WidenLo(df, k2 + x);
+        a02 = hn::MulAdd(x0l, y, a02);
+        a12 = hn::MulAdd(x1l, y, a12);
+        y = WidenLo(df, k3 + x);
+        a03 = hn::MulAdd(x0l, y, a03);
+        a13 = hn::MulAdd(x1l, y, a13);
         const auto x0h = hn::LoadU(df, q0 + x + nl);
-        a00 = hn::MulAdd(x0h, y0h, a00);
-        a01 = hn::MulAdd(x0h, y1h, a01);
         const auto x1h = hn::LoadU(df, q1 + x + nl);
-        a10 = hn::MulAdd(x1h, y0h, a10);
-        a11 = hn::MulAdd(x1h, y1h, a11);
-        const auto x2h = hn::LoadU(df, q2 + x + nl);
-        a20 = hn::MulAdd(x2h, y0h, a20);
-        a21 = hn::MulAdd(x2h, y1h, a21);
-        const auto x3h = hn::LoadU(df, q3 + x + nl);
-        a30 = hn::MulAdd(x3h, y0h, a30);
-        a31 = hn::MulAdd(x3h, y1h, a31);
+        y = WidenHi(df, k0 + x);
+        a00 = hn::MulAdd(x0h, y, a00);
+        a10 = hn::MulAdd(x1h, y, a10);
+        y = WidenHi(df, k1 + x);
+        a01 = hn::MulAdd(x0h, y, a01);
+        a11 = hn::MulAdd(x1h, y, a11);
+        y = WidenHi(df, k2 + x);
+        a02 = hn::MulAdd(x0h, y, a02);
+        a12 = hn::MulAdd(x1h, y, a12);
+        y = WidenHi(df, k3 + x);
+        a03 = hn::MulAdd(x0h, y, a03);
+        a13 = hn::MulAdd(x1h, y, a13);
       }
       for (; x < d; x += nl) {
-        const auto y0 = LoadF32(df, k0 + x);
-        const auto y1 = LoadF32(df, k1 + x);
         const auto x0 = hn::LoadU(df, q0 + x);
-        a00 = hn::MulAdd(x0, y0, a00);
-        a01 = hn::MulAdd(x0, y1, a01);
         const auto x1 = hn::LoadU(df, q1 + x);
-        a10 = hn::MulAdd(x1, y0, a10);
-        a11 = hn::MulAdd(x1, y1, a11);
-        const auto x2 = hn::LoadU(df, q2 + x);
-        a20 = hn::MulAdd(x2, y0, a20);
-        a21 = hn::MulAdd(x2, y1, a21);
-        const auto x3 = hn::LoadU(df, q3 + x);
-        a30 = hn::MulAdd(x3, y0, a30);
-        a31 = hn::MulAdd(x3, y1, a31);
+        auto y = LoadF32(df, k0 + x);
+        a00 = hn::MulAdd(x0, y, a00);
+        a10 = hn::MulAdd(x1, y, a10);
+        y = LoadF32(df, k1 + x);
+        a01 = hn::MulAdd(x0, y, a01);
+        a11 = hn::MulAdd(x1, y, a11);
+        y = LoadF32(df, k2 + x);
+        a02 = hn::MulAdd(x0, y, a02);
+        a12 = hn::MulAdd(x1, y, a12);
+        y = LoadF32(df, k3 + x);
+        a03 = hn::MulAdd(x0, y, a03);
+        a13 = hn::MulAdd(x1, y, a13);
       }
       float* dst = s + r * sp + t;
 #if HWY_TARGET == HWY_AVX2
-      // The same pairwise-add tree as Sum4 for both keys, then each row's two scores stored
-      // as one 64-bit pair (S rows hold keys t and t + 1 side by side).
-      (void)sums;
+      // Pairwise adds within 128-bit halves, then the halves folded: each row's 4 scores
+      // come out side by side, as S holds them.
       const __m256 h0 =
-          _mm256_hadd_ps(_mm256_hadd_ps(a00.raw, a10.raw), _mm256_hadd_ps(a20.raw, a30.raw));
+          _mm256_hadd_ps(_mm256_hadd_ps(a00.raw, a01.raw), _mm256_hadd_ps(a02.raw, a03.raw));
       const __m256 h1 =
-          _mm256_hadd_ps(_mm256_hadd_ps(a01.raw, a11.raw), _mm256_hadd_ps(a21.raw, a31.raw));
+          _mm256_hadd_ps(_mm256_hadd_ps(a10.raw, a11.raw), _mm256_hadd_ps(a12.raw, a13.raw));
       __m128 s0 = _mm_add_ps(_mm256_castps256_ps128(h0), _mm256_extractf128_ps(h0, 1));
       __m128 s1 = _mm_add_ps(_mm256_castps256_ps128(h1), _mm256_extractf128_ps(h1, 1));
       if (kscale) {
-        s0 = _mm_mul_ps(s0, _mm_set1_ps(kscale[t]));
-        s1 = _mm_mul_ps(s1, _mm_set1_ps(kscale[t + 1]));
+        const __m128 f = _mm_loadu_ps(kscale + t);
+        s0 = _mm_mul_ps(s0, f);
+        s1 = _mm_mul_ps(s1, f);
       }
-      const __m128 rows01 = _mm_unpacklo_ps(s0, s1);  // row 0: t, t+1; row 1: t, t+1
-      const __m128 rows23 = _mm_unpackhi_ps(s0, s1);
-      _mm_storel_pi(reinterpret_cast<__m64*>(dst), rows01);
-      _mm_storeh_pi(reinterpret_cast<__m64*>(dst + sp), rows01);
-      _mm_storel_pi(reinterpret_cast<__m64*>(dst + 2 * sp), rows23);
-      _mm_storeh_pi(reinterpret_cast<__m64*>(dst + 3 * sp), rows23);
+      _mm_storeu_ps(dst, s0);
+      _mm_storeu_ps(dst + sp, s1);
 #else
-      const float f0 = kscale ? kscale[t] : 1.0f;
-      const float f1 = kscale ? kscale[t + 1] : 1.0f;
-      Sum4(df, a00, a10, a20, a30, sums);
-      for (size_t i = 0; i < 4; ++i) dst[i * sp] = sums[i] * f0;
-      Sum4(df, a01, a11, a21, a31, sums);
-      for (size_t i = 0; i < 4; ++i) dst[i * sp + 1] = sums[i] * f1;
+      HWY_ALIGN float sums[4];
+      Sum4(df, a00, a01, a02, a03, sums);
+      for (size_t i = 0; i < 4; ++i) dst[i] = sums[i] * (kscale ? kscale[t + i] : 1.0f);
+      Sum4(df, a10, a11, a12, a13, sums);
+      for (size_t i = 0; i < 4; ++i) dst[sp + i] = sums[i] * (kscale ? kscale[t + i] : 1.0f);
 #endif
     }
   }

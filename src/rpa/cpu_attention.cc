@@ -147,7 +147,7 @@ inline int32_t for_each_cached_run(const Plan::Impl& p, const WorkItem& w, int32
 
 // Decode on a bf16/f16/f32/int8 cache: points krows/vrows at the block's rows in their pages
 // (the new token's row is stored in the cache dtype into scratch, exactly what the page will
-// hold, and pointed at there; int8 row scales go to kscale/vscale). Rows [n, round_up(n, 2))
+// hold, and pointed at there; int8 row scales go to kscale/vscale). Rows [n, round_up(n, 4))
 // point at zeros, with scale 0.
 void point_rows(const RunArgs& a, const WorkItem& w, int32_t pos0, int32_t n, Scratch& sc) {
   alignas(64) static const uint8_t kZeros[256 * 4] = {};
@@ -204,9 +204,9 @@ void point_rows(const RunArgs& a, const WorkItem& w, int32_t pos0, int32_t n, Sc
     sc.krows[t] = kq;
     sc.vrows[t] = vq;
   }
-  if (n % 2) {
-    sc.krows[n] = sc.vrows[n] = kZeros;
-    sc.kscale[n] = sc.vscale[n] = 0.0f;
+  for (int32_t z = n; z % 4 != 0; ++z) {
+    sc.krows[z] = sc.vrows[z] = kZeros;
+    sc.kscale[z] = sc.vscale[z] = 0.0f;
   }
 }
 
@@ -437,23 +437,23 @@ void attend_block(const RunArgs& a, const WorkItem& w, const HeadRows& hr, int32
     } else if (next.w) {
       pf = list_prefetch_runs(a, *next.w, next.pos0, next.n, sc, npf);
     }
-    const size_t n2 = round_up(n, 2);
+    const size_t n4 = round_up(n, 4);
     const void* const* kr = sc.krows.data();
     switch (dtype) {
       case KvDType::kBF16:
-        ScoresQKRows<hwy::bfloat16_t>(hr.q, kr, nullptr, st, rows4, n2, d, dp, sp, pf, npf / 2,
+        ScoresQKRows<hwy::bfloat16_t>(hr.q, kr, nullptr, st, rows4, n4, d, dp, sp, pf, npf / 2,
                                       pf_delta);
         break;
       case KvDType::kF16:
-        ScoresQKRows<hwy::float16_t>(hr.q, kr, nullptr, st, rows4, n2, d, dp, sp, pf, npf / 2,
+        ScoresQKRows<hwy::float16_t>(hr.q, kr, nullptr, st, rows4, n4, d, dp, sp, pf, npf / 2,
                                      pf_delta);
         break;
       case KvDType::kInt8:
-        ScoresQKRows<int8_t>(hr.q, kr, sc.kscale.data(), st, rows4, n2, d, dp, sp, pf, npf / 2,
+        ScoresQKRows<int8_t>(hr.q, kr, sc.kscale.data(), st, rows4, n4, d, dp, sp, pf, npf / 2,
                              pf_delta);
         break;
       default:
-        ScoresQKRows<float>(hr.q, kr, nullptr, st, rows4, n2, d, dp, sp, pf, npf / 2, pf_delta);
+        ScoresQKRows<float>(hr.q, kr, nullptr, st, rows4, n4, d, dp, sp, pf, npf / 2, pf_delta);
         break;
     }
   } else {
