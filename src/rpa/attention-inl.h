@@ -348,8 +348,8 @@ HWY_INLINE hn::Vec<DF8> WidenLo(DF8 df, const hwy::bfloat16_t* HWY_RESTRICT p) {
 template <>
 HWY_INLINE hn::Vec<DF8> WidenHi(DF8 df, const hwy::bfloat16_t* HWY_RESTRICT p) {
   const hn::RebindToUnsigned<DF8> du;
-  return hn::BitCast(df, hn::And(hn::LoadU(du, reinterpret_cast<const uint32_t*>(p)),
-                                 hn::Set(du, 0xffff0000u)));
+  return hn::BitCast(
+      df, hn::And(hn::LoadU(du, reinterpret_cast<const uint32_t*>(p)), hn::Set(du, 0xffff0000u)));
 }
 
 // S[r][t] = (Q[r] . K[t]) * (kscale ? kscale[t] : 1) for r < rows (a multiple of 4), t < kv
