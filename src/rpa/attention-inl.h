@@ -384,21 +384,26 @@ HWY_NOINLINE void ScoresQKRows(const float* HWY_RESTRICT q, const void* const* k
         pf.Fetch(lines);
         left -= lines;
       }
-      // Keys [pk0, pk1) of the quad have their next head's lines prefetched in this step.
+      // Keys [pk0, pk1) of the quad (at most 2: rows >= 4) have their next head's lines
+      // prefetched in this step.
       const size_t pass = r / 2;
       const size_t pk0 = (4 * pass + passes - 1) / passes;
       const size_t pk1 = (4 * (pass + 1) + passes - 1) / passes;
-      const bool pf_step = pf_delta != 0 && pk0 < pk1;
+      const char* pfa = nullptr;
+      const char* pfb = nullptr;
+      if (pf_delta != 0 && pk0 < pk1) {
+        pfa = static_cast<const char*>(krows[t + pk0]) + pf_delta;
+        if (pk0 + 1 < pk1) pfb = static_cast<const char*>(krows[t + pk0 + 1]) + pf_delta;
+      }
       const float* q0 = q + r * dp;
       const float* q1 = q0 + dp;
       auto a00 = hn::Zero(df), a01 = hn::Zero(df), a02 = hn::Zero(df), a03 = hn::Zero(df);
       auto a10 = hn::Zero(df), a11 = hn::Zero(df), a12 = hn::Zero(df), a13 = hn::Zero(df);
       size_t x = 0;
       for (; x + 2 * nl <= d; x += 2 * nl) {
-        if (pf_step && (x * sizeof(T)) % 64 < chunk_bytes) {
-          const T* const kq[4] = {k0, k1, k2, k3};
-          for (size_t i = pk0; i < pk1; ++i)
-            __builtin_prefetch(reinterpret_cast<const char*>(kq[i] + x) + pf_delta, 0, 2);
+        if (pfa && (x * sizeof(T)) % 64 < chunk_bytes) {
+          __builtin_prefetch(pfa + x * sizeof(T), 0, 2);
+          if (pfb) __builtin_prefetch(pfb + x * sizeof(T), 0, 2);
         }
         const auto x0l = hn::LoadU(df, q0 + x);
         const auto x1l = hn::LoadU(df, q1 + x);
