@@ -78,3 +78,19 @@ def test_perplexity_takes_the_kv_dtype_and_bf16_stays_close_to_f32():
     # The KV cache's rounding moves the result, a little: bf16 keeps 8 significant bits.
     assert bf16 != f32 and abs(bf16 / f32 - 1) < 0.02
     assert abs(int8 / f32 - 1) < 0.05
+
+
+def test_bench_attention_mixed_reports_validated_numbers_and_both_ratios():
+    cmd = [str(KDR), "bench", "attention", "--json", "--case", "mixed", "--reps", "1"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    rows = [json.loads(line) for line in r.stdout.splitlines() if line.startswith("{")]
+    assert [row["case"] for row in rows] == ["mixed", "mixed-decode-part", "mixed-prefill-part"]
+    for row in rows:
+        for key in ("kv_dtype", "ms", "gbps", "gflops", "mbu", "mfu", "peak_gbps", "peak_gflops"):
+            assert row[key] > 0 if key != "kv_dtype" else row[key] == "bf16", (row["case"], key)
+        # every number comes from a kernel checked against the scalar reference in the run
+        assert row["max_abs_err"] < 1e-4, row
+    last = rows[-1]
+    for key in ("mixed_over_parts", "mixed_over_parts_interleaved"):
+        assert 0.3 < last[key] < 3.0, (key, last[key])
