@@ -100,11 +100,12 @@ HWY_NOINLINE void ScoresQKT(const float* HWY_RESTRICT q, const float* HWY_RESTRI
   if (r + 2 <= rows) ScoresQKTBlock<2>(q + r * dp, kt, s + r * sp, kvt, d, dp, sp, ldk);
 }
 
-// O[r] += sum_t P[r][t] V[t] for R rows, t < kv: register block of R rows x 2 vectors of
-// the head dim (2R accumulators); V rows stream from L1.
+// O[r] += sum_t P[r][t] V[t] for R rows, t < kv (V row t at v + t * ldv): register block of
+// R rows x 2 vectors of the head dim (2R accumulators); V rows stream from L1.
 template <size_t R>
 HWY_INLINE void AccumulatePVBlock(const float* HWY_RESTRICT p, const float* HWY_RESTRICT v,
-                                  float* HWY_RESTRICT o, size_t kv, size_t dp, size_t sp) {
+                                  float* HWY_RESTRICT o, size_t kv, size_t dp, size_t sp,
+                                  size_t ldv) {
   const DF df;
   const size_t nl = hn::Lanes(df);
   size_t x = 0;
@@ -115,7 +116,7 @@ HWY_INLINE void AccumulatePVBlock(const float* HWY_RESTRICT p, const float* HWY_
       c1[i] = hn::LoadU(df, o + i * dp + x + nl);
     }
     const float* vt = v + x;
-    for (size_t t = 0; t < kv; ++t, vt += dp) {
+    for (size_t t = 0; t < kv; ++t, vt += ldv) {
       const auto v0 = hn::LoadU(df, vt);
       const auto v1 = hn::LoadU(df, vt + nl);
       for (size_t i = 0; i < R; ++i) {
@@ -133,7 +134,7 @@ HWY_INLINE void AccumulatePVBlock(const float* HWY_RESTRICT p, const float* HWY_
     hn::Vec<DF> c0[R];
     for (size_t i = 0; i < R; ++i) c0[i] = hn::LoadU(df, o + i * dp + x);
     const float* vt = v + x;
-    for (size_t t = 0; t < kv; ++t, vt += dp) {
+    for (size_t t = 0; t < kv; ++t, vt += ldv) {
       const auto v0 = hn::LoadU(df, vt);
       for (size_t i = 0; i < R; ++i) c0[i] = hn::MulAdd(hn::Set(df, p[i * sp + t]), v0, c0[i]);
     }
@@ -141,18 +142,18 @@ HWY_INLINE void AccumulatePVBlock(const float* HWY_RESTRICT p, const float* HWY_
   }
 }
 
-// O[r] += sum_t P[r][t] V[t] for r < rows (a multiple of 2), t < kv: blocks of 6 rows (12
-// accumulators), then 4 and 2 for the rest.
+// O[r] += sum_t P[r][t] V[t] for r < rows (a multiple of 2), t < kv, V row t at v + t * ldv
+// (dp elements read): blocks of 6 rows (12 accumulators), then 4 and 2 for the rest.
 HWY_NOINLINE void AccumulatePV(const float* HWY_RESTRICT p, const float* HWY_RESTRICT v,
-                               float* HWY_RESTRICT o, size_t rows, size_t kv, size_t dp,
-                               size_t sp) {
+                               float* HWY_RESTRICT o, size_t rows, size_t kv, size_t dp, size_t sp,
+                               size_t ldv) {
   size_t r = 0;
-  for (; r + 6 <= rows; r += 6) AccumulatePVBlock<6>(p + r * sp, v, o + r * dp, kv, dp, sp);
+  for (; r + 6 <= rows; r += 6) AccumulatePVBlock<6>(p + r * sp, v, o + r * dp, kv, dp, sp, ldv);
   if (r + 4 <= rows) {
-    AccumulatePVBlock<4>(p + r * sp, v, o + r * dp, kv, dp, sp);
+    AccumulatePVBlock<4>(p + r * sp, v, o + r * dp, kv, dp, sp, ldv);
     r += 4;
   }
-  if (r + 2 <= rows) AccumulatePVBlock<2>(p + r * sp, v, o + r * dp, kv, dp, sp);
+  if (r + 2 <= rows) AccumulatePVBlock<2>(p + r * sp, v, o + r * dp, kv, dp, sp, ldv);
 }
 
 // s[0..n) = cap * tanh(s / cap).

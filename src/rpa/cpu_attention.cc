@@ -69,6 +69,12 @@ struct RunArgs {
   float* partials;  // [num_partials][group][2 + dp]: m, l, O
   size_t dp;        // head_dim rounded up to the vector length
   size_t sp;        // S row stride: the largest KV block rounded up to the vector length
+  // The new tokens' K and V rows as the cache will hold them, in f32, head-major
+  // ([Hkv][T][D]: a head's rows contiguous), when some sequence has more new tokens than one
+  // prefill tile: every later tile of it reads them again. Null: load_tile requantizes from
+  // k and v.
+  const float* k_stored = nullptr;
+  const float* v_stored = nullptr;
 };
 
 // Converts `n` rows starting at absolute position `pos0` of (seq, head) to f32 tile rows.
@@ -90,8 +96,14 @@ void load_tile(const RunArgs& a, const WorkItem& w, int32_t pos0, int32_t n, boo
     float* dst = tile + static_cast<size_t>(t) * a.dp;
     if (pos >= first_new) {
       const int64_t tok = p.cu_q_lens[w.seq] + (pos - first_new);
-      const float* src = input + (tok * sh.num_kv_heads + w.kv_head) * d;
-      if (!RequantizeRowSimd(sh.dtype, src, d, dst)) requantize_row(c, is_v, src, dst);
+      const size_t off = (tok * sh.num_kv_heads + w.kv_head) * d;
+      const float* stored = is_v ? a.v_stored : a.k_stored;
+      if (stored) {
+        std::memcpy(dst, stored + (static_cast<size_t>(w.kv_head) * p.num_tokens + tok) * d,
+                    d * sizeof(float));
+      } else if (!RequantizeRowSimd(sh.dtype, input + off, d, dst)) {
+        requantize_row(c, is_v, input + off, dst);
+      }
     } else {
       const size_t row =
           (static_cast<size_t>(pages[pos / ps]) * sh.num_kv_heads + w.kv_head) * ps + pos % ps;
@@ -427,6 +439,8 @@ void attend_block(const RunArgs& a, const WorkItem& w, const HeadRows& hr, int32
   // V lines during PV; int8 row scales, a few lines, right away). The new token's row points
   // into scratch: its prefetch is wasted and harmless (prefetches never fault).
   ptrdiff_t pf_delta = 0;
+  const float* v_rows = sc.v.data();  // tile path: V rows, `ldv` floats apart
+  size_t ldv = dp;
   if (direct) {
     point_rows(a, w, kb, n, sc);
     const size_t row_bytes = static_cast<size_t>(d) * element_size(dtype);
@@ -459,15 +473,30 @@ void attend_block(const RunArgs& a, const WorkItem& w, const HeadRows& hr, int32
   } else {
     // One block ahead: prefetching 2 or 4 blocks ahead measured no better (docs/rpa.md).
     if (next.w) prefetch_block(a, *next.w, next.pos0, next.n);
-    float* kt = sc.k.data();
     float* ktt = sc.kt.data();
-    load_tile(a, w, kb, n, false, kt);
-    load_tile(a, w, kb, n, true, sc.v.data());
     // K transposed for the outer-product QK; keys [n, nt) are zero.
     const size_t nt = round_up(n, 2 * nl);
+    if (kb >= first_new && a.k_stored && static_cast<size_t>(d) == dp) {
+      // New rows only: straight from their stored f32 copies (contiguous per head), no tile.
+      const int64_t tok = p.cu_q_lens[w.seq] + (kb - first_new);
+      const size_t off = (static_cast<size_t>(w.kv_head) * p.num_tokens + tok) * d;
+      const float* kt = a.k_stored + off;
+      for (int32_t x = 0; x < d; ++x) {
+        float* dst = ktt + static_cast<size_t>(x) * sp;
+        for (int32_t t = 0; t < n; ++t) dst[t] = kt[static_cast<size_t>(t) * d + x];
+      }
+      v_rows = a.v_stored + off;
+    } else {
+      float* kt = sc.k.data();
+      load_tile(a, w, kb, n, false, kt);
+      load_tile(a, w, kb, n, true, sc.v.data());
+      for (int32_t x = 0; x < d; ++x) {
+        float* dst = ktt + static_cast<size_t>(x) * sp;
+        for (int32_t t = 0; t < n; ++t) dst[t] = kt[static_cast<size_t>(t) * dp + x];
+      }
+    }
     for (int32_t x = 0; x < d; ++x) {
       float* dst = ktt + static_cast<size_t>(x) * sp;
-      for (int32_t t = 0; t < n; ++t) dst[t] = kt[static_cast<size_t>(t) * dp + x];
       for (size_t t = n; t < nt; ++t) dst[t] = 0.0f;
     }
     ScoresQKT(hr.q, ktt, st, round_up(rows, 2), nt, d, dp, sp, sp);
@@ -522,7 +551,7 @@ void attend_block(const RunArgs& a, const WorkItem& w, const HeadRows& hr, int32
         break;
     }
   } else {
-    AccumulatePV(st, sc.v.data(), hr.o, rows4, n, dp, sp);
+    AccumulatePV(st, v_rows, hr.o, rows4, n, dp, sp, ldv);
   }
 }
 
@@ -636,6 +665,11 @@ void merge_split(const RunArgs& a, const SplitGroup& sg, std::vector<float>& acc
 
 }  // namespace
 
+void RequantizeRowDispatch(const KvCache& cache, bool is_v, const float* x, float* out) {
+  if (!RequantizeRowSimd(cache.shape.dtype, x, cache.shape.head_dim, out))
+    requantize_row(cache, is_v, x, out);
+}
+
 void RunPlan(const Plan::Impl& plan, const float* q, const float* k, const float* v, KvCache& cache,
              float* out, kdr::ThreadPool* pool) {
   const DF df;
@@ -655,6 +689,39 @@ void RunPlan(const Plan::Impl& plan, const float* q, const float* k, const float
   if (partials.size() < need) partials.resize(need);
   a.partials = partials.data();
 
+  // Prefill tiles after a sequence's first re-read its new rows for every KV block before
+  // them (load_tile): quantize them once here instead (prefill-2048 spent ~14% of its time
+  // there), unless no sequence spans two tiles.
+  int32_t max_q_len = 0;
+  for (int32_t i = 0; i < plan.num_seqs; ++i)
+    max_q_len = std::max(max_q_len, plan.cu_q_lens[i + 1] - plan.cu_q_lens[i]);
+  static thread_local std::vector<float> stored;
+  if (max_q_len > plan.tuning.prefill_q_block) {
+    const int32_t d = plan.shape.head_dim;
+    const int64_t rows = static_cast<int64_t>(plan.num_tokens) * plan.shape.num_kv_heads;
+    if (stored.size() < static_cast<size_t>(2 * rows * d)) stored.resize(2 * rows * d);
+    float* ks = stored.data();
+    float* vs = ks + rows * d;
+    constexpr int64_t kRowsPerTask = 64;
+    const int64_t hkv = plan.shape.num_kv_heads;
+    auto store_fn = [&](int64_t task, int) {
+      const int64_t end = std::min(rows, (task + 1) * kRowsPerTask);
+      for (int64_t r = task * kRowsPerTask; r < end; ++r) {  // r = token * Hkv + head
+        const int64_t dst = ((r % hkv) * plan.num_tokens + r / hkv) * d;
+        RequantizeRowDispatch(cache, false, k + r * d, ks + dst);
+        RequantizeRowDispatch(cache, true, v + r * d, vs + dst);
+      }
+    };
+    const int64_t tasks = (rows + kRowsPerTask - 1) / kRowsPerTask;
+    if (pool) {
+      pool->parallel_for(tasks, store_fn);
+    } else {
+      for (int64_t i = 0; i < tasks; ++i) store_fn(i, 0);
+    }
+    a.k_stored = ks;
+    a.v_stored = vs;
+  }
+
   const int64_t num_items = static_cast<int64_t>(plan.items.size());
   auto item_fn = [&](int64_t i, int) {
     static thread_local Scratch scratch;
@@ -671,11 +738,6 @@ void RunPlan(const Plan::Impl& plan, const float* q, const float* k, const float
     for (int64_t i = 0; i < num_items; ++i) item_fn(i, 0);
     for (size_t i = 0; i < plan.splits.size(); ++i) merge_fn(static_cast<int64_t>(i), 0);
   }
-}
-
-void RequantizeRowDispatch(const KvCache& cache, bool is_v, const float* x, float* out) {
-  if (!RequantizeRowSimd(cache.shape.dtype, x, cache.shape.head_dim, out))
-    requantize_row(cache, is_v, x, out);
 }
 
 }  // namespace HWY_NAMESPACE
