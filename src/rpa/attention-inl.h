@@ -100,12 +100,11 @@ HWY_NOINLINE void ScoresQKT(const float* HWY_RESTRICT q, const float* HWY_RESTRI
   if (r + 2 <= rows) ScoresQKTBlock<2>(q + r * dp, kt, s + r * sp, kvt, d, dp, sp, ldk);
 }
 
-// O[r] += sum_t P[r][t] V[t] for R rows, t < kv (V row t at v + t * ldv): register block of
-// R rows x 2 vectors of the head dim (2R accumulators); V rows stream from L1.
+// O[r] += sum_t P[r][t] V[t] for R rows, t < kv: register block of R rows x 2 vectors of
+// the head dim (2R accumulators); V rows stream from L1.
 template <size_t R>
 HWY_INLINE void AccumulatePVBlock(const float* HWY_RESTRICT p, const float* HWY_RESTRICT v,
-                                  float* HWY_RESTRICT o, size_t kv, size_t dp, size_t sp,
-                                  size_t ldv) {
+                                  float* HWY_RESTRICT o, size_t kv, size_t dp, size_t sp) {
   const DF df;
   const size_t nl = hn::Lanes(df);
   size_t x = 0;
@@ -116,7 +115,7 @@ HWY_INLINE void AccumulatePVBlock(const float* HWY_RESTRICT p, const float* HWY_
       c1[i] = hn::LoadU(df, o + i * dp + x + nl);
     }
     const float* vt = v + x;
-    for (size_t t = 0; t < kv; ++t, vt += ldv) {
+    for (size_t t = 0; t < kv; ++t, vt += dp) {
       const auto v0 = hn::LoadU(df, vt);
       const auto v1 = hn::LoadU(df, vt + nl);
       for (size_t i = 0; i < R; ++i) {
@@ -134,7 +133,7 @@ HWY_INLINE void AccumulatePVBlock(const float* HWY_RESTRICT p, const float* HWY_
     hn::Vec<DF> c0[R];
     for (size_t i = 0; i < R; ++i) c0[i] = hn::LoadU(df, o + i * dp + x);
     const float* vt = v + x;
-    for (size_t t = 0; t < kv; ++t, vt += ldv) {
+    for (size_t t = 0; t < kv; ++t, vt += dp) {
       const auto v0 = hn::LoadU(df, vt);
       for (size_t i = 0; i < R; ++i) c0[i] = hn::MulAdd(hn::Set(df, p[i * sp + t]), v0, c0[i]);
     }
@@ -142,18 +141,18 @@ HWY_INLINE void AccumulatePVBlock(const float* HWY_RESTRICT p, const float* HWY_
   }
 }
 
-// O[r] += sum_t P[r][t] V[t] for r < rows (a multiple of 2), t < kv, V row t at v + t * ldv
-// (dp elements read): blocks of 6 rows (12 accumulators), then 4 and 2 for the rest.
+// O[r] += sum_t P[r][t] V[t] for r < rows (a multiple of 2), t < kv: blocks of 6 rows (12
+// accumulators), then 4 and 2 for the rest.
 HWY_NOINLINE void AccumulatePV(const float* HWY_RESTRICT p, const float* HWY_RESTRICT v,
-                               float* HWY_RESTRICT o, size_t rows, size_t kv, size_t dp, size_t sp,
-                               size_t ldv) {
+                               float* HWY_RESTRICT o, size_t rows, size_t kv, size_t dp,
+                               size_t sp) {
   size_t r = 0;
-  for (; r + 6 <= rows; r += 6) AccumulatePVBlock<6>(p + r * sp, v, o + r * dp, kv, dp, sp, ldv);
+  for (; r + 6 <= rows; r += 6) AccumulatePVBlock<6>(p + r * sp, v, o + r * dp, kv, dp, sp);
   if (r + 4 <= rows) {
-    AccumulatePVBlock<4>(p + r * sp, v, o + r * dp, kv, dp, sp, ldv);
+    AccumulatePVBlock<4>(p + r * sp, v, o + r * dp, kv, dp, sp);
     r += 4;
   }
-  if (r + 2 <= rows) AccumulatePVBlock<2>(p + r * sp, v, o + r * dp, kv, dp, sp, ldv);
+  if (r + 2 <= rows) AccumulatePVBlock<2>(p + r * sp, v, o + r * dp, kv, dp, sp);
 }
 
 // s[0..n) = cap * tanh(s / cap).
@@ -353,6 +352,26 @@ HWY_INLINE hn::Vec<DF8> WidenHi(DF8 df, const hwy::bfloat16_t* HWY_RESTRICT p) {
       df, hn::And(hn::LoadU(du, reinterpret_cast<const uint32_t*>(p)), hn::Set(du, 0xffff0000u)));
 }
 
+// a0[i] += x0 * y_i and a1[i] += x1 * y_i for the 4 keys' vectors y_i = widen(k_i): one step
+// of ScoresQKRows's 2 x 4 register block (the accumulators stay in registers once inlined).
+template <typename T, class Widen>
+HWY_INLINE void MulAdd2x4(hn::Vec<DF8> x0, hn::Vec<DF8> x1, hn::Vec<DF8> (&a0)[4],
+                          hn::Vec<DF8> (&a1)[4], const Widen& widen, const T* k0, const T* k1,
+                          const T* k2, const T* k3) {
+  auto y = widen(k0);
+  a0[0] = hn::MulAdd(x0, y, a0[0]);
+  a1[0] = hn::MulAdd(x1, y, a1[0]);
+  y = widen(k1);
+  a0[1] = hn::MulAdd(x0, y, a0[1]);
+  a1[1] = hn::MulAdd(x1, y, a1[1]);
+  y = widen(k2);
+  a0[2] = hn::MulAdd(x0, y, a0[2]);
+  a1[2] = hn::MulAdd(x1, y, a1[2]);
+  y = widen(k3);
+  a0[3] = hn::MulAdd(x0, y, a0[3]);
+  a1[3] = hn::MulAdd(x1, y, a1[3]);
+}
+
 // S[r][t] = (Q[r] . K[t]) * (kscale ? kscale[t] : 1) for r < rows (a multiple of 4), t < kv
 // (a multiple of 4); K row t at krows[t] with d elements. Register block: 2 query rows x 4
 // keys, so that each Q vector loaded serves 4 keys (4 rows x 2 keys load one Q vector per 2
@@ -398,67 +417,34 @@ HWY_NOINLINE void ScoresQKRows(const float* HWY_RESTRICT q, const void* const* k
       }
       const float* q0 = q + r * dp;
       const float* q1 = q0 + dp;
-      auto a00 = hn::Zero(df), a01 = hn::Zero(df), a02 = hn::Zero(df), a03 = hn::Zero(df);
-      auto a10 = hn::Zero(df), a11 = hn::Zero(df), a12 = hn::Zero(df), a13 = hn::Zero(df);
+      hn::Vec<DF8> a0[4], a1[4];  // row 0 and row 1 against keys t..t+3
+      for (size_t i = 0; i < 4; ++i) a0[i] = a1[i] = hn::Zero(df);
       size_t x = 0;
       for (; x + 2 * nl <= d; x += 2 * nl) {
         if (pfa && (x * sizeof(T)) % 64 < chunk_bytes) {
           __builtin_prefetch(pfa + x * sizeof(T), 0, 2);
           if (pfb) __builtin_prefetch(pfb + x * sizeof(T), 0, 2);
         }
-        const auto x0l = hn::LoadU(df, q0 + x);
-        const auto x1l = hn::LoadU(df, q1 + x);
-        auto y = WidenLo(df, k0 + x);
-        a00 = hn::MulAdd(x0l, y, a00);
-        a10 = hn::MulAdd(x1l, y, a10);
-        y = WidenLo(df, k1 + x);
-        a01 = hn::MulAdd(x0l, y, a01);
-        a11 = hn::MulAdd(x1l, y, a11);
-        y = WidenLo(df, k2 + x);
-        a02 = hn::MulAdd(x0l, y, a02);
-        a12 = hn::MulAdd(x1l, y, a12);
-        y = WidenLo(df, k3 + x);
-        a03 = hn::MulAdd(x0l, y, a03);
-        a13 = hn::MulAdd(x1l, y, a13);
-        const auto x0h = hn::LoadU(df, q0 + x + nl);
-        const auto x1h = hn::LoadU(df, q1 + x + nl);
-        y = WidenHi(df, k0 + x);
-        a00 = hn::MulAdd(x0h, y, a00);
-        a10 = hn::MulAdd(x1h, y, a10);
-        y = WidenHi(df, k1 + x);
-        a01 = hn::MulAdd(x0h, y, a01);
-        a11 = hn::MulAdd(x1h, y, a11);
-        y = WidenHi(df, k2 + x);
-        a02 = hn::MulAdd(x0h, y, a02);
-        a12 = hn::MulAdd(x1h, y, a12);
-        y = WidenHi(df, k3 + x);
-        a03 = hn::MulAdd(x0h, y, a03);
-        a13 = hn::MulAdd(x1h, y, a13);
+        MulAdd2x4(
+            hn::LoadU(df, q0 + x), hn::LoadU(df, q1 + x), a0, a1,
+            [&](const T* k) HWY_ATTR { return WidenLo(df, k + x); }, k0, k1, k2, k3);
+        MulAdd2x4(
+            hn::LoadU(df, q0 + x + nl), hn::LoadU(df, q1 + x + nl), a0, a1,
+            [&](const T* k) HWY_ATTR { return WidenHi(df, k + x); }, k0, k1, k2, k3);
       }
       for (; x < d; x += nl) {
-        const auto x0 = hn::LoadU(df, q0 + x);
-        const auto x1 = hn::LoadU(df, q1 + x);
-        auto y = LoadF32(df, k0 + x);
-        a00 = hn::MulAdd(x0, y, a00);
-        a10 = hn::MulAdd(x1, y, a10);
-        y = LoadF32(df, k1 + x);
-        a01 = hn::MulAdd(x0, y, a01);
-        a11 = hn::MulAdd(x1, y, a11);
-        y = LoadF32(df, k2 + x);
-        a02 = hn::MulAdd(x0, y, a02);
-        a12 = hn::MulAdd(x1, y, a12);
-        y = LoadF32(df, k3 + x);
-        a03 = hn::MulAdd(x0, y, a03);
-        a13 = hn::MulAdd(x1, y, a13);
+        MulAdd2x4(
+            hn::LoadU(df, q0 + x), hn::LoadU(df, q1 + x), a0, a1,
+            [&](const T* k) HWY_ATTR { return LoadF32(df, k + x); }, k0, k1, k2, k3);
       }
       float* dst = s + r * sp + t;
 #if HWY_TARGET == HWY_AVX2
       // Pairwise adds within 128-bit halves, then the halves folded: each row's 4 scores
       // come out side by side, as S holds them.
-      const __m256 h0 =
-          _mm256_hadd_ps(_mm256_hadd_ps(a00.raw, a01.raw), _mm256_hadd_ps(a02.raw, a03.raw));
-      const __m256 h1 =
-          _mm256_hadd_ps(_mm256_hadd_ps(a10.raw, a11.raw), _mm256_hadd_ps(a12.raw, a13.raw));
+      const __m256 h0 = _mm256_hadd_ps(_mm256_hadd_ps(a0[0].raw, a0[1].raw),
+                                       _mm256_hadd_ps(a0[2].raw, a0[3].raw));
+      const __m256 h1 = _mm256_hadd_ps(_mm256_hadd_ps(a1[0].raw, a1[1].raw),
+                                       _mm256_hadd_ps(a1[2].raw, a1[3].raw));
       __m128 s0 = _mm_add_ps(_mm256_castps256_ps128(h0), _mm256_extractf128_ps(h0, 1));
       __m128 s1 = _mm_add_ps(_mm256_castps256_ps128(h1), _mm256_extractf128_ps(h1, 1));
       if (kscale) {
@@ -470,9 +456,9 @@ HWY_NOINLINE void ScoresQKRows(const float* HWY_RESTRICT q, const void* const* k
       _mm_storeu_ps(dst + sp, s1);
 #else
       HWY_ALIGN float sums[4];
-      Sum4(df, a00, a01, a02, a03, sums);
+      Sum4(df, a0[0], a0[1], a0[2], a0[3], sums);
       for (size_t i = 0; i < 4; ++i) dst[i] = sums[i] * (kscale ? kscale[t + i] : 1.0f);
-      Sum4(df, a10, a11, a12, a13, sums);
+      Sum4(df, a1[0], a1[1], a1[2], a1[3], sums);
       for (size_t i = 0; i < 4; ++i) dst[sp + i] = sums[i] * (kscale ? kscale[t + i] : 1.0f);
 #endif
     }

@@ -439,8 +439,7 @@ void attend_block(const RunArgs& a, const WorkItem& w, const HeadRows& hr, int32
   // V lines during PV; int8 row scales, a few lines, right away). The new token's row points
   // into scratch: its prefetch is wasted and harmless (prefetches never fault).
   ptrdiff_t pf_delta = 0;
-  const float* v_rows = sc.v.data();  // tile path: V rows, `ldv` floats apart
-  size_t ldv = dp;
+  const float* v_rows = sc.v.data();  // tile path: V rows, dp floats apart
   if (direct) {
     point_rows(a, w, kb, n, sc);
     const size_t row_bytes = static_cast<size_t>(d) * element_size(dtype);
@@ -551,7 +550,7 @@ void attend_block(const RunArgs& a, const WorkItem& w, const HeadRows& hr, int32
         break;
     }
   } else {
-    AccumulatePV(st, v_rows, hr.o, rows4, n, dp, sp, ldv);
+    AccumulatePV(st, v_rows, hr.o, rows4, n, dp, sp);
   }
 }
 
