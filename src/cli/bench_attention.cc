@@ -515,6 +515,12 @@ nlohmann::json to_json(const Result& r, const MachineCeilings& m, const Options&
   return j;
 }
 
+// Whether results[i..i+2] are the mixed case and its two parts, in that order.
+bool is_mixed_trio(const std::vector<Result>& results, size_t i) {
+  return i + 2 < results.size() && results[i].name == "mixed" &&
+         results[i + 1].name == "mixed-decode-part" && results[i + 2].name == "mixed-prefill-part";
+}
+
 void bench_attention(const Options& in) {
   Options opt = in;
   if (opt.threads <= 0) opt.threads = ThreadPool::hardware_threads();
@@ -534,9 +540,7 @@ void bench_attention(const Options& in) {
     results.push_back(run_case(c, opt, pool, probe));
     // The mixed step against its parts run alone: the cost of batching them together.
     const size_t n = results.size();
-    const bool mixed_trio = n >= 3 && results[n - 3].name == "mixed" &&
-                            results[n - 2].name == "mixed-decode-part" &&
-                            results[n - 1].name == "mixed-prefill-part";
+    const bool mixed_trio = n >= 3 && is_mixed_trio(results, n - 3);
     if (mixed_trio) {
       interleaved =
           mixed_over_parts_interleaved({&cases[ci - 2], &cases[ci - 1], &cases[ci]}, opt, pool);
@@ -570,8 +574,7 @@ void bench_attention(const Options& in) {
       "machine kind (docs/rpa.md, f16 KV); ratio > 1 means kdr is faster.\n",
       kReferenceFlopBudget / 1e9);
   for (size_t i = 0; i + 2 < results.size(); ++i) {
-    if (results[i].name == "mixed" && results[i + 1].name == "mixed-decode-part" &&
-        results[i + 2].name == "mixed-prefill-part") {
+    if (is_mixed_trio(results, i)) {
       std::printf(
           "mixed / (decode part + prefill part) = %.3f from the cases' medians, %.3f as the "
           "median of %d rounds that time one call of each back to back (target <= 1.05)\n",

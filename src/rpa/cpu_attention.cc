@@ -691,11 +691,8 @@ void RunPlan(const Plan::Impl& plan, const float* q, const float* k, const float
   // Prefill tiles after a sequence's first re-read its new rows for every KV block before
   // them (load_tile): quantize them once here instead (prefill-2048 spent ~14% of its time
   // there), unless no sequence spans two tiles.
-  int32_t max_q_len = 0;
-  for (int32_t i = 0; i < plan.num_seqs; ++i)
-    max_q_len = std::max(max_q_len, plan.cu_q_lens[i + 1] - plan.cu_q_lens[i]);
   static thread_local std::vector<float> stored;
-  if (max_q_len > plan.tuning.prefill_q_block) {
+  if (plan.max_q_len > plan.tuning.prefill_q_block) {
     const int32_t d = plan.shape.head_dim;
     const int64_t rows = static_cast<int64_t>(plan.num_tokens) * plan.shape.num_kv_heads;
     if (stored.size() < static_cast<size_t>(2 * rows * d)) stored.resize(2 * rows * d);

@@ -75,6 +75,7 @@ struct Plan::Impl {
   std::vector<SplitGroup> splits;
   int32_t num_partials = 0;
   int32_t max_kv_block = 0;
+  int32_t max_q_len = 0;  // the longest sequence's new tokens
 };
 
 }  // namespace rpa

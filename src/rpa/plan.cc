@@ -184,6 +184,8 @@ Plan make_plan(const RaggedBatch& batch, const CacheShape& shape, const Attentio
   for (int32_t idx : order) sorted.push_back(p.items[idx]);
   p.items = std::move(sorted);
   p.max_kv_block = std::max(t.prefill_kv_block, t.decode_kv_block);
+  for (int32_t i = 0; i < p.num_seqs; ++i)
+    p.max_q_len = std::max(p.max_q_len, p.cu_q_lens[i + 1] - p.cu_q_lens[i]);
 
   Plan plan;
   plan.impl_ = std::move(impl);
