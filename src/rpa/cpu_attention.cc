@@ -736,6 +736,17 @@ void RunPlan(const Plan::Impl& plan, const float* q, const float* k, const float
   }
 }
 
+void ExpNonPositiveRow(const float* x, size_t n, float* out) {
+  const DF df;
+  const size_t nl = hn::Lanes(df);
+  size_t i = 0;
+  for (; i + nl <= n; i += nl) hn::StoreU(ExpNonPositive(df, hn::LoadU(df, x + i)), df, out + i);
+  for (; i < n; ++i) {
+    const hn::CappedTag<float, 1> d1;
+    hn::StoreU(ExpNonPositive(d1, hn::LoadU(d1, x + i)), d1, out + i);
+  }
+}
+
 }  // namespace HWY_NAMESPACE
 }  // namespace rpa
 HWY_AFTER_NAMESPACE();
@@ -745,6 +756,11 @@ namespace rpa {
 
 HWY_EXPORT(RunPlan);
 HWY_EXPORT(RequantizeRowDispatch);
+HWY_EXPORT(ExpNonPositiveRow);
+
+void exp_non_positive(const float* x, size_t n, float* out) {
+  HWY_DYNAMIC_DISPATCH(ExpNonPositiveRow)(x, n, out);
+}
 
 void requantize_row_simd(const KvCache& cache, bool is_v, const float* x, float* out) {
   HWY_DYNAMIC_DISPATCH(RequantizeRowDispatch)(cache, is_v, x, out);

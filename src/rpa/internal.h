@@ -56,6 +56,10 @@ void requantize_row(const KvCache& cache, bool is_v, const float* x, float* out)
 // The same through the SIMD path the kernels use (exported for tests).
 void requantize_row_simd(const KvCache& cache, bool is_v, const float* x, float* out);
 
+// out[i] = exp(x[i]) for x[i] <= 0 or -inf, as the kernels' softmax computes it (exported for
+// tests).
+void exp_non_positive(const float* x, size_t n, float* out);
+
 // fp8 e4m3 byte -> f32, as kdr::fp8e4m3_to_f32, for all 256 codes.
 const float* fp8e4m3_table();
 

@@ -4,9 +4,12 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cfloat>
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <limits>
 #include <random>
 #include <string>
 #include <vector>
@@ -276,6 +279,44 @@ TEST(KernelSmoke, NewTokensRequantizeExactlyAsTheCache) {
       }
     }
   }
+}
+
+// The softmax's exp of non-positive logits: within 3 ulp of exp in double wherever the
+// result is a normal float, exactly 1 at 0, exactly 0 at -inf and below the float range.
+TEST(KernelSmoke, ExpNonPositiveMatchesExp) {
+  std::mt19937_64 rng(test_seed() ^ 0xe4);
+  std::uniform_real_distribution<float> wide(-100.0f, 0.0f), near0(-1e-3f, 0.0f);
+  std::vector<float> x = {0.0f,   -0.0f,    -1e-30f, -1e-7f,   -0.3465f, -0.3467f,
+                          -1.0f,  -0.6931f, -87.0f,  -87.33f,  -87.5f,   -88.0f,
+                          -88.5f, -100.0f,  -1e30f,  -FLT_MAX, -INFINITY};
+  for (int i = 0; i < 200000; ++i) x.push_back(i % 4 == 0 ? near0(rng) : wide(rng));
+  std::vector<float> got(x.size());
+  rpa::exp_non_positive(x.data(), x.size(), got.data());
+  double worst = 0;
+  for (size_t i = 0; i < x.size(); ++i) {
+    const double want = std::exp(static_cast<double>(x[i]));
+    if (x[i] == 0.0f) {
+      EXPECT_EQ(got[i], 1.0f) << "x = " << x[i];
+    } else if (x[i] <= -88.0f) {
+      EXPECT_EQ(got[i], 0.0f) << "x = " << x[i];
+    } else if (want >= FLT_MIN) {
+      const double rel = std::fabs(got[i] - want) / want;
+      worst = std::max(worst, rel);
+      EXPECT_LE(rel, 3 * FLT_EPSILON) << "x = " << x[i] << " got " << got[i] << " want " << want;
+    } else {  // subnormal range: absolute error below the smallest normal
+      EXPECT_LE(std::fabs(got[i] - want), FLT_MIN) << "x = " << x[i];
+    }
+  }
+  // A NaN logit (from a NaN in q or k) must reach the output, not turn into a weight of 0.
+  const float nan_in = std::numeric_limits<float>::quiet_NaN();
+  float nan_out = 0.0f;
+  rpa::exp_non_positive(&nan_in, 1, &nan_out);
+  EXPECT_TRUE(std::isnan(nan_out));
+  std::vector<float> nans(16, nan_in), nan_outs(16);
+  rpa::exp_non_positive(nans.data(), nans.size(), nan_outs.data());
+  for (float e : nan_outs) EXPECT_TRUE(std::isnan(e));
+  std::printf("exp_non_positive: worst relative error %.3g (%.2f ulp of 1)\n", worst,
+              worst / FLT_EPSILON);
 }
 
 TEST(KernelSmoke, RunRejectsMismatchedCache) {
