@@ -77,6 +77,12 @@ struct RunArgs {
   const float* v_stored = nullptr;
 };
 
+// Offset of the stored row of new token `tok` (index into the batch's T tokens) of KV head
+// `head` in k_stored / v_stored.
+size_t stored_row(const Plan::Impl& p, int64_t head, int64_t tok) {
+  return (static_cast<size_t>(head) * p.num_tokens + tok) * p.shape.head_dim;
+}
+
 // Converts `n` rows starting at absolute position `pos0` of (seq, head) to f32 tile rows.
 // Cached positions come from the pages; new ones from the input, requantized.
 void load_tile(const RunArgs& a, const WorkItem& w, int32_t pos0, int32_t n, bool is_v,
@@ -99,8 +105,7 @@ void load_tile(const RunArgs& a, const WorkItem& w, int32_t pos0, int32_t n, boo
       const size_t off = (tok * sh.num_kv_heads + w.kv_head) * d;
       const float* stored = is_v ? a.v_stored : a.k_stored;
       if (stored) {
-        std::memcpy(dst, stored + (static_cast<size_t>(w.kv_head) * p.num_tokens + tok) * d,
-                    d * sizeof(float));
+        std::memcpy(dst, stored + stored_row(p, w.kv_head, tok), d * sizeof(float));
       } else if (!RequantizeRowSimd(sh.dtype, input + off, d, dst)) {
         requantize_row(c, is_v, input + off, dst);
       }
@@ -475,27 +480,23 @@ void attend_block(const RunArgs& a, const WorkItem& w, const HeadRows& hr, int32
     float* ktt = sc.kt.data();
     // K transposed for the outer-product QK; keys [n, nt) are zero.
     const size_t nt = round_up(n, 2 * nl);
+    const float* kt;   // K rows to transpose,
+    size_t kt_stride;  // this many floats apart
     if (kb >= first_new && a.k_stored && static_cast<size_t>(d) == dp) {
       // New rows only: straight from their stored f32 copies (contiguous per head), no tile.
-      const int64_t tok = p.cu_q_lens[w.seq] + (kb - first_new);
-      const size_t off = (static_cast<size_t>(w.kv_head) * p.num_tokens + tok) * d;
-      const float* kt = a.k_stored + off;
-      for (int32_t x = 0; x < d; ++x) {
-        float* dst = ktt + static_cast<size_t>(x) * sp;
-        for (int32_t t = 0; t < n; ++t) dst[t] = kt[static_cast<size_t>(t) * d + x];
-      }
+      const size_t off = stored_row(p, w.kv_head, p.cu_q_lens[w.seq] + (kb - first_new));
+      kt = a.k_stored + off;
+      kt_stride = d;
       v_rows = a.v_stored + off;
     } else {
-      float* kt = sc.k.data();
-      load_tile(a, w, kb, n, false, kt);
+      load_tile(a, w, kb, n, false, sc.k.data());
       load_tile(a, w, kb, n, true, sc.v.data());
-      for (int32_t x = 0; x < d; ++x) {
-        float* dst = ktt + static_cast<size_t>(x) * sp;
-        for (int32_t t = 0; t < n; ++t) dst[t] = kt[static_cast<size_t>(t) * dp + x];
-      }
+      kt = sc.k.data();
+      kt_stride = dp;
     }
     for (int32_t x = 0; x < d; ++x) {
       float* dst = ktt + static_cast<size_t>(x) * sp;
+      for (int32_t t = 0; t < n; ++t) dst[t] = kt[static_cast<size_t>(t) * kt_stride + x];
       for (size_t t = n; t < nt; ++t) dst[t] = 0.0f;
     }
     ScoresQKT(hr.q, ktt, st, round_up(rows, 2), nt, d, dp, sp, sp);
@@ -703,7 +704,7 @@ void RunPlan(const Plan::Impl& plan, const float* q, const float* k, const float
     auto store_fn = [&](int64_t task, int) {
       const int64_t end = std::min(rows, (task + 1) * kRowsPerTask);
       for (int64_t r = task * kRowsPerTask; r < end; ++r) {  // r = token * Hkv + head
-        const int64_t dst = ((r % hkv) * plan.num_tokens + r / hkv) * d;
+        const size_t dst = stored_row(plan, r % hkv, r / hkv);
         RequantizeRowDispatch(cache, false, k + r * d, ks + dst);
         RequantizeRowDispatch(cache, true, v + r * d, vs + dst);
       }
