@@ -397,8 +397,25 @@ HWY_INLINE void MulAdd2x4(hn::Vec<DF8> x0, hn::Vec<DF8> x1, hn::Vec<DF8> (&a0)[4
   a1[3] = hn::MulAdd(x1, y, a1[3]);
 }
 
-// S[r][t] = (Q[r] . K[t]) * (kscale ? kscale[t] : 1) for r < rows (a multiple of 4), t < kv
-// (a multiple of 4); K row t at krows[t] with d elements. Register block: 2 query rows x 4
+// Prefetches (to L2) the lines of rows [k0, k1) of `rows`, each `bytes` long, taken `delta`
+// bytes past them (the next KV head's rows): whole rows in row order, so that the requests
+// stream. (A line of every key in turn, a column strided by the row size, measured slower.)
+template <typename T>
+HWY_INLINE void PrefetchRows(const T* const* rows, size_t k0, size_t k1, size_t bytes,
+                             ptrdiff_t delta) {
+  for (size_t i = k0; i < k1; ++i) {
+    const uintptr_t begin = reinterpret_cast<uintptr_t>(rows[i]) + delta;
+    for (uintptr_t line = begin & ~uintptr_t{63}; line < begin + bytes; line += 64) {
+      __builtin_prefetch(reinterpret_cast<const void*>(line), 0, 2);
+    }
+  }
+}
+
+// S[r][t] = (Q[r] . K[t]) * (kscale ? kscale[t] : 1) for r < 2 * pairs, t < kv
+// (a multiple of 4); K row t at krows[t] with d elements. The caller pairs an odd last row
+// with a zero row: MHA computes 2 rows per KV head, not the 4 of a padded 4-row block (a lone
+// row in 1 x 8 blocks computed less but made MHA decode 10-20% slower: its next head's
+// prefetches came too fast for the memory). Register block: 2 query rows x 4
 // keys, so that each Q vector loaded serves 4 keys (4 rows x 2 keys load one Q vector per 2
 // FMAs: with the K loads, more than the two load ports take per FMA pair); the row pairs of a
 // key quad run one after the other while its K rows are in L1. While it runs it prefetches
@@ -408,13 +425,14 @@ HWY_INLINE void MulAdd2x4(hn::Vec<DF8> x0, hn::Vec<DF8> x1, hn::Vec<DF8> (&a0)[4
 // takes: 4 keys' lines in the first step only made the decode 10-20% slower.
 template <typename T>
 HWY_NOINLINE void ScoresQKRows(const float* HWY_RESTRICT q, const void* const* krows,
-                               const float* kscale, float* HWY_RESTRICT s, size_t rows, size_t kv,
+                               const float* kscale, float* HWY_RESTRICT s, size_t pairs, size_t kv,
                                size_t d, size_t dp, size_t sp, LineCursor& pf, size_t npf,
                                ptrdiff_t pf_delta) {
   const DF8 df;
   const size_t nl = hn::Lanes(df);
   const size_t chunk_bytes = 2 * nl * sizeof(T);
-  const size_t passes = rows / 2;  // row pairs per key quad
+  const size_t rows = 2 * pairs;
+  const size_t passes = pairs;  // row pairs per key quad
   const size_t steps = passes * (kv / 4);
   const size_t pf_per_step = steps ? (npf + steps - 1) / steps : 0;
   size_t left = npf;
@@ -429,16 +447,23 @@ HWY_NOINLINE void ScoresQKRows(const float* HWY_RESTRICT q, const void* const* k
         pf.Fetch(lines);
         left -= lines;
       }
-      // Keys [pk0, pk1) of the quad (at most 2: rows >= 4) have their next head's lines
-      // prefetched in this step.
+      // Keys [pk0, pk1) of the quad (at most 2: two pairs or more) have their next head's
+      // lines prefetched in this step; a single pair (MHA, GQA 2) asks for the 4 rows whole,
+      // one after the other along its chunks (keys 0 and 1 line by line as it reads them and
+      // keys 2 and 3 up front made GQA-2 decode 20-40% slower).
       const size_t pass = r / 2;
       const size_t pk0 = (4 * pass + passes - 1) / passes;
       const size_t pk1 = (4 * (pass + 1) + passes - 1) / passes;
       const char* pfa = nullptr;
       const char* pfb = nullptr;
-      if (pf_delta != 0 && pk0 < pk1) {
+      const bool whole_rows = pf_delta != 0 && passes == 1;
+      if (pf_delta != 0 && pk0 < pk1 && !whole_rows) {
         pfa = static_cast<const char*>(krows[t + pk0]) + pf_delta;
         if (pk0 + 1 < pk1) pfb = static_cast<const char*>(krows[t + pk0 + 1]) + pf_delta;
+      }
+      if (whole_rows && d < 2 * nl) {
+        const T* k[4] = {k0, k1, k2, k3};
+        PrefetchRows(k, 0, 4, d * sizeof(T), pf_delta);
       }
       const float* q0 = q + r * dp;
       const float* q1 = q0 + dp;
@@ -449,6 +474,11 @@ HWY_NOINLINE void ScoresQKRows(const float* HWY_RESTRICT q, const void* const* k
         if (pfa && (x * sizeof(T)) % 64 < chunk_bytes) {
           __builtin_prefetch(pfa + x * sizeof(T), 0, 2);
           if (pfb) __builtin_prefetch(pfb + x * sizeof(T), 0, 2);
+        }
+        if (whole_rows) {  // keys [4c / chunks, 4(c + 1) / chunks) at chunk c
+          const T* k[4] = {k0, k1, k2, k3};
+          const size_t c = x / (2 * nl), chunks = d / (2 * nl);
+          PrefetchRows(k, 4 * c / chunks, 4 * (c + 1) / chunks, d * sizeof(T), pf_delta);
         }
         MulAdd2x4(
             hn::LoadU(df, q0 + x), hn::LoadU(df, q1 + x), a0, a1,
@@ -491,7 +521,162 @@ HWY_NOINLINE void ScoresQKRows(const float* HWY_RESTRICT q, const void* const* k
   pf.Fetch(left);  // kv == 0 or rounding: nothing is left unfetched
 }
 
-// O[r] += sum_t P[r][t] V[t] for r < rows (a multiple of 4), t < kv; V row t at vrows[t]
+// c[i][2j, 2j + 1] += P[i][t] * (the two vectors of chunk j of V row t) for i < R, j < C.
+template <size_t R, size_t C, typename T>
+HWY_INLINE void PVStep(DF8 df, hn::Vec<DF8> (&c)[R][2 * C], const float* HWY_RESTRICT p, size_t sp,
+                       const T* HWY_RESTRICT v, size_t t) {
+  const size_t nl = hn::Lanes(df);
+  hn::Vec<DF8> w[R];
+#pragma GCC unroll 4
+  for (size_t i = 0; i < R; ++i) w[i] = hn::Set(df, p[i * sp + t]);
+#pragma GCC unroll 4
+  for (size_t j = 0; j < C; ++j) {
+    hn::Vec<DF8> v0, v1;
+    Widen2(df, v + 2 * nl * j, v0, v1);
+#pragma GCC unroll 4
+    for (size_t i = 0; i < R; ++i) {
+      c[i][2 * j] = hn::MulAdd(w[i], v0, c[i][2 * j]);
+      c[i][2 * j + 1] = hn::MulAdd(w[i], v1, c[i][2 * j + 1]);
+    }
+  }
+}
+
+// O[i][x, x + 2NC) += sum_t P[i][t] V[t][x, x + 2NC) for i < R: one register block of R rows
+// x C chunks of 2N elements (2RC <= 8 accumulators), keys in order (the sums of a row's
+// element are the same in every block shape). `prefetch(keys)` runs before each 4 keys
+// (before each of the last kv % 4).
+template <size_t R, size_t C, typename T, class Prefetch>
+HWY_INLINE void PVBlock(DF8 df, const float* HWY_RESTRICT p, const void* const* vrows,
+                        float* HWY_RESTRICT o, size_t kv, size_t x, size_t dp, size_t sp,
+                        const Prefetch& prefetch) {
+  const size_t nl = hn::Lanes(df);
+  hn::Vec<DF8> c[R][2 * C];
+#pragma GCC unroll 4
+  for (size_t i = 0; i < R; ++i) {
+#pragma GCC unroll 8
+    for (size_t j = 0; j < 2 * C; ++j) c[i][j] = hn::LoadU(df, o + i * dp + x + j * nl);
+  }
+  size_t t = 0;
+  for (; t + 4 <= kv; t += 4) {
+    prefetch(4);
+    PVStep<R, C>(df, c, p, sp, static_cast<const T*>(vrows[t]) + x, t);
+    PVStep<R, C>(df, c, p, sp, static_cast<const T*>(vrows[t + 1]) + x, t + 1);
+    PVStep<R, C>(df, c, p, sp, static_cast<const T*>(vrows[t + 2]) + x, t + 2);
+    PVStep<R, C>(df, c, p, sp, static_cast<const T*>(vrows[t + 3]) + x, t + 3);
+  }
+  for (; t < kv; ++t) {
+    prefetch(1);
+    PVStep<R, C>(df, c, p, sp, static_cast<const T*>(vrows[t]) + x, t);
+  }
+#pragma GCC unroll 4
+  for (size_t i = 0; i < R; ++i) {
+#pragma GCC unroll 8
+    for (size_t j = 0; j < 2 * C; ++j) hn::StoreU(c[i][j], df, o + i * dp + x + j * nl);
+  }
+}
+
+// AccumulatePVRows for the last 1 to 3 rows (rows < 4): a pair in blocks of 2 rows x 2 chunks,
+// then an odd row in blocks of 1 row x 4 chunks (8 accumulators each, as the 4-row blocks'),
+// narrower blocks for the last chunks of the row, the tail of N elements in natural order.
+// Takes over the prefetching where no 4-row block ran: `left` lines of `pf` spread over its
+// blocks, one per key, and with pf_delta the next head's V lines in row order, as many per
+// key as its block's chunks start lines.
+template <typename T>
+HWY_NOINLINE void AccumulatePVRemainder(const float* HWY_RESTRICT p, const void* const* vrows,
+                                        float* HWY_RESTRICT o, size_t rows, size_t kv, size_t d,
+                                        size_t dp, size_t sp, LineCursor& pf, size_t& left,
+                                        ptrdiff_t pf_delta) {
+  const DF8 df;
+  const size_t nl = hn::Lanes(df);
+  const size_t row_lines = (d * sizeof(T) + 63) / 64;
+  const size_t full = d / (2 * nl) * (2 * nl);  // elements in whole chunks
+  // The blocks in order: fn(r, nr, x, chunks) covers rows [r, r + nr) x [x, x + 2N chunks).
+  const auto for_each_block = [&](const auto& fn) {
+    for (size_t r = 0; r < rows;) {
+      const size_t nr = rows - r >= 2 ? 2 : 1;
+      const size_t widest = nr == 2 ? 2 : 4;
+      size_t x = 0;
+      for (; x + 2 * nl * widest <= d; x += 2 * nl * widest) fn(r, nr, x, widest);
+      for (size_t c = widest / 2; c > 0; c /= 2) {  // at most one of each narrower width
+        if (x + 2 * nl * c <= d) {
+          fn(r, nr, x, c);
+          x += 2 * nl * c;
+        }
+      }
+      r += nr;
+    }
+  };
+  size_t nb = 0;
+  for_each_block([&](size_t, size_t, size_t, size_t) { ++nb; });
+  const size_t per_block = nb ? (left + nb - 1) / nb : 0;
+  size_t pf_row = 0, pf_line = 0;  // the next V line of the next head (pf_delta)
+  for_each_block([&](size_t r, size_t nr, size_t x, size_t chunks) HWY_ATTR {
+    // Lines of `pf` for this block: any beyond one per key at its start.
+    size_t quota = std::min(per_block, left);
+    if (quota > kv) {
+      pf.Fetch(quota - kv);
+      left -= quota - kv;
+      quota = kv;
+    }
+    // Next-head lines per key: the lines this block's chunks start, over the first row's
+    // blocks (whose last also takes the tail's).
+    size_t delta_lines = 0;
+    if (pf_delta != 0 && r == 0) {
+      const size_t x_end = x + 2 * nl * chunks;
+      const size_t end = (x_end == full ? d : x_end) * sizeof(T);
+      delta_lines = (end + 63) / 64 - (x * sizeof(T) + 63) / 64;
+    }
+    // The cursors in locals while the block runs, so that they stay in registers.
+    size_t row = pf_row, line = pf_line, lines_left = left;
+    const auto prefetch = [&](size_t keys) {
+      const size_t lines = std::min(keys, quota);
+      if (lines > 0) {
+        pf.Fetch(lines);
+        lines_left -= lines;
+        quota -= lines;
+      }
+      for (size_t i = keys * delta_lines; i > 0 && row < kv; --i) {
+        __builtin_prefetch(static_cast<const char*>(vrows[row]) + line * 64 + pf_delta, 0, 2);
+        if (++line == row_lines) {
+          line = 0;
+          ++row;
+        }
+      }
+    };
+    const float* pr = p + r * sp;
+    float* orow = o + r * dp;
+    if (nr == 2) {
+      if (chunks == 2) {
+        PVBlock<2, 2, T>(df, pr, vrows, orow, kv, x, dp, sp, prefetch);
+      } else {
+        PVBlock<2, 1, T>(df, pr, vrows, orow, kv, x, dp, sp, prefetch);
+      }
+    } else if (chunks == 4) {
+      PVBlock<1, 4, T>(df, pr, vrows, orow, kv, x, dp, sp, prefetch);
+    } else if (chunks == 2) {
+      PVBlock<1, 2, T>(df, pr, vrows, orow, kv, x, dp, sp, prefetch);
+    } else {
+      PVBlock<1, 1, T>(df, pr, vrows, orow, kv, x, dp, sp, prefetch);
+    }
+    pf_row = row;
+    pf_line = line;
+    left = lines_left;
+  });
+  // The tail of N elements (head_dim % 2N == N), in natural order.
+  if (full < d) {
+    const size_t x = full;
+    for (size_t r = 0; r < rows; ++r) {
+      auto c0 = hn::LoadU(df, o + r * dp + x);
+      for (size_t t = 0; t < kv; ++t) {
+        c0 = hn::MulAdd(hn::Set(df, p[r * sp + t]),
+                        LoadF32(df, static_cast<const T*>(vrows[t]) + x), c0);
+      }
+      hn::StoreU(c0, df, o + r * dp + x);
+    }
+  }
+}
+
+// O[r] += sum_t P[r][t] V[t] for r < rows, t < kv; V row t at vrows[t]
 // (int8: P already carries the V row scale). O in the order of the widened chunks. While it
 // runs it prefetches the next `npf` lines of `pf`: one per key of each chunk of the first 4
 // rows, any more at the start of each chunk, so that the memory keeps working while this
@@ -515,7 +700,8 @@ HWY_NOINLINE void AccumulatePVRows(const float* HWY_RESTRICT p, const void* cons
   const size_t extra_per_chunk =
       chunks && npf > per_key ? (npf - per_key + chunks - 1) / chunks : 0;
   size_t left = npf;
-  for (size_t r = 0; r < rows; r += 4) {
+  size_t r = 0;
+  for (; r + 4 <= rows; r += 4) {
     const float* p0 = p + r * sp;
     const float* p1 = p0 + sp;
     const float* p2 = p1 + sp;
@@ -605,6 +791,10 @@ HWY_NOINLINE void AccumulatePVRows(const float* HWY_RESTRICT p, const void* cons
       hn::StoreU(c2, df, o2 + x);
       hn::StoreU(c3, df, o3 + x);
     }
+  }
+  if (r < rows) {  // 1 to 3 rows left: MHA, GQA 2 or 3, or a group not a multiple of 4
+    AccumulatePVRemainder<T>(p + r * sp, vrows, o + r * dp, rows - r, kv, d, dp, sp, pf, left,
+                             r == 0 ? pf_delta : 0);
   }
   pf.Fetch(left);  // d < 2N: no chunk ran
 }

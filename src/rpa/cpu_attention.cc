@@ -341,7 +341,7 @@ struct HeadRows {
   float* m;
   float* l;
   size_t rows;   // q tokens x group
-  size_t rows4;  // rounded up to 4 (the decode register blocks)
+  size_t rows4;  // rounded up to 4 (scratch rows: the tile blocks may run past `rows`)
 };
 
 // The work item `w` narrowed to its KV head `w.kv_head + j` (its own partial slot).
@@ -456,22 +456,24 @@ void attend_block(const RunArgs& a, const WorkItem& w, const HeadRows& hr, int32
       pf = list_prefetch_runs(a, *next.w, next.pos0, next.n, sc, npf);
     }
     const size_t n4 = round_up(n, 4);
+    // Row pairs for QK (an odd last row paired with a zero row); PV takes the rows as they are.
+    const size_t pairs = (rows + 1) / 2;
     const void* const* kr = sc.krows.data();
     switch (dtype) {
       case KvDType::kBF16:
-        ScoresQKRows<hwy::bfloat16_t>(hr.q, kr, nullptr, st, rows4, n4, d, dp, sp, pf, npf / 2,
+        ScoresQKRows<hwy::bfloat16_t>(hr.q, kr, nullptr, st, pairs, n4, d, dp, sp, pf, npf / 2,
                                       pf_delta);
         break;
       case KvDType::kF16:
-        ScoresQKRows<hwy::float16_t>(hr.q, kr, nullptr, st, rows4, n4, d, dp, sp, pf, npf / 2,
+        ScoresQKRows<hwy::float16_t>(hr.q, kr, nullptr, st, pairs, n4, d, dp, sp, pf, npf / 2,
                                      pf_delta);
         break;
       case KvDType::kInt8:
-        ScoresQKRows<int8_t>(hr.q, kr, sc.kscale.data(), st, rows4, n4, d, dp, sp, pf, npf / 2,
+        ScoresQKRows<int8_t>(hr.q, kr, sc.kscale.data(), st, pairs, n4, d, dp, sp, pf, npf / 2,
                              pf_delta);
         break;
       default:
-        ScoresQKRows<float>(hr.q, kr, nullptr, st, rows4, n4, d, dp, sp, pf, npf / 2, pf_delta);
+        ScoresQKRows<float>(hr.q, kr, nullptr, st, pairs, n4, d, dp, sp, pf, npf / 2, pf_delta);
         break;
     }
   } else {
@@ -534,19 +536,19 @@ void attend_block(const RunArgs& a, const WorkItem& w, const HeadRows& hr, int32
   if (direct) {
     switch (dtype) {
       case KvDType::kBF16:
-        AccumulatePVRows<hwy::bfloat16_t>(st, sc.vrows.data(), hr.o, rows4, n, d, dp, sp, pf,
+        AccumulatePVRows<hwy::bfloat16_t>(st, sc.vrows.data(), hr.o, rows, n, d, dp, sp, pf,
                                           npf - npf / 2, pf_delta);
         break;
       case KvDType::kF16:
-        AccumulatePVRows<hwy::float16_t>(st, sc.vrows.data(), hr.o, rows4, n, d, dp, sp, pf,
+        AccumulatePVRows<hwy::float16_t>(st, sc.vrows.data(), hr.o, rows, n, d, dp, sp, pf,
                                          npf - npf / 2, pf_delta);
         break;
       case KvDType::kInt8:
-        AccumulatePVRows<int8_t>(st, sc.vrows.data(), hr.o, rows4, n, d, dp, sp, pf, npf - npf / 2,
+        AccumulatePVRows<int8_t>(st, sc.vrows.data(), hr.o, rows, n, d, dp, sp, pf, npf - npf / 2,
                                  pf_delta);
         break;
       default:
-        AccumulatePVRows<float>(st, sc.vrows.data(), hr.o, rows4, n, d, dp, sp, pf, npf - npf / 2,
+        AccumulatePVRows<float>(st, sc.vrows.data(), hr.o, rows, n, d, dp, sp, pf, npf - npf / 2,
                                 pf_delta);
         break;
     }

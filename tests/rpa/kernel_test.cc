@@ -218,9 +218,11 @@ TEST(KernelSplitKv, LongDecodesWithDefaultSplitMatchReference) {
 }
 
 // Decodes read K/V rows in place from the pages (bf16, f16, f32, int8): head dims that are
-// not a multiple of 16 (a tail after the 16-element chunks), odd KV blocks (a padding key),
-// splits, a sliding window, a soft cap and query groups that are not a multiple of 4, on 1
-// and 2 threads, with outputs bitwise equal across the thread counts.
+// not a multiple of 16 (a tail after the 16-element chunks) or that leave each narrower PV
+// block of the odd rows (d 40, 72, 136), odd KV blocks (a padding key), splits, a sliding
+// window, a soft cap, and query groups of 1 to 7 rows (the 4-row blocks, then a pair and/or
+// a single row: MHA is 1, GQA 2 is 2), on 1 and 2 threads, with outputs bitwise equal across
+// the thread counts.
 TEST(KernelDecodeDirect, EveryDirectDtypeAndHeadDimMatchesReference) {
   const uint64_t seed = test_seed();
   SCOPED_TRACE("KDR_SEED=" + std::to_string(seed));
@@ -228,7 +230,7 @@ TEST(KernelDecodeDirect, EveryDirectDtypeAndHeadDimMatchesReference) {
   for (rpa::KvDType dt :
        {rpa::KvDType::kBF16, rpa::KvDType::kF16, rpa::KvDType::kF32, rpa::KvDType::kInt8}) {
     for (int32_t d : {8, 24, 40, 72, 128, 136}) {
-      for (int32_t hq : {4, 5}) {
+      for (int32_t hq : {1, 2, 3, 4, 5, 6, 7}) {
         SCOPED_TRACE(std::string(rpa::to_string(dt)) + " d" + std::to_string(d) + " hq" +
                      std::to_string(hq));
         const std::vector<int32_t> q_lens = {1, 1, 1, 1};
@@ -240,7 +242,7 @@ TEST(KernelDecodeDirect, EveryDirectDtypeAndHeadDimMatchesReference) {
         rpa::AttentionParams p;
         p.num_q_heads = hq;
         p.sm_scale = 1.0f / std::sqrt(static_cast<float>(d));
-        if (hq == 5) {
+        if (hq % 2 == 1) {
           p.sliding_window = 100;
           p.soft_cap = 30.0f;
         }
