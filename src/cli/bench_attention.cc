@@ -27,7 +27,7 @@ namespace kdr::cli {
 namespace {
 
 // Llama-3-8B attention.
-constexpr int32_t kQHeads = 32;
+constexpr int32_t kQHeads = 32;  // the default; --q-heads changes the query group
 constexpr int32_t kKvHeads = 8;
 constexpr int32_t kHeadDim = 128;
 constexpr int32_t kPageSize = 16;
@@ -59,7 +59,8 @@ struct Options {
   int threads = 0;
   std::string which = "all";
   int reps = 5;
-  rpa::Tuning tuning;  // block sizes for sweeps (0: the library's defaults)
+  int32_t q_heads = kQHeads;  // a multiple of the 8 KV heads: 8 is MHA, 16 GQA 2
+  rpa::Tuning tuning;         // block sizes for sweeps (0: the library's defaults)
 };
 
 double now_ms() {
@@ -129,7 +130,7 @@ double useful_flops(const std::vector<Sequence>& seqs, const rpa::AttentionParam
 
 // Bytes that must cross the memory bus: the KV cache over each sequence's kv_len (the cached
 // part read, the new tokens' rows written), int8 row scales, and the f32 q, k, v and out.
-double bytes_moved(const std::vector<Sequence>& seqs, rpa::KvDType dtype) {
+double bytes_moved(const std::vector<Sequence>& seqs, rpa::KvDType dtype, int32_t q_heads) {
   double kv_positions = 0, tokens = 0;
   for (const Sequence& s : seqs) {
     kv_positions += s.kv_len;
@@ -137,7 +138,7 @@ double bytes_moved(const std::vector<Sequence>& seqs, rpa::KvDType dtype) {
   }
   double per_position = 2.0 * kKvHeads * kHeadDim * static_cast<double>(rpa::element_size(dtype));
   if (dtype == rpa::KvDType::kInt8) per_position += 2.0 * kKvHeads * sizeof(float);
-  const double activations = tokens * 4.0 * (2.0 * kQHeads + 2.0 * kKvHeads) * kHeadDim;
+  const double activations = tokens * 4.0 * (2.0 * q_heads + 2.0 * kKvHeads) * kHeadDim;
   return kv_positions * per_position + activations;
 }
 
@@ -154,7 +155,7 @@ using Buffer = std::unique_ptr<void, FreeDeleter>;
 // One case made concrete: metadata, a filled cache and random activations.
 class Workload {
  public:
-  Workload(const std::vector<Sequence>& seqs, rpa::KvDType dtype, uint64_t seed,
+  Workload(const std::vector<Sequence>& seqs, rpa::KvDType dtype, int32_t q_heads, uint64_t seed,
            bool kv_in_cache = false)
       : seqs_(seqs) {
     const int32_t n = static_cast<int32_t>(seqs.size());
@@ -236,7 +237,7 @@ class Workload {
 
     const size_t t = static_cast<size_t>(batch_.num_tokens);
     std::uniform_real_distribution<float> unit(-1.0f, 1.0f);
-    q_.resize(t * kQHeads * kHeadDim);
+    q_.resize(t * q_heads * kHeadDim);
     k_.resize(t * kKvHeads * kHeadDim);
     v_.resize(t * kKvHeads * kHeadDim);
     out_.assign(q_.size(), 0.0f);
@@ -304,9 +305,9 @@ class Workload {
   std::vector<float> q_, k_, v_, out_;
 };
 
-rpa::AttentionParams llama3_params() {
+rpa::AttentionParams llama3_params(int32_t q_heads) {
   rpa::AttentionParams p;
-  p.num_q_heads = kQHeads;
+  p.num_q_heads = q_heads;
   p.sm_scale = 1.0f / std::sqrt(static_cast<float>(kHeadDim));
   p.causal = true;
   return p;
@@ -326,6 +327,7 @@ std::vector<Sequence> reduce_case(std::vector<Sequence> seqs, const rpa::Attenti
 }
 
 struct Result {
+  int32_t q_heads = kQHeads;
   std::string name;
   rpa::KvDType dtype;
   int32_t num_seqs = 0, num_tokens = 0;
@@ -377,11 +379,11 @@ void paired_runs(Workload& w, const rpa::Plan& plan, ThreadPool& pool, int reps,
 // up to 0.3 between runs on this machine).
 double mixed_over_parts_interleaved(const std::vector<const BenchCase*>& trio, const Options& opt,
                                     ThreadPool& pool) {
-  const rpa::AttentionParams params = llama3_params();
+  const rpa::AttentionParams params = llama3_params(opt.q_heads);
   std::vector<std::unique_ptr<Workload>> loads;
   std::vector<rpa::Plan> plans;
   for (const BenchCase* c : trio) {
-    loads.push_back(std::make_unique<Workload>(c->seqs, c->dtype, 42, c->kv_in_cache));
+    loads.push_back(std::make_unique<Workload>(c->seqs, c->dtype, opt.q_heads, 42, c->kv_in_cache));
     plans.push_back(rpa::make_plan(loads.back()->batch(), loads.back()->cache().shape, params,
                                    pool.num_threads(), opt.tuning));
     loads.back()->run(plans.back(), pool);  // warm-up
@@ -400,16 +402,19 @@ double mixed_over_parts_interleaved(const std::vector<const BenchCase*>& trio, c
 }
 
 Result run_case(const BenchCase& c, const Options& opt, ThreadPool& pool, ReadProbe& probe) {
-  const rpa::AttentionParams params = llama3_params();
+  const rpa::AttentionParams params = llama3_params(opt.q_heads);
   Result r;
   r.name = c.name;
+  r.q_heads = opt.q_heads;
   r.dtype = c.dtype;
-  r.peer = c.peer;
-  r.peer_ms = c.peer_ms;
+  if (opt.q_heads == kQHeads) {  // the peers were timed on Llama-3-8B's 32 query heads
+    r.peer = c.peer;
+    r.peer_ms = c.peer_ms;
+  }
   r.flops = useful_flops(c.seqs, params);
-  r.bytes = bytes_moved(c.seqs, c.dtype);
+  r.bytes = bytes_moved(c.seqs, c.dtype, opt.q_heads);
   {
-    Workload w(c.seqs, c.dtype, 42, c.kv_in_cache);
+    Workload w(c.seqs, c.dtype, opt.q_heads, 42, c.kv_in_cache);
     r.num_seqs = w.batch().num_seqs;
     r.num_tokens = w.batch().num_tokens;
     std::vector<double> plan_times;
@@ -429,7 +434,7 @@ Result run_case(const BenchCase& c, const Options& opt, ThreadPool& pool, ReadPr
   const std::vector<Sequence> small = reduce_case(c.seqs, params);
   r.ref_reduced = useful_flops(small, params) < r.flops;
   r.ref_flops = useful_flops(small, params);
-  Workload w(small, c.dtype, 43, c.kv_in_cache);
+  Workload w(small, c.dtype, opt.q_heads, 43, c.kv_in_cache);
   const rpa::Plan plan =
       rpa::make_plan(w.batch(), w.cache().shape, params, pool.num_threads(), opt.tuning);
   r.ref_fast_ms = r.ref_reduced ? time_runs(w, plan, pool, opt.reps) : r.ms;
@@ -447,7 +452,7 @@ void print_header(const MachineCeilings& m, const Options& opt) {
   std::printf(
       "kdr bench attention: Llama-3-8B attention (Hq %d, Hkv %d, D %d, page %d), %d threads, "
       "median of %d\n",
-      kQHeads, kKvHeads, kHeadDim, kPageSize, opt.threads, opt.reps);
+      opt.q_heads, kKvHeads, kHeadDim, kPageSize, opt.threads, opt.reps);
   std::printf("machine ceilings: read bandwidth %.1f GB/s, sgemm fp32 %.1f GFLOP/s\n", m.peak_gbps,
               m.peak_gflops);
   std::printf(
@@ -480,6 +485,7 @@ nlohmann::json to_json(const Result& r, const MachineCeilings& m, const Options&
   const double gbps = r.bytes / (r.ms * 1e6), gflops = r.flops / (r.ms * 1e6);
   nlohmann::json j = {{"case", r.name},
                       {"kv_dtype", rpa::to_string(r.dtype)},
+                      {"q_heads", r.q_heads},
                       {"num_seqs", r.num_seqs},
                       {"num_tokens", r.num_tokens},
                       {"threads", opt.threads},
@@ -596,6 +602,9 @@ void add_bench_attention_command(CLI::App& bench) {
       ->check(CLI::IsMember({"decode", "prefill", "mixed", "all"}));
   cmd->add_option("--reps", opt->reps, "Timed repetitions per case (the median is printed)")
       ->check(CLI::Range(1, 1000));
+  cmd->add_option("--q-heads", opt->q_heads,
+                  "Query heads over the 8 KV heads (default 32: GQA 4; 8: MHA, 16: GQA 2)")
+      ->check(CLI::IsMember({8, 16, 24, 32, 40, 48, 56, 64}));
   const auto block_option = [&](const char* name, int32_t& value, const char* what) {
     cmd->add_option(name, value, std::string(what) + " (0: the default; for sweeps)")
         ->check(CLI::Range(0, 1 << 20));

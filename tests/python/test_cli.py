@@ -81,12 +81,15 @@ def test_perplexity_takes_the_kv_dtype_and_bf16_stays_close_to_f32():
 
 
 def test_bench_attention_mixed_reports_validated_numbers_and_both_ratios():
-    cmd = [str(KDR), "bench", "attention", "--json", "--case", "mixed", "--reps", "1"]
+    # 16 query heads over 8 KV heads: the decodes run the 2-row (GQA 2) kernels
+    cmd = [str(KDR), "bench", "attention", "--json", "--case", "mixed", "--reps", "1",
+           "--q-heads", "16"]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     rows = [json.loads(line) for line in r.stdout.splitlines() if line.startswith("{")]
     assert [row["case"] for row in rows] == ["mixed", "mixed-decode-part", "mixed-prefill-part"]
     for row in rows:
+        assert row["q_heads"] == 16 and "peer" not in row, row
         for key in ("kv_dtype", "ms", "gbps", "gflops", "mbu", "mfu", "peak_gbps", "peak_gflops"):
             assert row[key] > 0 if key != "kv_dtype" else row[key] == "bf16", (row["case"], key)
         # every number comes from a kernel checked against the scalar reference in the run
