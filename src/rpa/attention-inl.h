@@ -423,11 +423,13 @@ HWY_INLINE void PrefetchRows(const T* const* rows, size_t k0, size_t k1, size_t 
 // also the line pf_delta bytes past each line of K it starts to read (the same rows of the
 // next KV head), each key's in one of the quad's row-pair steps, at the rate the memory
 // takes: 4 keys' lines in the first step only made the decode 10-20% slower.
-template <typename T>
-HWY_NOINLINE void ScoresQKRows(const float* HWY_RESTRICT q, const void* const* krows,
-                               const float* kscale, float* HWY_RESTRICT s, size_t pairs, size_t kv,
-                               size_t d, size_t dp, size_t sp, LineCursor& pf, size_t npf,
-                               ptrdiff_t pf_delta) {
+// kWholeRows: one pair with pf_delta (a separate instance, so that the test stays out of the
+// other's chunk loop, which has no register to spare for it).
+template <typename T, bool kWholeRows>
+HWY_NOINLINE void ScoresQKRowsImpl(const float* HWY_RESTRICT q, const void* const* krows,
+                                   const float* kscale, float* HWY_RESTRICT s, size_t pairs,
+                                   size_t kv, size_t d, size_t dp, size_t sp, LineCursor& pf,
+                                   size_t npf, ptrdiff_t pf_delta) {
   const DF8 df;
   const size_t nl = hn::Lanes(df);
   const size_t chunk_bytes = 2 * nl * sizeof(T);
@@ -456,7 +458,7 @@ HWY_NOINLINE void ScoresQKRows(const float* HWY_RESTRICT q, const void* const* k
       const size_t pk1 = (4 * (pass + 1) + passes - 1) / passes;
       const char* pfa = nullptr;
       const char* pfb = nullptr;
-      const bool whole_rows = pf_delta != 0 && passes == 1;
+      constexpr bool whole_rows = kWholeRows;
       if (pf_delta != 0 && pk0 < pk1 && !whole_rows) {
         pfa = static_cast<const char*>(krows[t + pk0]) + pf_delta;
         if (pk0 + 1 < pk1) pfb = static_cast<const char*>(krows[t + pk0 + 1]) + pf_delta;
@@ -475,7 +477,7 @@ HWY_NOINLINE void ScoresQKRows(const float* HWY_RESTRICT q, const void* const* k
           __builtin_prefetch(pfa + x * sizeof(T), 0, 2);
           if (pfb) __builtin_prefetch(pfb + x * sizeof(T), 0, 2);
         }
-        if (whole_rows) {  // keys [4c / chunks, 4(c + 1) / chunks) at chunk c
+        if constexpr (whole_rows) {  // keys [4c / chunks, 4(c + 1) / chunks) at chunk c
           const T* k[4] = {k0, k1, k2, k3};
           const size_t c = x / (2 * nl), chunks = d / (2 * nl);
           PrefetchRows(k, 4 * c / chunks, 4 * (c + 1) / chunks, d * sizeof(T), pf_delta);
@@ -519,6 +521,18 @@ HWY_NOINLINE void ScoresQKRows(const float* HWY_RESTRICT q, const void* const* k
     }
   }
   pf.Fetch(left);  // kv == 0 or rounding: nothing is left unfetched
+}
+
+template <typename T>
+HWY_INLINE void ScoresQKRows(const float* HWY_RESTRICT q, const void* const* krows,
+                             const float* kscale, float* HWY_RESTRICT s, size_t pairs, size_t kv,
+                             size_t d, size_t dp, size_t sp, LineCursor& pf, size_t npf,
+                             ptrdiff_t pf_delta) {
+  if (pairs == 1 && pf_delta != 0) {
+    ScoresQKRowsImpl<T, true>(q, krows, kscale, s, pairs, kv, d, dp, sp, pf, npf, pf_delta);
+  } else {
+    ScoresQKRowsImpl<T, false>(q, krows, kscale, s, pairs, kv, d, dp, sp, pf, npf, pf_delta);
+  }
 }
 
 // c[i][2j, 2j + 1] += P[i][t] * (the two vectors of chunk j of V row t) for i < R, j < C.
