@@ -221,8 +221,9 @@ TEST(KernelSplitKv, LongDecodesWithDefaultSplitMatchReference) {
 // not a multiple of 16 (a tail after the 16-element chunks) or that leave each narrower PV
 // block of the odd rows (d 40, 72, 136), odd KV blocks (a padding key), splits, a sliding
 // window, a soft cap, and query groups of 1 to 7 rows (the 4-row blocks, then a pair and/or
-// a single row: MHA is 1, GQA 2 is 2), on 1 and 2 threads, with outputs bitwise equal across
-// the thread counts.
+// a single row: MHA is 1, GQA 2 is 2) over 2 KV heads (an item reads both, prefetching the
+// second head's rows while it computes the first), on 1 and 2 threads, with outputs bitwise
+// equal across the thread counts.
 TEST(KernelDecodeDirect, EveryDirectDtypeAndHeadDimMatchesReference) {
   const uint64_t seed = test_seed();
   SCOPED_TRACE("KDR_SEED=" + std::to_string(seed));
@@ -230,19 +231,20 @@ TEST(KernelDecodeDirect, EveryDirectDtypeAndHeadDimMatchesReference) {
   for (rpa::KvDType dt :
        {rpa::KvDType::kBF16, rpa::KvDType::kF16, rpa::KvDType::kF32, rpa::KvDType::kInt8}) {
     for (int32_t d : {8, 24, 40, 72, 128, 136}) {
-      for (int32_t hq : {1, 2, 3, 4, 5, 6, 7}) {
-        SCOPED_TRACE(std::string(rpa::to_string(dt)) + " d" + std::to_string(d) + " hq" +
-                     std::to_string(hq));
+      for (int32_t group : {1, 2, 3, 4, 5, 6, 7}) {
+        const int32_t hkv = 2, hq = group * hkv;
+        SCOPED_TRACE(std::string(rpa::to_string(dt)) + " d" + std::to_string(d) + " group" +
+                     std::to_string(group));
         const std::vector<int32_t> q_lens = {1, 1, 1, 1};
         const std::vector<int32_t> kv_lens = {1, 37, 200, 131};
         const int32_t dist[3] = {4, 4, 4};
         const Batch b = layout_batch(q_lens, kv_lens, dist, 16, rng);
-        Cache cache = make_cache(dt, 1, d, b, 16, rng);
-        const NewTokens x = random_tokens(b.num_tokens(), hq, 1, d, rng);
+        Cache cache = make_cache(dt, hkv, d, b, 16, rng);
+        const NewTokens x = random_tokens(b.num_tokens(), hq, hkv, d, rng);
         rpa::AttentionParams p;
         p.num_q_heads = hq;
         p.sm_scale = 1.0f / std::sqrt(static_cast<float>(d));
-        if (hq % 2 == 1) {
+        if (group % 2 == 1) {
           p.sliding_window = 100;
           p.soft_cap = 30.0f;
         }
