@@ -397,6 +397,14 @@ HWY_INLINE void MulAdd2x4(hn::Vec<DF8> x0, hn::Vec<DF8> x1, hn::Vec<DF8> (&a0)[4
   a1[3] = hn::MulAdd(x1, y, a1[3]);
 }
 
+// Prefetches (to L2) every cache line of [begin, begin + bytes).
+HWY_INLINE void PrefetchLines(const void* begin, size_t bytes) {
+  const uintptr_t b = reinterpret_cast<uintptr_t>(begin);
+  for (uintptr_t line = b & ~uintptr_t{63}; line < b + bytes; line += 64) {
+    __builtin_prefetch(reinterpret_cast<const void*>(line), 0, 2);
+  }
+}
+
 // Prefetches (to L2) the lines of rows [k0, k1) of `rows`, each `bytes` long, taken `delta`
 // bytes past them (the next KV head's rows): whole rows in row order, so that the requests
 // stream. (A line of every key in turn, a column strided by the row size, measured slower.)
@@ -404,10 +412,7 @@ template <typename T>
 HWY_INLINE void PrefetchRows(const T* const* rows, size_t k0, size_t k1, size_t bytes,
                              ptrdiff_t delta) {
   for (size_t i = k0; i < k1; ++i) {
-    const uintptr_t begin = reinterpret_cast<uintptr_t>(rows[i]) + delta;
-    for (uintptr_t line = begin & ~uintptr_t{63}; line < begin + bytes; line += 64) {
-      __builtin_prefetch(reinterpret_cast<const void*>(line), 0, 2);
-    }
+    PrefetchLines(reinterpret_cast<const char*>(rows[i]) + delta, bytes);
   }
 }
 
@@ -458,12 +463,11 @@ HWY_NOINLINE void ScoresQKRowsImpl(const float* HWY_RESTRICT q, const void* cons
       const size_t pk1 = (4 * (pass + 1) + passes - 1) / passes;
       const char* pfa = nullptr;
       const char* pfb = nullptr;
-      constexpr bool whole_rows = kWholeRows;
-      if (pf_delta != 0 && pk0 < pk1 && !whole_rows) {
+      if (pf_delta != 0 && pk0 < pk1 && !kWholeRows) {
         pfa = static_cast<const char*>(krows[t + pk0]) + pf_delta;
         if (pk0 + 1 < pk1) pfb = static_cast<const char*>(krows[t + pk0 + 1]) + pf_delta;
       }
-      if (whole_rows && d < 2 * nl) {
+      if (kWholeRows && d < 2 * nl) {
         const T* k[4] = {k0, k1, k2, k3};
         PrefetchRows(k, 0, 4, d * sizeof(T), pf_delta);
       }
@@ -477,7 +481,7 @@ HWY_NOINLINE void ScoresQKRowsImpl(const float* HWY_RESTRICT q, const void* cons
           __builtin_prefetch(pfa + x * sizeof(T), 0, 2);
           if (pfb) __builtin_prefetch(pfb + x * sizeof(T), 0, 2);
         }
-        if constexpr (whole_rows) {  // keys [4c / chunks, 4(c + 1) / chunks) at chunk c
+        if constexpr (kWholeRows) {  // keys [4c / chunks, 4(c + 1) / chunks) at chunk c
           const T* k[4] = {k0, k1, k2, k3};
           const size_t c = x / (2 * nl), chunks = d / (2 * nl);
           PrefetchRows(k, 4 * c / chunks, 4 * (c + 1) / chunks, d * sizeof(T), pf_delta);

@@ -265,11 +265,8 @@ LineCursor list_prefetch_runs(const RunArgs& a, const WorkItem& w, int32_t pos0,
 // Decode on int8: asks for the K and V row scales of the block at [pos0, pos0 + n).
 void prefetch_row_scales(const RunArgs& a, const WorkItem& w, int32_t pos0, int32_t n) {
   for_each_cached_run(*a.plan, w, pos0, n, [&](int32_t, int32_t run, size_t row) {
-    for (const float* scales : {a.cache->k_row_scales + row, a.cache->v_row_scales + row}) {
-      const uintptr_t b = reinterpret_cast<uintptr_t>(scales);
-      for (uintptr_t line = b & ~uintptr_t{63}; line < b + run * sizeof(float); line += 64)
-        __builtin_prefetch(reinterpret_cast<const void*>(line), 0, 2);
-    }
+    PrefetchLines(a.cache->k_row_scales + row, run * sizeof(float));
+    PrefetchLines(a.cache->v_row_scales + row, run * sizeof(float));
   });
 }
 
