@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <new>
 #include <vector>
 
 #include "base/dtype.h"
@@ -31,15 +32,34 @@ namespace {
 
 size_t round_up(size_t x, size_t m) { return (x + m - 1) / m * m; }
 
+// Allocates on 64-byte boundaries: the kernels load Q, O and S rows as whole vectors, and
+// malloc's 16-byte alignment made every other 32-byte load span two cache lines.
+template <typename T>
+struct CacheLineAllocator {
+  using value_type = T;
+  CacheLineAllocator() = default;
+  template <typename U>
+  CacheLineAllocator(const CacheLineAllocator<U>&) {}
+  T* allocate(size_t n) {
+    return static_cast<T*>(::operator new (n * sizeof(T), std::align_val_t{64}));
+  }
+  void deallocate(T* p, size_t) { ::operator delete (p, std::align_val_t{64}); }
+  template <typename U>
+  bool operator==(const CacheLineAllocator<U>&) const {
+    return true;
+  }
+};
+using AlignedFloats = std::vector<float, CacheLineAllocator<float>>;
+
 // Per-thread tiles, grown on demand and kept across calls (no allocation per layer).
 struct Scratch {
-  std::vector<float> q, o, m, l, s, k, v, kt;  // kt: K transposed [dp][sp]
-  std::vector<const void*> krows, vrows;       // decode: row pointers into the pages
-  std::vector<PrefetchRun> pf;                 // decode: K/V runs of a later block
-  std::vector<float> kscale, vscale;           // decode on int8: the rows' scales
-  std::vector<uint16_t> new_rows;              // decode: new tokens' rows in the cache dtype
+  AlignedFloats q, o, m, l, s, k, v, kt;  // kt: K transposed [dp][sp]
+  std::vector<const void*> krows, vrows;  // decode: row pointers into the pages
+  std::vector<PrefetchRun> pf;            // decode: K/V runs of a later block
+  std::vector<float> kscale, vscale;      // decode on int8: the rows' scales
+  std::vector<uint16_t> new_rows;         // decode: new tokens' rows in the cache dtype
   void ensure(size_t rows4, size_t dp, size_t sp) {
-    auto grow = [](std::vector<float>& x, size_t n) {
+    auto grow = [](AlignedFloats& x, size_t n) {
       if (x.size() < n) x.resize(n);
     };
     grow(q, rows4 * dp);
