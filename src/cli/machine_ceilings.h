@@ -12,8 +12,12 @@ class ThreadPool;
 namespace kdr::cli {
 
 struct MachineCeilings {
-  double peak_gbps = 0;    // streaming read bandwidth, GB/s (1e9 bytes)
-  double peak_gflops = 0;  // fp32 FMA throughput from OpenBLAS sgemm, GFLOP/s
+  // The read ceiling that MBU is taken against, GB/s (1e9 bytes): the streaming read, or the
+  // random-run read below where that measured faster (a streaming read slowed by a busy
+  // moment of a shared machine would otherwise flatter every ratio against it).
+  double peak_gbps = 0;
+  double streaming_gbps = 0;  // streaming read bandwidth: the best of its passes
+  double peak_gflops = 0;     // fp32 FMA throughput from OpenBLAS sgemm, GFLOP/s
   // Read bandwidth when the bytes come in runs of `page_run_bytes` visited in random order,
   // as a paged KV cache hands them to attention (0 when not measured).
   double page_run_gbps = 0;

@@ -90,8 +90,12 @@ def test_bench_attention_mixed_reports_validated_numbers_and_both_ratios():
     assert [row["case"] for row in rows] == ["mixed", "mixed-decode-part", "mixed-prefill-part"]
     for row in rows:
         assert row["q_heads"] == 16 and "peer" not in row, row
-        for key in ("kv_dtype", "ms", "gbps", "gflops", "mbu", "mfu", "peak_gbps", "peak_gflops"):
+        for key in ("kv_dtype", "ms", "gbps", "gflops", "mbu", "mfu", "peak_gbps", "peak_gflops",
+                    "streaming_gbps", "page_run_gbps"):
             assert row[key] > 0 if key != "kv_dtype" else row[key] == "bf16", (row["case"], key)
+        # MBU is taken against the faster of the two read probes, never the slower
+        assert row["peak_gbps"] == max(row["streaming_gbps"], row["page_run_gbps"]), row
+        assert abs(row["mbu"] - row["gbps"] / row["peak_gbps"]) < 1e-9, row
         # every number comes from a kernel checked against the scalar reference in the run
         assert row["max_abs_err"] < 1e-4, row
     last = rows[-1]
