@@ -100,6 +100,7 @@ void run_generate(const GenerateArgs& a) {
   if (!lm.chat)
     throw std::runtime_error(
         "--chat: the model's chat template is not one kdr knows (gemma3, llama3, chatml)");
+  if (lm.chat_inferred) std::fprintf(stderr, "note: %s\n", lm.chat_note().c_str());
   std::vector<model::ChatMessage> messages;
   if (!a.system.empty()) messages.push_back({"system", a.system});
   auto turn = [&](const std::string& user) {

@@ -54,6 +54,7 @@ void run_serve(ServeArgs a) {
   // and exits 1.
   engine::Engine engine(lm, pool, a.engine);
   std::fprintf(stderr, "kdr serve: %s\n", engine.kv_budget().summary().c_str());
+  if (lm.chat_inferred) std::fprintf(stderr, "kdr serve: note: %s\n", lm.chat_note().c_str());
   const std::string name = a.model_name.empty() ? lm.name : a.model_name;
   http.ready(engine, name, engine::build_vocabulary(*lm.tokenizer, lm.stop_ids));
   engine.start();

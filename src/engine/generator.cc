@@ -44,6 +44,7 @@ LoadedModel LoadedModel::load(const std::string& path, const model::LoadOptions&
   } catch (const model::ChatTemplateError&) {
     lm.chat.reset();
   }
+  lm.chat_inferred = lm.chat && jinja.empty();
   if (tok.eos_id() >= 0) lm.stop_ids.push_back(tok.eos_id());
   for (const char* piece :
        {"<end_of_turn>", "<|eot_id|>", "<|im_end|>", "<|end_of_text|>", "<|endoftext|>"}) {
@@ -52,6 +53,14 @@ LoadedModel LoadedModel::load(const std::string& path, const model::LoadOptions&
       lm.stop_ids.push_back(id);
   }
   return lm;
+}
+
+std::string LoadedModel::chat_note() const {
+  if (!chat_inferred) return "";
+  static constexpr const char* kNames[] = {"gemma3", "llama3", "chatml"};
+  return name + " carries no chat template: chat turns use the " +
+         kNames[static_cast<int>(chat->format)] +
+         " format of its architecture, which a base (pretrained-only) model may not follow";
 }
 
 bool LoadedModel::is_stop(int32_t id) const {

@@ -26,11 +26,16 @@ struct LoadedModel {
   std::unique_ptr<model::Model> model;
   std::unique_ptr<model::Tokenizer> tokenizer;
   std::optional<model::ChatTemplate> chat;  // absent when the family is not recognised
-  std::vector<int32_t> stop_ids;            // eos and end-of-turn tokens
-  std::string name;                         // file or folder name, for /v1/models
+  // The file carries no chat template: `chat` is the turn format of its architecture, which
+  // a base (pretrained-only) model was never taught to follow.
+  bool chat_inferred = false;
+  std::vector<int32_t> stop_ids;  // eos and end-of-turn tokens
+  std::string name;               // file or folder name, for /v1/models
 
   static LoadedModel load(const std::string& path, const model::LoadOptions& options = {});
   bool is_stop(int32_t id) const;
+  // A one-line note for chat users when chat_inferred ("" otherwise).
+  std::string chat_note() const;
 };
 
 // The path of the default model recorded by scripts/setup (models/default.path), searched

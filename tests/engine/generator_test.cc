@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
@@ -53,6 +54,34 @@ TEST(Generator, RejectsPromptsBeyondTheContext) {
   o.max_tokens = 4;
   EXPECT_THROW(generate(lm, pool, {1, 999999}, o, nullptr), std::invalid_argument);
   EXPECT_THROW(generate(lm, pool, {}, o, nullptr), std::invalid_argument);
+}
+
+// A file without a chat template gets its architecture's turn format, and a note saying so (a
+// base model, like the default Gemma-3-270M, does not follow turns); a template in the files
+// gives no note.
+TEST(Generator, NotesAChatFormatTakenFromTheArchitecture) {
+  const LoadedModel gguf = LoadedModel::load(kDir + "gemma3.gguf");
+  ASSERT_TRUE(gguf.chat);
+  EXPECT_EQ(gguf.chat->format, model::ChatFormat::kGemma3);
+  EXPECT_TRUE(gguf.chat_inferred);
+  const std::string note = gguf.chat_note();
+  EXPECT_NE(note.find("gemma3.gguf carries no chat template"), std::string::npos) << note;
+  EXPECT_NE(note.find("gemma3 format"), std::string::npos) << note;
+
+  namespace fs = std::filesystem;
+  const fs::path dir = fs::path(::testing::TempDir()) / "kdr_gemma3_with_template";
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  for (const char* f : {"config.json", "model.safetensors", "tokenizer.json"})
+    fs::create_symlink(fs::path(kDir) / "gemma3" / f, dir / f);
+  std::ofstream(dir / "tokenizer_config.json")
+      << R"({"chat_template": "{{ bos_token }}{% for m in messages %}<start_of_turn>{{ m['role'] }}\n{{ m['content'] }}<end_of_turn>\n{% endfor %}"})";
+  const LoadedModel hf = LoadedModel::load(dir.string());
+  ASSERT_TRUE(hf.chat);
+  EXPECT_EQ(hf.chat->format, model::ChatFormat::kGemma3);
+  EXPECT_FALSE(hf.chat_inferred);
+  EXPECT_EQ(hf.chat_note(), "");
+  fs::remove_all(dir);
 }
 
 }  // namespace
