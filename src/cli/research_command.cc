@@ -98,6 +98,8 @@ void run_research_command(ResearchArgs a) {
     llm = hka::make_engine_backend(engine);
   }
   std::fprintf(stderr, "kdr research: language model %s\n", llm->describe().c_str());
+  if (const std::string note = llm->note(); !note.empty())
+    std::fprintf(stderr, "kdr research: note: %s\n", note.c_str());
 
   const hka::ResearchResult r = hka::run_research(o, *llm, make_progress(a.quiet));
   std::printf("report:       %s\n", r.report_html.string().c_str());

@@ -51,6 +51,8 @@ class EngineBackend : public LlmBackend {
 
   ~EngineBackend() override { engine_->stop(); }
 
+  std::string note() const override { return model_.chat_note(); }
+
   LlmReply complete(const LlmCall& call) override {
     const Clock::time_point start = Clock::now();
     engine::Request request;

@@ -71,6 +71,9 @@ class LlmBackend {
   virtual bool accepts_images(const std::string& role) const = 0;
   // "engine:<model file>", "openai:<url>" or "scripted": for the trace and the report.
   virtual std::string describe() const = 0;
+  // Something the user should know about the model ("" for nothing): the engine backend on a
+  // model file without a chat template, whose turns follow its architecture's format.
+  virtual std::string note() const { return ""; }
 };
 
 // The OpenAI-compatible backend's settings. A config file (JSON) looks like

@@ -300,20 +300,16 @@ void prefetch_block(const RunArgs& a, const WorkItem& w, int32_t pos0, int32_t n
   const int32_t q_len = p.cu_q_lens[w.seq + 1] - p.cu_q_lens[w.seq];
   const int32_t first_new = p.kv_lens[w.seq] - q_len;
   const size_t esize = element_size(sh.dtype);
-  const auto fetch = [](const void* base, size_t bytes) {
-    const char* c = static_cast<const char*>(base);
-    for (size_t i = 0; i < bytes; i += 64) __builtin_prefetch(c + i, 0, 2);  // to L2
-  };
   const size_t row_bytes = static_cast<size_t>(d) * esize;
   int32_t t = for_each_cached_run(p, w, pos0, n, [&](int32_t, int32_t run, size_t row) {
-    fetch(static_cast<const char*>(a.cache->k) + row * row_bytes, run * row_bytes);
-    fetch(static_cast<const char*>(a.cache->v) + row * row_bytes, run * row_bytes);
+    PrefetchLines(static_cast<const char*>(a.cache->k) + row * row_bytes, run * row_bytes);
+    PrefetchLines(static_cast<const char*>(a.cache->v) + row * row_bytes, run * row_bytes);
   });
   for (; t < n; ++t) {  // new rows from the inputs
     const int64_t tok = p.cu_q_lens[w.seq] + (pos0 + t - first_new);
     const int64_t off = (tok * sh.num_kv_heads + w.kv_head) * d;
-    fetch(a.k + off, d * sizeof(float));
-    fetch(a.v + off, d * sizeof(float));
+    PrefetchLines(a.k + off, d * sizeof(float));
+    PrefetchLines(a.v + off, d * sizeof(float));
   }
 }
 

@@ -743,6 +743,9 @@ TEST_F(LlmEngine, SchemaReplyParsesAndFollowsTheSchema) {
   EXPECT_EQ(reply.model, "gemma3.gguf");
   EXPECT_EQ(backend_->describe(), "engine:gemma3.gguf");
   EXPECT_FALSE(backend_->accepts_images("vision"));
+  // The fixture carries no chat template: the backend says its turns follow the architecture.
+  EXPECT_NE(backend_->note().find("gemma3.gguf carries no chat template"), std::string::npos)
+      << backend_->note();
 }
 
 TEST_F(LlmEngine, GreedyIsDeterministic) {
