@@ -95,12 +95,20 @@ double ReadProbe::pass_gbps() {
   });
 }
 
-double measure_read_bandwidth_gbps(ThreadPool& pool, int repetitions) {
-  // 512 MiB: far beyond any last-level cache, so every pass streams from DRAM.
-  ReadProbe probe(pool, size_t{512} << 20);
+double ReadProbe::best_gbps(int passes) {
   double best = 0;
-  for (int r = 0; r < repetitions; ++r) best = std::max(best, probe.pass_gbps());
+  for (int r = 0; r < passes; ++r) best = std::max(best, pass_gbps());
   return best;
+}
+
+namespace {
+// 512 MiB: far beyond any last-level cache, so every pass streams from DRAM.
+constexpr size_t kStreamingBytes = size_t{512} << 20;
+}  // namespace
+
+double measure_read_bandwidth_gbps(ThreadPool& pool, int repetitions) {
+  ReadProbe probe(pool, kStreamingBytes);
+  return probe.best_gbps(repetitions);
 }
 
 double measure_page_run_read_gbps(ThreadPool& pool, size_t run_bytes, int repetitions) {
@@ -155,15 +163,16 @@ double measure_sgemm_gflops(int num_threads, int repetitions) {
 
 MachineCeilings measure_ceilings(ThreadPool& pool, size_t page_run_bytes) {
   MachineCeilings c;
-  // Streaming passes before and after the other probes: the best over a longer stretch of a
-  // shared machine's changing speed.
-  c.streaming_gbps = measure_read_bandwidth_gbps(pool);
+  // Streaming passes before and after the other probes (one buffer, filled once): the best
+  // over a longer stretch of a shared machine's changing speed.
+  ReadProbe streaming(pool, kStreamingBytes);
+  c.streaming_gbps = streaming.best_gbps(5);
   c.peak_gflops = measure_sgemm_gflops(pool.num_threads());
   if (page_run_bytes > 0) {
     c.page_run_bytes = page_run_bytes;
     c.page_run_gbps = measure_page_run_read_gbps(pool, page_run_bytes);
   }
-  c.streaming_gbps = std::max(c.streaming_gbps, measure_read_bandwidth_gbps(pool));
+  c.streaming_gbps = std::max(c.streaming_gbps, streaming.best_gbps(5));
   c.peak_gbps = std::max(c.streaming_gbps, c.page_run_gbps);
   return c;
 }

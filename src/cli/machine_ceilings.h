@@ -47,7 +47,8 @@ class ReadProbe {
   ~ReadProbe();
   ReadProbe(const ReadProbe&) = delete;
   ReadProbe& operator=(const ReadProbe&) = delete;
-  double pass_gbps();  // one multi-threaded pass over the whole buffer: GB/s (1e9 bytes)
+  double pass_gbps();            // one multi-threaded pass over the whole buffer: GB/s (1e9 bytes)
+  double best_gbps(int passes);  // the best of `passes` passes
 
  private:
   struct Impl;

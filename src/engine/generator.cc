@@ -57,9 +57,7 @@ LoadedModel LoadedModel::load(const std::string& path, const model::LoadOptions&
 
 std::string LoadedModel::chat_note() const {
   if (!chat_inferred) return "";
-  static constexpr const char* kNames[] = {"gemma3", "llama3", "chatml"};
-  return name + " carries no chat template: chat turns use the " +
-         kNames[static_cast<int>(chat->format)] +
+  return name + " carries no chat template: chat turns use the " + model::to_string(chat->format) +
          " format of its architecture, which a base (pretrained-only) model may not follow";
 }
 

@@ -115,6 +115,18 @@ std::string python_strip(std::string_view text) {
   return std::string(text.substr(begin, end - begin));
 }
 
+const char* to_string(ChatFormat format) {
+  switch (format) {
+    case ChatFormat::kGemma3:
+      return "gemma3";
+    case ChatFormat::kLlama3:
+      return "llama3";
+    case ChatFormat::kChatML:
+      break;
+  }
+  return "chatml";
+}
+
 ChatTemplate ChatTemplate::detect(std::string_view jinja, std::string_view architecture,
                                   std::string bos_token) {
   ChatTemplate t;

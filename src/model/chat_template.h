@@ -26,6 +26,9 @@ enum class ChatFormat {
   kChatML,  // <|im_start|>role\n content <|im_end|>\n
 };
 
+// "gemma3", "llama3" or "chatml".
+const char* to_string(ChatFormat format);
+
 struct ChatTemplate {
   ChatFormat format = ChatFormat::kChatML;
   // ChatML: the system message a template inserts when the conversation has none (Qwen2:
