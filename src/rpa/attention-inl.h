@@ -416,25 +416,137 @@ HWY_INLINE void PrefetchRows(const T* const* rows, size_t k0, size_t k1, size_t 
   }
 }
 
+// Rounds rows [0, rows) of q (d elements each, dp apart) to int16, one scale per row:
+// q[r] ~ i16[r] * scale[r], scale = max |q[r]| / 32767 (0 for a zero row); elements [d, dp)
+// are zero. A row holding inf or NaN gets a NaN scale: its scores come out NaN, as its f32
+// products would. With |K| <= 127 and head_dim <= 256 the int32 sums cannot overflow.
+HWY_INLINE void QuantizeRowsI16(const float* HWY_RESTRICT q, size_t rows, size_t d, size_t dp,
+                                int16_t* HWY_RESTRICT i16, float* HWY_RESTRICT scale) {
+  const DF8 df;
+  const hn::Rebind<int16_t, DF8> d16;
+  const size_t nl = hn::Lanes(df);
+  for (size_t r = 0; r < rows; ++r) {
+    const float* src = q + r * dp;
+    int16_t* dst = i16 + r * dp;
+    auto amax = hn::Zero(df);
+    auto nonfinite = hn::Zero(df);  // stays 0 unless some x * 0 is NaN (x inf or NaN)
+    for (size_t x = 0; x < d; x += nl) {
+      const auto v = hn::LoadU(df, src + x);
+      amax = hn::Max(amax, hn::Abs(v));
+      nonfinite = hn::MulAdd(v, hn::Zero(df), nonfinite);
+    }
+    const float m = hn::GetLane(hn::MaxOfLanes(df, amax));
+    const bool finite = hn::GetLane(hn::SumOfLanes(df, nonfinite)) == 0.0f;
+    scale[r] = finite ? m / 32767.0f : NAN;
+    const auto inv = hn::Set(df, finite && m > 0.0f ? 32767.0f / m : 0.0f);
+    for (size_t x = 0; x < d; x += nl)
+      hn::StoreU(hn::DemoteTo(d16, hn::NearestInt(hn::Mul(hn::LoadU(df, src + x), inv))), d16,
+                 dst + x);
+    std::fill(dst + d, dst + dp, int16_t{0});
+  }
+}
+
+// The query rows QK reads, dp elements apart: f32, and on int8 caches int16 copies with a
+// scale per row (QuantizeRowsI16), so that the scores' dot products run in integers.
+struct QRows {
+  const float* f32;
+  const int16_t* i16 = nullptr;
+  const float* scale = nullptr;
+};
+
+// ScoresQKRows's 2 x 4 block in integers, for int8 K and the int16 Q of QRows: each chunk
+// of 2N keys' elements is widened to int16 and multiplied into int32 pair sums
+// (ReorderWidenMulAccumulate: vpmaddwd on x86, whose second sums stay zero). kOn = false:
+// the f32 path (all types but int8, and the scalar target, which has no 2N-lane vectors).
+template <typename T>
+struct IntDot2x4 {
+  static constexpr bool kOn = false;
+  void Reset(const QRows&, size_t, size_t) {}
+  void Chunk(const T*, const T*, const T*, const T*, size_t) {}
+  void Tail(const T*, const T*, const T*, const T*, size_t) {}
+  void ToF32(hn::Vec<DF8> (&)[4], hn::Vec<DF8> (&)[4]) {}
+};
+#if HWY_TARGET != HWY_SCALAR
+template <>
+struct IntDot2x4<int8_t> {
+  static constexpr bool kOn = true;
+  using D32 = hn::RebindToSigned<DF8>;
+  using D16 = hn::Repartition<int16_t, DF8>;  // 2N lanes: one chunk
+  using V32 = hn::Vec<D32>;
+  V32 s0[4], s1[4], t0[4], t1[4];  // rows 0 and 1 against the 4 keys; t: second sums
+  const int16_t* q0;
+  const int16_t* q1;
+
+  HWY_INLINE void Reset(const QRows& q, size_t r, size_t dp) {
+    for (size_t i = 0; i < 4; ++i) s0[i] = s1[i] = t0[i] = t1[i] = hn::Zero(D32());
+    q0 = q.i16 + r * dp;
+    q1 = q0 + dp;
+  }
+  HWY_INLINE void Chunk(const int8_t* k0, const int8_t* k1, const int8_t* k2, const int8_t* k3,
+                        size_t x) {
+    const D32 d32;
+    const D16 d16;
+    const hn::Rebind<int8_t, D16> d8;
+    const auto x0 = hn::LoadU(d16, q0 + x);
+    const auto x1 = hn::LoadU(d16, q1 + x);
+    const int8_t* k[4] = {k0, k1, k2, k3};
+    for (size_t i = 0; i < 4; ++i) {
+      const auto y = hn::PromoteTo(d16, hn::LoadU(d8, k[i] + x));
+      s0[i] = hn::ReorderWidenMulAccumulate(d32, x0, y, s0[i], t0[i]);
+      s1[i] = hn::ReorderWidenMulAccumulate(d32, x1, y, s1[i], t1[i]);
+    }
+  }
+  // The last N elements (head_dim % 2N == N), in half vectors.
+  HWY_INLINE void Tail(const int8_t* k0, const int8_t* k1, const int8_t* k2, const int8_t* k3,
+                       size_t x) {
+    const D32 d32;
+    const hn::Half<D16> h16;
+    const hn::Half<D32> h32;
+    const hn::Rebind<int8_t, decltype(h16)> h8;
+    const auto x0 = hn::LoadU(h16, q0 + x);
+    const auto x1 = hn::LoadU(h16, q1 + x);
+    const int8_t* k[4] = {k0, k1, k2, k3};
+    for (size_t i = 0; i < 4; ++i) {
+      const auto y = hn::PromoteTo(h16, hn::LoadU(h8, k[i] + x));
+      auto u0 = hn::Zero(h32), u1 = hn::Zero(h32);
+      const auto v0 = hn::ReorderWidenMulAccumulate(h32, x0, y, hn::Zero(h32), u0);
+      const auto v1 = hn::ReorderWidenMulAccumulate(h32, x1, y, hn::Zero(h32), u1);
+      s0[i] = hn::Add(s0[i], hn::ZeroExtendVector(d32, hn::RearrangeToOddPlusEven(v0, u0)));
+      s1[i] = hn::Add(s1[i], hn::ZeroExtendVector(d32, hn::RearrangeToOddPlusEven(v1, u1)));
+    }
+  }
+  HWY_INLINE void ToF32(hn::Vec<DF8> (&a0)[4], hn::Vec<DF8> (&a1)[4]) {
+    const DF8 df;
+    for (size_t i = 0; i < 4; ++i) {
+      a0[i] = hn::ConvertTo(df, hn::RearrangeToOddPlusEven(s0[i], t0[i]));
+      a1[i] = hn::ConvertTo(df, hn::RearrangeToOddPlusEven(s1[i], t1[i]));
+    }
+  }
+};
+#endif
+
 // S[r][t] = (Q[r] . K[t]) * (kscale ? kscale[t] : 1) for r < 2 * pairs, t < kv
-// (a multiple of 4); K row t at krows[t] with d elements. The caller pairs an odd last row
-// with a zero row: MHA computes 2 rows per KV head, not the 4 of a padded 4-row block (a lone
-// row in 1 x 8 blocks computed less but made MHA decode 10-20% slower: its next head's
-// prefetches came too fast for the memory). Register block: 2 query rows x 4
-// keys, so that each Q vector loaded serves 4 keys (4 rows x 2 keys load one Q vector per 2
-// FMAs: with the K loads, more than the two load ports take per FMA pair); the row pairs of a
-// key quad run one after the other while its K rows are in L1. While it runs it prefetches
-// the next `npf` lines of `pf`, spread evenly over the (quad, row pair) steps; with pf_delta,
-// also the line pf_delta bytes past each line of K it starts to read (the same rows of the
-// next KV head), each key's in one of the quad's row-pair steps, at the rate the memory
-// takes: 4 keys' lines in the first step only made the decode 10-20% slower.
-// kWholeRows: one pair with pf_delta (a separate instance, so that the test stays out of the
-// other's chunk loop, which has no register to spare for it).
+// (a multiple of 4); K row t at krows[t] with d elements. On int8 (T = int8_t) the products
+// are integer: Q[r] = q.i16[r] * q.scale[r] (QRows), widened K times the int16 Q summed in
+// pairs to int32 (one multiply-add per 2N elements per key and row, where the f32 path needs a
+// widening, a conversion and an FMA per N), exact up to the one rounding of Q to int16. The caller
+// pairs an odd last row with a zero row: MHA computes 2 rows per KV head, not the 4 of a padded
+// 4-row block (a lone row in 1 x 8 blocks computed less but made MHA decode 10-20% slower: its next
+// head's prefetches came too fast for the memory). Register block: 2 query rows x 4 keys, so that
+// each Q vector loaded serves 4 keys (4 rows x 2 keys load one Q vector per 2 FMAs: with the K
+// loads, more than the two load ports take per FMA pair); the row pairs of a key quad run one after
+// the other while its K rows are in L1. While it runs it prefetches the next `npf` lines of `pf`,
+// spread evenly over the (quad, row pair) steps; with pf_delta, also the line pf_delta bytes past
+// each line of K it starts to read (the same rows of the next KV head), each key's in one of the
+// quad's row-pair steps, at the rate the memory takes: 4 keys' lines in the first step only made
+// the decode 10-20% slower. kWholeRows: one pair with pf_delta (a separate instance, so that the
+// test stays out of the other's chunk loop, which has no register to spare for it).
 template <typename T, bool kWholeRows>
-HWY_NOINLINE void ScoresQKRowsImpl(const float* HWY_RESTRICT q, const void* const* krows,
-                                   const float* kscale, float* HWY_RESTRICT s, size_t pairs,
-                                   size_t kv, size_t d, size_t dp, size_t sp, LineCursor& pf,
-                                   size_t npf, ptrdiff_t pf_delta) {
+HWY_NOINLINE void ScoresQKRowsImpl(const QRows& q, const void* const* krows, const float* kscale,
+                                   float* HWY_RESTRICT s, size_t pairs, size_t kv, size_t d,
+                                   size_t dp, size_t sp, LineCursor& pf, size_t npf,
+                                   ptrdiff_t pf_delta) {
+  constexpr bool kIntDot = IntDot2x4<T>::kOn;
   const DF8 df;
   const size_t nl = hn::Lanes(df);
   const size_t chunk_bytes = 2 * nl * sizeof(T);
@@ -471,10 +583,12 @@ HWY_NOINLINE void ScoresQKRowsImpl(const float* HWY_RESTRICT q, const void* cons
         const T* k[4] = {k0, k1, k2, k3};
         PrefetchRows(k, 0, 4, d * sizeof(T), pf_delta);
       }
-      const float* q0 = q + r * dp;
+      const float* q0 = q.f32 + r * dp;
       const float* q1 = q0 + dp;
       hn::Vec<DF8> a0[4], a1[4];  // row 0 and row 1 against keys t..t+3
       for (size_t i = 0; i < 4; ++i) a0[i] = a1[i] = hn::Zero(df);
+      [[maybe_unused]] IntDot2x4<T> idot;  // int8: the integer sums
+      if constexpr (kIntDot) idot.Reset(q, r, dp);
       size_t x = 0;
       for (; x + 2 * nl <= d; x += 2 * nl) {
         if (pfa && (x * sizeof(T)) % 64 < chunk_bytes) {
@@ -486,18 +600,30 @@ HWY_NOINLINE void ScoresQKRowsImpl(const float* HWY_RESTRICT q, const void* cons
           const size_t c = x / (2 * nl), chunks = d / (2 * nl);
           PrefetchRows(k, 4 * c / chunks, 4 * (c + 1) / chunks, d * sizeof(T), pf_delta);
         }
-        MulAdd2x4(
-            hn::LoadU(df, q0 + x), hn::LoadU(df, q1 + x), a0, a1,
-            [&](const T* k) HWY_ATTR { return WidenLo(df, k + x); }, k0, k1, k2, k3);
-        MulAdd2x4(
-            hn::LoadU(df, q0 + x + nl), hn::LoadU(df, q1 + x + nl), a0, a1,
-            [&](const T* k) HWY_ATTR { return WidenHi(df, k + x); }, k0, k1, k2, k3);
+        if constexpr (kIntDot) {
+          idot.Chunk(k0, k1, k2, k3, x);
+        } else {
+          MulAdd2x4(
+              hn::LoadU(df, q0 + x), hn::LoadU(df, q1 + x), a0, a1,
+              [&](const T* k) HWY_ATTR { return WidenLo(df, k + x); }, k0, k1, k2, k3);
+          MulAdd2x4(
+              hn::LoadU(df, q0 + x + nl), hn::LoadU(df, q1 + x + nl), a0, a1,
+              [&](const T* k) HWY_ATTR { return WidenHi(df, k + x); }, k0, k1, k2, k3);
+        }
       }
-      for (; x < d; x += nl) {
-        MulAdd2x4(
-            hn::LoadU(df, q0 + x), hn::LoadU(df, q1 + x), a0, a1,
-            [&](const T* k) HWY_ATTR { return LoadF32(df, k + x); }, k0, k1, k2, k3);
+      if constexpr (kIntDot) {
+        if (x < d) idot.Tail(k0, k1, k2, k3, x);
+        idot.ToF32(a0, a1);
+      } else {
+        for (; x < d; x += nl) {
+          MulAdd2x4(
+              hn::LoadU(df, q0 + x), hn::LoadU(df, q1 + x), a0, a1,
+              [&](const T* k) HWY_ATTR { return LoadF32(df, k + x); }, k0, k1, k2, k3);
+        }
       }
+      // Row scales: the keys' (int8) times the query rows' (int16 Q).
+      const float qs0 = kIntDot ? q.scale[r] : 1.0f;
+      const float qs1 = kIntDot ? q.scale[r + 1] : 1.0f;
       float* dst = s + r * sp + t;
 #if HWY_TARGET == HWY_AVX2
       // Pairwise adds within 128-bit halves, then the halves folded: each row's 4 scores
@@ -510,17 +636,18 @@ HWY_NOINLINE void ScoresQKRowsImpl(const float* HWY_RESTRICT q, const void* cons
       __m128 s1 = _mm_add_ps(_mm256_castps256_ps128(h1), _mm256_extractf128_ps(h1, 1));
       if (kscale) {
         const __m128 f = _mm_loadu_ps(kscale + t);
-        s0 = _mm_mul_ps(s0, f);
-        s1 = _mm_mul_ps(s1, f);
+        s0 = _mm_mul_ps(s0, _mm_mul_ps(f, _mm_set1_ps(qs0)));
+        s1 = _mm_mul_ps(s1, _mm_mul_ps(f, _mm_set1_ps(qs1)));
       }
       _mm_storeu_ps(dst, s0);
       _mm_storeu_ps(dst + sp, s1);
 #else
       HWY_ALIGN float sums[4];
       Sum4(df, a0[0], a0[1], a0[2], a0[3], sums);
-      for (size_t i = 0; i < 4; ++i) dst[i] = sums[i] * (kscale ? kscale[t + i] : 1.0f);
+      for (size_t i = 0; i < 4; ++i) dst[i] = sums[i] * ((kscale ? kscale[t + i] : 1.0f) * qs0);
       Sum4(df, a1[0], a1[1], a1[2], a1[3], sums);
-      for (size_t i = 0; i < 4; ++i) dst[sp + i] = sums[i] * (kscale ? kscale[t + i] : 1.0f);
+      for (size_t i = 0; i < 4; ++i)
+        dst[sp + i] = sums[i] * ((kscale ? kscale[t + i] : 1.0f) * qs1);
 #endif
     }
   }
@@ -528,10 +655,9 @@ HWY_NOINLINE void ScoresQKRowsImpl(const float* HWY_RESTRICT q, const void* cons
 }
 
 template <typename T>
-HWY_INLINE void ScoresQKRows(const float* HWY_RESTRICT q, const void* const* krows,
-                             const float* kscale, float* HWY_RESTRICT s, size_t pairs, size_t kv,
-                             size_t d, size_t dp, size_t sp, LineCursor& pf, size_t npf,
-                             ptrdiff_t pf_delta) {
+HWY_INLINE void ScoresQKRows(const QRows& q, const void* const* krows, const float* kscale,
+                             float* HWY_RESTRICT s, size_t pairs, size_t kv, size_t d, size_t dp,
+                             size_t sp, LineCursor& pf, size_t npf, ptrdiff_t pf_delta) {
   if (pairs == 1 && pf_delta != 0) {
     ScoresQKRowsImpl<T, true>(q, krows, kscale, s, pairs, kv, d, dp, sp, pf, npf, pf_delta);
   } else {

@@ -58,11 +58,16 @@ struct Scratch {
   std::vector<PrefetchRun> pf;            // decode: K/V runs of a later block
   std::vector<float> kscale, vscale;      // decode on int8: the rows' scales
   std::vector<uint16_t> new_rows;         // decode: new tokens' rows in the cache dtype
+  // Decode on int8: Q rounded to int16, with a scale per row (QuantizeRowsI16).
+  std::vector<int16_t, CacheLineAllocator<int16_t>> q16;
+  AlignedFloats qscale;
   void ensure(size_t rows4, size_t dp, size_t sp) {
     auto grow = [](AlignedFloats& x, size_t n) {
       if (x.size() < n) x.resize(n);
     };
     grow(q, rows4 * dp);
+    grow(qscale, rows4);
+    if (q16.size() < rows4 * dp) q16.resize(rows4 * dp);
     grow(o, rows4 * dp);
     grow(m, rows4);
     grow(l, rows4);
@@ -353,8 +358,10 @@ struct HeadRows {
   float* o;
   float* m;
   float* l;
-  size_t rows;   // q tokens x group
-  size_t rows4;  // rounded up to 4 (scratch rows: the tile blocks may run past `rows`)
+  size_t rows;             // q tokens x group
+  size_t rows4;            // rounded up to 4 (scratch rows: the tile blocks may run past `rows`)
+  int16_t* q16 = nullptr;  // decode on int8: Q rounded to int16 (QuantizeRowsI16)
+  float* qscale = nullptr;
 };
 
 // The work item `w` narrowed to its KV head `w.kv_head + j` (its own partial slot).
@@ -474,19 +481,20 @@ void attend_block(const RunArgs& a, const WorkItem& w, const HeadRows& hr, int32
     const void* const* kr = sc.krows.data();
     switch (dtype) {
       case KvDType::kBF16:
-        ScoresQKRows<hwy::bfloat16_t>(hr.q, kr, nullptr, st, pairs, n4, d, dp, sp, pf, npf / 2,
-                                      pf_delta);
+        ScoresQKRows<hwy::bfloat16_t>(QRows{hr.q}, kr, nullptr, st, pairs, n4, d, dp, sp, pf,
+                                      npf / 2, pf_delta);
         break;
       case KvDType::kF16:
-        ScoresQKRows<hwy::float16_t>(hr.q, kr, nullptr, st, pairs, n4, d, dp, sp, pf, npf / 2,
-                                     pf_delta);
+        ScoresQKRows<hwy::float16_t>(QRows{hr.q}, kr, nullptr, st, pairs, n4, d, dp, sp, pf,
+                                     npf / 2, pf_delta);
         break;
       case KvDType::kInt8:
-        ScoresQKRows<int8_t>(hr.q, kr, sc.kscale.data(), st, pairs, n4, d, dp, sp, pf, npf / 2,
-                             pf_delta);
+        ScoresQKRows<int8_t>(QRows{hr.q, hr.q16, hr.qscale}, kr, sc.kscale.data(), st, pairs, n4, d,
+                             dp, sp, pf, npf / 2, pf_delta);
         break;
       default:
-        ScoresQKRows<float>(hr.q, kr, nullptr, st, pairs, n4, d, dp, sp, pf, npf / 2, pf_delta);
+        ScoresQKRows<float>(QRows{hr.q}, kr, nullptr, st, pairs, n4, d, dp, sp, pf, npf / 2,
+                            pf_delta);
         break;
     }
   } else {
@@ -627,6 +635,11 @@ void run_item(const RunArgs& a, const WorkItem& w, Scratch& sc) {
              rows,
              rows4};
     init_rows(a, hw[j], permuted, hr[j]);
+    if (direct && p.shape.dtype == KvDType::kInt8) {
+      hr[j].q16 = sc.q16.data() + r0 * dp;
+      hr[j].qscale = sc.qscale.data() + r0;
+      QuantizeRowsI16(hr[j].q, rows4, p.shape.head_dim, dp, hr[j].q16, hr[j].qscale);
+    }
   }
 
   const int32_t block =

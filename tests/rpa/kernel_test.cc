@@ -141,7 +141,8 @@ TEST_P(KernelMatrixTest, MatchesReferenceAndWritesTheSameCacheBytes) {
   // in [-1, 1] the outputs are convex combinations of values in [-1, 1]; the f32 error of a
   // D <= 256 dot product and of the softmax sums stays around 1e-6, so 1e-4 absolute (+1e-4
   // relative) leaves a wide margin while any masking, scaling or position error shows up as
-  // 1e-2 or more. Quantized caches need no more: both sides read the same dequantized bytes.
+  // 1e-2 or more. Quantized caches need no more: both sides read the same dequantized bytes
+  // (the int8 decode also rounds Q to int16, one scale per row: ~1e-6 on these outputs).
   EXPECT_TRUE(outputs_close(got, want, c.hq, c.head_dim, 1e-4, 1e-4));
   EXPECT_TRUE(caches_equal(cache, want_cache));
 }
