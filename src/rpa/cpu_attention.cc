@@ -295,6 +295,13 @@ void prefetch_row_scales(const RunArgs& a, const WorkItem& w, int32_t pos0, int3
   });
 }
 
+// Whether item w runs the decode kernels that read K/V rows in place (no f32 tiles).
+bool reads_rows_in_place(const Plan::Impl& p, const WorkItem& w) {
+  const KvDType dtype = p.shape.dtype;
+  return w.path == PathKind::kDecode && (dtype == KvDType::kBF16 || dtype == KvDType::kF16 ||
+                                         dtype == KvDType::kF32 || dtype == KvDType::kInt8);
+}
+
 // Asks for the rows of the KV block at [pos0, pos0 + n) to be brought into L2 while the
 // current block is computed: pages are scattered and input rows of one head are strided,
 // so the hardware prefetcher cannot guess them.
@@ -310,6 +317,14 @@ void prefetch_block(const RunArgs& a, const WorkItem& w, int32_t pos0, int32_t n
     PrefetchLines(static_cast<const char*>(a.cache->k) + row * row_bytes, run * row_bytes);
     PrefetchLines(static_cast<const char*>(a.cache->v) + row * row_bytes, run * row_bytes);
   });
+  // New rows: the tile path reads them from their stored copies (contiguous per head) where
+  // there are some; the decode kernels read the inputs.
+  if (t < n && a.k_stored && !reads_rows_in_place(p, w)) {
+    const size_t off = stored_row(p, w.kv_head, p.cu_q_lens[w.seq] + (pos0 + t - first_new));
+    PrefetchLines(a.k_stored + off, static_cast<size_t>(n - t) * d * sizeof(float));
+    PrefetchLines(a.v_stored + off, static_cast<size_t>(n - t) * d * sizeof(float));
+    return;
+  }
   for (; t < n; ++t) {  // new rows from the inputs
     const int64_t tok = p.cu_q_lens[w.seq] + (pos0 + t - first_new);
     const int64_t off = (tok * sh.num_kv_heads + w.kv_head) * d;
@@ -371,13 +386,6 @@ WorkItem head_item(const WorkItem& w, int32_t j) {
   h.num_heads = 1;
   if (w.partial >= 0) h.partial = w.partial + j * w.partial_stride;
   return h;
-}
-
-// Whether item w runs the decode kernels that read K/V rows in place (no f32 tiles).
-bool reads_rows_in_place(const Plan::Impl& p, const WorkItem& w) {
-  const KvDType dtype = p.shape.dtype;
-  return w.path == PathKind::kDecode && (dtype == KvDType::kBF16 || dtype == KvDType::kF16 ||
-                                         dtype == KvDType::kF32 || dtype == KvDType::kInt8);
 }
 
 // Query row r of item w (r = j * g + h: the g heads of one token are contiguous): its query
@@ -517,11 +525,7 @@ void attend_block(const RunArgs& a, const WorkItem& w, const HeadRows& hr, int32
       kt = sc.k.data();
       kt_stride = dp;
     }
-    for (int32_t x = 0; x < d; ++x) {
-      float* dst = ktt + static_cast<size_t>(x) * sp;
-      for (int32_t t = 0; t < n; ++t) dst[t] = kt[static_cast<size_t>(t) * kt_stride + x];
-      for (size_t t = n; t < nt; ++t) dst[t] = 0.0f;
-    }
+    TransposeRows(kt, kt_stride, n, d, ktt, sp, nt);
     ScoresQKT(hr.q, ktt, st, round_up(rows, 2), nt, d, dp, sp, sp);
   }
   write_new_rows(a, w, kb, n);
