@@ -91,8 +91,8 @@ std::vector<Sequence> decode_spread(int32_t count, int32_t lo, int32_t hi) {
 std::vector<BenchCase> all_cases() {
   std::vector<BenchCase> cases;
   const auto spread = decode_spread(32, 512, 8192);
-  for (rpa::KvDType dt :
-       {rpa::KvDType::kBF16, rpa::KvDType::kInt8, rpa::KvDType::kF16, rpa::KvDType::kF32}) {
+  for (rpa::KvDType dt : {rpa::KvDType::kBF16, rpa::KvDType::kInt8, rpa::KvDType::kFp8E4M3,
+                          rpa::KvDType::kF16, rpa::KvDType::kF32}) {
     cases.push_back({"decode-32seq", "decode", dt, spread, "", 0});
   }
   cases.push_back({"decode-32seq-inL2", "decode", rpa::KvDType::kBF16, spread, "", 0, true});
@@ -465,7 +465,7 @@ void print_header(const MachineCeilings& m, const Options& opt) {
         "                  (the random runs read faster than the streaming passes: a busy moment\n"
         "                  slowed those, so MBU is taken against the faster of the two)\n");
   std::printf("\n");
-  std::printf("%-19s %-5s %4s %5s %9s %7s %8s %7s %8s %5s %5s %5s %10s %7s %8s %s\n", "case", "kv",
+  std::printf("%-19s %-7s %4s %5s %9s %7s %8s %7s %8s %5s %5s %5s %10s %7s %8s %s\n", "case", "kv",
               "seqs", "toks", "ms", "plan_ms", "MB", "GB/s", "GFLOP/s", "MBU", "MBUp", "MFU",
               "ref_ms", "speedup", "max_err", "peer");
 }
@@ -479,7 +479,7 @@ void print_row(const Result& r, const MachineCeilings& m) {
   char mbup[16] = "-";
   if (r.paired_mbu > 0) std::snprintf(mbup, sizeof mbup, "%.0f%%", 100 * r.paired_mbu);
   std::printf(
-      "%-19s %-5s %4d %5d %9.3f %7.3f %8.1f %7.2f %8.2f %4.0f%% %5s %4.0f%% %9.1f%s %6.1fx "
+      "%-19s %-7s %4d %5d %9.3f %7.3f %8.1f %7.2f %8.2f %4.0f%% %5s %4.0f%% %9.1f%s %6.1fx "
       "%8.1e %s\n",
       r.name.c_str(), rpa::to_string(r.dtype), r.num_seqs, r.num_tokens, r.ms, r.plan_ms,
       r.bytes / 1e6, gbps, gflops, 100 * gbps / m.peak_gbps, mbup, 100 * gflops / m.peak_gflops,

@@ -307,6 +307,53 @@ HWY_INLINE void RowToF32(const int8_t* HWY_RESTRICT src, size_t n, float scale,
   }
 }
 
+// fp8 e4m3fn codes to the f16 bits of their value times 2^-8, exactly. Sign-extended to 16 bits
+// and shifted left by 7, a code puts its sign at bit 15 (with a copy at bit 14, cleared), its 4
+// exponent bits at 10..13 and its 3 mantissa bits at 7..9: the f16 exponent (bias 15) is then
+// the e4m3 one (bias 7) minus 8, for normals and subnormals alike. The NaN codes (0x7f, 0xff:
+// exponent and mantissa all ones) become an f16 NaN. 3 integer operations per lane plus 3 for
+// the NaNs, where the table lookup it replaces is one scalar load per element.
+template <class D16>
+HWY_INLINE hn::Vec<D16> Fp8ToF16Bits(D16 d16, const uint8_t* HWY_RESTRICT src) {
+  const hn::Rebind<int8_t, D16> d8;
+  const auto x =
+      hn::ShiftLeft<7>(hn::PromoteTo(d16, hn::LoadU(d8, reinterpret_cast<const int8_t*>(src))));
+  const auto nan_bits = hn::Set(d16, int16_t{0x3f80});
+  const auto is_nan = hn::Eq(hn::And(x, nan_bits), nan_bits);
+  return hn::IfThenElse(is_nan, hn::Set(d16, int16_t{-1}),
+                        hn::And(x, hn::Set(d16, static_cast<int16_t>(0xbfff))));
+}
+
+// dst[0..n) = the f16 bits of fp8 codes src[0..n) times 2^-8 (Fp8ToF16Bits); n a multiple of 8.
+// Whole vectors of int16 lanes (16 on AVX2: half the instructions of 8-lane steps, which took
+// a third of an fp8 decode), then at most 8 lanes at a time.
+HWY_INLINE void Fp8RowToF16Scaled(const uint8_t* HWY_RESTRICT src, size_t n,
+                                  uint16_t* HWY_RESTRICT dst) {
+  int16_t* out = reinterpret_cast<int16_t*>(dst);
+  const hn::ScalableTag<int16_t> d16;
+  const size_t nl = hn::Lanes(d16);
+  size_t i = 0;
+  for (; i + nl <= n; i += nl) hn::StoreU(Fp8ToF16Bits(d16, src + i), d16, out + i);
+  const hn::CappedTag<int16_t, 8> d8l;
+  for (; i < n; i += hn::Lanes(d8l)) hn::StoreU(Fp8ToF16Bits(d8l, src + i), d8l, out + i);
+}
+
+// dst[0..n) = fp8 codes src[0..n) as f32 times scale, bit-exact with
+// kdr::fp8e4m3_to_f32(code) * scale (the code's value is exact in f16 times 2^8, and
+// x * (256 * scale) rounds the same product as (256 * x) * scale); n a multiple of 8.
+HWY_INLINE void Fp8RowToF32(const uint8_t* HWY_RESTRICT src, size_t n, float scale,
+                            float* HWY_RESTRICT dst) {
+  const DF8 df;
+  const hn::Rebind<int16_t, DF8> d16;
+  const hn::Rebind<hwy::float16_t, DF8> dh;
+  const size_t nl = hn::Lanes(df);
+  const auto vs = hn::Set(df, scale * 256.0f);
+  for (size_t i = 0; i < n; i += nl) {
+    const auto h = hn::BitCast(dh, Fp8ToF16Bits(d16, src + i));
+    hn::StoreU(hn::Mul(hn::PromoteTo(df, h), vs), df, dst + i);
+  }
+}
+
 // Decode kernels reading K/V rows straight from the pages (bf16, f16, f32 or int8): no f32
 // tile is written and each K/V vector is widened once in registers and used by all query
 // rows. A row is read in chunks of 2N elements (N = Lanes(DF8)), each widened to two f32

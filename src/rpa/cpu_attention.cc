@@ -57,7 +57,9 @@ struct Scratch {
   std::vector<const void*> krows, vrows;  // decode: row pointers into the pages
   std::vector<PrefetchRun> pf;            // decode: K/V runs of a later block
   std::vector<float> kscale, vscale;      // decode on int8: the rows' scales
-  std::vector<uint16_t> new_rows;         // decode: new tokens' rows in the cache dtype
+  std::vector<uint16_t> new_rows;         // decode: new tokens' rows in the cache dtype (fp8: all
+                                          // rows, as f16; point_rows_fp8)
+  std::vector<uint8_t> fp8_row;           // decode on fp8: a new token's row encoded
   // Decode on int8: Q rounded to int16, with a scale per row (QuantizeRowsI16).
   std::vector<int16_t, CacheLineAllocator<int16_t>> q16;
   AlignedFloats qscale;
@@ -81,6 +83,7 @@ struct Scratch {
     if (kscale.size() < sp) kscale.resize(sp);
     if (vscale.size() < sp) vscale.resize(sp);
     if (new_rows.size() < 2 * sp * dp) new_rows.resize(2 * sp * dp);
+    if (fp8_row.size() < dp) fp8_row.resize(dp);
   }
 };
 
@@ -152,13 +155,10 @@ void load_tile(const RunArgs& a, const WorkItem& w, int32_t pos0, int32_t n, boo
           RowToF32(static_cast<const int8_t*>(pool) + off, d,
                    (is_v ? c.v_row_scales : c.k_row_scales)[row], dst);
           break;
-        case KvDType::kFp8E4M3: {
-          const uint8_t* src = static_cast<const uint8_t*>(pool) + off;
-          const float scale = is_v ? c.v_scale : c.k_scale;
-          const float* lut = fp8e4m3_table();
-          for (int32_t x = 0; x < d; ++x) dst[x] = lut[src[x]] * scale;
+        case KvDType::kFp8E4M3:
+          Fp8RowToF32(static_cast<const uint8_t*>(pool) + off, d, is_v ? c.v_scale : c.k_scale,
+                      dst);
           break;
-        }
       }
     }
     for (size_t x = d; x < a.dp; ++x) dst[x] = 0.0f;
@@ -187,10 +187,59 @@ inline int32_t for_each_cached_run(const Plan::Impl& p, const WorkItem& w, int32
   return cached;
 }
 
+// point_rows on an fp8 cache: K row t converted into sc.new_rows at t * d, V row t at
+// (sp + t) * d, both as f16 (Fp8RowToF16Scaled); the new token's rows first encoded to fp8
+// exactly as store_row writes them.
+void point_rows_fp8(const RunArgs& a, const WorkItem& w, int32_t pos0, int32_t n, Scratch& sc) {
+  alignas(64) static const uint16_t kZeros[256] = {};
+  const Plan::Impl& p = *a.plan;
+  const CacheShape& sh = p.shape;
+  const size_t d = static_cast<size_t>(sh.head_dim);
+  const int32_t q_len = p.cu_q_lens[w.seq + 1] - p.cu_q_lens[w.seq];
+  const int32_t first_new = p.kv_lens[w.seq] - q_len;
+  const uint8_t* kpool = static_cast<const uint8_t*>(a.cache->k);
+  const uint8_t* vpool = static_cast<const uint8_t*>(a.cache->v);
+  uint16_t* kdst = sc.new_rows.data();
+  uint16_t* vdst = kdst + a.sp * d;
+  int32_t t = for_each_cached_run(p, w, pos0, n, [&](int32_t t0, int32_t run, size_t row) {
+    for (int32_t i = 0; i < run; ++i) {
+      const size_t r = static_cast<size_t>(t0 + i);
+      Fp8RowToF16Scaled(kpool + (row + i) * d, d, kdst + r * d);
+      Fp8RowToF16Scaled(vpool + (row + i) * d, d, vdst + r * d);
+      sc.krows[r] = kdst + r * d;
+      sc.vrows[r] = vdst + r * d;
+    }
+  });
+  uint8_t* code = sc.fp8_row.data();
+  for (; t < n; ++t) {
+    const int64_t tok = p.cu_q_lens[w.seq] + (pos0 + t - first_new);
+    const size_t off = (tok * sh.num_kv_heads + w.kv_head) * d;
+    for (int is_v = 0; is_v < 2; ++is_v) {
+      const float* in = (is_v ? a.v : a.k) + off;
+      const float scale = is_v ? a.cache->v_scale : a.cache->k_scale;
+      for (size_t x = 0; x < d; ++x) code[x] = kdr::f32_to_fp8e4m3(in[x] / scale);
+      uint16_t* dst = (is_v ? vdst : kdst) + static_cast<size_t>(t) * d;
+      Fp8RowToF16Scaled(code, d, dst);
+      (is_v ? sc.vrows : sc.krows)[t] = dst;
+    }
+  }
+  const float ks = a.cache->k_scale * 256.0f, vs = a.cache->v_scale * 256.0f;
+  for (int32_t z = 0; z < n; ++z) {
+    sc.kscale[z] = ks;
+    sc.vscale[z] = vs;
+  }
+  for (int32_t z = n; z % 4 != 0; ++z) {
+    sc.krows[z] = sc.vrows[z] = kZeros;
+    sc.kscale[z] = sc.vscale[z] = 0.0f;
+  }
+}
+
 // Decode on a bf16/f16/f32/int8 cache: points krows/vrows at the block's rows in their pages
 // (the new token's row is stored in the cache dtype into scratch, exactly what the page will
-// hold, and pointed at there; int8 row scales go to kscale/vscale). Rows [n, round_up(n, 4))
-// point at zeros, with scale 0.
+// hold, and pointed at there; int8 row scales go to kscale/vscale). On fp8 every row is first
+// converted to f16 in scratch (its value times 2^-8, exactly: Fp8RowToF16Scaled) and the f16
+// kernels read it there, with kscale/vscale = the tensor scales times 2^8. Rows
+// [n, round_up(n, 4)) point at zeros, with scale 0.
 void point_rows(const RunArgs& a, const WorkItem& w, int32_t pos0, int32_t n, Scratch& sc) {
   alignas(64) static const uint8_t kZeros[256 * 4] = {};
   const Plan::Impl& p = *a.plan;
@@ -202,6 +251,10 @@ void point_rows(const RunArgs& a, const WorkItem& w, int32_t pos0, int32_t n, Sc
   const char* kpool = static_cast<const char*>(a.cache->k);
   const char* vpool = static_cast<const char*>(a.cache->v);
   const bool int8 = sh.dtype == KvDType::kInt8;
+  if (sh.dtype == KvDType::kFp8E4M3) {
+    point_rows_fp8(a, w, pos0, n, sc);
+    return;
+  }
   int32_t t = for_each_cached_run(p, w, pos0, n, [&](int32_t t0, int32_t run, size_t row) {
     const char* kr = kpool + row * row_bytes;
     const char* vr = vpool + row * row_bytes;
@@ -298,8 +351,9 @@ void prefetch_row_scales(const RunArgs& a, const WorkItem& w, int32_t pos0, int3
 // Whether item w runs the decode kernels that read K/V rows in place (no f32 tiles).
 bool reads_rows_in_place(const Plan::Impl& p, const WorkItem& w) {
   const KvDType dtype = p.shape.dtype;
-  return w.path == PathKind::kDecode && (dtype == KvDType::kBF16 || dtype == KvDType::kF16 ||
-                                         dtype == KvDType::kF32 || dtype == KvDType::kInt8);
+  return w.path == PathKind::kDecode &&
+         (dtype == KvDType::kBF16 || dtype == KvDType::kF16 || dtype == KvDType::kF32 ||
+          dtype == KvDType::kInt8 || dtype == KvDType::kFp8E4M3);
 }
 
 // Asks for the rows of the KV block at [pos0, pos0 + n) to be brought into L2 while the
@@ -463,7 +517,7 @@ void attend_block(const RunArgs& a, const WorkItem& w, const HeadRows& hr, int32
 
   // Lines of the next rows to prefetch: the first half while QK computes, the rest during PV
   // (prefetching them all during QK leaves the memory idle through PV: decode-32seq bf16 took
-  // 5-10% longer in same-process alternations, docs/rpa.md "Session 9").
+  // 5-10% longer in same-process alternations, docs/rpa-decode-notes.md "Session 9").
   LineCursor pf;
   size_t npf = 0;
   // When the next block-head is this block of the next KV head, its rows sit one head
@@ -476,8 +530,9 @@ void attend_block(const RunArgs& a, const WorkItem& w, const HeadRows& hr, int32
   if (direct) {
     point_rows(a, w, kb, n, sc);
     const size_t row_bytes = static_cast<size_t>(d) * element_size(dtype);
+    // (fp8 rows are read from their f16 copies in scratch, so its next rows come as a list.)
     if (next.w && next.w->seq == w.seq && next.w->kv_head == w.kv_head + 1 && next.pos0 == kb &&
-        next.n == n) {
+        next.n == n && dtype != KvDType::kFp8E4M3) {
       pf_delta = static_cast<ptrdiff_t>(p.shape.page_size * row_bytes);
       if (dtype == KvDType::kInt8) prefetch_row_scales(a, *next.w, kb, n);
     } else if (next.w) {
@@ -500,13 +555,18 @@ void attend_block(const RunArgs& a, const WorkItem& w, const HeadRows& hr, int32
         ScoresQKRows<int8_t>(QRows{hr.q, hr.q16, hr.qscale}, kr, sc.kscale.data(), st, pairs, n4, d,
                              dp, sp, pf, npf / 2, pf_delta);
         break;
+      case KvDType::kFp8E4M3:  // f16 copies (point_rows_fp8), the tensor scale per key
+        ScoresQKRows<hwy::float16_t>(QRows{hr.q}, kr, sc.kscale.data(), st, pairs, n4, d, dp, sp,
+                                     pf, npf / 2, pf_delta);
+        break;
       default:
         ScoresQKRows<float>(QRows{hr.q}, kr, nullptr, st, pairs, n4, d, dp, sp, pf, npf / 2,
                             pf_delta);
         break;
     }
   } else {
-    // One block ahead: prefetching 2 or 4 blocks ahead measured no better (docs/rpa.md).
+    // One block ahead: prefetching 2 or 4 blocks ahead measured no better
+    // (docs/rpa-decode-notes.md).
     if (next.w) prefetch_block(a, *next.w, next.pos0, next.n);
     float* ktt = sc.kt.data();
     // K transposed for the outer-product QK; keys [n, nt) are zero.
@@ -553,7 +613,8 @@ void attend_block(const RunArgs& a, const WorkItem& w, const HeadRows& hr, int32
     }
   }
   for (size_t r = rows; r < rows4; ++r) std::fill(st + r * sp, st + r * sp + n, 0.0f);
-  if (direct && dtype == KvDType::kInt8) {  // the V row scales join the probabilities
+  // The V row scales (int8; fp8: the tensor scale) join the probabilities.
+  if (direct && (dtype == KvDType::kInt8 || dtype == KvDType::kFp8E4M3)) {
     const float* vs = sc.vscale.data();
     for (size_t r = 0; r < rows; ++r)
       for (int32_t t = 0; t < n; ++t) st[r * sp + t] *= vs[t];
@@ -571,6 +632,10 @@ void attend_block(const RunArgs& a, const WorkItem& w, const HeadRows& hr, int32
       case KvDType::kInt8:
         AccumulatePVRows<int8_t>(st, sc.vrows.data(), hr.o, rows, n, d, dp, sp, pf, npf - npf / 2,
                                  pf_delta);
+        break;
+      case KvDType::kFp8E4M3:
+        AccumulatePVRows<hwy::float16_t>(st, sc.vrows.data(), hr.o, rows, n, d, dp, sp, pf,
+                                         npf - npf / 2, pf_delta);
         break;
       default:
         AccumulatePVRows<float>(st, sc.vrows.data(), hr.o, rows, n, d, dp, sp, pf, npf - npf / 2,
@@ -780,6 +845,10 @@ void ExpNonPositiveRow(const float* x, size_t n, float* out) {
   }
 }
 
+void Fp8RowToF32Export(const uint8_t* codes, size_t n, float scale, float* out) {
+  Fp8RowToF32(codes, n, scale, out);
+}
+
 }  // namespace HWY_NAMESPACE
 }  // namespace rpa
 HWY_AFTER_NAMESPACE();
@@ -790,6 +859,11 @@ namespace rpa {
 HWY_EXPORT(RunPlan);
 HWY_EXPORT(RequantizeRowDispatch);
 HWY_EXPORT(ExpNonPositiveRow);
+HWY_EXPORT(Fp8RowToF32Export);
+
+void fp8_row_to_f32(const uint8_t* codes, size_t n, float scale, float* out) {
+  HWY_DYNAMIC_DISPATCH(Fp8RowToF32Export)(codes, n, scale, out);
+}
 
 void exp_non_positive(const float* x, size_t n, float* out) {
   HWY_DYNAMIC_DISPATCH(ExpNonPositiveRow)(x, n, out);

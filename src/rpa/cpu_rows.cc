@@ -1,5 +1,4 @@
 // Row conversions the CPU kernels share: the exact value a new token gets in the cache.
-#include <array>
 #include <cstring>
 
 #include "base/dtype.h"
@@ -35,15 +34,6 @@ void requantize_row(const KvCache& cache, bool is_v, const float* x, float* out)
       return;
     }
   }
-}
-
-const float* fp8e4m3_table() {
-  static const std::array<float, 256> table = [] {
-    std::array<float, 256> t{};
-    for (int i = 0; i < 256; ++i) t[i] = kdr::fp8e4m3_to_f32(static_cast<uint8_t>(i));
-    return t;
-  }();
-  return table.data();
 }
 
 }  // namespace rpa

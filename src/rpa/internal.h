@@ -60,8 +60,9 @@ void requantize_row_simd(const KvCache& cache, bool is_v, const float* x, float*
 // tests).
 void exp_non_positive(const float* x, size_t n, float* out);
 
-// fp8 e4m3 byte -> f32, as kdr::fp8e4m3_to_f32, for all 256 codes.
-const float* fp8e4m3_table();
+// out[i] = kdr::fp8e4m3_to_f32(codes[i]) * scale through the kernels' SIMD conversion (via f16
+// bits, Fp8ToF16Bits in attention-inl.h), bit-exact; n a multiple of 8 (exported for tests).
+void fp8_row_to_f32(const uint8_t* codes, size_t n, float scale, float* out);
 
 struct Plan::Impl {
   CacheShape shape;

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "../base/seed.h"
+#include "base/dtype.h"
 #include "base/thread_pool.h"
 #include "rpa/internal.h"
 #include "rpa/rpa.h"
@@ -276,6 +277,35 @@ TEST(KernelSmoke, NewTokensRequantizeExactlyAsTheCache) {
         rpa::requantize_row_simd(one, is_v, x.data(), ours.data());
         ASSERT_EQ(0, std::memcmp(stored.data(), ours.data(), d * sizeof(float)))
             << rpa::to_string(dt) << " trial " << trial;
+      }
+    }
+  }
+}
+
+// fp8 codes through the kernels' SIMD conversion (via the f16 bits of the value times 2^-8):
+// every one of the 256 codes, in every position of a vector, at several tensor scales, is
+// bit-for-bit kdr::fp8e4m3_to_f32(code) * scale, the NaN codes included.
+TEST(KernelSmoke, Fp8ConversionIsExactForEveryCode) {
+  std::vector<uint8_t> codes(256 + 8);
+  for (size_t i = 0; i < codes.size(); ++i) codes[i] = static_cast<uint8_t>(i * 37 + 11);
+  for (size_t i = 0; i < 256; ++i) codes[i] = static_cast<uint8_t>(i);
+  std::vector<float> got(codes.size());
+  for (float scale : {1.0f, 0.37f, 2.5f, 3e-5f, 1e4f, 1e-38f}) {
+    for (size_t start : {size_t{0}, size_t{8}}) {
+      const size_t n = codes.size() - start;
+      rpa::fp8_row_to_f32(codes.data() + start, n, scale, got.data());
+      for (size_t i = 0; i < n; ++i) {
+        const uint8_t c = codes[start + i];
+        const float want = kdr::fp8e4m3_to_f32(c) * scale;
+        if (std::isnan(want)) {
+          EXPECT_TRUE(std::isnan(got[i])) << "code " << int(c) << " scale " << scale;
+        } else {
+          uint32_t gb, wb;
+          std::memcpy(&gb, &got[i], 4);
+          std::memcpy(&wb, &want, 4);
+          EXPECT_EQ(gb, wb) << "code " << int(c) << " scale " << scale << ": got " << got[i]
+                            << ", want " << want;
+        }
       }
     }
   }

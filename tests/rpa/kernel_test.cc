@@ -218,7 +218,8 @@ TEST(KernelSplitKv, LongDecodesWithDefaultSplitMatchReference) {
   EXPECT_TRUE(caches_equal(cache, want_cache));
 }
 
-// Decodes read K/V rows in place from the pages (bf16, f16, f32, int8): head dims that are
+// Decodes read K/V rows in place from the pages (bf16, f16, f32, int8; fp8 through f16 copies
+// in scratch): head dims that are
 // not a multiple of 16 (a tail after the 16-element chunks) or that leave each narrower PV
 // block of the odd rows (d 40, 72, 136), odd KV blocks (a padding key), splits, a sliding
 // window, a soft cap, and query groups of 1 to 7 rows (the 4-row blocks, then a pair and/or
@@ -229,8 +230,8 @@ TEST(KernelDecodeDirect, EveryDirectDtypeAndHeadDimMatchesReference) {
   const uint64_t seed = test_seed();
   SCOPED_TRACE("KDR_SEED=" + std::to_string(seed));
   Rng rng(seed);
-  for (rpa::KvDType dt :
-       {rpa::KvDType::kBF16, rpa::KvDType::kF16, rpa::KvDType::kF32, rpa::KvDType::kInt8}) {
+  for (rpa::KvDType dt : {rpa::KvDType::kBF16, rpa::KvDType::kF16, rpa::KvDType::kF32,
+                          rpa::KvDType::kInt8, rpa::KvDType::kFp8E4M3}) {
     for (int32_t d : {8, 24, 40, 72, 128, 136}) {
       for (int32_t group : {1, 2, 3, 4, 5, 6, 7}) {
         const int32_t hkv = 2, hq = group * hkv;
