@@ -17,16 +17,19 @@ namespace kdr::cli {
 
 namespace {
 // The KV cache types the commands take, by name.
+// fp8 is e4m3 with per-tensor scales of 1 (as vLLM's --kv-cache-dtype fp8 without
+// calibrated scales): it keeps values up to 448 in magnitude, 3 mantissa bits.
 constexpr std::pair<const char*, rpa::KvDType> kKvDTypes[] = {{"f32", rpa::KvDType::kF32},
                                                               {"bf16", rpa::KvDType::kBF16},
                                                               {"f16", rpa::KvDType::kF16},
-                                                              {"int8", rpa::KvDType::kInt8}};
+                                                              {"int8", rpa::KvDType::kInt8},
+                                                              {"fp8", rpa::KvDType::kFp8E4M3}};
 }  // namespace
 
 rpa::KvDType parse_kv_dtype(const std::string& s) {
   for (const auto& [name, dtype] : kKvDTypes)
     if (s == name) return dtype;
-  throw std::invalid_argument("--kv-dtype must be f32, bf16, f16 or int8, got '" + s + "'");
+  throw std::invalid_argument("--kv-dtype must be f32, bf16, f16, int8 or fp8, got '" + s + "'");
 }
 
 void add_kv_dtype_option(CLI::App* cmd, std::string* name) {

@@ -28,7 +28,7 @@ def bench_generate(*args):
 
 def test_bench_generate_sizes_the_kv_cache_by_its_type():
     sizes = {}
-    for dtype in ["f32", "bf16", "f16", "int8"]:
+    for dtype in ["f32", "bf16", "f16", "int8", "fp8"]:
         r = bench_generate("--kv-dtype", dtype)
         assert r.returncode == 0, r.stderr
         j = json.loads(r.stdout.strip().splitlines()[-1])
@@ -37,6 +37,7 @@ def test_bench_generate_sizes_the_kv_cache_by_its_type():
         sizes[dtype] = j["kv_cache_mb"]
     assert sizes["bf16"] == pytest.approx(sizes["f32"] / 2)
     assert sizes["f16"] == pytest.approx(sizes["f32"] / 2)
+    assert sizes["fp8"] == pytest.approx(sizes["f32"] / 4)  # one byte, per-tensor scales
     # int8 keeps one f32 scale per (token, head) beside each head_dim-byte row.
     assert sizes["f32"] / 4 < sizes["int8"] < sizes["f32"] / 2
 
@@ -74,10 +75,13 @@ def perplexity(*args):
 
 def test_perplexity_takes_the_kv_dtype_and_bf16_stays_close_to_f32():
     f32, bf16, int8 = perplexity("--kv-dtype", "f32"), perplexity(), perplexity("--kv-dtype", "int8")
+    fp8 = perplexity("--kv-dtype", "fp8")
     assert f32 > 1
     # The KV cache's rounding moves the result, a little: bf16 keeps 8 significant bits.
     assert bf16 != f32 and abs(bf16 / f32 - 1) < 0.02
     assert abs(int8 / f32 - 1) < 0.05
+    # fp8 e4m3 keeps 4 significant bits (scales of 1); its decode converts rows to f16.
+    assert fp8 != f32 and abs(fp8 / f32 - 1) < 0.05
 
 
 def test_bench_attention_mixed_reports_validated_numbers_and_both_ratios():
