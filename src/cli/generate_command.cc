@@ -27,9 +27,12 @@ constexpr std::pair<const char*, rpa::KvDType> kKvDTypes[] = {{"f32", rpa::KvDTy
 }  // namespace
 
 rpa::KvDType parse_kv_dtype(const std::string& s) {
-  for (const auto& [name, dtype] : kKvDTypes)
+  std::string names;
+  for (const auto& [name, dtype] : kKvDTypes) {
     if (s == name) return dtype;
-  throw std::invalid_argument("--kv-dtype must be f32, bf16, f16, int8 or fp8, got '" + s + "'");
+    names += names.empty() ? name : std::string(", ") + name;
+  }
+  throw std::invalid_argument("--kv-dtype must be one of " + names + ", got '" + s + "'");
 }
 
 void add_kv_dtype_option(CLI::App* cmd, std::string* name) {

@@ -187,11 +187,20 @@ inline int32_t for_each_cached_run(const Plan::Impl& p, const WorkItem& w, int32
   return cached;
 }
 
+// Rows [n, round_up(n, 4)) of a decode block: pointed at zeros (a row of head_dim <= 256
+// elements of any cache dtype), with scale 0.
+void pad_rows(int32_t n, Scratch& sc) {
+  alignas(64) static const uint8_t kZeros[256 * 4] = {};
+  for (int32_t z = n; z % 4 != 0; ++z) {
+    sc.krows[z] = sc.vrows[z] = kZeros;
+    sc.kscale[z] = sc.vscale[z] = 0.0f;
+  }
+}
+
 // point_rows on an fp8 cache: K row t converted into sc.new_rows at t * d, V row t at
 // (sp + t) * d, both as f16 (Fp8RowToF16Scaled); the new token's rows first encoded to fp8
-// exactly as store_row writes them.
+// by store_row, into a one-row cache over sc.fp8_row.
 void point_rows_fp8(const RunArgs& a, const WorkItem& w, int32_t pos0, int32_t n, Scratch& sc) {
-  alignas(64) static const uint16_t kZeros[256] = {};
   const Plan::Impl& p = *a.plan;
   const CacheShape& sh = p.shape;
   const size_t d = static_cast<size_t>(sh.head_dim);
@@ -210,28 +219,23 @@ void point_rows_fp8(const RunArgs& a, const WorkItem& w, int32_t pos0, int32_t n
       sc.vrows[r] = vdst + r * d;
     }
   });
-  uint8_t* code = sc.fp8_row.data();
+  KvCache one;  // one row, one head: where store_row encodes a new token's row
+  one.shape = {1, 1, 1, sh.head_dim, KvDType::kFp8E4M3};
+  one.k = one.v = sc.fp8_row.data();
+  one.k_scale = a.cache->k_scale;
+  one.v_scale = a.cache->v_scale;
   for (; t < n; ++t) {
     const int64_t tok = p.cu_q_lens[w.seq] + (pos0 + t - first_new);
     const size_t off = (tok * sh.num_kv_heads + w.kv_head) * d;
-    for (int is_v = 0; is_v < 2; ++is_v) {
-      const float* in = (is_v ? a.v : a.k) + off;
-      const float scale = is_v ? a.cache->v_scale : a.cache->k_scale;
-      for (size_t x = 0; x < d; ++x) code[x] = kdr::f32_to_fp8e4m3(in[x] / scale);
+    for (bool is_v : {false, true}) {
+      store_row(one, is_v, 0, 0, 0, (is_v ? a.v : a.k) + off);
       uint16_t* dst = (is_v ? vdst : kdst) + static_cast<size_t>(t) * d;
-      Fp8RowToF16Scaled(code, d, dst);
+      Fp8RowToF16Scaled(sc.fp8_row.data(), d, dst);
       (is_v ? sc.vrows : sc.krows)[t] = dst;
     }
   }
-  const float ks = a.cache->k_scale * 256.0f, vs = a.cache->v_scale * 256.0f;
-  for (int32_t z = 0; z < n; ++z) {
-    sc.kscale[z] = ks;
-    sc.vscale[z] = vs;
-  }
-  for (int32_t z = n; z % 4 != 0; ++z) {
-    sc.krows[z] = sc.vrows[z] = kZeros;
-    sc.kscale[z] = sc.vscale[z] = 0.0f;
-  }
+  std::fill(sc.kscale.begin(), sc.kscale.begin() + n, a.cache->k_scale * 256.0f);
+  std::fill(sc.vscale.begin(), sc.vscale.begin() + n, a.cache->v_scale * 256.0f);
 }
 
 // Decode on a bf16/f16/f32/int8 cache: points krows/vrows at the block's rows in their pages
@@ -241,7 +245,6 @@ void point_rows_fp8(const RunArgs& a, const WorkItem& w, int32_t pos0, int32_t n
 // kernels read it there, with kscale/vscale = the tensor scales times 2^8. Rows
 // [n, round_up(n, 4)) point at zeros, with scale 0.
 void point_rows(const RunArgs& a, const WorkItem& w, int32_t pos0, int32_t n, Scratch& sc) {
-  alignas(64) static const uint8_t kZeros[256 * 4] = {};
   const Plan::Impl& p = *a.plan;
   const CacheShape& sh = p.shape;
   const int32_t d = sh.head_dim;
@@ -253,6 +256,7 @@ void point_rows(const RunArgs& a, const WorkItem& w, int32_t pos0, int32_t n, Sc
   const bool int8 = sh.dtype == KvDType::kInt8;
   if (sh.dtype == KvDType::kFp8E4M3) {
     point_rows_fp8(a, w, pos0, n, sc);
+    pad_rows(n, sc);
     return;
   }
   int32_t t = for_each_cached_run(p, w, pos0, n, [&](int32_t t0, int32_t run, size_t row) {
@@ -299,10 +303,7 @@ void point_rows(const RunArgs& a, const WorkItem& w, int32_t pos0, int32_t n, Sc
     sc.krows[t] = kq;
     sc.vrows[t] = vq;
   }
-  for (int32_t z = n; z % 4 != 0; ++z) {
-    sc.krows[z] = sc.vrows[z] = kZeros;
-    sc.kscale[z] = sc.vscale[z] = 0.0f;
-  }
+  pad_rows(n, sc);
 }
 
 // Decode: the cached K and V rows (and int8 row scales) of the block at [pos0, pos0 + n) as
@@ -348,13 +349,9 @@ void prefetch_row_scales(const RunArgs& a, const WorkItem& w, int32_t pos0, int3
   });
 }
 
-// Whether item w runs the decode kernels that read K/V rows in place (no f32 tiles).
-bool reads_rows_in_place(const Plan::Impl& p, const WorkItem& w) {
-  const KvDType dtype = p.shape.dtype;
-  return w.path == PathKind::kDecode &&
-         (dtype == KvDType::kBF16 || dtype == KvDType::kF16 || dtype == KvDType::kF32 ||
-          dtype == KvDType::kInt8 || dtype == KvDType::kFp8E4M3);
-}
+// Whether item w runs the decode kernels that read K/V rows in place (no f32 tiles): every
+// decode, on every cache dtype (fp8 through f16 copies of its rows, point_rows_fp8).
+bool reads_rows_in_place(const WorkItem& w) { return w.path == PathKind::kDecode; }
 
 // Asks for the rows of the KV block at [pos0, pos0 + n) to be brought into L2 while the
 // current block is computed: pages are scattered and input rows of one head are strided,
@@ -373,7 +370,7 @@ void prefetch_block(const RunArgs& a, const WorkItem& w, int32_t pos0, int32_t n
   });
   // New rows: the tile path reads them from their stored copies (contiguous per head) where
   // there are some; the decode kernels read the inputs.
-  if (t < n && a.k_stored && !reads_rows_in_place(p, w)) {
+  if (t < n && a.k_stored && !reads_rows_in_place(w)) {
     const size_t off = stored_row(p, w.kv_head, p.cu_q_lens[w.seq] + (pos0 + t - first_new));
     PrefetchLines(a.k_stored + off, static_cast<size_t>(n - t) * d * sizeof(float));
     PrefetchLines(a.v_stored + off, static_cast<size_t>(n - t) * d * sizeof(float));
@@ -688,7 +685,7 @@ void run_item(const RunArgs& a, const WorkItem& w, Scratch& sc) {
   const size_t rows4 = round_up(rows, 4);
   const size_t dp = a.dp;
   sc.ensure(rows4 * heads, dp, a.sp);
-  const bool direct = reads_rows_in_place(p, w);
+  const bool direct = reads_rows_in_place(w);
   // On bf16, decode keeps Q and O in the order of the widened chunks (attention-inl.h).
   const bool permuted = direct && p.shape.dtype == KvDType::kBF16;
 
