@@ -3,6 +3,7 @@
 #include "hka/research.h"
 
 #include <algorithm>
+#include <cctype>
 #include <chrono>
 #include <cmath>
 #include <fstream>
@@ -36,9 +37,37 @@ std::string truncate_text(const std::string& s, size_t max_bytes) {
   return s.substr(0, cut) + " [...]";
 }
 
-// Model prose, tidied: a sentence that repeats an earlier one word for word is dropped (small
-// models loop), and a text that ran into its length limit ends at its last full sentence.
-std::string tidy_prose(const std::string& text, size_t max_length) {
+// Where a model's text starts to loop on a few characters: the first position from which a
+// unit of 1-32 characters holding a letter or digit repeats back to back over at least
+// max(24, 6 x its length) characters ("10000000...", "the the the ..."); npos if none.
+// Repeated punctuation ("| --- | --- ...") is not a loop.
+size_t runaway_repetition(const std::string& text) {
+  for (size_t i = 0; i < text.size(); ++i) {
+    for (size_t p = 1; p <= 32; ++p) {
+      const size_t need = std::max<size_t>(24, 6 * p);
+      if (i + need > text.size()) break;
+      size_t k = i;
+      while (k + p - i < need && text[k] == text[k + p]) ++k;
+      if (k + p - i < need) continue;
+      const auto unit = text.begin() + static_cast<ptrdiff_t>(i);
+      if (std::any_of(unit, unit + static_cast<ptrdiff_t>(p),
+                      [](char c) { return std::isalnum(static_cast<unsigned char>(c)) != 0; })) {
+        return i;
+      }
+    }
+  }
+  return std::string::npos;
+}
+
+}  // namespace
+
+// Model prose, tidied (small models loop): a sentence that repeats an earlier one word for
+// word is dropped; a text that loops on a few characters (runaway_repetition) ends at the
+// last full sentence before the loop; a text that ran into its length limit ends at its last
+// full sentence.
+std::string tidy_prose(const std::string& raw, size_t max_length) {
+  const size_t loop = runaway_repetition(raw);
+  const std::string text = loop == std::string::npos ? raw : raw.substr(0, loop);
   std::vector<std::string> sentences;
   std::string current;
   for (size_t i = 0; i < text.size(); ++i) {
@@ -50,8 +79,10 @@ std::string tidy_prose(const std::string& text, size_t max_length) {
       current.clear();
     }
   }
-  const bool cut = text.size() + 4 >= max_length;  // the grammar stopped it at maxLength
-  if (!current.empty() && !(cut && !sentences.empty())) sentences.push_back(current);
+  const bool cut = raw.size() + 4 >= max_length;  // the grammar stopped it at maxLength
+  if (!current.empty() && loop == std::string::npos && !(cut && !sentences.empty())) {
+    sentences.push_back(current);
+  }
   std::set<std::string> seen;
   std::string out;
   for (const std::string& sentence : sentences) {
@@ -67,6 +98,8 @@ std::string tidy_prose(const std::string& text, size_t max_length) {
   while (!out.empty() && (out.back() == ' ' || out.back() == '\n')) out.pop_back();
   return out;
 }
+
+namespace {
 
 // An upper bound on the tokens of any JSON value valid under `schema` (our schemas bound
 // every string and array): its bytes, as no token is shorter than one byte, plus room for

@@ -103,4 +103,12 @@ struct ResearchResult {
 ResearchResult run_research(const ResearchOptions& options, LlmBackend& llm,
                             const ProgressFn& progress = nullptr);
 
+// Model prose as the report takes it (small models loop): sentences that repeat an earlier
+// one word for word are dropped; a text that starts looping on a few characters (a unit of
+// 1-32 characters with a letter or digit, repeated back to back over max(24, 6 x its length)
+// characters: "1000000...", "the the the ...") ends at the last full sentence before the
+// loop; a text within 4 characters of max_length (cut by its schema) ends at its last full
+// sentence.
+std::string tidy_prose(const std::string& text, size_t max_length);
+
 }  // namespace kdr::hka

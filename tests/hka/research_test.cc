@@ -642,5 +642,34 @@ TEST_F(ResearchPipeline, FailingEndpointPropagatesLlmError) {
   EXPECT_THROW(run(), LlmError);
 }
 
+TEST(TidyProse, RunawayRepetitionEndsAtTheLastFullSentence) {
+  // A digit run (a greedy small model's "100000..."), a word loop, and text before them.
+  EXPECT_EQ(tidy_prose("Output rose in 2010 [T1]. It then reached 1" + std::string(400, '0'), 500),
+            "Output rose in 2010 [T1].");
+  EXPECT_EQ(tidy_prose("1" + std::string(499, '0'), 500), "");
+  std::string words = "Coal fell [T1]. The share of the share of";
+  for (int i = 0; i < 8; ++i) words += " the share of";
+  EXPECT_EQ(tidy_prose(words, 1600), "Coal fell [T1].");
+  // Below the thresholds, or punctuation only: kept as written.
+  const std::string ok = "It went from 1,000,000,000,000 to 2000000 (a 100% rise) [T1]. Wow...!";
+  EXPECT_EQ(tidy_prose(ok, 500), ok);
+  const std::string table =
+      "| a | b | c | d | e | f | g |\n| --- | --- | --- | --- | --- | --- | --- |";
+  EXPECT_EQ(tidy_prose(table, 1600), table);
+  // 23 equal characters stay; 24 are a loop.
+  EXPECT_EQ(tidy_prose("A " + std::string(23, 'z') + ".", 500), "A " + std::string(23, 'z') + ".");
+  EXPECT_EQ(tidy_prose("Fine. A " + std::string(24, 'z') + ".", 500), "Fine.");
+}
+
+TEST_F(ResearchPipeline, LoopingInsightFallsBackToTheRowCount) {
+  llm_.on("insight", [](const LlmCall&) {
+    return json{{"insight", "1" + std::string(490, '0')}}.dump();
+  });
+  run();
+  const std::string md = read_file(options_.out_dir / "report.md");
+  EXPECT_EQ(md.find("0000000000"), std::string::npos);
+  EXPECT_NE(md.find("The query returned"), std::string::npos);
+}
+
 }  // namespace
 }  // namespace kdr::hka
