@@ -37,6 +37,20 @@ std::string truncate_text(const std::string& s, size_t max_bytes) {
   return s.substr(0, cut) + " [...]";
 }
 
+// A query's text for comparing queries: whitespace runs as one space, no trailing `;`.
+std::string normalized_sql(const std::string& sql) {
+  std::string out;
+  for (char c : sql) {
+    if (std::isspace(static_cast<unsigned char>(c))) {
+      if (!out.empty() && out.back() != ' ') out += ' ';
+    } else {
+      out += c;
+    }
+  }
+  while (!out.empty() && (out.back() == ' ' || out.back() == ';')) out.pop_back();
+  return out;
+}
+
 // Where a model's text starts to loop on a few characters: the first position from which a
 // unit of 1-32 characters holding a letter or digit repeats back to back over at least
 // max(24, 6 x its length) characters ("10000000...", "the the the ..."); npos if none.
@@ -240,6 +254,8 @@ class Run {
   std::map<std::string, std::string> passage_keys_;  // passage id -> citation key "D3", "W1"
   std::map<std::string, int32_t> passage_counts_;    // key prefix -> keys given
   int32_t queries_ = 0;
+  // Each analysis kept, by its query (normalized_sql), with the finding it gave.
+  std::map<std::string, Finding> analyses_;
 };
 
 // --- infrastructure ---------------------------------------------------------------------
@@ -782,6 +798,18 @@ std::string Run::analyze_tables(Subtask& subtask, const std::string& question) {
     return "failed: " + truncate_text(last_problem, 300);
   }
 
+  // A query that repeats one of this run's earlier analyses (small models write the same
+  // query for different subtasks) adds no source, table or figure: the earlier ones serve.
+  const std::string sql_key = normalized_sql(sql);
+  if (auto same = analyses_.find(sql_key); same != analyses_.end()) {
+    const Finding& earlier = same->second;
+    subtask.findings.push_back(earlier);
+    trace({{"type", "duplicate_analysis"}, {"same_as", earlier.table_key}});
+    return "The same query as an earlier analysis: " +
+           (earlier.figure_key.empty() ? "" : "Figure " + earlier.figure_key + " and ") + "Table " +
+           earlier.table_key + " already hold its result. Ask a different question, or complete.";
+  }
+
   // 4. Keep the evidence: SQL and CSV in analysis/, the source, the table, the figure.
   ++queries_;
   const std::string n = std::to_string(queries_);
@@ -878,6 +906,7 @@ std::string Run::analyze_tables(Subtask& subtask, const std::string& question) {
   if (chart) draft_.figures.back().caption = insight;
   finding.text = insight;
   subtask.findings.push_back(finding);
+  analyses_[sql_key] = finding;
   if (out_of_budget) throw BudgetExhausted{};
   return (chart ? "Figure " + finding.figure_key + " \"" + spec->title + "\" and " : "") +
          std::string("Table ") + table.key + " (" + std::to_string(result->rows.size()) +

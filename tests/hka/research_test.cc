@@ -489,6 +489,47 @@ TEST_F(ResearchPipeline, ToolCallBudgetIsGlobal) {
   EXPECT_TRUE(budget_event);
 }
 
+TEST_F(ResearchPipeline, RepeatedQueryReusesTheEarlierAnalysis) {
+  // Two subtasks whose coder writes the same query (with other whitespace the second time):
+  // one source, table and figure serve both, and the supervisor hears that it repeated.
+  llm_.on("planner", [](const LlmCall&) {
+    return json{{"subtasks",
+                 {{{"title", "A"}, {"goal", "wheat yield by year"}},
+                  {{"title", "B"}, {"goal", "wheat yield by country"}}}}}
+        .dump();
+  });
+  int coder_calls = 0;
+  llm_.on("coder", [&coder_calls](const LlmCall&) {
+    json answer = good_coder_answer();
+    if (coder_calls++ > 0) answer["sql"] = "  " + answer["sql"].get<std::string>() + " ;\n";
+    return answer.dump();
+  });
+  const ResearchResult r = run();
+  EXPECT_EQ(r.subtasks, 2);
+  EXPECT_EQ(coder_calls, 2);
+  EXPECT_EQ(r.figures, 1);
+  EXPECT_EQ(r.tables, 1);
+  EXPECT_FALSE(fs::exists(options_.out_dir / "analysis/q2.sql"));
+  int duplicates = 0;
+  for (const json& e : trace()) {
+    if (e["type"] == "duplicate_analysis") {
+      ++duplicates;
+      EXPECT_EQ(e["same_as"], "R1");
+    }
+  }
+  EXPECT_EQ(duplicates, 1);
+  bool told = false;
+  for (const LlmCall& c : calls("supervisor")) {
+    told |= last_text(c).find("The same query as an earlier analysis: Figure F1 and Table R1") !=
+            std::string::npos;
+  }
+  EXPECT_TRUE(told);
+  // The figure is shown once, in the first section that found it.
+  const std::string md = read_file(options_.out_dir / "report.md");
+  EXPECT_EQ(md.find("figures/fig1.svg", md.find("figures/fig1.svg") + 20), std::string::npos);
+  EXPECT_EQ(md.find("Figure 2"), std::string::npos);
+}
+
 TEST_F(ResearchPipeline, MalformedJsonIsParsedTolerantlyOrRepaired) {
   llm_.on("planner", [](const LlmCall&) {
     return std::string(
