@@ -113,6 +113,22 @@ std::string tidy_prose(const std::string& raw, size_t max_length) {
   return out;
 }
 
+bool reads_as_prose(const std::string& text) {
+  size_t words = 0;
+  bool in_word = false, sentence_end = false;
+  for (size_t i = 0; i < text.size(); ++i) {
+    const bool space = std::isspace(static_cast<unsigned char>(text[i])) != 0;
+    if (!space && !in_word) ++words;
+    in_word = !space;
+    const char c = text[i];
+    if ((c == '.' || c == '!' || c == '?') &&
+        (i + 1 == text.size() || std::isspace(static_cast<unsigned char>(text[i + 1])))) {
+      sentence_end = true;
+    }
+  }
+  return words >= 3 && sentence_end;
+}
+
 namespace {
 
 // An upper bound on the tokens of any JSON value valid under `schema` (our schemas bound
@@ -1209,11 +1225,13 @@ void Run::write_report() {
               "their findings as found.");
         }
       }
-      if (answer && !(*answer)["text"].get<std::string>().empty()) {
+      if (answer) {
         const std::string heading = (*answer)["heading"].get<std::string>();
         if (!heading.empty() && outline[si].first.empty()) section.heading = heading;
         section.text = tidy_prose((*answer)["text"].get<std::string>(), 1600);
-      } else {
+        if (!reads_as_prose(section.text)) section.text.clear();
+      }
+      if (section.text.empty()) {
         // The findings themselves, cited, when the writer cannot be used.
         for (const Finding& f : s.findings) section.text += "- " + f.text + "\n";
       }
@@ -1259,8 +1277,20 @@ void Run::write_report() {
     draft_.abstract = tidy_prose((*frame)["abstract"].get<std::string>(), 800);
     draft_.introduction = tidy_prose((*frame)["introduction"].get<std::string>(), 1000);
     draft_.conclusion = tidy_prose((*frame)["conclusion"].get<std::string>(), 1000);
+    for (std::string* part : {&draft_.abstract, &draft_.introduction, &draft_.conclusion}) {
+      if (!reads_as_prose(*part)) part->clear();
+    }
   }
   if (draft_.title.empty()) draft_.title = o_.question;
+  if (draft_.abstract.empty()) {
+    // The first finding of each subtask, as found (with its citation).
+    for (const Subtask& s : subtasks_) {
+      if (!s.findings.empty()) {
+        draft_.abstract += (draft_.abstract.empty() ? "" : " ") + s.findings.front().text;
+      }
+    }
+    if (draft_.abstract.empty()) draft_.abstract = "No finding could be established.";
+  }
   if (draft_.introduction.empty()) {
     draft_.introduction = "This report studies the question: " + o_.question +
                           " It was split into " + std::to_string(subtasks_.size()) +

@@ -111,4 +111,9 @@ ResearchResult run_research(const ResearchOptions& options, LlmBackend& llm,
 // sentence.
 std::string tidy_prose(const std::string& text, size_t max_length);
 
+// Whether model text reads as prose: at least 3 words and a sentence end. Where a model
+// fills an abstract, a conclusion or a section with something else (a heading, "Wheat
+// yields, 2019-2021"), the report uses the findings or a plain statement instead.
+bool reads_as_prose(const std::string& text);
+
 }  // namespace kdr::hka

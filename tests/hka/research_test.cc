@@ -530,6 +530,39 @@ TEST_F(ResearchPipeline, RepeatedQueryReusesTheEarlierAnalysis) {
   EXPECT_EQ(md.find("Figure 2"), std::string::npos);
 }
 
+TEST_F(ResearchPipeline, HeadingsInPlaceOfProseGiveWayToTheFindings) {
+  // The writer fills the section, the abstract and the conclusion with headings.
+  section_text_ = "Wheat yield trend, 2019-2021";
+  llm_.on("writer", [](const LlmCall& c) {
+    if (all_text(c).find("You frame a research report") != std::string::npos) {
+      return json{{"title", "Wheat yields"},
+                  {"abstract", "Wheat yields, 2019-2021"},
+                  {"introduction", "We compare wheat yields by year [T1]."},
+                  {"conclusion", "Conclusion: wheat"}}
+          .dump();
+    }
+    if (all_text(c).find("You outline a research report") != std::string::npos) {
+      return json{{"sections", json::array()}}.dump();
+    }
+    return json{{"heading", "Wheat"}, {"text", "Wheat yield trend, 2019-2021"}}.dump();
+  });
+  run();
+  const std::string md = read_file(options_.out_dir / "report.md");
+  EXPECT_EQ(md.find("2019-2021\n"), std::string::npos) << md;
+  EXPECT_EQ(md.find("Conclusion: wheat"), std::string::npos);
+  // The abstract and the section hold the insight instead; the introduction is kept.
+  const std::string insight = "French wheat yield fell from 7.9 t/ha in 2019 to 6.6 t/ha";
+  const size_t abstract = md.find("## Abstract");
+  ASSERT_NE(abstract, std::string::npos);
+  EXPECT_EQ(md.substr(abstract, 13 + insight.size()), "## Abstract\n\n" + insight) << md;
+  EXPECT_NE(md.find("- " + insight), std::string::npos);
+  EXPECT_NE(md.find("We compare wheat yields by year"), std::string::npos);
+  EXPECT_NE(md.find("The sections above give the findings"), std::string::npos);
+  EXPECT_TRUE(reads_as_prose("Yields fell by 17% [D1]."));
+  EXPECT_FALSE(reads_as_prose("Yields fell."));
+  EXPECT_FALSE(reads_as_prose("Wheat yields by country, 2019-2021"));
+}
+
 TEST_F(ResearchPipeline, MalformedJsonIsParsedTolerantlyOrRepaired) {
   llm_.on("planner", [](const LlmCall&) {
     return std::string(
