@@ -199,6 +199,46 @@ std::string cell_text(const json& cell) {
   return cell.dump();
 }
 
+}  // namespace
+
+std::string describe_result(const QueryResult& result) {
+  const std::string rows = std::to_string(result.rows.size());
+  const std::string plain = "The query returned " + rows + " rows.";
+  if (result.rows.size() < 2 || result.columns.empty()) return plain;
+  // The value column: the last one whose cells are all numbers (some may be null).
+  std::optional<size_t> value;
+  for (size_t c = result.columns.size(); c-- > 0 && !value;) {
+    bool numbers = false, others = false;
+    for (const json& row : result.rows) {
+      const json& cell = row.at(c);
+      numbers |= cell.is_number();
+      others |= !cell.is_number() && !cell.is_null();
+    }
+    if (numbers && !others) value = c;
+  }
+  if (!value) return plain;
+  const std::optional<size_t> label =
+      *value == 0 ? (result.columns.size() > 1 ? std::optional<size_t>(1) : std::nullopt)
+                  : std::optional<size_t>(0);
+  const json* high = nullptr;
+  const json* low = nullptr;
+  for (const json& row : result.rows) {
+    const json& cell = row.at(*value);
+    if (!cell.is_number()) continue;
+    if (!high || cell.get<double>() > high->at(*value).get<double>()) high = &row;
+    if (!low || cell.get<double>() < low->at(*value).get<double>()) low = &row;
+  }
+  if (!high || high == low) return plain;
+  auto at = [&](const json& row) {
+    return cell_text(row.at(*value)) +
+           (label ? " (" + result.columns[*label] + " " + cell_text(row.at(*label)) + ")" : "");
+  };
+  return "In this result, " + result.columns[*value] + " is highest at " + at(*high) +
+         " and lowest at " + at(*low) + ".";
+}
+
+namespace {
+
 class Run {
  public:
   Run(const ResearchOptions& options, LlmBackend& llm, const ProgressFn& progress)
@@ -913,9 +953,7 @@ std::string Run::analyze_tables(Subtask& subtask, const std::string& question) {
   } catch (const BudgetExhausted&) {
     out_of_budget = true;  // keep the result found; stop after recording it
   }
-  if (insight.empty()) {
-    insight = "The query returned " + std::to_string(result->rows.size()) + " rows.";
-  }
+  if (insight.empty()) insight = describe_result(*result);
   if (insight.find("[" + source.key + "]") == std::string::npos) {
     insight += " [" + source.key + "]";
   }

@@ -116,4 +116,10 @@ std::string tidy_prose(const std::string& text, size_t max_length);
 // yields, 2019-2021"), the report uses the findings or a plain statement instead.
 bool reads_as_prose(const std::string& text);
 
+// A sentence the code writes about a query result when the model gives no usable insight:
+// the highest and lowest values of its last numeric column, each with the row's label (its
+// first other column), in the cells' own text so that the numbers verify; "The query
+// returned N rows." when there is no such column or fewer than 2 rows.
+std::string describe_result(const QueryResult& result);
+
 }  // namespace kdr::hka

@@ -735,14 +735,43 @@ TEST(TidyProse, RunawayRepetitionEndsAtTheLastFullSentence) {
   EXPECT_EQ(tidy_prose("Fine. A " + std::string(24, 'z') + ".", 500), "Fine.");
 }
 
-TEST_F(ResearchPipeline, LoopingInsightFallsBackToTheRowCount) {
+TEST_F(ResearchPipeline, LoopingInsightFallsBackToADescriptionOfTheResult) {
   llm_.on("insight", [](const LlmCall&) {
     return json{{"insight", "1" + std::string(490, '0')}}.dump();
   });
   run();
   const std::string md = read_file(options_.out_dir / "report.md");
   EXPECT_EQ(md.find("0000000000"), std::string::npos);
-  EXPECT_NE(md.find("The query returned"), std::string::npos);
+  const size_t said = md.find("yield_t_ha is highest at ");
+  ASSERT_NE(said, std::string::npos) << md;
+  // Its numbers are the result's own cells, so they verify.
+  const json v = verification();
+  EXPECT_EQ(v["summary"]["unverified_numbers"], 0) << v["numbers"].dump();
+}
+
+TEST(DescribeResult, HighestAndLowestOfTheLastNumericColumn) {
+  QueryResult r;
+  r.columns = {"year", "country", "yield", "note"};
+  r.rows = {json::array({2019, "France", 7.9, "a"}), json::array({2020, "France", 6.6, "b"}),
+            json::array({2021, "France", nullptr, "c"}), json::array({2021, "Spain", 8.25, "d"})};
+  EXPECT_EQ(describe_result(r),
+            "In this result, yield is highest at 8.25 (year 2021) and lowest at "
+            "6.6 (year 2020).");
+  // The value column first: the label is the next column.
+  r.columns = {"n", "name"};
+  r.rows = {json::array({3, "x"}), json::array({-1, "y"})};
+  EXPECT_EQ(describe_result(r),
+            "In this result, n is highest at 3 (name x) and lowest at -1 (name y).");
+  // No numeric column, one row, equal values, one column: the row count.
+  r.rows = {json::array({"3", "x"}), json::array({"1", "y"})};
+  EXPECT_EQ(describe_result(r), "The query returned 2 rows.");
+  r.rows = {json::array({3, "x"})};
+  EXPECT_EQ(describe_result(r), "The query returned 1 rows.");
+  r.rows = {json::array({3, "x"}), json::array({3, "y"})};
+  EXPECT_EQ(describe_result(r), "The query returned 2 rows.");
+  r.columns = {"n"};
+  r.rows = {json::array({3}), json::array({5})};
+  EXPECT_EQ(describe_result(r), "In this result, n is highest at 5 and lowest at 3.");
 }
 
 }  // namespace
