@@ -37,6 +37,19 @@ std::string truncate_text(const std::string& s, size_t max_bytes) {
   return s.substr(0, cut) + " [...]";
 }
 
+// Text as compared for repeats: its letters and digits, lower case, outside [citations].
+std::string prose_key(const std::string& text) {
+  std::string key;
+  int depth = 0;
+  for (char c : text) {
+    if (c == '[') ++depth;
+    if (c == ']' && depth > 0) --depth;
+    if (depth == 0 && std::isalnum(static_cast<unsigned char>(c)))
+      key += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  }
+  return key;
+}
+
 // A query's text for comparing queries: whitespace runs as one space, no trailing `;`.
 std::string normalized_sql(const std::string& sql) {
   std::string out;
@@ -1317,6 +1330,13 @@ void Run::write_report() {
     draft_.conclusion = tidy_prose((*frame)["conclusion"].get<std::string>(), 1000);
     for (std::string* part : {&draft_.abstract, &draft_.introduction, &draft_.conclusion}) {
       if (!reads_as_prose(*part)) part->clear();
+    }
+    // An introduction or conclusion that only repeats another part of the report (small
+    // models copy a finding into every slot) gives way to the plain statements below.
+    std::set<std::string> said = {prose_key(draft_.abstract)};
+    for (const ReportSection& section : draft_.sections) said.insert(prose_key(section.text));
+    for (std::string* part : {&draft_.introduction, &draft_.conclusion}) {
+      if (!said.insert(prose_key(*part)).second) part->clear();
     }
   }
   if (draft_.title.empty()) draft_.title = o_.question;

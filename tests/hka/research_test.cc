@@ -563,6 +563,32 @@ TEST_F(ResearchPipeline, HeadingsInPlaceOfProseGiveWayToTheFindings) {
   EXPECT_FALSE(reads_as_prose("Wheat yields by country, 2019-2021"));
 }
 
+TEST_F(ResearchPipeline, FramePartsThatRepeatTheReportGiveWay) {
+  // The introduction copies the section (citations aside), the conclusion the abstract.
+  llm_.on("writer", [this](const LlmCall& c) {
+    if (all_text(c).find("You frame a research report") != std::string::npos) {
+      return json{{"title", "Wheat yields"},
+                  {"abstract", "French yields dipped in 2020 [T1]."},
+                  {"introduction",
+                   "  in france the yield fell from 7.9 to 6.6 t/ha in 2020, as "
+                   "Figure F1 shows; a drought was the cause. Table R1 lists the "
+                   "values [T1]."},
+                  {"conclusion", "French yields dipped in 2020."}}
+          .dump();
+    }
+    if (all_text(c).find("You outline a research report") != std::string::npos) {
+      return json{{"sections", json::array()}}.dump();
+    }
+    return json{{"heading", "Wheat"}, {"text", section_text_}}.dump();
+  });
+  run();
+  const std::string md = read_file(options_.out_dir / "report.md");
+  EXPECT_EQ(md.find("in france the yield"), std::string::npos) << md;
+  EXPECT_NE(md.find("This report studies the question"), std::string::npos) << md;
+  EXPECT_NE(md.find("The sections above give the findings"), std::string::npos) << md;
+  EXPECT_NE(md.find("French yields dipped in 2020 [1]."), std::string::npos) << md;
+}
+
 TEST_F(ResearchPipeline, MalformedJsonIsParsedTolerantlyOrRepaired) {
   llm_.on("planner", [](const LlmCall&) {
     return std::string(
