@@ -86,64 +86,6 @@ size_t runaway_repetition(const std::string& text) {
   return std::string::npos;
 }
 
-}  // namespace
-
-// Model prose, tidied (small models loop): a sentence that repeats an earlier one word for
-// word is dropped; a text that loops on a few characters (runaway_repetition) ends at the
-// last full sentence before the loop; a text that ran into its length limit ends at its last
-// full sentence.
-std::string tidy_prose(const std::string& raw, size_t max_length) {
-  const size_t loop = runaway_repetition(raw);
-  const std::string text = loop == std::string::npos ? raw : raw.substr(0, loop);
-  std::vector<std::string> sentences;
-  std::string current;
-  for (size_t i = 0; i < text.size(); ++i) {
-    current += text[i];
-    const bool end = (text[i] == '.' || text[i] == '!' || text[i] == '?') &&
-                     (i + 1 == text.size() || text[i + 1] == ' ' || text[i + 1] == '\n');
-    if (end || text[i] == '\n') {
-      sentences.push_back(current);
-      current.clear();
-    }
-  }
-  const bool cut = raw.size() + 4 >= max_length;  // the grammar stopped it at maxLength
-  if (!current.empty() && loop == std::string::npos && !(cut && !sentences.empty())) {
-    sentences.push_back(current);
-  }
-  std::set<std::string> seen;
-  std::string out;
-  for (const std::string& sentence : sentences) {
-    size_t b = sentence.find_first_not_of(" \n");
-    if (b == std::string::npos) {
-      out += sentence;
-      continue;
-    }
-    const std::string key = sentence.substr(b, sentence.find_last_not_of(" \n") - b + 1);
-    if (key.size() > 12 && !seen.insert(key).second) continue;
-    out += sentence;
-  }
-  while (!out.empty() && (out.back() == ' ' || out.back() == '\n')) out.pop_back();
-  return out;
-}
-
-bool reads_as_prose(const std::string& text) {
-  size_t words = 0;
-  bool in_word = false, sentence_end = false;
-  for (size_t i = 0; i < text.size(); ++i) {
-    const bool space = std::isspace(static_cast<unsigned char>(text[i])) != 0;
-    if (!space && !in_word) ++words;
-    in_word = !space;
-    const char c = text[i];
-    if ((c == '.' || c == '!' || c == '?') &&
-        (i + 1 == text.size() || std::isspace(static_cast<unsigned char>(text[i + 1])))) {
-      sentence_end = true;
-    }
-  }
-  return words >= 3 && sentence_end;
-}
-
-namespace {
-
 // An upper bound on the tokens of any JSON value valid under `schema` (our schemas bound
 // every string and array): its bytes, as no token is shorter than one byte, plus room for
 // whitespace and escapes.
@@ -212,7 +154,61 @@ std::string cell_text(const json& cell) {
   return cell.dump();
 }
 
+// Whether text[i] ends a sentence: '.', '!' or '?' before a space, a line end or the end.
+bool ends_sentence(const std::string& text, size_t i) {
+  return (text[i] == '.' || text[i] == '!' || text[i] == '?') &&
+         (i + 1 == text.size() || text[i + 1] == ' ' || text[i + 1] == '\n');
+}
+
 }  // namespace
+
+// Model prose, tidied (small models loop): a sentence that repeats an earlier one word for
+// word is dropped; a text that loops on a few characters (runaway_repetition) ends at the
+// last full sentence before the loop; a text that ran into its length limit ends at its last
+// full sentence.
+std::string tidy_prose(const std::string& raw, size_t max_length) {
+  const size_t loop = runaway_repetition(raw);
+  const std::string text = loop == std::string::npos ? raw : raw.substr(0, loop);
+  std::vector<std::string> sentences;
+  std::string current;
+  for (size_t i = 0; i < text.size(); ++i) {
+    current += text[i];
+    if (ends_sentence(text, i) || text[i] == '\n') {
+      sentences.push_back(current);
+      current.clear();
+    }
+  }
+  const bool cut = raw.size() + 4 >= max_length;  // the grammar stopped it at maxLength
+  if (!current.empty() && loop == std::string::npos && !(cut && !sentences.empty())) {
+    sentences.push_back(current);
+  }
+  std::set<std::string> seen;
+  std::string out;
+  for (const std::string& sentence : sentences) {
+    size_t b = sentence.find_first_not_of(" \n");
+    if (b == std::string::npos) {
+      out += sentence;
+      continue;
+    }
+    const std::string key = sentence.substr(b, sentence.find_last_not_of(" \n") - b + 1);
+    if (key.size() > 12 && !seen.insert(key).second) continue;
+    out += sentence;
+  }
+  while (!out.empty() && (out.back() == ' ' || out.back() == '\n')) out.pop_back();
+  return out;
+}
+
+bool reads_as_prose(const std::string& text) {
+  size_t words = 0;
+  bool in_word = false, sentence_end = false;
+  for (size_t i = 0; i < text.size(); ++i) {
+    const bool space = std::isspace(static_cast<unsigned char>(text[i])) != 0;
+    if (!space && !in_word) ++words;
+    in_word = !space;
+    sentence_end |= ends_sentence(text, i);
+  }
+  return words >= 3 && sentence_end;
+}
 
 std::string describe_result(const QueryResult& result) {
   const std::string rows = std::to_string(result.rows.size());

@@ -144,6 +144,16 @@ class ResearchPipeline : public ::testing::Test {
     });
   }
 
+  // The planner answers with subtasks A ("wheat yield by year") and B (goal_b).
+  void plan_two_subtasks(const std::string& goal_b) {
+    llm_.on("planner", [goal_b](const LlmCall&) {
+      return json{
+          {"subtasks",
+           {{{"title", "A"}, {"goal", "wheat yield by year"}}, {{"title", "B"}, {"goal", goal_b}}}}}
+          .dump();
+    });
+  }
+
   ResearchResult run() { return run_research(options_, llm_); }
 
   json verification() const {
@@ -474,12 +484,7 @@ TEST_F(ResearchPipeline, TokenBudgetStopsWithAPartialReport) {
 }
 
 TEST_F(ResearchPipeline, ToolCallBudgetIsGlobal) {
-  llm_.on("planner", [](const LlmCall&) {
-    return json{{"subtasks",
-                 {{{"title", "A"}, {"goal", "wheat yield by year"}},
-                  {{"title", "B"}, {"goal", "barley yield by country"}}}}}
-        .dump();
-  });
+  plan_two_subtasks("barley yield by country");
   options_.max_tool_calls = 1;
   const ResearchResult r = run();
   EXPECT_EQ(r.subtasks, 2);
@@ -492,12 +497,7 @@ TEST_F(ResearchPipeline, ToolCallBudgetIsGlobal) {
 TEST_F(ResearchPipeline, RepeatedQueryReusesTheEarlierAnalysis) {
   // Two subtasks whose coder writes the same query (with other whitespace the second time):
   // one source, table and figure serve both, and the supervisor hears that it repeated.
-  llm_.on("planner", [](const LlmCall&) {
-    return json{{"subtasks",
-                 {{{"title", "A"}, {"goal", "wheat yield by year"}},
-                  {{"title", "B"}, {"goal", "wheat yield by country"}}}}}
-        .dump();
-  });
+  plan_two_subtasks("wheat yield by country");
   int coder_calls = 0;
   llm_.on("coder", [&coder_calls](const LlmCall&) {
     json answer = good_coder_answer();
