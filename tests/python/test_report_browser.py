@@ -1,4 +1,4 @@
-"""The research report (src/hka/report.cc) opened in headless Chromium.
+"""The research report (src/hka/report/report.cc) opened in headless Chromium.
 
 A draft whose every string is hostile (script tags, event handlers, broken-out attributes) is
 turned into report.html by build/tests/hka/report_fixture (a ReportDraft as JSON on stdin,

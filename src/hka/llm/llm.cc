@@ -1,7 +1,7 @@
 // Language-model backends: the OpenAI-compatible HTTP client (libcurl), the scripted backend
 // for tests, the tolerant JSON reader and the schema checker the pipeline runs on replies.
 // The in-process engine backend lives in engine_backend.cc.
-#include "hka/llm.h"
+#include "hka/llm/llm.h"
 
 #include <curl/curl.h>
 

@@ -1,6 +1,6 @@
 // The table knowledge store: parsing, typing, catalogue matching, incremental re-ingest and
 // catalogue search. Values are checked through the read-only executor, as the agent sees them.
-#include "hka/table_store.h"
+#include "hka/knowledge/table_store.h"
 
 #include <gtest/gtest.h>
 #include <stdlib.h>
@@ -13,8 +13,8 @@
 #include <random>
 #include <string>
 
-#include "../base/seed.h"
-#include "hka/sql_guard.h"
+#include "../../base/seed.h"
+#include "hka/knowledge/sql_guard.h"
 
 namespace kdr::hka {
 namespace {

@@ -9,7 +9,7 @@
 #include "base/thread_pool.h"
 #include "engine/engine.h"
 #include "engine/json_grammar.h"
-#include "hka/llm.h"
+#include "hka/llm/llm.h"
 #include "model/tokenizer.h"
 #include "model/weights.h"
 

@@ -1,6 +1,6 @@
 // The read-only SQL executor: reads work, every kind of write or escape is refused with a
 // message naming what was refused, and the database file is byte-for-byte unchanged.
-#include "hka/sql_guard.h"
+#include "hka/knowledge/sql_guard.h"
 
 #include <gtest/gtest.h>
 #include <sqlite3.h>

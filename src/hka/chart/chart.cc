@@ -10,7 +10,8 @@
 // have rebuilt most of the layout ourselves. cairo is a maintained 2-D library whose SVG and
 // image surfaces take the same drawing calls: one drawing function below produces both the
 // SVG and the PNG, reentrant and without files.
-#include "hka/chart.h"
+#include "hka/chart/chart.h"
+#include "hka/text.h"
 
 #include <cairo-svg.h>
 #include <cairo.h>
@@ -130,13 +131,7 @@ std::string number_text(double v) {
   return ec == std::errc() ? std::string(buf, end) : std::to_string(v);
 }
 
-std::string cell_text(const json& cell) {
-  if (cell.is_string()) return cell.get<std::string>();
-  if (cell.is_null()) return "null";
-  if (cell.is_number_integer()) return cell.dump();
-  if (cell.is_number_float()) return number_text(cell.get<double>());
-  return cell.dump();
-}
+std::string cell_text(const json& cell) { return cell.is_null() ? "null" : text::format_cell(cell); }
 
 std::optional<double> cell_number(const json& cell) {
   if (cell.is_number()) return cell.get<double>();

@@ -1,4 +1,4 @@
-#include "hka/web_search.h"
+#include "hka/llm/web_search.h"
 
 #include <curl/curl.h>
 

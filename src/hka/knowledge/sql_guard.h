@@ -26,6 +26,12 @@ class SqlError : public std::runtime_error {
 struct Limits {
   std::size_t max_rows = 1000;
   int max_ms = 2000;
+  // No string or blob may grow past this inside SQLite (SQLITE_LIMIT_LENGTH), so a query
+  // like hex(randomblob(300000000)) fails at once instead of allocating gigabytes.
+  std::size_t max_cell_bytes = std::size_t{1} << 20;
+  // The whole result (cell text and numbers) past this is refused with an error the model
+  // can act on (aggregate, select fewer columns).
+  std::size_t max_result_bytes = std::size_t{16} << 20;
 };
 
 struct QueryResult {

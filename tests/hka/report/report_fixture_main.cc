@@ -5,7 +5,7 @@
 #include <iterator>
 #include <string>
 
-#include "hka/report.h"
+#include "hka/report/report.h"
 
 namespace {
 

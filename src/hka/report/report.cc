@@ -1,7 +1,8 @@
 // finalize_report: citations, figure and table numbering, number verification, rendering.
 // The prose is rewritten once (citations renumbered, figure/table references replaced), then
 // checked and rendered from that one rewritten text so the three can never disagree.
-#include "hka/report.h"
+#include "hka/report/report.h"
+#include "hka/text.h"
 
 #include <algorithm>
 #include <cmath>
@@ -25,42 +26,17 @@ bool is_alnum(char c) { return is_digit(c) || is_alpha(c); }
 bool is_blank(char c) { return c == ' ' || c == '\t'; }
 bool is_space(char c) { return is_blank(c) || c == '\n' || c == '\r'; }
 
-std::string_view trim(std::string_view s) {
-  while (!s.empty() && is_space(s.front())) s.remove_prefix(1);
-  while (!s.empty() && is_space(s.back())) s.remove_suffix(1);
-  return s;
-}
+using text::trim;
 
 bool starts_with_at(std::string_view text, size_t pos, std::string_view prefix) {
   return pos <= text.size() && text.substr(pos).starts_with(prefix);
 }
 
 // Collapses runs of whitespace (newlines included) to one space.
-std::string one_line(std::string_view s) {
-  std::string out;
-  bool space = false;
-  for (char c : trim(s)) {
-    if (is_space(c)) {
-      space = true;
-    } else {
-      if (space) out += ' ';
-      space = false;
-      out += c;
-    }
-  }
-  return out;
-}
+using text::one_line;
 
 // Cuts at a word boundary to at most `max_bytes`, never inside a UTF-8 sequence.
-std::string shorten(std::string_view s, size_t max_bytes) {
-  std::string line = one_line(s);
-  if (line.size() <= max_bytes) return line;
-  size_t cut = max_bytes;
-  while (cut > 0 && (static_cast<unsigned char>(line[cut]) & 0xC0) == 0x80) --cut;
-  const size_t space = line.rfind(' ', cut);
-  if (space != std::string::npos && space > max_bytes / 2) cut = space;
-  return line.substr(0, cut) + "\xE2\x80\xA6";  // "…"
-}
+using text::shorten;
 
 std::string format_number(double v) {
   char buf[64];

@@ -18,7 +18,7 @@
 #include <string>
 #include <vector>
 
-#include "hka/sql_guard.h"
+#include "hka/knowledge/sql_guard.h"
 
 namespace kdr::hka {
 

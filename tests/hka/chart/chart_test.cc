@@ -1,7 +1,7 @@
 // Charts: the spec subset is parsed or refused naming the field, the data drawn is the query
 // result (each row once), the figure check names every problem, and rendering yields a safe
 // SVG and a PNG of the requested size with the data visible in the palette's colours.
-#include "hka/chart.h"
+#include "hka/chart/chart.h"
 
 #include <cairo.h>
 #include <gtest/gtest.h>
@@ -299,7 +299,7 @@ TEST(ChartDataTest, QuantitativeXIsTheNumber) {
       make_result({"region", "sales"}, json::parse(R"([[2.5, 1], [-3, 2], [1e9, 3]])"));
   const ChartData d = chart_data(s, r);
   EXPECT_EQ(d.series[0].x_num, (std::vector<double>{2.5, -3, 1e9}));
-  EXPECT_EQ(d.series[0].x, (std::vector<std::string>{"2.5", "-3", "1e+09"}));
+  EXPECT_EQ(d.series[0].x, (std::vector<std::string>{"2.5", "-3", "1000000000"}));
 }
 
 TEST(ChartDataTest, UnknownFieldOrTextValueThrows) {

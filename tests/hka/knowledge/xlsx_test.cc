@@ -1,7 +1,7 @@
 // The XLSX reader, checked against workbooks written by libxlsxwriter (an independent
 // implementation) and against packages built part by part for what libxlsxwriter never
 // writes: the 1904 date system, inline and phonetic strings, error cells, hostile zips.
-#include "hka/xlsx.h"
+#include "hka/knowledge/xlsx.h"
 
 #include <gtest/gtest.h>
 #include <stdlib.h>
@@ -20,9 +20,9 @@
 #include <utility>
 #include <vector>
 
-#include "../base/seed.h"
-#include "hka/sql_guard.h"
-#include "hka/table_store.h"
+#include "../../base/seed.h"
+#include "hka/knowledge/sql_guard.h"
+#include "hka/knowledge/table_store.h"
 
 namespace kdr::hka {
 namespace {

@@ -1,4 +1,5 @@
-#include "hka/xlsx.h"
+#include "hka/knowledge/xlsx.h"
+#include "hka/text.h"
 
 #include <expat.h>
 #include <zip.h>
@@ -34,12 +35,7 @@ class PartError : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
-std::string_view trim(std::string_view text) {
-  std::size_t start = text.find_first_not_of(" \t\r\n");
-  if (start == std::string_view::npos) return {};
-  std::size_t end = text.find_last_not_of(" \t\r\n");
-  return text.substr(start, end - start + 1);
-}
+using text::trim;
 
 template <typename Int>
 std::optional<Int> parse_int(std::string_view text) {

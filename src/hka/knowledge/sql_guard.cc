@@ -1,4 +1,6 @@
-#include "hka/sql_guard.h"
+#include "hka/knowledge/sql_guard.h"
+
+#include "hka/text.h"
 
 #include <sqlite3.h>
 
@@ -195,6 +197,8 @@ QueryResult run_readonly(const std::filesystem::path& db_path, std::string_view 
   sqlite3_db_config(raw, SQLITE_DBCONFIG_DEFENSIVE, 1, nullptr);
   sqlite3_db_config(raw, SQLITE_DBCONFIG_TRUSTED_SCHEMA, 0, nullptr);
   sqlite3_limit(raw, SQLITE_LIMIT_ATTACHED, 0);
+  sqlite3_limit(raw, SQLITE_LIMIT_LENGTH,
+                static_cast<int>(std::min<std::size_t>(limits.max_cell_bytes, 1u << 30)));
   if (sqlite3_exec(raw, "PRAGMA query_only = 1", nullptr, nullptr, nullptr) != SQLITE_OK) {
     throw SqlError(db_path.string() + ": cannot set query_only: " + sqlite3_errmsg(raw));
   }
@@ -229,6 +233,7 @@ QueryResult run_readonly(const std::filesystem::path& db_path, std::string_view 
   }
 
   QueryResult result;
+  std::size_t result_bytes = 0;
   int ncols = sqlite3_column_count(raw_stmt);
   for (int c = 0; c < ncols; ++c) result.columns.emplace_back(sqlite3_column_name(raw_stmt, c));
   while (true) {
@@ -241,6 +246,11 @@ QueryResult run_readonly(const std::filesystem::path& db_path, std::string_view 
                        " ms; simplify it or bound recursion with LIMIT");
       }
       if (!state.refusal.empty()) throw SqlError(refusal_message(state, sql));
+      if (rc == SQLITE_TOOBIG) {
+        throw SqlError("SQL error: a value would be larger than " +
+                       std::to_string(limits.max_cell_bytes) +
+                       " bytes; compute smaller values");
+      }
       throw SqlError("SQL error: " + sqlite_message(raw));
     }
     if (result.rows.size() == limits.max_rows) {
@@ -248,7 +258,15 @@ QueryResult run_readonly(const std::filesystem::path& db_path, std::string_view 
       break;
     }
     nlohmann::json row = nlohmann::json::array();
-    for (int c = 0; c < ncols; ++c) row.push_back(cell_value(raw_stmt, c));
+    for (int c = 0; c < ncols; ++c) {
+      result_bytes += 8 + static_cast<std::size_t>(sqlite3_column_bytes(raw_stmt, c));
+      row.push_back(cell_value(raw_stmt, c));
+    }
+    if (result_bytes > limits.max_result_bytes) {
+      throw SqlError("SQL error: the result is larger than " +
+                     std::to_string(limits.max_result_bytes >> 20) +
+                     " MiB; aggregate it or select fewer rows and columns");
+    }
     result.rows.push_back(std::move(row));
   }
   return result;
@@ -283,7 +301,7 @@ std::string to_csv(const QueryResult& result) {
       if (c > 0) out += ',';
       const nlohmann::json& cell = row[c];
       if (cell.is_null()) continue;
-      append_csv_field(out, cell.is_string() ? cell.get<std::string>() : cell.dump());
+      append_csv_field(out, text::format_cell(cell));
     }
     out += "\r\n";
   }

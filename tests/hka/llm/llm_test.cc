@@ -2,7 +2,7 @@
 // and random text, the OpenAI-compatible client against a local mock endpoint (request shape,
 // retries, fallbacks, timeouts), the config file, the scripted backend, and the engine backend
 // on a tiny model with a schema.
-#include "hka/llm.h"
+#include "hka/llm/llm.h"
 
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
@@ -22,7 +22,7 @@
 #include <sstream>
 #include <thread>
 
-#include "../base/seed.h"
+#include "../../base/seed.h"
 
 namespace kdr::hka {
 namespace {

@@ -1,4 +1,4 @@
-#include "hka/doc_store.h"
+#include "hka/knowledge/doc_store.h"
 
 #include <gtest/gtest.h>
 

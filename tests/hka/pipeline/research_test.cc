@@ -1,7 +1,7 @@
 // The research pipeline end to end with a scripted language model: every role answers
 // deterministically, so each test steers one path (repairs, rejections, budgets, malformed
 // answers, hostile content) and asserts what lands in the outputs.
-#include "hka/research.h"
+#include "hka/pipeline/research.h"
 
 #include <gtest/gtest.h>
 
@@ -10,7 +10,7 @@
 #include <fstream>
 #include <sstream>
 
-#include "hka/sql_guard.h"
+#include "hka/knowledge/sql_guard.h"
 
 namespace kdr::hka {
 namespace {

@@ -1,6 +1,6 @@
 // finalize_report: citations, figure and table numbering, number verification and the
 // rendered markdown and HTML.
-#include "hka/report.h"
+#include "hka/report/report.h"
 
 #include <gtest/gtest.h>
 
@@ -11,7 +11,7 @@
 #include <set>
 #include <string>
 
-#include "../base/seed.h"
+#include "../../base/seed.h"
 
 namespace kdr::hka {
 namespace {

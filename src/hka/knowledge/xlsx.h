@@ -16,7 +16,7 @@
 #include <string>
 #include <string_view>
 
-#include "hka/table_store.h"
+#include "hka/knowledge/table_store.h"
 
 namespace kdr::hka {
 

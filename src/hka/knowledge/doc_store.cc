@@ -1,4 +1,5 @@
-#include "hka/doc_store.h"
+#include "hka/knowledge/doc_store.h"
+#include "hka/text.h"
 
 #include <poppler/cpp/poppler-document.h>
 #include <poppler/cpp/poppler-global.h>
@@ -17,7 +18,7 @@
 #include <utility>
 
 #include "base/utf8.h"
-#include "hka/sqlite_util.h"
+#include "hka/knowledge/sqlite_util.h"
 
 namespace kdr::hka {
 namespace {
@@ -28,11 +29,7 @@ bool is_space(char c) {
   return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v';
 }
 
-std::string_view trim(std::string_view s) {
-  while (!s.empty() && is_space(s.front())) s.remove_prefix(1);
-  while (!s.empty() && is_space(s.back())) s.remove_suffix(1);
-  return s;
-}
+using text::trim;
 
 // Every whitespace run (ASCII or U+00A0) becomes one space; leading/trailing ones go.
 std::string collapse_whitespace(std::string_view s) {

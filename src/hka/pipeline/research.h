@@ -33,9 +33,9 @@
 #include <stdexcept>
 #include <string>
 
-#include "hka/llm.h"
-#include "hka/sql_guard.h"
-#include "hka/web_search.h"
+#include "hka/llm/llm.h"
+#include "hka/knowledge/sql_guard.h"
+#include "hka/llm/web_search.h"
 
 namespace kdr::hka {
 

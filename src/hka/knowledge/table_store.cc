@@ -1,4 +1,5 @@
-#include "hka/table_store.h"
+#include "hka/knowledge/table_store.h"
+#include "hka/text.h"
 
 #include <sqlite3.h>
 
@@ -14,8 +15,8 @@
 #include <set>
 #include <utility>
 
-#include "hka/sqlite_util.h"
-#include "hka/xlsx.h"
+#include "hka/knowledge/sqlite_util.h"
+#include "hka/knowledge/xlsx.h"
 
 namespace kdr::hka {
 namespace fs = std::filesystem;
@@ -46,23 +47,14 @@ std::string quote_identifier(std::string_view name) {
   return out + "\"";
 }
 
-std::string to_lower(std::string_view text) {
-  std::string out(text);
-  for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return out;
-}
+std::string to_lower(std::string_view s) { return text::lower(s); }
 
 // Source files may hold invalid UTF-8; replace it rather than fail on the whole table.
 std::string dump_json(const json& value) {
   return value.dump(-1, ' ', false, json::error_handler_t::replace);
 }
 
-std::string_view trim(std::string_view text) {
-  std::size_t start = text.find_first_not_of(" \t\r\n");
-  if (start == std::string_view::npos) return {};
-  std::size_t end = text.find_last_not_of(" \t\r\n");
-  return text.substr(start, end - start + 1);
-}
+using text::trim;
 
 }  // namespace
 
@@ -313,17 +305,7 @@ struct DateParts {
   bool dotted = false;  // d.m.yyyy: day first unless the column says otherwise
 };
 
-int month_from_name(std::string_view word) {
-  static const std::array<std::string_view, 12> kMonths = {
-      "january", "february", "march",     "april",   "may",      "june",
-      "july",    "august",   "september", "october", "november", "december"};
-  std::string lower = to_lower(word);
-  if (lower.size() < 3) return 0;
-  for (std::size_t m = 0; m < kMonths.size(); ++m) {
-    if (kMonths[m].starts_with(lower) || (m == 8 && lower == "sept")) return int(m) + 1;
-  }
-  return 0;
-}
+using text::month_from_name;
 
 std::optional<int> to_int(std::string_view digits) {
   int value = 0;

@@ -1,6 +1,7 @@
 // The research pipeline; see research.h for the stages. One Run object holds the state of a
 // run: the stores, the sources, figures and tables found so far, the budget and the trace.
-#include "hka/research.h"
+#include "hka/pipeline/research.h"
+#include "hka/text.h"
 
 #include <algorithm>
 #include <cctype>
@@ -12,11 +13,11 @@
 #include <set>
 #include <sstream>
 
-#include "hka/chart.h"
-#include "hka/doc_store.h"
-#include "hka/report.h"
-#include "hka/table_store.h"
-#include "hka/web_search.h"
+#include "hka/chart/chart.h"
+#include "hka/knowledge/doc_store.h"
+#include "hka/report/report.h"
+#include "hka/knowledge/table_store.h"
+#include "hka/llm/web_search.h"
 
 namespace kdr::hka {
 
@@ -30,12 +31,7 @@ using Clock = std::chrono::steady_clock;
 // Thrown inside the run when the token budget cannot pay for the next call.
 struct BudgetExhausted {};
 
-std::string truncate_text(const std::string& s, size_t max_bytes) {
-  if (s.size() <= max_bytes) return s;
-  size_t cut = max_bytes;
-  while (cut > 0 && (static_cast<unsigned char>(s[cut]) & 0xC0) == 0x80) --cut;  // whole chars
-  return s.substr(0, cut) + " [...]";
-}
+std::string truncate_text(const std::string& s, size_t max_bytes) { return text::truncate(s, max_bytes); }
 
 // Text as compared for repeats: its letters and digits, lower case, outside [citations].
 std::string prose_key(const std::string& text) {
@@ -140,19 +136,7 @@ std::string csv_preview(const QueryResult& result, size_t max_rows) {
   return csv;
 }
 
-std::string cell_text(const json& cell) {
-  if (cell.is_null()) return "";
-  if (cell.is_string()) return cell.get<std::string>();
-  if (cell.is_number_integer()) return std::to_string(cell.get<int64_t>());
-  if (cell.is_number_float()) {
-    const double v = cell.get<double>();
-    std::ostringstream os;
-    os.precision(10);
-    os << v;
-    return os.str();
-  }
-  return cell.dump();
-}
+std::string cell_text(const json& cell) { return text::format_cell(cell); }
 
 // Whether text[i] ends a sentence: '.', '!' or '?' before a space, a line end or the end.
 bool ends_sentence(const std::string& text, size_t i) {

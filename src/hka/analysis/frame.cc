@@ -1,0 +1,785 @@
+// Column roles, wide-layout detection and the long SQL of a Frame (frame.h).
+#include "hka/analysis/frame.h"
+
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <map>
+#include <set>
+
+#include "hka/text.h"
+
+namespace kdr::hka::analysis {
+
+namespace {
+
+using json = nlohmann::json;
+
+constexpr std::array<const char*, 12> kMonthNames = {
+    "January", "February", "March",     "April",   "May",      "June",
+    "July",    "August",   "September", "October", "November", "December"};
+
+int64_t days_from_civil(int y, int m, int d) {
+  // Howard Hinnant's algorithm: days since 1970-01-01 in the proleptic Gregorian calendar.
+  y -= m <= 2 ? 1 : 0;
+  const int era = (y >= 0 ? y : y - 399) / 400;
+  const int yoe = y - era * 400;
+  const int doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+  const int doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+  return int64_t{era} * 146097 + doe - 719468;
+}
+
+void civil_from_days(int64_t z, int& y, int& m, int& d) {
+  z += 719468;
+  const int64_t era = (z >= 0 ? z : z - 146096) / 146097;
+  const int64_t doe = z - era * 146097;
+  const int64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+  const int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+  const int64_t mp = (5 * doy + 2) / 153;
+  d = static_cast<int>(doy - (153 * mp + 2) / 5 + 1);
+  m = static_cast<int>(mp < 10 ? mp + 3 : mp - 9);
+  y = static_cast<int>(yoe + era * 400 + (m <= 2 ? 1 : 0));
+}
+
+int64_t floor_div(int64_t a, int64_t b) { return a / b - ((a % b != 0) && ((a < 0) != (b < 0))); }
+
+std::string quote_id(const std::string& name) {
+  std::string out = "\"";
+  for (char c : name) {
+    out += c;
+    if (c == '"') out += '"';
+  }
+  return out + "\"";
+}
+
+bool is_number(const json& cell) { return cell.is_number(); }
+
+double to_double(const json& cell) {
+  if (cell.is_number()) return cell.get<double>();
+  return std::nan("");
+}
+
+std::string cell_string(const json& cell) {
+  if (cell.is_null()) return "";
+  if (cell.is_string()) return cell.get<std::string>();
+  return text::format_cell(cell);
+}
+
+// A header that names a year: "1960", "YR1960", "1960 [YR1960]", "X1960", "y1960".
+std::optional<int> header_year(const std::string& header) {
+  std::string h(text::trim(header));
+  if (const size_t bracket = h.find(" ["); bracket != std::string::npos) h = h.substr(0, bracket);
+  size_t i = 0;
+  while (i < h.size() && i < 2 && std::isalpha(static_cast<unsigned char>(h[i]))) ++i;
+  if (h.size() - i != 4) return std::nullopt;
+  int year = 0;
+  for (size_t k = i; k < h.size(); ++k) {
+    if (!std::isdigit(static_cast<unsigned char>(h[k]))) return std::nullopt;
+    year = year * 10 + (h[k] - '0');
+  }
+  if (year < 1000 || year > 2200) return std::nullopt;
+  return year;
+}
+
+bool name_has(const std::string& lower, std::initializer_list<const char*> words) {
+  for (const char* w : words) {
+    if (text::has_word(lower, w)) return true;
+  }
+  return false;
+}
+
+bool year_like_name(const std::string& header) {
+  const std::string h = text::lower(header);
+  return name_has(h, {"year", "yr", "years", "yyyy", "fy", "jahr", "annee", "ano", "anio"}) ||
+         h.find("year") != std::string::npos;
+}
+
+// A text cell naming a month of a year: "2001-03", "2001/03", "2001M03", "Mar 2001",
+// "March 2001"; or a quarter: "2001Q1", "2001-Q1", "Q1 2001". Returns {year, month, grain}.
+struct TextPeriod {
+  int year = 0;
+  int month = 0;
+  Grain grain = Grain::kNone;
+  int format = 0;  // 1: yyyy?mm, 2: Mon yyyy, 3: yyyy?Qn, 4: Qn yyyy
+};
+
+std::optional<TextPeriod> parse_text_period(std::string_view raw) {
+  const std::string s(text::trim(raw));
+  auto digits = [&](size_t from, size_t n) -> int {
+    if (from + n > s.size()) return -1;
+    int v = 0;
+    for (size_t k = from; k < from + n; ++k) {
+      if (!std::isdigit(static_cast<unsigned char>(s[k]))) return -1;
+      v = v * 10 + (s[k] - '0');
+    }
+    return v;
+  };
+  TextPeriod p;
+  if (s.size() >= 6 && s.size() <= 8 && digits(0, 4) >= 1000) {
+    p.year = digits(0, 4);
+    const std::string rest = s.substr(4);
+    // yyyy-mm, yyyy/mm, yyyyMmm
+    if ((rest.size() == 3 && (rest[0] == '-' || rest[0] == '/' || rest[0] == '.' ||
+                              rest[0] == 'M' || rest[0] == 'm')) &&
+        digits(5, 2) >= 1 && digits(5, 2) <= 12) {
+      p.month = digits(5, 2);
+      p.grain = Grain::kMonth;
+      p.format = 1;
+      return p;
+    }
+    // yyyyQn, yyyy-Qn, yyyy Qn
+    std::string q = rest;
+    if (!q.empty() && (q[0] == '-' || q[0] == ' ')) q = q.substr(1);
+    if (q.size() == 2 && (q[0] == 'Q' || q[0] == 'q') && q[1] >= '1' && q[1] <= '4') {
+      p.month = (q[1] - '0') * 3 - 2;
+      p.grain = Grain::kQuarter;
+      p.format = 3;
+      return p;
+    }
+    return std::nullopt;
+  }
+  const size_t space = s.find(' ');
+  if (space == std::string::npos || s.size() - space - 1 != 4) return std::nullopt;
+  const int year = digits(space + 1, 4);
+  if (year < 1000) return std::nullopt;
+  const std::string word = s.substr(0, space);
+  if (word.size() == 2 && (word[0] == 'Q' || word[0] == 'q') && word[1] >= '1' && word[1] <= '4') {
+    p.year = year;
+    p.month = (word[1] - '0') * 3 - 2;
+    p.grain = Grain::kQuarter;
+    p.format = 4;
+    return p;
+  }
+  const int month = text::month_from_name(word);
+  if (month == 0) return std::nullopt;
+  p.year = year;
+  p.month = month;
+  p.grain = Grain::kMonth;
+  p.format = 2;
+  return p;
+}
+
+// The SQL of a month number from a month-name column: CASE lower(substr(c, 1, 3)) ...
+std::string month_name_sql(const std::string& expr) {
+  std::string sql = "CASE lower(substr(" + expr + ", 1, 3))";
+  for (int m = 0; m < 12; ++m) {
+    sql += " WHEN '" + text::lower(std::string(kMonthNames[m]).substr(0, 3)) + "' THEN " +
+           std::to_string(m + 1);
+  }
+  return sql + " END";
+}
+
+// Measures whose values add up over time (flows) or across entities (extensive amounts).
+struct Additivity {
+  bool extensive = true;
+  bool flow = false;
+};
+
+Additivity additivity(const std::string& label, const std::string& unit,
+                      const std::vector<double>& values) {
+  const std::string l = text::lower(label + " " + unit);
+  Additivity a;
+  for (const char* w :
+       {"rate", "ratio", "percent", "pct", "share", "per", "average", "avg", "mean", "median",
+        "price", "prices", "index", "temp", "temperature", "density", "capita", "age", "score",
+        "yield", "expectancy", "expect", "fertility", "growth", "margin", "interest",
+        "inflation", "speed", "wind", "humidity", "pressure", "concentration", "ppm", "level",
+        "gdp per", "proportion", "probability", "fraction", "latitude", "longitude", "lat",
+        "lon", "elevation", "height", "weight", "length", "duration", "anomaly", "sst", "usd per",
+        "cost", "wage", "wages", "salary", "hours", "mpg", "efficiency", "unemployment",
+        "poverty", "literacy", "mortality", "life", "years", "rank", "rating"}) {
+    if (text::has_word(l, w)) a.extensive = false;
+  }
+  if (unit == "%" || l.find('%') != std::string::npos || l.find("/") != std::string::npos) {
+    a.extensive = false;
+  }
+  for (double v : values) {
+    if (v < 0) a.extensive = false;
+  }
+  for (const char* w :
+       {"generation", "production", "produced", "precipitation", "rain", "rainfall", "snow",
+        "snowfall", "sales", "revenue", "revenues", "exports", "imports", "consumption",
+        "emissions", "births", "deaths", "cases", "visitors", "passengers", "flights",
+        "spending", "expenditure", "expenditures", "investment", "output", "shipments",
+        "arrivals", "crimes", "accidents", "incidents", "volume", "sold", "trips", "discharge",
+        "flow", "downloads", "orders", "profit", "profits", "income", "earnings"}) {
+    if (text::has_word(l, w)) a.flow = a.extensive || text::has_word(l, "precipitation");
+  }
+  if (text::has_word(l, "precipitation") || text::has_word(l, "rainfall")) a.flow = true;
+  return a;
+}
+
+// "Fertility rate, total (births per woman)" -> "births per woman".
+std::string unit_in_parentheses(const std::string& label) {
+  const size_t open = label.rfind('(');
+  const size_t close = label.rfind(')');
+  if (open == std::string::npos || close == std::string::npos || close < open + 2) return "";
+  return std::string(text::trim(label.substr(open + 1, close - open - 1)));
+}
+
+struct ColumnStats {
+  size_t present = 0;
+  size_t numbers = 0;
+  std::set<std::string> distinct;  // text of present cells (capped)
+  bool distinct_capped = false;
+  double min = 0, max = 0;
+  bool integral = true;
+  double text_length = 0;  // mean length of text cells
+};
+
+}  // namespace
+
+const char* grain_name(Grain grain) {
+  switch (grain) {
+    case Grain::kYear:
+      return "year";
+    case Grain::kQuarter:
+      return "quarter";
+    case Grain::kMonth:
+      return "month";
+    case Grain::kDay:
+      return "day";
+    case Grain::kNone:
+      break;
+  }
+  return "none";
+}
+
+const char* role_name(Role role) {
+  switch (role) {
+    case Role::kTime:
+      return "time";
+    case Role::kEntity:
+      return "entity";
+    case Role::kMeasure:
+      return "measure";
+    case Role::kIdentifier:
+      return "identifier";
+    case Role::kOther:
+      break;
+  }
+  return "other";
+}
+
+const char* month_name(int month) {
+  return month >= 1 && month <= 12 ? kMonthNames[static_cast<size_t>(month - 1)] : "";
+}
+
+int year_of(Grain grain, int64_t period) {
+  switch (grain) {
+    case Grain::kYear:
+      return static_cast<int>(period);
+    case Grain::kQuarter:
+      return static_cast<int>(floor_div(period, 4));
+    case Grain::kMonth:
+      return static_cast<int>(floor_div(period, 12));
+    case Grain::kDay: {
+      int y, m, d;
+      civil_from_days(period, y, m, d);
+      return y;
+    }
+    case Grain::kNone:
+      break;
+  }
+  return 0;
+}
+
+int month_of(Grain grain, int64_t period) {
+  switch (grain) {
+    case Grain::kQuarter:
+      return static_cast<int>(period - 4 * floor_div(period, 4)) * 3 + 1;
+    case Grain::kMonth:
+      return static_cast<int>(period - 12 * floor_div(period, 12)) + 1;
+    case Grain::kDay: {
+      int y, m, d;
+      civil_from_days(period, y, m, d);
+      return m;
+    }
+    default:
+      break;
+  }
+  return 0;
+}
+
+int64_t coarsen(Grain from, Grain to, int64_t period) {
+  if (from == to) return period;
+  const int y = year_of(from, period);
+  const int m = month_of(from, period);
+  switch (to) {
+    case Grain::kYear:
+      return y;
+    case Grain::kQuarter:
+      return int64_t{y} * 4 + (m - 1) / 3;
+    case Grain::kMonth:
+      return int64_t{y} * 12 + m - 1;
+    default:
+      break;
+  }
+  return period;
+}
+
+double period_year(Grain grain, int64_t period) {
+  switch (grain) {
+    case Grain::kYear:
+      return static_cast<double>(period);
+    case Grain::kQuarter:
+      return static_cast<double>(period) / 4.0;
+    case Grain::kMonth:
+      return static_cast<double>(period) / 12.0;
+    case Grain::kDay:
+      return 1970.0 + static_cast<double>(period) / 365.2425;
+    case Grain::kNone:
+      break;
+  }
+  return 0.0;
+}
+
+std::string period_label(Grain grain, int64_t period) {
+  const int y = year_of(grain, period);
+  switch (grain) {
+    case Grain::kYear:
+      return std::to_string(y);
+    case Grain::kQuarter:
+      return "Q" + std::to_string((month_of(grain, period) - 1) / 3 + 1) + " " + std::to_string(y);
+    case Grain::kMonth:
+      return std::string(month_name(month_of(grain, period))) + " " + std::to_string(y);
+    case Grain::kDay: {
+      int yy, m, d;
+      civil_from_days(period, yy, m, d);
+      return std::to_string(d) + " " + month_name(m) + " " + std::to_string(yy);
+    }
+    case Grain::kNone:
+      break;
+  }
+  return "";
+}
+
+std::string period_sql(Grain grain) {
+  switch (grain) {
+    case Grain::kYear:
+      return "year";
+    case Grain::kQuarter:
+      return "(year * 4 + (month - 1) / 3)";
+    case Grain::kMonth:
+      return "(year * 12 + month - 1)";
+    case Grain::kDay:
+      return "CAST(julianday(period_date) - 2440587.5 AS INTEGER)";
+    case Grain::kNone:
+      break;
+  }
+  return "0";
+}
+
+namespace {
+
+struct Profile {
+  std::vector<ColumnStats> stats;
+  std::vector<ColumnRole> roles;
+};
+
+QueryResult read_table(const std::filesystem::path& db_path, const TableInfo& info,
+                       size_t max_rows) {
+  Limits limits;
+  limits.max_rows = max_rows;
+  limits.max_ms = 20000;
+  limits.max_result_bytes = std::max<size_t>(limits.max_result_bytes, size_t{256} << 20);
+  std::string cols;
+  for (const ColumnInfo& c : info.columns) cols += (cols.empty() ? "" : ", ") + quote_id(c.name);
+  return run_readonly(db_path, "SELECT " + cols + " FROM " + quote_id(info.name), limits);
+}
+
+ColumnStats column_stats(const QueryResult& data, size_t c) {
+  ColumnStats s;
+  double length = 0;
+  size_t texts = 0;
+  for (const json& row : data.rows) {
+    const json& cell = row.at(c);
+    if (cell.is_null()) continue;
+    ++s.present;
+    if (cell.is_number()) {
+      const double v = cell.get<double>();
+      if (s.numbers == 0) s.min = s.max = v;
+      s.min = std::min(s.min, v);
+      s.max = std::max(s.max, v);
+      s.integral = s.integral && std::floor(v) == v;
+      ++s.numbers;
+    } else if (cell.is_string()) {
+      length += static_cast<double>(cell.get_ref<const std::string&>().size());
+      ++texts;
+    }
+    if (s.distinct.size() < 5000) {
+      s.distinct.insert(cell_string(cell));
+    } else {
+      s.distinct_capped = true;
+    }
+  }
+  s.text_length = texts ? length / static_cast<double>(texts) : 0;
+  return s;
+}
+
+bool id_like_name(const std::string& header) {
+  const std::string h = text::lower(header);
+  return name_has(h, {"id", "code", "codes", "fips", "iso", "iso2", "iso3", "abbr",
+                      "abbreviation", "key", "uuid", "zip", "postcode", "index", "no"}) ||
+         h.ends_with("_id") || (h.ends_with("id") && h.size() <= 4);
+}
+
+// Column roles for the long reading of a table (wide columns are handled by the caller).
+Profile profile_columns(const TableInfo& info, const QueryResult& data) {
+  Profile p;
+  const size_t rows = data.rows.size();
+  for (size_t c = 0; c < info.columns.size(); ++c) {
+    const ColumnInfo& col = info.columns[c];
+    ColumnStats s = column_stats(data, c);
+    ColumnRole r{col.name, col.header, Role::kOther, ""};
+    const size_t distinct = s.distinct.size();
+    const bool all_distinct = !s.distinct_capped && distinct == s.present && s.present == rows;
+    if (s.present == 0) {
+      r.why = "empty";
+    } else if (col.type == "DATE") {
+      r.role = Role::kTime;
+      r.why = "dates";
+    } else if ((col.type == "INTEGER" || col.type == "REAL") && s.integral && s.min >= 1000 &&
+               s.max <= 2200 && year_like_name(col.header)) {
+      r.role = Role::kTime;
+      r.why = "values are years";
+    } else if (col.type == "TEXT") {
+      size_t periods = 0;
+      for (const std::string& v : s.distinct) periods += parse_text_period(v).has_value();
+      if (periods == distinct && distinct >= 2 && !s.distinct_capped) {
+        r.role = Role::kTime;
+        r.why = "month or quarter labels";
+      } else if (distinct == 1) {
+        r.why = "one value";
+      } else if (all_distinct && (id_like_name(col.header) || s.text_length <= 3.0)) {
+        r.role = Role::kIdentifier;
+        r.why = "distinct codes";
+      } else if (id_like_name(col.header)) {
+        r.role = Role::kIdentifier;
+        r.why = "named as a code";
+      } else {
+        r.role = Role::kEntity;
+        r.why = std::to_string(distinct) + " distinct names";
+      }
+    } else if (col.type == "INTEGER" || col.type == "REAL") {
+      const bool consecutive = s.integral && all_distinct && rows >= 3 &&
+                               s.max - s.min + 1 == static_cast<double>(rows);
+      if ((id_like_name(col.header) && s.integral) || (consecutive && s.min <= 1)) {
+        r.role = Role::kIdentifier;
+        r.why = consecutive ? "row numbers" : "named as a code";
+      } else if (text::lower(col.header) == "month" && s.integral && s.min >= 1 && s.max <= 12) {
+        r.role = Role::kOther;
+        r.why = "month of the year";
+      } else {
+        r.role = Role::kMeasure;
+        r.why = "numbers";
+      }
+    }
+    p.stats.push_back(std::move(s));
+    p.roles.push_back(std::move(r));
+  }
+  return p;
+}
+
+}  // namespace
+
+std::vector<std::string> entity_candidates(const std::filesystem::path& db_path,
+                                           const TableInfo& info) {
+  const QueryResult data = read_table(db_path, info, 20000);
+  const Profile p = profile_columns(info, data);
+  std::vector<std::string> out;
+  for (const ColumnRole& r : p.roles) {
+    if (r.role == Role::kEntity) out.push_back(r.name);
+  }
+  return out;
+}
+
+Frame load_frame(const std::filesystem::path& db_path, const TableInfo& info,
+                 const std::string& entity_hint, size_t max_rows) {
+  const QueryResult data = read_table(db_path, info, max_rows);
+  Profile p = profile_columns(info, data);
+  Frame f;
+  f.table = info.name;
+  f.title = info.title;
+  f.description = info.description;
+  f.source = std::filesystem::path(info.source_path).filename().string();
+  f.truncated = data.truncated;
+  const size_t ncol = info.columns.size();
+
+  // Wide layouts: columns whose headers are years, or months beside a year column.
+  std::vector<std::pair<size_t, int>> year_columns, month_columns;
+  for (size_t c = 0; c < ncol; ++c) {
+    const ColumnInfo& col = info.columns[c];
+    const bool numeric_or_empty =
+        col.type == "INTEGER" || col.type == "REAL" || p.stats[c].numbers == p.stats[c].present;
+    if (!numeric_or_empty) continue;
+    if (std::optional<int> y = header_year(col.header)) {
+      year_columns.push_back({c, *y});
+    } else if (const int m = text::month_from_name(std::string(text::trim(col.header)));
+               m > 0 && col.header.size() <= 9) {
+      month_columns.push_back({c, m});
+    }
+  }
+  std::set<int> months_seen;
+  for (const auto& [c, m] : month_columns) months_seen.insert(m);
+  std::optional<size_t> year_col;
+  for (size_t c = 0; c < ncol; ++c) {
+    if (p.roles[c].role == Role::kTime && p.roles[c].why == "values are years") year_col = c;
+  }
+  if (!year_col) {
+    // A wide month table's year column may be called anything: integral years, all distinct.
+    for (size_t c = 0; c < ncol && months_seen.size() >= 6; ++c) {
+      const ColumnStats& s = p.stats[c];
+      if (s.numbers == s.present && s.present > 0 && s.integral && s.min >= 1000 &&
+          s.max <= 2200 && s.distinct.size() == s.present) {
+        year_col = c;
+        p.roles[c].role = Role::kTime;
+        p.roles[c].why = "values are years";
+      }
+    }
+  }
+
+  std::string select_time;  // period_date, year, month
+  std::vector<std::string> value_columns;
+  // For wide layouts: the SELECT branches of a UNION ALL, one per wide column.
+  std::vector<std::pair<std::string, std::string>> wide_branches;  // (time select, value expr)
+  std::string measure_label;
+
+  auto pick_entity = [&](bool prefer_labels) -> std::optional<size_t> {
+    std::optional<size_t> best;
+    for (size_t c = 0; c < ncol; ++c) {
+      if (p.roles[c].role != Role::kEntity) continue;
+      if (!entity_hint.empty() && info.columns[c].name == entity_hint) return c;
+      const size_t d = p.stats[c].distinct.size();
+      if (!prefer_labels && d > 300) continue;
+      if (!best) {
+        best = c;
+        continue;
+      }
+      const ColumnStats& b = p.stats[*best];
+      // Entities are names: more distinct values first (below 300), then longer text.
+      if (d > b.distinct.size() || (d == b.distinct.size() && p.stats[c].text_length > b.text_length))
+        best = c;
+    }
+    return best;
+  };
+
+  std::optional<size_t> entity_col;
+  if (year_columns.size() >= 3) {
+    f.layout = "wide-year";
+    f.grain = Grain::kYear;
+    f.time_label = "year";
+    for (auto& [c, y] : year_columns) {
+      p.roles[c].role = Role::kMeasure;
+      p.roles[c].why = "values of year " + std::to_string(y);
+    }
+    // A constant text column names the indicator ("Fertility rate, total (births per woman)").
+    for (size_t c = 0; c < ncol; ++c) {
+      if (info.columns[c].type == "TEXT" && p.stats[c].distinct.size() == 1 &&
+          text::lower(info.columns[c].header).find("code") == std::string::npos &&
+          p.stats[c].text_length > measure_label.size()) {
+        measure_label = *p.stats[c].distinct.begin();
+      }
+    }
+    entity_col = pick_entity(true);
+    std::sort(year_columns.begin(), year_columns.end(),
+              [](const auto& a, const auto& b) { return a.second < b.second; });
+    for (auto& [c, y] : year_columns) {
+      wide_branches.push_back({"NULL AS period_date, " + std::to_string(y) + " AS year, NULL AS month",
+                               quote_id(info.columns[c].name)});
+    }
+  } else if (months_seen.size() >= 6 && year_col) {
+    f.layout = "wide-month";
+    f.grain = Grain::kMonth;
+    f.time_label = info.columns[*year_col].header;
+    for (auto& [c, m] : month_columns) {
+      p.roles[c].role = Role::kMeasure;
+      p.roles[c].why = std::string("values of ") + month_name(m);
+    }
+    entity_col = pick_entity(false);
+    std::sort(month_columns.begin(), month_columns.end(),
+              [](const auto& a, const auto& b) { return a.second < b.second; });
+    for (auto& [c, m] : month_columns) {
+      wide_branches.push_back({"NULL AS period_date, " + quote_id(info.columns[*year_col].name) +
+                                   " AS year, " + std::to_string(m) + " AS month",
+                               quote_id(info.columns[c].name)});
+    }
+  } else {
+    // Long: one time column (dates, years, month labels; or a year and a month column).
+    std::optional<size_t> time_col, month_col;
+    for (size_t c = 0; c < ncol; ++c) {
+      if (p.roles[c].role == Role::kTime && (!time_col || info.columns[c].type == "DATE")) {
+        time_col = c;
+      }
+      if (p.roles[c].why == "month of the year" ||
+          (info.columns[c].type == "TEXT" && text::lower(info.columns[c].header) == "month")) {
+        month_col = c;
+      }
+    }
+    for (size_t c = 0; c < ncol; ++c) {
+      if (p.roles[c].role == Role::kTime && time_col && c != *time_col) {
+        p.roles[c].role = Role::kOther;
+        p.roles[c].why = "a second time column";
+      }
+    }
+    if (time_col) {
+      const ColumnInfo& col = info.columns[*time_col];
+      const std::string q = quote_id(col.name);
+      f.time_label = col.header;
+      if (col.type == "DATE") {
+        bool all_jan1 = true, all_first = true;
+        for (const std::string& d : p.stats[*time_col].distinct) {
+          all_first = all_first && d.size() >= 10 && d.substr(8, 2) == "01";
+          all_jan1 = all_jan1 && all_first && d.substr(5, 2) == "01";
+        }
+        f.grain = all_jan1 ? Grain::kYear : all_first ? Grain::kMonth : Grain::kDay;
+        select_time = q + " AS period_date, CAST(substr(" + q + ", 1, 4) AS INTEGER) AS year, " +
+                      "CAST(substr(" + q + ", 6, 2) AS INTEGER) AS month";
+      } else if (p.roles[*time_col].why == "values are years") {
+        f.grain = Grain::kYear;
+        std::string month = "NULL";
+        if (month_col) {
+          const std::string mq = quote_id(info.columns[*month_col].name);
+          month = info.columns[*month_col].type == "TEXT" ? month_name_sql(mq) : mq;
+          f.grain = Grain::kMonth;
+          p.roles[*month_col].role = Role::kTime;
+          p.roles[*month_col].why = "month of the year, with the year column";
+        }
+        select_time = "NULL AS period_date, " + q + " AS year, " + month + " AS month";
+      } else {
+        // Month or quarter labels; every value parsed with the same format.
+        std::optional<TextPeriod> first = parse_text_period(*p.stats[*time_col].distinct.begin());
+        f.grain = first->grain;
+        for (const std::string& v : p.stats[*time_col].distinct) {
+          std::optional<TextPeriod> tp = parse_text_period(v);
+          if (tp->grain != f.grain) f.grain = Grain::kMonth;  // mixed: months hold quarters
+        }
+        switch (first->format) {
+          case 1:
+            select_time = "NULL AS period_date, CAST(substr(" + q + ", 1, 4) AS INTEGER) AS year, " +
+                          "CAST(substr(" + q + ", 6, 2) AS INTEGER) AS month";
+            break;
+          case 2:
+            select_time = "NULL AS period_date, CAST(substr(" + q + ", -4) AS INTEGER) AS year, " +
+                          month_name_sql(q) + " AS month";
+            break;
+          case 3:
+            select_time = "NULL AS period_date, CAST(substr(" + q + ", 1, 4) AS INTEGER) AS year, " +
+                          "CAST(substr(" + q + ", -1) AS INTEGER) * 3 - 2 AS month";
+            break;
+          default:
+            select_time = "NULL AS period_date, CAST(substr(" + q + ", -4) AS INTEGER) AS year, " +
+                          "CAST(substr(" + q + ", 2, 1) AS INTEGER) * 3 - 2 AS month";
+            break;
+        }
+      }
+    } else {
+      select_time = "NULL AS period_date, NULL AS year, NULL AS month";
+    }
+    entity_col = pick_entity(!time_col.has_value());
+    f.layout = time_col ? (entity_col ? "long" : "series") : "cross-section";
+    for (size_t c = 0; c < ncol; ++c) {
+      if (p.roles[c].role == Role::kMeasure) value_columns.push_back(info.columns[c].name);
+    }
+  }
+  if (entity_col) {
+    f.entity_label = info.columns[*entity_col].header;
+    f.entity_column = info.columns[*entity_col].name;
+  }
+  const std::string entity_select =
+      entity_col ? "CAST(" + quote_id(info.columns[*entity_col].name) + " AS TEXT) AS entity"
+                 : "NULL AS entity";
+
+  // Measures and the long SQL.
+  if (!wide_branches.empty()) {
+    Measure m;
+    m.label = measure_label.empty() ? info.title : measure_label;
+    m.unit = unit_in_parentheses(m.label);
+    m.sql_name = "v0";
+    f.measures.push_back(m);
+    std::string sql;
+    for (const auto& [time, value] : wide_branches) {
+      sql += (sql.empty() ? "" : " UNION ALL ") + std::string("SELECT ") + time + ", " +
+             entity_select + ", " + value + " AS v0 FROM " + quote_id(info.name);
+    }
+    f.long_sql = sql;
+  } else {
+    std::string cols;
+    for (size_t i = 0; i < value_columns.size(); ++i) {
+      Measure m;
+      for (const ColumnInfo& c : info.columns) {
+        if (c.name == value_columns[i]) {
+          m.label = c.header.empty() ? c.name : c.header;
+          m.unit = c.unit;
+        }
+      }
+      m.sql_name = "v" + std::to_string(i);
+      f.measures.push_back(m);
+      cols += ", " + quote_id(value_columns[i]) + " AS " + m.sql_name;
+    }
+    f.long_sql = "SELECT " + select_time + ", " + entity_select + cols + " FROM " +
+                 quote_id(info.name);
+  }
+  if (f.measures.empty()) {
+    throw FrameError("table " + info.name + " has no numeric measure to analyse");
+  }
+  f.columns = p.roles;
+  if (entity_col) p.roles[*entity_col].role = Role::kEntity;
+
+  // Observations, from the long SQL itself: the frame reads exactly what facts' SQL reads.
+  Limits limits;
+  limits.max_rows = max_rows * std::max<size_t>(1, wide_branches.size());
+  limits.max_ms = 20000;
+  limits.max_result_bytes = size_t{512} << 20;
+  const QueryResult rows = run_readonly(db_path, f.long_sql, limits);
+  f.truncated = f.truncated || rows.truncated;
+  std::map<std::string, int32_t> entity_index;
+  std::vector<std::vector<double>> measure_values(f.measures.size());
+  for (const json& row : rows.rows) {
+    Observation o;
+    const json& date = row.at(0);
+    const json& year = row.at(1);
+    const json& month = row.at(2);
+    if (f.grain != Grain::kNone) {
+      if (f.grain == Grain::kDay) {
+        if (!date.is_string()) continue;
+        const std::string& d = date.get_ref<const std::string&>();
+        if (d.size() < 10) continue;
+        o.period = days_from_civil(std::stoi(d.substr(0, 4)), std::stoi(d.substr(5, 2)),
+                                   std::stoi(d.substr(8, 2)));
+      } else {
+        if (!year.is_number()) continue;
+        const int y = year.get<int>();
+        const int mo = month.is_number() ? month.get<int>() : 1;
+        if (f.grain != Grain::kYear && (mo < 1 || mo > 12)) continue;
+        o.period = f.grain == Grain::kYear      ? y
+                   : f.grain == Grain::kQuarter ? int64_t{y} * 4 + (mo - 1) / 3
+                                                : int64_t{y} * 12 + mo - 1;
+      }
+    }
+    if (entity_col) {
+      const std::string name = cell_string(row.at(3));
+      if (name.empty()) continue;
+      auto [it, inserted] = entity_index.try_emplace(name, static_cast<int32_t>(f.entities.size()));
+      if (inserted) f.entities.push_back(name);
+      o.entity = it->second;
+    }
+    bool any = false;
+    for (size_t m = 0; m < f.measures.size(); ++m) {
+      const json& cell = row.at(4 + m);
+      const double v = is_number(cell) ? to_double(cell) : std::nan("");
+      any = any || std::isfinite(v);
+      o.values.push_back(std::isfinite(v) ? v : std::nan(""));
+      if (std::isfinite(v)) measure_values[m].push_back(v);
+    }
+    if (any) f.rows.push_back(std::move(o));
+  }
+  for (size_t m = 0; m < f.measures.size(); ++m) {
+    const Additivity a = additivity(f.measures[m].label, f.measures[m].unit, measure_values[m]);
+    f.measures[m].extensive = a.extensive;
+    f.measures[m].flow = a.flow && f.grain != Grain::kNone;
+  }
+  return f;
+}
+
+}  // namespace kdr::hka::analysis
