@@ -10,9 +10,12 @@
 #include <string>
 
 #include "cli/commands.h"
-#include "hka/llm.h"
-#include "hka/research.h"
-#include "hka/web_search.h"
+#include "hka/analysis/candidates.h"
+#include "hka/analysis/fact_text.h"
+#include "hka/knowledge/table_store.h"
+#include "hka/llm/llm.h"
+#include "hka/pipeline/research.h"
+#include "hka/llm/web_search.h"
 
 namespace kdr::cli {
 
@@ -114,15 +117,68 @@ void run_research_command(ResearchArgs a) {
               r.budget_exhausted ? " (token budget used up: the report is partial)" : "");
 }
 
+struct FactsArgs {
+  std::string question;
+  std::string tables;
+  std::string catalogue;
+  std::string workspace;
+  int top = 20;
+  bool json = false;
+};
+
+// `kdr research facts`: the data facts a question would start from, ranked, without a model.
+void run_facts_command(const FactsArgs& a) {
+  namespace fs = std::filesystem;
+  fs::path workspace = a.workspace;
+  if (workspace.empty()) workspace = fs::temp_directory_path() / ("kdr-facts-" + std::to_string(::getpid()));
+  fs::create_directories(workspace);
+  const fs::path db = workspace / "knowledge.db";
+  hka::TableStore store = hka::TableStore::open(db);
+  std::optional<fs::path> catalogue;
+  if (!a.catalogue.empty()) catalogue = a.catalogue;
+  else if (fs::is_regular_file(fs::path(a.tables) / "catalogue.json")) catalogue = fs::path(a.tables) / "catalogue.json";
+  const hka::TableIngestReport report = store.ingest_dir(a.tables, catalogue);
+  for (const std::string& f : report.failed) std::fprintf(stderr, "kdr research facts: skipped %s\n", f.c_str());
+  const hka::analysis::QuestionProfile q = hka::analysis::profile_question(a.question);
+  std::vector<hka::TableInfo> tables = store.tables();
+  // The tables the question is about: the best matches when there are many.
+  if (tables.size() > 4) {
+    std::vector<hka::TableInfo> picked;
+    for (const hka::TableHit& h : store.search(a.question, 3)) {
+      for (const hka::TableInfo& t : tables) {
+        if (t.name == h.table) picked.push_back(t);
+      }
+    }
+    if (!picked.empty()) tables = picked;
+  }
+  hka::analysis::FactFinder finder(db);
+  std::vector<std::string> problems;
+  const std::vector<hka::analysis::Fact> facts = finder.facts(tables, q, static_cast<size_t>(a.top), &problems);
+  for (const std::string& p : problems) std::fprintf(stderr, "kdr research facts: %s\n", p.c_str());
+  if (a.json) {
+    nlohmann::json out = nlohmann::json::array();
+    for (const auto& f : facts) out.push_back(hka::analysis::to_json(f));
+    std::printf("%s\n", out.dump(2, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
+  } else {
+    std::string kinds;
+    for (const std::string& k : q.kinds) kinds += (kinds.empty() ? "" : ", ") + k;
+    std::printf("question kinds: %s\n", kinds.empty() ? "(none)" : kinds.c_str());
+    for (size_t i = 0; i < facts.size(); ++i) {
+      std::printf("%2zu. [%s %s] rel %.2f sig %.2f  %s\n", i + 1, facts[i].id.c_str(), facts[i].table.c_str(),
+                  facts[i].relevance, facts[i].significance, facts[i].text.c_str());
+    }
+  }
+  if (a.workspace.empty()) fs::remove_all(workspace);
+}
+
 }  // namespace
 
 void add_research_command(CLI::App& app) {
   auto a = std::make_shared<ResearchArgs>();
   CLI::App* cmd = app.add_subcommand(
       "research", "Answer a question with a verified report from tables and documents");
-  cmd->add_option("question", a->options.question, "the research question")->required();
+  cmd->add_option("question", a->options.question, "the research question");
   cmd->add_option("--tables", a->tables, "folder of CSV, TSV and JSON tables")
-      ->required()
       ->check(CLI::ExistingDirectory);
   cmd->add_option("--docs", a->docs, "folder of markdown, text, HTML and PDF documents")
       ->check(CLI::ExistingDirectory);
@@ -178,7 +234,24 @@ void add_research_command(CLI::App& app) {
       ->check(CLI::Range(0.0, 2.0))
       ->capture_default_str();
   cmd->add_flag("-q,--quiet", a->quiet, "no progress lines");
-  cmd->callback([a] { run_research_command(*a); });
+
+  auto fa = std::make_shared<FactsArgs>();
+  CLI::App* facts = cmd->add_subcommand(
+      "facts", "The data facts a question starts from, computed from the tables and ranked (no model)");
+  facts->add_option("question", fa->question, "the research question")->required();
+  facts->add_option("--tables", fa->tables, "folder of tables")->required()->check(CLI::ExistingDirectory);
+  facts->add_option("--catalogue", fa->catalogue, "table catalogue JSON")->check(CLI::ExistingFile);
+  facts->add_option("--workspace", fa->workspace, "keep the ingested tables here (default: a temporary folder)");
+  facts->add_option("-k,--top", fa->top, "how many facts")->check(CLI::Range(1, 1000))->capture_default_str();
+  facts->add_flag("--json", fa->json, "print the fact records as JSON");
+  facts->callback([fa] { run_facts_command(*fa); });
+
+  cmd->callback([a, cmd] {
+    if (!cmd->get_subcommands().empty()) return;
+    if (a->options.question.empty()) throw CLI::RequiredError("question");
+    if (a->tables.empty()) throw CLI::RequiredError("--tables");
+    run_research_command(*a);
+  });
 }
 
 }  // namespace kdr::cli

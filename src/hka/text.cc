@@ -145,7 +145,7 @@ std::string format_number(double value, int digits) {
   if (value == 0) return "0";
   const double mag = std::fabs(value);
   char buf[64];
-  if (mag >= std::pow(10.0, digits - 1) || (std::floor(value) == value && mag < 1e15)) {
+  if (mag >= std::pow(10.0, digits - 1) || (std::floor(value) == value && mag >= 10 && mag < 1e15)) {
     std::snprintf(buf, sizeof buf, "%.0f", std::round(value));
     std::string s = buf;
     if (s == "-0") s = "0";
@@ -155,8 +155,19 @@ std::string format_number(double value, int digits) {
       std::clamp(digits - 1 - static_cast<int>(std::floor(std::log10(mag))), 0, 12);
   std::snprintf(buf, sizeof buf, "%.*f", decimals, value);
   std::string s = buf;
+  // Trailing zeros go, but at least two significant digits stay ("7.0", not "7"), so that a
+  // reader (and a checker) sees the precision the value has.
+  size_t significant = 0;
+  bool leading = true;
+  for (char c : s) {
+    if (c >= '1' && c <= '9') leading = false;
+    if (!leading && c >= '0' && c <= '9') ++significant;
+  }
   if (s.find('.') != std::string::npos) {
-    while (s.back() == '0') s.pop_back();
+    while (s.back() == '0' && significant > 2) {
+      s.pop_back();
+      --significant;
+    }
     if (s.back() == '.') s.pop_back();
   }
   if (s == "-0") s = "0";

@@ -30,9 +30,9 @@ int month_from_name(std::string_view word);
 // A query-result cell as text: strings as they are, integers in full, floats with up to 10
 // significant digits and no exponent for ordinary magnitudes, null as "".
 std::string format_cell(const nlohmann::json& cell);
-// A number with `digits` significant digits as people write it, thousands grouped with
-// commas for magnitudes of 10,000 and more: 35361.2 -> "35,361", 0.01234 -> "0.0123",
-// 12.0 -> "12". Integral values of up to 15 digits are written in full.
+// A number with `digits` significant digits as people write it, thousands grouped with commas:
+// 35361.2 -> "35,361", 0.01234 -> "0.0123", 12.0 -> "12", 7.0 -> "7.0" (at least two
+// significant digits stay). Magnitudes of 10^(digits-1) and more are rounded to integers.
 std::string format_number(double value, int digits = 3);
 // A signed change: "+12.3", "-4.1" (format_number with a leading sign).
 std::string format_signed(double value, int digits = 3);

@@ -217,6 +217,127 @@ std::string unit_in_parentheses(const std::string& label) {
   return std::string(text::trim(label.substr(open + 1, close - open - 1)));
 }
 
+// Unit words as people abbreviate them.
+std::string normalize_unit(std::string u) {
+  u = std::string(text::trim(u));
+  const std::string l = text::lower(u);
+  static const std::vector<std::pair<std::string, std::string>> kMap = {
+      {"percent", "%"},          {"percentage", "%"},        {"per cent", "%"},
+      {"degrees celsius", "\xC2\xB0""C"}, {"degrees c", "\xC2\xB0""C"}, {"degree celsius", "\xC2\xB0""C"},
+      {"celsius", "\xC2\xB0""C"},  {"degrees fahrenheit", "\xC2\xB0""F"}, {"degrees f", "\xC2\xB0""F"},
+      {"megawatthours", "MWh"},  {"megawatt hours", "MWh"},  {"megawatt-hours", "MWh"},
+      {"gigawatthours", "GWh"},  {"gigawatt hours", "GWh"},  {"kilowatthours", "kWh"},
+      {"dollars", "$"},          {"us dollars", "$"},         {"usd", "$"}};
+  for (const auto& [from, to] : kMap) {
+    if (l == from) return to;
+  }
+  // "thousands of jobs" -> "thousand jobs"; "thousand megawatthours" -> "thousand MWh".
+  for (const char* scale : {"thousand", "million", "billion", "trillion"}) {
+    const std::string sc = scale;
+    for (const std::string& prefix : {sc + "s of ", sc + " of ", sc + "s ", sc + " "}) {
+      if (l.starts_with(prefix)) {
+        const std::string rest = normalize_unit(u.substr(prefix.size()));
+        return rest == "$" ? "$ " + sc : sc + " " + rest;
+      }
+    }
+  }
+  for (const auto& [from, to] : kMap) {
+    if (l.starts_with(from + " ") && to != "%") return to + u.substr(from.size());
+  }
+  return u;
+}
+
+bool unit_like(const std::string& lowered) {
+  static const std::vector<std::string> kWords = {
+      "percent", "%",      "degree",  "celsius", "fahrenheit", "dollar", "usd",   "euro",
+      "thousand", "million", "billion", "tonne",  "ton",        "kg",     "mm",    "cm",
+      "km",       "m/s",     "mph",     "ppm",    "ppmv",       "ppb",    "mwh",   "gwh",
+      "kwh",      "megawatt", "gallon", "liter",  "litre",      "barrel", "hectare", "acre",
+      "per ",     "index",   "births",  "people", "persons",    "jobs",   "hours", "days",
+      "years",    "inches",  "feet",    "miles",  "kilometres", "kilometers", "metres", "meters"};
+  for (const std::string& w : kWords) {
+    if (lowered.find(w) != std::string::npos) return true;
+  }
+  return false;
+}
+
+// Words naming the same thing: equal, or one a prefix (4+ letters) of the other.
+bool related_word(const std::string& a, const std::string& b) {
+  if (a.size() < 3 || b.size() < 3) return false;
+  if (a == b) return true;
+  const std::string& s = a.size() < b.size() ? a : b;
+  const std::string& l = a.size() < b.size() ? b : a;
+  return s.size() >= 4 && l.starts_with(s);
+}
+
+// What a table's description says of each measure: "header: note;" glossaries, and units in
+// parentheses after words of the header ("maximum temperature (degrees C)").
+void describe_measures(std::vector<Measure>& measures, const std::string& description) {
+  if (description.empty()) return;
+  const std::string d = text::lower(description);
+  for (Measure& m : measures) {
+    if (m.column.empty()) continue;
+    const std::string key = text::lower(m.label);
+    // "hs_grad: percent of ...;" or "hs_grad (percent ...)"
+    for (size_t at = d.find(key); at != std::string::npos; at = d.find(key, at + 1)) {
+      const bool left = at == 0 || !std::isalnum(static_cast<unsigned char>(d[at - 1]));
+      size_t after = at + key.size();
+      if (!left || after >= d.size() || (d[after] != ':' && d[after] != '=')) continue;
+      ++after;
+      size_t end = after;
+      while (end < d.size() && d[end] != ';' && !(d[end] == '.' && (end + 1 == d.size() || d[end + 1] == ' '))) {
+        ++end;
+      }
+      m.note = std::string(text::trim(description.substr(after, end - after)));
+      break;
+    }
+    if (m.unit.empty() && !m.note.empty()) m.unit = unit_from_text(m.note);
+  }
+  // Units in parentheses after a word of the measure's name.
+  const std::vector<std::string> dwords_all = text::words(description);
+  for (size_t open = d.find('('); open != std::string::npos; open = d.find('(', open + 1)) {
+    const size_t close = d.find(')', open);
+    if (close == std::string::npos) break;
+    std::string inside = description.substr(open + 1, close - open - 1);
+    if (const size_t comma = inside.find(','); comma != std::string::npos) inside = inside.substr(0, comma);
+    if (!unit_like(text::lower(inside)) || inside.size() > 40) continue;
+    const std::vector<std::string> before = text::words(d.substr(open > 40 ? open - 40 : 0, std::min<size_t>(open, 40)));
+    for (Measure& m : measures) {
+      if (!m.unit.empty() || m.column.empty()) continue;
+      bool hit = false;
+      for (const std::string& w : text::words(m.label)) {
+        for (size_t k = before.size() > 3 ? before.size() - 3 : 0; k < before.size(); ++k) {
+          hit = hit || related_word(w, before[k]);
+        }
+      }
+      if (hit) m.unit = normalize_unit(inside);
+    }
+  }
+  // One unit for the table: "in thousand megawatthours", "in thousands of jobs".
+  std::string table_unit;
+  for (size_t at = d.find("in "); at != std::string::npos; at = d.find("in ", at + 1)) {
+    if (at > 0 && std::isalnum(static_cast<unsigned char>(d[at - 1]))) continue;
+    size_t end = at + 3;
+    while (end < d.size() && d[end] != ',' && d[end] != '.' && d[end] != ';' && d[end] != '(' && d[end] != ')') ++end;
+    const std::string phrase = std::string(text::trim(description.substr(at + 3, end - at - 3)));
+    const std::string lp = text::lower(phrase);
+    if (phrase.empty() || phrase.size() > 40 || text::words(phrase).size() > 5) continue;
+    static const std::vector<std::string> kLeads = {"thousand", "million", "billion", "degrees", "percent",
+                                                    "dollars", "us dollars", "tonnes", "tons", "parts per",
+                                                    "megawatt", "gigawatt", "kilowatt", "mm", "millimet",
+                                                    "inches", "kilogram", "metric"};
+    if (std::any_of(kLeads.begin(), kLeads.end(), [&](const std::string& w) { return lp.starts_with(w); })) {
+      table_unit = lp.starts_with("parts per million") ? "ppm" : normalize_unit(phrase);
+      break;
+    }
+  }
+  if (!table_unit.empty()) {
+    for (Measure& m : measures) {
+      if (m.unit.empty()) m.unit = table_unit;
+    }
+  }
+}
+
 struct ColumnStats {
   size_t present = 0;
   size_t numbers = 0;
@@ -354,6 +475,36 @@ std::string period_label(Grain grain, int64_t period) {
   return "";
 }
 
+std::string unit_from_text(const std::string& raw) {
+  const std::string l = text::lower(raw);
+  if (l.starts_with("percent") || l.starts_with("percentage") || l.find("(%)") != std::string::npos) return "%";
+  if (const size_t per = l.find("per "); per != std::string::npos) {
+    // "per 100,000 population", "births per woman", "dollars per gallon"
+    size_t start = per;
+    if (per > 0) {
+      const size_t prev = l.rfind(' ', per - 2);
+      const std::string word = l.substr(prev == std::string::npos ? 0 : prev + 1, per - 1 - (prev == std::string::npos ? 0 : prev + 1));
+      if (unit_like(word)) start = prev == std::string::npos ? 0 : prev + 1;
+    }
+    size_t end = l.find_first_of(",;(.", per);
+    if (end == std::string::npos) end = l.size();
+    // "per 100,000": the comma inside a number does not end the unit.
+    while (end < l.size() && l[end] == ',' && end + 1 < l.size() && std::isdigit(static_cast<unsigned char>(l[end + 1]))) {
+      end = l.find_first_of(",;(.", end + 1);
+      if (end == std::string::npos) end = l.size();
+    }
+    const std::string phrase = std::string(text::trim(raw.substr(start, end - start)));
+    if (text::words(phrase).size() <= 5) return normalize_unit(phrase);
+  }
+  if (const size_t open = l.find('('); open != std::string::npos) {
+    const size_t close = l.find(')', open);
+    if (close != std::string::npos && unit_like(l.substr(open + 1, close - open - 1)) && close - open < 40) {
+      return normalize_unit(raw.substr(open + 1, close - open - 1));
+    }
+  }
+  return "";
+}
+
 std::string period_sql(Grain grain) {
   switch (grain) {
     case Grain::kYear:
@@ -417,6 +568,19 @@ ColumnStats column_stats(const QueryResult& data, size_t c) {
   return s;
 }
 
+// Integers written as dates, 19580329: every value a valid yyyymmdd.
+bool yyyymmdd_column(const QueryResult& data, size_t c) {
+  for (const json& row : data.rows) {
+    const json& cell = row.at(c);
+    if (cell.is_null()) continue;
+    if (!cell.is_number_integer()) return false;
+    const int64_t v = cell.get<int64_t>();
+    const int64_t m = v / 100 % 100, d = v % 100;
+    if (m < 1 || m > 12 || d < 1 || d > 31) return false;
+  }
+  return true;
+}
+
 bool id_like_name(const std::string& header) {
   const std::string h = text::lower(header);
   return name_has(h, {"id", "code", "codes", "fips", "iso", "iso2", "iso3", "abbr",
@@ -470,6 +634,13 @@ Profile profile_columns(const TableInfo& info, const QueryResult& data) {
       } else if (text::lower(col.header) == "month" && s.integral && s.min >= 1 && s.max <= 12) {
         r.role = Role::kOther;
         r.why = "month of the year";
+      } else if ((text::lower(col.header) == "quarter" || text::lower(col.header) == "qtr") &&
+                 s.integral && s.min >= 1 && s.max <= 4) {
+        r.role = Role::kOther;
+        r.why = "quarter of the year";
+      } else if (s.integral && s.min >= 10000101 && s.max <= 22001231 && yyyymmdd_column(data, c)) {
+        r.role = Role::kTime;
+        r.why = "dates as yyyymmdd";
       } else {
         r.role = Role::kMeasure;
         r.why = "numbers";
@@ -611,7 +782,7 @@ Frame load_frame(const std::filesystem::path& db_path, const TableInfo& info,
       if (p.roles[c].role == Role::kTime && (!time_col || info.columns[c].type == "DATE")) {
         time_col = c;
       }
-      if (p.roles[c].why == "month of the year" ||
+      if (p.roles[c].why == "month of the year" || p.roles[c].why == "quarter of the year" ||
           (info.columns[c].type == "TEXT" && text::lower(info.columns[c].header) == "month")) {
         month_col = c;
       }
@@ -635,15 +806,28 @@ Frame load_frame(const std::filesystem::path& db_path, const TableInfo& info,
         f.grain = all_jan1 ? Grain::kYear : all_first ? Grain::kMonth : Grain::kDay;
         select_time = q + " AS period_date, CAST(substr(" + q + ", 1, 4) AS INTEGER) AS year, " +
                       "CAST(substr(" + q + ", 6, 2) AS INTEGER) AS month";
+      } else if (p.roles[*time_col].why == "dates as yyyymmdd") {
+        f.grain = Grain::kDay;
+        select_time = "substr(" + q + ", 1, 4) || '-' || substr(" + q + ", 5, 2) || '-' || substr(" + q +
+                      ", 7, 2) AS period_date, " + q + " / 10000 AS year, " + q + " / 100 % 100 AS month";
+        bool all_first = true, all_jan1 = true;
+        for (const std::string& d : p.stats[*time_col].distinct) {
+          all_first = all_first && d.size() == 8 && d.substr(6, 2) == "01";
+          all_jan1 = all_jan1 && all_first && d.substr(4, 2) == "01";
+        }
+        f.grain = all_jan1 ? Grain::kYear : all_first ? Grain::kMonth : Grain::kDay;
       } else if (p.roles[*time_col].why == "values are years") {
         f.grain = Grain::kYear;
         std::string month = "NULL";
         if (month_col) {
           const std::string mq = quote_id(info.columns[*month_col].name);
-          month = info.columns[*month_col].type == "TEXT" ? month_name_sql(mq) : mq;
-          f.grain = Grain::kMonth;
+          const bool quarter = p.roles[*month_col].why == "quarter of the year";
+          month = info.columns[*month_col].type == "TEXT" ? month_name_sql(mq)
+                  : quarter                                ? "(" + mq + " * 3 - 2)"
+                                                           : mq;
+          f.grain = quarter ? Grain::kQuarter : Grain::kMonth;
           p.roles[*month_col].role = Role::kTime;
-          p.roles[*month_col].why = "month of the year, with the year column";
+          p.roles[*month_col].why = std::string(quarter ? "quarter" : "month") + " of the year, with the year column";
         }
         select_time = "NULL AS period_date, " + q + " AS year, " + month + " AS month";
       } else {
@@ -676,6 +860,17 @@ Frame load_frame(const std::filesystem::path& db_path, const TableInfo& info,
     } else {
       select_time = "NULL AS period_date, NULL AS year, NULL AS month";
     }
+    // With a time column, a text column is a dimension only when periods repeat across its
+    // values; when every row has its own period, it only annotates the rows.
+    if (time_col && p.stats[*time_col].distinct.size() == p.stats[*time_col].present &&
+        p.stats[*time_col].present == data.rows.size()) {
+      for (size_t c = 0; c < ncol; ++c) {
+        if (p.roles[c].role == Role::kEntity) {
+          p.roles[c].role = Role::kOther;
+          p.roles[c].why = "annotates rows (one row per period)";
+        }
+      }
+    }
     entity_col = pick_entity(!time_col.has_value());
     f.layout = time_col ? (entity_col ? "long" : "series") : "cross-section";
     for (size_t c = 0; c < ncol; ++c) {
@@ -694,7 +889,27 @@ Frame load_frame(const std::filesystem::path& db_path, const TableInfo& info,
   if (!wide_branches.empty()) {
     Measure m;
     m.label = measure_label.empty() ? info.title : measure_label;
+    if (measure_label.empty()) {
+      // A title names the whole table: "Monthly sea surface temperature ..., 1950-2010" loses
+      // its period and its "monthly".
+      std::string l = m.label;
+      if (const size_t comma = l.rfind(','); comma != std::string::npos) {
+        const std::string tail = text::lower(l.substr(comma + 1));
+        if (std::any_of(tail.begin(), tail.end(), [](char c) { return std::isdigit(static_cast<unsigned char>(c)); }))
+          l = l.substr(0, comma);
+      }
+      for (const char* w : {"Monthly ", "monthly ", "Annual ", "annual ", "Yearly ", "yearly "}) {
+        if (l.starts_with(w)) l = l.substr(std::string(w).size());
+      }
+      m.label = std::string(text::trim(l));
+    }
     m.unit = unit_in_parentheses(m.label);
+    if (m.unit.empty()) {
+      std::vector<Measure> one = {m};
+      one[0].column = "value";
+      describe_measures(one, info.description);
+      m.unit = one[0].unit;
+    }
     m.sql_name = "v0";
     f.measures.push_back(m);
     std::string sql;
@@ -714,9 +929,11 @@ Frame load_frame(const std::filesystem::path& db_path, const TableInfo& info,
         }
       }
       m.sql_name = "v" + std::to_string(i);
+      m.column = value_columns[i];
       f.measures.push_back(m);
       cols += ", " + quote_id(value_columns[i]) + " AS " + m.sql_name;
     }
+    describe_measures(f.measures, info.description);
     f.long_sql = "SELECT " + select_time + ", " + entity_select + cols + " FROM " +
                  quote_id(info.name);
   }
@@ -780,6 +997,144 @@ Frame load_frame(const std::filesystem::path& db_path, const TableInfo& info,
     f.measures[m].flow = a.flow && f.grain != Grain::kNone;
   }
   return f;
+}
+
+}  // namespace kdr::hka::analysis
+
+namespace kdr::hka::analysis {
+
+namespace {
+
+// Columns that are sums of other columns (a total, a sector made of its industries): for
+// each column, a subset of the columns no larger than it that adds up to it on every row.
+std::vector<bool> aggregate_columns(const Frame& f, const std::vector<size_t>& measures) {
+  std::vector<bool> out(measures.size(), false);
+  if (f.rows.empty()) return out;
+  // Rows where every one of these measures has a value.
+  std::vector<const Observation*> rows;
+  for (const Observation& o : f.rows) {
+    bool all = true;
+    for (size_t m : measures) all = all && std::isfinite(o.values[m]);
+    if (all) rows.push_back(&o);
+  }
+  if (rows.empty()) return out;
+  const Observation& first = *rows.front();
+  for (size_t i = 0; i < measures.size(); ++i) {
+    const double target = first.values[measures[i]];
+    if (!(target > 0)) continue;
+    std::vector<size_t> cand;
+    for (size_t j = 0; j < measures.size(); ++j) {
+      if (j != i && first.values[measures[j]] >= 0 && first.values[measures[j]] < target) cand.push_back(j);
+    }
+    if (cand.size() < 2) continue;
+    if (cand.size() > 20) {
+      std::sort(cand.begin(), cand.end(), [&](size_t a, size_t b) {
+        return first.values[measures[a]] > first.values[measures[b]];
+      });
+      cand.resize(20);
+    }
+    const uint32_t n = static_cast<uint32_t>(cand.size());
+    for (uint32_t mask = 1; mask < (1u << n) && !out[i]; ++mask) {
+      if (__builtin_popcount(mask) < 2) continue;
+      double sum = 0;
+      for (uint32_t k = 0; k < n; ++k) {
+        if (mask & (1u << k)) sum += first.values[measures[cand[k]]];
+      }
+      if (std::fabs(sum - target) > 0.002 * target) continue;
+      bool every = true;
+      for (const Observation* o : rows) {
+        double s = 0;
+        for (uint32_t k = 0; k < n; ++k) {
+          if (mask & (1u << k)) s += o->values[measures[cand[k]]];
+        }
+        const double t = o->values[measures[i]];
+        every = every && std::fabs(s - t) <= 0.005 * std::fabs(t) + 1e-9;
+        if (!every) break;
+      }
+      out[i] = every;
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+std::optional<Frame> columns_as_entities(const Frame& f) {
+  if (!f.entities.empty() || f.grain == Grain::kNone || f.measures.size() < 2) return std::nullopt;
+  std::vector<size_t> parts;
+  for (size_t m = 0; m < f.measures.size(); ++m) {
+    if (f.measures[m].extensive && !f.measures[m].column.empty()) parts.push_back(m);
+  }
+  if (parts.size() < 2) return std::nullopt;
+  for (size_t m : parts) {
+    if (f.measures[m].unit != f.measures[parts.front()].unit) return std::nullopt;
+  }
+  const std::vector<bool> aggregate = aggregate_columns(f, parts);
+  std::vector<size_t> leaves;
+  for (size_t i = 0; i < parts.size(); ++i) {
+    const std::string l = text::lower(f.measures[parts[i]].label);
+    const bool total_name = text::has_word(l, "total") || text::has_word(l, "all") || text::has_word(l, "overall");
+    if (!aggregate[i] && !total_name) leaves.push_back(parts[i]);
+  }
+  if (leaves.size() < 2) return std::nullopt;
+  Frame out;
+  out.table = f.table;
+  out.title = f.title;
+  out.description = f.description;
+  out.source = f.source;
+  out.layout = "wide-columns";
+  out.grain = f.grain;
+  out.time_label = f.time_label;
+  out.entity_label = "category";
+  out.columns = f.columns;
+  out.truncated = f.truncated;
+  Measure m;
+  std::string label = f.title;
+  if (const size_t comma = label.rfind(','); comma != std::string::npos) {
+    const std::string tail = label.substr(comma + 1);
+    if (std::any_of(tail.begin(), tail.end(), [](char c) { return std::isdigit(static_cast<unsigned char>(c)); }))
+      label = label.substr(0, comma);
+  }
+  for (const char* w : {"Monthly ", "monthly ", "Annual ", "annual ", "Yearly ", "yearly ", "Weekly ", "Daily "}) {
+    if (label.starts_with(w)) label = label.substr(std::string(w).size());
+  }
+  m.label = std::string(text::trim(label));
+  m.unit = f.measures[leaves.front()].unit;
+  m.extensive = true;
+  m.flow = std::any_of(leaves.begin(), leaves.end(), [&](size_t i) { return f.measures[i].flow; });
+  m.sql_name = "v0";
+  out.measures.push_back(m);
+  // long_sql: one branch per leaf column over the original long SQL.
+  std::string sql;
+  for (size_t i = 0; i < leaves.size(); ++i) {
+    const Measure& leaf = f.measures[leaves[i]];
+    std::string name = leaf.label;
+    for (char& c : name) {
+      if (c == '_') c = ' ';
+    }
+    out.entities.push_back(name);
+    std::string quoted = "'";
+    for (char c : name) {
+      quoted += c;
+      if (c == '\'') quoted += '\'';
+    }
+    quoted += "'";
+    sql += (sql.empty() ? "" : " UNION ALL ") + std::string("SELECT period_date, year, month, ") + quoted +
+           " AS entity, " + leaf.sql_name + " AS v0 FROM (" + f.long_sql + ")";
+  }
+  out.long_sql = sql;
+  for (const Observation& o : f.rows) {
+    for (size_t i = 0; i < leaves.size(); ++i) {
+      const double v = o.values[leaves[i]];
+      if (!std::isfinite(v)) continue;
+      Observation x;
+      x.period = o.period;
+      x.entity = static_cast<int32_t>(i);
+      x.values = {v};
+      out.rows.push_back(std::move(x));
+    }
+  }
+  return out;
 }
 
 }  // namespace kdr::hka::analysis

@@ -54,6 +54,10 @@ struct Measure {
   // and rates (employment, prices, temperatures) are averaged instead.
   bool flow = false;
   std::string sql_name;  // column alias in long_sql: "v0", "v1", ...
+  std::string column;    // the stored column ("" for a wide table's values)
+  // What the table's description says of this column ("hs_grad: percent of the population
+  // with a high-school diploma"), for matching a question's words; "" when it says nothing.
+  std::string note;
 };
 
 struct Observation {
@@ -94,6 +98,15 @@ std::string period_sql(Grain grain);
 // distinct values (at most 300). Throws FrameError when the table has no numeric measure.
 Frame load_frame(const std::filesystem::path& db_path, const TableInfo& info,
                  const std::string& entity_hint = "", size_t max_rows = 200000);
+
+// The unit a text gives a measure: "(mm)", "in thousand megawatthours" -> "thousand MWh",
+// "percent of ..." -> "%", "per 100,000 population"; "" when it names none.
+std::string unit_from_text(const std::string& text);
+
+// A series frame (time, no entities) with several measures read the other way: each measure
+// column becomes an entity of one measure (employment by industry, generation by source as
+// columns). nullopt when the frame is not such a table or the columns do not share a unit.
+std::optional<Frame> columns_as_entities(const Frame& frame);
 
 // The columns a frame could use as entities (TEXT columns that are neither time nor
 // identifiers), for callers choosing one by relevance.

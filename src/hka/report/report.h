@@ -25,6 +25,8 @@
 #include <string>
 #include <vector>
 
+#include "hka/analysis/facts.h"
+
 namespace kdr::hka {
 
 struct ReportSource {
@@ -75,6 +77,9 @@ struct ReportDraft {
   std::vector<ReportFigure> figures;
   std::vector<ReportTable> tables;
   std::vector<ReportSource> sources;
+  // The data facts the run computed; a fact with a key ("A3") may be cited as [A3]. Its
+  // values are what numbers in a sentence citing it are checked against.
+  std::vector<analysis::Fact> facts;
   // Notes shown at the top of the report, e.g. "Stopped early: the token budget of 20000
   // was used up; subtasks 3-4 were not analysed."
   std::vector<std::string> notes;

@@ -1,0 +1,76 @@
+#include "hka/analysis/candidates.h"
+
+#include <algorithm>
+
+#include "hka/text.h"
+
+namespace kdr::hka::analysis {
+
+const Frame& FactFinder::frame(const TableInfo& table, const QuestionProfile& q) {
+  // The entity column: the one whose values the question names most; else the frame's choice.
+  std::string hint;
+  const std::vector<std::string> words = text::words(q.text);
+  size_t best = 0;
+  for (const ColumnInfo& c : table.columns) {
+    if (c.type != "TEXT") continue;
+    size_t hits = 0;
+    for (const std::string& s : c.samples) hits += names(words, s) ? 1 : 0;
+    if (hits > best) {
+      best = hits;
+      hint = c.name;
+    }
+  }
+  const std::string key = table.name + "|" + hint;
+  auto it = frames_.find(key);
+  if (it == frames_.end()) {
+    it = frames_.emplace(key, std::make_unique<Frame>(load_frame(db_path_, table, hint))).first;
+    // Samples hold only three values; with no hint, a second look over every entity column's
+    // values finds the one the question names.
+    if (hint.empty() && !it->second->entities.empty()) {
+      const Focus focus = resolve_focus(*it->second, q);
+      if (focus.entities.empty()) {
+        for (const std::string& col : entity_candidates(db_path_, table)) {
+          if (col == it->second->entity_column) continue;
+          Frame other = load_frame(db_path_, table, col);
+          if (!resolve_focus(other, q).entities.empty()) {
+            *it->second = std::move(other);
+            break;
+          }
+        }
+      }
+    }
+  }
+  return *it->second;
+}
+
+std::vector<Fact> FactFinder::facts(const std::vector<TableInfo>& tables, const QuestionProfile& q,
+                                    size_t max_facts, std::vector<std::string>* problems) {
+  std::vector<Fact> all;
+  for (const TableInfo& t : tables) {
+    try {
+      const Frame& f = frame(t, q);
+      std::vector<Fact> facts = compute_facts(f, resolve_focus(f, q));
+      for (Fact& fact : facts) all.push_back(std::move(fact));
+      // Measures that are categories of one thing (employment by industry as columns) are
+      // also read as entities, for ranks and mixes across them.
+      const std::string key = t.name + "|columns";
+      auto it = variants_.find(key);
+      if (it == variants_.end()) {
+        std::optional<Frame> v = columns_as_entities(f);
+        it = variants_.emplace(key, v ? std::make_unique<Frame>(std::move(*v)) : nullptr).first;
+      }
+      if (it->second) {
+        for (Fact& fact : compute_facts(*it->second, resolve_focus(*it->second, q))) {
+          if (!fact.entity.empty() || fact.type == "mix" || fact.type == "rank") all.push_back(std::move(fact));
+        }
+      }
+    } catch (const std::exception& e) {
+      if (problems) problems->push_back(t.name + ": " + e.what());
+    }
+  }
+  rank_facts(all, q, table_weights(tables, q));
+  if (all.size() > max_facts) all.resize(max_facts);
+  return all;
+}
+
+}  // namespace kdr::hka::analysis

@@ -1,0 +1,331 @@
+#include "hka/analysis/question.h"
+
+#include <algorithm>
+#include <map>
+
+#include "hka/text.h"
+
+namespace kdr::hka::analysis {
+
+namespace {
+
+const std::set<std::string>& stop_words() {
+  static const std::set<std::string> kStop = {
+      "a",       "about",  "across",  "after",   "against", "all",     "also",    "among",
+      "an",      "and",    "any",     "are",     "as",      "at",      "be",      "been",
+      "between", "both",   "by",      "can",     "compare", "compared", "did",    "do",
+      "does",    "during", "each",    "for",     "from",    "has",     "have",    "how",
+      "in",      "into",   "is",      "it",      "its",     "many",    "much",    "of",
+      "on",      "or",     "over",    "since",   "than",    "that",    "the",     "their",
+      "them",    "there",  "these",   "they",    "this",    "those",   "through", "to",
+      "was",     "were",   "what",    "when",    "where",   "whether", "which",   "while",
+      "who",     "why",    "will",    "with",    "within",  "would",   "year",    "years",
+      "data",    "table",  "value",   "values",  "change",  "changed", "changes", "trend",
+      "trends",  "rate",   "rates",   "total",   "level",   "levels",  "number",  "amount",
+      "per",     "most",   "least",   "highest", "lowest",  "more",    "less",    "fast",
+      "faster",  "grow",   "grew",    "growth",  "relate",  "related", "relationship",
+      "take",    "took",   "long",    "deep",    "did",     "done",    "show",    "shows"};
+  return kStop;
+}
+
+const std::map<std::string, std::vector<std::string>>& kind_words() {
+  static const std::map<std::string, std::vector<std::string>> kWords = {
+      {"change",
+       {"change", "changed", "changes", "changing", "evolve", "evolved", "evolution", "rise", "rose",
+        "risen", "fall", "fell", "fallen", "decline", "declined", "drop", "dropped", "increase",
+        "increased", "decrease", "decreased", "over time", "since", "trend", "trends", "shift",
+        "shifted", "moved", "development", "developed"}},
+      {"growth",
+       {"grow", "grew", "grown", "growth", "growing", "fast", "faster", "fastest", "pace", "rate of",
+        "annual", "compound", "expand", "expanded", "expansion", "accelerate", "accelerated",
+        "accelerating", "acceleration", "slow", "slowed", "slowing", "decelerate", "speed"}},
+      {"acceleration",
+       {"accelerate", "accelerated", "accelerating", "acceleration", "slowed", "slowing",
+        "decelerate", "decelerated", "speed up", "sped up", "pick up", "picked up"}},
+      {"association",
+       {"relate", "relates", "related", "relationship", "relation", "correlate", "correlated",
+        "correlation", "correlates", "associate", "associated", "association", "link", "linked",
+        "depend", "depends", "affect", "affects", "impact", "influence", "versus", "vs",
+        "explain", "explains", "factor", "factors", "driver", "drivers", "connected", "tied"}},
+      {"mix",
+       {"mix", "share", "shares", "composition", "proportion", "proportions", "breakdown",
+        "portion", "makeup", "make up", "structure", "dominant", "dominate", "dominated",
+        "percentage of", "fraction"}},
+      {"seasonality",
+       {"season", "seasonal", "seasonality", "month", "monthly", "months", "cycle", "cyclical",
+        "calendar", "summer", "winter", "spring", "autumn", "quarterly", "annual cycle"}},
+      {"extreme",
+       {"highest", "lowest", "most", "least", "top", "bottom", "largest", "smallest", "biggest",
+        "rank", "ranking", "ranked", "best", "worst", "extreme", "extremes", "record", "maximum",
+        "minimum", "peak", "peaks", "warmest", "coldest", "hottest", "wettest", "driest",
+        "strongest", "weakest", "leader", "leading", "lag", "lagging"}},
+      {"distribution",
+       {"distribution", "distributed", "spread", "median", "typical", "range", "vary", "varies",
+        "variation", "variability", "dispersion", "inequality", "disparity", "disparities"}},
+      {"outlier", {"outlier", "outliers", "unusual", "anomaly", "anomalies", "anomalous",
+                   "exceptional", "stand out", "stands out"}},
+      {"drawdown",
+       {"deep", "depth", "loss", "losses", "lost", "recession", "recover", "recovered",
+        "recovery", "crash", "slump", "downturn", "crisis", "trough", "bottomed", "collapse"}}};
+  return kWords;
+}
+
+// The fact types that serve each kind.
+const std::map<std::string, std::set<std::string>>& kind_types() {
+  static const std::map<std::string, std::set<std::string>> kTypes = {
+      {"change", {"change", "rank", "trend", "proportion", "mix", "difference"}},
+      {"growth", {"trend", "acceleration", "difference", "change", "rank"}},
+      {"acceleration", {"acceleration", "trend"}},
+      {"association", {"association", "rank"}},
+      {"mix", {"mix", "proportion", "change"}},
+      {"seasonality", {"seasonality", "extreme"}},
+      {"extreme", {"rank", "extreme", "value", "drawdown", "outlier"}},
+      {"distribution", {"distribution", "rank", "outlier"}},
+      {"outlier", {"outlier", "distribution"}},
+      {"drawdown", {"drawdown", "extreme", "change"}}};
+  return kTypes;
+}
+
+std::string stem(const std::string& w) {
+  if (w.size() > 4 && w.ends_with("ies")) return w.substr(0, w.size() - 3) + "y";
+  if (w.size() > 4 && w.ends_with("es") && (w.ends_with("ses") || w.ends_with("xes"))) return w.substr(0, w.size() - 2);
+  if (w.size() > 3 && w.ends_with("s") && !w.ends_with("ss")) return w.substr(0, w.size() - 1);
+  return w;
+}
+
+bool word_matches(const std::string& a, const std::string& b) {
+  if (a == b) return true;
+  const std::string sa = stem(a), sb = stem(b);
+  if (sa == sb) return true;
+  // "russia" / "russian", "iran" / "iranian": a demonym suffix.
+  const std::string& shorter = sa.size() < sb.size() ? sa : sb;
+  const std::string& longer = sa.size() < sb.size() ? sb : sa;
+  if (shorter.size() >= 4 && longer.starts_with(shorter)) {
+    const std::string rest = longer.substr(shorter.size());
+    return rest == "n" || rest == "an" || rest == "ian" || rest == "ish" || rest == "ese";
+  }
+  return false;
+}
+
+// Words of a name that identify it: the part before a comma or parenthesis, less stop words.
+std::vector<std::string> head_words(const std::string& name) {
+  std::string head = name;
+  const size_t cut = head.find_first_of(",(");
+  if (cut != std::string::npos && cut > 0) head = head.substr(0, cut);
+  std::vector<std::string> out;
+  for (const std::string& w : text::words(head)) {
+    if (w == "and" || w == "of" || w == "the" || w == "total") continue;
+    out.push_back(w);
+  }
+  return out;
+}
+
+bool has_kind_word(const std::string& lowered, const std::string& word) {
+  return text::has_word(lowered, word);
+}
+
+}  // namespace
+
+QuestionProfile profile_question(const std::string& question) {
+  QuestionProfile q;
+  q.text = question;
+  const std::string lowered = text::lower(question);
+  for (const auto& [kind, words] : kind_words()) {
+    for (const std::string& w : words) {
+      if (has_kind_word(lowered, w)) {
+        q.kinds.insert(kind);
+        break;
+      }
+    }
+  }
+  std::vector<int> years;
+  for (const std::string& w : text::words(question)) {
+    if (w.size() == 4 && std::all_of(w.begin(), w.end(), [](char c) { return c >= '0' && c <= '9'; })) {
+      const int y = std::stoi(w);
+      if (y >= 1000 && y <= 2200) years.push_back(y);
+      continue;
+    }
+    // "1990s": the decade.
+    if (w.size() == 5 && w.back() == 's' && std::all_of(w.begin(), w.end() - 1, [](char c) { return c >= '0' && c <= '9'; })) {
+      const int y = std::stoi(w.substr(0, 4));
+      if (y >= 1000 && y <= 2200) {
+        years.push_back(y);
+        years.push_back(y + 9);
+      }
+      continue;
+    }
+    if (stop_words().count(w) || w.size() < 2) continue;
+    if (std::find(q.terms.begin(), q.terms.end(), w) == q.terms.end()) q.terms.push_back(w);
+  }
+  if (!years.empty()) {
+    q.year_from = *std::min_element(years.begin(), years.end());
+    q.year_to = *std::max_element(years.begin(), years.end());
+    // "since 2000": from that year on.
+    if (years.size() == 1 && (lowered.find("since ") != std::string::npos || lowered.find("after ") != std::string::npos)) {
+      q.year_to = 2200;
+    }
+  }
+  return q;
+}
+
+bool names(const std::vector<std::string>& text_words, const std::string& name) {
+  const std::vector<std::string> head = head_words(name);
+  if (head.empty()) return false;
+  for (const std::string& h : head) {
+    if (stop_words().count(h) && head.size() == 1) return false;
+    const bool found = std::any_of(text_words.begin(), text_words.end(),
+                                   [&](const std::string& w) { return word_matches(w, h); });
+    if (!found) return false;
+  }
+  return true;
+}
+
+Focus resolve_focus(const Frame& frame, const QuestionProfile& q) {
+  Focus f;
+  f.kinds = q.kinds;
+  f.year_from = q.year_from;
+  f.year_to = q.year_to;
+  const std::vector<std::string> words = text::words(q.text);
+  // Entities: names the question uses; a longer name wins over one it contains.
+  for (size_t e = 0; e < frame.entities.size(); ++e) {
+    if (names(words, frame.entities[e])) f.entities.push_back(static_cast<int32_t>(e));
+  }
+  // Entities sharing a head ("Korea, Rep." and "Korea, Dem. Rep." for "Korea"): the shortest
+  // name is the one people mean by the bare word.
+  std::vector<int32_t> kept;
+  for (int32_t e : f.entities) {
+    const std::vector<std::string> head = head_words(frame.entities[static_cast<size_t>(e)]);
+    bool shadowed = false;
+    for (int32_t o : f.entities) {
+      if (o == e || head_words(frame.entities[static_cast<size_t>(o)]) != head) continue;
+      const size_t lo = frame.entities[static_cast<size_t>(o)].size(), le = frame.entities[static_cast<size_t>(e)].size();
+      shadowed = shadowed || lo < le || (lo == le && o < e);
+    }
+    // A name the question writes out in full is meant whatever its head.
+    if (shadowed && text::lower(q.text).find(text::lower(frame.entities[static_cast<size_t>(e)])) == std::string::npos) continue;
+    kept.push_back(e);
+  }
+  f.entities = kept;
+  if (f.entities.size() > 12) f.entities.clear();  // generic words matched too much
+  // In the order the question names them.
+  const std::string lowered = text::lower(q.text);
+  auto first_mention = [&](const std::vector<std::string>& name_words) {
+    size_t best = std::string::npos;
+    for (size_t i = 0; i < words.size(); ++i) {
+      for (const std::string& w : name_words) {
+        if (word_matches(words[i], w)) best = std::min(best, i);
+      }
+    }
+    return best;
+  };
+  std::stable_sort(f.entities.begin(), f.entities.end(), [&](int32_t a, int32_t b) {
+    return first_mention(head_words(frame.entities[static_cast<size_t>(a)])) <
+           first_mention(head_words(frame.entities[static_cast<size_t>(b)]));
+  });
+  // Measures: the question's terms in the label (any content word of length >= 4).
+  // Measures: the question's words in the label (or the description's note on the column),
+  // ordered by where the question first names them.
+  std::vector<std::pair<size_t, size_t>> named;
+  for (size_t m = 0; m < frame.measures.size(); ++m) {
+    size_t at = std::string::npos;
+    auto scan = [&](const std::string& source, size_t max_words) {
+      size_t k = 0;
+      for (const std::string& w : text::words(source)) {
+        if (++k > max_words) break;
+        if (w.size() < 3 || stop_words().count(w)) continue;
+        for (size_t i = 0; i < words.size(); ++i) {
+          if (!stop_words().count(words[i]) && word_matches(words[i], w)) at = std::min(at, i);
+        }
+      }
+    };
+    scan(frame.measures[m].label, 12);
+    scan(frame.measures[m].note, 8);
+    if (at != std::string::npos) named.push_back({at, m});
+  }
+  std::stable_sort(named.begin(), named.end());
+  for (const auto& [at, m] : named) f.measures.push_back(m);
+  return f;
+}
+
+std::map<std::string, double> table_weights(const std::vector<TableInfo>& tables,
+                                            const QuestionProfile& q) {
+  std::map<std::string, double> raw;
+  double best = 0;
+  for (const TableInfo& t : tables) {
+    std::vector<std::string> title = text::words(t.title), desc = text::words(t.description), cols;
+    for (const ColumnInfo& c : t.columns) {
+      for (const std::string& w : text::words(c.header)) cols.push_back(w);
+      for (const std::string& v : c.samples) {
+        for (const std::string& w : text::words(v)) cols.push_back(w);
+      }
+    }
+    double score = 0;
+    for (const std::string& term : q.terms) {
+      auto in = [&](const std::vector<std::string>& ws) {
+        return std::any_of(ws.begin(), ws.end(), [&](const std::string& w) { return word_matches(term, w); });
+      };
+      score += in(title) ? 2.0 : in(cols) ? 1.5 : in(desc) ? 1.0 : 0.0;
+    }
+    raw[t.name] = score;
+    best = std::max(best, score);
+  }
+  for (auto& [name, score] : raw) score = best > 0 ? score / best : 1.0;
+  return raw;
+}
+
+double fact_relevance(const Fact& fact, const QuestionProfile& q) {
+  // Kinds.
+  double kind = 0.35;
+  if (q.kinds.empty()) {
+    kind = (fact.type == "change" || fact.type == "trend" || fact.type == "rank" || fact.type == "association") ? 0.8 : 0.5;
+  } else {
+    for (const std::string& k : q.kinds) {
+      const auto it = kind_types().find(k);
+      if (it != kind_types().end() && it->second.count(fact.type)) kind = 1.0;
+    }
+  }
+  const std::vector<std::string> words = text::words(q.text);
+  // Entities: the fact's focus named by the question; a fact about another entity of a table
+  // whose entities the question names is off topic.
+  double entity = 0.5;
+  if (!fact.entity.empty()) {
+    entity = names(words, fact.entity) ? 1.0 : 0.2;
+  } else {
+    for (const std::string& m : fact.mentions) {
+      if (names(words, m)) entity = std::max(entity, 0.8);
+    }
+  }
+  // Measures.
+  double measure = 0.3;
+  for (const std::string& m : fact.measures) {
+    for (const std::string& w : text::words(m)) {
+      if (w.size() < 3 || stop_words().count(w)) continue;
+      for (const std::string& t : q.terms) {
+        if (word_matches(t, w)) measure = 1.0;
+      }
+    }
+  }
+  // The table.
+  double table = 0.3;
+  for (const std::string& w : text::words(fact.table_title)) {
+    for (const std::string& t : q.terms) {
+      if (w.size() >= 3 && word_matches(t, w)) table = 1.0;
+    }
+  }
+  return std::clamp(0.45 * kind + 0.25 * entity + 0.2 * measure + 0.1 * table, 0.0, 1.0);
+}
+
+void rank_facts(std::vector<Fact>& facts, const QuestionProfile& q,
+                const std::map<std::string, double>& table_weight) {
+  for (Fact& f : facts) {
+    f.relevance = fact_relevance(f, q);
+    if (const auto it = table_weight.find(f.table); it != table_weight.end()) {
+      f.relevance *= 0.35 + 0.65 * it->second;
+    }
+  }
+  std::stable_sort(facts.begin(), facts.end(), [](const Fact& a, const Fact& b) {
+    return a.relevance * (0.5 + 0.5 * a.significance) > b.relevance * (0.5 + 0.5 * b.significance);
+  });
+}
+
+}  // namespace kdr::hka::analysis
