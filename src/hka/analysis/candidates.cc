@@ -49,19 +49,31 @@ std::vector<Fact> FactFinder::facts(const std::vector<TableInfo>& tables, const 
   for (const TableInfo& t : tables) {
     try {
       const Frame& f = frame(t, q);
+      std::string frame_key;
+      for (const auto& [k, v] : frames_) {
+        if (v.get() == &f) frame_key = k;
+      }
       std::vector<Fact> facts = compute_facts(f, resolve_focus(f, q));
-      for (Fact& fact : facts) all.push_back(std::move(fact));
+      for (Fact& fact : facts) {
+        fact.frame_key = frame_key;
+        all.push_back(std::move(fact));
+      }
       // Measures that are categories of one thing (employment by industry as columns) are
       // also read as entities, for ranks and mixes across them.
-      const std::string key = t.name + "|columns";
+      const Focus focus = resolve_focus(f, q);
+      std::string key = t.name + "|columns";
+      for (size_t m : focus.measures) key += "|" + std::to_string(m);
       auto it = variants_.find(key);
       if (it == variants_.end()) {
-        std::optional<Frame> v = columns_as_entities(f);
+        std::optional<Frame> v = columns_as_entities(f, focus.measures);
         it = variants_.emplace(key, v ? std::make_unique<Frame>(std::move(*v)) : nullptr).first;
       }
       if (it->second) {
         for (Fact& fact : compute_facts(*it->second, resolve_focus(*it->second, q))) {
-          if (!fact.entity.empty() || fact.type == "mix" || fact.type == "rank") all.push_back(std::move(fact));
+          fact.frame_key = key;
+          // Per-column facts repeat the table's own; the comparisons across columns are new.
+          if (fact.type == "mix" || fact.type == "rank" || fact.type == "proportion" || fact.type == "difference")
+            all.push_back(std::move(fact));
         }
       }
     } catch (const std::exception& e) {
@@ -71,6 +83,12 @@ std::vector<Fact> FactFinder::facts(const std::vector<TableInfo>& tables, const 
   rank_facts(all, q, table_weights(tables, q));
   if (all.size() > max_facts) all.resize(max_facts);
   return all;
+}
+
+const Frame* FactFinder::frame_of(const Fact& fact) const {
+  if (const auto it = frames_.find(fact.frame_key); it != frames_.end()) return it->second.get();
+  if (const auto it = variants_.find(fact.frame_key); it != variants_.end()) return it->second.get();
+  return nullptr;
 }
 
 }  // namespace kdr::hka::analysis

@@ -28,6 +28,9 @@ class FactFinder {
   std::vector<Fact> facts(const std::vector<TableInfo>& tables, const QuestionProfile& q,
                           size_t max_facts, std::vector<std::string>* problems = nullptr);
 
+  // The frame a fact of this finder was computed from; nullptr when unknown.
+  const Frame* frame_of(const Fact& fact) const;
+
  private:
   std::filesystem::path db_path_;
   std::map<std::string, std::unique_ptr<Frame>> frames_;  // "table|entity column"

@@ -164,7 +164,7 @@ std::string fact_sentence(const Fact& f) {
   }
   if (t == "proportion") {
     const double shift = f.get("shift_pp");
-    return f.entity + "'s share of total " + measure(f) +
+    return "The share of " + f.entity + " in total " + measure(f) +
            (shift > 0 ? " rose" : shift < 0 ? " fell" : " stayed") + " from " +
            value_of(f, "share_first") + " in " + f.period_from + " to " + value_of(f, "share_last") +
            " in " + f.period_to + " (" + format_value(shift, "pp", true) + ").";

@@ -95,8 +95,22 @@ class Generator {
   }
   std::vector<int32_t> targets(size_t m, Grain g) const;
   Series restrict(const Series& s) const {
+    // Named months bound a monthly series exactly ("January 2006 to December 2015").
+    if (focus_.months.size() >= 2 && s.grain == Grain::kMonth) {
+      Series out;
+      out.grain = s.grain;
+      for (size_t i = 0; i < s.size(); ++i) {
+        if (s.periods[i] < focus_.months.front() || s.periods[i] > focus_.months.back()) continue;
+        out.periods.push_back(s.periods[i]);
+        out.values.push_back(s.values[i]);
+      }
+      return out;
+    }
     if (!focus_.year_from || !focus_.year_to || *focus_.year_from >= *focus_.year_to) return s;
     return s.between_years(*focus_.year_from, *focus_.year_to);
+  }
+  bool excluded(size_t e) const {
+    return std::find(focus_.excluded.begin(), focus_.excluded.end(), static_cast<int32_t>(e)) != focus_.excluded.end();
   }
   std::string range_sql(const Series& s) const {
     return "period_key BETWEEN " + std::to_string(s.periods.front()) + " AND " +
@@ -155,7 +169,7 @@ std::vector<int32_t> Generator::targets(size_t m, Grain g) const {
     const std::vector<Series> es = entity_series(f_, m, g);
     std::vector<std::pair<double, int32_t>> latest;
     for (size_t e = 0; e < es.size(); ++e) {
-      if (!es[e].empty()) latest.push_back({es[e].values.back(), static_cast<int32_t>(e)});
+      if (!es[e].empty() && !excluded(e)) latest.push_back({es[e].values.back(), static_cast<int32_t>(e)});
     }
     std::sort(latest.begin(), latest.end(), [](const auto& a, const auto& b) {
       return a.first != b.first ? a.first > b.first : a.second < b.second;
@@ -387,7 +401,7 @@ void Generator::seasonality_fact(size_t m, int32_t entity) {
 
 void Generator::entity_comparisons(size_t m, Grain g) {
   std::vector<Series> es = entity_series(f_, m, g);
-  for (Series& s : es) s = restrict(s);
+  for (size_t e = 0; e < es.size(); ++e) es[e] = excluded(e) ? Series{} : restrict(es[e]);
   // The common span: the first and last period most entities have.
   std::map<int64_t, size_t> count;
   for (const Series& s : es) {
@@ -575,6 +589,7 @@ void Generator::entity_comparisons(size_t m, Grain g) {
 void Generator::cross_section_facts(size_t m, Grain g, int64_t period, const std::vector<Series>& es) {
   std::vector<std::pair<double, int32_t>> v;
   for (size_t e = 0; e < es.size(); ++e) {
+    if (excluded(e)) continue;
     const int64_t i = es[e].find(period);
     if (i >= 0) v.push_back({es[e].values[static_cast<size_t>(i)], static_cast<int32_t>(e)});
   }
@@ -714,6 +729,7 @@ void Generator::associations(Grain g) {
       const std::vector<Series> ea = entity_series(f_, a, g);
       const std::vector<Series> eb = entity_series(f_, b, g);
       for (size_t e = 0; e < ea.size(); ++e) {
+        if (excluded(e)) continue;
         const int64_t i = ea[e].find(period), j = eb[e].find(period);
         if (i < 0 || j < 0) continue;
         x.push_back(ea[e].values[static_cast<size_t>(i)]);
@@ -765,7 +781,8 @@ void Generator::time_facts(size_t m) {
   Series whole = series_of(f_, m, -1, f_.grain);
   if (whole.empty()) return;
   const int years = year_of(whole.grain, whole.periods.back()) - year_of(whole.grain, whole.periods.front());
-  const Grain g = trend_grain(f_, years);
+  Grain g = trend_grain(f_, years);
+  if (focus_.months.size() >= 2 && (f_.grain == Grain::kMonth || f_.grain == Grain::kDay)) g = Grain::kMonth;
   for (int32_t e : targets(m, g)) {
     const Series s = restrict(series_of(f_, m, e, g));
     if (s.size() < 2) continue;

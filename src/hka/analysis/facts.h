@@ -72,6 +72,8 @@ struct Fact {
   double significance = 0;  // 0..1: how far from noise (1 - p, relative size ...)
   double relevance = 0;     // 0..1: to the question (question.h)
   std::optional<FactChart> chart;
+  // The frame the fact was computed from (FactFinder's key); not stored in facts.json.
+  std::string frame_key;
 
   const FactValue* value(const std::string& name) const;
   double get(const std::string& name, double fallback = 0) const;
@@ -82,6 +84,8 @@ struct Focus {
   std::vector<int32_t> entities;   // indices into Frame::entities named by the question
   std::vector<size_t> measures;    // indices into Frame::measures named by the question
   std::optional<int> year_from, year_to;
+  std::vector<int64_t> months;     // named months (12 * year + month - 1), ascending
+  std::vector<int32_t> excluded;   // entities left out of ranks, mixes and comparisons
   std::set<std::string> kinds;  // "change", "growth", "association", "mix", "seasonality",
                                 // "extreme", "distribution", "outlier", "drawdown"
 };

@@ -1007,9 +1007,11 @@ namespace {
 
 // Columns that are sums of other columns (a total, a sector made of its industries): for
 // each column, a subset of the columns no larger than it that adds up to it on every row.
-std::vector<bool> aggregate_columns(const Frame& f, const std::vector<size_t>& measures) {
-  std::vector<bool> out(measures.size(), false);
-  if (f.rows.empty()) return out;
+// For each of `measures`, the indices (into `measures`) of the columns that sum to it; empty
+// when none do.
+std::vector<std::vector<size_t>> aggregate_columns(const Frame& f, const std::vector<size_t>& measures) {
+  std::vector<std::vector<size_t>> children(measures.size());
+  if (f.rows.empty()) return children;
   // Rows where every one of these measures has a value.
   std::vector<const Observation*> rows;
   for (const Observation& o : f.rows) {
@@ -1017,7 +1019,7 @@ std::vector<bool> aggregate_columns(const Frame& f, const std::vector<size_t>& m
     for (size_t m : measures) all = all && std::isfinite(o.values[m]);
     if (all) rows.push_back(&o);
   }
-  if (rows.empty()) return out;
+  if (rows.empty()) return children;
   const Observation& first = *rows.front();
   for (size_t i = 0; i < measures.size(); ++i) {
     const double target = first.values[measures[i]];
@@ -1034,7 +1036,7 @@ std::vector<bool> aggregate_columns(const Frame& f, const std::vector<size_t>& m
       cand.resize(20);
     }
     const uint32_t n = static_cast<uint32_t>(cand.size());
-    for (uint32_t mask = 1; mask < (1u << n) && !out[i]; ++mask) {
+    for (uint32_t mask = 1; mask < (1u << n) && children[i].empty(); ++mask) {
       if (__builtin_popcount(mask) < 2) continue;
       double sum = 0;
       for (uint32_t k = 0; k < n; ++k) {
@@ -1051,15 +1053,20 @@ std::vector<bool> aggregate_columns(const Frame& f, const std::vector<size_t>& m
         every = every && std::fabs(s - t) <= 0.005 * std::fabs(t) + 1e-9;
         if (!every) break;
       }
-      out[i] = every;
+
+      if (every) {
+        for (uint32_t k = 0; k < n; ++k) {
+          if (mask & (1u << k)) children[i].push_back(cand[k]);
+        }
+      }
     }
   }
-  return out;
+  return children;
 }
 
 }  // namespace
 
-std::optional<Frame> columns_as_entities(const Frame& f) {
+std::optional<Frame> columns_as_entities(const Frame& f, const std::vector<size_t>& named) {
   if (!f.entities.empty() || f.grain == Grain::kNone || f.measures.size() < 2) return std::nullopt;
   std::vector<size_t> parts;
   for (size_t m = 0; m < f.measures.size(); ++m) {
@@ -1069,12 +1076,36 @@ std::optional<Frame> columns_as_entities(const Frame& f) {
   for (size_t m : parts) {
     if (f.measures[m].unit != f.measures[parts.front()].unit) return std::nullopt;
   }
-  const std::vector<bool> aggregate = aggregate_columns(f, parts);
+  const std::vector<std::vector<size_t>> children = aggregate_columns(f, parts);
+  std::vector<size_t> named_parts;
+  for (size_t m : named) {
+    const auto it = std::find(parts.begin(), parts.end(), m);
+    if (it != parts.end()) named_parts.push_back(static_cast<size_t>(it - parts.begin()));
+  }
   std::vector<size_t> leaves;
-  for (size_t i = 0; i < parts.size(); ++i) {
-    const std::string l = text::lower(f.measures[parts[i]].label);
-    const bool total_name = text::has_word(l, "total") || text::has_word(l, "all") || text::has_word(l, "overall");
-    if (!aggregate[i] && !total_name) leaves.push_back(parts[i]);
+  if (named_parts.size() >= 2) {
+    // A named column that is the sum of the other named ones is their total, not a part.
+    for (size_t i : named_parts) {
+      bool total = named_parts.size() >= 3;
+      for (const Observation& o : f.rows) {
+        if (!total) break;
+        double sum = 0;
+        for (size_t j : named_parts) {
+          if (j != i) sum += o.values[parts[j]];
+        }
+        const double t = o.values[parts[i]];
+        if (std::isfinite(sum) && std::isfinite(t)) total = std::fabs(sum - t) <= 0.005 * std::fabs(t) + 1e-9;
+      }
+      if (!total) leaves.push_back(parts[i]);
+    }
+  } else if (named_parts.size() == 1 && !children[named_parts[0]].empty()) {
+    for (size_t i : children[named_parts[0]]) leaves.push_back(parts[i]);
+  } else {
+    for (size_t i = 0; i < parts.size(); ++i) {
+      const std::string l = text::lower(f.measures[parts[i]].label);
+      const bool total_name = text::has_word(l, "total") || text::has_word(l, "all") || text::has_word(l, "overall");
+      if (children[i].empty() && !total_name) leaves.push_back(parts[i]);
+    }
   }
   if (leaves.size() < 2) return std::nullopt;
   Frame out;
@@ -1095,8 +1126,9 @@ std::optional<Frame> columns_as_entities(const Frame& f) {
     if (std::any_of(tail.begin(), tail.end(), [](char c) { return std::isdigit(static_cast<unsigned char>(c)); }))
       label = label.substr(0, comma);
   }
-  for (const char* w : {"Monthly ", "monthly ", "Annual ", "annual ", "Yearly ", "yearly ", "Weekly ", "Daily "}) {
-    if (label.starts_with(w)) label = label.substr(std::string(w).size());
+  for (const std::string w : {"monthly ", "annual ", "yearly ", "weekly ", "daily ", "quarterly "}) {
+    const size_t at = text::lower(label).find(w);
+    if (at != std::string::npos && (at == 0 || label[at - 1] == ' ')) label.erase(at, w.size());
   }
   m.label = std::string(text::trim(label));
   m.unit = f.measures[leaves.front()].unit;

@@ -106,7 +106,10 @@ std::string unit_from_text(const std::string& text);
 // A series frame (time, no entities) with several measures read the other way: each measure
 // column becomes an entity of one measure (employment by industry, generation by source as
 // columns). nullopt when the frame is not such a table or the columns do not share a unit.
-std::optional<Frame> columns_as_entities(const Frame& frame);
+// `named`: the measures a question names. Two or more become the entities themselves ("goods,
+// services and government"); one that is the sum of other columns has them as its entities
+// ("within private services"); otherwise the columns no other column sums up are.
+std::optional<Frame> columns_as_entities(const Frame& frame, const std::vector<size_t>& named = {});
 
 // The columns a frame could use as entities (TEXT columns that are neither time nor
 // identifiers), for callers choosing one by relevance.

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <map>
+#include <set>
 
 #include "hka/text.h"
 
@@ -102,7 +103,8 @@ bool word_matches(const std::string& a, const std::string& b) {
   const std::string& longer = sa.size() < sb.size() ? sb : sa;
   if (shorter.size() >= 4 && longer.starts_with(shorter)) {
     const std::string rest = longer.substr(shorter.size());
-    return rest == "n" || rest == "an" || rest == "ian" || rest == "ish" || rest == "ese";
+    return rest == "n" || rest == "an" || rest == "ian" || rest == "ish" || rest == "ese" || rest == "ized" ||
+           rest == "ised" || rest == "ization" || rest == "isation";
   }
   return false;
 }
@@ -125,6 +127,52 @@ bool has_kind_word(const std::string& lowered, const std::string& word) {
 }
 
 }  // namespace
+
+bool is_aggregate_name(const std::string& name) {
+  const std::string l = text::lower(name);
+  for (const char* w : {"income", "world", "small states", "members", "euro area", "european union", "countries",
+                        "situations", "ida ", "ida&", "ibrd", "dividend", "excluding", "(all", "only)", "& ",
+                        "baltics", "region", "total", "sub-saharan", "south asia", "north america",
+                        "latin america", "middle east", "east asia", "europe & central", "arab world", "oecd",
+                        "heavily indebted", "least developed", "fragile"}) {
+    if (l.find(w) != std::string::npos) return true;
+  }
+  return false;
+}
+
+const std::vector<std::string>& kinds_in_order() {
+  static const std::vector<std::string> kOrder = {"mix", "change", "growth", "acceleration", "association",
+                                                  "seasonality", "drawdown", "extreme", "distribution", "outlier"};
+  return kOrder;
+}
+
+const std::vector<std::string>& answer_types(const std::string& kind) {
+  static const std::map<std::string, std::vector<std::string>> kTypes = {
+      {"mix", {"mix", "proportion"}},
+      {"change", {"rank", "change", "proportion"}},
+      {"growth", {"difference", "acceleration", "trend", "change"}},
+      {"acceleration", {"acceleration", "trend"}},
+      {"association", {"rank", "association"}},
+      {"seasonality", {"seasonality", "extreme"}},
+      {"drawdown", {"drawdown", "rank"}},
+      {"extreme", {"rank", "extreme"}},
+      {"distribution", {"distribution"}},
+      {"outlier", {"outlier"}}};
+  static const std::vector<std::string> kNone;
+  const auto it = kTypes.find(kind);
+  return it == kTypes.end() ? kNone : it->second;
+}
+
+bool answers(const Fact& fact, const std::string& kind) {
+  const std::vector<std::string>& types = answer_types(kind);
+  if (std::find(types.begin(), types.end(), fact.type) == types.end()) return false;
+  if (fact.type != "rank" || fact.values.empty()) return true;
+  const std::string& by = fact.values.front().name;
+  if (kind == "association") return by == "r";
+  if (kind == "change" || kind == "drawdown") return by == "pct_change" || by == "change";
+  if (kind == "extreme") return by == "value";
+  return true;
+}
 
 QuestionProfile profile_question(const std::string& question) {
   QuestionProfile q;
@@ -156,6 +204,27 @@ QuestionProfile profile_question(const std::string& question) {
     }
     if (stop_words().count(w) || w.size() < 2) continue;
     if (std::find(q.terms.begin(), q.terms.end(), w) == q.terms.end()) q.terms.push_back(w);
+  }
+  // Months with their year: "January 2006", "Mar 2010".
+  const std::vector<std::string> all_words = text::words(question);
+  for (size_t i = 0; i + 1 < all_words.size(); ++i) {
+    const int m = text::month_from_name(all_words[i]);
+    const std::string& y = all_words[i + 1];
+    if (m == 0 || all_words[i].size() < 3 || y.size() != 4 ||
+        !std::all_of(y.begin(), y.end(), [](char c) { return c >= '0' && c <= '9'; }))
+      continue;
+    // "may" is a month only before a year.
+    q.months.push_back(int64_t{std::stoi(y)} * 12 + m - 1);
+  }
+  std::sort(q.months.begin(), q.months.end());
+  // What the question leaves out: "leaving out X", "excluding X", "except X", "other than X".
+  for (const char* lead : {"leaving out ", "leave out ", "excluding ", "except ", "other than ", "apart from ", "not counting "}) {
+    for (size_t at = lowered.find(lead); at != std::string::npos; at = lowered.find(lead, at + 1)) {
+      size_t start = at + std::string(lead).size();
+      size_t end = lowered.find_first_of(",.;?", start);
+      if (end == std::string::npos) end = lowered.size();
+      q.excluded.push_back(std::string(text::trim(question.substr(start, end - start))));
+    }
   }
   if (!years.empty()) {
     q.year_from = *std::min_element(years.begin(), years.end());
@@ -207,6 +276,21 @@ Focus resolve_focus(const Frame& frame, const QuestionProfile& q) {
   }
   f.entities = kept;
   if (f.entities.size() > 12) f.entities.clear();  // generic words matched too much
+  // Left out: the entities the exclusions name, and group aggregates when the question says
+  // so ("leaving out the regional aggregates").
+  for (const std::string& ex : q.excluded) {
+    const std::vector<std::string> ex_words = text::words(ex);
+    const bool aggregates = std::any_of(ex_words.begin(), ex_words.end(), [](const std::string& w) {
+      return w == "aggregates" || w == "aggregate" || w == "groups" || w == "regions" || w == "regional";
+    });
+    for (size_t e = 0; e < frame.entities.size(); ++e) {
+      if (names(ex_words, frame.entities[e]) || (aggregates && is_aggregate_name(frame.entities[e]))) {
+        f.excluded.push_back(static_cast<int32_t>(e));
+      }
+    }
+  }
+  std::erase_if(f.entities, [&](int32_t e) { return std::find(f.excluded.begin(), f.excluded.end(), e) != f.excluded.end(); });
+  f.months = q.months;
   // In the order the question names them.
   const std::string lowered = text::lower(q.text);
   auto first_mention = [&](const std::vector<std::string>& name_words) {
@@ -239,11 +323,38 @@ Focus resolve_focus(const Frame& frame, const QuestionProfile& q) {
       }
     };
     scan(frame.measures[m].label, 12);
+    // A word of the label counts before the same word in the column's note.
+    if (at != std::string::npos) {
+      named.push_back({2 * at, m});
+      continue;
+    }
     scan(frame.measures[m].note, 8);
-    if (at != std::string::npos) named.push_back({at, m});
+    if (at != std::string::npos) named.push_back({2 * at + 1, m});
   }
   std::stable_sort(named.begin(), named.end());
-  for (const auto& [at, m] : named) f.measures.push_back(m);
+  // A measure whose matched words another named measure also matches, and more, is not
+  // meant ("private service-providing" names private_service_providing, not service_providing).
+  auto matched = [&](size_t m) {
+    std::set<std::string> out;
+    for (const std::string& w : text::words(frame.measures[m].label)) {
+      if (w.size() < 3 || stop_words().count(w)) continue;
+      for (const std::string& t : words) {
+        if (!stop_words().count(t) && word_matches(t, w)) out.insert(stem(w));
+      }
+    }
+    return out;
+  };
+  for (const auto& [at, m] : named) {
+    const std::set<std::string> mine = matched(m);
+    bool subsumed = false;
+    for (const auto& [at2, m2] : named) {
+      if (m2 == m) continue;
+      const std::set<std::string> other = matched(m2);
+      subsumed = subsumed || (!mine.empty() && other.size() > mine.size() &&
+                              std::includes(other.begin(), other.end(), mine.begin(), mine.end()));
+    }
+    if (!subsumed) f.measures.push_back(m);
+  }
   return f;
 }
 
@@ -281,7 +392,10 @@ double fact_relevance(const Fact& fact, const QuestionProfile& q) {
   } else {
     for (const std::string& k : q.kinds) {
       const auto it = kind_types().find(k);
-      if (it != kind_types().end() && it->second.count(fact.type)) kind = 1.0;
+      if (it == kind_types().end() || !it->second.count(fact.type)) continue;
+      // A rank serves a kind only when it ranks what that kind is about.
+      if (fact.type == "rank" && !answers(fact, k) && k != "extreme") continue;
+      kind = 1.0;
     }
   }
   const std::vector<std::string> words = text::words(q.text);

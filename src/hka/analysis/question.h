@@ -20,6 +20,10 @@ struct QuestionProfile {
   std::vector<std::string> terms;  // content words, lower case, stop words removed
   std::set<std::string> kinds;     // as Focus::kinds
   std::optional<int> year_from, year_to;  // the period it names (equal for one year)
+  // Months it names with their year ("January 2006", "March 2010"), as 12 * year + month - 1.
+  std::vector<int64_t> months;
+  // Names it leaves out ("leaving out the District of Columbia", "excluding aggregates").
+  std::vector<std::string> excluded;
 };
 
 QuestionProfile profile_question(const std::string& question);
@@ -31,6 +35,21 @@ Focus resolve_focus(const Frame& frame, const QuestionProfile& q);
 // head (before a comma or parenthesis) appear, singular and plural alike ("Korea, Rep." in
 // "South Korea", "Renewables" in "renewable generation").
 bool names(const std::vector<std::string>& text_words, const std::string& name);
+
+// The fact types that answer a kind of question, the most direct first ("mix": mix, then
+// proportion; "growth": difference, acceleration, trend). Empty for an unknown kind.
+const std::vector<std::string>& answer_types(const std::string& kind);
+
+// The kinds in the order a report answers them.
+const std::vector<std::string>& kinds_in_order();
+
+// Whether `fact` answers `kind` directly (a rank answers "association" only when it ranks
+// correlations, and "change" only when it ranks changes).
+bool answers(const analysis::Fact& fact, const std::string& kind);
+
+// Whether an entity's name is a group of others (World Bank style aggregates: "World",
+// "High income", "Euro area", "Sub-Saharan Africa (all income levels)", "OECD members").
+bool is_aggregate_name(const std::string& name);
 
 // Relevance of a fact to the question (0..1): the kinds it serves, the entities, measures and
 // periods it shares with the question, the question's words in its table.

@@ -1,5 +1,4 @@
 #include "hka/knowledge/doc_store.h"
-#include "hka/text.h"
 
 #include <poppler/cpp/poppler-document.h>
 #include <poppler/cpp/poppler-global.h>
@@ -18,7 +17,9 @@
 #include <utility>
 
 #include "base/utf8.h"
+#include "hka/knowledge/encoding.h"
 #include "hka/knowledge/sqlite_util.h"
+#include "hka/text.h"
 
 namespace kdr::hka {
 namespace {
@@ -433,12 +434,124 @@ std::string format_of(const std::filesystem::path& path) {
   return "";
 }
 
-ExtractedDoc extract(const std::string& format, const std::string& bytes, const std::string& path) {
+// `encoding` gets the encoding the text was read as (PDFs hold their own: UTF-8 from Poppler).
+ExtractedDoc extract(const std::string& format, const std::string& bytes, const std::string& path,
+                     std::string& encoding) {
+  encoding = kUtf8;
   if (format == "pdf") return extract_pdf(bytes, path);
-  std::string text = to_valid_utf8(bytes);
+  const std::string text = to_utf8(bytes, &encoding);
   if (format == "html") return extract_html(text, path);
   if (format == "markdown") return extract_markdown(text, path);
   return extract_plain_text(text, path);
+}
+
+bool is_utf8_continuation(char c) { return (static_cast<unsigned char>(c) & 0xC0) == 0x80; }
+
+// Whether a sentence ends just before text[end]: ".", "!" or "?", then up to two closing
+// quotes or brackets, then whitespace; or a CJK full stop, exclamation or question mark,
+// which need no space after them.
+bool ends_sentence(std::string_view text, size_t end) {
+  if (end == 0 || end >= text.size()) return false;
+  const std::string_view before = text.substr(0, end);
+  for (std::string_view mark : {"\xE3\x80\x82", "\xEF\xBC\x81", "\xEF\xBC\x9F"}) {
+    if (before.ends_with(mark)) return true;
+  }
+  if (!is_space(text[end])) return false;
+  size_t i = end;
+  for (int closing = 0; closing < 2 && i > 0 &&
+                        std::string_view("\"')]").find(text[i - 1]) != std::string_view::npos;
+       ++closing) {
+    --i;
+  }
+  return i > 0 && (text[i - 1] == '.' || text[i - 1] == '!' || text[i - 1] == '?');
+}
+
+// Where a chunk that starts at `pos` ends when more than `target` bytes of its section are
+// left: the last paragraph break in the second half of the window [pos, pos + target], else
+// the last sentence end there, else the window's last whitespace, else (one word longer than
+// the target) its last UTF-8 character boundary. Only the window is searched, so cutting a
+// section costs time in proportion to its length.
+size_t cut_point(std::string_view text, size_t pos, size_t target) {
+  const size_t limit = pos + target;  // text[limit] exists: the section goes on past it
+  const size_t half = pos + target / 2;
+  const size_t para_break = text.substr(half + 1, limit - half).rfind("\n\n");
+  if (para_break != std::string_view::npos) return half + 1 + para_break;
+  for (size_t end = limit; end > half; --end) {
+    if (ends_sentence(text, end)) return end;
+  }
+  for (size_t end = limit; end > pos; --end) {
+    if (is_space(text[end])) return end;
+  }
+  size_t end = limit;
+  while (end > pos && is_utf8_continuation(text[end])) --end;
+  if (end > pos) return end;
+  // A target shorter than one character: the chunk is that character.
+  end = pos + 1;
+  while (end < text.size() && is_utf8_continuation(text[end])) ++end;
+  return end;
+}
+
+// Newlines in text[0, pos) for positions that move mostly forward, as chunking asks for
+// them: each call costs the distance from the previous one.
+class NewlineCounter {
+ public:
+  explicit NewlineCounter(std::string_view text) : text_(text) {}
+  size_t operator()(size_t pos) {
+    while (pos_ < pos) count_ += text_[pos_++] == '\n';
+    while (pos_ > pos) count_ -= text_[--pos_] == '\n';
+    return count_;
+  }
+
+ private:
+  std::string_view text_;
+  size_t pos_ = 0;
+  size_t count_ = 0;
+};
+
+// The files under `root` the store ingests, sorted. Links to files are followed, links to
+// directories are not, so a cycle of links cannot trap the walk. An entry whose status cannot
+// be read (a link loop, a dangling link) or a subdirectory that cannot be listed goes into
+// `failed` and the walk goes on; a dangling link the store would not read anyway (an editor's
+// lock file) is left out silently.
+std::vector<std::filesystem::path> document_files(const std::filesystem::path& root,
+                                                  std::vector<DocIngestReport::Failure>& failed) {
+  namespace fs = std::filesystem;
+  std::vector<fs::path> files;
+  std::vector<fs::path> dirs = {root};
+  while (!dirs.empty()) {
+    const fs::path dir = std::move(dirs.back());
+    dirs.pop_back();
+    std::error_code list_error;
+    for (fs::directory_iterator it(dir, list_error), end; !list_error && it != end;
+         it.increment(list_error)) {
+      const fs::path& path = it->path();
+      std::error_code error;
+      if (fs::is_directory(it->symlink_status(error)) && !error) {
+        dirs.push_back(path);
+        continue;
+      }
+      const fs::file_status status = error ? fs::file_status() : it->status(error);
+      const bool wanted = !format_of(path).empty();
+      if (error) {
+        if (wanted || error != std::errc::no_such_file_or_directory) {
+          failed.push_back({path.string(), path.string() + ": skipped, cannot read its status (" +
+                                               error.message() + ")"});
+        }
+      } else if (wanted && fs::is_regular_file(status)) {
+        files.push_back(path);
+      }
+    }
+    if (list_error && dir == root) {
+      throw DocStoreError(root.string() + ": cannot list the directory (" + list_error.message() +
+                          ")");
+    }
+    if (list_error) {
+      failed.push_back({dir.string(), dir.string() + ": skipped, cannot list the directory (" +
+                                          list_error.message() + ")"});
+    }
+  }
+  std::sort(files.begin(), files.end());
+  return files;
 }
 
 }  // namespace
@@ -446,33 +559,9 @@ ExtractedDoc extract(const std::string& format, const std::string& bytes, const 
 std::string to_valid_utf8(std::string_view s) {
   std::string out;
   out.reserve(s.size());
-  size_t i = 0;
-  while (i < s.size()) {
-    auto c = static_cast<unsigned char>(s[i]);
-    if (c < 0x80) {
-      out += static_cast<char>(c);
-      ++i;
-      continue;
-    }
-    size_t len = 0;
-    uint32_t cp = 0;
-    uint32_t min = 0;
-    if ((c & 0xE0) == 0xC0) {
-      len = 2, cp = c & 0x1F, min = 0x80;
-    } else if ((c & 0xF0) == 0xE0) {
-      len = 3, cp = c & 0x0F, min = 0x800;
-    } else if ((c & 0xF8) == 0xF0) {
-      len = 4, cp = c & 0x07, min = 0x10000;
-    }
-    bool ok = len > 0 && i + len <= s.size();
-    for (size_t j = 1; ok && j < len; ++j) {
-      auto d = static_cast<unsigned char>(s[i + j]);
-      ok = (d & 0xC0) == 0x80;
-      cp = (cp << 6) | (d & 0x3F);
-    }
-    // Overlong forms, surrogates and code points past U+10FFFF are invalid too.
-    ok = ok && cp >= min && cp <= 0x10FFFF && !(cp >= 0xD800 && cp <= 0xDFFF);
-    if (ok) {
+  for (size_t i = 0; i < s.size();) {
+    const size_t len = utf8_sequence_length(s, i);
+    if (len > 0) {
       out.append(s.substr(i, len));
       i += len;
     } else {
@@ -625,21 +714,25 @@ std::string joined_text(const ExtractedDoc& doc) {
 std::vector<ChunkSpan> chunk_document(const ExtractedDoc& doc, const ChunkOptions& options) {
   const std::string text = joined_text(doc);
   std::vector<size_t> block_begin;
+  std::vector<size_t> newlines_before_block;  // in `text`, the "\n\n" separators included
   size_t offset = 0;
+  size_t newlines = 0;
   for (const TextBlock& block : doc.blocks) {
     block_begin.push_back(offset);
+    newlines_before_block.push_back(newlines);
     offset += block.text.size() + 2;
+    newlines += static_cast<size_t>(std::count(block.text.begin(), block.text.end(), '\n')) + 2;
   }
   auto block_at = [&](size_t pos) {
     return static_cast<size_t>(std::upper_bound(block_begin.begin(), block_begin.end(), pos) -
                                block_begin.begin() - 1);
   };
+  NewlineCounter newlines_before(text);
   auto line_at = [&](size_t pos) {
     const size_t b = block_at(pos);
     if (doc.blocks[b].line_begin == 0) return 0;
-    auto newlines = std::count(text.begin() + static_cast<std::ptrdiff_t>(block_begin[b]),
-                               text.begin() + static_cast<std::ptrdiff_t>(pos), '\n');
-    return doc.blocks[b].line_begin + static_cast<int>(newlines);
+    return doc.blocks[b].line_begin +
+           static_cast<int>(newlines_before(pos) - newlines_before_block[b]);
   };
   const size_t target = std::max<size_t>(options.target_chars, 1);
 
@@ -655,25 +748,7 @@ std::vector<ChunkSpan> chunk_document(const ExtractedDoc& doc, const ChunkOption
     const size_t section_end = block_begin[last] + doc.blocks[last].text.size();
     size_t pos = block_begin[first];
     while (pos < section_end) {
-      size_t end = section_end;
-      if (section_end - pos > target) {
-        const size_t limit = pos + target;
-        // Prefer a paragraph break in the second half, else the last space, else (one word
-        // longer than the target) the end of that word.
-        size_t para_break = text.rfind("\n\n", limit - 1);
-        if (para_break != std::string::npos && para_break > pos + target / 2) {
-          end = para_break;
-        } else {
-          size_t space = limit;
-          while (space > pos && !is_space(text[space])) --space;
-          if (space > pos) {
-            end = space;
-          } else {
-            end = limit;
-            while (end < section_end && !is_space(text[end])) ++end;
-          }
-        }
-      }
+      const size_t end = section_end - pos > target ? cut_point(text, pos, target) : section_end;
       size_t trimmed_end = end;
       while (trimmed_end > pos && is_space(text[trimmed_end - 1])) --trimmed_end;
       spans.push_back({pos, trimmed_end, block_at(pos), line_at(pos), line_at(trimmed_end - 1)});
@@ -790,19 +865,12 @@ DocIngestReport DocStore::ingest_dir(const std::filesystem::path& dir) {
     throw DocStoreError(dir.string() + ": not a readable directory" +
                         (ec ? " (" + ec.message() + ")" : ""));
   }
-  std::vector<fs::path> files;
-  for (auto it = fs::recursive_directory_iterator(
-           root, fs::directory_options::skip_permission_denied, ec);
-       !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
-    if (it->is_regular_file() && !format_of(it->path()).empty()) files.push_back(it->path());
-  }
-  if (ec) throw DocStoreError(root.string() + ": cannot list the directory (" + ec.message() + ")");
-  std::sort(files.begin(), files.end());
+  DocIngestReport report;
+  const std::vector<fs::path> files = document_files(root, report.failed);
 
   // Changing the chunk options re-chunks every document on the next ingest.
   const std::string chunking =
       std::to_string(options_.target_chars) + "/" + std::to_string(options_.overlap_chars);
-  DocIngestReport report;
   std::set<std::string> seen;
   for (const fs::path& file : files) {
     const std::string path = file.string();
@@ -832,6 +900,7 @@ DocIngestReport DocStore::ingest_dir(const std::filesystem::path& dir) {
     int64_t mtime = -1;
     std::string hash;
     std::optional<ExtractedDoc> doc;
+    std::string encoding;
     std::string failure;
     try {
       std::error_code stat_error;
@@ -855,7 +924,7 @@ DocIngestReport DocStore::ingest_dir(const std::filesystem::path& dir) {
         report.unchanged.push_back(path);
         continue;
       }
-      doc = extract(format, bytes, path);
+      doc = extract(format, bytes, path, encoding);
     } catch (const DocStoreError& e) {
       failure = e.what();
     }
@@ -891,6 +960,7 @@ DocIngestReport DocStore::ingest_dir(const std::filesystem::path& dir) {
     }
     tx.commit();
     (old_id ? report.updated : report.added).push_back(path);
+    if (encoding != kUtf8) report.converted.push_back(conversion_note(path, encoding));
   }
 
   // Documents under this directory whose file is gone.

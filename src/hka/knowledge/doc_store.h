@@ -32,7 +32,7 @@ class DocStoreError : public std::runtime_error {
 };
 
 struct ChunkOptions {
-  size_t target_chars = 1200;  // a chunk is at most this long unless one word is longer
+  size_t target_chars = 1200;  // a chunk is at most this long (in bytes)
   size_t overlap_chars = 150;  // about this much of a chunk's end starts the next one
 };
 
@@ -91,6 +91,9 @@ struct DocIngestReport {
   std::vector<std::string> unchanged;
   std::vector<std::string> removed;
   std::vector<Failure> failed;  // not ingested (and any older version removed)
+  // One note per document ingested in this run whose text was not UTF-8:
+  // "<path>: converted from Windows-1252 to UTF-8".
+  std::vector<std::string> converted;
 };
 
 class DocStore {

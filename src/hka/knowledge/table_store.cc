@@ -1,5 +1,4 @@
 #include "hka/knowledge/table_store.h"
-#include "hka/text.h"
 
 #include <sqlite3.h>
 
@@ -15,8 +14,10 @@
 #include <set>
 #include <utility>
 
+#include "hka/knowledge/encoding.h"
 #include "hka/knowledge/sqlite_util.h"
 #include "hka/knowledge/xlsx.h"
+#include "hka/text.h"
 
 namespace kdr::hka {
 namespace fs = std::filesystem;
@@ -773,6 +774,53 @@ void in_transaction(sqlite3* db, Body&& body) {
   }
 }
 
+// The source files under `root` the store reads (.csv, .tsv, .json, .xlsx), sorted. Links to
+// files are followed, links to directories are not, so a cycle of links cannot trap the walk.
+// An entry whose status cannot be read (a link loop, a dangling link) or a subdirectory that
+// cannot be listed goes into `failed` and the walk goes on; a dangling link the store would
+// not read anyway (an editor's lock file) is left out silently.
+std::vector<fs::path> source_files(const fs::path& root, std::vector<std::string>& failed) {
+  std::vector<fs::path> files;
+  std::vector<fs::path> dirs = {root};
+  while (!dirs.empty()) {
+    const fs::path dir = std::move(dirs.back());
+    dirs.pop_back();
+    std::error_code list_error;
+    for (fs::directory_iterator it(dir, list_error), end; !list_error && it != end;
+         it.increment(list_error)) {
+      const fs::path& path = it->path();
+      std::error_code error;
+      if (fs::is_directory(it->symlink_status(error)) && !error) {
+        dirs.push_back(path);
+        continue;
+      }
+      const fs::file_status status = error ? fs::file_status() : it->status(error);
+      const std::string ext = to_lower(path.extension().string());
+      // "~$book.xlsx" is the lock file Excel keeps beside a workbook it has open.
+      const bool wanted = (ext == ".csv" || ext == ".tsv" || ext == ".json" || ext == ".xlsx") &&
+                          !path.filename().string().starts_with("~$");
+      if (error) {
+        if (wanted || error != std::errc::no_such_file_or_directory) {
+          failed.push_back(path.string() + ": skipped, cannot read its status (" + error.message() +
+                           ")");
+        }
+      } else if (wanted && fs::is_regular_file(status)) {
+        files.push_back(path);
+      }
+    }
+    if (list_error && dir == root) {
+      throw TableStoreError(root.string() + ": cannot list the directory (" + list_error.message() +
+                            ")");
+    }
+    if (list_error) {
+      failed.push_back(dir.string() + ": skipped, cannot list the directory (" +
+                       list_error.message() + ")");
+    }
+  }
+  std::sort(files.begin(), files.end());
+  return files;
+}
+
 }  // namespace
 
 // ---------------------------------------------------------------------------------------
@@ -816,24 +864,22 @@ TableStore TableStore::open(const fs::path& workspace_db) {
 
 TableIngestReport TableStore::ingest_dir(const fs::path& dir,
                                          const std::optional<fs::path>& catalogue_path) {
-  if (!fs::is_directory(dir)) throw TableStoreError(dir.string() + ": not a directory");
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec)) {
+    throw TableStoreError(dir.string() + ": not a directory" +
+                          (ec ? " (" + ec.message() + ")" : ""));
+  }
   std::vector<json> catalogue;
   if (catalogue_path) catalogue = load_catalogue(*catalogue_path);
   fs::path root = fs::weakly_canonical(dir);
   fs::path catalogue_abs = catalogue_path ? fs::weakly_canonical(*catalogue_path) : fs::path();
   fs::path db_abs = fs::weakly_canonical(db_path_);
 
+  TableIngestReport report;
   std::vector<fs::path> sources;
-  for (const auto& entry : fs::recursive_directory_iterator(root)) {
-    if (!entry.is_regular_file()) continue;
-    std::string ext = to_lower(entry.path().extension().string());
-    if (ext != ".csv" && ext != ".tsv" && ext != ".json" && ext != ".xlsx") continue;
-    // "~$book.xlsx" is the lock file Excel keeps beside a workbook it has open.
-    if (entry.path().filename().string().starts_with("~$")) continue;
-    if (entry.path() == catalogue_abs || entry.path() == db_abs) continue;
-    sources.push_back(entry.path());
+  for (fs::path& path : source_files(root, report.failed)) {
+    if (path != catalogue_abs && path != db_abs) sources.push_back(std::move(path));
   }
-  std::sort(sources.begin(), sources.end());
 
   struct Known {
     std::string name, hash, catalogue_key;
@@ -844,14 +890,13 @@ TableIngestReport TableStore::ingest_dir(const fs::path& dir,
     while (rows.step()) known[rows.text(0)] = {rows.text(1), rows.text(2), rows.text(3)};
   }
 
-  TableIngestReport report;
   std::set<std::string> seen;
   for (const fs::path& path : sources) {
     std::string source = path.string();
     seen.insert(source);
     try {
-      std::string text = read_file(path);
-      std::string hash = content_hash(text);
+      std::string bytes = read_file(path);
+      std::string hash = content_hash(bytes);
       std::string relative = normalize_path(path.lexically_relative(root).generic_string());
       std::optional<CatalogueEntry> entry = match_catalogue(catalogue, relative);
       auto old = known.find(source);
@@ -860,6 +905,11 @@ TableIngestReport TableStore::ingest_dir(const fs::path& dir,
         report.unchanged.push_back(old->second.name);
         continue;
       }
+      // XLSX is a zip archive whose XML parts declare their own encoding; text sources are
+      // read as UTF-8, UTF-16 or Windows-1252 (encoding.h) and stored as UTF-8.
+      std::string encoding(kUtf8);
+      const std::string text =
+          to_lower(path.extension().string()) == ".xlsx" ? bytes : to_utf8(bytes, &encoding);
       PreparedTable table = prepare_table(path, text, entry);
       if (old != known.end()) {
         table.info.name = old->second.name;
@@ -871,8 +921,9 @@ TableIngestReport TableStore::ingest_dir(const fs::path& dir,
       }
       auto mtime = static_cast<int64_t>(fs::last_write_time(path).time_since_epoch().count());
       in_transaction(
-          db_, [&] { write_table(db_, table, hash, static_cast<int64_t>(text.size()), mtime); });
+          db_, [&] { write_table(db_, table, hash, static_cast<int64_t>(bytes.size()), mtime); });
       (old != known.end() ? report.replaced : report.added).push_back(table.info.name);
+      if (encoding != kUtf8) report.converted.push_back(conversion_note(source, encoding));
     } catch (const TableStoreError& e) {
       report.failed.push_back(e.what());
     } catch (const fs::filesystem_error& e) {

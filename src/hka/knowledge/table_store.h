@@ -70,6 +70,9 @@ struct TableIngestReport {
   std::vector<std::string> unchanged;  // table names skipped (same content hash)
   std::vector<std::string> removed;    // table names whose source was deleted
   std::vector<std::string> failed;     // one error message per source that did not load
+  // One note per source loaded in this run whose text was not UTF-8:
+  // "<path>: converted from Windows-1252 to UTF-8".
+  std::vector<std::string> converted;
 };
 
 class TableStore {

@@ -1,5 +1,6 @@
 // Language-model backends: the OpenAI-compatible HTTP client (libcurl), the scripted backend
-// for tests, the tolerant JSON reader and the schema checker the pipeline runs on replies.
+// for tests, the tolerant JSON reader, and the schema check the pipeline runs on replies (the
+// engine's JsonGrammar, compiled without a vocabulary).
 // The in-process engine backend lives in engine_backend.cc.
 #include "hka/llm/llm.h"
 
@@ -12,6 +13,8 @@
 #include <fstream>
 #include <sstream>
 #include <thread>
+
+#include "engine/json_grammar.h"
 
 namespace kdr::hka {
 
@@ -507,215 +510,6 @@ std::optional<std::string> fenced(const std::string& text) {
   return text.substr(body, close == std::string::npos ? std::string::npos : close - body);
 }
 
-// ---- schema checking ----------------------------------------------------------------------------
-
-using ojson = nlohmann::ordered_json;
-
-std::string pointer_token(const std::string& key) {
-  std::string t;
-  for (char c : key) {
-    if (c == '~') {
-      t += "~0";
-    } else if (c == '/') {
-      t += "~1";
-    } else {
-      t += c;
-    }
-  }
-  return t;
-}
-
-size_t code_points(const std::string& s) {
-  return static_cast<size_t>(std::count_if(
-      s.begin(), s.end(), [](char c) { return (static_cast<unsigned char>(c) & 0xC0) != 0x80; }));
-}
-
-bool has_type(const json& v, const std::string& type) {
-  if (type == "string") return v.is_string();
-  if (type == "boolean") return v.is_boolean();
-  if (type == "null") return v.is_null();
-  if (type == "object") return v.is_object();
-  if (type == "array") return v.is_array();
-  if (type == "number") return v.is_number();
-  if (type == "integer") {
-    if (v.is_number_integer()) return true;
-    if (!v.is_number_float()) return false;
-    const double d = v.get<double>();
-    return std::isfinite(d) && d == std::floor(d);
-  }
-  return false;
-}
-
-std::string type_phrase(const std::string& type) {
-  if (type == "null") return "null";
-  if (type == "integer" || type == "object" || type == "array") return "an " + type;
-  return "a " + type;
-}
-
-class SchemaChecker {
- public:
-  explicit SchemaChecker(const ojson& root) : root_(root) {}
-
-  std::string check(const json& v, const ojson& s, const std::string& at, int depth = 0) const {
-    if (depth > 64) return at_text(at) + ": schema nests too deeply ($ref cycle?)";
-    if (s.is_boolean()) return s.get<bool>() ? "" : at_text(at) + ": no value is allowed here";
-    if (!s.is_object()) return "";
-    if (s.contains("$ref") && s["$ref"].is_string()) {
-      const ojson* target = resolve(s["$ref"].get<std::string>());
-      if (!target)
-        return at_text(at) + ": schema $ref '" + s["$ref"].get<std::string>() + "' not found";
-      if (std::string p = check(v, *target, at, depth + 1); !p.empty()) return p;
-    }
-    if (s.contains("const")) {
-      if (json(s["const"]) != v) return at_text(at) + ": expected " + s["const"].dump();
-    }
-    if (s.contains("enum") && s["enum"].is_array()) {
-      bool found = false;
-      for (const ojson& e : s["enum"]) found = found || json(e) == v;
-      if (!found)
-        return at_text(at) + ": " + clip(v.dump(), 60) + " is not one of " +
-               clip(s["enum"].dump(), 120);
-    }
-    for (const char* kw : {"anyOf", "oneOf"}) {
-      if (!s.contains(kw) || !s[kw].is_array()) continue;
-      int matches = 0;
-      std::string first;
-      for (const ojson& alt : s[kw]) {
-        std::string p = check(v, alt, at, depth + 1);
-        if (p.empty()) {
-          ++matches;
-        } else if (first.empty()) {
-          first = p;
-        }
-      }
-      if (matches == 0)
-        return at_text(at) + ": matches none of the " + kw + " alternatives (first: " + first + ")";
-      if (std::string(kw) == "oneOf" && matches > 1)
-        return at_text(at) + ": matches " + std::to_string(matches) + " oneOf alternatives";
-    }
-    if (s.contains("allOf") && s["allOf"].is_array()) {
-      for (const ojson& part : s["allOf"])
-        if (std::string p = check(v, part, at, depth + 1); !p.empty()) return p;
-    }
-    if (s.contains("type")) {
-      const ojson& t = s["type"];
-      std::vector<std::string> types;
-      if (t.is_string()) types.push_back(t.get<std::string>());
-      if (t.is_array())
-        for (const ojson& x : t)
-          if (x.is_string()) types.push_back(x.get<std::string>());
-      if (!types.empty() && std::none_of(types.begin(), types.end(),
-                                         [&](const std::string& ty) { return has_type(v, ty); })) {
-        std::string want;
-        for (size_t i = 0; i < types.size(); ++i)
-          want += (i == 0 ? "" : i + 1 == types.size() ? " or " : ", ") + type_phrase(types[i]);
-        return at_text(at) + ": expected " + want;
-      }
-    }
-    if (v.is_string()) return check_string(v.get<std::string>(), s, at);
-    if (v.is_number()) return check_number(v.get<double>(), s, at);
-    if (v.is_array()) return check_array(v, s, at, depth);
-    if (v.is_object()) return check_object(v, s, at, depth);
-    return "";
-  }
-
- private:
-  static std::string at_text(const std::string& at) { return at.empty() ? "/" : at; }
-
-  const ojson* resolve(const std::string& ref) const {
-    if (ref.rfind("#", 0) != 0) return nullptr;
-    try {
-      const ojson::json_pointer p(ref.substr(1));
-      if (!root_.contains(p)) return nullptr;
-      return &root_.at(p);
-    } catch (const std::exception&) {
-      return nullptr;
-    }
-  }
-
-  static std::string check_string(const std::string& v, const ojson& s, const std::string& at) {
-    const size_t n = code_points(v);
-    if (s.contains("minLength") && s["minLength"].is_number() &&
-        static_cast<double>(n) < s["minLength"].get<double>())
-      return at_text(at) + ": shorter than minLength " + s["minLength"].dump();
-    if (s.contains("maxLength") && s["maxLength"].is_number() &&
-        static_cast<double>(n) > s["maxLength"].get<double>())
-      return at_text(at) + ": longer than maxLength " + s["maxLength"].dump();
-    return "";
-  }
-
-  static std::string check_number(double v, const ojson& s, const std::string& at) {
-    auto bound = [&](const char* kw) -> const ojson* {
-      return s.contains(kw) && s[kw].is_number() ? &s[kw] : nullptr;
-    };
-    // Draft 4 writes exclusiveness as a boolean beside minimum / maximum.
-    auto draft4 = [&](const char* kw) {
-      return s.contains(kw) && s[kw].is_boolean() && s[kw].get<bool>();
-    };
-    if (const ojson* b = bound("minimum")) {
-      const bool excl = draft4("exclusiveMinimum");
-      if (excl ? v <= b->get<double>() : v < b->get<double>())
-        return at_text(at) + ": below " + (excl ? "exclusiveMinimum " : "minimum ") + b->dump();
-    }
-    if (const ojson* b = bound("maximum")) {
-      const bool excl = draft4("exclusiveMaximum");
-      if (excl ? v >= b->get<double>() : v > b->get<double>())
-        return at_text(at) + ": above " + (excl ? "exclusiveMaximum " : "maximum ") + b->dump();
-    }
-    if (const ojson* b = bound("exclusiveMinimum"); b && v <= b->get<double>())
-      return at_text(at) + ": not above exclusiveMinimum " + b->dump();
-    if (const ojson* b = bound("exclusiveMaximum"); b && v >= b->get<double>())
-      return at_text(at) + ": not below exclusiveMaximum " + b->dump();
-    return "";
-  }
-
-  std::string check_array(const json& v, const ojson& s, const std::string& at, int depth) const {
-    const double n = static_cast<double>(v.size());
-    if (s.contains("minItems") && s["minItems"].is_number() && n < s["minItems"].get<double>())
-      return at_text(at) + ": " + std::to_string(v.size()) + " items, fewer than minItems " +
-             s["minItems"].dump();
-    if (s.contains("maxItems") && s["maxItems"].is_number() && n > s["maxItems"].get<double>())
-      return at_text(at) + ": " + std::to_string(v.size()) + " items, more than maxItems " +
-             s["maxItems"].dump();
-    if (!s.contains("items")) return "";
-    const ojson& items = s["items"];
-    for (size_t i = 0; i < v.size(); ++i) {
-      const ojson* item = &items;
-      if (items.is_array()) {  // tuple form
-        if (i >= items.size()) break;
-        item = &items[i];
-      }
-      if (std::string p = check(v[i], *item, at + "/" + std::to_string(i), depth + 1); !p.empty())
-        return p;
-    }
-    return "";
-  }
-
-  std::string check_object(const json& v, const ojson& s, const std::string& at, int depth) const {
-    if (s.contains("required") && s["required"].is_array()) {
-      for (const ojson& r : s["required"])
-        if (r.is_string() && !v.contains(r.get<std::string>()))
-          return at_text(at) + ": missing required property '" + r.get<std::string>() + "'";
-    }
-    const ojson* props =
-        s.contains("properties") && s["properties"].is_object() ? &s["properties"] : nullptr;
-    const ojson* extra = s.contains("additionalProperties") ? &s["additionalProperties"] : nullptr;
-    for (const auto& [key, value] : v.items()) {
-      const std::string child = at + "/" + pointer_token(key);
-      if (props && props->contains(key)) {
-        if (std::string p = check(value, (*props)[key], child, depth + 1); !p.empty()) return p;
-      } else if (extra && extra->is_boolean() && !extra->get<bool>()) {
-        return at_text(at) + ": unexpected property '" + key + "'";
-      } else if (extra && extra->is_object()) {
-        if (std::string p = check(value, *extra, child, depth + 1); !p.empty()) return p;
-      }
-    }
-    return "";
-  }
-
-  const ojson& root_;
-};
-
 }  // namespace
 
 // ---- public functions ---------------------------------------------------------------------------
@@ -854,7 +648,33 @@ std::optional<nlohmann::json> parse_tolerant_json(const std::string& text, std::
 }
 
 std::string schema_violation(const nlohmann::json& value, const nlohmann::ordered_json& schema) {
-  return SchemaChecker(schema).check(value, schema, "");
+  // The engine's grammar is the one reading of the schema language: what it would generate
+  // passes. Compiled once per schema text, since every answer of a role repeats its schema.
+  struct Compiled {
+    std::shared_ptr<const engine::JsonGrammar> grammar;
+    std::string error;  // the GrammarError when the schema is not supported
+  };
+  static std::mutex mu;
+  static std::map<std::string, Compiled> cache;
+  std::shared_ptr<const engine::JsonGrammar> grammar;
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    const std::string key = schema.dump();
+    auto it = cache.find(key);
+    if (it == cache.end()) {
+      if (cache.size() >= 256) cache.clear();  // schemas are few; this only bounds a leak
+      Compiled c;
+      try {
+        c.grammar = engine::JsonGrammar::from_schema(schema, nullptr);
+      } catch (const engine::GrammarError& e) {
+        c.error = e.what();
+      }
+      it = cache.emplace(key, std::move(c)).first;
+    }
+    if (!it->second.grammar) return "schema not supported: " + it->second.error;
+    grammar = it->second.grammar;
+  }
+  return grammar->violation(value);
 }
 
 }  // namespace kdr::hka

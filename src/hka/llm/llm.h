@@ -141,6 +141,9 @@ std::optional<nlohmann::json> parse_tolerant_json(const std::string& text,
 
 // The first way `value` breaks `schema` (same subset as LlmCall::json_schema), as
 // "<json pointer>: <problem>", e.g. "/subtasks/0/goal: expected a string"; empty when valid.
+// Valid means what the engine would generate under the schema (engine::JsonGrammar::violation):
+// properties the schema does not list are refused, as are numbers past its digit limits. A
+// schema the grammar cannot compile gives "schema not supported: <why>".
 std::string schema_violation(const nlohmann::json& value, const nlohmann::ordered_json& schema);
 
 }  // namespace kdr::hka

@@ -95,6 +95,7 @@ struct ResearchResult {
   int32_t numbers_checked = 0;
   int32_t unverified_numbers = 0;
   int32_t unresolved_citations = 0;
+  int32_t facts = 0;  // data facts cited in the report
 };
 
 // Runs the whole pipeline. Throws ResearchError for unusable inputs (no tables loaded, an
@@ -102,6 +103,11 @@ struct ResearchResult {
 // answers badly never throws (its answer is repaired or the step is skipped and noted).
 ResearchResult run_research(const ResearchOptions& options, LlmBackend& llm,
                             const ProgressFn& progress = nullptr);
+
+// The parts of a question, each a section of the report: its sentences, cut again where a
+// new clause asks something else (", and how fast ...", ", which ..."); a part that asks
+// nothing on its own joins its neighbour.
+std::vector<std::string> question_parts(const std::string& question);
 
 // Model prose as the report takes it (small models loop): sentences that repeat an earlier
 // one word for word are dropped; a text that starts looping on a few characters (a unit of
