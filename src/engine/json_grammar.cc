@@ -25,10 +25,14 @@
 //  - title, description, $schema, $id, $comment, default, examples, deprecated, readOnly,
 //    writeOnly, $defs, definitions (and uniqueItems false) describe and are ignored. Every
 //    other keyword is a GrammarError naming it and the JSON pointer of its schema.
+//
+// JsonGrammar::violation checks a parsed value against the same compiled nodes, so the schema
+// language has one reading: a value passes exactly when the matcher would take its text.
 #include "engine/json_grammar.h"
 
 #include <algorithm>
 #include <array>
+#include <charconv>
 #include <cmath>
 #include <cstdio>
 #include <map>
@@ -103,11 +107,19 @@ struct Node {
   // kNumber. When bounded, values are compared as integers in units of 1/scale.
   bool integer = false, bounded = false;
   i128 scale = 1, lo = -kUnbounded, hi = kUnbounded;
+  // kNumber, for messages: the schema's bounds that lo and hi come from, as the problem of a
+  // value beyond them ("below minimum 0").
+  std::string below_lo, above_hi;
   // kLiteral: sorted, unique.
   std::vector<std::string> literals;
+  // kLiteral, for messages: the values in the schema's order, and whether they come from enum
+  // or const (else they are the booleans or null of a type).
+  std::vector<std::string> listed;
+  bool enumerated = false;
   // kUnion.
   std::vector<uint32_t> alts;
   std::array<int32_t, 256> by_byte{};
+  std::string keyword;  // "anyOf" or "oneOf" when the union comes from one, for messages
 };
 
 // Positions of container and root frames.
@@ -957,9 +969,8 @@ bool is_type(const json& v, const std::string& type) {
 }
 
 // floor and ceil of x * 10^digits, clamped to +-kUnbounded. Works on the shortest decimal text
-// of x, so 0.1 is exactly one tenth, not the nearest double.
-void scaled_floor_ceil(const json& x, int digits, i128& floor_out, i128& ceil_out) {
-  const std::string text = x.dump();
+// of x (its dump), so 0.1 is exactly one tenth, not the nearest double.
+void scaled_floor_ceil(const std::string& text, int digits, i128& floor_out, i128& ceil_out) {
   const bool negative = text[0] == '-';
   const size_t e = std::min(text.find_first_of("eE"), text.size());
   const size_t point = std::min(text.find('.'), e);
@@ -1059,8 +1070,14 @@ class SchemaCompiler {
         merged.path = nodes_[u].path;
         for (const Alternative& a : flat) {
           if (!is_literal(a)) continue;
-          const std::vector<std::string>& lits = nodes_[a.node].literals;
-          merged.literals.insert(merged.literals.end(), lits.begin(), lits.end());
+          const Node& lit = nodes_[a.node];
+          merged.literals.insert(merged.literals.end(), lit.literals.begin(), lit.literals.end());
+          for (const std::string& v : lit.listed) {
+            if (std::find(merged.listed.begin(), merged.listed.end(), v) == merged.listed.end()) {
+              merged.listed.push_back(v);
+            }
+          }
+          merged.enumerated = merged.enumerated || lit.enumerated;
         }
         std::sort(merged.literals.begin(), merged.literals.end());
         merged.literals.erase(std::unique(merged.literals.begin(), merged.literals.end()),
@@ -1108,6 +1125,7 @@ class SchemaCompiler {
     Node lit;
     lit.kind = Kind::kLiteral;
     lit.literals = {"false", "null", "true"};
+    lit.listed = lit.literals;
     const uint32_t l = add(std::move(lit));
     Node arr;
     arr.kind = Kind::kArray;
@@ -1230,6 +1248,7 @@ class SchemaCompiler {
       }
       Node u;
       u.kind = Kind::kUnion;
+      u.keyword = kw;
       for (size_t i = 0; i < alts.size(); ++i) {
         u.alts.push_back(compile(alts[i], path + "/" + kw + "/" + std::to_string(i)));
       }
@@ -1346,6 +1365,7 @@ class SchemaCompiler {
     }
     Node n;
     n.kind = Kind::kLiteral;
+    n.enumerated = true;
     for (const json& v : values) {
       try {
         n.literals.push_back(v.dump());
@@ -1357,6 +1377,9 @@ class SchemaCompiler {
         throw GrammarError("an 'enum' or 'const' value at " + where(path) +
                            " is a number that is not finite");
       }
+    }
+    for (const std::string& v : n.literals) {
+      if (std::find(n.listed.begin(), n.listed.end(), v) == n.listed.end()) n.listed.push_back(v);
     }
     std::sort(n.literals.begin(), n.literals.end());
     n.literals.erase(std::unique(n.literals.begin(), n.literals.end()), n.literals.end());
@@ -1385,6 +1408,7 @@ class SchemaCompiler {
       n.kind = Kind::kLiteral;
       n.literals = type == "null" ? std::vector<std::string>{"null"}
                                   : std::vector<std::string>{"false", "true"};
+      n.listed = n.literals;
       return n;
     }
     if (type == "string") {
@@ -1430,12 +1454,21 @@ class SchemaCompiler {
                            " must be a finite number, not " + v.dump());
       }
       i128 floor_v = 0, ceil_v = 0;
-      scaled_floor_ceil(v, digits, floor_v, ceil_v);
+      scaled_floor_ceil(v.dump(), digits, floor_v, ceil_v);
       n.bounded = true;
+      // Draft 4's exclusiveMinimum: true beside minimum means what exclusiveMinimum means now.
       if (lower) {
-        n.lo = std::max(n.lo, exclusive ? floor_v + 1 : ceil_v);
+        const i128 lo = exclusive ? floor_v + 1 : ceil_v;
+        if (lo > n.lo) {
+          n.lo = lo;
+          n.below_lo = (exclusive ? "not above exclusiveMinimum " : "below minimum ") + v.dump();
+        }
       } else {
-        n.hi = std::min(n.hi, exclusive ? ceil_v - 1 : floor_v);
+        const i128 hi = exclusive ? ceil_v - 1 : floor_v;
+        if (hi < n.hi) {
+          n.hi = hi;
+          n.above_hi = (exclusive ? "not below exclusiveMaximum " : "above maximum ") + v.dump();
+        }
       }
     };
     // Draft 4 writes exclusiveMinimum: true beside minimum.
@@ -1577,6 +1610,343 @@ class SchemaCompiler {
 
 }  // namespace
 
+// ---- validating values ------------------------------------------------------------------------
+//
+// A value is valid when the grammar generates a text that reads as it, whitespace and the order
+// of properties aside (the grammar writes them in the schema's order; a parsed value has none):
+// a double passes when some number within the rules on digits at the top of this file parses to
+// it. The walk follows the compiled nodes, so it refuses what the matcher refuses, and names the
+// JSON pointer of the first problem.
+
+namespace {
+
+using Value = nlohmann::json;
+
+// The place of a problem as messages show it: "/" for the root.
+std::string problem(const std::string& at, const std::string& what) {
+  return (at.empty() ? "/" : at) + ": " + what;
+}
+
+// At most `n` bytes of `s`, cut at a character boundary (messages end up in JSON traces).
+std::string clipped(const std::string& s, size_t n) {
+  if (s.size() <= n) return s;
+  while (n > 0 && (static_cast<uint8_t>(s[n]) & 0xC0) == 0x80) --n;
+  return s.substr(0, n) + "...";
+}
+
+std::string shown(const Value& v) {
+  return clipped(v.dump(-1, ' ', false, Value::error_handler_t::replace), 60);
+}
+
+std::string joined(const std::vector<std::string>& parts, const std::string& sep,
+                   const std::string& last_sep) {
+  std::string out;
+  for (size_t i = 0; i < parts.size(); ++i) {
+    if (i > 0) out += i + 1 == parts.size() ? last_sep : sep;
+    out += parts[i];
+  }
+  return out;
+}
+
+// The byte a value's compact text starts with, which picks a union's alternative. Zero is
+// written "0" whatever its sign or type, so -0.0 goes where 0 goes.
+uint8_t first_byte(const Value& v) {
+  switch (v.type()) {
+    case Value::value_t::object:
+      return '{';
+    case Value::value_t::array:
+      return '[';
+    case Value::value_t::string:
+      return '"';
+    case Value::value_t::boolean:
+      return v.get<bool>() ? 't' : 'f';
+    case Value::value_t::null:
+      return 'n';
+    case Value::value_t::number_integer:
+    case Value::value_t::number_unsigned:
+    case Value::value_t::number_float:
+      return v == 0 ? '0' : static_cast<uint8_t>(v.dump()[0]);
+    default:
+      return 0;  // binary and discarded values start no JSON text
+  }
+}
+
+// A number's text as 0.<digits> * 10^point, digits without leading or trailing zeros (none for
+// zero).
+void decimal_digits(const std::string& text, std::string& digits, int& point) {
+  const size_t start = text[0] == '-' ? 1 : 0;
+  const size_t e = std::min(text.find_first_of("eE"), text.size());
+  const size_t dot = std::min(text.find('.'), e);
+  digits = text.substr(start, dot - start);
+  if (dot < e) digits += text.substr(dot + 1, e - dot - 1);
+  point = static_cast<int>(dot - start) + (e < text.size() ? std::stoi(text.substr(e + 1)) : 0);
+  const size_t lead = std::min(digits.find_first_not_of('0'), digits.size());
+  digits.erase(0, lead);
+  point -= static_cast<int>(lead);
+  digits.erase(std::min(digits.find_last_not_of('0') + 1, digits.size()));
+}
+
+class ValueChecker {
+ public:
+  explicit ValueChecker(const std::vector<Node>& nodes) : nodes_(nodes) {}
+
+  // `depth` counts the matcher's frames once the value's own is pushed: the root's and one per
+  // enclosing container.
+  std::string check(uint32_t node, const Value& v, const std::string& at, int32_t depth) const {
+    if (depth > kMaxDepth) {
+      return problem(at, "nested deeper than " + std::to_string(kMaxDepth - 1) + " levels");
+    }
+    if (v.is_number_float() && !std::isfinite(v.get<double>())) {
+      return problem(at, "not a finite number");
+    }
+    const Node& n = nodes_[node];
+    switch (n.kind) {
+      case Kind::kUnion: {
+        // Alternatives differ in their first byte; a union is never a frame of its own.
+        const int32_t alt = n.by_byte[first_byte(v)];
+        if (alt >= 0) return check(static_cast<uint32_t>(alt), v, at, depth);
+        const std::string want = phrase(n);
+        return problem(at, n.keyword.empty() ? "expected " + want
+                                             : "matches none of the " + n.keyword +
+                                                   " alternatives (expected " + want + ")");
+      }
+      case Kind::kObject:
+        return check_object(n, v, at, depth);
+      case Kind::kMap:
+        return check_map(n, v, at, depth);
+      case Kind::kArray:
+        return check_array(n, v, at, depth);
+      case Kind::kString:
+        if (!v.is_string()) return problem(at, "expected " + phrase(n));
+        if (std::string p = string_problem(n, v.get_ref<const std::string&>()); !p.empty()) {
+          return problem(at, p);
+        }
+        return "";
+      case Kind::kNumber:
+        if (!v.is_number()) return problem(at, "expected " + phrase(n));
+        if (std::string p = number_problem(n, v); !p.empty()) return problem(at, p);
+        return "";
+      case Kind::kLiteral:
+        return check_literal(n, v, at);
+      case Kind::kRoot:
+        break;
+    }
+    return problem(at, "no value is generated here");
+  }
+
+ private:
+  // What a node generates, for "expected ..." (a union: each alternative's, "or" between).
+  std::string phrase(const Node& n) const {
+    switch (n.kind) {
+      case Kind::kObject:
+      case Kind::kMap:
+        return "an object";
+      case Kind::kArray:
+        return "an array";
+      case Kind::kString:
+        return "a string";
+      case Kind::kNumber:
+        return n.integer ? "an integer" : "a number";
+      case Kind::kLiteral: {
+        if (n.enumerated) {
+          return n.listed.size() == 1
+                     ? clipped(n.listed[0], 120)
+                     : "one of " + clipped("[" + joined(n.listed, ",", ",") + "]", 120);
+        }
+        const bool booleans = std::count(n.literals.begin(), n.literals.end(), "true") > 0;
+        const bool null = std::count(n.literals.begin(), n.literals.end(), "null") > 0;
+        return booleans && null ? "a boolean or null" : booleans ? "a boolean" : "null";
+      }
+      case Kind::kUnion: {
+        std::vector<std::string> phrases;
+        alternative_phrases(n, phrases);
+        return joined(phrases, ", ", " or ");
+      }
+      case Kind::kRoot:
+        break;
+    }
+    return "nothing";
+  }
+
+  // Unions of unions are flat to the matcher (resolve_unions checked they do not loop).
+  void alternative_phrases(const Node& u, std::vector<std::string>& out) const {
+    for (uint32_t a : u.alts) {
+      const Node& alt = nodes_[a];
+      if (alt.kind == Kind::kUnion) {
+        alternative_phrases(alt, out);
+        continue;
+      }
+      std::string p = phrase(alt);
+      if (std::find(out.begin(), out.end(), p) == out.end()) out.push_back(std::move(p));
+    }
+  }
+
+  // Strings are UTF-8 (no surrogates, no overlong forms) with a length in code points.
+  static std::string string_problem(const Node& n, const std::string& s) {
+    uint8_t pos = kStrChar;
+    uint32_t chars = 0;
+    for (char ch : s) {
+      const uint8_t byte = static_cast<uint8_t>(ch);
+      // Inside a string value every ASCII character is one (the text would escape it).
+      if (pos == kStrChar && byte < 0x80) {
+        ++chars;
+        continue;
+      }
+      const StrByte r = string_byte(pos, byte);
+      if (r == StrByte::kReject || r == StrByte::kClose) return "not valid UTF-8";
+      chars += r == StrByte::kCharStart;
+    }
+    if (pos != kStrChar) return "not valid UTF-8";
+    if (chars < n.min_count) return "shorter than minLength " + std::to_string(n.min_count);
+    if (chars > n.max_count) return "longer than maxLength " + std::to_string(n.max_count);
+    return "";
+  }
+
+  // Integers and bounded numbers are plain decimals of at most 15 integer and (for numbers) 15
+  // fraction digits within [lo, hi]: a double passes when one of those texts reads as it.
+  // Other numbers may take an exponent of up to 2 digits.
+  static std::string number_problem(const Node& n, const Value& v) {
+    const std::string text = shortest_text(v);
+    if (!n.integer && !n.bounded) {
+      // Digits d1..dk as 1 to 15 integer digits and the rest as fraction (at most 15), or as
+      // "0." and up to 15 - k zeros before them, then times 10^e with |e| <= 99.
+      std::string digits;
+      int point = 0;
+      decimal_digits(text, digits, point);
+      const int k = static_cast<int>(digits.size());
+      const int max_exp = static_cast<int>(kPow10[kMaxExpDigits] - 1);
+      if (k > 0 && (point - kMaxIntDigits > max_exp || point + kMaxFracDigits - k < -max_exp)) {
+        return text + " needs an exponent of more than " + std::to_string(kMaxExpDigits) +
+               " digits";
+      }
+      return "";
+    }
+    const int digits = n.integer ? 0 : kMaxFracDigits;
+    // The nearest decimal on the grid of 1/scale: exact for integer values and the shortest text,
+    // the correctly rounded one (to_chars) for a double's fraction.
+    std::string grid_text = text;
+    if (v.is_number_float() && !n.integer) {
+      char buf[512];
+      const auto r = std::to_chars(buf, buf + sizeof(buf), v.get<double>(),
+                                   std::chars_format::fixed, kMaxFracDigits);
+      grid_text = r.ec == std::errc() ? std::string(buf, r.ptr) : text;
+    }
+    i128 floor_v = 0, ceil_v = 0;
+    scaled_floor_ceil(grid_text, digits, floor_v, ceil_v);
+    if (floor_v != ceil_v) return "expected an integer";  // only integers lose digits here
+    const i128 limit = kPow10[kMaxIntDigits] * n.scale;
+    const i128 lo = std::max(n.lo, -limit + 1), hi = std::min(n.hi, limit - 1);
+    // Several grid decimals may read as one large double: the one nearest the range decides.
+    const i128 nearest = std::clamp(floor_v, lo, std::max(lo, hi));
+    if (!v.is_number_float()) {
+      if (nearest == floor_v) return "";
+    } else if (reads_as(nearest, digits, v.get<double>())) {
+      return "";
+    }
+    if (floor_v >= limit || floor_v <= -limit) {
+      return text + " has more than " + std::to_string(kMaxIntDigits) + " integer digits";
+    }
+    if (!n.integer && !reads_as(floor_v, digits, v.get<double>())) {
+      return text + " has more than " + std::to_string(kMaxFracDigits) + " fraction digits";
+    }
+    return floor_v < n.lo ? n.below_lo : n.above_hi;
+  }
+
+  // The value's text: exact for integers, the shortest that reads back for doubles.
+  static std::string shortest_text(const Value& v) {
+    if (!v.is_number_float()) return v.dump();
+    char buf[64];
+    const auto r = std::to_chars(buf, buf + sizeof(buf), v.get<double>());
+    return std::string(buf, r.ptr);
+  }
+
+  // Whether the decimal scaled / 10^digits, written out, reads as x.
+  static bool reads_as(i128 scaled, int digits, double x) {
+    const bool negative = scaled < 0;
+    i128 m = negative ? -scaled : scaled;
+    std::string text;
+    for (int i = 0; m > 0 || i <= digits; ++i) {
+      if (i == digits && digits > 0) text += '.';
+      text += static_cast<char>('0' + static_cast<int>(m % 10));
+      m /= 10;
+    }
+    if (negative) text += '-';
+    std::reverse(text.begin(), text.end());
+    double y = 0;
+    const auto r = std::from_chars(text.data(), text.data() + text.size(), y);
+    return r.ec == std::errc() && y == x;
+  }
+
+  std::string check_literal(const Node& n, const Value& v, const std::string& at) const {
+    for (const std::string& literal : n.literals) {
+      if (Value::parse(literal) == v) return "";
+    }
+    if (n.enumerated && n.listed.size() > 1) {
+      return problem(at, shown(v) + " is not " + phrase(n));
+    }
+    return problem(at, "expected " + phrase(n));
+  }
+
+  std::string check_object(const Node& n, const Value& v, const std::string& at,
+                           int32_t depth) const {
+    if (!v.is_object()) return problem(at, "expected " + phrase(n));
+    for (const Property& p : n.props) {
+      if (p.required && !v.contains(p.name)) {
+        return problem(at, "missing required property '" + p.name + "'");
+      }
+    }
+    for (const auto& [key, value] : v.items()) {
+      const bool known = std::any_of(n.props.begin(), n.props.end(),
+                                     [&](const Property& p) { return p.name == key; });
+      if (!known) return problem(at, "unexpected property '" + clipped(key, 60) + "'");
+    }
+    for (const Property& p : n.props) {
+      const auto it = v.find(p.name);
+      if (it == v.end()) continue;
+      if (std::string q = check(p.node, *it, at + "/" + pointer_token(p.name), depth + 1);
+          !q.empty()) {
+        return q;
+      }
+    }
+    return "";
+  }
+
+  std::string check_map(const Node& n, const Value& v, const std::string& at, int32_t depth) const {
+    if (!v.is_object()) return problem(at, "expected " + phrase(n));
+    for (const auto& [key, value] : v.items()) {
+      const std::string member = at + "/" + pointer_token(key);
+      if (std::string p = string_problem(nodes_[n.key], key); !p.empty()) {
+        return problem(member, "key " + p);
+      }
+      if (std::string p = check(n.child, value, member, depth + 1); !p.empty()) return p;
+    }
+    return "";
+  }
+
+  std::string check_array(const Node& n, const Value& v, const std::string& at,
+                          int32_t depth) const {
+    if (!v.is_array()) return problem(at, "expected " + phrase(n));
+    const std::string count = std::to_string(v.size()) + " items";
+    if (v.size() < n.min_count) {
+      return problem(at, count + ", fewer than minItems " + std::to_string(n.min_count));
+    }
+    if (v.size() > n.max_count) {
+      return problem(at, count + ", more than maxItems " + std::to_string(n.max_count));
+    }
+    for (size_t i = 0; i < v.size(); ++i) {
+      if (std::string p = check(n.child, v[i], at + "/" + std::to_string(i), depth + 1);
+          !p.empty()) {
+        return p;
+      }
+    }
+    return "";
+  }
+
+  const std::vector<Node>& nodes_;
+};
+
+}  // namespace
+
 JsonGrammar::~JsonGrammar() = default;
 
 std::shared_ptr<const JsonGrammar> JsonGrammar::any_object(
@@ -1591,7 +1961,6 @@ std::shared_ptr<const JsonGrammar> JsonGrammar::from_schema(
 
 std::shared_ptr<const JsonGrammar> JsonGrammar::from_schema(
     const nlohmann::ordered_json& schema, std::shared_ptr<const Vocabulary> vocab) {
-  if (!vocab) throw std::invalid_argument("JsonGrammar: no vocabulary");
   auto impl = std::make_unique<Impl>();
   impl->vocab = std::move(vocab);
   impl->nodes.emplace_back();
@@ -1603,6 +1972,10 @@ std::shared_ptr<const JsonGrammar> JsonGrammar::from_schema(
   std::shared_ptr<JsonGrammar> g(new JsonGrammar());
   g->impl_ = std::move(impl);
   return g;
+}
+
+std::string JsonGrammar::violation(const nlohmann::json& value) const {
+  return ValueChecker(impl_->nodes).check(impl_->nodes[0].child, value, "", 2);
 }
 
 // ---- the matcher ------------------------------------------------------------------------------
@@ -1669,6 +2042,9 @@ struct JsonMatcher::State {
 JsonMatcher::JsonMatcher(std::shared_ptr<const JsonGrammar> grammar)
     : s_(std::make_unique<State>()) {
   if (!grammar) throw std::invalid_argument("JsonMatcher: no grammar");
+  if (!grammar->impl().vocab) {
+    throw std::invalid_argument("JsonMatcher: the grammar was compiled without a vocabulary");
+  }
   s_->grammar = std::move(grammar);
   s_->stack.push_back(Frame{});
 }

@@ -4,6 +4,8 @@
 // JsonMatcher tracks where generation is in it and, each step, masks every token whose bytes
 // cannot come next (a walk of a byte trie of the vocabulary). Schema features we do not
 // support are rejected with GrammarError naming the keyword and where it is, never ignored.
+// The same grammar validates values that came from elsewhere (JsonGrammar::violation), so
+// generation and checking read a schema one way.
 #pragma once
 
 #include <cstdint>
@@ -31,6 +33,7 @@ class Vocabulary;
 std::shared_ptr<const Vocabulary> build_vocabulary(const model::Tokenizer& tokenizer,
                                                    std::vector<int32_t> stop_ids);
 
+// `vocab` may be null for a grammar that only validates (violation()); a JsonMatcher needs one.
 class JsonGrammar {
  public:
   // response_format {"type": "json_object"}: any JSON object.
@@ -44,6 +47,13 @@ class JsonGrammar {
   static std::shared_ptr<const JsonGrammar> from_schema(const nlohmann::ordered_json& schema,
                                                         std::shared_ptr<const Vocabulary> vocab);
   ~JsonGrammar();
+
+  // The first way `value` falls outside the grammar, as "<json pointer>: <problem>" ("/" for
+  // the root), e.g. "/subtasks/0/goal: expected a string" or "/n: below minimum 0"; empty when
+  // the grammar generates a text that reads as `value`. Property order and whitespace do not
+  // matter; a number passes when some number text within the grammar's digit limits (15
+  // integer and 15 fraction digits, 2 exponent digits, no exponent with bounds) parses to it.
+  std::string violation(const nlohmann::json& value) const;
 
   struct Impl;
   const Impl& impl() const { return *impl_; }

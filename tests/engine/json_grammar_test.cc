@@ -1,6 +1,7 @@
 // Constrained JSON decoding against nlohmann::json and a small JSON Schema validator: documents
 // fed byte by byte and as multi-byte tokens, random walks through the mask that must end in
-// valid values, schema errors, and the mask time on the real model's vocabulary.
+// valid values, schema errors, JsonGrammar::violation against the matcher on random values,
+// and the mask time on the real model's vocabulary.
 #include "engine/json_grammar.h"
 
 #include <gtest/gtest.h>
@@ -940,6 +941,7 @@ void walk_schema(const std::string& schema_text, uint64_t seed, int walks = 40) 
     const ojson value = ojson::parse(r.text, nullptr, /*allow_exceptions=*/false);
     ASSERT_FALSE(value.is_discarded()) << "not JSON: " << json(r.text).dump();
     EXPECT_EQ(why_invalid(value, schema, schema), "") << r.text;
+    EXPECT_EQ(g->violation(json(value)), "") << r.text;
   }
   // Unbounded strings and arrays can run past the step cap, but most walks end.
   EXPECT_GE(ended, walks / 2);
@@ -999,6 +1001,11 @@ TEST(JsonMatcher, RandomWalksProduceValuesOfTheSchema) {
   walk_schema(R"({"type": ["boolean", "null"]})", seed + 9);
   walk_schema(R"({"type": "string", "minLength": 2, "maxLength": 3})", seed + 10);
   walk_schema(R"({"type": "object", "properties": {"free": {}, "any": true}})", seed + 11);
+  walk_schema(R"({"type": "array", "items": {"anyOf": [{"type": "string", "maxLength": 3},
+                  {"type": "integer"}, {"type": "array", "maxItems": 2},
+                  {"type": "object", "additionalProperties": {"type": ["boolean", "null"]}}]},
+                  "maxItems": 4})",
+              seed + 12);
 }
 
 // ---- schema errors name the keyword and the place ------------------------------------------
@@ -1136,6 +1143,352 @@ TEST(JsonSchemaGrammar, UnorderedJsonSchemasEmitPropertiesSorted) {
       tiny().vocab);
   EXPECT_TRUE(accepts(g, tiny().single_bytes(R"({"a":1,"b":2})")));
   EXPECT_FALSE(accepts(g, tiny().single_bytes(R"({"b":2,"a":1})")));
+}
+
+// ---- the validator reads a schema as the grammar does ------------------------------------
+
+// Random values for a schema: drawn from its keywords (near their bounds), then often broken
+// at one random place (another type, a key added or dropped, an item too many, a bound
+// crossed, a string lengthened). Objects keep the schema's property order, so that a value's
+// compact dump is a text the matcher may take; numbers are ones whose dump is their shortest
+// text, with exponents of two digits or of three (1e+200, never writable).
+class RandomSchemaValue {
+ public:
+  RandomSchemaValue(const ojson& root, uint64_t seed) : root_(root), rng_(seed) {}
+
+  ojson value() {
+    ojson v = draw(root_, 0);
+    if (pick(3) != 0) mutate(v, 0);
+    return v;
+  }
+
+ private:
+  size_t pick(size_t n) { return std::uniform_int_distribution<size_t>(0, n - 1)(rng_); }
+  int64_t between(int64_t lo, int64_t hi) {
+    return std::uniform_int_distribution<int64_t>(lo, hi)(rng_);
+  }
+
+  const ojson& resolved(const ojson& s) const {
+    if (!s.is_object() || !s.contains("$ref")) return s;
+    return resolved(root_.at(ojson::json_pointer(s["$ref"].get<std::string>().substr(1))));
+  }
+
+  std::string text(size_t code_points) {
+    static const std::vector<std::string> kChars = {
+        "a", "Z", " ", "\"", "\\", "\n", "\x01", "\xC3\xA9", "\xE2\x82\xAC", "\xF0\x9F\x98\x80"};
+    std::string s;
+    for (size_t i = 0; i < code_points; ++i) s += kChars[pick(kChars.size())];
+    return s;
+  }
+
+  // Any value, none of them an integral double (an integer schema would take its value but
+  // not its dump, "3.0").
+  ojson wild(int depth) {
+    switch (pick(depth < 3 ? 9 : 7)) {
+      case 0:
+        return text(pick(4));
+      case 1:
+        return between(-200, 200);
+      case 2:
+        return static_cast<double>(between(-200, 200)) + 0.5;
+      case 3:
+        return pick(2) == 0;
+      case 4:
+        return nullptr;
+      case 5:
+        return decimal(std::to_string(between(-99, 99) * 10 + 5) + "e-4");
+      case 6:
+        return pick(2) ? 1e200 : -2.5e-200;
+      case 7:
+        return ojson::array({wild(depth + 1)});
+      default:
+        return ojson{{"w", wild(depth + 1)}};
+    }
+  }
+
+  // The closed range a number schema allows, on a grid of 1/1000 (integers: of 1).
+  std::pair<int64_t, int64_t> range(const ojson& s, int64_t grid) const {
+    int64_t lo = -50 * grid, hi = 50 * grid;
+    const auto at = [&](const char* key) { return std::llround(s[key].get<double>() * grid); };
+    if (s.contains("minimum")) lo = at("minimum");
+    if (s.contains("exclusiveMinimum")) lo = at("exclusiveMinimum") + 1;
+    if (s.contains("maximum")) hi = at("maximum");
+    if (s.contains("exclusiveMaximum")) hi = at("exclusiveMaximum") - 1;
+    return {lo, hi};
+  }
+
+  ojson number(const ojson& s, bool integer) {
+    if (integer) {
+      const auto [lo, hi] = range(s, 1);
+      return between(lo, hi);
+    }
+    const bool bounded = s.contains("minimum") || s.contains("maximum") ||
+                         s.contains("exclusiveMinimum") || s.contains("exclusiveMaximum");
+    if (!bounded && pick(3) == 0) {
+      // Exponents of two digits, up to either end of the range they reach. Short dumps only:
+      // nlohmann's Grisu2 writes a few of these doubles with 17 digits (1.4000000000000001e+23).
+      for (;;) {
+        const double x =
+            decimal(std::to_string(between(1, 99)) + "e" + std::to_string(between(-98, 97)));
+        if (ojson(x).dump().size() <= 8) return x;
+      }
+    }
+    const auto [lo, hi] = range(s, 1000);
+    return decimal(std::to_string(between(lo, hi)) + "e-3");
+  }
+
+  // The double nearest a decimal text, whose dump is then that decimal (shortest).
+  static double decimal(const std::string& text) { return std::stod(text); }
+
+  // A double moved by a few thousandths, or its sign flipped where thousandths are lost.
+  double nudged(double x) {
+    if (std::fabs(x) > 1e6 || std::fabs(x) < 1e-3) return -x;
+    return decimal(std::to_string(std::llround(x * 1000) + between(-3, 3)) + "e-3");
+  }
+
+  ojson draw(const ojson& schema, int depth) {
+    const ojson& s = resolved(schema);
+    if (s.is_boolean() || s.empty()) return wild(depth);
+    if (s.contains("enum")) return s["enum"][pick(s["enum"].size())];
+    if (s.contains("const")) return s["const"];
+    for (const char* kw : {"anyOf", "oneOf"}) {
+      if (s.contains(kw)) return draw(s[kw][pick(s[kw].size())], depth);
+    }
+    const ojson types = s["type"].is_array() ? s["type"] : ojson::array({s["type"]});
+    const std::string type = types[pick(types.size())];
+    if (type == "string") {
+      const size_t lo = s.value("minLength", 0u);
+      return text(lo + pick(std::min<size_t>(s.value("maxLength", lo + 4u), lo + 4u) - lo + 1));
+    }
+    if (type == "integer" || type == "number") return number(s, type == "integer");
+    if (type == "boolean") return pick(2) == 0;
+    if (type == "null") return nullptr;
+    if (type == "array") {
+      const size_t lo = s.value("minItems", 0u);
+      const size_t hi = depth > 3 ? lo : std::min<size_t>(s.value("maxItems", lo + 3u), lo + 3u);
+      ojson a = ojson::array();
+      for (size_t n = lo + pick(hi - lo + 1); n > 0; --n) {
+        a.push_back(s.contains("items") ? draw(s["items"], depth + 1) : wild(depth + 1));
+      }
+      return a;
+    }
+    ojson o = ojson::object();
+    if (s.contains("properties")) {
+      const ojson required = s.value("required", ojson::array());
+      for (const auto& [name, sub] : s["properties"].items()) {
+        const bool needed = std::find(required.begin(), required.end(), name) != required.end();
+        if (needed || pick(2) == 0) o[name] = draw(sub, depth + 1);
+      }
+    } else if (s.contains("additionalProperties")) {
+      for (size_t n = pick(depth > 3 ? 1 : 4); n > 0; --n) {
+        o["k" + std::to_string(n)] = draw(s["additionalProperties"], depth + 1);
+      }
+    }
+    return o;
+  }
+
+  // Breaks `v` at a random place below it (it may stay valid: a key dropped may be optional).
+  void mutate(ojson& v, int depth) {
+    const bool container = (v.is_array() || v.is_object()) && !v.empty();
+    if (container && pick(3) != 0) {
+      auto it = v.begin();
+      std::advance(it, pick(v.size()));
+      mutate(*it, depth + 1);
+      return;
+    }
+    switch (pick(4)) {
+      case 0:
+        v = wild(depth);
+        return;
+      case 1:
+        if (v.is_object()) {
+          if (!v.empty() && pick(2) == 0) {
+            const std::string key =
+                std::next(v.begin(), static_cast<ptrdiff_t>(pick(v.size()))).key();
+            v.erase(key);
+          } else {
+            v[pick(2) ? "extra" : "zz"] = wild(depth + 1);  // names no schema here lists
+          }
+        } else if (v.is_array()) {
+          if (!v.empty() && pick(2) == 0) {
+            v.push_back(v[pick(v.size())]);
+          } else if (!v.empty()) {
+            v.erase(pick(v.size()));
+          }
+        }
+        return;
+      case 2:
+        if (v.is_string()) v = v.get<std::string>() + text(1 + pick(3));
+        if (v.is_number_integer()) v = v.get<int64_t>() + between(-3, 3);
+        if (v.is_number_float()) v = nudged(v.get<double>());
+        return;
+      default:
+        if (v.is_number_integer()) v = v.get<int64_t>() * 1000;
+        if (v.is_string()) v = "";
+        return;
+    }
+  }
+
+  const ojson& root_;
+  std::mt19937_64 rng_;
+};
+
+// For random values, valid and broken: violation() finds nothing exactly when the matcher takes
+// the value's compact text, and the grammar compiled without a vocabulary is the one asked.
+TEST(JsonGrammarViolation, AgreesWithTheMatcherOnRandomValues) {
+  const uint64_t seed = test_seed();
+  const std::vector<std::string> schemas = {
+      R"({"type": "object",
+          "properties": {
+            "name": {"type": "string", "minLength": 1, "maxLength": 5},
+            "age": {"type": "integer", "minimum": 0, "maximum": 150},
+            "tags": {"type": "array", "items": {"enum": ["a", "b", "c"]},
+                     "minItems": 1, "maxItems": 3},
+            "ok": {"type": "boolean"},
+            "note": {"type": ["string", "null"], "maxLength": 4}
+          },
+          "required": ["name", "age"]})",
+      R"({"type": "object",
+          "properties": {
+            "x": {"type": "number", "minimum": -1.5, "maximum": 2.25},
+            "z": {"type": "integer", "exclusiveMinimum": -3, "exclusiveMaximum": 1000},
+            "w": {"type": "number", "exclusiveMinimum": 0, "maximum": 0.001},
+            "y": {"type": "number"},
+            "i": {"type": "integer"}
+          },
+          "required": ["x", "z"]})",
+      R"({"type": "object",
+          "properties": {
+            "v": {"anyOf": [{"type": "string", "maxLength": 2},
+                            {"anyOf": [{"type": "integer", "minimum": -5, "maximum": 5},
+                                       {"type": "null"}]},
+                            {"type": "array", "items": {"type": "boolean"}, "maxItems": 2},
+                            {"type": "object", "properties": {"k": {"type": "integer"}},
+                             "required": ["k"]}]},
+            "kind": {"enum": ["x", "y", 1, 12, null, {"k": [true]}]},
+            "c": {"const": "fixed"}
+          },
+          "required": ["v", "kind"]})",
+      R"({"$defs": {"node": {"type": "object", "properties": {
+            "value": {"type": "integer", "minimum": 0, "maximum": 9},
+            "children": {"type": "array", "items": {"$ref": "#/$defs/node"}, "maxItems": 2}},
+            "required": ["value"]}},
+          "$ref": "#/$defs/node"})",
+      R"({"type": "object", "additionalProperties": {"type": "integer", "minimum": 0,
+          "maximum": 9}})",
+      R"({"type": "array", "items": {"type": "string", "minLength": 1, "maxLength": 3},
+          "minItems": 1, "maxItems": 3})",
+      R"({"type": "integer", "minimum": -20, "maximum": 20})",
+      R"({})",
+  };
+  for (size_t k = 0; k < schemas.size(); ++k) {
+    SCOPED_TRACE(schemas[k]);
+    const ojson schema = ojson::parse(schemas[k]);
+    const auto checker = JsonGrammar::from_schema(schema, nullptr);
+    const auto generator = JsonGrammar::from_schema(schema, tiny().vocab);
+    RandomSchemaValue values(schema, seed + k);
+    int valid = 0, invalid = 0;
+    for (int i = 0; i < 400; ++i) {
+      const ojson v = values.value();
+      const std::string text = v.dump();
+      const std::string why = checker->violation(json(v));
+      EXPECT_EQ(why.empty(), accepts(generator, tiny().single_bytes(text)))
+          << text << "\nviolation: " << why;
+      (why.empty() ? valid : invalid) += 1;
+    }
+    std::printf("[ values   ] schema %zu: %d valid, %d invalid\n", k, valid, invalid);
+    EXPECT_GT(valid, 40);
+    if (k + 1 < schemas.size()) {
+      EXPECT_GT(invalid, 40);  // {} refuses only the numbers it cannot write
+    }
+  }
+}
+
+TEST(JsonGrammarViolation, NamesThePointerAndTheProblem) {
+  const auto g = JsonGrammar::from_schema(ojson::parse(R"({
+    "type": "object",
+    "properties": {
+      "name": {"type": "string", "minLength": 1, "maxLength": 5},
+      "age": {"type": "integer", "minimum": 0, "maximum": 150},
+      "z": {"type": "integer", "exclusiveMinimum": -3, "exclusiveMaximum": 1000},
+      "x": {"type": "number", "minimum": 0, "maximum": 1},
+      "y": {"type": "number"},
+      "tags": {"type": "array", "items": {"enum": ["a", "b", "c"]}, "minItems": 1,
+               "maxItems": 3},
+      "note": {"type": ["string", "null"]},
+      "c": {"const": 5},
+      "v": {"anyOf": [{"type": "string"}, {"type": "integer"}, {"type": "null"},
+                      {"type": "array"}, {"type": "object"}]},
+      "a/b": {"type": "boolean"},
+      "m": {"type": "object", "additionalProperties": {"type": "integer"}}
+    },
+    "required": ["name"]})"),
+                                          nullptr);
+  const auto v = [&](const std::string& text) { return g->violation(json::parse(text)); };
+  EXPECT_EQ(v(R"({"name": "Bob", "age": 42, "tags": ["a"], "note": null, "c": 5})"), "");
+  EXPECT_EQ(v(R"([1])"), "/: expected an object");
+  EXPECT_EQ(v(R"({})"), "/: missing required property 'name'");
+  EXPECT_EQ(v(R"({"name": "x", "extra": 1})"), "/: unexpected property 'extra'");
+  EXPECT_EQ(v(R"({"name": 7})"), "/name: expected a string");
+  EXPECT_EQ(v(R"({"name": ""})"), "/name: shorter than minLength 1");
+  EXPECT_EQ(v(R"({"name": "h\u00e9llo!"})"), "/name: longer than maxLength 5");
+  EXPECT_EQ(v(R"({"name": "x", "age": -1})"), "/age: below minimum 0");
+  EXPECT_EQ(v(R"({"name": "x", "age": 151})"), "/age: above maximum 150");
+  EXPECT_EQ(v(R"({"name": "x", "age": 4.5})"), "/age: expected an integer");
+  EXPECT_EQ(v(R"({"name": "x", "age": 42.0})"), "") << "an integral double is an integer";
+  EXPECT_EQ(v(R"({"name": "x", "z": -3})"), "/z: not above exclusiveMinimum -3");
+  EXPECT_EQ(v(R"({"name": "x", "z": 1000})"), "/z: not below exclusiveMaximum 1000");
+  EXPECT_EQ(v(R"({"name": "x", "z": 10000000000000000})"),
+            "/z: 10000000000000000 has more than 15 integer digits");
+  EXPECT_EQ(v(R"({"name": "x", "x": 0.1234567890123456})"),
+            "/x: 0.1234567890123456 has more than 15 fraction digits");
+  EXPECT_EQ(v(R"({"name": "x", "x": 0.123456789012345})"), "");
+  EXPECT_EQ(v(R"({"name": "x", "y": 1e+200})"),
+            "/y: 1e+200 needs an exponent of more than 2 digits");
+  EXPECT_EQ(v(R"({"name": "x", "y": 1.5e+105})"), "") << "written 150000000000000e91";
+  EXPECT_EQ(v(R"({"name": "x", "tags": []})"), "/tags: 0 items, fewer than minItems 1");
+  EXPECT_EQ(v(R"({"name": "x", "tags": ["a", "a", "b", "c"]})"),
+            "/tags: 4 items, more than maxItems 3");
+  EXPECT_EQ(v(R"({"name": "x", "tags": ["a", "d"]})"),
+            R"(/tags/1: "d" is not one of ["a","b","c"])");
+  EXPECT_EQ(v(R"({"name": "x", "note": 3})"), "/note: expected a string or null");
+  EXPECT_EQ(v(R"({"name": "x", "c": 6})"), "/c: expected 5");
+  EXPECT_EQ(v(R"({"name": "x", "v": true})"),
+            "/v: matches none of the anyOf alternatives (expected a string, an integer, null, "
+            "an array or an object)");
+  EXPECT_EQ(v(R"({"name": "x", "v": 2.5})"), "/v: expected an integer");
+  EXPECT_EQ(v(R"({"name": "x", "a/b": 1})"), "/a~1b: expected a boolean");
+  EXPECT_EQ(v(R"({"name": "x", "m": {"k": "1"}})"), "/m/k: expected an integer");
+
+  json bad_utf8 = {{"name", "\xFF"}};
+  EXPECT_EQ(g->violation(bad_utf8), "/name: not valid UTF-8");
+  bad_utf8 = {{"name", "\xED\xA0\x80"}};  // a surrogate, which JSON text cannot carry as UTF-8
+  EXPECT_EQ(g->violation(bad_utf8), "/name: not valid UTF-8");
+  EXPECT_EQ(g->violation(json{{"name", "x"}, {"x", NAN}}), "/x: not a finite number");
+}
+
+TEST(JsonGrammarViolation, NestingDeeperThanTheMatcherTakesIsRefused) {
+  const auto g = JsonGrammar::from_schema(ojson::object(), tiny().vocab);
+  for (const int levels : {62, 63, 64}) {
+    const std::string text = std::string(levels, '[') + std::string(levels, ']');
+    const std::string why = g->violation(json::parse(text));
+    EXPECT_EQ(why.empty(), accepts(g, tiny().single_bytes(text))) << levels << ": " << why;
+    EXPECT_EQ(why.empty(), levels <= 63) << levels;
+  }
+  std::string pointer;
+  for (int i = 0; i < 63; ++i) pointer += "/0";
+  EXPECT_EQ(g->violation(json::parse(std::string(64, '[') + std::string(64, ']'))),
+            pointer + ": nested deeper than 63 levels");
+}
+
+TEST(JsonGrammarViolation, AGrammarWithoutAVocabularyOnlyValidates) {
+  const auto g = JsonGrammar::from_schema(ojson::parse(R"({"type": "integer"})"), nullptr);
+  EXPECT_EQ(g->violation(json(3)), "");
+  EXPECT_EQ(g->violation(json("3")), "/: expected an integer");
+  EXPECT_THROW(JsonMatcher{g}, std::invalid_argument);
+  EXPECT_THROW(
+      JsonGrammar::from_schema(ojson::parse(R"({"type": "string", "pattern": "a"})"), nullptr),
+      GrammarError);
 }
 
 // ---- the real vocabulary -----------------------------------------------------------------
