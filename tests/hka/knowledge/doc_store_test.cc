@@ -6,8 +6,13 @@
 #include <filesystem>
 #include <fstream>
 #include <random>
+#include <set>
 #include <string>
+#include <system_error>
 #include <vector>
+
+#include "../../base/seed.h"
+#include "hka/knowledge/encoding.h"
 
 namespace kdr::hka {
 namespace {
@@ -225,15 +230,90 @@ TEST(ChunkTest, OverlapRepeatsTheEndOfThePreviousChunk) {
   }
 }
 
-TEST(ChunkTest, LongWordIsKeptWhole) {
-  const std::string word(50, 'x');
-  ExtractedDoc doc{"t", {{"a " + word + " b", "", 0, 0, 0}}};
+TEST(ChunkTest, WordLongerThanTheTargetIsCutAtCharacterBoundaries) {
+  // 25 two-byte "é" and 7 three-byte "€": a 10-byte chunk holds 5 of one and 3 of the other.
+  std::string e_acute;
+  for (int i = 0; i < 25; ++i) e_acute += "\xC3\xA9";
+  std::string euro;
+  for (int i = 0; i < 7; ++i) euro += "\xE2\x82\xAC";
+  ExtractedDoc doc{"t", {{"a " + e_acute + " b " + euro, "", 0, 0, 0}}};
   const std::string text = joined_text(doc);
   std::vector<std::string> pieces;
   for (const ChunkSpan& s : chunk_document(doc, {.target_chars = 10, .overlap_chars = 0})) {
     pieces.push_back(text.substr(s.begin, s.end - s.begin));
   }
-  EXPECT_EQ(pieces, (std::vector<std::string>{"a", word, "b"}));
+  const std::string five_e = e_acute.substr(0, 10);
+  const std::string three_euro = euro.substr(0, 9);
+  EXPECT_EQ(pieces, (std::vector<std::string>{"a", five_e, five_e, five_e, five_e, five_e, "b",
+                                              three_euro, three_euro, euro.substr(0, 3)}));
+}
+
+TEST(ChunkTest, LongParagraphIsCutAtSentenceEnds) {
+  const uint64_t seed = kdr_test::test_seed();
+  std::mt19937_64 rng(seed);
+  // Sentences of 3 to 12 words of 1 to 9 letters, ending in ".", "!", "?" or '."'.
+  const std::string ends[] = {".", "!", "?", ".\""};
+  std::string para;
+  std::vector<size_t> sentence_ends;
+  while (para.size() < 20000) {
+    if (!para.empty()) para += ' ';
+    for (size_t w = 0, words = 3 + rng() % 10; w < words; ++w) {
+      if (w > 0) para += ' ';
+      para += std::string(1 + rng() % 9, static_cast<char>('a' + rng() % 26));
+    }
+    para += ends[rng() % 4];
+    sentence_ends.push_back(para.size());
+  }
+  ExtractedDoc doc{"t", {{para, "", 0, 0, 0}}};
+  const ChunkOptions options{.target_chars = 300, .overlap_chars = 40};
+  const std::vector<ChunkSpan> spans = chunk_document(doc, options);
+  ASSERT_GT(spans.size(), 20000u / 300);
+  for (size_t i = 0; i < spans.size(); ++i) {
+    EXPECT_LE(spans[i].end - spans[i].begin, options.target_chars) << "chunk " << i;
+    // No sentence is longer than half a chunk here, so every chunk ends with a sentence.
+    EXPECT_TRUE(std::binary_search(sentence_ends.begin(), sentence_ends.end(), spans[i].end))
+        << "chunk " << i << " ends mid-sentence: ..."
+        << para.substr(spans[i].end - std::min<size_t>(spans[i].end, 20), 20);
+  }
+}
+
+TEST(ChunkTest, LineRangesMatchTheNewlinesBeforeEachChunk) {
+  const uint64_t seed = kdr_test::test_seed();
+  std::mt19937_64 rng(seed);
+  ExtractedDoc doc;
+  int line = 1;
+  for (int b = 0; b < 30; ++b) {
+    std::string para;
+    for (size_t w = 0, words = 1 + rng() % 200; w < words; ++w) {
+      if (w > 0) para += rng() % 6 == 0 ? '\n' : ' ';
+      para += std::string(1 + rng() % 8, 'x');
+    }
+    const int lines = 1 + static_cast<int>(std::count(para.begin(), para.end(), '\n'));
+    doc.blocks.push_back(
+        {para, rng() % 4 == 0 ? "H" + std::to_string(b) : "", 0, line, line + lines - 1});
+    line += lines + 1 + static_cast<int>(rng() % 3);
+  }
+  const std::string text = joined_text(doc);
+  // The line of text[pos]: its block's first line plus the newlines before it in the block.
+  auto line_of = [&](size_t pos, size_t block) {
+    size_t begin = 0;
+    for (size_t b = 0; b < block; ++b) begin += doc.blocks[b].text.size() + 2;
+    return doc.blocks[block].line_begin +
+           static_cast<int>(std::count(text.begin() + static_cast<std::ptrdiff_t>(begin),
+                                       text.begin() + static_cast<std::ptrdiff_t>(pos), '\n'));
+  };
+  const std::vector<ChunkSpan> spans =
+      chunk_document(doc, {.target_chars = 120, .overlap_chars = 30});
+  ASSERT_FALSE(spans.empty());
+  for (size_t i = 0; i < spans.size(); ++i) {
+    const ChunkSpan& s = spans[i];
+    size_t last_block = s.first_block;
+    size_t begin = 0;
+    for (size_t b = 0; b <= last_block; ++b) begin += doc.blocks[b].text.size() + 2;
+    while (begin < s.end) begin += doc.blocks[++last_block].text.size() + 2;
+    EXPECT_EQ(s.line_begin, line_of(s.begin, s.first_block)) << "chunk " << i;
+    EXPECT_EQ(s.line_end, line_of(s.end - 1, last_block)) << "chunk " << i;
+  }
 }
 
 TEST(ChunkTest, ChunksStayInsideOneSectionAndPackParagraphs) {
@@ -270,7 +350,7 @@ TEST(DocStoreTest, IngestsEveryFormatAndReportsCorruptPdf) {
   Workspace ws;
   fs::copy(kDataDir, ws.docs(), fs::copy_options::recursive);
   const std::string broken = ws.add("broken.pdf", "%PDF-1.7\n1 0 obj garbage");
-  const std::string bad_utf8 = ws.add("latin1.txt", "caf\xE9 cr\xE8me");
+  const std::string latin1 = ws.add("latin1.txt", "caf\xE9 cr\xE8me");
   ws.add("ignored.csv", "a,b\n1,2\n");
 
   DocStore store = DocStore::open(ws.db());
@@ -292,13 +372,13 @@ TEST(DocStoreTest, IngestsEveryFormatAndReportsCorruptPdf) {
   EXPECT_EQ(hits[0].chunk.heading_path, "Annual Report > Results > Costs");
   EXPECT_EQ(hits[0].chunk.location, "Annual Report > Results > Costs, line 9");
 
-  // U+FFFD separates words, so the replaced bytes leave "caf" searchable.
-  hits = store.search("caf", 5);
+  // Latin-1 bytes are read as Windows-1252 and stored as UTF-8, and the report says so.
+  EXPECT_EQ(report.converted,
+            (std::vector<std::string>{latin1 + ": converted from Windows-1252 to UTF-8"}));
+  hits = store.search("creme", 5);  // the index drops diacritics: "crème" is "creme"
   ASSERT_EQ(hits.size(), 1u);
-  EXPECT_EQ(hits[0].chunk.source_path, bad_utf8);
-  EXPECT_EQ(hits[0].chunk.text,
-            "caf\xEF\xBF\xBD cr\xEF\xBF\xBD"
-            "me");
+  EXPECT_EQ(hits[0].chunk.source_path, latin1);
+  EXPECT_EQ(hits[0].chunk.text, "caf\xC3\xA9 cr\xC3\xA8me");
 
   EXPECT_TRUE(store.search("secret", 5).empty()) << "script content was indexed";
   EXPECT_TRUE(store.search("Ignored title", 5).empty()) << "head content was indexed";
@@ -476,6 +556,79 @@ TEST(DocStoreTest, OpenRejectsBadOptionsAndPaths) {
   }
   DocStore store = DocStore::open(ws.db());
   EXPECT_THROW(store.ingest_dir(ws.docs() / "missing"), DocStoreError);
+}
+
+TEST(DocStoreTest, SymlinkLoopsAreSkippedAndReported) {
+  Workspace ws;
+  const std::string good = ws.add("good.md", "# Good\n\nThe good file mentions okapis.\n");
+  // a -> b -> a, a document name that links to itself, and a folder link to its own parent.
+  fs::create_directory(ws.docs() / "loops");
+  fs::create_symlink("b", ws.docs() / "loops" / "a");
+  fs::create_symlink("a", ws.docs() / "loops" / "b");
+  fs::create_symlink("self.md", ws.docs() / "loops" / "self.md");
+  fs::create_directory_symlink("..", ws.docs() / "loops" / "up");
+  DocStore store = DocStore::open(ws.db());
+  const DocIngestReport report = store.ingest_dir(ws.docs());
+
+  EXPECT_EQ(report.added, (std::vector<std::string>{good}));  // once: "up" is not followed
+  EXPECT_EQ(store.search("okapis", 5).size(), 1u);
+  const std::string loop = std::make_error_code(std::errc::too_many_symbolic_link_levels).message();
+  std::set<std::string> skipped;
+  for (const DocIngestReport::Failure& f : report.failed) {
+    EXPECT_NE(f.message.find(f.path), std::string::npos) << f.message;
+    EXPECT_NE(f.message.find(loop), std::string::npos) << f.message;
+    skipped.insert(f.path);
+  }
+  const fs::path loops = fs::canonical(ws.docs() / "loops");
+  EXPECT_EQ(skipped, (std::set<std::string>{(loops / "a").string(), (loops / "b").string(),
+                                            (loops / "self.md").string()}));
+  EXPECT_EQ(report.failed.size(), 3u);
+}
+
+TEST(DocStoreTest, LongSingleParagraphIsChunkedWithinTheBound) {
+  // 4 MB with no blank line: random words (some of them longer than a chunk, some with
+  // multi-byte letters) and sentence ends, all on one line.
+  const uint64_t seed = kdr_test::test_seed();
+  std::mt19937_64 rng(seed);
+  const std::string letters[] = {
+      "a", "e", "k", "t", "\xC3\xA9", "\xE2\x82\xAC", "\xF0\x9F\x98\x80"};
+  std::string text;
+  while (text.size() < (size_t{4} << 20)) {
+    if (!text.empty()) text += ' ';
+    const size_t length = rng() % 500 == 0 ? 1000 + rng() % 3000 : 1 + rng() % 10;
+    for (size_t i = 0; i < length; ++i) text += letters[rng() % 7];
+    if (rng() % 12 == 0) text += '.';
+  }
+  Workspace ws;
+  ws.add("one_paragraph.txt", text);
+  const ChunkOptions options;
+  DocStore store = DocStore::open(ws.db(), options);
+  const DocIngestReport report = store.ingest_dir(ws.docs());
+  ASSERT_EQ(report.added.size(), 1u);
+  EXPECT_TRUE(report.converted.empty());
+
+  const int64_t count = store.chunk_count();
+  ASSERT_GE(count, static_cast<int64_t>(text.size() / options.target_chars));
+  std::string rebuilt;  // the chunks' text without the overlaps
+  size_t covered = 0;
+  for (int64_t id = 1; id <= count; ++id) {
+    const std::optional<DocChunk> c = store.chunk(id);
+    ASSERT_TRUE(c.has_value()) << "chunk " << id;
+    ASSERT_LE(c->text.size(), options.target_chars) << "chunk " << id;
+    ASSERT_TRUE(is_valid_utf8(c->text)) << "chunk " << id << " is cut inside a character";
+    ASSERT_EQ(c->text, text.substr(static_cast<size_t>(c->char_begin),
+                                   static_cast<size_t>(c->char_end - c->char_begin)));
+    const auto begin = static_cast<size_t>(c->char_begin);
+    ASSERT_GE(static_cast<size_t>(c->char_end), covered) << "chunk " << id << " goes backwards";
+    rebuilt += c->text.substr(std::max(begin, covered) - begin);
+    covered = static_cast<size_t>(c->char_end);
+  }
+  // Every word, in order: the text and the chunks agree once whitespace is taken out.
+  auto without_spaces = [](std::string s) {
+    std::erase_if(s, [](char ch) { return ch == ' ' || ch == '\n'; });
+    return s;
+  };
+  EXPECT_TRUE(without_spaces(rebuilt) == without_spaces(text));
 }
 
 }  // namespace
