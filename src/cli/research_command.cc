@@ -80,7 +80,9 @@ void run_research_command(ResearchArgs a) {
   if (!a.web_search_url.empty()) o.web_search = hka::make_searxng_search(a.web_search_url);
 
   std::unique_ptr<hka::LlmBackend> llm;
-  if (!a.llm_config.empty()) {
+  if (o.facts_only) {
+    llm = std::make_unique<hka::ScriptedBackend>();  // never called
+  } else if (!a.llm_config.empty()) {
     hka::OpenAiConfig config = hka::load_openai_config(a.llm_config);
     if (!a.llm_url.empty()) config.base_url = a.llm_url;
     if (!a.llm_model.empty()) config.models["default"] = a.llm_model;
@@ -136,7 +138,7 @@ void run_facts_command(const FactsArgs& a) {
   hka::TableStore store = hka::TableStore::open(db);
   std::optional<fs::path> catalogue;
   if (!a.catalogue.empty()) catalogue = a.catalogue;
-  else if (fs::is_regular_file(fs::path(a.tables) / "catalogue.json")) catalogue = fs::path(a.tables) / "catalogue.json";
+  else if (std::error_code ec; fs::is_regular_file(fs::path(a.tables) / "catalogue.json", ec)) catalogue = fs::path(a.tables) / "catalogue.json";
   const hka::TableIngestReport report = store.ingest_dir(a.tables, catalogue);
   for (const std::string& f : report.failed) std::fprintf(stderr, "kdr research facts: skipped %s\n", f.c_str());
   const hka::analysis::QuestionProfile q = hka::analysis::profile_question(a.question);
@@ -234,6 +236,9 @@ void add_research_command(CLI::App& app) {
       ->check(CLI::Range(0.0, 2.0))
       ->capture_default_str();
   cmd->add_flag("-q,--quiet", a->quiet, "no progress lines");
+  cmd->add_flag("--facts-only", a->options.facts_only,
+                "no language model: the report states the best-ranked data facts of each part of "
+                "the question (deterministic, seconds)");
 
   auto fa = std::make_shared<FactsArgs>();
   CLI::App* facts = cmd->add_subcommand(

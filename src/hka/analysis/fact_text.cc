@@ -207,7 +207,7 @@ std::string fact_sentence(const Fact& f) {
     }
     const std::string n = std::to_string(static_cast<int>(f.get("n", static_cast<double>(top.size() + bottom.size()))));
     if (by == "r") {
-      std::string s = "Of " + n + " measures, " + top[0]->entity + " is the most strongly correlated with " +
+      std::string s = "Of " + std::to_string(static_cast<int>(f.get("measures"))) + " measures, " + top[0]->entity + " is the most strongly correlated with " +
                       measure(f) + " (r = " + text::format_number(top[0]->value, 2) + ")";
       if (top.size() > 1) {
         s += ", then ";

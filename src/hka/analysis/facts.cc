@@ -7,6 +7,7 @@
 #include <functional>
 #include <map>
 #include <numeric>
+#include <set>
 
 #include "hka/analysis/fact_text.h"
 #include "hka/analysis/series.h"
@@ -769,7 +770,7 @@ void Generator::associations(Grain g) {
     for (size_t i = 0; i < list.size() && i < 4; ++i) {
       fact.values.push_back({"r", list[i].first, "", measure_phrase(list[i].second.measures[1], ""), ""});
     }
-    fact.values.push_back({"n", static_cast<double>(list.size()), "", "", ""});
+    fact.values.push_back({"measures", static_cast<double>(list.size()), "", "", ""});
     fact.significance = list.front().second.significance;
     fact.sql = list.front().second.sql;
     fact.formula = "each measure's Pearson r with " + f_.measures[a].label + ", ordered by |r|";
@@ -879,6 +880,60 @@ Fact query_fact(const std::string& table_title, const std::string& source, const
   fact.id = "query-" + hex8(fnv1a(sql));
   fact.significance = 0.5;
   return fact;
+}
+
+FactSqlCheck check_fact_sql(const std::filesystem::path& db, const Fact& f) {
+  FactSqlCheck out;
+  Limits limits;
+  limits.max_rows = 500000;
+  limits.max_ms = 30000;
+  limits.max_result_bytes = size_t{256} << 20;
+  QueryResult r;
+  try {
+    r = run_readonly(db, f.sql, limits);
+  } catch (const SqlError& e) {
+    out.error = e.what();
+    return out;
+  }
+  auto column = [&](const std::string& name) -> std::optional<size_t> {
+    for (size_t c = 0; c < r.columns.size(); ++c) {
+      if (r.columns[c] == name) return c;
+    }
+    return std::nullopt;
+  };
+  const auto entity_col = column("entity"), period_col = column("period"), name_col = column("name");
+  for (const FactValue& v : f.values) {
+    if (!std::isfinite(v.value)) continue;
+    std::optional<size_t> target = column(v.name);
+    const bool keyed = !target;  // the value sits in the "value" column of its own row
+    if (keyed) target = column("value");
+    if (!target) continue;
+    if (!v.entity.empty() && !entity_col && f.entity.empty()) continue;  // ranks of measures
+    // A row that is the value's own: its entity and period where the result has them; for a
+    // keyed value also one key that tells rows apart (its name, else its entity, else its
+    // period when rows are one per period).
+    static const std::set<std::string> kObserved = {"value", "mean", "peak", "trough", "highest", "lowest",
+                                                     "recovered", "min", "max"};
+    const bool observed = kObserved.count(v.name) > 0;
+    const bool can_locate =
+        !keyed || name_col || (observed && (entity_col ? !v.entity.empty() : (period_col && !v.period.empty())));
+    if (!can_locate) continue;
+    for (const json& row : r.rows) {
+      bool match = true;
+      if (entity_col && !v.entity.empty()) match = match && row[*entity_col] == v.entity;
+      if (period_col && !v.period.empty()) match = match && row[*period_col] == v.period;
+      if (name_col && keyed) match = match && row[*name_col] == v.name;
+      if (!match || !row[*target].is_number()) continue;
+      const double sql = row[*target].get<double>();
+      ++out.compared;
+      if (std::fabs(sql - v.value) > 1e-6 * std::max(1.0, std::fabs(v.value))) {
+        out.mismatches.push_back(v.name + (v.entity.empty() ? "" : " (" + v.entity + ")") + ": SQL " +
+                                 text::format_cell(sql) + ", fact " + text::format_cell(v.value));
+      }
+      break;
+    }
+  }
+  return out;
 }
 
 json to_json(const Fact& f) {

@@ -100,6 +100,18 @@ std::vector<Fact> compute_facts(const Frame& frame, const Focus& focus);
 Fact query_fact(const std::string& table_title, const std::string& source, const std::string& sql,
                 const QueryResult& result, const std::string& what);
 
+// Runs the fact's SQL through the read-only guard on `db` and compares every value it can
+// locate in the result (a column named as the value; or the "value" column of the row whose
+// entity, period or name columns match the value's). The SQL is computed by SQLite from the
+// stored table, the values by C++ from the frame: agreement checks both.
+struct FactSqlCheck {
+  size_t compared = 0;
+  std::vector<std::string> mismatches;  // "pct_change (Wind): SQL 1426.3, fact 1426.1"
+  std::string error;                    // the SQL failed
+  bool ok() const { return error.empty() && mismatches.empty(); }
+};
+FactSqlCheck check_fact_sql(const std::filesystem::path& db, const Fact& fact);
+
 // The fact as JSON (analysis/facts.json) and back; from_json throws FrameError naming the
 // missing field.
 nlohmann::json to_json(const Fact& fact);

@@ -735,6 +735,19 @@ Frame load_frame(const std::filesystem::path& db_path, const TableInfo& info,
     return best;
   };
 
+  // With no name column, a column of distinct codes ("AL", "AK") names the rows.
+  auto pick_entity_or_code = [&](bool prefer_labels) -> std::optional<size_t> {
+    if (std::optional<size_t> e = pick_entity(prefer_labels)) return e;
+    for (size_t c = 0; c < ncol; ++c) {
+      if (p.roles[c].role == Role::kIdentifier && info.columns[c].type == "TEXT") {
+        p.roles[c].role = Role::kEntity;
+        p.roles[c].why = "distinct codes, the only names of the rows";
+        return c;
+      }
+    }
+    return std::nullopt;
+  };
+
   std::optional<size_t> entity_col;
   if (year_columns.size() >= 3) {
     f.layout = "wide-year";
@@ -752,7 +765,7 @@ Frame load_frame(const std::filesystem::path& db_path, const TableInfo& info,
         measure_label = *p.stats[c].distinct.begin();
       }
     }
-    entity_col = pick_entity(true);
+    entity_col = pick_entity_or_code(true);
     std::sort(year_columns.begin(), year_columns.end(),
               [](const auto& a, const auto& b) { return a.second < b.second; });
     for (auto& [c, y] : year_columns) {
@@ -871,7 +884,7 @@ Frame load_frame(const std::filesystem::path& db_path, const TableInfo& info,
         }
       }
     }
-    entity_col = pick_entity(!time_col.has_value());
+    entity_col = time_col ? pick_entity(false) : pick_entity_or_code(true);
     f.layout = time_col ? (entity_col ? "long" : "series") : "cross-section";
     for (size_t c = 0; c < ncol; ++c) {
       if (p.roles[c].role == Role::kMeasure) value_columns.push_back(info.columns[c].name);

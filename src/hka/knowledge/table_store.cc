@@ -391,6 +391,9 @@ std::optional<std::string> iso_date(const DateParts& date, bool day_first) {
 struct ColumnPlan {
   ColumnInfo info;
   bool day_first = false;  // for DATE columns written d/m/yyyy
+  // Dates that are all the first of January (2001-01-01, 2002-01-01 ...) stand for years:
+  // stored as the INTEGER year, so that tables, charts and reports write 2001.
+  bool years_only = false;
 };
 
 ColumnPlan infer_column(const RawTable& raw, std::size_t col) {
@@ -443,8 +446,22 @@ ColumnPlan infer_column(const RawTable& raw, std::size_t col) {
     second_over_12 = second_over_12 || d.second > 12;
   }
   plan.day_first = first_over_12 || (!second_over_12 && any_dotted);
+  bool all_new_year = true;
+  std::set<int> years;
   for (const DateParts& d : dates) {
-    if (!iso_date(d, plan.day_first)) return plan;
+    const std::optional<std::string> iso = iso_date(d, plan.day_first);
+    if (!iso) return plan;
+    all_new_year = all_new_year && iso->substr(5) == "01-01";
+    years.insert(d.year);
+  }
+  if (all_new_year && years.size() >= 2) {
+    plan.info.type = "INTEGER";
+    plan.years_only = true;
+    plan.info.samples.clear();
+    for (int y : years) {
+      if (plan.info.samples.size() < 3) plan.info.samples.push_back(std::to_string(y));
+    }
+    return plan;
   }
   plan.info.type = "DATE";
   return plan;
@@ -573,7 +590,9 @@ std::string content_hash(std::string_view bytes) {
   }
   char buffer[24];
   std::snprintf(buffer, sizeof(buffer), "%016llx", static_cast<unsigned long long>(hash));
-  return std::string(buffer) + "-" + std::to_string(bytes.size());
+  // The version of the typing rules: a workspace made by older rules re-ingests its sources.
+  constexpr const char* kTypingVersion = "t2";
+  return std::string(buffer) + "-" + std::to_string(bytes.size()) + "-" + kTypingVersion;
 }
 
 std::string title_from_file(const fs::path& path) {
@@ -676,6 +695,8 @@ void bind_cell(Statement& insert, int index, std::string_view cell, const Column
     insert.bind_null(index);
   } else if (type == "DATE") {
     insert.bind(index, *iso_date(*parse_date(cell), plan.day_first));
+  } else if (plan.years_only) {
+    insert.bind(index, static_cast<int64_t>(parse_date(cell)->year));
   } else {
     Number number = *parse_number(cell);
     if (type == "INTEGER") {

@@ -80,7 +80,7 @@ void Run::find_facts(Subtask& subtask) {
     if (picked.empty()) picked.assign(all.begin(), all.begin() + std::min<size_t>(all.size(), 3));
   }
   std::vector<std::string> problems;
-  subtask.candidates = finder_->facts(picked, subtask.profile, 40, &problems);
+  subtask.candidates = finder_->facts(picked, subtask.profile, 80, &problems);
   subtask.tables.clear();
   for (const TableInfo& t : picked) subtask.tables.push_back(t.name);
   for (const std::string& p : problems) trace({{"type", "facts_skipped"}, {"reason", p}});
@@ -132,11 +132,17 @@ void Run::choose_facts(Subtask& subtask) {
     listing += "c" + std::to_string(i + 1) + ": " + subtask.candidates[i].text + "\n";
   }
   const ojson schema = prompts::choose_facts_schema(ids, 4);
-  std::optional<json> answer = ask_json(
+  std::optional<json> answer;
+  bool out_of_budget = false;
+  try {
+    answer = ask_json(
       "supervisor",
       {{"system", prompts::system_prompt(prompts::kChooseFacts, schema), {}},
        {"user", "Research question: " + o_.question + "\nThis part: " + subtask.part + "\n\nCandidate facts:\n<data>\n" + listing + "</data>", {}}},
       schema);
+  } catch (const BudgetExhausted&) {
+    out_of_budget = true;  // the facts ranked first still make the section
+  }
   json model_picks = json::array();
   if (answer) {
     for (const json& id : (*answer)["facts"]) {
@@ -156,6 +162,7 @@ void Run::choose_facts(Subtask& subtask) {
   }
   subtask.chosen = ordered;
   trace({{"type", "tool"}, {"tool", "choose_facts"}, {"part", subtask.part}, {"model_picks", model_picks}, {"chosen", subtask.chosen}});
+  if (out_of_budget) throw BudgetExhausted{};
 }
 
 std::string Run::table_context(const std::vector<std::string>& names, const std::string& question) const {

@@ -81,10 +81,10 @@ std::vector<std::string> question_parts(const std::string& question) {
   for (const std::string& p : parts) {
     const bool asks = p.find('?') != std::string::npos || opens_clause(p, 0);
     if (!asks && merged.empty()) {
-      carry += (carry.empty() ? "" : " ") + p;
+      carry += (carry.empty() ? "" : ", ") + p;
       continue;
     }
-    merged.push_back(carry.empty() ? p : carry + " " + p);
+    merged.push_back(carry.empty() ? p : carry + ", " + p);
     carry.clear();
   }
   if (!carry.empty()) {

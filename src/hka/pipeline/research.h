@@ -66,6 +66,9 @@ struct ResearchOptions {
   // The web_search tool is offered only when set (kdr research --web-search-url); off by
   // default, so a run needs no network.
   WebSearchFn web_search;
+  // No language model at all: the plan is the question's parts, each part states its
+  // best-ranked data facts, and nothing is written by a model (deterministic, seconds).
+  bool facts_only = false;
 };
 
 // What happened, for the caller's progress display.

@@ -104,6 +104,7 @@ LlmReply Run::call(const std::string& role, const std::vector<ChatMessage>& mess
 
 std::optional<json> Run::ask_json(const std::string& role, std::vector<ChatMessage> messages,
                                   const ojson& schema) {
+  if (o_.facts_only) return std::nullopt;
   const int32_t max_tokens = prompts::schema_token_bound(schema);
   for (int attempt = 0; attempt < 2; ++attempt) {
     LlmReply r;
@@ -141,13 +142,15 @@ void Run::ingest() {
   if (ec)
     throw ResearchError("cannot create the workspace " + workspace.string() + ": " + ec.message());
   db_path_ = workspace / "knowledge.db";
-  if (!fs::is_directory(o_.tables_dir)) {
-    throw ResearchError("--tables " + o_.tables_dir.string() + " is not a folder");
+  std::error_code fs_error;
+  if (!fs::is_directory(o_.tables_dir, fs_error)) {
+    throw ResearchError("--tables " + o_.tables_dir.string() + " is not a folder" +
+                        (fs_error ? " (" + fs_error.message() + ")" : ""));
   }
   tables_.emplace(TableStore::open(db_path_));
   // A catalogue.json beside the tables is the catalogue unless one was named.
   std::optional<fs::path> catalogue = o_.catalogue;
-  if (!catalogue && fs::is_regular_file(o_.tables_dir / "catalogue.json")) {
+  if (!catalogue && fs::is_regular_file(o_.tables_dir / "catalogue.json", fs_error)) {
     catalogue = o_.tables_dir / "catalogue.json";
   }
   const TableIngestReport tr = tables_->ingest_dir(o_.tables_dir, catalogue);
@@ -157,8 +160,10 @@ void Run::ingest() {
          {"replaced", tr.replaced},
          {"unchanged", tr.unchanged},
          {"removed", tr.removed},
-         {"failed", tr.failed}});
+         {"failed", tr.failed},
+         {"converted", tr.converted}});
   for (const std::string& f : tr.failed) draft_.notes.push_back("A table did not load: " + f);
+  for (const std::string& c : tr.converted) draft_.notes.push_back("A table was not UTF-8: " + c + ".");
   if (tables_->tables().empty()) {
     std::string why;
     for (const std::string& f : tr.failed) why += "\n  " + f;
@@ -167,7 +172,7 @@ void Run::ingest() {
   }
   finder_.emplace(db_path_);
   if (o_.docs_dir) {
-    if (!fs::is_directory(*o_.docs_dir)) {
+    if (!fs::is_directory(*o_.docs_dir, fs_error)) {
       throw ResearchError("--docs " + o_.docs_dir->string() + " is not a folder");
     }
     docs_.emplace(DocStore::open(db_path_.string()));
@@ -184,7 +189,9 @@ void Run::ingest() {
            {"unchanged", dr.unchanged},
            {"removed", dr.removed},
            {"failed", failed},
+           {"converted", dr.converted},
            {"chunks", docs_->chunk_count()}});
+    for (const std::string& c : dr.converted) draft_.notes.push_back("A document was not UTF-8: " + c + ".");
   }
 }
 
@@ -259,14 +266,17 @@ ResearchResult Run::run() {
   if (ec) throw ResearchError("cannot create " + o_.out_dir.string() + ": " + ec.message());
   // Files of an earlier run into the same folder would be mistaken for this run's.
   for (const char* sub : {"figures", "analysis"}) {
-    for (const fs::directory_entry& e : fs::directory_iterator(o_.out_dir / sub)) {
-      const std::string name = e.path().filename().string();
+    for (fs::directory_iterator it(o_.out_dir / sub, ec), end; !ec && it != end; it.increment(ec)) {
+      const std::string name = it->path().filename().string();
+      std::error_code type_error;
       if ((name.rfind("fig", 0) == 0 || name.rfind("q", 0) == 0 || name.rfind("fact", 0) == 0 ||
            name == "sources.json") &&
-          e.is_regular_file()) {
-        fs::remove(e.path(), ec);
+          it->is_regular_file(type_error)) {
+        std::error_code ignored;
+        fs::remove(it->path(), ignored);
       }
     }
+    ec.clear();
   }
   trace_.open(o_.out_dir / "trace.jsonl", std::ios::binary | std::ios::trunc);
   if (!trace_) throw ResearchError("cannot write " + (o_.out_dir / "trace.jsonl").string());
@@ -314,10 +324,23 @@ ResearchResult Run::run() {
   for (Subtask& s : subtasks_) {
     if (s.candidates.empty()) {
       find_facts(s);
-      for (size_t i = 0; i < s.candidates.size() && s.chosen.size() < 3; ++i) s.chosen.push_back(s.candidates[i].id);
+      choose_facts(s);
     }
   }
   current_subtask_ = 0;
+  // Every fact a section will state is checked once more: its SQL, run read-only on the stored
+  // table, must give its values. One that does not is left out, and the report says so.
+  for (Subtask& s : subtasks_) {
+    std::erase_if(s.chosen, [&](const std::string& id) {
+      const analysis::Fact* f = fact(id);
+      if (!f) return true;
+      const analysis::FactSqlCheck check = analysis::check_fact_sql(db_path_, *f);
+      trace({{"type", "fact_sql_check"}, {"fact", id}, {"compared", check.compared}, {"ok", check.ok()},
+             {"problem", check.error.empty() ? (check.mismatches.empty() ? "" : check.mismatches.front()) : check.error}});
+      if (!check.ok()) draft_.notes.push_back("A data fact was left out because its SQL did not reproduce it: " + f->text);
+      return !check.ok();
+    });
+  }
   write_report();
 
   ResearchResult r;

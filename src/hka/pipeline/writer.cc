@@ -304,7 +304,7 @@ void Run::add_key_figures(Subtask& subtask, ReportSection& section) {
 void Run::write_report() {
   emit("write", "sections");
   draft_.question = o_.question;
-  draft_.generated_by = "kdr research, " + llm_.describe();
+  draft_.generated_by = o_.facts_only ? "kdr research, data facts only (no language model)" : "kdr research, " + llm_.describe();
   for (Subtask& s : subtasks_) {
     ReportSection section;
     section.heading = s.title;

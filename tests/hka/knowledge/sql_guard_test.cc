@@ -167,6 +167,38 @@ TEST_F(SqlGuardTest, RowCapTruncates) {
   EXPECT_FALSE(exact.truncated);
 }
 
+// The hostile probe's memory bombs: a 600 MB string, a 900 MB blob, a result that grows past
+// the byte cap one row at a time. Each is refused quickly with a message the model can act on.
+TEST_F(SqlGuardTest, HugeValuesAreRefusedBeforeTheyAreBuilt) {
+  for (const char* sql : {"SELECT hex(randomblob(300000000)) AS label, 1 AS value",
+                          "SELECT zeroblob(900000000) AS b", "SELECT group_concat(hex(randomblob(400000))) FROM (SELECT 1 UNION ALL SELECT 2 UNION ALL SELECT 3)"}) {
+    try {
+      run_readonly(db_path_, sql);
+      ADD_FAILURE() << "accepted: " << sql;
+    } catch (const SqlError& e) {
+      EXPECT_NE(std::string(e.what()).find("larger than"), std::string::npos) << sql << ": " << e.what();
+    }
+  }
+}
+
+TEST_F(SqlGuardTest, ResultBytesAreCapped) {
+  Limits limits;
+  limits.max_result_bytes = 64 * 1024;
+  limits.max_rows = 1000000;
+  // 500 rows of 1,000 characters: 500 kB, past the 64 kB cap.
+  const std::string sql =
+      "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 500) "
+      "SELECT i, printf('%.*c', 1000, 'y') AS pad FROM n";
+  try {
+    run_readonly(db_path_, sql, limits);
+    ADD_FAILURE() << "a 500 kB result passed a 64 kB cap";
+  } catch (const SqlError& e) {
+    EXPECT_NE(std::string(e.what()).find("aggregate it"), std::string::npos) << e.what();
+  }
+  limits.max_result_bytes = 16 << 20;
+  EXPECT_EQ(run_readonly(db_path_, sql, limits).rows.size(), 500u);
+}
+
 TEST_F(SqlGuardTest, PromptInjectionInACellIsReturnedAsData) {
   QueryResult r = run_readonly(db_path_, "SELECT name FROM t WHERE id = 4");
   ASSERT_EQ(r.rows.size(), 1u);
