@@ -46,7 +46,10 @@ const Frame& FactFinder::frame(const TableInfo& table, const QuestionProfile& q)
 std::vector<Fact> FactFinder::facts(const std::vector<TableInfo>& tables, const QuestionProfile& q,
                                     size_t max_facts, std::vector<std::string>* problems) {
   std::vector<Fact> all;
+  // Tables that cover little of the question next to the best one are left out.
+  const std::map<std::string, double> weights = table_weights(tables, q);
   for (const TableInfo& t : tables) {
+    if (const auto w = weights.find(t.name); w != weights.end() && w->second < 0.4) continue;
     try {
       const Frame& f = frame(t, q);
       std::string frame_key;
@@ -80,7 +83,7 @@ std::vector<Fact> FactFinder::facts(const std::vector<TableInfo>& tables, const 
       if (problems) problems->push_back(t.name + ": " + e.what());
     }
   }
-  rank_facts(all, q, table_weights(tables, q));
+  rank_facts(all, q, weights);
   if (all.size() > max_facts) all.resize(max_facts);
   return all;
 }

@@ -109,7 +109,8 @@ std::optional<FactChart> fact_chart(const Frame& f, const Fact& fact, const std:
   const std::optional<size_t> m = measure_index(f, fact);
   if (!m) return std::nullopt;
   const std::string& t = fact.type;
-  if (t == "change" || t == "trend" || t == "acceleration" || t == "extreme" || t == "drawdown" || t == "difference") {
+  if (t == "change" || t == "trend" || t == "acceleration" || t == "extreme" || t == "drawdown" || t == "difference" ||
+      t == "series" || t == "periods") {
     std::vector<int32_t> entities;
     auto add = [&](const std::string& name) {
       const int32_t e = name.empty() ? -1 : entity_index(f, name);
@@ -285,7 +286,16 @@ std::vector<std::vector<std::string>> fact_rows(const Fact& fact) {
     }
   } else if (t == "seasonality") {
     for (const FactValue& v : fact.values) {
-      if (v.name == "peak" || v.name == "trough") row(fact.entity, v.period + ", " + span, "mean " + measure + " (" + v.name + ")", v.value, v.unit);
+      if (v.name == "mean") row(fact.entity, v.period + ", " + span, "mean " + measure, v.value, v.unit);
+    }
+  } else if (t == "series") {
+    for (const FactValue& v : fact.values) {
+      if (v.name == "value") row(fact.entity, v.period, measure, v.value, v.unit);
+    }
+  } else if (t == "periods") {
+    for (const FactValue& v : fact.values) {
+      if (v.name == "cagr_pct") row(fact.entity, v.period, "growth per year", v.value, "%", true);
+      if (v.name == "per_year") row(fact.entity, v.period, "change per year", v.value, v.unit, true);
     }
   } else if (t == "association") {
     const std::string pair = fact.measures.size() >= 2 ? measure_phrase(fact.measures[0], "") + " vs " + measure_phrase(fact.measures[1], "") : measure;

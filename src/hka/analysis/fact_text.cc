@@ -1,6 +1,8 @@
 #include "hka/analysis/fact_text.h"
 
+#include <algorithm>
 #include <cmath>
+#include <map>
 
 #include "hka/text.h"
 
@@ -59,7 +61,13 @@ std::string strength(double r) {
   return a >= 0.7 ? "strongly" : a >= 0.4 ? "moderately" : "weakly";
 }
 
-std::string plural(const std::string& label) {
+std::string plural(const std::string& raw) {
+  // "Country Name" -> "countries", "symbol" -> "symbols".
+  std::string label;
+  for (const std::string& w : text::words(raw)) {
+    if (w == "name" || w == "names" || w == "code" || w == "id" || w == "label") continue;
+    label += (label.empty() ? "" : " ") + w;
+  }
   if (label.empty()) return "entities";
   const std::string l = text::lower(label);
   if (l.ends_with("s")) return label;
@@ -119,7 +127,12 @@ std::string fact_sentence(const Fact& f) {
                     format_value(last->value, f.unit) + " in " + f.period_to + ", " +
                     (d > 0 ? "an increase" : "a decrease") + " of " +
                     format_value(std::fabs(d), f.unit);
-    if (pct) s += " (" + format_value(pct->value, "%", true) + ")";
+    if (pct) {
+      s += " (" + format_value(pct->value, "%", true);
+      const double ratio = last->value / first->value;
+      if (ratio >= 2) s += ", " + text::format_number(ratio, 3) + " times its " + f.period_from + " level";
+      s += ")";
+    }
     return s + ".";
   }
   if (t == "trend") {
@@ -133,8 +146,8 @@ std::string fact_sentence(const Fact& f) {
     } else {
       s += " changed by " + format_value(slope, f.unit, true) + " per year on a linear trend";
     }
-    return s + " (R\xC2\xB2 = " + text::format_number(f.get("r2"), 2) + ", " +
-           p_text(f.get("p_value", 1)) + ").";
+    return s + " (R\xC2\xB2 = " + text::format_number(f.get("r2"), 2) + ", r = " +
+           text::format_number(f.get("r"), 2) + ", " + p_text(f.get("p_value", 1)) + ").";
   }
   if (t == "acceleration") {
     const FactValue* a = f.value("rate_first");
@@ -164,6 +177,11 @@ std::string fact_sentence(const Fact& f) {
   }
   if (t == "proportion") {
     const double shift = f.get("shift_pp");
+    if (std::fabs(shift) < 1.0) {
+      return "The share of " + f.entity + " in total " + measure(f) + " stayed roughly stable, at " +
+             value_of(f, "share_first") + " in " + f.period_from + " and " + value_of(f, "share_last") + " in " +
+             f.period_to + " (" + format_value(shift, "pp", true) + ").";
+    }
     return "The share of " + f.entity + " in total " + measure(f) +
            (shift > 0 ? " rose" : shift < 0 ? " fell" : " stayed") + " from " +
            value_of(f, "share_first") + " in " + f.period_from + " to " + value_of(f, "share_last") +
@@ -180,67 +198,92 @@ std::string fact_sentence(const Fact& f) {
     if (first.size() > 3) first.resize(3);
     std::string s = "In " + f.period_to + ", the largest shares of total " + measure(f) + " were " +
                     listing(last) + "; in " + f.period_from + " they were " + listing(first) + ".";
-    if (!shifts.empty()) {
-      const FactValue* gain = shifts.front();
-      const FactValue* loss = shifts.front();
-      for (const FactValue* v : shifts) {
-        if (v->value > gain->value) gain = v;
-        if (v->value < loss->value) loss = v;
+    if (shifts.size() >= 2) {
+      std::vector<const FactValue*> sorted = shifts;
+      std::stable_sort(sorted.begin(), sorted.end(), [](const FactValue* a, const FactValue* b) { return a->value > b->value; });
+      if (sorted.size() > 10) sorted.erase(sorted.begin() + 5, sorted.end() - 5);
+      s.pop_back();
+      s += "; from " + f.period_from + " to " + f.period_to + ", the shares shifted by ";
+      for (size_t i = 0; i < sorted.size(); ++i) {
+        s += std::string(i == 0 ? "" : i + 1 == sorted.size() ? " and " : ", ") + format_value(sorted[i]->value, "pp", true) +
+             " for " + sorted[i]->entity;
       }
-      if (gain->value > 0) {
-        s += " From " + f.period_from + " to " + f.period_to + ", " + gain->entity +
-             " gained the most share (" + format_value(gain->value, "pp", true) + ")";
-        s += loss->value < 0 ? " and " + loss->entity + " lost the most (" +
-                                   format_value(loss->value, "pp", true) + ")."
-                             : ".";
-      }
+      s += ".";
     }
     return s;
   }
   if (t == "rank") {
     if (f.values.empty()) return "";
     const std::string by = f.values.front().name;
-    std::vector<const FactValue*> top, bottom;
+    // The entities in the order listed, each with its values.
+    std::vector<std::string> order;
+    std::map<std::string, std::map<std::string, const FactValue*>> of;
     for (const FactValue& v : f.values) {
       if (v.entity.empty()) continue;
-      (top.size() < 3 ? top : bottom).push_back(&v);
+      if (!of.count(v.entity)) order.push_back(v.entity);
+      of[v.entity][v.name] = &v;
     }
-    const std::string n = std::to_string(static_cast<int>(f.get("n", static_cast<double>(top.size() + bottom.size()))));
+    const std::string n = std::to_string(static_cast<int>(f.get("n", static_cast<double>(order.size()))));
     if (by == "r") {
-      std::string s = "Of " + std::to_string(static_cast<int>(f.get("measures"))) + " measures, " + top[0]->entity + " is the most strongly correlated with " +
-                      measure(f) + " (r = " + text::format_number(top[0]->value, 2) + ")";
-      if (top.size() > 1) {
-        s += ", then ";
-        for (size_t i = 1; i < top.size(); ++i) {
-          s += (i > 1 ? (i + 1 == top.size() ? " and " : ", ") : "") + top[i]->entity +
-               " (r = " + text::format_number(top[i]->value, 2) + ")";
+      std::string s = "Of " + std::to_string(static_cast<int>(f.get("measures"))) + " measures, ";
+      for (size_t i = 0; i < order.size(); ++i) {
+        const auto& e = of[order[i]];
+        std::string stats = "r = " + text::format_number(e.at("r")->value, 2);
+        if (e.count("rho")) stats += ", \xCF\x81 = " + text::format_number(e.at("rho")->value, 2);
+        if (i == 0) {
+          s += order[i] + " is the most strongly correlated with " + measure(f) + " (" + stats + ")";
+        } else {
+          s += std::string(i == 1 ? ", then " : i + 1 == order.size() ? " and " : ", ") + order[i] + " (" + stats + ")";
         }
       }
       return s + ".";
     }
     if (by == "pct_change" || by == "change") {
-      std::vector<const FactValue*> all = top;
-      all.insert(all.end(), bottom.begin(), bottom.end());
-      // Values are ordered from the largest rise to the largest fall.
-      std::vector<const FactValue*> rises, falls;
-      for (const FactValue* v : all) (v->value >= 0 ? rises : falls).push_back(v);
-      std::string s = "From " + f.period_from + " to " + f.period_to + ", among " + n + " " +
-                      plural(f.entity_label) + ", " + measure(f);
+      // "A (from 6.16 to 1.24 births per woman, -4.91 births per woman or -79.8%)"
+      auto item = [&](const std::string& name) {
+        const auto& e = of[name];
+        std::string inner;
+        if (e.count("first") && e.count("last")) {
+          inner += "from " + format_value(e.at("first")->value, f.unit) + " to " + format_value(e.at("last")->value, f.unit) + ", ";
+        }
+        if (e.count("change")) inner += format_value(e.at("change")->value, e.at("change")->unit, true);
+        if (e.count("pct_change")) inner += std::string(e.count("change") ? " or " : "") + format_value(e.at("pct_change")->value, "%", true);
+        return name + " (" + inner + ")";
+      };
+      auto join = [&](const std::vector<std::string>& names) {
+        std::string out;
+        for (size_t i = 0; i < names.size(); ++i) out += (i == 0 ? "" : i + 1 == names.size() ? " and " : ", ") + item(names[i]);
+        return out;
+      };
+      std::vector<std::string> rises, falls;
+      for (const std::string& name : order) (of[name].at(by)->value >= 0 ? rises : falls).push_back(name);
+      const bool named = f.value("first") != nullptr;
+      const bool window = !f.subspace.empty() && f.subspace.front().find("over the fall") != std::string::npos;
+      std::string s = "From " + f.period_from + " to " + f.period_to + ", " +
+                      (named ? "" : "among " + n + " " + plural(f.entity_label) + ", ") + measure(f);
+      if (window) {
+        // Listed from the largest loss.
+        return s + " fell most in " + join(falls.empty() ? order : falls) + ".";
+      }
       if (!falls.empty()) {
-        std::vector<const FactValue*> most(falls.rbegin(), falls.rend());
-        if (most.size() > 3) most.resize(3);
-        s += " fell most in " + listing(most);
+        std::vector<std::string> most(falls.rbegin(), falls.rend());
+        if (!named && most.size() > 3) most.resize(3);
+        s += (named && rises.empty() ? " fell in all " + std::to_string(order.size()) + ", most in " : " fell most in ") + join(most);
       }
       if (!rises.empty()) {
-        std::vector<const FactValue*> most = rises;
-        if (most.size() > 3) most.resize(3);
-        s += std::string(falls.empty() ? "" : ", and") + " rose most in " + listing(most);
+        std::vector<std::string> most = rises;
+        if (!named && most.size() > 3) most.resize(3);
+        s += std::string(falls.empty() ? (named ? " rose in all " + std::to_string(order.size()) + ", most in " : " rose most in ") : "; it rose most in ") + join(most);
       }
       return s + ".";
     }
+    std::vector<const FactValue*> top, bottom;
+    for (const FactValue& v : f.values) {
+      if (v.entity.empty()) continue;
+      (top.size() < 3 ? top : bottom).push_back(&v);
+    }
     const std::string where = f.period_from.empty() ? "" : "In " + f.period_from + ", ";
-    std::string s = (where.empty() ? cap(measure(f)) : where + measure(f)) + " was highest in " +
-                    listing(top);
+    std::string s = (where.empty() ? cap(measure(f)) : where + measure(f)) + " was highest in " + listing(top);
     if (!bottom.empty()) {
       std::vector<const FactValue*> low(bottom.rbegin(), bottom.rend());
       s += " and lowest in " + listing(low);
@@ -248,12 +291,21 @@ std::string fact_sentence(const Fact& f) {
     return s + ", of " + n + " " + plural(f.entity_label) + ".";
   }
   if (t == "extreme") {
-    const FactValue* hi = f.value("highest");
-    const FactValue* lo = f.value("lowest");
-    if (!hi || !lo) return "";
-    return "From " + f.period_from + " to " + f.period_to + ", " + subject(f) + " was highest in " +
-           hi->period + " (" + format_value(hi->value, f.unit) + ") and lowest in " + lo->period +
-           " (" + format_value(lo->value, f.unit) + ").";
+    std::vector<const FactValue*> hi, lo;
+    for (const FactValue& v : f.values) {
+      if (v.name == "highest" || v.name == "high") hi.push_back(&v);
+      if (v.name == "lowest" || v.name == "low") lo.push_back(&v);
+    }
+    if (hi.empty() || lo.empty()) return "";
+    auto periods = [&](const std::vector<const FactValue*>& vs) {
+      std::string out;
+      for (size_t i = 0; i < vs.size(); ++i) {
+        out += (i == 0 ? "" : i + 1 == vs.size() ? " and " : ", ") + vs[i]->period + " (" + format_value(vs[i]->value, f.unit) + ")";
+      }
+      return out;
+    };
+    return "From " + f.period_from + " to " + f.period_to + ", " + subject(f) + " was highest in " + periods(hi) +
+           " and lowest in " + periods(lo) + ".";
   }
   if (t == "drawdown") {
     const FactValue* peak = f.value("peak");
@@ -263,10 +315,11 @@ std::string fact_sentence(const Fact& f) {
                     " from a peak of " + format_value(peak->value, f.unit) + " in " + peak->period +
                     " to " + format_value(trough->value, f.unit) + " in " + trough->period + " (" +
                     format_value(-std::fabs(f.get("decline")), f.unit) + ")";
+    const std::string unit = f.breakdown.empty() ? "periods" : f.breakdown + "s";
     if (const FactValue* rec = f.value("recovered")) {
       s += "; it regained the peak in " + rec->period + ", " +
-           std::to_string(static_cast<int>(f.get("periods_to_recover"))) + " " +
-           (f.breakdown.empty() ? "periods" : f.breakdown + "s") + " after the trough";
+           std::to_string(static_cast<int>(f.get("periods_to_recover"))) + " " + unit + " after the trough and " +
+           std::to_string(static_cast<int>(f.get("periods_peak_to_recovery"))) + " " + unit + " after the peak";
     } else {
       s += "; it had not regained the peak by " + f.period_to;
     }
@@ -286,20 +339,88 @@ std::string fact_sentence(const Fact& f) {
     if (const FactValue* rho = f.value("rho")) stats += ", Spearman \xCF\x81 = " + text::format_number(rho->value, 2);
     stats += ", " + p_text(p);
     if (p >= 0.05) {
-      return across + a + " and " + b + " show no significant correlation (" + stats + ").";
+      std::string changes;
+      if (const FactValue* rc = f.value("r_changes")) {
+        changes = "; their changes from one " + (f.breakdown.empty() ? std::string("period") : f.breakdown) +
+                  " to the next correlate at r = " + text::format_number(rc->value, 2);
+      }
+      return across + a + " and " + b + " show no significant correlation (" + stats + ")" + changes + ".";
+    }
+    std::string changes;
+    if (const FactValue* rc = f.value("r_changes")) {
+      changes = "; their changes from one " + (f.breakdown.empty() ? std::string("period") : f.breakdown) +
+                " to the next correlate at r = " + text::format_number(rc->value, 2);
     }
     return across + a + " and " + b + " are " + strength(r) + (r > 0 ? " positively" : " negatively") +
            " correlated (" + stats + "): where " + a + " is higher, " + b + " tends to be " +
-           (r > 0 ? "higher" : "lower") + ".";
+           (r > 0 ? "higher" : "lower") + changes + ".";
   }
   if (t == "seasonality") {
     const FactValue* peak = f.value("peak");
     const FactValue* trough = f.value("trough");
     if (!peak || !trough) return "";
-    return "On average from " + f.period_from + " to " + f.period_to + ", " + subject(f) +
-           " is highest in " + peak->period + " (" + format_value(peak->value, f.unit) +
-           ") and lowest in " + trough->period + " (" + format_value(trough->value, f.unit) +
-           "), a seasonal swing of " + format_value(f.get("amplitude"), f.unit) + ".";
+    std::string s = "On average from " + f.period_from + " to " + f.period_to + ", " + subject(f) +
+                    " is highest in " + peak->period + " (" + format_value(peak->value, f.unit) +
+                    ") and lowest in " + trough->period + " (" + format_value(trough->value, f.unit) +
+                    "), a seasonal swing of " + format_value(f.get("amplitude"), f.unit);
+    std::string means;
+    for (const FactValue& v : f.values) {
+      if (v.name == "mean") means += (means.empty() ? "" : ", ") + v.period + " " + text::format_number(v.value, 3);
+    }
+    s += "; the monthly means are " + means;
+    if (const FactValue* all = f.value("overall_mean")) s += " (overall " + format_value(all->value, f.unit) + ")";
+    const FactValue* most = f.value("most_variable");
+    const FactValue* least = f.value("least_variable");
+    if (most && least) {
+      s += "; it varies most from year to year in " + most->period + " (standard deviation " +
+           format_value(most->value, f.unit) + ") and least in " + least->period + " (" + format_value(least->value, f.unit) + ")";
+    }
+    return s + ".";
+  }
+  if (t == "series") {
+    std::string s = cap(subject(f)) + (f.subspace.empty() ? "" : ", " + f.subspace.front()) + ": ";
+    size_t i = 0, n = 0;
+    for (const FactValue& v : f.values) n += v.name == "value";
+    for (const FactValue& v : f.values) {
+      if (v.name != "value") continue;
+      s += std::string(i == 0 ? "" : i + 1 == n ? " and " : ", ") + format_value(v.value, f.unit) + " in " + v.period;
+      ++i;
+    }
+    return s + ".";
+  }
+  if (t == "periods") {
+    const bool compound = f.value("cagr_pct") != nullptr;
+    std::vector<std::pair<std::string, std::pair<double, double>>> spans;  // label -> (rate, per year)
+    for (const FactValue& v : f.values) {
+      if (v.name != "per_year") continue;
+      double rate = v.value;
+      for (const FactValue& c : f.values) {
+        if (c.name == "cagr_pct" && c.period == v.period) rate = c.value;
+      }
+      spans.push_back({v.period, {rate, v.value}});
+    }
+    if (spans.size() < 2) return "";
+    std::string s = cap(subject(f)) + " changed by ";
+    for (size_t i = 0; i < spans.size(); ++i) {
+      const auto& [label, r] = spans[i];
+      std::string ends;
+      for (const FactValue& v : f.values) {
+        if (v.name == "start" && label.starts_with(v.period)) ends = format_value(v.value, f.unit) + " in " + v.period;
+      }
+      for (const FactValue& v : f.values) {
+        if (v.name == "end" && label.ends_with(v.period) && !ends.empty()) ends += " to " + format_value(v.value, f.unit) + " in " + v.period;
+      }
+      s += std::string(i == 0 ? "" : i + 1 == spans.size() ? " and " : ", ") +
+           (compound ? format_value(r.first, "%", true) + " a year (" + format_value(r.second, f.unit, true) + " a year)"
+                     : format_value(r.second, f.unit, true) + " a year") +
+           " from " + label + (ends.empty() ? "" : ", from " + ends);
+    }
+    auto fastest = std::max_element(spans.begin(), spans.end(), [](const auto& a, const auto& b) { return a.second.first < b.second.first; });
+    auto slowest = std::min_element(spans.begin(), spans.end(), [](const auto& a, const auto& b) { return a.second.first < b.second.first; });
+    const double first = spans.front().second.first, last = spans.back().second.first;
+    s += ": " + std::string(last > first ? "the pace rose" : last < first ? "the pace slowed" : "the pace held") +
+         ", fastest from " + fastest->first + " and slowest from " + slowest->first;
+    return s + ".";
   }
   if (t == "distribution") {
     const FactValue* lo = f.value("min");

@@ -85,6 +85,8 @@ class Generator {
   void acceleration_fact(size_t m, int32_t entity, const Series& s);
   void extreme_fact(size_t m, int32_t entity, const Series& s);
   void drawdown_fact(size_t m, int32_t entity, const Series& s);
+  void series_fact(size_t m, int32_t entity, const Series& s);
+  void periods_fact(size_t m, int32_t entity);
   void seasonality_fact(size_t m, int32_t entity);
   void entity_comparisons(size_t m, Grain g);
   // Facts across entities at one period (or a cross-section).
@@ -124,6 +126,9 @@ class Generator {
   const Frame& f_;
   const Focus& focus_;
   std::vector<Fact> out_;
+  // The last drawdown's peak and trough (for the changes of entities over the same window).
+  std::optional<std::pair<int64_t, int64_t>> drawdown_window_;
+  Grain drawdown_grain_ = Grain::kNone;
 };
 
 Fact Generator::base(const std::string& type, size_t measure) const {
@@ -139,6 +144,16 @@ Fact Generator::base(const std::string& type, size_t measure) const {
 }
 
 void Generator::add(Fact fact) {
+  if (!focus_.measures.empty() && !fact.measures.empty()) {
+    fact.off_focus = true;
+    for (size_t k = 0; k < focus_.measures.size(); ++k) {
+      if (f_.measures[focus_.measures[k]].label == fact.measures[0]) {
+        fact.off_focus = false;
+        fact.focus_rank = static_cast<int>(k);
+        break;
+      }
+    }
+  }
   std::string key = fact.type + "|" + fact.table + "|" + fact.entity + "|" + fact.period_from + "|" +
                     fact.period_to + "|" + fact.breakdown;
   for (const std::string& m : fact.measures) key += "|" + m;
@@ -153,6 +168,27 @@ void Generator::add(Fact fact) {
   }
   for (const std::string& m : fact.measures) fact.mentions.push_back(measure_phrase(m, fact.unit));
   fact.text = fact_sentence(fact);
+  // Entities that are codes read with their names: "Apple (AAPL)".
+  for (size_t e = 0; e < f_.entities.size() && e < f_.entity_aliases.size(); ++e) {
+    const std::string& alias = f_.entity_aliases[e];
+    if (alias.empty() || std::find(fact.mentions.begin(), fact.mentions.end(), f_.entities[e]) == fact.mentions.end()) continue;
+    fact.mentions.push_back(alias);
+    const std::string& code = f_.entities[e];
+    std::string out;
+    for (size_t at = 0;;) {
+      const size_t hit = fact.text.find(code, at);
+      if (hit == std::string::npos) {
+        out += fact.text.substr(at);
+        break;
+      }
+      const size_t end = hit + code.size();
+      const bool word = (hit == 0 || !std::isalnum(static_cast<unsigned char>(fact.text[hit - 1]))) &&
+                        (end >= fact.text.size() || !std::isalnum(static_cast<unsigned char>(fact.text[end])));
+      out += fact.text.substr(at, hit - at) + (word ? alias + " (" + code + ")" : code);
+      at = end;
+    }
+    fact.text = out;
+  }
   if (fact.text.empty()) return;
   for (const Fact& other : out_) {
     if (other.id == fact.id) return;
@@ -221,6 +257,7 @@ void Generator::trend_fact(size_t m, int32_t entity, const Series& s) {
   fact.period_to = period_label(s.grain, s.periods.back());
   fact.values.push_back({"slope_per_year", fit->slope, fact.unit, fact.entity, ""});
   fact.values.push_back({"r2", fit->r2, "", "", ""});
+  fact.values.push_back({"r", (fit->slope >= 0 ? 1.0 : -1.0) * std::sqrt(fit->r2), "", "", ""});
   fact.values.push_back({"p_value", fit->p_value, "", "", ""});
   fact.values.push_back({"n", static_cast<double>(fit->n), "", "", ""});
   const double years = period_year(s.grain, s.periods.back()) - period_year(s.grain, s.periods.front());
@@ -281,35 +318,47 @@ void Generator::acceleration_fact(size_t m, int32_t entity, const Series& s) {
 
 void Generator::extreme_fact(size_t m, int32_t entity, const Series& s) {
   if (s.size() < 3) return;
-  const auto hi = std::max_element(s.values.begin(), s.values.end());
-  const auto lo = std::min_element(s.values.begin(), s.values.end());
-  if (*hi == *lo) return;
+  std::vector<size_t> order(s.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return s.values[a] > s.values[b]; });
+  if (s.values[order.front()] == s.values[order.back()]) return;
   Fact fact = base("extreme", m);
   fact.entity = entity_name(entity);
   fact.breakdown = grain_name(s.grain);
   fact.period_from = period_label(s.grain, s.periods.front());
   fact.period_to = period_label(s.grain, s.periods.back());
-  const size_t ih = static_cast<size_t>(hi - s.values.begin());
-  const size_t il = static_cast<size_t>(lo - s.values.begin());
-  fact.values.push_back({"highest", *hi, fact.unit, fact.entity, period_label(s.grain, s.periods[ih])});
-  fact.values.push_back({"lowest", *lo, fact.unit, fact.entity, period_label(s.grain, s.periods[il])});
+  // The highest and lowest periods, and the two after each when there are enough points.
+  const size_t k = s.size() >= 9 ? 3 : 1;
+  for (size_t r = 0; r < k; ++r) {
+    fact.values.push_back({r == 0 ? "highest" : "high", s.values[order[r]], fact.unit, fact.entity,
+                           period_label(s.grain, s.periods[order[r]])});
+  }
+  for (size_t r = 0; r < k; ++r) {
+    const size_t i = order[order.size() - 1 - r];
+    fact.values.push_back({r == 0 ? "lowest" : "low", s.values[i], fact.unit, fact.entity, period_label(s.grain, s.periods[i])});
+  }
   const double sd = stats::stddev(s.values);
-  fact.significance = sd > 0 ? clamp01((*hi - stats::mean(s.values)) / sd / 3.0) : 0;
+  fact.significance = sd > 0 ? clamp01((s.values[order.front()] - stats::mean(s.values)) / sd / 3.0) : 0;
   fact.sql = with_long(f_) + ",\n" + series_cte(f_, m, entity, s.grain) +
              "\nSELECT * FROM (SELECT 'highest' AS name, period, value FROM s WHERE " + range_sql(s) +
              " ORDER BY value DESC, period_key LIMIT 1) UNION ALL SELECT * FROM (SELECT 'lowest', "
              "period, value FROM s WHERE " +
-             range_sql(s) + " ORDER BY value ASC, period_key LIMIT 1)";
+             range_sql(s) + " ORDER BY value ASC, period_key LIMIT 1) UNION ALL SELECT * FROM (SELECT 'ranked', period, value FROM s WHERE " +
+             range_sql(s) + " ORDER BY value DESC, period_key)";
   add(std::move(fact));
 }
 
 void Generator::drawdown_fact(size_t m, int32_t entity, const Series& s) {
   if (s.size() < 4) return;
-  // The largest fall from a running peak to a later trough.
+  // The largest fall from a running peak to a later trough; when the question names years,
+  // the fall whose trough lies in them (the peak may come before, the recovery after).
+  const bool windowed = focus_.year_from && focus_.year_to;
   size_t peak = 0, best_peak = 0, best_trough = 0;
   double best = 0;
   for (size_t i = 1; i < s.size(); ++i) {
     if (s.values[i] > s.values[peak]) peak = i;
+    const int y = year_of(s.grain, s.periods[i]);
+    if (windowed && (y < *focus_.year_from || y > std::min(*focus_.year_to, *focus_.year_from + 30) + 1)) continue;
     const double fall = s.values[peak] - s.values[i];
     if (fall > best) {
       best = fall;
@@ -347,13 +396,15 @@ void Generator::drawdown_fact(size_t m, int32_t entity, const Series& s) {
     }
   }
   fact.direction = -1;
-  fact.significance = clamp01(pct / 20.0);
+  fact.significance = clamp01(pct / 10.0);
   fact.sql = with_long(f_) + ",\n" + series_cte(f_, m, entity, s.grain) +
-             "\nSELECT period, value FROM s WHERE " + range_sql(s) + " ORDER BY period_key";
+             "\nSELECT period, value FROM s ORDER BY period_key";
   fact.formula =
       "peak: the running maximum before the largest fall; trough: the lowest value after it; "
       "recovered: the first later period at or above the peak";
   add(std::move(fact));
+  drawdown_window_ = {s.periods[best_peak], s.periods[best_trough]};
+  drawdown_grain_ = s.grain;
 }
 
 void Generator::seasonality_fact(size_t m, int32_t entity) {
@@ -389,6 +440,21 @@ void Generator::seasonality_fact(size_t m, int32_t entity) {
     total += (s.values[i] - grand) * (s.values[i] - grand);
   }
   fact.values.push_back({"eta2", total > 0 ? between / total : 0, "", "", ""});
+  fact.values.push_back({"overall_mean", grand, fact.unit, fact.entity, ""});
+  // How much each month varies from year to year.
+  int most = -1, least = -1;
+  std::vector<double> sd(12, std::nan(""));
+  for (int mo = 0; mo < 12; ++mo) {
+    if (by_month[static_cast<size_t>(mo)].size() < 3) continue;
+    sd[static_cast<size_t>(mo)] = stats::stddev(by_month[static_cast<size_t>(mo)]);
+    fact.values.push_back({"sd", sd[static_cast<size_t>(mo)], fact.unit, fact.entity, month_name(mo + 1)});
+    if (most < 0 || sd[static_cast<size_t>(mo)] > sd[static_cast<size_t>(most)]) most = mo;
+    if (least < 0 || sd[static_cast<size_t>(mo)] < sd[static_cast<size_t>(least)]) least = mo;
+  }
+  if (most >= 0 && most != least) {
+    fact.values.push_back({"most_variable", sd[static_cast<size_t>(most)], fact.unit, fact.entity, month_name(most + 1)});
+    fact.values.push_back({"least_variable", sd[static_cast<size_t>(least)], fact.unit, fact.entity, month_name(least + 1)});
+  }
   fact.significance = total > 0 ? clamp01(between / total * 1.5) : 0;
   fact.sql = with_long(f_) + ",\n" + series_cte(f_, m, entity, Grain::kMonth) +
              "\nSELECT period_key % 12 + 1 AS month, CASE period_key % 12 + 1" + [] {
@@ -420,60 +486,124 @@ void Generator::entity_comparisons(size_t m, Grain g) {
   const Measure& meas = f_.measures[m];
   const std::string base_sql = with_long(f_) + ",\n" + entity_series_cte(f_, m, g);
 
-  // Rank of the changes (which rose and fell most): among every entity, and among the ones
-  // the question names.
-  for (int pass = 0; pass < 2 && p0 != p1; ++pass) {
-    if (pass == 1 && focus_.entities.size() < 2) break;
-    struct Row {
-      int32_t e;
-      double first, last, pct;
-    };
-    std::vector<Row> rows;
-    bool all_positive = true;
+  // Rank of the changes (which rose and fell most): among every entity by relative and by
+  // absolute change, and among the ones the question names (with their first and last
+  // values). Each listed entity carries both changes.
+  struct Row {
+    int32_t e;
+    double first, last, change, pct;
+  };
+  std::vector<Row> all_rows;
+  bool all_positive = true;
+  if (p0 != p1) {
     for (size_t e = 0; e < es.size(); ++e) {
-      if (pass == 1 && std::find(focus_.entities.begin(), focus_.entities.end(), static_cast<int32_t>(e)) == focus_.entities.end()) continue;
       const int64_t i0 = es[e].find(p0), i1 = es[e].find(p1);
       if (i0 < 0 || i1 < 0) continue;
       const double a = es[e].values[static_cast<size_t>(i0)], b = es[e].values[static_cast<size_t>(i1)];
       all_positive = all_positive && a > 0;
-      rows.push_back({static_cast<int32_t>(e), a, b, a > 0 ? 100.0 * (b - a) / a : b - a});
+      all_rows.push_back({static_cast<int32_t>(e), a, b, b - a, a > 0 ? 100.0 * (b - a) / a : std::nan("")});
     }
-    if (rows.size() >= (pass == 1 ? 2u : 3u)) {
-      if (!all_positive) {
-        for (Row& r : rows) r.pct = r.last - r.first;
+  }
+  auto rank_fact = [&](std::vector<Row> rows, bool by_pct, bool named) {
+    if (rows.size() < (named ? 2u : 3u)) return;
+    std::stable_sort(rows.begin(), rows.end(), [&](const Row& a, const Row& b) {
+      return by_pct ? a.pct > b.pct : a.change > b.change;
+    });
+    Fact fact = base("rank", m);
+    fact.breakdown = f_.entity_label;
+    fact.period_from = l0;
+    fact.period_to = l1;
+    fact.subspace.push_back(by_pct ? "ranked by relative change" : "ranked by change");
+    std::string in_named;
+    if (named) {
+      std::string list;
+      for (const Row& r : rows) {
+        list += (list.empty() ? "" : ", ") + entity_name(r.e);
+        in_named += (in_named.empty() ? "" : ", ") + sql_literal(entity_name(r.e));
       }
-      std::stable_sort(rows.begin(), rows.end(), [](const Row& a, const Row& b) { return a.pct > b.pct; });
-      Fact fact = base("rank", m);
-      fact.breakdown = f_.entity_label;
-      fact.period_from = l0;
-      fact.period_to = l1;
-      fact.subspace.push_back("ranked by change");
-      if (pass == 1) {
-        std::string named;
-        for (const Row& r : rows) named += (named.empty() ? "" : ", ") + entity_name(r.e);
-        fact.subspace.push_back(f_.entity_label + " in (" + named + ")");
+      fact.subspace.push_back(f_.entity_label + " in (" + list + ")");
+      in_named = " AND a.entity IN (" + in_named + ")";
+    }
+    std::vector<size_t> picks;
+    const size_t k = named ? rows.size() : kTopK;
+    for (size_t i = 0; i < rows.size() && i < k; ++i) picks.push_back(i);
+    for (size_t i = rows.size() > k ? std::max(k, rows.size() - k) : rows.size(); i < rows.size(); ++i) picks.push_back(i);
+    const std::string by = by_pct ? "pct_change" : "change";
+    for (size_t i : picks) {
+      const Row& r = rows[i];
+      const std::string name = entity_name(r.e);
+      fact.values.push_back({by, by_pct ? r.pct : r.change, by_pct ? "%" : meas.unit, name, ""});
+      if (by_pct) {
+        fact.values.push_back({"change", r.change, meas.unit, name, ""});
+      } else if (std::isfinite(r.pct)) {
+        fact.values.push_back({"pct_change", r.pct, "%", name, ""});
       }
-      const std::string name = all_positive ? "pct_change" : "change";
-      const std::string unit = all_positive ? "%" : meas.unit;
-      std::vector<size_t> picks;
-      for (size_t i = 0; i < rows.size() && i < kTopK; ++i) picks.push_back(i);
-      for (size_t i = rows.size() > kTopK ? std::max(kTopK, rows.size() - kTopK) : rows.size(); i < rows.size(); ++i) picks.push_back(i);
-      for (size_t i : picks) fact.values.push_back({name, rows[i].pct, unit, entity_name(rows[i].e), ""});
-      fact.values.push_back({"n", static_cast<double>(rows.size()), "", "", ""});
-      std::vector<double> v;
-      for (const Row& r : rows) v.push_back(r.pct);
-      const double sd = stats::stddev(v);
-      fact.significance = sd > 0 ? clamp01(std::max(std::fabs(v.front() - stats::mean(v)), std::fabs(v.back() - stats::mean(v))) / sd / 3.0) : 0;
-      std::string in_named;
-      if (pass == 1) {
-        for (const Row& r : rows) in_named += (in_named.empty() ? "" : ", ") + sql_literal(entity_name(r.e));
-        in_named = " AND a.entity IN (" + in_named + ")";
+      if (named) {
+        fact.values.push_back({"first", r.first, meas.unit, name, l0});
+        fact.values.push_back({"last", r.last, meas.unit, name, l1});
       }
-      fact.sql = base_sql + "\nSELECT a.entity, a.value AS first, b.value AS last, b.value - a.value AS change" +
-                 std::string(all_positive ? ", 100.0 * (b.value - a.value) / a.value AS pct_change" : "") +
-                 " FROM es a JOIN es b ON a.entity = b.entity WHERE a.period_key = " + std::to_string(p0) +
-                 " AND b.period_key = " + std::to_string(p1) + in_named + " ORDER BY " + name + " DESC";
-      add(std::move(fact));
+    }
+    fact.values.push_back({"n", static_cast<double>(rows.size()), "", "", ""});
+    std::vector<double> v;
+    for (const Row& r : rows) v.push_back(by_pct ? r.pct : r.change);
+    const double sd = stats::stddev(v);
+    fact.significance = sd > 0 ? clamp01(std::max(std::fabs(v.front() - stats::mean(v)), std::fabs(v.back() - stats::mean(v))) / sd / 3.0) : 0;
+    if (named) fact.significance = std::max(fact.significance, 0.8);
+    fact.sql = base_sql + "\nSELECT a.entity, a.value AS first, b.value AS last, b.value - a.value AS change" +
+               std::string(all_positive ? ", 100.0 * (b.value - a.value) / a.value AS pct_change" : "") +
+               " FROM es a JOIN es b ON a.entity = b.entity WHERE a.period_key = " + std::to_string(p0) +
+               " AND b.period_key = " + std::to_string(p1) + in_named + " ORDER BY " + by + " DESC";
+    add(std::move(fact));
+  };
+  if (all_positive) rank_fact(all_rows, true, false);
+  rank_fact(all_rows, false, false);
+  if (focus_.entities.size() >= 2) {
+    std::vector<Row> named;
+    for (const Row& r : all_rows) {
+      if (std::find(focus_.entities.begin(), focus_.entities.end(), r.e) != focus_.entities.end()) named.push_back(r);
+    }
+    rank_fact(named, all_positive, true);
+  }
+  // The same over the window of a fall the question asks about (which lost most in it).
+  if (drawdown_window_ && focus_.kinds.count("drawdown")) {
+    const Grain wg = drawdown_grain_;
+    const std::vector<Series> ws = entity_series(f_, m, wg);
+    const int64_t w0 = drawdown_window_->first, w1 = drawdown_window_->second;
+    std::vector<Row> rows;
+    bool positive = true;
+    for (size_t e = 0; e < ws.size(); ++e) {
+      if (excluded(e)) continue;
+      const int64_t i0 = ws[e].find(w0), i1 = ws[e].find(w1);
+      if (i0 < 0 || i1 < 0) continue;
+      const double a = ws[e].values[static_cast<size_t>(i0)], b = ws[e].values[static_cast<size_t>(i1)];
+      positive = positive && a > 0;
+      rows.push_back({static_cast<int32_t>(e), a, b, b - a, a > 0 ? 100.0 * (b - a) / a : std::nan("")});
+    }
+    if (rows.size() >= 3) {
+      for (const bool by_pct : {false, true}) {
+        if (by_pct && !positive) continue;
+        std::stable_sort(rows.begin(), rows.end(), [&](const Row& a, const Row& b) { return by_pct ? a.pct < b.pct : a.change < b.change; });
+        Fact fact = base("rank", m);
+        fact.breakdown = f_.entity_label;
+        fact.period_from = period_label(wg, w0);
+        fact.period_to = period_label(wg, w1);
+        fact.subspace.push_back(by_pct ? "ranked by relative change over the fall" : "ranked by change over the fall");
+        const std::string by = by_pct ? "pct_change" : "change";
+        // Largest losses first: the fall is what is asked about.
+        for (size_t i = 0; i < rows.size() && i < kTopK; ++i) {
+          fact.values.push_back({by, by_pct ? rows[i].pct : rows[i].change, by_pct ? "%" : meas.unit, entity_name(rows[i].e), ""});
+          if (by_pct) fact.values.push_back({"change", rows[i].change, meas.unit, entity_name(rows[i].e), ""});
+          else if (std::isfinite(rows[i].pct)) fact.values.push_back({"pct_change", rows[i].pct, "%", entity_name(rows[i].e), ""});
+        }
+        fact.values.push_back({"n", static_cast<double>(rows.size()), "", "", ""});
+        fact.significance = 0.9;
+        fact.sql = with_long(f_) + ",\n" + entity_series_cte(f_, m, wg) +
+                   "\nSELECT a.entity, a.value AS first, b.value AS last, b.value - a.value AS change" +
+                   std::string(positive ? ", 100.0 * (b.value - a.value) / a.value AS pct_change" : "") +
+                   " FROM es a JOIN es b ON a.entity = b.entity WHERE a.period_key = " + std::to_string(w0) +
+                   " AND b.period_key = " + std::to_string(w1) + " ORDER BY " + by;
+        add(std::move(fact));
+      }
     }
   }
 
@@ -747,6 +877,16 @@ void Generator::associations(Grain g) {
     const auto sp = stats::spearman(x, y);
     fact.values.push_back({"r", pr->r, "", "", ""});
     if (sp) fact.values.push_back({"rho", sp->r, "", "", ""});
+    // Over time, two trending series correlate whatever drives them: the correlation of their
+    // changes from one period to the next says more.
+    if (over_time && x.size() >= 6) {
+      std::vector<double> dx, dy;
+      for (size_t i = 1; i < x.size(); ++i) {
+        dx.push_back(x[i] - x[i - 1]);
+        dy.push_back(y[i] - y[i - 1]);
+      }
+      if (const auto pd = stats::pearson(dx, dy)) fact.values.push_back({"r_changes", pd->r, "", "", ""});
+    }
     fact.values.push_back({"p_value", pr->p_value, "", "", ""});
     fact.values.push_back({"n", static_cast<double>(pr->n), "", "", ""});
     fact.direction = pr->r > 0 ? 1 : -1;
@@ -767,8 +907,20 @@ void Generator::associations(Grain g) {
     fact.subspace.push_back("ranked by correlation");
     fact.period_from = list.front().second.period_from;
     fact.period_to = list.front().second.period_to;
-    for (size_t i = 0; i < list.size() && i < 4; ++i) {
-      fact.values.push_back({"r", list[i].first, "", measure_phrase(list[i].second.measures[1], ""), ""});
+    // Every measure the question names, and the strongest others, up to six.
+    auto named = [&](const Fact& f) {
+      for (size_t k : focus_.measures) {
+        if (f_.measures[k].label == f.measures[1]) return true;
+      }
+      return false;
+    };
+    size_t listed = 0;
+    for (size_t i = 0; i < list.size(); ++i) {
+      if (listed >= 6 || (listed >= 4 && !named(list[i].second))) continue;
+      const std::string who = measure_phrase(list[i].second.measures[1], "");
+      fact.values.push_back({"r", list[i].first, "", who, ""});
+      if (const FactValue* rho = list[i].second.value("rho")) fact.values.push_back({"rho", rho->value, "", who, ""});
+      ++listed;
     }
     fact.values.push_back({"measures", static_cast<double>(list.size()), "", "", ""});
     fact.significance = list.front().second.significance;
@@ -776,6 +928,67 @@ void Generator::associations(Grain g) {
     fact.formula = "each measure's Pearson r with " + f_.measures[a].label + ", ordered by |r|";
     add(std::move(fact));
   }
+}
+
+void Generator::series_fact(size_t m, int32_t entity, const Series& s) {
+  if (s.size() < 3 || s.size() > 15) return;
+  Fact fact = base("series", m);
+  fact.entity = entity_name(entity);
+  fact.breakdown = grain_name(s.grain);
+  fact.period_from = period_label(s.grain, s.periods.front());
+  fact.period_to = period_label(s.grain, s.periods.back());
+  if (s.grain != f_.grain && f_.grain != Grain::kNone) {
+    fact.subspace.push_back(f_.measures[m].flow ? "total per " + std::string(grain_name(s.grain))
+                                                : "mean per " + std::string(grain_name(s.grain)));
+  }
+  for (size_t i = 0; i < s.size(); ++i) {
+    fact.values.push_back({"value", s.values[i], fact.unit, fact.entity, period_label(s.grain, s.periods[i])});
+  }
+  fact.significance = 0.4;
+  fact.sql = with_long(f_) + ",\n" + series_cte(f_, m, entity, s.grain) + "\nSELECT period, value FROM s WHERE " +
+             range_sql(s) + " ORDER BY period_key";
+  add(std::move(fact));
+}
+
+void Generator::periods_fact(size_t m, int32_t entity) {
+  if (focus_.ranges.size() < 2) return;
+  const Series s = series_of(f_, m, entity, f_.grain == Grain::kNone ? Grain::kNone : Grain::kYear);
+  if (s.grain != Grain::kYear) return;
+  Fact fact = base("periods", m);
+  fact.entity = entity_name(entity);
+  fact.breakdown = "period";
+  std::string sql;
+  for (const auto& [y0, y1] : focus_.ranges) {
+    const int64_t i0 = s.find(y0), i1 = s.find(y1);
+    if (i0 < 0 || i1 < 0 || y1 <= y0) continue;
+    const double a = s.values[static_cast<size_t>(i0)], b = s.values[static_cast<size_t>(i1)];
+    const std::string label = std::to_string(y0) + " to " + std::to_string(y1);
+    fact.values.push_back({"per_year", (b - a) / (y1 - y0), fact.unit, fact.entity, label});
+    if (const auto g = stats::compound_growth(a, b, y1 - y0)) fact.values.push_back({"cagr_pct", 100.0 * *g, "%", fact.entity, label});
+    fact.values.push_back({"start", a, fact.unit, fact.entity, std::to_string(y0)});
+    fact.values.push_back({"end", b, fact.unit, fact.entity, std::to_string(y1)});
+    sql += std::string(sql.empty() ? "" : " UNION ALL ") + "SELECT '" + label + "' AS period, a.value AS start, b.value AS end, (b.value - a.value) / " +
+           std::to_string(y1 - y0) + ".0 AS per_year" +
+           (a > 0 && b > 0 ? ", 100.0 * (pow(b.value / a.value, 1.0 / " + std::to_string(y1 - y0) + ") - 1) AS cagr_pct" : ", NULL AS cagr_pct") +
+           " FROM s a, s b WHERE a.period_key = " + std::to_string(y0) + " AND b.period_key = " + std::to_string(y1);
+  }
+  if (fact.values.size() < 8) return;  // two periods at least
+  if (fact.value("cagr_pct") == nullptr) {
+    std::erase_if(fact.values, [](const FactValue& v) { return v.name == "cagr_pct"; });
+  }
+  fact.period_from = std::to_string(focus_.ranges.front().first);
+  fact.period_to = std::to_string(focus_.ranges.back().second);
+  std::vector<double> rates;
+  const std::string by = fact.value("cagr_pct") ? "cagr_pct" : "per_year";
+  for (const FactValue& v : fact.values) {
+    if (v.name == by) rates.push_back(v.value);
+  }
+  fact.direction = rates.back() > rates.front() ? 1 : rates.back() < rates.front() ? -1 : 0;
+  // The question names these periods: the comparison is what it asks for.
+  fact.significance = std::max(0.9, clamp01(std::fabs(rates.back() - rates.front()) / std::max(1e-9, std::fabs(rates.front()) + std::fabs(rates.back())) * 2));
+  fact.sql = with_long(f_) + ",\n" + series_cte(f_, m, entity, Grain::kYear) + "\n" + sql;
+  fact.formula = "per_year = (end - start) / years; cagr_pct = 100 * ((end / start)^(1 / years) - 1), for each period the question names";
+  add(std::move(fact));
 }
 
 void Generator::time_facts(size_t m) {
@@ -791,15 +1004,13 @@ void Generator::time_facts(size_t m) {
     trend_fact(m, e, s);
     acceleration_fact(m, e, s);
     extreme_fact(m, e, s);
-    if (g != f_.grain) {
-      // Peaks and troughs of months; the months of the year.
-      const Grain fine = f_.grain == Grain::kDay ? Grain::kMonth : f_.grain;
-      const Series sf = restrict(series_of(f_, m, e, fine));
-      if (focus_.kinds.count("drawdown")) drawdown_fact(m, e, sf);
-      extreme_fact(m, e, sf);
-    } else if (focus_.kinds.count("drawdown")) {
-      drawdown_fact(m, e, s);
-    }
+    series_fact(m, e, s);
+    periods_fact(m, e);
+    const Grain fine = f_.grain == Grain::kDay ? Grain::kMonth : f_.grain;
+    if (g != f_.grain) extreme_fact(m, e, restrict(series_of(f_, m, e, fine)));  // the months' own peaks
+    // A fall and its recovery: the whole series, so that the peak before a named period and
+    // the recovery after it are found.
+    if (focus_.kinds.count("drawdown")) drawdown_fact(m, e, series_of(f_, m, e, fine));
     if (e < 0 || f_.entities.size() <= 3 || !focus_.entities.empty()) seasonality_fact(m, e);
   }
   if (f_.entities.size() >= 2) entity_comparisons(m, g);
@@ -965,6 +1176,7 @@ json to_json(const Fact& f) {
             {"mentions", f.mentions},
             {"direction", f.direction},
             {"significance", f.significance},
+            {"off_focus", f.off_focus},
             {"relevance", f.relevance}};
   if (!f.key.empty()) j["key"] = f.key;
   return j;
@@ -1019,6 +1231,7 @@ Fact fact_from_json(const json& j) {
   f.mentions = strings("mentions");
   f.direction = j.value("direction", 0);
   f.significance = j.value("significance", 0.0);
+  f.off_focus = j.value("off_focus", false);
   f.relevance = j.value("relevance", 0.0);
   return f;
 }

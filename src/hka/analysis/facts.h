@@ -12,6 +12,8 @@
 //   change        first to last: both values, the absolute and relative change
 //   trend         least-squares slope per year with its fit and p-value; compound growth
 //   acceleration  growth per year in the earlier and the later half of the period
+//   periods       growth per year in each sub-period the question names
+//   series        the values period by period, for short spans
 //   difference    two named entities' growth compared
 //   proportion    an entity's share of the total in the first and last period, the shift
 //   mix           every entity's share in the first and last period (the composition)
@@ -70,6 +72,11 @@ struct Fact {
   std::vector<std::string> mentions;
   int direction = 0;  // +1 rose, -1 fell, 0 neither or not a change
   double significance = 0;  // 0..1: how far from noise (1 - p, relative size ...)
+  // The question names measures of this table, and not this fact's: it is off its focus.
+  bool off_focus = false;
+  // Where the fact's measure stands among those the question names (0: the first, the
+  // outcome); -1 when the question names none or not this one.
+  int focus_rank = -1;
   double relevance = 0;     // 0..1: to the question (question.h)
   std::optional<FactChart> chart;
   // The frame the fact was computed from (FactFinder's key); not stored in facts.json.
@@ -85,6 +92,8 @@ struct Focus {
   std::vector<size_t> measures;    // indices into Frame::measures named by the question
   std::optional<int> year_from, year_to;
   std::vector<int64_t> months;     // named months (12 * year + month - 1), ascending
+  // Sub-periods the question compares ("1960-1970 against 1990-2000", "each decade"), in order.
+  std::vector<std::pair<int, int>> ranges;
   std::vector<int32_t> excluded;   // entities left out of ranks, mixes and comparisons
   std::set<std::string> kinds;  // "change", "growth", "association", "mix", "seasonality",
                                 // "extreme", "distribution", "outlier", "drawdown"

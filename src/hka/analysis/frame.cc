@@ -283,6 +283,8 @@ void describe_measures(std::vector<Measure>& measures, const std::string& descri
       const bool left = at == 0 || !std::isalnum(static_cast<unsigned char>(d[at - 1]));
       size_t after = at + key.size();
       if (!left || after >= d.size() || (d[after] != ':' && d[after] != '=')) continue;
+      // "a, b, c: x, y, z" is a list glossary, read below.
+      if (at >= 2 && d[at - 2] == ',' && d[at - 1] == ' ') continue;
       ++after;
       size_t end = after;
       while (end < d.size() && d[end] != ';' && !(d[end] == '.' && (end + 1 == d.size() || d[end + 1] == ' '))) {
@@ -292,6 +294,65 @@ void describe_measures(std::vector<Measure>& measures, const std::string& descri
       break;
     }
     if (m.unit.empty() && !m.note.empty()) m.unit = unit_from_text(m.note);
+  }
+  // A list glossary: "realgdp, realcons, realinv: real GDP, personal consumption, investment".
+  size_t clause_start = 0;
+  while (clause_start < description.size()) {
+    size_t clause_end = description.find(';', clause_start);
+    if (clause_end == std::string::npos) clause_end = description.size();
+    const std::string clause = description.substr(clause_start, clause_end - clause_start);
+    clause_start = clause_end + 1;
+    const size_t colon = clause.find(':');
+    if (colon == std::string::npos) continue;
+    auto split = [](const std::string& list) {
+      std::vector<std::string> out;
+      size_t start = 0;
+      while (start <= list.size()) {
+        size_t comma = list.find(',', start);
+        if (comma == std::string::npos) comma = list.size();
+        std::string item(text::trim(list.substr(start, comma - start)));
+        if (item.starts_with("and ")) item = item.substr(4);
+        if (!item.empty()) out.push_back(item);
+        start = comma + 1;
+      }
+      return out;
+    };
+    auto measure_named = [&](const std::string& n) -> Measure* {
+      for (Measure& m : measures) {
+        if (!m.column.empty() && text::lower(m.label) == text::lower(n)) return &m;
+      }
+      return nullptr;
+    };
+    // The names: the run of measure names just before the colon ("... (year, quarter).
+    // realgdp, realcons, realinv").
+    const std::vector<std::string> left = split(clause.substr(0, colon));
+    std::vector<Measure*> ms;
+    for (size_t k = left.size(); k-- > 0;) {
+      const std::vector<std::string> ws = text::words(left[k]);
+      Measure* m = measure_named(left[k]);
+      if (!m && !ws.empty() && k + 1 < left.size() + 1) {
+        const size_t sp = left[k].find_last_of(" .");
+        if (sp != std::string::npos) m = measure_named(left[k].substr(sp + 1));
+        if (m) {
+          ms.insert(ms.begin(), m);
+          break;  // a name glued to the text before it ends the run
+        }
+      }
+      if (!m) break;
+      ms.insert(ms.begin(), m);
+    }
+    if (ms.size() < 2) continue;
+    std::vector<std::string> notes = split(clause.substr(colon + 1));
+    if (notes.size() < ms.size()) continue;
+    // A trailing shared part ("in billions of chained 2005 dollars") is cut into the last item.
+    for (size_t i = 0; i < ms.size(); ++i) ms[i]->note = notes[i];
+    if (ms.back()->unit.empty()) {
+      const std::string tail = clause.substr(colon + 1);
+      const std::string unit = unit_from_text(tail.substr(tail.find(notes[ms.size() - 1]) + notes[ms.size() - 1].size()));
+      for (Measure* m : ms) {
+        if (m->unit.empty()) m->unit = unit;
+      }
+    }
   }
   // Units in parentheses after a word of the measure's name.
   const std::vector<std::string> dwords_all = text::words(description);
@@ -478,6 +539,8 @@ std::string period_label(Grain grain, int64_t period) {
 std::string unit_from_text(const std::string& raw) {
   const std::string l = text::lower(raw);
   if (l.starts_with("percent") || l.starts_with("percentage") || l.find("(%)") != std::string::npos) return "%";
+  // "3-month Treasury bill rate, percent": a closing "percent" is the unit too.
+  if (text::has_word(l, "percent") && l.find("per ") == std::string::npos) return "%";
   if (const size_t per = l.find("per "); per != std::string::npos) {
     // "per 100,000 population", "births per woman", "dollars per gallon"
     size_t start = per;
@@ -947,6 +1010,19 @@ Frame load_frame(const std::filesystem::path& db_path, const TableInfo& info,
       cols += ", " + quote_id(value_columns[i]) + " AS " + m.sql_name;
     }
     describe_measures(f.measures, info.description);
+    for (Measure& m : f.measures) {
+      const bool code = m.label.find(' ') == std::string::npos && m.label.size() <= 12;
+      std::string name = m.note;
+      for (const char* cut : {" (", ", ", " in ", " per "}) {
+        const size_t at = name.find(cut);
+        if (at != std::string::npos) name = name.substr(0, at);
+      }
+      name = std::string(text::trim(name));
+      if (code && !name.empty() && name.size() <= 40 && text::words(name).size() <= 6 &&
+          text::lower(name) != text::lower(m.label)) {
+        m.label = name + " (" + m.label + ")";
+      }
+    }
     f.long_sql = "SELECT " + select_time + ", " + entity_select + cols + " FROM " +
                  quote_id(info.name);
   }
@@ -1004,8 +1080,54 @@ Frame load_frame(const std::filesystem::path& db_path, const TableInfo& info,
     }
     if (any) f.rows.push_back(std::move(o));
   }
+  // Codes named in the description: "AAPL Apple", "Apple (AAPL)".
+  f.entity_aliases.assign(f.entities.size(), "");
+  for (size_t e = 0; e < f.entities.size(); ++e) {
+    const std::string& code = f.entities[e];
+    const bool is_code = code.size() >= 2 && code.size() <= 6 &&
+                         std::all_of(code.begin(), code.end(), [](char c) { return std::isupper(static_cast<unsigned char>(c)) || std::isdigit(static_cast<unsigned char>(c)); });
+    if (!is_code) continue;
+    const std::string& d = info.description;
+    for (size_t at = d.find(code); at != std::string::npos; at = d.find(code, at + 1)) {
+      const size_t end = at + code.size();
+      if ((at > 0 && std::isalnum(static_cast<unsigned char>(d[at - 1]))) || (end < d.size() && std::isalnum(static_cast<unsigned char>(d[end])))) continue;
+      // "AAPL Apple": the capitalized words after the code.
+      std::string alias;
+      size_t i = end;
+      while (i < d.size() && d[i] == ' ') ++i;
+      while (i < d.size() && std::isupper(static_cast<unsigned char>(d[i]))) {
+        size_t j = i;
+        while (j < d.size() && (std::isalpha(static_cast<unsigned char>(d[j])) || d[j] == '.' || d[j] == '&')) ++j;
+        const std::string word = d.substr(i, j - i);
+        bool another_code = false;
+        for (const std::string& other : f.entities) another_code = another_code || other == word;
+        if (another_code) break;
+        alias += (alias.empty() ? "" : " ") + word;
+        i = j;
+        while (i < d.size() && d[i] == ' ') ++i;
+        if (text::words(alias).size() >= 3) break;
+      }
+      if (!alias.empty() && alias != code) {
+        f.entity_aliases[e] = alias;
+        break;
+      }
+      // "Apple (AAPL)": the capitalized words before "(CODE)".
+      if (at >= 2 && d[at - 1] == '(') {
+        size_t k = at - 1;
+        while (k > 0 && d[k - 1] == ' ') --k;
+        size_t b = k;
+        while (b > 0 && (std::isalpha(static_cast<unsigned char>(d[b - 1])) || d[b - 1] == ' ') && k - b < 40) --b;
+        std::string before = std::string(text::trim(d.substr(b, k - b)));
+        const std::vector<std::string> ws = text::words(before);
+        if (!ws.empty() && std::isupper(static_cast<unsigned char>(before[0]))) {
+          f.entity_aliases[e] = before;
+          break;
+        }
+      }
+    }
+  }
   for (size_t m = 0; m < f.measures.size(); ++m) {
-    const Additivity a = additivity(f.measures[m].label, f.measures[m].unit, measure_values[m]);
+    const Additivity a = additivity(f.measures[m].label + " " + f.measures[m].note, f.measures[m].unit, measure_values[m]);
     f.measures[m].extensive = a.extensive;
     f.measures[m].flow = a.flow && f.grain != Grain::kNone;
   }
@@ -1090,6 +1212,10 @@ std::optional<Frame> columns_as_entities(const Frame& f, const std::vector<size_
     if (f.measures[m].unit != f.measures[parts.front()].unit) return std::nullopt;
   }
   const std::vector<std::vector<size_t>> children = aggregate_columns(f, parts);
+  // Columns are parts of one thing when one of them sums others, when they share a unit the
+  // description gives, or when the question names them together.
+  const bool sums = std::any_of(children.begin(), children.end(), [](const auto& c) { return !c.empty(); });
+  if (!sums && f.measures[parts.front()].unit.empty() && named.size() < 2) return std::nullopt;
   std::vector<size_t> named_parts;
   for (size_t m : named) {
     const auto it = std::find(parts.begin(), parts.end(), m);

@@ -80,6 +80,9 @@ struct Frame {
   std::string entity_label;  // header of the entity column ("country"); "" when none
   std::string entity_column;  // its SQL name, for subspace filters on the stored table
   std::vector<std::string> entities;
+  // A name for entities that are codes, from the description ("AAPL Apple, AMZN Amazon"):
+  // parallel to `entities`, "" where there is none.
+  std::vector<std::string> entity_aliases;
   std::vector<Measure> measures;
   std::vector<Observation> rows;
   std::vector<ColumnRole> columns;

@@ -75,8 +75,8 @@ const std::map<std::string, std::vector<std::string>>& kind_words() {
 const std::map<std::string, std::set<std::string>>& kind_types() {
   static const std::map<std::string, std::set<std::string>> kTypes = {
       {"change", {"change", "rank", "trend", "proportion", "mix", "difference"}},
-      {"growth", {"trend", "acceleration", "difference", "change", "rank"}},
-      {"acceleration", {"acceleration", "trend"}},
+      {"growth", {"trend", "acceleration", "periods", "difference", "change", "rank", "series"}},
+      {"acceleration", {"acceleration", "periods", "trend"}},
       {"association", {"association", "rank"}},
       {"mix", {"mix", "proportion", "change"}},
       {"seasonality", {"seasonality", "extreme"}},
@@ -96,6 +96,7 @@ std::string stem(const std::string& w) {
 
 bool word_matches(const std::string& a, const std::string& b) {
   if (a == b) return true;
+
   const std::string sa = stem(a), sb = stem(b);
   if (sa == sb) return true;
   // "russia" / "russian", "iran" / "iranian": a demonym suffix.
@@ -107,6 +108,14 @@ bool word_matches(const std::string& a, const std::string& b) {
            rest == "ised" || rest == "ization" || rest == "isation";
   }
   return false;
+}
+
+// A question word inside a glued label word: "gdp" in "realgdp", "real" in "realgdp".
+bool glued_match(const std::string& term, const std::string& label_word) {
+  if (term.size() < 3 || term.size() > 4 || label_word.size() <= term.size() || label_word.size() > term.size() + 5) return false;
+  if (stop_words().count(term)) return false;
+  if (std::any_of(term.begin(), term.end(), [](char c) { return c >= '0' && c <= '9'; })) return false;
+  return label_word.starts_with(term) || label_word.ends_with(term);
 }
 
 // Words of a name that identify it: the part before a comma or parenthesis, less stop words.
@@ -150,8 +159,8 @@ const std::vector<std::string>& answer_types(const std::string& kind) {
   static const std::map<std::string, std::vector<std::string>> kTypes = {
       {"mix", {"mix", "proportion"}},
       {"change", {"rank", "change", "proportion"}},
-      {"growth", {"difference", "acceleration", "trend", "change"}},
-      {"acceleration", {"acceleration", "trend"}},
+      {"growth", {"periods", "difference", "acceleration", "trend", "change", "series"}},
+      {"acceleration", {"periods", "acceleration", "trend"}},
       {"association", {"rank", "association"}},
       {"seasonality", {"seasonality", "extreme"}},
       {"drawdown", {"drawdown", "rank"}},
@@ -205,6 +214,48 @@ QuestionProfile profile_question(const std::string& question) {
     if (stop_words().count(w) || w.size() < 2) continue;
     if (std::find(q.terms.begin(), q.terms.end(), w) == q.terms.end()) q.terms.push_back(w);
   }
+  // Sub-periods: "1960-1970", "1960–70", "from 1960 to 1970", "between 1960 and 1970", "1960s".
+  {
+    const std::vector<std::string> w = text::words(question);
+    auto year_at = [&](size_t i) -> std::optional<int> {
+      if (i >= w.size() || w[i].size() != 4 || !std::all_of(w[i].begin(), w[i].end(), [](char c) { return c >= '0' && c <= '9'; }))
+        return std::nullopt;
+      const int y = std::stoi(w[i]);
+      return y >= 1000 && y <= 2200 ? std::optional<int>(y) : std::nullopt;
+    };
+    for (size_t i = 0; i < w.size(); ++i) {
+      const std::optional<int> a = year_at(i);
+      if (a) {
+        // "1960 to 1970", "1960 and 1970" (after "between"), "1960-1970" (the dash splits words)
+        if (const std::optional<int> b = year_at(i + 1); b && *b > *a) {
+          q.ranges.push_back({*a, *b});
+          ++i;
+          continue;
+        }
+        if (i + 2 < w.size() && (w[i + 1] == "to" || w[i + 1] == "and" || w[i + 1] == "through" || w[i + 1] == "until")) {
+          if (const std::optional<int> b = year_at(i + 2); b && *b > *a) {
+            q.ranges.push_back({*a, *b});
+            i += 2;
+            continue;
+          }
+        }
+        // "1960-70"
+        if (i + 1 < w.size() && w[i + 1].size() == 2 && std::isdigit(static_cast<unsigned char>(w[i + 1][0])) &&
+            std::isdigit(static_cast<unsigned char>(w[i + 1][1]))) {
+          const int b = *a / 100 * 100 + std::stoi(w[i + 1]);
+          if (b > *a) {
+            q.ranges.push_back({*a, b});
+            ++i;
+            continue;
+          }
+        }
+      }
+      if (w[i].size() == 5 && w[i].back() == 's' && std::all_of(w[i].begin(), w[i].end() - 1, [](char c) { return c >= '0' && c <= '9'; })) {
+        const int y = std::stoi(w[i].substr(0, 4));
+        if (y % 10 == 0) q.ranges.push_back({y, y + 10});
+      }
+    }
+  }
   // Months with their year: "January 2006", "Mar 2010".
   const std::vector<std::string> all_words = text::words(question);
   for (size_t i = 0; i + 1 < all_words.size(); ++i) {
@@ -225,6 +276,17 @@ QuestionProfile profile_question(const std::string& question) {
       if (end == std::string::npos) end = lowered.size();
       q.excluded.push_back(std::string(text::trim(question.substr(start, end - start))));
     }
+  }
+  // Three or more years and no explicit sub-periods: the spans between consecutive years.
+  {
+    std::vector<int> distinct(years.begin(), years.end());
+    std::sort(distinct.begin(), distinct.end());
+    distinct.erase(std::unique(distinct.begin(), distinct.end()), distinct.end());
+    if (q.ranges.size() < 2 && distinct.size() >= 3) {
+      q.ranges.clear();
+      for (size_t i = 0; i + 1 < distinct.size(); ++i) q.ranges.push_back({distinct[i], distinct[i + 1]});
+    }
+    if (q.ranges.size() < 2) q.ranges.clear();
   }
   if (!years.empty()) {
     q.year_from = *std::min_element(years.begin(), years.end());
@@ -257,7 +319,9 @@ Focus resolve_focus(const Frame& frame, const QuestionProfile& q) {
   const std::vector<std::string> words = text::words(q.text);
   // Entities: names the question uses; a longer name wins over one it contains.
   for (size_t e = 0; e < frame.entities.size(); ++e) {
-    if (names(words, frame.entities[e])) f.entities.push_back(static_cast<int32_t>(e));
+    const bool alias = e < frame.entity_aliases.size() && !frame.entity_aliases[e].empty() &&
+                       names(words, frame.entity_aliases[e]);
+    if (alias || names(words, frame.entities[e])) f.entities.push_back(static_cast<int32_t>(e));
   }
   // Entities sharing a head ("Korea, Rep." and "Korea, Dem. Rep." for "Korea"): the shortest
   // name is the one people mean by the bare word.
@@ -291,6 +355,7 @@ Focus resolve_focus(const Frame& frame, const QuestionProfile& q) {
   }
   std::erase_if(f.entities, [&](int32_t e) { return std::find(f.excluded.begin(), f.excluded.end(), e) != f.excluded.end(); });
   f.months = q.months;
+  f.ranges = q.ranges;
   // In the order the question names them.
   const std::string lowered = text::lower(q.text);
   auto first_mention = [&](const std::vector<std::string>& name_words) {
@@ -312,34 +377,51 @@ Focus resolve_focus(const Frame& frame, const QuestionProfile& q) {
   std::vector<std::pair<size_t, size_t>> named;
   for (size_t m = 0; m < frame.measures.size(); ++m) {
     size_t at = std::string::npos;
-    auto scan = [&](const std::string& source, size_t max_words) {
+    auto scan = [&](const std::string& source, size_t max_words, bool label) {
       size_t k = 0;
       for (const std::string& w : text::words(source)) {
         if (++k > max_words) break;
         if (w.size() < 3 || stop_words().count(w)) continue;
         for (size_t i = 0; i < words.size(); ++i) {
-          if (!stop_words().count(words[i]) && word_matches(words[i], w)) at = std::min(at, i);
+          if (stop_words().count(words[i])) continue;
+          if (word_matches(words[i], w) || (label && glued_match(words[i], w))) at = std::min(at, i);
         }
       }
     };
-    scan(frame.measures[m].label, 12);
+    scan(frame.measures[m].label, 12, true);
     // A word of the label counts before the same word in the column's note.
     if (at != std::string::npos) {
       named.push_back({2 * at, m});
       continue;
     }
-    scan(frame.measures[m].note, 8);
+    scan(frame.measures[m].note, 8, false);
     if (at != std::string::npos) named.push_back({2 * at + 1, m});
   }
-  std::stable_sort(named.begin(), named.end());
+  // The measure matching most of the question's words first (the outcome it asks about),
+  // then by where the question names it.
+  {
+    std::map<size_t, size_t> hits;
+    for (const auto& [at, m] : named) {
+      size_t n = 0;
+      for (const std::string& w : text::words(frame.measures[m].label)) {
+        for (const std::string& t : q.terms) n += (word_matches(t, w) || glued_match(t, w)) ? 1 : 0;
+      }
+      hits[m] = n;
+    }
+    std::stable_sort(named.begin(), named.end(), [&](const auto& a, const auto& b) {
+      if (hits[a.second] != hits[b.second]) return hits[a.second] > hits[b.second];
+      return a.first < b.first;
+    });
+  }
   // A measure whose matched words another named measure also matches, and more, is not
   // meant ("private service-providing" names private_service_providing, not service_providing).
+  // The question's words a measure's label matches (stemmed).
   auto matched = [&](size_t m) {
     std::set<std::string> out;
     for (const std::string& w : text::words(frame.measures[m].label)) {
       if (w.size() < 3 || stop_words().count(w)) continue;
       for (const std::string& t : words) {
-        if (!stop_words().count(t) && word_matches(t, w)) out.insert(stem(w));
+        if (!stop_words().count(t) && (word_matches(t, w) || glued_match(t, w))) out.insert(stem(t));
       }
     }
     return out;
@@ -426,7 +508,9 @@ double fact_relevance(const Fact& fact, const QuestionProfile& q) {
       if (w.size() >= 3 && word_matches(t, w)) table = 1.0;
     }
   }
-  return std::clamp(0.45 * kind + 0.25 * entity + 0.2 * measure + 0.1 * table, 0.0, 1.0);
+  const double relevance = std::clamp(0.45 * kind + 0.25 * entity + 0.2 * measure + 0.1 * table, 0.0, 1.0);
+  if (fact.off_focus) return 0.55 * relevance;
+  return fact.focus_rank > 0 ? 0.7 * relevance : relevance;
 }
 
 void rank_facts(std::vector<Fact>& facts, const QuestionProfile& q,

@@ -22,6 +22,9 @@ struct QuestionProfile {
   std::optional<int> year_from, year_to;  // the period it names (equal for one year)
   // Months it names with their year ("January 2006", "March 2010"), as 12 * year + month - 1.
   std::vector<int64_t> months;
+  // Sub-periods it compares: explicit ranges ("1960-1970", "from 1990 to 2000", "the 1980s"),
+  // else consecutive years when it names three or more.
+  std::vector<std::pair<int, int>> ranges;
   // Names it leaves out ("leaving out the District of Columbia", "excluding aggregates").
   std::vector<std::string> excluded;
 };
