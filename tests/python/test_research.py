@@ -117,6 +117,67 @@ def test_openai_endpoint_with_a_token_budget(tmp_path):
                  "--max-tokens-total", "1000", "-q")
         trace = [json.loads(line) for line in (out / "trace.jsonl").read_text().splitlines()]
         ingest = [e for e in trace if e["type"] == "ingest" and e["kind"] == "tables"]
-        assert ingest and len(ingest[0]["unchanged"]) == 4 and not ingest[0]["added"]
+        tables = [p for p in (EXAMPLES / "tables").iterdir() if p.suffix in (".csv", ".tsv", ".json", ".xlsx")
+                  and p.name != "catalogue.json"]
+        assert ingest and len(ingest[0]["unchanged"]) == len(tables) and not ingest[0]["added"]
     finally:
         served.stop()
+
+
+def body_lines(md):
+    """The report body (before the references) as lines and sentences."""
+    body = md.split("## References")[0]
+    lines = []
+    for line in body.splitlines():
+        lines.extend(re.split(r"(?<=[.;]) (?=[A-Z])", line))
+    return lines
+
+
+def test_facts_only_report_answers_the_question(tmp_path):
+    """No model at all: the report states the mix and the growth the question asks for, each
+    number on a line that names its entity and period, and every number verifies."""
+    out = tmp_path / "report"
+    proc = research(out, "--facts-only", "-q", timeout=120)
+    assert "0 unverified" in proc.stdout
+    md = (out / "report.md").read_text()
+    lines = body_lines(md)
+    # Independent of kdr: the shares and growth rates from the CSV itself.
+    rows = [line.split(",") for line in (EXAMPLES / "tables" / "iowa-electricity.csv").read_text().splitlines()[1:]]
+    by = {(r[0][:4], r[1]): float(r[2]) for r in rows}
+    total = {y: sum(v for (yy, _), v in by.items() if yy == y) for y in ("2001", "2017")}
+    renew_2017 = 100 * by[("2017", "Renewables")] / total["2017"]
+    cagr = 100 * ((by[("2017", "Renewables")] / by[("2001", "Renewables")]) ** (1 / 16) - 1)
+
+    def stated(value, *words):
+        for line in lines:
+            if all(w.lower() in line.lower() for w in words):
+                for num in re.findall(r"[-+]?\d[\d,]*\.?\d*", line):
+                    try:
+                        x = float(num.replace(",", ""))
+                    except ValueError:
+                        continue
+                    if abs(x - value) <= max(0.015 * abs(value), 0.05):
+                        return True
+        return False
+
+    assert stated(renew_2017, "Renewables", "2017"), renew_2017
+    assert stated(cagr, "Renewables", "2001", "2017"), cagr
+    assert "2001-01-01" not in md  # years read as years
+    facts = json.loads((out / "analysis" / "facts.json").read_text())
+    cited = [f for f in facts if f.get("key")]
+    assert cited and all(f["sql"] for f in cited)
+    sql = (out / "analysis" / "facts.sql").read_text()
+    for f in cited:
+        assert f"-- {f['key']} (" in sql
+
+
+def test_research_facts_lists_ranked_facts_as_json():
+    proc = subprocess.run([str(KDR), "research", "facts", "Is crime related to poverty across US states?",
+                           "--tables", str(EXAMPLES / "tables"), "--json", "-k", "5"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    facts = json.loads(proc.stdout)
+    assert 1 <= len(facts) <= 5
+    assert any(f["type"] == "association" and f["table"] == "statecrime" for f in facts)
+    for f in facts:
+        assert f["relevance"] >= 0 and f["text"] and f["sql"].startswith("WITH")

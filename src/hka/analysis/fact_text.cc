@@ -88,9 +88,13 @@ std::string format_value(double value, const std::string& unit, bool sign) {
   if (unit.empty()) return n;
   if (unit == "%") return n + "%";
   if (unit == "pp") return n + " percentage points";
-  if (unit == "$" || unit == "€" || unit == "£") {
-    if (n[0] == '-' || n[0] == '+') return n.substr(0, 1) + unit + n.substr(1);
-    return unit + n;
+  for (const char* currency : {"$", "\xE2\x82\xAC", "\xC2\xA3"}) {
+    const std::string c = currency;
+    if (unit != c && !unit.starts_with(c + " ")) continue;
+    // "$3.31 per gallon", "-$12", "$1.2 billion"
+    const std::string rest = unit.size() > c.size() ? unit.substr(c.size()) : "";
+    if (n[0] == '-' || n[0] == '+') return n.substr(0, 1) + c + n.substr(1) + rest;
+    return c + n + rest;
   }
   return n + " " + unit;
 }

@@ -59,6 +59,13 @@ std::vector<std::string> question_parts(const std::string& question) {
         joint_end = i + 4;
       }
       if (joint_end == std::string::npos || i < start || !opens_clause(s, joint_end)) continue;
+      // "the relationship between X and how much Y": the "and" closes "between", it does not
+      // start a new question.
+      if (s[i] == ' ') {
+        const std::string head = text::lower(s.substr(start, i - start));
+        const size_t between = head.rfind("between ");
+        if (between != std::string::npos && head.find(" and ", between) == std::string::npos) continue;
+      }
       const std::string head(text::trim(s.substr(start, i - start)));
       if (word_count(head) >= 3) {
         parts.push_back(head);

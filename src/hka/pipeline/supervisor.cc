@@ -72,9 +72,17 @@ void Run::supervise(Subtask& subtask) {
     // A tool's input is a question or a query in words: a path, a link or a fragment is not
     // (small models answer with file names); the part is then done.
     const bool wordy = text::words(input).size() >= 3 && input.find("://") == std::string::npos &&
-                       input.find('/') == std::string::npos && input.find('\\') == std::string::npos;
-    if (!wordy) {
-      trace({{"type", "refused_call"}, {"tool", tool}, {"input", input}, {"reason", "not a question in words"}});
+                       input.find('/') == std::string::npos && input.find('\\') == std::string::npos &&
+                       input.find('<') == std::string::npos && input.find('>') == std::string::npos;
+    // ... and about the question: a copy of the prompt's own words ("data facts already
+    // chosen") shares none of its content words.
+    const std::vector<std::string> in_words = text::words(input);
+    const bool on_topic = std::any_of(subtask.profile.terms.begin(), subtask.profile.terms.end(), [&](const std::string& t) {
+      return t.size() >= 3 && std::find(in_words.begin(), in_words.end(), t) != in_words.end();
+    });
+    if (!wordy || !on_topic) {
+      trace({{"type", "refused_call"}, {"tool", tool}, {"input", input},
+             {"reason", !wordy ? "not a question in words" : "shares no word with the question"}});
       break;
     }
     if (!done.insert(tool + "\n" + input).second) {
