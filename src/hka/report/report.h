@@ -1,27 +1,30 @@
 // The research report: what the writer produced, checked and rendered.
 //
 // The pipeline fills a ReportDraft: sections of prose written by the model, the figures and
-// result tables the analyzers made, and the sources (query results with their SQL, document
-// passages) the prose may cite. finalize_report() then
-//   1. resolves citations: the prose cites sources by key in square brackets ("[T2]",
+// result tables the analyzers made, the data facts the run computed (analysis/facts.h) and the
+// sources (query results with their SQL, document passages) the prose may cite. finalize_report()
+// then
+//   1. resolves citations: the prose cites facts and sources by key in square brackets ("[A3]",
 //      "[D1, T3]"); each resolving key is renumbered [1], [2] ... in order of first use, and
-//      the reference list holds exactly those; a key that resolves to nothing is removed
-//      from the text and recorded as an unresolved citation;
+//      the reference list holds exactly those, each line starting with its key ("3. (A7) Data
+//      fact A7 ..."); a key that resolves to nothing is removed from the text and recorded as an
+//      unresolved citation;
 //   2. numbers figures and tables in order of placement and rewrites the prose's "Figure F3"
 //      / "Table R2" to "Figure 1" / "Table 1" (an unknown one is recorded and left as text);
-//   3. checks every number in the prose (not citation markers or figure/table numbers)
-//      against the evidence: the query results, the cited passages and the question. A number
-//      matches when it equals an evidence value as rounded to the digits written (1,234.5;
-//      12%; 3.4 million; 1.2k; -7), a percentage matches a fraction (0.25 -> 25%), or it is a
-//      difference, ratio or percent change of two values of the same query result column
-//      (recorded with the formula). Unverified numbers are listed in the report's
-//      "Verification" section and in verification.json;
+//   3. checks every number in the prose (not citation markers or figure/table numbers) against
+//      the facts and sources its own sentence cites, and every cited document passage for
+//      support of its sentence (report/verify.h has the rules). Unverified numbers and
+//      unsupported citations are listed, with the reason, in the report's "Verification"
+//      section and in verification.json;
 //   4. renders report.md and a self-contained report.html: every text it did not write is
 //      HTML-escaped, figures are inline SVG as data: URIs in <img> (an SVG shown as an image
 //      never runs scripts), a Content-Security-Policy forbids scripts and remote loads.
+// verify_report() re-runs step 3 on a report.md a user edited (`kdr research verify OUT`).
 #pragma once
 #include <cstdint>
+#include <filesystem>
 #include <nlohmann/json.hpp>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -87,21 +90,29 @@ struct ReportDraft {
 };
 
 struct CitationCheck {
-  std::string key;      // as written
+  std::string key;      // as written (the key a reference number stands for)
   std::string section;  // heading of the section it was in
   bool resolved = false;
-  int32_t number = 0;  // the [n] it became (0 when unresolved)
+  int32_t number = 0;     // the [n] it became (0 when unresolved)
+  std::string kind;       // what it resolved to: "fact", "table" or "document"
+  std::string sentence;   // the sentence it stands in
+  bool supported = true;  // a document passage holds the sentence's claim (verify.h)
+  std::string reason;     // why it is unresolved or unsupported
 };
 
 struct NumberCheck {
   std::string text;  // as written, e.g. "12.5%"
   double value = 0;  // the number it denotes (12.5 for "12.5%")
   std::string section;
-  std::string context;  // the sentence around it
+  std::string context;  // the sentence it is in
   bool verified = false;
-  std::string source_key;  // the evidence it matched ("question" for the question)
-  std::string how;         // "exact", "rounded", "percent of fraction", "difference of
-                           // 120 and 100", "ratio ...", "percent change ..."
+  std::string fact_key;    // the fact it matched ("A3"), or
+  std::string source_key;  // the source it matched ("T1", "D2")
+  std::string how;         // "exact", "rounded", "percent of fraction", "year of the period
+                           // 2017", "difference of 120 and 100", "ratio ...", "percent change ..."
+  std::string reason;      // unverified: "no cited fact holds 12.3", "year 2003 not in the
+                           // cited facts", "says rose, the fact fell", "names no entity of the
+                           // fact (Wind)" ...
 };
 
 struct FinalReport {
@@ -112,11 +123,35 @@ struct FinalReport {
   std::vector<NumberCheck> numbers;
   int32_t unverified_numbers = 0;
   int32_t unresolved_citations = 0;
+  int32_t unsupported_citations = 0;
 };
 
 FinalReport finalize_report(const ReportDraft& draft);
 
-// The numbers a text states, as NumberCheck records (value, text, context), skipping
+struct ReportError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+// Re-verifies a report.md as finalize_report writes it, after a user edited it: its body (the
+// sections before "## References") is checked against `facts` and `sources` as finalize_report
+// checks a draft, each [n] read back as the key its reference line names. The result has the
+// same fields as FinalReport (markdown and html empty; figure references are already numbers).
+// Throws ReportError when the text is not such a report (no "# " title, no "## References").
+FinalReport verify_report(const std::string& markdown, const std::vector<analysis::Fact>& facts,
+                          const std::vector<ReportSource>& sources);
+
+// Re-verifies a finished run after its report was edited: OUT/report.md against
+// OUT/analysis/facts.json (analysis::to_json of every fact the run computed) and
+// OUT/analysis/sources.json (to_json of every source), then rewrites OUT/verification.json,
+// keeping its "run" object. Throws ReportError naming the file and what is wrong with it.
+FinalReport reverify_output(const std::filesystem::path& out_dir);
+
+// A source as JSON (analysis/sources.json holds an array of them) and back; from_json throws
+// ReportError naming the missing or mistyped field.
+nlohmann::json to_json(const ReportSource& source);
+ReportSource source_from_json(const nlohmann::json& j);
+
+// The numbers a text states, as NumberCheck records (value, text, sentence), skipping
 // citation markers ([3], [T2]), "Figure N" / "Table N" and list or heading numbering.
 std::vector<NumberCheck> extract_numbers(const std::string& text);
 

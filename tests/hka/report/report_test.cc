@@ -112,12 +112,14 @@ TEST(ReportCitations, ReferenceListHoldsExactlyTheUsedSources) {
   d.sources[2].text = std::string(600, 'w') + " tail that is cut";
   const FinalReport r = finalize_report(d);
   const std::string refs = r.markdown.substr(r.markdown.find("## References"));
-  EXPECT_NE(refs.find("1. Document D1 \xE2\x80\x94 docs/D1.md, lines 1-9: "), std::string::npos)
+  EXPECT_NE(refs.find("1. (D1) Document D1 \xE2\x80\x94 docs/D1.md, lines 1-9: "),
+            std::string::npos)
       << refs;
   EXPECT_EQ(refs.find("tail that is cut"), std::string::npos);
-  EXPECT_NE(refs.find("2. Result of T2 \xE2\x80\x94 query: ` SELECT region, sales FROM sales WHERE "
-                      "year < 2022 ` (result: analysis/T2.csv; source: data/T2.csv)"),
-            std::string::npos)
+  EXPECT_NE(
+      refs.find("2. (T2) Result of T2 \xE2\x80\x94 query: ` SELECT region, sales FROM sales WHERE "
+                "year < 2022 ` (result: analysis/T2.csv; source: data/T2.csv)"),
+      std::string::npos)
       << refs;
   EXPECT_EQ(refs.find("Result of T1"), std::string::npos);
   EXPECT_NE(r.html.find("<li id=\"ref-2\">"), std::string::npos);
@@ -223,7 +225,8 @@ TEST(ReportNumbers, ContextIsTheSentence) {
 // ---------------------------------------------------------------------------------------------
 // Verification
 
-// The check of one sentence against a table of sales by region and a passage.
+// The check of one sentence against a table of sales by region and a passage; the sentence
+// cites what it needs ("[T1]", "[D1]").
 NumberCheck verify_one(const std::string& sentence, const std::string& number,
                        const std::string& question = "") {
   ReportDraft d;
@@ -241,68 +244,80 @@ NumberCheck verify_one(const std::string& sentence, const std::string& number,
 }
 
 TEST(ReportVerify, ExactValues) {
-  const NumberCheck n = verify_one("North sold 120.", "120");
+  const NumberCheck n = verify_one("North sold 120 [T1].", "120");
   EXPECT_TRUE(n.verified);
   EXPECT_EQ(n.source_key, "T1");
   EXPECT_EQ(n.how, "exact");
-  EXPECT_TRUE(verify_one("A share of 12.5% in the South.", "12.5%").verified);
-  EXPECT_EQ(verify_one("The passage: 47.25.", "47.25").source_key, "D1");
+  EXPECT_TRUE(verify_one("A share of 12.5% in the South [T1].", "12.5%").verified);
+  EXPECT_EQ(verify_one("The passage: 47.25 [D1].", "47.25").source_key, "D1");
 }
 
 TEST(ReportVerify, RoundedToTheDigitsWritten) {
-  EXPECT_EQ(verify_one("About 47.3 in the passage.", "47.3").how, "rounded");
-  EXPECT_TRUE(verify_one("About 47 in the passage.", "47").verified);
-  EXPECT_FALSE(verify_one("About 47.4 in the passage.", "47.4").verified);
+  EXPECT_EQ(verify_one("About 47.3 in the passage [D1].", "47.3").how, "rounded");
+  EXPECT_TRUE(verify_one("About 47 in the passage [D1].", "47").verified);
+  EXPECT_FALSE(verify_one("About 47.4 in the passage [D1].", "47.4").verified);
 }
 
 TEST(ReportVerify, PercentOfFraction) {
-  const NumberCheck n = verify_one("North has 25.6% of sales.", "25.6%");
+  const NumberCheck n = verify_one("North has 25.6% of sales [T1].", "25.6%");
   EXPECT_TRUE(n.verified);
   EXPECT_EQ(n.how, "percent of fraction");
-  EXPECT_TRUE(verify_one("North has 26% of sales.", "26%").verified);
+  EXPECT_TRUE(verify_one("North has 26% of sales [T1].", "26%").verified);
 }
 
 TEST(ReportVerify, ScaleWords) {
-  EXPECT_TRUE(verify_one("East made 3.4 million.", "3.4 million").verified);
-  EXPECT_TRUE(verify_one("East made $3.41M.", "$3.41M").verified);
-  EXPECT_TRUE(verify_one("East made 3,412k.", "3,412k").verified);
-  EXPECT_TRUE(verify_one("The passage: 2.5 million.", "2.5 million").verified);
-  EXPECT_FALSE(verify_one("East made 3.5 million.", "3.5 million").verified);
+  EXPECT_TRUE(verify_one("East made 3.4 million [T1].", "3.4 million").verified);
+  EXPECT_TRUE(verify_one("East made $3.41M [T1].", "$3.41M").verified);
+  EXPECT_TRUE(verify_one("East made 3,412k [T1].", "3,412k").verified);
+  EXPECT_TRUE(verify_one("The passage: 2.5 million [D1].", "2.5 million").verified);
+  EXPECT_FALSE(verify_one("East made 3.5 million [T1].", "3.5 million").verified);
 }
 
 TEST(ReportVerify, DerivedDifferenceRatioAndPercentChange) {
-  const NumberCheck diff = verify_one("North sold 20 more.", "20");
+  const NumberCheck diff = verify_one("North sold 20 more [T1].", "20");
   EXPECT_TRUE(diff.verified);
   EXPECT_EQ(diff.how, "difference of 120 and 100 (sales)");
-  const NumberCheck ratio = verify_one("North sold 1.2 times as much.", "1.2");
+  const NumberCheck ratio = verify_one("North sold 1.2 times as much [T1].", "1.2");
   EXPECT_TRUE(ratio.verified);
   EXPECT_EQ(ratio.how, "ratio of 120 and 100 (sales)");
-  const NumberCheck change = verify_one("Sales are 16.7% lower in the South.", "16.7%");
+  const NumberCheck change = verify_one("Sales are 16.7% lower in the South [T1].", "16.7%");
   EXPECT_TRUE(change.verified);
   EXPECT_EQ(change.how, "percent change between 100 and 120 (sales)");
   // One significant digit is too coarse to trust a derived match (120 / 100 rounds to "1").
-  EXPECT_FALSE(verify_one("North sold 1 times as much.", "1").verified);
+  EXPECT_FALSE(verify_one("North sold 1 times as much [T1].", "1").verified);
 }
 
-TEST(ReportVerify, UnverifiedNumbersAreListed) {
+TEST(ReportVerify, EvidenceIsWhatTheSentenceCites) {
+  // The same numbers, uncited: nothing holds them (no fact names North).
+  const NumberCheck n = verify_one("North sold 120.", "120");
+  EXPECT_FALSE(n.verified);
+  EXPECT_EQ(n.reason, "cites nothing and names no fact");
+  // Cited, but not by this sentence.
+  EXPECT_FALSE(verify_one("North sold 120. The table says so [T1].", "120").verified);
+  // Cited: the passage, which does not hold 120.
+  EXPECT_EQ(verify_one("North sold 120 [D1].", "120").reason, "no cited source holds 120");
+}
+
+TEST(ReportVerify, UnverifiedNumbersAreListedWithTheReason) {
   ReportDraft d = draft_with_abstract("We saw 987.6 cases.");
   const FinalReport r = finalize_report(d);
   ASSERT_EQ(r.numbers.size(), 1u);
   EXPECT_FALSE(r.numbers[0].verified);
   EXPECT_EQ(r.unverified_numbers, 1);
   EXPECT_EQ(r.verification["summary"]["unverified_numbers"], 1);
-  EXPECT_NE(r.markdown.find("- 987.6 (Abstract): \xE2\x80\x9CWe saw 987.6 cases.\xE2\x80\x9D"),
+  EXPECT_EQ(r.verification["numbers"][0]["reason"], "cites nothing and names no fact");
+  EXPECT_NE(r.markdown.find("- 987.6 (Abstract): cites nothing and names no fact. "
+                            "\xE2\x80\x9CWe saw 987.6 cases.\xE2\x80\x9D"),
             std::string::npos)
       << r.markdown;
   EXPECT_NE(r.html.find("<strong class=\"unverified\">987.6</strong>"), std::string::npos);
 }
 
-TEST(ReportVerify, NumbersFromTheQuestion) {
+TEST(ReportVerify, NumbersFromTheQuestionAreNotEvidence) {
   const NumberCheck n = verify_one("The top 7 regions since 1987.", "7", "The top 7 since 1987?");
-  EXPECT_TRUE(n.verified);
-  EXPECT_EQ(n.source_key, "question");
-  EXPECT_TRUE(
-      verify_one("The top 7 regions since 1987.", "1987", "The top 7 since 1987?").verified);
+  EXPECT_FALSE(n.verified);
+  EXPECT_FALSE(
+      verify_one("The top 7 regions since 1987 [T1].", "1987", "The top 7 since 1987?").verified);
 }
 
 TEST(ReportVerify, ReferencesAndTablesAreNotChecked) {

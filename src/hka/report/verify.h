@@ -1,0 +1,73 @@
+// Verification bound to claims: each number in the prose is checked against the evidence its
+// own sentence cites, each cited document passage against the sentence it supports.
+//
+// Rules, per sentence (sentences.h says where one ends):
+//   - The evidence of a sentence: the facts it cites (their values, the years of their periods,
+//     their n and rank values), the cells of the query results it cites, the numbers of the
+//     passages it cites. A sentence citing nothing that resolves: the facts (cited anywhere or
+//     not) whose mentions it names, and nothing else. The question is never evidence.
+//   - A number matches a value as rounded to the digits written ("3.4 million" to 0.05 million;
+//     "1,437 thousand MWh" against 1,437 in "thousand MWh"); a percentage matches a value in
+//     "%" or "pp", or a fraction (unit "", in [0, 1]) times 100. A minus sign needs a negative
+//     value, a plus sign a positive one; an unsigned number matches a negative change only in a
+//     clause that says it fell ("fell", "declined", "a decrease", "lower", ...).
+//   - Direction words agree with the value: "rose" with a fact that fell (Fact::direction, or the
+//     sign of a change value) is unverified; the nearest direction word before the number in its
+//     clause counts ("A rose from X to Y while B fell from Z to W").
+//   - The value's entity (FactValue::entity, else Fact::entity) must be named: by the sentence,
+//     or, when the sentence names several of the evidence's entities, by the stretch between
+//     the neighbouring numbers (else the entity named nearest before the number).
+//   - A value with a period written next to it ("1,437 in 2001", "in 1976 (1.74)") must be that
+//     period's value.
+//   - A year (a bare integer 1800-2100) must be the year of a period of the evidence ("March
+//     2009" the month too); "p < 0.001" needs a fact whose p-value is below the bound.
+//   - Digits inside a name of the evidence ("per 100,000 population", "Niño 1+2") are part of
+//     the name.
+//   - Failing a direct match, a number written with two significant digits or more may be the
+//     difference, ratio or percent change of two values of the evidence (same unit).
+//   - A document citation is supported when the passage holds at least half of the sentence's
+//     content words (four letters or more, stop words out, singular and plural alike) or every
+//     number the sentence states.
+// Private to report/.
+#pragma once
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "hka/report/citations.h"
+#include "hka/report/report.h"
+
+namespace kdr::hka::report {
+
+// The key a citation item stands for: a reference number ("3") read through the references, or
+// a key as written; "" when it stands for nothing.
+using KeyOf = std::function<std::string(const std::string& item)>;
+
+class Verifier {
+ public:
+  explicit Verifier(const Citable& citable);
+  ~Verifier();
+
+  // Checks every number of one block of prose (a section's text, a caption), in order.
+  void check_numbers(std::string_view text, const std::string& section, const KeyOf& key_of,
+                     std::vector<NumberCheck>& out) const;
+
+  // Sets `supported` and `reason` of a resolved citation of a passage (not a fact or a query
+  // result) from the sentence it stands in.
+  void check_support(CitationCheck& citation) const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// Fills the counts and verification.json of `report` from its checks.
+void summarize(FinalReport& report, const std::vector<FigureRef>& figure_refs);
+
+// "N numbers checked: V verified, U unverified. C citations: X unresolved and removed, Y
+// unsupported." as the Verification section opens.
+std::string verification_summary(const FinalReport& report);
+
+}  // namespace kdr::hka::report
