@@ -37,5 +37,7 @@ void add_bench_generate_command(CLI::App& bench);
 void add_serve_command(CLI::App& app);
 // `kdr research`: a verified report from tables and documents.
 void add_research_command(CLI::App& app);
+// `kdr research verify OUT`: re-verify an edited report (research_verify.cc).
+void add_research_verify_command(CLI::App& research);
 
 }  // namespace kdr::cli

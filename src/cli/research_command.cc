@@ -250,6 +250,7 @@ void add_research_command(CLI::App& app) {
   facts->add_option("-k,--top", fa->top, "how many facts")->check(CLI::Range(1, 1000))->capture_default_str();
   facts->add_flag("--json", fa->json, "print the fact records as JSON");
   facts->callback([fa] { run_facts_command(*fa); });
+  add_research_verify_command(*cmd);
 
   cmd->callback([a, cmd] {
     if (!cmd->get_subcommands().empty()) return;
