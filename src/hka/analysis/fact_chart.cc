@@ -276,7 +276,9 @@ std::vector<std::vector<std::string>> fact_rows(const Fact& fact) {
     for (const FactValue& v : fact.values) {
       if (v.entity.empty()) continue;
       const std::string what = v.name == "r" ? "correlation with " + measure : v.name == "pct_change" || v.name == "change" ? "change in " + measure : measure;
-      row(v.entity, v.name == "r" ? fact.period_from : (v.period.empty() ? span : v.period), what, v.value, v.unit, v.name != "value" && v.name != "r");
+      const bool is_change = v.name == "pct_change" || v.name == "change";
+      const std::string what2 = v.name == "first" || v.name == "last" ? measure : v.name == "rho" ? "Spearman rho with " + measure : what;
+      row(v.entity, v.name == "r" || v.name == "rho" ? fact.period_from : (v.period.empty() ? span : v.period), what2, v.value, v.unit, is_change);
     }
   } else if (t == "extreme" || t == "drawdown") {
     for (const FactValue& v : fact.values) {

@@ -191,7 +191,9 @@ void Generator::add(Fact fact) {
   }
   if (fact.text.empty()) return;
   for (const Fact& other : out_) {
-    if (other.id == fact.id) return;
+    // The same fact, or two that say the same (a ranking by absolute and by relative change
+    // in the same order).
+    if (other.id == fact.id || other.text == fact.text) return;
   }
   out_.push_back(std::move(fact));
 }

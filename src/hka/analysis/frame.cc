@@ -295,6 +295,22 @@ void describe_measures(std::vector<Measure>& measures, const std::string& descri
     }
     if (m.unit.empty() && !m.note.empty()) m.unit = unit_from_text(m.note);
   }
+  // Without a glossary, the words around the measure's name in the description ("Annual miles
+  // driven per capita"): what the question may call it.
+  const std::vector<std::string> dwords = text::words(description);
+  for (Measure& m : measures) {
+    // Only for tables of a few measures: in a long list the words around one name are others'.
+    if (m.column.empty() || !m.note.empty() || measures.size() > 4) continue;
+    const std::vector<std::string> lw = text::words(m.label);
+    if (lw.size() != 1 || lw[0].size() < 3) continue;
+    for (size_t i = 0; i < dwords.size(); ++i) {
+      if (dwords[i] != lw[0]) continue;
+      std::string around;
+      for (size_t k = i >= 3 ? i - 3 : 0; k < dwords.size() && k <= i + 3; ++k) around += (around.empty() ? "" : " ") + dwords[k];
+      m.context = around;
+      break;
+    }
+  }
   // A list glossary: "realgdp, realcons, realinv: real GDP, personal consumption, investment".
   size_t clause_start = 0;
   while (clause_start < description.size()) {
@@ -1018,7 +1034,19 @@ Frame load_frame(const std::filesystem::path& db_path, const TableInfo& info,
         if (at != std::string::npos) name = name.substr(0, at);
       }
       name = std::string(text::trim(name));
-      if (code && !name.empty() && name.size() <= 40 && text::words(name).size() <= 6 &&
+      // Only a name that says more than the header: not one holding the header's own word
+      // ("murders" for murder) and not a phrase cut mid-way ("percent of the population living").
+      const std::vector<std::string> nw = text::words(name);
+      bool repeats = false;
+      for (const std::string& w : text::words(m.label)) {
+        for (const std::string& x : nw) {
+          const size_t shorter = std::min(w.size(), x.size()), longer = std::max(w.size(), x.size());
+          repeats = repeats || (w.size() >= 3 && (x.starts_with(w) || w.starts_with(x)) && shorter * 5 >= longer * 4);
+        }
+      }
+      const std::string last = nw.empty() ? "" : nw.back();
+      const bool cut = last.ends_with("ing") || last == "of" || last == "with" || last == "the" || last == "a";
+      if (code && !name.empty() && name.size() <= 40 && nw.size() <= 5 && !repeats && !cut &&
           text::lower(name) != text::lower(m.label)) {
         m.label = name + " (" + m.label + ")";
       }

@@ -58,6 +58,9 @@ struct Measure {
   // What the table's description says of this column ("hs_grad: percent of the population
   // with a high-school diploma"), for matching a question's words; "" when it says nothing.
   std::string note;
+  // Words around the measure's name in the description when it has no glossary entry
+  // ("annual miles driven per capita in the"), for matching a question's words only.
+  std::string context;
 };
 
 struct Observation {

@@ -312,6 +312,20 @@ bool names(const std::vector<std::string>& text_words, const std::string& name) 
 }
 
 Focus resolve_focus(const Frame& frame, const QuestionProfile& q) {
+  if (!q.context.empty()) {
+    // A part of a question: its own names first, the whole question's when it has none.
+    QuestionProfile own = q;
+    own.context.clear();
+    Focus f = resolve_focus(frame, own);
+    QuestionProfile whole = q;
+    whole.text = q.context;
+    whole.context.clear();
+    const Focus w = resolve_focus(frame, whole);
+    if (f.entities.empty()) f.entities = w.entities;
+    if (f.measures.empty()) f.measures = w.measures;
+    f.excluded = w.excluded;
+    return f;
+  }
   Focus f;
   f.kinds = q.kinds;
   f.year_from = q.year_from;
@@ -395,6 +409,7 @@ Focus resolve_focus(const Frame& frame, const QuestionProfile& q) {
       continue;
     }
     scan(frame.measures[m].note, 8, false);
+    if (at == std::string::npos) scan(frame.measures[m].context, 8, false);
     if (at != std::string::npos) named.push_back({2 * at + 1, m});
   }
   // The measure matching most of the question's words first (the outcome it asks about),
@@ -480,12 +495,15 @@ double fact_relevance(const Fact& fact, const QuestionProfile& q) {
       kind = 1.0;
     }
   }
-  const std::vector<std::string> words = text::words(q.text);
+  // A part of a question names its own entities and measures; those of the rest of the
+  // question count for less.
+  const std::vector<std::string> own = text::words(q.text);
+  const std::vector<std::string> words = text::words(q.text + " " + q.context);
   // Entities: the fact's focus named by the question; a fact about another entity of a table
   // whose entities the question names is off topic.
   double entity = 0.5;
   if (!fact.entity.empty()) {
-    entity = names(words, fact.entity) ? 1.0 : 0.2;
+    entity = names(own, fact.entity) ? 1.0 : names(words, fact.entity) ? 0.75 : 0.2;
   } else {
     for (const std::string& m : fact.mentions) {
       if (names(words, m)) entity = std::max(entity, 0.8);
@@ -497,7 +515,9 @@ double fact_relevance(const Fact& fact, const QuestionProfile& q) {
     for (const std::string& w : text::words(m)) {
       if (w.size() < 3 || stop_words().count(w)) continue;
       for (const std::string& t : q.terms) {
-        if (word_matches(t, w)) measure = 1.0;
+        if (!word_matches(t, w) && !glued_match(t, w)) continue;
+        const bool in_part = std::find(own.begin(), own.end(), t) != own.end();
+        measure = std::max(measure, in_part || q.context.empty() ? 1.0 : 0.7);
       }
     }
   }

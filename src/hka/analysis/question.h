@@ -17,6 +17,9 @@ namespace kdr::hka::analysis {
 
 struct QuestionProfile {
   std::string text;
+  // The whole question when `text` is one part of it: entities and measures the part does
+  // not name are looked up there.
+  std::string context;
   std::vector<std::string> terms;  // content words, lower case, stop words removed
   std::set<std::string> kinds;     // as Focus::kinds
   std::optional<int> year_from, year_to;  // the period it names (equal for one year)

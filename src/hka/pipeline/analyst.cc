@@ -15,8 +15,10 @@ namespace kdr::hka {
 namespace {
 
 constexpr size_t kCandidates = 14;  // facts offered to the model per part
-constexpr size_t kChosenAtMost = 6;
-constexpr size_t kAlwaysTop = 3;  // the best-ranked facts are stated whatever the model picks
+constexpr size_t kChosenAtMost = 7;
+// The best-ranked facts are stated whatever the model picks: more when the question has fewer
+// parts, so that a one-part question still gets a full section.
+size_t always_top(size_t parts) { return parts <= 1 ? 5 : parts == 2 ? 4 : 3; }
 
 // A query's text for comparing queries: whitespace runs as one space, no trailing `;`.
 std::string normalized_sql(const std::string& sql) {
@@ -115,12 +117,13 @@ void Run::choose_facts(Subtask& subtask) {
       for (size_t i = 0; i < subtask.candidates.size(); ++i) {
         const analysis::Fact& f = subtask.candidates[i];
         if (f.type != type || !analysis::answers(f, kind)) continue;
-        if (std::find(picks.begin(), picks.end(), f.id) == picks.end() && picks.size() < kAlwaysTop + 1) picks.push_back(f.id);
+        if (std::find(picks.begin(), picks.end(), f.id) == picks.end() && picks.size() < always_top(subtasks_.size()) + 1)
+          picks.push_back(f.id);
         break;
       }
     }
   }
-  for (size_t i = 0; i < n && picks.size() < kAlwaysTop; ++i) {
+  for (size_t i = 0; i < n && picks.size() < always_top(subtasks_.size()); ++i) {
     if (std::find(picks.begin(), picks.end(), subtask.candidates[i].id) == picks.end()) picks.push_back(subtask.candidates[i].id);
   }
   // The model picks among the candidates by their ids (an enum: even a small model answers

@@ -83,6 +83,17 @@ std::vector<std::string> question_parts(const std::string& question) {
   }
   // A part that asks nothing on its own ("Leaving out the District of Columbia.") joins the
   // next one; trailing ones join the last.
+  // A short clause that asks for no analysis of its own ("... and how urbanized they are")
+  // continues the previous one.
+  std::vector<std::string> joined;
+  for (const std::string& p : parts) {
+    if (!joined.empty() && word_count(p) < 5 && analysis::profile_question(p).kinds.empty()) {
+      joined.back() += " and " + p;
+    } else {
+      joined.push_back(p);
+    }
+  }
+  parts = joined;
   std::vector<std::string> merged;
   std::string carry;
   for (const std::string& p : parts) {
@@ -91,7 +102,15 @@ std::vector<std::string> question_parts(const std::string& question) {
       carry += (carry.empty() ? "" : ", ") + p;
       continue;
     }
-    merged.push_back(carry.empty() ? p : carry + ", " + p);
+    if (carry.empty()) {
+      merged.push_back(p);
+    } else {
+      // "Leaving out DC." + "Which state ...?" -> "Leaving out DC, which state ...?"
+      while (!carry.empty() && (carry.back() == '.' || carry.back() == ';' || carry.back() == ',')) carry.pop_back();
+      std::string next = p;
+      if (opens_clause(next, 0) && !next.empty()) next[0] = static_cast<char>(std::tolower(static_cast<unsigned char>(next[0])));
+      merged.push_back(carry + ", " + next);
+    }
     carry.clear();
   }
   if (!carry.empty()) {
@@ -152,7 +171,9 @@ void Run::plan() {
     }
     s.profile.months = s.profile.months.empty() ? whole.months : s.profile.months;
     s.profile.excluded = whole.excluded;
-    s.profile.text = p + " (" + o_.question + ")";
+    // The part's own words name its entities and measures; the whole question's stand in
+    // when the part names none ("which of the five fell most").
+    s.profile.context = o_.question;
     for (const std::string& t : whole.terms) {
       if (std::find(s.profile.terms.begin(), s.profile.terms.end(), t) == s.profile.terms.end()) {
         s.profile.terms.push_back(t);

@@ -85,6 +85,7 @@ LlmReply Run::call(const std::string& role, const std::vector<ChatMessage>& mess
   ++llm_calls_;
   try {
     LlmReply r = llm_.complete(c);
+    ++llm_answers_;
     tokens_used_ += r.prompt_tokens + r.completion_tokens;
     trace({{"type", "llm"},
            {"role", role},
@@ -113,8 +114,8 @@ std::optional<json> Run::ask_json(const std::string& role, std::vector<ChatMessa
     } catch (const LlmError& e) {
       // One failed step (a prompt too long for the model, an endpoint that keeps failing)
       // does not end the run: the step is skipped and the report says so.
-      draft_.notes.push_back("A model call (" + role + ") failed and its step was skipped: " +
-                             text::truncate(e.what(), 300));
+      const std::string note = "A model call (" + role + ") failed and its step was skipped: " + text::truncate(e.what(), 300);
+      if (std::find(draft_.notes.begin(), draft_.notes.end(), note) == draft_.notes.end()) draft_.notes.push_back(note);
       return std::nullopt;
     }
     std::string error;

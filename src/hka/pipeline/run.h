@@ -132,6 +132,7 @@ class Run {
   int64_t tokens_used_ = 0;
   int32_t tool_calls_ = 0;
   int32_t llm_calls_ = 0;
+  int32_t llm_answers_ = 0;  // calls that returned an answer
   bool budget_exhausted_ = false;
 
   ReportDraft draft_;

@@ -290,6 +290,11 @@ void Run::add_key_figures(Subtask& subtask, ReportSection& section) {
     if (!f) continue;
     for (std::vector<std::string>& row : analysis::fact_rows(*f)) {
       if (table.rows.size() >= kKeyFigureRows) break;
+      // The same figure from two facts (a share in the mix and in the proportion) once.
+      const bool seen = std::any_of(table.rows.begin(), table.rows.end(), [&](const std::vector<std::string>& r) {
+        return r[0] == row[0] && r[1] == row[1] && r[3] == row[3];
+      });
+      if (seen) continue;
       row.push_back("[" + cite_fact(f->id) + "]");
       table.rows.push_back(std::move(row));
     }
@@ -394,9 +399,14 @@ void Run::write_report() {
       "Each number below is a data fact computed exactly from the tables (a change, a growth "
       "rate, a share, a ranking, a correlation or a seasonal cycle), cited where it is stated; "
       "the references list every fact with its table, and analysis/facts.sql holds the SQL "
-      "that reproduces it. The language model chose among the facts and wrote the "
-      "commentary; a sentence of its prose is kept only where every number it states matches "
-      "a fact it cites.";
+      "that reproduces it.";
+  if (llm_answers_ > 0) {
+    method += " The language model chose among the facts and wrote the commentary; a sentence of its "
+              "prose is kept only where every number it states matches a fact it cites.";
+  } else {
+    method += " No language model took part: the facts were chosen by their relevance to the question "
+              "and their significance, and every sentence is the fact's own.";
+  }
   if (docs_) method += " Documents were searched for context, and their passages are cited where used.";
   draft_.introduction = intro.empty() ? method : intro + "\n\n" + method;
   const std::vector<std::string> title_words = text::words(title);

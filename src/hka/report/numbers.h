@@ -47,6 +47,14 @@ inline bool is_alnum(char c) { return is_digit(c) || is_alpha(c); }
 inline bool is_blank(char c) { return c == ' ' || c == '\t'; }
 inline bool is_space(char c) { return is_blank(c) || c == '\n' || c == '\r'; }
 
+inline bool all_digits(std::string_view w) {
+  if (w.empty()) return false;
+  for (char c : w) {
+    if (!is_digit(c)) return false;
+  }
+  return true;
+}
+
 inline bool starts_with_at(std::string_view text, size_t pos, std::string_view prefix) {
   return pos <= text.size() && text.substr(pos).starts_with(prefix);
 }
