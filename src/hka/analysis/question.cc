@@ -521,6 +521,9 @@ double fact_relevance(const Fact& fact, const QuestionProfile& q) {
       }
     }
   }
+  // A measure the question names (by its label, its glossary note or the words around it in
+  // the description) counts as named.
+  if (fact.focus_rank >= 0) measure = 1.0;
   // The table.
   double table = 0.3;
   for (const std::string& w : text::words(fact.table_title)) {
@@ -530,7 +533,9 @@ double fact_relevance(const Fact& fact, const QuestionProfile& q) {
   }
   const double relevance = std::clamp(0.45 * kind + 0.25 * entity + 0.2 * measure + 0.1 * table, 0.0, 1.0);
   if (fact.off_focus) return 0.55 * relevance;
-  return fact.focus_rank > 0 ? 0.7 * relevance : relevance;
+  // The question's other named measures count for less than its outcome, except where it asks
+  // how they relate (both sides are the point).
+  return fact.focus_rank > 0 && !q.kinds.count("association") ? 0.7 * relevance : relevance;
 }
 
 void rank_facts(std::vector<Fact>& facts, const QuestionProfile& q,
