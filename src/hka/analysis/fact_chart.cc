@@ -257,8 +257,8 @@ std::vector<std::vector<std::string>> fact_rows(const Fact& fact) {
     const FactValue* a = fact.value("rate_first");
     const FactValue* b = fact.value("rate_second");
     if (a && b) {
-      row(fact.entity, fact.period_from + " to " + a->period, "growth per year", a->value, "%", true);
-      row(fact.entity, a->period + " to " + fact.period_to, "growth per year", b->value, "%", true);
+      row(fact.entity, a->period, "growth per year", a->value, "%", true);
+      row(fact.entity, b->period, "growth per year", b->value, "%", true);
     }
   } else if (t == "difference") {
     for (const FactValue& v : fact.values) {

@@ -156,8 +156,9 @@ std::string fact_sentence(const Fact& f) {
   if (t == "acceleration") {
     const FactValue* a = f.value("rate_first");
     const FactValue* b = f.value("rate_second");
-    if (!a || !b) return "";
-    const std::string mid = a->period;
+    const FactValue* middle = f.value("middle");
+    if (!a || !b || !middle) return "";
+    const std::string mid = middle->period;
     std::string verdict;
     if (a->value >= 0 && b->value > a->value) verdict = "growth accelerated";
     if (a->value >= 0 && b->value < a->value) verdict = b->value < 0 ? "growth reversed into decline" : "growth slowed";

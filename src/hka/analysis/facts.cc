@@ -299,8 +299,8 @@ void Generator::acceleration_fact(size_t m, int32_t entity, const Series& s) {
   fact.period_from = period_label(s.grain, s.periods.front());
   fact.period_to = period_label(s.grain, s.periods.back());
   const std::string mid_label = period_label(s.grain, s.periods[mid]);
-  fact.values.push_back({"rate_first", 100.0 * *g1, "%", fact.entity, mid_label});
-  fact.values.push_back({"rate_second", 100.0 * *g2, "%", fact.entity, mid_label});
+  fact.values.push_back({"rate_first", 100.0 * *g1, "%", fact.entity, fact.period_from + " to " + mid_label});
+  fact.values.push_back({"rate_second", 100.0 * *g2, "%", fact.entity, mid_label + " to " + fact.period_to});
   fact.values.push_back({"first", s.values.front(), fact.unit, fact.entity, fact.period_from});
   fact.values.push_back({"middle", s.values[mid], fact.unit, fact.entity, mid_label});
   fact.values.push_back({"last", s.values.back(), fact.unit, fact.entity, fact.period_to});

@@ -115,6 +115,16 @@ std::optional<TextPeriod> parse_text_period(std::string_view raw) {
     return v;
   };
   TextPeriod p;
+  // Date and time: "2010/01/01 00:00", "2010-01-01T00:00:00", "2010-01-01 13:45:00".
+  if (s.size() >= 16 && s.size() <= 25 && digits(0, 4) >= 1000 && (s[4] == '-' || s[4] == '/') && s[7] == s[4] &&
+      (s[10] == ' ' || s[10] == 'T') && digits(5, 2) >= 1 && digits(5, 2) <= 12 && digits(8, 2) >= 1 &&
+      digits(8, 2) <= 31 && digits(11, 2) >= 0 && s[13] == ':') {
+    p.year = digits(0, 4);
+    p.month = digits(5, 2);
+    p.grain = Grain::kDay;
+    p.format = 5;
+    return p;
+  }
   if (s.size() >= 6 && s.size() <= 8 && digits(0, 4) >= 1000) {
     p.year = digits(0, 4);
     const std::string rest = s.substr(4);
@@ -689,7 +699,7 @@ Profile profile_columns(const TableInfo& info, const QueryResult& data) {
     } else if (col.type == "TEXT") {
       size_t periods = 0;
       for (const std::string& v : s.distinct) periods += parse_text_period(v).has_value();
-      if (periods == distinct && distinct >= 2 && !s.distinct_capped) {
+      if (periods == distinct && distinct >= 2) {
         r.role = Role::kTime;
         r.why = "month or quarter labels";
       } else if (distinct == 1) {
@@ -942,6 +952,11 @@ Frame load_frame(const std::filesystem::path& db_path, const TableInfo& info,
           case 3:
             select_time = "NULL AS period_date, CAST(substr(" + q + ", 1, 4) AS INTEGER) AS year, " +
                           "CAST(substr(" + q + ", -1) AS INTEGER) * 3 - 2 AS month";
+            break;
+          case 5:
+            // The day of a date-time: hours and minutes are aggregated into it.
+            select_time = "replace(substr(" + q + ", 1, 10), '/', '-') AS period_date, CAST(substr(" + q +
+                          ", 1, 4) AS INTEGER) AS year, CAST(substr(" + q + ", 6, 2) AS INTEGER) AS month";
             break;
           default:
             select_time = "NULL AS period_date, CAST(substr(" + q + ", -4) AS INTEGER) AS year, " +

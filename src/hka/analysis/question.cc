@@ -38,7 +38,7 @@ const std::map<std::string, std::vector<std::string>>& kind_words() {
         "shifted", "moved", "development", "developed"}},
       {"growth",
        {"grow", "grew", "grown", "growth", "growing", "fast", "faster", "fastest", "pace", "rate of",
-        "annual", "compound", "expand", "expanded", "expansion", "accelerate", "accelerated",
+        "compound", "expand", "expanded", "expansion", "accelerate", "accelerated",
         "accelerating", "acceleration", "slow", "slowed", "slowing", "decelerate", "speed"}},
       {"acceleration",
        {"accelerate", "accelerated", "accelerating", "acceleration", "slowed", "slowing",
@@ -92,6 +92,14 @@ std::string stem(const std::string& w) {
   if (w.size() > 4 && w.ends_with("es") && (w.ends_with("ses") || w.ends_with("xes"))) return w.substr(0, w.size() - 2);
   if (w.size() > 3 && w.ends_with("s") && !w.ends_with("ss")) return w.substr(0, w.size() - 1);
   return w;
+}
+
+// Measure names are matched more loosely than entity names: "investment" names "invest".
+bool measure_word_matches(const std::string& a, const std::string& b) {
+  const std::string& s = a.size() < b.size() ? a : b;
+  const std::string& l = a.size() < b.size() ? b : a;
+  if (s.size() >= 5 && l.starts_with(s) && l.size() - s.size() <= 5) return true;
+  return false;
 }
 
 bool word_matches(const std::string& a, const std::string& b) {
@@ -303,7 +311,11 @@ bool names(const std::vector<std::string>& text_words, const std::string& name) 
   const std::vector<std::string> head = head_words(name);
   if (head.empty()) return false;
   for (const std::string& h : head) {
-    if (stop_words().count(h) && head.size() == 1) return false;
+    // A one-word name that is a common word ("value", "total") is named only by that word
+    // itself, never by a relative of it.
+    if (stop_words().count(h) && head.size() == 1) {
+      return std::find(text_words.begin(), text_words.end(), h) != text_words.end();
+    }
     const bool found = std::any_of(text_words.begin(), text_words.end(),
                                    [&](const std::string& w) { return word_matches(w, h); });
     if (!found) return false;
@@ -398,7 +410,8 @@ Focus resolve_focus(const Frame& frame, const QuestionProfile& q) {
         if (w.size() < 3 || stop_words().count(w)) continue;
         for (size_t i = 0; i < words.size(); ++i) {
           if (stop_words().count(words[i])) continue;
-          if (word_matches(words[i], w) || (label && glued_match(words[i], w))) at = std::min(at, i);
+          if (word_matches(words[i], w) || measure_word_matches(words[i], w) || (label && glued_match(words[i], w)))
+            at = std::min(at, i);
         }
       }
     };
@@ -419,7 +432,7 @@ Focus resolve_focus(const Frame& frame, const QuestionProfile& q) {
     for (const auto& [at, m] : named) {
       size_t n = 0;
       for (const std::string& w : text::words(frame.measures[m].label)) {
-        for (const std::string& t : q.terms) n += (word_matches(t, w) || glued_match(t, w)) ? 1 : 0;
+        for (const std::string& t : q.terms) n += (word_matches(t, w) || measure_word_matches(t, w) || glued_match(t, w)) ? 1 : 0;
       }
       hits[m] = n;
     }
@@ -436,7 +449,7 @@ Focus resolve_focus(const Frame& frame, const QuestionProfile& q) {
     for (const std::string& w : text::words(frame.measures[m].label)) {
       if (w.size() < 3 || stop_words().count(w)) continue;
       for (const std::string& t : words) {
-        if (!stop_words().count(t) && (word_matches(t, w) || glued_match(t, w))) out.insert(stem(t));
+        if (!stop_words().count(t) && (word_matches(t, w) || measure_word_matches(t, w) || glued_match(t, w))) out.insert(stem(t));
       }
     }
     return out;
@@ -515,7 +528,7 @@ double fact_relevance(const Fact& fact, const QuestionProfile& q) {
     for (const std::string& w : text::words(m)) {
       if (w.size() < 3 || stop_words().count(w)) continue;
       for (const std::string& t : q.terms) {
-        if (!word_matches(t, w) && !glued_match(t, w)) continue;
+        if (!word_matches(t, w) && !measure_word_matches(t, w) && !glued_match(t, w)) continue;
         const bool in_part = std::find(own.begin(), own.end(), t) != own.end();
         measure = std::max(measure, in_part || q.context.empty() ? 1.0 : 0.7);
       }

@@ -123,8 +123,22 @@ void Run::choose_facts(Subtask& subtask) {
       }
     }
   }
+  // Facts that answer what a later part asks (and this one does not) are left to that part.
+  std::set<std::string> later_kinds;
+  bool after = false;
+  for (const Subtask& s : subtasks_) {
+    if (after) later_kinds.insert(s.profile.kinds.begin(), s.profile.kinds.end());
+    after = after || &s == &subtask;
+  }
+  auto for_later = [&](const analysis::Fact& f) {
+    for (const std::string& k : later_kinds) {
+      if (!subtask.profile.kinds.count(k) && analysis::answers(f, k)) return true;
+    }
+    return false;
+  };
   for (size_t i = 0; i < n && picks.size() < always_top(subtasks_.size()); ++i) {
-    if (std::find(picks.begin(), picks.end(), subtask.candidates[i].id) == picks.end()) picks.push_back(subtask.candidates[i].id);
+    const analysis::Fact& f = subtask.candidates[i];
+    if (std::find(picks.begin(), picks.end(), f.id) == picks.end() && !for_later(f)) picks.push_back(f.id);
   }
   // The model picks among the candidates by their ids (an enum: even a small model answers
   // validly). Its picks join the best-ranked ones.

@@ -341,7 +341,7 @@ void Run::write_report() {
       if (const analysis::Fact* f = fact(id)) chosen.push_back(f);
     }
     const std::vector<const analysis::Fact*> order = answer_order(s, chosen);
-    const size_t in_each = s.profile.kinds.size() >= 2 ? 2 : 1;
+    const size_t in_each = std::clamp<size_t>(s.profile.kinds.size(), 1, 3);
     size_t used = 0;
     for (const analysis::Fact* f : order) {
       if (used == in_each) break;
