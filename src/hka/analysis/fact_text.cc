@@ -105,8 +105,15 @@ std::string measure_phrase(const std::string& label, const std::string& unit) {
     const std::string tail = "(" + unit + ")";
     if (l.ends_with(tail)) l = std::string(text::trim(l.substr(0, l.size() - tail.size())));
   }
-  bool has_upper_inside = false;
+  bool has_upper_inside = false, has_lower = false;
   for (size_t i = 1; i < l.size(); ++i) has_upper_inside |= (l[i] >= 'A' && l[i] <= 'Z');
+  for (char c : l) has_lower |= (c >= 'a' && c <= 'z');
+  // A header in capitals ("SUNACTIVITY", "NET_GENERATION") reads in lower case; a short
+  // acronym ("GDP", "CO2") keeps its capitals.
+  if (!has_lower && l.size() > 4 && l.find(' ') == std::string::npos) {
+    l = text::lower(l);
+    has_upper_inside = false;
+  }
   for (char& c : l) {
     if (c == '_') c = ' ';
   }
