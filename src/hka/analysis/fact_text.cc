@@ -149,14 +149,20 @@ std::string fact_sentence(const Fact& f) {
   if (t == "trend") {
     const FactValue* cagr = f.value("cagr_pct");
     const double slope = f.get("slope_per_year");
-    std::string s = "From " + f.period_from + " to " + f.period_to + ", " + subject(f);
+    // How clear the trend is, in words: the share of the variation the line explains.
+    const double r2 = f.get("r2");
+    const std::string clarity = f.get("p_value", 1) >= 0.05 ? "no clear" : r2 >= 0.7 ? "a strong" : r2 >= 0.3 ? "a moderate" : "a weak";
+    const std::string way = slope > 0 ? "upward" : "downward";
+    std::string s = "From " + f.period_from + " to " + f.period_to + ", " + subject(f) + " shows " + clarity +
+                    (clarity == "no clear" ? " trend" : " " + way + " trend") + ":";
     if (cagr) {
-      s += std::string(cagr->value >= 0 ? " grew by " : " declined by ") +
+      s += std::string(cagr->value >= 0 ? " it grew by " : " it declined by ") +
            format_value(std::fabs(cagr->value), "%") + " a year (compound rate); its linear trend is " +
            format_value(slope, f.unit, true) + " per year";
     } else {
-      s += " changed by " + format_value(slope, f.unit, true) + " per year on a linear trend";
+      s += " it changed by " + format_value(slope, f.unit, true) + " per year on a linear trend";
     }
+    if (const FactValue* decade = f.value("slope_per_decade")) s += " (" + format_value(decade->value, f.unit, true) + " per decade)";
     return s + " (R\xC2\xB2 = " + text::format_number(f.get("r2"), 2) + ", r = " +
            text::format_number(f.get("r"), 2) + ", " + p_text(f.get("p_value", 1)) + ").";
   }
@@ -220,6 +226,16 @@ std::string fact_sentence(const Fact& f) {
         s += std::string(i == 0 ? "" : i + 1 == sorted.size() ? " and " : ", ") + format_value(sorted[i]->value, "pp", true) +
              " for " + sorted[i]->entity;
       }
+      // Shares that barely moved, in words.
+      std::vector<std::string> stable;
+      for (const FactValue* v : sorted) {
+        if (std::fabs(v->value) < 1.0 && stable.size() < 3) stable.push_back(v->entity);
+      }
+      if (!stable.empty() && stable.size() < sorted.size()) {
+        s += "; the share of ";
+        for (size_t i = 0; i < stable.size(); ++i) s += (i == 0 ? "" : i + 1 == stable.size() ? " and " : ", ") + stable[i];
+        s += stable.size() == 1 ? " stayed roughly stable" : " stayed roughly stable";
+      }
       s += ".";
     }
     return s;
@@ -240,8 +256,11 @@ std::string fact_sentence(const Fact& f) {
       std::string s = "Of " + std::to_string(static_cast<int>(f.get("measures"))) + " measures, ";
       for (size_t i = 0; i < order.size(); ++i) {
         const auto& e = of[order[i]];
-        std::string stats = "r = " + text::format_number(e.at("r")->value, 2);
+        const double r = e.at("r")->value;
+        std::string stats = "r = " + text::format_number(r, 2);
         if (e.count("rho")) stats += ", \xCF\x81 = " + text::format_number(e.at("rho")->value, 2);
+        stats += std::string(", ") + (std::fabs(r) >= 0.7 ? "strong" : std::fabs(r) >= 0.4 ? "moderate" : "weak") +
+                 (r > 0 ? " positive" : " negative");
         if (i == 0) {
           s += order[i] + " is the most strongly correlated with " + measure(f) + " (" + stats + ")";
         } else {
@@ -393,11 +412,16 @@ std::string fact_sentence(const Fact& f) {
     std::string s = cap(subject(f)) + (f.subspace.empty() ? "" : ", " + f.subspace.front()) + ": ";
     size_t i = 0, n = 0;
     for (const FactValue& v : f.values) n += v.name == "value";
+    const FactValue* hi = nullptr;
+    const FactValue* lo = nullptr;
     for (const FactValue& v : f.values) {
       if (v.name != "value") continue;
       s += std::string(i == 0 ? "" : i + 1 == n ? " and " : ", ") + format_value(v.value, f.unit) + " in " + v.period;
+      if (!hi || v.value > hi->value) hi = &v;
+      if (!lo || v.value < lo->value) lo = &v;
       ++i;
     }
+    if (hi && lo && hi != lo) s += "; the highest was in " + hi->period + " and the lowest in " + lo->period;
     return s + ".";
   }
   if (t == "periods") {

@@ -246,6 +246,10 @@ void Generator::change_fact(size_t m, int32_t entity, const Series& s) {
   add(std::move(fact));
 }
 
+double years_of_series(const Series& s) {
+  return s.empty() ? 0 : period_year(s.grain, s.periods.back()) - period_year(s.grain, s.periods.front());
+}
+
 void Generator::trend_fact(size_t m, int32_t entity, const Series& s) {
   if (s.size() < 3) return;
   const int origin = year_of(s.grain, s.periods.front());
@@ -258,6 +262,10 @@ void Generator::trend_fact(size_t m, int32_t entity, const Series& s) {
   fact.period_from = period_label(s.grain, s.periods.front());
   fact.period_to = period_label(s.grain, s.periods.back());
   fact.values.push_back({"slope_per_year", fit->slope, fact.unit, fact.entity, ""});
+  // A slope of a few hundredths a year reads better per decade as well.
+  if (std::fabs(fit->slope) < 0.1 && fit->slope != 0 && years_of_series(s) >= 20) {
+    fact.values.push_back({"slope_per_decade", 10 * fit->slope, fact.unit, fact.entity, ""});
+  }
   fact.values.push_back({"r2", fit->r2, "", "", ""});
   fact.values.push_back({"r", (fit->slope >= 0 ? 1.0 : -1.0) * std::sqrt(fit->r2), "", "", ""});
   fact.values.push_back({"p_value", fit->p_value, "", "", ""});

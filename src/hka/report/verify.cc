@@ -6,6 +6,7 @@
 #include <array>
 #include <cmath>
 #include <optional>
+#include <span>
 #include <unordered_map>
 
 #include "hka/analysis/question.h"
@@ -117,8 +118,9 @@ struct Sentence {
   size_t begin = 0, end = 0;
   std::string one_line;
   std::vector<std::string> words;
-  bool cited = false;        // cites something that resolves
-  bool cites_facts = false;  // ... a fact among them
+  std::vector<WordAt> word_index;  // its ASCII words with their offsets, for words_in()
+  bool cited = false;              // cites something that resolves
+  bool cites_facts = false;        // ... a fact among them
   std::vector<const FactEvidence*> facts;
   std::vector<const SourceEvidence*> sources;
   std::vector<const WrittenNumber*> numbers;
@@ -135,6 +137,14 @@ struct Sentence {
   // "from 2001 to 2017", "between 2001 and 2017"), or -1.
   std::vector<int64_t> range_partner;
 };
+
+// The words of the sentence that start in [b, e).
+std::span<const WordAt> words_in(const Sentence& s, size_t b, size_t e) {
+  const auto by_pos = [](const WordAt& w, size_t pos) { return w.pos < pos; };
+  const auto first = std::lower_bound(s.word_index.begin(), s.word_index.end(), b, by_pos);
+  const auto last = std::lower_bound(first, s.word_index.end(), e, by_pos);
+  return {first, last};
+}
 
 struct Outcome {
   bool verified = false;
@@ -245,7 +255,7 @@ class SentenceChecker {
         n.decimals > 0 || n.value < 1 || n.value > 31) {
       return std::nullopt;
     }
-    const std::vector<WordAt> after = words_at(s_.lowered, n.end, std::min(s_.end, n.end + 16));
+    const std::span<const WordAt> after = words_in(s_, n.end, std::min(s_.end, n.end + 16));
     if (after.empty() || after.front().pos != n.end + 1) return std::nullopt;
     const int month = text::month_from_name(after.front().word);
     if (month == 0 || after.front().word.size() < 3) return std::nullopt;
@@ -612,7 +622,7 @@ class SentenceChecker {
         break;
       }
     }
-    for (const WordAt& w : words_at(s_.lowered, start, pos)) {
+    for (const WordAt& w : words_in(s_, start, pos)) {
       if (opens_clause(w)) start = w.pos;
     }
     return start;
@@ -621,7 +631,7 @@ class SentenceChecker {
   // Where the clause of a number ends: before ";", ":", ", and", "while", "whereas", "but".
   size_t clause_end(size_t pos) const {
     const size_t end = clause_boundary_after(pos);
-    for (const WordAt& w : words_at(s_.lowered, pos, end)) {
+    for (const WordAt& w : words_in(s_, pos, end)) {
       if (opens_clause(w)) return w.pos;
     }
     return end;
@@ -640,7 +650,7 @@ class SentenceChecker {
     for (const WrittenNumber* m : s_.numbers) {
       if (m->begin >= n.end) stop = std::min(stop, m->begin);
     }
-    const std::vector<WordAt> after = words_at(s_.lowered, n.end, stop);
+    const std::span<const WordAt> after = words_in(s_, n.end, stop);
     for (size_t k = 0; k < after.size() && k < 3; ++k) {
       if (const int c = comparative_word(after[k].word, true); c != 0) {
         d.sign = c;
@@ -655,7 +665,7 @@ class SentenceChecker {
         return d;
       }
     }
-    const std::vector<WordAt> before = words_at(s_.lowered, clause_start(n.begin), n.begin);
+    const std::span<const WordAt> before = words_in(s_, clause_start(n.begin), n.begin);
     size_t between = 0;  // words between the direction word and the number
     for (auto it = before.rbegin(); it != before.rend(); ++it, ++between) {
       if (const int c = change_word(it->word); c != 0) {
@@ -694,7 +704,7 @@ class SentenceChecker {
       const WrittenNumber& y = *s_.numbers[index + 1];
       const size_t cut = before_period_word(s_.lowered, n.end, y.begin);
       const std::string_view between = s_.lowered.substr(n.end, cut - n.end);
-      const std::vector<WordAt> w = words_at(s_.lowered, n.end, cut);
+      const std::span<const WordAt> w = words_in(s_, n.end, cut);
       if (between.find_first_of("(),;:[]0123456789") == std::string_view::npos && !w.empty() &&
           w.back().word == "in") {
         return year_as_written(y);
@@ -710,7 +720,7 @@ class SentenceChecker {
               .empty()) {
         return year_as_written(*s_.numbers[index - 1]);
       }
-      const std::vector<WordAt> w = words_at(s_.lowered, clause_start(n.begin), paren);
+      const std::span<const WordAt> w = words_in(s_, clause_start(n.begin), paren);
       if (w.size() >= 2 && w[w.size() - 2].word == "in" && w.back().word.size() >= 3) {
         const size_t word_end = w.back().pos + w.back().word.size();
         const int month = text::month_from_name(w.back().word);
@@ -725,7 +735,7 @@ class SentenceChecker {
     if (!is_year(n)) {
       size_t i = n.begin;
       while (i > s_.begin && is_blank(s_.text[i - 1])) --i;
-      const std::vector<WordAt> w = words_at(s_.lowered, clause_start(n.begin), i);
+      const std::span<const WordAt> w = words_in(s_, clause_start(n.begin), i);
       if (i < n.begin && !w.empty() && w.back().pos + w.back().word.size() == i &&
           w.back().word.size() >= 3) {
         if (const int month = text::month_from_name(w.back().word); month > 0) {
@@ -742,7 +752,7 @@ class SentenceChecker {
   std::optional<Period> clause_period(size_t index) const {
     const WrittenNumber& n = *s_.numbers[index];
     const size_t clause = clause_boundary_before(n.begin);
-    const std::vector<WordAt> first = words_at(s_.lowered, clause, std::min(n.begin, clause + 24));
+    const std::span<const WordAt> first = words_in(s_, clause, std::min(n.begin, clause + 24));
     if (!first.empty() && first.front().word == "in") {
       for (size_t k = 0; k < index; ++k) {
         const WrittenNumber& y = *s_.numbers[k];
@@ -768,7 +778,7 @@ class SentenceChecker {
       const size_t cut = before_period_word(s_.lowered, n.end, a.begin);
       const std::string_view between = s_.lowered.substr(n.end, cut - n.end);
       if (between.find_first_of(",;:[]") != std::string_view::npos) return std::nullopt;
-      if (words_at(s_.lowered, n.end, cut).size() > 12) return std::nullopt;
+      if (words_in(s_, n.end, cut).size() > 12) return std::nullopt;
       return std::make_pair(year_as_written(a), year_as_written(*s_.numbers[k + 1]));
     }
     return std::nullopt;
@@ -804,10 +814,8 @@ class SentenceChecker {
       for (const WrittenNumber* m : s_.numbers) {
         if (m->end <= open) from = std::max(from, m->end);
       }
-      const std::vector<std::string> before = naming_words(s_.text.substr(from, open - from));
-      for (const std::string* named_ptr : competing) {
-        const std::string& named = *named_ptr;
-        if (analysis::names(before, named)) return analysis::names(before, entity);
+      if (const std::string* nearest = named_nearest_before(from, open, competing)) {
+        return analysis::names(text::words(*nearest), entity);
       }
     }
     const std::vector<std::string> window = naming_words(s_.text.substr(b, e - b));
@@ -818,29 +826,8 @@ class SentenceChecker {
     // No entity there: the one named nearest before the number, else the one named nearest
     // after it in its clause.
     const size_t clause_end = clause_boundary_after(n.end);
-    const std::string* nearest = nullptr;
+    const std::string* nearest = named_nearest_before(s_.begin, n.begin, competing);
     size_t nearest_at = 0;
-    const std::vector<size_t> starts = word_starts(s_.begin, n.begin);
-    for (const std::string* named_ptr : competing) {
-      const std::string& named = *named_ptr;
-      // The latest word start from which the text up to the number still names it.
-      size_t lo = 0, hi = starts.size();
-      while (lo < hi) {
-        const size_t mid = (lo + hi) / 2;
-        if (analysis::names(naming_words(s_.text.substr(starts[mid], n.begin - starts[mid])),
-                            named)) {
-          lo = mid + 1;
-        } else {
-          hi = mid;
-        }
-      }
-      if (lo == 0) continue;
-      const size_t at = starts[lo - 1];
-      if (!nearest || at > nearest_at) {
-        nearest = &named;
-        nearest_at = at;
-      }
-    }
     if (!nearest) {
       const std::vector<size_t> ends = word_ends(n.end, clause_end);
       for (const std::string* named_ptr : competing) {
@@ -863,6 +850,42 @@ class SentenceChecker {
       }
     }
     return nearest && analysis::names(text::words(*nearest), entity);
+  }
+
+  // Of `names`, the one named nearest before `to` in [from, to): its mention starts last.
+  const std::string* named_nearest_before(size_t from, size_t to,
+                                          const std::vector<const std::string*>& names) const {
+    const std::string* nearest = nullptr;
+    size_t nearest_at = 0;
+    std::vector<std::pair<const std::string*, size_t>> mentioned;
+    const std::vector<size_t> starts = word_starts(from, to);
+    for (const std::string* named : names) {
+      // The latest word start from which the text up to `to` still names it.
+      size_t lo = 0, hi = starts.size();
+      while (lo < hi) {
+        const size_t mid = (lo + hi) / 2;
+        if (analysis::names(naming_words(s_.text.substr(starts[mid], to - starts[mid])), *named)) {
+          lo = mid + 1;
+        } else {
+          hi = mid;
+        }
+      }
+      if (lo == 0) continue;
+      const size_t at = starts[lo - 1];
+      mentioned.push_back({named, at});
+      if (!nearest || at > nearest_at) {
+        nearest = named;
+        nearest_at = at;
+      }
+    }
+    // "service providing" inside "private service providing" is that longer name's mention.
+    for (const auto& [named, at] : mentioned) {
+      if (nearest && named->size() > nearest->size() && at < nearest_at &&
+          nearest_at - at <= named->size() && analysis::names(text::words(*named), *nearest)) {
+        return named;
+      }
+    }
+    return nearest;
   }
 
   std::vector<std::string> naming_words(std::string_view text) const {
@@ -964,7 +987,7 @@ void mark_ranges(Sentence& s) {
                  between == "through" || between == "until";
     if (between == "and") {
       const size_t a_begin = before_period_word(s.lowered, s.begin, a.begin);
-      const std::vector<WordAt> w = words_at(s.lowered, s.begin, a_begin);
+      const std::span<const WordAt> w = words_in(s, s.begin, a_begin);
       range = !w.empty() && w.back().word == "between";
     }
     if (!range) continue;
@@ -997,6 +1020,7 @@ struct Verifier::Impl {
     s.end = end;
     s.one_line = text::one_line(text.substr(begin, end - begin));
     s.words = text::words(text.substr(begin, end - begin));
+    s.word_index = words_at(lowered, begin, end);
     s.unit_words = &unit_words;
     s.naming_words = s.words;
     std::erase_if(s.naming_words, [&](const std::string& w) { return !can_name(w, unit_words); });
@@ -1195,49 +1219,58 @@ void summarize(FinalReport& r, const std::vector<FigureRef>& figure_refs) {
   int32_t unknown_refs = 0;
   for (const FigureRef& f : figure_refs) unknown_refs += !f.resolved;
 
+  // Built by assignment and moves: initializer lists copy every element (this runs once per
+  // re-verification).
   nlohmann::json citations = nlohmann::json::array();
   for (const CitationCheck& c : r.citations) {
-    citations.push_back({{"key", c.key},
-                         {"section", c.section},
-                         {"number", c.number},
-                         {"kind", c.kind},
-                         {"resolved", c.resolved},
-                         {"supported", c.supported},
-                         {"reason", c.reason},
-                         {"sentence", c.sentence}});
+    nlohmann::json j = nlohmann::json::object();
+    j["key"] = c.key;
+    j["section"] = c.section;
+    j["number"] = c.number;
+    j["kind"] = c.kind;
+    j["resolved"] = c.resolved;
+    j["supported"] = c.supported;
+    j["reason"] = c.reason;
+    j["sentence"] = c.sentence;
+    citations.push_back(std::move(j));
   }
   nlohmann::json numbers = nlohmann::json::array();
   for (const NumberCheck& n : r.numbers) {
-    numbers.push_back({{"text", n.text},
-                       {"value", n.value},
-                       {"section", n.section},
-                       {"sentence", n.context},
-                       {"verified", n.verified},
-                       {"fact_key", n.fact_key},
-                       {"source_key", n.source_key},
-                       {"how", n.how},
-                       {"reason", n.reason}});
+    nlohmann::json j = nlohmann::json::object();
+    j["text"] = n.text;
+    j["value"] = n.value;
+    j["section"] = n.section;
+    j["sentence"] = n.context;
+    j["verified"] = n.verified;
+    j["fact_key"] = n.fact_key;
+    j["source_key"] = n.source_key;
+    j["how"] = n.how;
+    j["reason"] = n.reason;
+    numbers.push_back(std::move(j));
   }
   nlohmann::json refs = nlohmann::json::array();
   for (const FigureRef& f : figure_refs) {
-    refs.push_back({{"key", f.key},
-                    {"kind", f.kind},
-                    {"section", f.section},
-                    {"resolved", f.resolved},
-                    {"number", f.number}});
+    nlohmann::json j = nlohmann::json::object();
+    j["key"] = f.key;
+    j["kind"] = f.kind;
+    j["section"] = f.section;
+    j["resolved"] = f.resolved;
+    j["number"] = f.number;
+    refs.push_back(std::move(j));
   }
-  const size_t verified = r.numbers.size() - static_cast<size_t>(r.unverified_numbers);
-  r.verification = {{"citations", citations},
-                    {"numbers", numbers},
-                    {"figure_refs", refs},
-                    {"summary",
-                     {{"citations", r.citations.size()},
-                      {"unresolved_citations", r.unresolved_citations},
-                      {"unsupported_citations", r.unsupported_citations},
-                      {"numbers", r.numbers.size()},
-                      {"verified_numbers", verified},
-                      {"unverified_numbers", r.unverified_numbers},
-                      {"unknown_figure_refs", unknown_refs}}}};
+  nlohmann::json summary = nlohmann::json::object();
+  summary["citations"] = r.citations.size();
+  summary["unresolved_citations"] = r.unresolved_citations;
+  summary["unsupported_citations"] = r.unsupported_citations;
+  summary["numbers"] = r.numbers.size();
+  summary["verified_numbers"] = r.numbers.size() - static_cast<size_t>(r.unverified_numbers);
+  summary["unverified_numbers"] = r.unverified_numbers;
+  summary["unknown_figure_refs"] = unknown_refs;
+  r.verification = nlohmann::json::object();
+  r.verification["citations"] = std::move(citations);
+  r.verification["numbers"] = std::move(numbers);
+  r.verification["figure_refs"] = std::move(refs);
+  r.verification["summary"] = std::move(summary);
 }
 
 }  // namespace kdr::hka::report
