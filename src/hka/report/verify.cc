@@ -5,8 +5,10 @@
 #include <algorithm>
 #include <array>
 #include <cmath>
+#include <map>
 #include <optional>
 #include <span>
+#include <tuple>
 #include <unordered_map>
 
 #include "hka/analysis/question.h"
@@ -852,26 +854,35 @@ class SentenceChecker {
     return nearest && analysis::names(text::words(*nearest), entity);
   }
 
+  // The latest word start in [from, to) from which the text up to `to` still names `named`
+  // (npos when it does not): a binary search, remembered (every value a number matches asks).
+  size_t mention_start(size_t from, size_t to, const std::string* named) const {
+    const auto key = std::make_tuple(from, to, named);
+    if (const auto it = mention_starts_.find(key); it != mention_starts_.end()) return it->second;
+    const std::vector<size_t> starts = word_starts(from, to);
+    size_t lo = 0, hi = starts.size();
+    while (lo < hi) {
+      const size_t mid = (lo + hi) / 2;
+      if (analysis::names(naming_words(s_.text.substr(starts[mid], to - starts[mid])), *named)) {
+        lo = mid + 1;
+      } else {
+        hi = mid;
+      }
+    }
+    const size_t at = lo == 0 ? std::string::npos : starts[lo - 1];
+    mention_starts_.emplace(key, at);
+    return at;
+  }
+
   // Of `names`, the one named nearest before `to` in [from, to): its mention starts last.
   const std::string* named_nearest_before(size_t from, size_t to,
                                           const std::vector<const std::string*>& names) const {
     const std::string* nearest = nullptr;
     size_t nearest_at = 0;
     std::vector<std::pair<const std::string*, size_t>> mentioned;
-    const std::vector<size_t> starts = word_starts(from, to);
     for (const std::string* named : names) {
-      // The latest word start from which the text up to `to` still names it.
-      size_t lo = 0, hi = starts.size();
-      while (lo < hi) {
-        const size_t mid = (lo + hi) / 2;
-        if (analysis::names(naming_words(s_.text.substr(starts[mid], to - starts[mid])), *named)) {
-          lo = mid + 1;
-        } else {
-          hi = mid;
-        }
-      }
-      if (lo == 0) continue;
-      const size_t at = starts[lo - 1];
+      const size_t at = mention_start(from, to, named);
+      if (at == std::string::npos) continue;
       mentioned.push_back({named, at});
       if (!nearest || at > nearest_at) {
         nearest = named;
@@ -955,6 +966,7 @@ class SentenceChecker {
   }
 
   const Sentence& s_;
+  mutable std::map<std::tuple<size_t, size_t, const std::string*>, size_t> mention_starts_;
 };
 
 // ---------------------------------------------------------------------------------------------

@@ -182,7 +182,7 @@ TEST(ReportPerturbation, PerturbedNumbersAreFlagged) {
   };
   std::map<std::string, Tally> by_kind;
   std::vector<std::string> missed;
-  // Every number of every report's body, then a random sample of them (KDR_PERTURBATIONS, 300
+  // Every number of every report's body, then a random sample of them (KDR_PERTURBATIONS, 200
   // by default, "all" for every one): each perturbation re-verifies a whole report, which an
   // ASan build does in about 20 ms.
   struct Site {
@@ -203,7 +203,7 @@ TEST(ReportPerturbation, PerturbedNumbersAreFlagged) {
     baseline.push_back(verify_report(md, reports()[i].facts, {}).unverified_numbers);
   }
   const char* wanted = std::getenv("KDR_PERTURBATIONS");
-  size_t sample = 300;
+  size_t sample = 200;
   if (wanted && std::string(wanted) == "all") sample = sites.size();
   if (wanted && std::atoi(wanted) > 0) sample = static_cast<size_t>(std::atoi(wanted));
   std::shuffle(sites.begin(), sites.end(), rng);
