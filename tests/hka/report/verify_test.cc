@@ -360,6 +360,29 @@ TEST(ReportVerifyFacts, CitedFactsAreReferences) {
   EXPECT_EQ(c.report.verification["citations"][0]["kind"], "fact");
 }
 
+TEST(ReportVerifySentences, ListItemsTableRowsAndTrailingCitations) {
+  const Checked c = check(
+      "- Renewables reached 21,933 thousand MWh [A1]\n"
+      "- Fossil Fuels reached 29,329 thousand MWh\n\n"
+      "| source | generation |\n| --- | --- |\n| Renewables | 21,933 thousand MWh [A1] |\n"
+      "| Fossil Fuels | 29,329 thousand MWh |\n\n"
+      "Renewables reached 21,933 thousand MWh in 2017. [A1]",
+      {kRenewables, kFossil});
+  ASSERT_EQ(c.report.numbers.size(), 6u);
+  // Each list item and table row is a sentence: the citation of one is not the other's.
+  EXPECT_TRUE(c.report.numbers[0].verified);
+  EXPECT_EQ(c.report.numbers[0].fact_key, "A1");
+  EXPECT_EQ(c.report.numbers[1].context, "- Fossil Fuels reached 29,329 thousand MWh");
+  EXPECT_TRUE(c.report.numbers[1].verified);  // uncited: the fact that names Fossil Fuels
+  EXPECT_EQ(c.report.numbers[1].fact_key, "A2");
+  EXPECT_EQ(c.report.numbers[2].fact_key, "A1");  // the row "| Renewables | 21,933 ..."
+  EXPECT_EQ(c.report.numbers[3].fact_key, "A2");
+  // "... in 2017. [A1]": the citation after the full stop belongs to the sentence before it.
+  EXPECT_EQ(c.report.numbers[4].fact_key, "A1");
+  EXPECT_EQ(c.report.numbers[5].fact_key, "A1");
+  for (const NumberCheck& n : c.report.numbers) EXPECT_TRUE(n.verified) << n.text << n.reason;
+}
+
 // Sentences a writer might put around the facts, checked as written.
 TEST(ReportVerifyProse, ParaphrasesOfTheFactsVerify) {
   const Fact share = share_fact("A3", "Renewables", 3.5312, 38.84);
