@@ -262,11 +262,13 @@ std::string render_html(const Layout& l) {
       }
       html += "<tbody>\n";
       const size_t width = std::max<size_t>(t.table->columns.size(), 1);
-      for (const auto& row : t.table->rows) {
+      for (const auto& row : t.rows) {
         html += "<tr>";
         for (size_t c = 0; c < width; ++c) {
-          html +=
-              "<td>" + (c < row.size() ? html_escape(one_line(row[c])) : std::string()) + "</td>";
+          html += "<td>" +
+                  (c < row.size() ? link_citations(html_escape(one_line(row[c])), refs.size())
+                                  : std::string()) +
+                  "</td>";
         }
         html += "</tr>\n";
       }

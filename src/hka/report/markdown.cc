@@ -182,7 +182,7 @@ std::string render_markdown(const Layout& l) {
         md += "\n|";
         for (size_t c = 0; c < t.table->columns.size(); ++c) md += " --- |";
         md += "\n";
-        for (const auto& row : t.table->rows) {
+        for (const auto& row : t.rows) {
           md += "|";
           for (size_t c = 0; c < t.table->columns.size(); ++c) {
             md += ' ';

@@ -22,6 +22,7 @@ struct PlacedTable {
   const ReportTable* table;
   int32_t number;
   int32_t source_ref;
+  std::vector<std::vector<std::string>> rows;  // the table's rows, citations renumbered
 };
 
 // A section of the report in reading order, after rewriting.

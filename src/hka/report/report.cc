@@ -155,8 +155,19 @@ FinalReport finalize_report(const ReportDraft& draft) {
     placed.source_ref = rewriter.cite(f.source_key);
     part.figures.push_back(std::move(placed));
   };
+  // A table's cells are shown as they are, but a cell citing a fact or source ("[A3]") is a
+  // citation like any other.
   auto place_table = [&](const ReportTable& t, Part& part) {
-    part.tables.push_back({&t, table_numbers.at(t.key), rewriter.cite(t.source_key)});
+    report::PlacedTable placed{&t, table_numbers.at(t.key), rewriter.cite(t.source_key), {}};
+    for (const std::vector<std::string>& row : t.rows) {
+      std::vector<std::string> cells;
+      for (const std::string& cell : row) {
+        const bool cites = cell.find('[') != std::string::npos;
+        cells.push_back(cites ? rewriter.rewrite(cell, part.heading) : cell);
+      }
+      placed.rows.push_back(std::move(cells));
+    }
+    part.tables.push_back(std::move(placed));
   };
   std::vector<Part> parts;
   parts.push_back({"Abstract", rewriter.rewrite(draft.abstract, "Abstract"), {}, {}});

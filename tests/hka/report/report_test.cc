@@ -127,6 +127,23 @@ TEST(ReportCitations, ReferenceListHoldsExactlyTheUsedSources) {
   EXPECT_NE(r.html.find("[<a href=\"#ref-1\">1</a>]"), std::string::npos);
 }
 
+TEST(ReportCitations, TableCellsCiteLikeProse) {
+  ReportDraft d = draft_with_abstract("Text [T2].");
+  ReportTable t;
+  t.key = "R1";
+  t.title = "Key figures";
+  t.columns = {"value", "fact"};
+  t.rows = {{"120", "[T1]"}, {"100", "[T2, X9]"}};
+  d.tables = {t};
+  d.sections = {{"Results", "", {}, {"R1"}}};
+  const FinalReport r = finalize_report(d);
+  EXPECT_NE(r.markdown.find("| 120 | [2] |"), std::string::npos) << r.markdown;
+  EXPECT_NE(r.markdown.find("| 100 | [1] |"), std::string::npos) << r.markdown;
+  EXPECT_NE(r.markdown.find("2. (T1) Result of T1"), std::string::npos) << r.markdown;
+  EXPECT_EQ(r.unresolved_citations, 1);
+  EXPECT_NE(r.html.find("<td>[<a href=\"#ref-2\">2</a>]</td>"), std::string::npos) << r.html;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Figures and tables
 
