@@ -25,7 +25,27 @@ using report::is_digit;
 struct Block {
   std::string section;
   std::string text;
+  bool numbers = true;  // false for a result table's cell: its citations only
 };
+
+// The cells of a markdown table row ("| a | b \\| c |"), unescaped.
+std::vector<std::string> row_cells(std::string_view row) {
+  std::vector<std::string> cells;
+  std::string cell;
+  for (size_t i = 0; i < row.size(); ++i) {
+    if (row[i] == '\\' && i + 1 < row.size() && row[i + 1] == '|') {
+      cell += '|';
+      ++i;
+    } else if (row[i] == '|') {
+      cells.push_back(std::string(text::trim(cell)));
+      cell.clear();
+    } else {
+      cell += row[i];
+    }
+  }
+  if (!cells.empty()) cells.erase(cells.begin());  // before the first '|'
+  return cells;
+}
 
 std::vector<std::string_view> lines_of(std::string_view text) {
   std::vector<std::string_view> lines;
@@ -88,6 +108,7 @@ std::vector<Block> body_blocks(const std::vector<std::string_view>& body) {
     prose.reset();
   };
   bool in_result_table = false;
+  size_t table_line = 0;  // "|" lines of the result table so far (header, rule, rows)
   for (size_t i = 0; i < body.size(); ++i) {
     const std::string_view line = body[i];
     const std::string_view trimmed = text::trim(line);
@@ -100,6 +121,15 @@ std::vector<Block> body_blocks(const std::vector<std::string_view>& body) {
     if (section.empty()) continue;  // the notes before the first section
     if (in_result_table) {
       // A result table: its title, its rows and its source line, up to the next paragraph.
+      // Its numbers are not checked (finalize_report does not check them); a cell's citations
+      // are citations.
+      if (trimmed.starts_with("|") && ++table_line > 2) {
+        for (const std::string& cell : row_cells(trimmed)) {
+          if (cell.find('[') != std::string::npos) {
+            blocks.push_back({section, report::md_unescape(cell), false});
+          }
+        }
+      }
       if (trimmed.empty() || trimmed.starts_with("|") || trimmed.starts_with("Source: [")) {
         continue;
       }
@@ -120,6 +150,7 @@ std::vector<Block> body_blocks(const std::vector<std::string_view>& body) {
                                  text::trim(body[next]).starts_with("Source: ["))) {
         flush();
         in_result_table = true;
+        table_line = 0;
         continue;
       }
     }
@@ -197,7 +228,7 @@ FinalReport verify_report(const std::string& markdown, const std::vector<analysi
         result.citations.push_back(std::move(c));
       }
     }
-    verifier.check_numbers(block.text, block.section, key_of, result.numbers);
+    if (block.numbers) verifier.check_numbers(block.text, block.section, key_of, result.numbers);
   }
   report::summarize(result, {});
   return result;
