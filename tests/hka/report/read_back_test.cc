@@ -5,9 +5,11 @@
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <random>
 #include <string>
 #include <vector>
 
+#include "../../base/seed.h"
 #include "hka/report/report.h"
 
 namespace kdr::hka {
@@ -187,6 +189,65 @@ TEST(ReportReadBack, SourcesToJsonAndBack) {
   EXPECT_THROW(source_from_json({{"kind", "table"}}), ReportError);
   EXPECT_THROW(source_from_json({{"key", "T1"}, {"kind", "table"}, {"rows", "x"}}), ReportError);
   EXPECT_THROW(source_from_json({{"key", 3}, {"kind", "table"}}), ReportError);
+}
+
+TEST(ReportReadBack, RandomEditsGiveAResultOrAReportError) {
+  const uint64_t seed = kdr_test::test_seed();
+  std::mt19937_64 rng(seed);
+  const ReportDraft d = draft();
+  const std::string written = finalize_report(d).markdown;
+  const std::vector<std::string> pieces = {"[",
+                                           "]",
+                                           "[1]",
+                                           "[99]",
+                                           "[A2]",
+                                           "[3-5]",
+                                           "(",
+                                           ")",
+                                           "|",
+                                           "\n",
+                                           "\n\n",
+                                           "## ",
+                                           "# ",
+                                           "*Figure 1: x.* ",
+                                           "Table 2: y\n\n",
+                                           "- ",
+                                           "1. (A1) ",
+                                           "2001",
+                                           "-",
+                                           "\xE2\x88\x92",
+                                           "%",
+                                           "12.5",
+                                           "3.4 million",
+                                           "p < 0.001",
+                                           "r = ",
+                                           "from 2001 to 2017",
+                                           "fell ",
+                                           "rose ",
+                                           "Renewables",
+                                           "\xC3\xA9",
+                                           ".",
+                                           " ",
+                                           "&amp;",
+                                           "]\\("};
+  for (int round = 0; round < 300; ++round) {
+    std::string md = written;
+    const int edits = 1 + static_cast<int>(rng() % 8);
+    for (int e = 0; e < edits; ++e) {
+      const size_t at = rng() % (md.size() + 1);
+      if (rng() % 3 == 0 && at < md.size()) {
+        md.erase(at, rng() % 40);
+      } else {
+        md.insert(at, pieces[rng() % pieces.size()]);
+      }
+    }
+    try {
+      const FinalReport r = verify_report(md, d.facts, d.sources);
+      EXPECT_EQ(r.verification["summary"]["numbers"].get<size_t>(), r.numbers.size());
+    } catch (const ReportError&) {
+    }
+    if (HasFailure()) break;
+  }
 }
 
 class ReverifyOutput : public ::testing::Test {
