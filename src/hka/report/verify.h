@@ -1,7 +1,8 @@
 // Verification bound to claims: each number in the prose is checked against the evidence its
 // own sentence cites, each cited document passage against the sentence it supports.
 //
-// Rules, per sentence (sentences.h says where one ends):
+// Rules, per sentence (sentences.h says where one ends; a list item, a table row, a caption is
+// one too):
 //   - The evidence of a sentence: the facts it cites (their values, the years of their periods,
 //     their n and rank values), the cells of the query results it cites, the numbers of the
 //     passages it cites. A sentence citing nothing that resolves: the facts (cited anywhere or
@@ -10,21 +11,33 @@
 //     "1,437 thousand MWh" against 1,437 in "thousand MWh"); a percentage matches a value in
 //     "%" or "pp", or a fraction (unit "", in [0, 1]) times 100. A minus sign needs a negative
 //     value, a plus sign a positive one; an unsigned number matches a negative change only in a
-//     clause that says it fell ("fell", "declined", "a decrease", "lower", ...).
-//   - Direction words agree with the value: "rose" with a fact that fell (Fact::direction, or the
-//     sign of a change value) is unverified; the nearest direction word before the number in its
-//     clause counts ("A rose from X to Y while B fell from Z to W").
-//   - The value's entity (FactValue::entity, else Fact::entity) must be named: by the sentence,
-//     or, when the sentence names several of the evidence's entities, by the stretch between
-//     the neighbouring numbers (else the entity named nearest before the number).
-//   - A value with a period written next to it ("1,437 in 2001", "in 1976 (1.74)") must be that
-//     period's value.
+//     clause that says it fell ("fell", "declined", "a decrease", "lower", "4.3 ... below");
+//     "fell by -4.1" (a fall of a fall) does not verify.
+//   - Direction words agree with the value: "rose" with a fact that fell (Fact::direction for a
+//     level, the sign of a change) is unverified; the nearest direction word before the number
+//     in its clause counts ("A rose from X to Y while B fell from Z to W"), or a comparative
+//     right after it ("16.7% lower").
+//   - The value's entity (FactValue::entity, else Fact::entity; for a fact about one column of
+//     a wide table, that column) must be named: by the sentence, or, when the sentence names
+//     several entities of the evidence's tables, by the name before the parenthesis the number
+//     stands in ("Renewables (38.8%)"), else the stretch between the neighbouring numbers, else
+//     the name nearest before the number. A fact's measures that are entities of its table
+//     ("single" where measures are ranked) must be named before the number or in its clause.
+//   - A value with a period written next to it ("1,437 in 2001", "in 1976 (1.74)", "January
+//     340", a clause opening "In 2017,") must be that period's value; a change followed by a
+//     range ("+25% a year from 2001 to 2009") must be the change over that range.
 //   - A year (a bare integer 1800-2100) must be the year of a period of the evidence ("March
-//     2009" the month too); "p < 0.001" needs a fact whose p-value is below the bound.
+//     2009" the month too); a range ("2001-2017", "from 2001 to 2017", "between 2001 and
+//     2017") must be a span of a cited fact.
+//   - "p < 0.001" needs a fact whose p-value is below the bound; "r = 0.62", "ρ = 0.58",
+//     "R² = 0.93", "p = 0.02", "ranking 3" must be the value of that name.
 //   - Digits inside a name of the evidence ("per 100,000 population", "Niño 1+2") are part of
 //     the name.
-//   - Failing a direct match, a number written with two significant digits or more may be the
-//     difference, ratio or percent change of two values of the evidence (same unit).
+//   - Failing a direct match (and only for a number the evidence does not hold with another
+//     sign, entity or period), a number written with two significant digits or more may be the
+//     difference, ratio or percent change of two comparable values of the evidence: one unit,
+//     and one name (two entities' shares, periods the sentence names) or two levels of one
+//     entity (first and last).
 //   - A document citation is supported when the passage holds at least half of the sentence's
 //     content words (four letters or more, stop words out, singular and plural alike) or every
 //     number the sentence states.
