@@ -382,7 +382,7 @@ std::vector<double> cell_numbers(std::string_view cell) {
 
 bool is_year(const WrittenNumber& n) {
   return !n.negative && !n.plus && !n.percent && !n.has_scale && !n.grouped && !n.currency &&
-         n.decimals == 0 && n.value >= 1800 && n.value <= 2100;
+         n.decimals == 0 && n.value >= 1000 && n.value <= 2200;
 }
 
 double scale_of_word(std::string_view word) {

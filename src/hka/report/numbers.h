@@ -32,7 +32,7 @@ std::vector<WrittenNumber> scan_numbers(std::string_view text);
 // The numbers a table cell holds: "12.5%", "$1,200", "1.5e-05", "2019-2021".
 std::vector<double> cell_numbers(std::string_view cell);
 
-// A bare integer from 1800 to 2100 (no sign, separators, decimals, unit or scale) reads as a
+// A bare integer from 1000 to 2200 (no sign, separators, decimals, unit or scale) reads as a
 // year.
 bool is_year(const WrittenNumber& n);
 
