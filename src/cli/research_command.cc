@@ -102,7 +102,11 @@ void run_research_command(ResearchArgs a) {
     std::fprintf(stderr, "kdr research: loading the model for the in-process engine\n");
     llm = hka::make_engine_backend(engine);
   }
-  std::fprintf(stderr, "kdr research: language model %s\n", llm->describe().c_str());
+  if (o.facts_only) {
+    std::fprintf(stderr, "kdr research: no language model (--facts-only)\n");
+  } else {
+    std::fprintf(stderr, "kdr research: language model %s\n", llm->describe().c_str());
+  }
   if (const std::string note = llm->note(); !note.empty())
     std::fprintf(stderr, "kdr research: note: %s\n", note.c_str());
 

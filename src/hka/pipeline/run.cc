@@ -216,17 +216,7 @@ void Run::write_outputs(ResearchResult& r) {
       << facts.dump(1, ' ', false, json::error_handler_t::replace) << "\n";
   std::ofstream(o_.out_dir / "analysis" / "facts.sql", std::ios::binary) << sql;
   json sources = json::array();
-  for (const ReportSource& s : draft_.sources) {
-    sources.push_back({{"key", s.key},
-                       {"kind", s.kind},
-                       {"title", s.title},
-                       {"location", s.location},
-                       {"sql", s.sql},
-                       {"csv_path", s.csv_path},
-                       {"columns", s.columns},
-                       {"rows", s.rows},
-                       {"text", s.text}});
-  }
+  for (const ReportSource& s : draft_.sources) sources.push_back(to_json(s));
   std::ofstream(o_.out_dir / "analysis" / "sources.json", std::ios::binary)
       << sources.dump(1, ' ', false, json::error_handler_t::replace) << "\n";
 

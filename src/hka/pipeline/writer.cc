@@ -38,23 +38,7 @@ std::vector<std::string> cited_keys(const std::string& sentence) {
   return keys;
 }
 
-// The years a period label names ("March 2009" -> 2009).
-void add_years(const std::string& label, std::vector<double>& out) {
-  for (const std::string& w : text::words(label)) {
-    if (w.size() == 4 && std::all_of(w.begin(), w.end(), [](char c) { return c >= '0' && c <= '9'; })) {
-      out.push_back(std::stod(w));
-    }
-  }
-}
 
-// Half a unit of the last digit a number is written with ("12.3" -> 0.05, "1,200" -> 0.5).
-double half_step(const std::string& written) {
-  const size_t dot = written.find('.');
-  if (dot == std::string::npos) return 0.5;
-  size_t decimals = 0;
-  for (size_t i = dot + 1; i < written.size() && std::isdigit(static_cast<unsigned char>(written[i])); ++i) ++decimals;
-  return 0.5 * std::pow(10.0, -static_cast<double>(decimals));
-}
 
 const std::vector<std::string>& rise_words() {
   static const std::vector<std::string> k = {"rose", "risen", "rise", "rising", "increased", "increase", "increasing", "grew", "grown", "growing", "gained", "higher", "up", "climbed", "expanded"};
@@ -78,7 +62,7 @@ namespace {
 // a query result's cells, a passage's numbers), no direction word against a fact it names.
 struct SentenceCheck {
   const std::string& question;
-  const std::vector<const analysis::Fact*>& facts;      // the section's facts (keys set)
+  const std::vector<const analysis::Fact*>& facts;      // the section's facts
   const std::vector<ReportSource>& sources;
   const std::map<std::string, std::string>& keys;       // fact id -> key
 
@@ -107,39 +91,17 @@ struct SentenceCheck {
     for (const analysis::Fact* f : facts) {
       if (prose_key(f->text) == prose_key(sentence)) return false;
     }
-    // What the sentence cites.
-    std::vector<double> values, years;
-    for (const std::string& key : cited_keys(sentence)) {
-      for (const analysis::Fact* f : facts) {
-        const auto it = keys.find(f->id);
-        if (it == keys.end() || it->second != key) continue;
-        for (const analysis::FactValue& v : f->values) {
-          values.push_back(v.value);
-          add_years(v.period, years);
-        }
-        add_years(f->period_from, years);
-        add_years(f->period_to, years);
-      }
-      for (const ReportSource& s : sources) {
-        if (s.key != key) continue;
-        for (const auto& row : s.rows) {
-          for (const std::string& cell : row) {
-            for (const NumberCheck& n : extract_numbers(cell)) values.push_back(n.value);
-          }
-        }
-        for (const NumberCheck& n : extract_numbers(s.text)) values.push_back(n.value);
-      }
+    // Every number must verify as finalize_report will check it: against what the sentence
+    // cites (the section's facts with their keys, the sources).
+    std::vector<analysis::Fact> keyed;
+    for (const analysis::Fact* f : facts) {
+      keyed.push_back(*f);
+      if (const auto it = keys.find(f->id); it != keys.end()) keyed.back().key = it->second;
     }
-    for (const NumberCheck& n : extract_numbers(sentence)) {
-      const double tol = half_step(n.text) + 1e-9;
-      const bool year = n.value >= 1800 && n.value <= 2100 && std::floor(n.value) == n.value && n.text.find('.') == std::string::npos;
-      bool held = std::any_of(values.begin(), values.end(), [&](double v) {
-        return std::fabs(std::fabs(v) - std::fabs(n.value)) <= tol;
-      });
-      if (year) held = held || std::find(years.begin(), years.end(), n.value) != years.end();
-      if (!held) return false;
+    for (const NumberCheck& n : check_prose(sentence, keyed, sources)) {
+      if (!n.verified) return false;
     }
-    // A direction word about an entity against that entity's facts.
+    // A direction word about an entity against that entity's facts (numbers or not).
     const bool up = says(lowered, rise_words()), down = says(lowered, fall_words());
     if (up != down) {
       for (const analysis::Fact* f : facts) {
