@@ -1061,7 +1061,19 @@ double Fact::get(const std::string& name, double fallback) const {
 }
 
 std::vector<Fact> compute_facts(const Frame& frame, const Focus& focus) {
-  return Generator(frame, focus).run();
+  if (focus.excluded.empty()) return Generator(frame, focus).run();
+  // Entities the question leaves out are out of every fact, totals included: the frame and its
+  // SQL both lose their rows.
+  Frame kept = frame;
+  std::string list;
+  for (int32_t e : focus.excluded) {
+    list += (list.empty() ? "" : ", ") + sql_literal(frame.entities[static_cast<size_t>(e)]);
+  }
+  kept.long_sql = "SELECT * FROM (" + frame.long_sql + ") WHERE entity IS NULL OR entity NOT IN (" + list + ")";
+  std::erase_if(kept.rows, [&](const Observation& o) {
+    return std::find(focus.excluded.begin(), focus.excluded.end(), o.entity) != focus.excluded.end();
+  });
+  return Generator(kept, focus).run();
 }
 
 Fact query_fact(const std::string& table_title, const std::string& source, const std::string& sql,
