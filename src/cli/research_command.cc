@@ -14,8 +14,8 @@
 #include "hka/analysis/fact_text.h"
 #include "hka/knowledge/table_store.h"
 #include "hka/llm/llm.h"
-#include "hka/pipeline/research.h"
 #include "hka/llm/web_search.h"
+#include "hka/pipeline/research.h"
 
 namespace kdr::cli {
 
@@ -136,15 +136,19 @@ struct FactsArgs {
 void run_facts_command(const FactsArgs& a) {
   namespace fs = std::filesystem;
   fs::path workspace = a.workspace;
-  if (workspace.empty()) workspace = fs::temp_directory_path() / ("kdr-facts-" + std::to_string(::getpid()));
+  if (workspace.empty())
+    workspace = fs::temp_directory_path() / ("kdr-facts-" + std::to_string(::getpid()));
   fs::create_directories(workspace);
   const fs::path db = workspace / "knowledge.db";
   hka::TableStore store = hka::TableStore::open(db);
   std::optional<fs::path> catalogue;
-  if (!a.catalogue.empty()) catalogue = a.catalogue;
-  else if (std::error_code ec; fs::is_regular_file(fs::path(a.tables) / "catalogue.json", ec)) catalogue = fs::path(a.tables) / "catalogue.json";
+  if (!a.catalogue.empty())
+    catalogue = a.catalogue;
+  else if (std::error_code ec; fs::is_regular_file(fs::path(a.tables) / "catalogue.json", ec))
+    catalogue = fs::path(a.tables) / "catalogue.json";
   const hka::TableIngestReport report = store.ingest_dir(a.tables, catalogue);
-  for (const std::string& f : report.failed) std::fprintf(stderr, "kdr research facts: skipped %s\n", f.c_str());
+  for (const std::string& f : report.failed)
+    std::fprintf(stderr, "kdr research facts: skipped %s\n", f.c_str());
   const hka::analysis::QuestionProfile q = hka::analysis::profile_question(a.question);
   std::vector<hka::TableInfo> tables = store.tables();
   // The tables the question is about: the best matches when there are many.
@@ -159,7 +163,8 @@ void run_facts_command(const FactsArgs& a) {
   }
   hka::analysis::FactFinder finder(db);
   std::vector<std::string> problems;
-  const std::vector<hka::analysis::Fact> facts = finder.facts(tables, q, static_cast<size_t>(a.top), &problems);
+  const std::vector<hka::analysis::Fact> facts =
+      finder.facts(tables, q, static_cast<size_t>(a.top), &problems);
   for (const std::string& p : problems) std::fprintf(stderr, "kdr research facts: %s\n", p.c_str());
   if (a.json) {
     nlohmann::json out = nlohmann::json::array();
@@ -170,8 +175,9 @@ void run_facts_command(const FactsArgs& a) {
     for (const std::string& k : q.kinds) kinds += (kinds.empty() ? "" : ", ") + k;
     std::printf("question kinds: %s\n", kinds.empty() ? "(none)" : kinds.c_str());
     for (size_t i = 0; i < facts.size(); ++i) {
-      std::printf("%2zu. [%s %s] rel %.2f sig %.2f  %s\n", i + 1, facts[i].id.c_str(), facts[i].table.c_str(),
-                  facts[i].relevance, facts[i].significance, facts[i].text.c_str());
+      std::printf("%2zu. [%s %s] rel %.2f sig %.2f  %s\n", i + 1, facts[i].id.c_str(),
+                  facts[i].table.c_str(), facts[i].relevance, facts[i].significance,
+                  facts[i].text.c_str());
     }
   }
   if (a.workspace.empty()) fs::remove_all(workspace);
@@ -246,12 +252,18 @@ void add_research_command(CLI::App& app) {
 
   auto fa = std::make_shared<FactsArgs>();
   CLI::App* facts = cmd->add_subcommand(
-      "facts", "The data facts a question starts from, computed from the tables and ranked (no model)");
+      "facts",
+      "The data facts a question starts from, computed from the tables and ranked (no model)");
   facts->add_option("question", fa->question, "the research question")->required();
-  facts->add_option("--tables", fa->tables, "folder of tables")->required()->check(CLI::ExistingDirectory);
+  facts->add_option("--tables", fa->tables, "folder of tables")
+      ->required()
+      ->check(CLI::ExistingDirectory);
   facts->add_option("--catalogue", fa->catalogue, "table catalogue JSON")->check(CLI::ExistingFile);
-  facts->add_option("--workspace", fa->workspace, "keep the ingested tables here (default: a temporary folder)");
-  facts->add_option("-k,--top", fa->top, "how many facts")->check(CLI::Range(1, 1000))->capture_default_str();
+  facts->add_option("--workspace", fa->workspace,
+                    "keep the ingested tables here (default: a temporary folder)");
+  facts->add_option("-k,--top", fa->top, "how many facts")
+      ->check(CLI::Range(1, 1000))
+      ->capture_default_str();
   facts->add_flag("--json", fa->json, "print the fact records as JSON");
   facts->callback([fa] { run_facts_command(*fa); });
   add_research_verify_command(*cmd);

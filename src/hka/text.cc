@@ -14,7 +14,8 @@ bool is_space(char c) {
   return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v';
 }
 bool is_word_char(char c) {
-  return std::isalnum(static_cast<unsigned char>(c)) != 0 || (static_cast<unsigned char>(c) >= 0x80);
+  return std::isalnum(static_cast<unsigned char>(c)) != 0 ||
+         (static_cast<unsigned char>(c) >= 0x80);
 }
 
 std::string group_thousands(const std::string& digits) {
@@ -145,7 +146,8 @@ std::string format_number(double value, int digits) {
   if (value == 0) return "0";
   const double mag = std::fabs(value);
   char buf[64];
-  if (mag >= std::pow(10.0, digits - 1) || (std::floor(value) == value && mag >= 10 && mag < 1e15)) {
+  if (mag >= std::pow(10.0, digits - 1) ||
+      (std::floor(value) == value && mag >= 10 && mag < 1e15)) {
     std::snprintf(buf, sizeof buf, "%.0f", std::round(value));
     std::string s = buf;
     if (s == "-0") s = "0";

@@ -75,7 +75,8 @@ std::vector<Fact> FactFinder::facts(const std::vector<TableInfo>& tables, const 
         for (Fact& fact : compute_facts(*it->second, resolve_focus(*it->second, q))) {
           fact.frame_key = key;
           // Per-column facts repeat the table's own; the comparisons across columns are new.
-          if (fact.type == "mix" || fact.type == "rank" || fact.type == "proportion" || fact.type == "difference")
+          if (fact.type == "mix" || fact.type == "rank" || fact.type == "proportion" ||
+              fact.type == "difference")
             all.push_back(std::move(fact));
         }
       }
@@ -90,7 +91,8 @@ std::vector<Fact> FactFinder::facts(const std::vector<TableInfo>& tables, const 
 
 const Frame* FactFinder::frame_of(const Fact& fact) const {
   if (const auto it = frames_.find(fact.frame_key); it != frames_.end()) return it->second.get();
-  if (const auto it = variants_.find(fact.frame_key); it != variants_.end()) return it->second.get();
+  if (const auto it = variants_.find(fact.frame_key); it != variants_.end())
+    return it->second.get();
   return nullptr;
 }
 

@@ -33,7 +33,7 @@ class FactFinder {
 
  private:
   std::filesystem::path db_path_;
-  std::map<std::string, std::unique_ptr<Frame>> frames_;  // "table|entity column"
+  std::map<std::string, std::unique_ptr<Frame>> frames_;    // "table|entity column"
   std::map<std::string, std::unique_ptr<Frame>> variants_;  // "table|columns": nullptr if none
 };
 

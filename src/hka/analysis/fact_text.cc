@@ -71,7 +71,8 @@ std::string plural(const std::string& raw) {
   if (label.empty()) return "entities";
   const std::string l = text::lower(label);
   if (l.ends_with("s")) return label;
-  if (l.ends_with("y") && l.size() > 1 && std::string("aeiou").find(l[l.size() - 2]) == std::string::npos)
+  if (l.ends_with("y") && l.size() > 1 &&
+      std::string("aeiou").find(l[l.size() - 2]) == std::string::npos)
     return label.substr(0, label.size() - 1) + "ies";
   return label + "s";
 }
@@ -117,7 +118,8 @@ std::string measure_phrase(const std::string& label, const std::string& unit) {
   for (char& c : l) {
     if (c == '_') c = ' ';
   }
-  if (!has_upper_inside && !l.empty() && l[0] >= 'A' && l[0] <= 'Z') l[0] = static_cast<char>(l[0] - 'A' + 'a');
+  if (!has_upper_inside && !l.empty() && l[0] >= 'A' && l[0] <= 'Z')
+    l[0] = static_cast<char>(l[0] - 'A' + 'a');
   return l;
 }
 
@@ -141,7 +143,8 @@ std::string fact_sentence(const Fact& f) {
     if (pct) {
       s += " (" + format_value(pct->value, "%", true);
       const double ratio = last->value / first->value;
-      if (ratio >= 2) s += ", " + text::format_number(ratio, 3) + " times its " + f.period_from + " level";
+      if (ratio >= 2)
+        s += ", " + text::format_number(ratio, 3) + " times its " + f.period_from + " level";
       s += ")";
     }
     return s + ".";
@@ -151,20 +154,26 @@ std::string fact_sentence(const Fact& f) {
     const double slope = f.get("slope_per_year");
     // How clear the trend is, in words: the share of the variation the line explains.
     const double r2 = f.get("r2");
-    const std::string clarity = f.get("p_value", 1) >= 0.05 ? "no clear" : r2 >= 0.7 ? "a strong" : r2 >= 0.3 ? "a moderate" : "a weak";
+    const std::string clarity = f.get("p_value", 1) >= 0.05 ? "no clear"
+                                : r2 >= 0.7                 ? "a strong"
+                                : r2 >= 0.3                 ? "a moderate"
+                                                            : "a weak";
     const std::string way = slope > 0 ? "upward" : "downward";
-    std::string s = "From " + f.period_from + " to " + f.period_to + ", " + subject(f) + " shows " + clarity +
-                    (clarity == "no clear" ? " trend" : " " + way + " trend") + ":";
+    std::string s = "From " + f.period_from + " to " + f.period_to + ", " + subject(f) + " shows " +
+                    clarity + (clarity == "no clear" ? " trend" : " " + way + " trend") + ":";
     if (cagr) {
       s += std::string(cagr->value >= 0 ? " it grew by " : " it declined by ") +
-           format_value(std::fabs(cagr->value), "%") + " a year (compound rate); its linear trend is " +
-           format_value(slope, f.unit, true) + " per year";
+           format_value(std::fabs(cagr->value), "%") +
+           " a year (compound rate); its linear trend is " + format_value(slope, f.unit, true) +
+           " per year";
     } else {
       s += " it changed by " + format_value(slope, f.unit, true) + " per year on a linear trend";
     }
-    if (const FactValue* decade = f.value("slope_per_decade")) s += " (" + format_value(decade->value, f.unit, true) + " per decade)";
-    return s + " (R\xC2\xB2 = " + text::format_number(f.get("r2"), 2) + ", r = " +
-           text::format_number(f.get("r"), 2) + ", " + p_text(f.get("p_value", 1)) + ").";
+    if (const FactValue* decade = f.value("slope_per_decade"))
+      s += " (" + format_value(decade->value, f.unit, true) + " per decade)";
+    return s + " (R\xC2\xB2 = " + text::format_number(f.get("r2"), 2) +
+           ", r = " + text::format_number(f.get("r"), 2) + ", " + p_text(f.get("p_value", 1)) +
+           ").";
   }
   if (t == "acceleration") {
     const FactValue* a = f.value("rate_first");
@@ -174,13 +183,16 @@ std::string fact_sentence(const Fact& f) {
     const std::string mid = middle->period;
     std::string verdict;
     if (a->value >= 0 && b->value > a->value) verdict = "growth accelerated";
-    if (a->value >= 0 && b->value < a->value) verdict = b->value < 0 ? "growth reversed into decline" : "growth slowed";
+    if (a->value >= 0 && b->value < a->value)
+      verdict = b->value < 0 ? "growth reversed into decline" : "growth slowed";
     if (a->value < 0 && b->value < a->value) verdict = "the decline deepened";
-    if (a->value < 0 && b->value > a->value) verdict = b->value > 0 ? "the decline turned into growth" : "the decline eased";
+    if (a->value < 0 && b->value > a->value)
+      verdict = b->value > 0 ? "the decline turned into growth" : "the decline eased";
     if (b->value == a->value) verdict = "the pace held steady";
-    return cap(subject(f)) + " changed by " + format_value(a->value, a->unit, true) + " a year from " +
-           f.period_from + " to " + mid + " and by " + format_value(b->value, b->unit, true) +
-           " a year from " + mid + " to " + f.period_to + ": " + verdict + ".";
+    return cap(subject(f)) + " changed by " + format_value(a->value, a->unit, true) +
+           " a year from " + f.period_from + " to " + mid + " and by " +
+           format_value(b->value, b->unit, true) + " a year from " + mid + " to " + f.period_to +
+           ": " + verdict + ".";
   }
   if (t == "difference") {
     const std::vector<const FactValue*> rates = named(f, "cagr_pct");
@@ -188,22 +200,26 @@ std::string fact_sentence(const Fact& f) {
     const FactValue* a = rates[0];
     const FactValue* b = rates[1];
     const bool faster = a->value > b->value;
-    return "From " + f.period_from + " to " + f.period_to + ", " + measure(f) + " for " + a->entity +
-           " changed by " + format_value(a->value, "%", true) + " a year against " +
+    return "From " + f.period_from + " to " + f.period_to + ", " + measure(f) + " for " +
+           a->entity + " changed by " + format_value(a->value, "%", true) + " a year against " +
            format_value(b->value, "%", true) + " a year for " + b->entity + ": " +
            (faster ? a->entity : b->entity) + " grew faster.";
   }
   if (t == "proportion") {
     const double shift = f.get("shift_pp");
     if (std::fabs(shift) < 1.0) {
-      return "The share of " + f.entity + " in total " + measure(f) + " stayed roughly stable, at " +
-             value_of(f, "share_first") + " in " + f.period_from + " and " + value_of(f, "share_last") + " in " +
-             f.period_to + " (" + format_value(shift, "pp", true) + ").";
+      return "The share of " + f.entity + " in total " + measure(f) +
+             " stayed roughly stable, at " + value_of(f, "share_first") + " in " + f.period_from +
+             " and " + value_of(f, "share_last") + " in " + f.period_to + " (" +
+             format_value(shift, "pp", true) + ").";
     }
     return "The share of " + f.entity + " in total " + measure(f) +
-           (shift > 0 ? " rose" : shift < 0 ? " fell" : " stayed") + " from " +
-           value_of(f, "share_first") + " in " + f.period_from + " to " + value_of(f, "share_last") +
-           " in " + f.period_to + " (" + format_value(shift, "pp", true) + ").";
+           (shift > 0   ? " rose"
+            : shift < 0 ? " fell"
+                        : " stayed") +
+           " from " + value_of(f, "share_first") + " in " + f.period_from + " to " +
+           value_of(f, "share_last") + " in " + f.period_to + " (" +
+           format_value(shift, "pp", true) + ").";
   }
   if (t == "mix") {
     std::vector<const FactValue*> last, first, shifts;
@@ -218,13 +234,16 @@ std::string fact_sentence(const Fact& f) {
                     listing(last) + "; in " + f.period_from + " they were " + listing(first) + ".";
     if (shifts.size() >= 2) {
       std::vector<const FactValue*> sorted = shifts;
-      std::stable_sort(sorted.begin(), sorted.end(), [](const FactValue* a, const FactValue* b) { return a->value > b->value; });
+      std::stable_sort(sorted.begin(), sorted.end(),
+                       [](const FactValue* a, const FactValue* b) { return a->value > b->value; });
       if (sorted.size() > 10) sorted.erase(sorted.begin() + 5, sorted.end() - 5);
       s.pop_back();
       s += "; from " + f.period_from + " to " + f.period_to + ", the shares shifted by ";
       for (size_t i = 0; i < sorted.size(); ++i) {
-        s += std::string(i == 0 ? "" : i + 1 == sorted.size() ? " and " : ", ") + format_value(sorted[i]->value, "pp", true) +
-             " for " + sorted[i]->entity;
+        s += std::string(i == 0                   ? ""
+                         : i + 1 == sorted.size() ? " and "
+                                                  : ", ") +
+             format_value(sorted[i]->value, "pp", true) + " for " + sorted[i]->entity;
       }
       // Shares that barely moved, in words.
       std::vector<std::string> stable;
@@ -233,7 +252,8 @@ std::string fact_sentence(const Fact& f) {
       }
       if (!stable.empty() && stable.size() < sorted.size()) {
         s += "; the share of ";
-        for (size_t i = 0; i < stable.size(); ++i) s += (i == 0 ? "" : i + 1 == stable.size() ? " and " : ", ") + stable[i];
+        for (size_t i = 0; i < stable.size(); ++i)
+          s += (i == 0 ? "" : i + 1 == stable.size() ? " and " : ", ") + stable[i];
         s += stable.size() == 1 ? " stayed roughly stable" : " stayed roughly stable";
       }
       s += ".";
@@ -251,7 +271,8 @@ std::string fact_sentence(const Fact& f) {
       if (!of.count(v.entity)) order.push_back(v.entity);
       of[v.entity][v.name] = &v;
     }
-    const std::string n = std::to_string(static_cast<int>(f.get("n", static_cast<double>(order.size()))));
+    const std::string n =
+        std::to_string(static_cast<int>(f.get("n", static_cast<double>(order.size()))));
     if (by == "r") {
       std::string s = "Of " + std::to_string(static_cast<int>(f.get("measures"))) + " measures, ";
       for (size_t i = 0; i < order.size(); ++i) {
@@ -259,12 +280,19 @@ std::string fact_sentence(const Fact& f) {
         const double r = e.at("r")->value;
         std::string stats = "r = " + text::format_number(r, 2);
         if (e.count("rho")) stats += ", \xCF\x81 = " + text::format_number(e.at("rho")->value, 2);
-        stats += std::string(", ") + (std::fabs(r) >= 0.7 ? "strong" : std::fabs(r) >= 0.4 ? "moderate" : "weak") +
+        stats += std::string(", ") +
+                 (std::fabs(r) >= 0.7   ? "strong"
+                  : std::fabs(r) >= 0.4 ? "moderate"
+                                        : "weak") +
                  (r > 0 ? " positive" : " negative");
         if (i == 0) {
-          s += order[i] + " is the most strongly correlated with " + measure(f) + " (" + stats + ")";
+          s +=
+              order[i] + " is the most strongly correlated with " + measure(f) + " (" + stats + ")";
         } else {
-          s += std::string(i == 1 ? ", then " : i + 1 == order.size() ? " and " : ", ") + order[i] + " (" + stats + ")";
+          s += std::string(i == 1                  ? ", then "
+                           : i + 1 == order.size() ? " and "
+                                                   : ", ") +
+               order[i] + " (" + stats + ")";
         }
       }
       return s + ".";
@@ -275,23 +303,31 @@ std::string fact_sentence(const Fact& f) {
         const auto& e = of[name];
         std::string inner;
         if (e.count("first") && e.count("last")) {
-          inner += "from " + format_value(e.at("first")->value, f.unit) + " to " + format_value(e.at("last")->value, f.unit) + ", ";
+          inner += "from " + format_value(e.at("first")->value, f.unit) + " to " +
+                   format_value(e.at("last")->value, f.unit) + ", ";
         }
-        if (e.count("change")) inner += format_value(e.at("change")->value, e.at("change")->unit, true);
-        if (e.count("pct_change")) inner += std::string(e.count("change") ? " or " : "") + format_value(e.at("pct_change")->value, "%", true);
+        if (e.count("change"))
+          inner += format_value(e.at("change")->value, e.at("change")->unit, true);
+        if (e.count("pct_change"))
+          inner += std::string(e.count("change") ? " or " : "") +
+                   format_value(e.at("pct_change")->value, "%", true);
         return name + " (" + inner + ")";
       };
       auto join = [&](const std::vector<std::string>& names) {
         std::string out;
-        for (size_t i = 0; i < names.size(); ++i) out += (i == 0 ? "" : i + 1 == names.size() ? " and " : ", ") + item(names[i]);
+        for (size_t i = 0; i < names.size(); ++i)
+          out += (i == 0 ? "" : i + 1 == names.size() ? " and " : ", ") + item(names[i]);
         return out;
       };
       std::vector<std::string> rises, falls;
-      for (const std::string& name : order) (of[name].at(by)->value >= 0 ? rises : falls).push_back(name);
+      for (const std::string& name : order)
+        (of[name].at(by)->value >= 0 ? rises : falls).push_back(name);
       const bool named = f.value("first") != nullptr;
-      const bool window = !f.subspace.empty() && f.subspace.front().find("over the fall") != std::string::npos;
+      const bool window =
+          !f.subspace.empty() && f.subspace.front().find("over the fall") != std::string::npos;
       std::string s = "From " + f.period_from + " to " + f.period_to + ", " +
-                      (named ? "" : "among " + n + " " + plural(f.entity_label) + ", ") + measure(f);
+                      (named ? "" : "among " + n + " " + plural(f.entity_label) + ", ") +
+                      measure(f);
       if (window) {
         // Listed from the largest loss.
         return s + " fell most in " + join(falls.empty() ? order : falls) + ".";
@@ -299,12 +335,19 @@ std::string fact_sentence(const Fact& f) {
       if (!falls.empty()) {
         std::vector<std::string> most(falls.rbegin(), falls.rend());
         if (!named && most.size() > 3) most.resize(3);
-        s += (named && rises.empty() ? " fell in all " + std::to_string(order.size()) + ", most in " : " fell most in ") + join(most);
+        s += (named && rises.empty() ? " fell in all " + std::to_string(order.size()) + ", most in "
+                                     : " fell most in ") +
+             join(most);
       }
       if (!rises.empty()) {
         std::vector<std::string> most = rises;
         if (!named && most.size() > 3) most.resize(3);
-        s += std::string(falls.empty() ? (named ? " rose in all " + std::to_string(order.size()) + ", most in " : " rose most in ") : "; it rose most in ") + join(most);
+        s +=
+            std::string(falls.empty()
+                            ? (named ? " rose in all " + std::to_string(order.size()) + ", most in "
+                                     : " rose most in ")
+                            : "; it rose most in ") +
+            join(most);
       }
       return s + ".";
     }
@@ -314,7 +357,8 @@ std::string fact_sentence(const Fact& f) {
       (top.size() < 3 ? top : bottom).push_back(&v);
     }
     const std::string where = f.period_from.empty() ? "" : "In " + f.period_from + ", ";
-    std::string s = (where.empty() ? cap(measure(f)) : where + measure(f)) + " was highest in " + listing(top);
+    std::string s =
+        (where.empty() ? cap(measure(f)) : where + measure(f)) + " was highest in " + listing(top);
     if (!bottom.empty()) {
       std::vector<const FactValue*> low(bottom.rbegin(), bottom.rend());
       s += " and lowest in " + listing(low);
@@ -331,26 +375,32 @@ std::string fact_sentence(const Fact& f) {
     auto periods = [&](const std::vector<const FactValue*>& vs) {
       std::string out;
       for (size_t i = 0; i < vs.size(); ++i) {
-        out += (i == 0 ? "" : i + 1 == vs.size() ? " and " : ", ") + vs[i]->period + " (" + format_value(vs[i]->value, f.unit) + ")";
+        out += (i == 0               ? ""
+                : i + 1 == vs.size() ? " and "
+                                     : ", ") +
+               vs[i]->period + " (" + format_value(vs[i]->value, f.unit) + ")";
       }
       return out;
     };
-    return "From " + f.period_from + " to " + f.period_to + ", " + subject(f) + " was highest in " + periods(hi) +
-           " and lowest in " + periods(lo) + ".";
+    return "From " + f.period_from + " to " + f.period_to + ", " + subject(f) + " was highest in " +
+           periods(hi) + " and lowest in " + periods(lo) + ".";
   }
   if (t == "drawdown") {
     const FactValue* peak = f.value("peak");
     const FactValue* trough = f.value("trough");
     if (!peak || !trough) return "";
-    std::string s = cap(subject(f)) + " fell " + format_value(std::fabs(f.get("decline_pct")), "%") +
-                    " from a peak of " + format_value(peak->value, f.unit) + " in " + peak->period +
-                    " to " + format_value(trough->value, f.unit) + " in " + trough->period + " (" +
+    std::string s = cap(subject(f)) + " fell " +
+                    format_value(std::fabs(f.get("decline_pct")), "%") + " from a peak of " +
+                    format_value(peak->value, f.unit) + " in " + peak->period + " to " +
+                    format_value(trough->value, f.unit) + " in " + trough->period + " (" +
                     format_value(-std::fabs(f.get("decline")), f.unit) + ")";
     const std::string unit = f.breakdown.empty() ? "periods" : f.breakdown + "s";
     if (const FactValue* rec = f.value("recovered")) {
       s += "; it regained the peak in " + rec->period + ", " +
-           std::to_string(static_cast<int>(f.get("periods_to_recover"))) + " " + unit + " after the trough and " +
-           std::to_string(static_cast<int>(f.get("periods_peak_to_recovery"))) + " " + unit + " after the peak";
+           std::to_string(static_cast<int>(f.get("periods_to_recover"))) + " " + unit +
+           " after the trough and " +
+           std::to_string(static_cast<int>(f.get("periods_peak_to_recovery"))) + " " + unit +
+           " after the peak";
     } else {
       s += "; it had not regained the peak by " + f.period_to;
     }
@@ -362,29 +412,34 @@ std::string fact_sentence(const Fact& f) {
     const double p = f.get("p_value", 1);
     const std::string n = std::to_string(static_cast<int>(f.get("n")));
     const std::string across =
-        "Across " + n + " " + (f.breakdown.empty() ? std::string("observations") : plural(f.breakdown)) +
+        "Across " + n + " " +
+        (f.breakdown.empty() ? std::string("observations") : plural(f.breakdown)) +
         (f.period_from.empty() ? "" : " (" + span(f) + ")") + ", ";
     const std::string a = measure_phrase(f.measures[0], "");
     const std::string b = measure_phrase(f.measures[1], "");
     std::string stats = "Pearson r = " + text::format_number(r, 2);
-    if (const FactValue* rho = f.value("rho")) stats += ", Spearman \xCF\x81 = " + text::format_number(rho->value, 2);
+    if (const FactValue* rho = f.value("rho"))
+      stats += ", Spearman \xCF\x81 = " + text::format_number(rho->value, 2);
     stats += ", " + p_text(p);
     if (p >= 0.05) {
       std::string changes;
       if (const FactValue* rc = f.value("r_changes")) {
-        changes = "; their changes from one " + (f.breakdown.empty() ? std::string("period") : f.breakdown) +
+        changes = "; their changes from one " +
+                  (f.breakdown.empty() ? std::string("period") : f.breakdown) +
                   " to the next correlate at r = " + text::format_number(rc->value, 2);
       }
-      return across + a + " and " + b + " show no significant correlation (" + stats + ")" + changes + ".";
+      return across + a + " and " + b + " show no significant correlation (" + stats + ")" +
+             changes + ".";
     }
     std::string changes;
     if (const FactValue* rc = f.value("r_changes")) {
-      changes = "; their changes from one " + (f.breakdown.empty() ? std::string("period") : f.breakdown) +
+      changes = "; their changes from one " +
+                (f.breakdown.empty() ? std::string("period") : f.breakdown) +
                 " to the next correlate at r = " + text::format_number(rc->value, 2);
     }
-    return across + a + " and " + b + " are " + strength(r) + (r > 0 ? " positively" : " negatively") +
-           " correlated (" + stats + "): where " + a + " is higher, " + b + " tends to be " +
-           (r > 0 ? "higher" : "lower") + changes + ".";
+    return across + a + " and " + b + " are " + strength(r) +
+           (r > 0 ? " positively" : " negatively") + " correlated (" + stats + "): where " + a +
+           " is higher, " + b + " tends to be " + (r > 0 ? "higher" : "lower") + changes + ".";
   }
   if (t == "seasonality") {
     const FactValue* peak = f.value("peak");
@@ -392,19 +447,23 @@ std::string fact_sentence(const Fact& f) {
     if (!peak || !trough) return "";
     std::string s = "On average from " + f.period_from + " to " + f.period_to + ", " + subject(f) +
                     " is highest in " + peak->period + " (" + format_value(peak->value, f.unit) +
-                    ") and lowest in " + trough->period + " (" + format_value(trough->value, f.unit) +
-                    "), a seasonal swing of " + format_value(f.get("amplitude"), f.unit);
+                    ") and lowest in " + trough->period + " (" +
+                    format_value(trough->value, f.unit) + "), a seasonal swing of " +
+                    format_value(f.get("amplitude"), f.unit);
     std::string means;
     for (const FactValue& v : f.values) {
-      if (v.name == "mean") means += (means.empty() ? "" : ", ") + v.period + " " + text::format_number(v.value, 3);
+      if (v.name == "mean")
+        means += (means.empty() ? "" : ", ") + v.period + " " + text::format_number(v.value, 3);
     }
     s += "; the monthly means are " + means;
-    if (const FactValue* all = f.value("overall_mean")) s += " (overall " + format_value(all->value, f.unit) + ")";
+    if (const FactValue* all = f.value("overall_mean"))
+      s += " (overall " + format_value(all->value, f.unit) + ")";
     const FactValue* most = f.value("most_variable");
     const FactValue* least = f.value("least_variable");
     if (most && least) {
       s += "; it varies most from year to year in " + most->period + " (standard deviation " +
-           format_value(most->value, f.unit) + ") and least in " + least->period + " (" + format_value(least->value, f.unit) + ")";
+           format_value(most->value, f.unit) + ") and least in " + least->period + " (" +
+           format_value(least->value, f.unit) + ")";
     }
     return s + ".";
   }
@@ -416,17 +475,22 @@ std::string fact_sentence(const Fact& f) {
     const FactValue* lo = nullptr;
     for (const FactValue& v : f.values) {
       if (v.name != "value") continue;
-      s += std::string(i == 0 ? "" : i + 1 == n ? " and " : ", ") + format_value(v.value, f.unit) + " in " + v.period;
+      s += std::string(i == 0       ? ""
+                       : i + 1 == n ? " and "
+                                    : ", ") +
+           format_value(v.value, f.unit) + " in " + v.period;
       if (!hi || v.value > hi->value) hi = &v;
       if (!lo || v.value < lo->value) lo = &v;
       ++i;
     }
-    if (hi && lo && hi != lo) s += "; the highest was in " + hi->period + " and the lowest in " + lo->period;
+    if (hi && lo && hi != lo)
+      s += "; the highest was in " + hi->period + " and the lowest in " + lo->period;
     return s + ".";
   }
   if (t == "periods") {
     const bool compound = f.value("cagr_pct") != nullptr;
-    std::vector<std::pair<std::string, std::pair<double, double>>> spans;  // label -> (rate, per year)
+    std::vector<std::pair<std::string, std::pair<double, double>>>
+        spans;  // label -> (rate, per year)
     for (const FactValue& v : f.values) {
       if (v.name != "per_year") continue;
       double rate = v.value;
@@ -441,20 +505,32 @@ std::string fact_sentence(const Fact& f) {
       const auto& [label, r] = spans[i];
       std::string ends;
       for (const FactValue& v : f.values) {
-        if (v.name == "start" && label.starts_with(v.period)) ends = format_value(v.value, f.unit) + " in " + v.period;
+        if (v.name == "start" && label.starts_with(v.period))
+          ends = format_value(v.value, f.unit) + " in " + v.period;
       }
       for (const FactValue& v : f.values) {
-        if (v.name == "end" && label.ends_with(v.period) && !ends.empty()) ends += " to " + format_value(v.value, f.unit) + " in " + v.period;
+        if (v.name == "end" && label.ends_with(v.period) && !ends.empty())
+          ends += " to " + format_value(v.value, f.unit) + " in " + v.period;
       }
-      s += std::string(i == 0 ? "" : i + 1 == spans.size() ? " and " : ", ") +
-           (compound ? format_value(r.first, "%", true) + " a year (" + format_value(r.second, f.unit, true) + " a year)"
+      s += std::string(i == 0                  ? ""
+                       : i + 1 == spans.size() ? " and "
+                                               : ", ") +
+           (compound ? format_value(r.first, "%", true) + " a year (" +
+                           format_value(r.second, f.unit, true) + " a year)"
                      : format_value(r.second, f.unit, true) + " a year") +
            " from " + label + (ends.empty() ? "" : ", from " + ends);
     }
-    auto fastest = std::max_element(spans.begin(), spans.end(), [](const auto& a, const auto& b) { return a.second.first < b.second.first; });
-    auto slowest = std::min_element(spans.begin(), spans.end(), [](const auto& a, const auto& b) { return a.second.first < b.second.first; });
+    auto fastest = std::max_element(spans.begin(), spans.end(), [](const auto& a, const auto& b) {
+      return a.second.first < b.second.first;
+    });
+    auto slowest = std::min_element(spans.begin(), spans.end(), [](const auto& a, const auto& b) {
+      return a.second.first < b.second.first;
+    });
     const double first = spans.front().second.first, last = spans.back().second.first;
-    s += ": " + std::string(last > first ? "the pace rose" : last < first ? "the pace slowed" : "the pace held") +
+    s += ": " +
+         std::string(last > first   ? "the pace rose"
+                     : last < first ? "the pace slowed"
+                                    : "the pace held") +
          ", fastest from " + fastest->first + " and slowest from " + slowest->first;
     return s + ".";
   }
@@ -473,10 +549,10 @@ std::string fact_sentence(const Fact& f) {
   }
   if (t == "outlier") {
     const double z = f.get("z");
-    return f.entity + " stands out in " + measure(f) + (f.period_from.empty() ? "" : " in " + f.period_from) +
-           ": " + value_of(f, "value") + ", " + text::format_number(std::fabs(z), 2) +
-           " robust standard deviations " + (z > 0 ? "above" : "below") + " the median of " +
-           value_of(f, "median") + ".";
+    return f.entity + " stands out in " + measure(f) +
+           (f.period_from.empty() ? "" : " in " + f.period_from) + ": " + value_of(f, "value") +
+           ", " + text::format_number(std::fabs(z), 2) + " robust standard deviations " +
+           (z > 0 ? "above" : "below") + " the median of " + value_of(f, "median") + ".";
   }
   if (t == "value") {
     std::string s = f.entity + (f.period_from.empty() ? "" : " in " + f.period_from) + " has " +

@@ -113,7 +113,8 @@ class Generator {
     return s.between_years(*focus_.year_from, *focus_.year_to);
   }
   bool excluded(size_t e) const {
-    return std::find(focus_.excluded.begin(), focus_.excluded.end(), static_cast<int32_t>(e)) != focus_.excluded.end();
+    return std::find(focus_.excluded.begin(), focus_.excluded.end(), static_cast<int32_t>(e)) !=
+           focus_.excluded.end();
   }
   std::string range_sql(const Series& s) const {
     return "period_key BETWEEN " + std::to_string(s.periods.front()) + " AND " +
@@ -154,8 +155,8 @@ void Generator::add(Fact fact) {
       }
     }
   }
-  std::string key = fact.type + "|" + fact.table + "|" + fact.entity + "|" + fact.period_from + "|" +
-                    fact.period_to + "|" + fact.breakdown;
+  std::string key = fact.type + "|" + fact.table + "|" + fact.entity + "|" + fact.period_from +
+                    "|" + fact.period_to + "|" + fact.breakdown;
   for (const std::string& m : fact.measures) key += "|" + m;
   for (const std::string& s : fact.subspace) key += "|" + s;
   fact.id = fact.type + "-" + hex8(fnv1a(key));
@@ -171,7 +172,9 @@ void Generator::add(Fact fact) {
   // Entities that are codes read with their names: "Apple (AAPL)".
   for (size_t e = 0; e < f_.entities.size() && e < f_.entity_aliases.size(); ++e) {
     const std::string& alias = f_.entity_aliases[e];
-    if (alias.empty() || std::find(fact.mentions.begin(), fact.mentions.end(), f_.entities[e]) == fact.mentions.end()) continue;
+    if (alias.empty() || std::find(fact.mentions.begin(), fact.mentions.end(), f_.entities[e]) ==
+                             fact.mentions.end())
+      continue;
     fact.mentions.push_back(alias);
     const std::string& code = f_.entities[e];
     std::string out;
@@ -182,8 +185,9 @@ void Generator::add(Fact fact) {
         break;
       }
       const size_t end = hit + code.size();
-      const bool word = (hit == 0 || !std::isalnum(static_cast<unsigned char>(fact.text[hit - 1]))) &&
-                        (end >= fact.text.size() || !std::isalnum(static_cast<unsigned char>(fact.text[end])));
+      const bool word =
+          (hit == 0 || !std::isalnum(static_cast<unsigned char>(fact.text[hit - 1]))) &&
+          (end >= fact.text.size() || !std::isalnum(static_cast<unsigned char>(fact.text[end])));
       out += fact.text.substr(at, hit - at) + (word ? alias + " (" + code + ")" : code);
       at = end;
     }
@@ -208,12 +212,14 @@ std::vector<int32_t> Generator::targets(size_t m, Grain g) const {
     const std::vector<Series> es = entity_series(f_, m, g);
     std::vector<std::pair<double, int32_t>> latest;
     for (size_t e = 0; e < es.size(); ++e) {
-      if (!es[e].empty() && !excluded(e)) latest.push_back({es[e].values.back(), static_cast<int32_t>(e)});
+      if (!es[e].empty() && !excluded(e))
+        latest.push_back({es[e].values.back(), static_cast<int32_t>(e)});
     }
     std::sort(latest.begin(), latest.end(), [](const auto& a, const auto& b) {
       return a.first != b.first ? a.first > b.first : a.second < b.second;
     });
-    for (size_t i = 0; i < latest.size() && i < kEntitiesWithoutFocus; ++i) t.push_back(latest[i].second);
+    for (size_t i = 0; i < latest.size() && i < kEntitiesWithoutFocus; ++i)
+      t.push_back(latest[i].second);
   }
   if (f_.measures[m].extensive && f_.entities.size() >= 2) t.push_back(-1);
   return t;
@@ -247,7 +253,9 @@ void Generator::change_fact(size_t m, int32_t entity, const Series& s) {
 }
 
 double years_of_series(const Series& s) {
-  return s.empty() ? 0 : period_year(s.grain, s.periods.back()) - period_year(s.grain, s.periods.front());
+  return s.empty()
+             ? 0
+             : period_year(s.grain, s.periods.back()) - period_year(s.grain, s.periods.front());
 }
 
 void Generator::trend_fact(size_t m, int32_t entity, const Series& s) {
@@ -270,14 +278,15 @@ void Generator::trend_fact(size_t m, int32_t entity, const Series& s) {
   fact.values.push_back({"r", (fit->slope >= 0 ? 1.0 : -1.0) * std::sqrt(fit->r2), "", "", ""});
   fact.values.push_back({"p_value", fit->p_value, "", "", ""});
   fact.values.push_back({"n", static_cast<double>(fit->n), "", "", ""});
-  const double years = period_year(s.grain, s.periods.back()) - period_year(s.grain, s.periods.front());
+  const double years =
+      period_year(s.grain, s.periods.back()) - period_year(s.grain, s.periods.front());
   std::string cagr_sql;
   if (std::optional<double> g = stats::compound_growth(s.values.front(), s.values.back(), years)) {
     fact.values.push_back({"cagr_pct", 100.0 * *g, "%", fact.entity, ""});
-    cagr_sql = ", 100.0 * (pow(MAX(CASE WHEN period_key = " + std::to_string(s.periods.back()) +
-               " THEN value END) / MAX(CASE WHEN period_key = " +
-               std::to_string(s.periods.front()) + " THEN value END), 1.0 / " +
-               text::format_cell(years) + ") - 1) AS cagr_pct";
+    cagr_sql =
+        ", 100.0 * (pow(MAX(CASE WHEN period_key = " + std::to_string(s.periods.back()) +
+        " THEN value END) / MAX(CASE WHEN period_key = " + std::to_string(s.periods.front()) +
+        " THEN value END), 1.0 / " + text::format_cell(years) + ") - 1) AS cagr_pct";
   }
   fact.direction = fit->slope > 0 ? 1 : fit->slope < 0 ? -1 : 0;
   fact.significance = clamp01(1.0 - fit->p_value) * (0.5 + 0.5 * fit->r2);
@@ -307,21 +316,26 @@ void Generator::acceleration_fact(size_t m, int32_t entity, const Series& s) {
   fact.period_from = period_label(s.grain, s.periods.front());
   fact.period_to = period_label(s.grain, s.periods.back());
   const std::string mid_label = period_label(s.grain, s.periods[mid]);
-  fact.values.push_back({"rate_first", 100.0 * *g1, "%", fact.entity, fact.period_from + " to " + mid_label});
-  fact.values.push_back({"rate_second", 100.0 * *g2, "%", fact.entity, mid_label + " to " + fact.period_to});
+  fact.values.push_back(
+      {"rate_first", 100.0 * *g1, "%", fact.entity, fact.period_from + " to " + mid_label});
+  fact.values.push_back(
+      {"rate_second", 100.0 * *g2, "%", fact.entity, mid_label + " to " + fact.period_to});
   fact.values.push_back({"first", s.values.front(), fact.unit, fact.entity, fact.period_from});
   fact.values.push_back({"middle", s.values[mid], fact.unit, fact.entity, mid_label});
   fact.values.push_back({"last", s.values.back(), fact.unit, fact.entity, fact.period_to});
   fact.direction = *g2 > *g1 ? 1 : *g2 < *g1 ? -1 : 0;
-  fact.significance = clamp01(std::fabs(*g2 - *g1) / std::max(0.01, std::fabs(*g1) + std::fabs(*g2)));
+  fact.significance =
+      clamp01(std::fabs(*g2 - *g1) / std::max(0.01, std::fabs(*g1) + std::fabs(*g2)));
   const std::string p0 = std::to_string(s.periods.front()), pm = std::to_string(s.periods[mid]),
                     p1 = std::to_string(s.periods.back());
-  fact.sql = with_long(f_) + ",\n" + series_cte(f_, m, entity, s.grain) +
-             "\nSELECT a.value AS first, m.value AS middle, b.value AS last, 100.0 * (pow(m.value / "
-             "a.value, 1.0 / " +
-             text::format_cell(ym - y0) + ") - 1) AS rate_first, 100.0 * (pow(b.value / m.value, 1.0 / " +
-             text::format_cell(y1 - ym) + ") - 1) AS rate_second FROM s a, s m, s b WHERE a.period_key = " +
-             p0 + " AND m.period_key = " + pm + " AND b.period_key = " + p1;
+  fact.sql =
+      with_long(f_) + ",\n" + series_cte(f_, m, entity, s.grain) +
+      "\nSELECT a.value AS first, m.value AS middle, b.value AS last, 100.0 * (pow(m.value / "
+      "a.value, 1.0 / " +
+      text::format_cell(ym - y0) + ") - 1) AS rate_first, 100.0 * (pow(b.value / m.value, 1.0 / " +
+      text::format_cell(y1 - ym) +
+      ") - 1) AS rate_second FROM s a, s m, s b WHERE a.period_key = " + p0 +
+      " AND m.period_key = " + pm + " AND b.period_key = " + p1;
   fact.formula = "compound growth per year in each half of the period, split at " + mid_label;
   add(std::move(fact));
 }
@@ -330,7 +344,8 @@ void Generator::extreme_fact(size_t m, int32_t entity, const Series& s) {
   if (s.size() < 3) return;
   std::vector<size_t> order(s.size());
   for (size_t i = 0; i < order.size(); ++i) order[i] = i;
-  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return s.values[a] > s.values[b]; });
+  std::stable_sort(order.begin(), order.end(),
+                   [&](size_t a, size_t b) { return s.values[a] > s.values[b]; });
   if (s.values[order.front()] == s.values[order.back()]) return;
   Fact fact = base("extreme", m);
   fact.entity = entity_name(entity);
@@ -345,15 +360,20 @@ void Generator::extreme_fact(size_t m, int32_t entity, const Series& s) {
   }
   for (size_t r = 0; r < k; ++r) {
     const size_t i = order[order.size() - 1 - r];
-    fact.values.push_back({r == 0 ? "lowest" : "low", s.values[i], fact.unit, fact.entity, period_label(s.grain, s.periods[i])});
+    fact.values.push_back({r == 0 ? "lowest" : "low", s.values[i], fact.unit, fact.entity,
+                           period_label(s.grain, s.periods[i])});
   }
   const double sd = stats::stddev(s.values);
-  fact.significance = sd > 0 ? clamp01((s.values[order.front()] - stats::mean(s.values)) / sd / 3.0) : 0;
+  fact.significance =
+      sd > 0 ? clamp01((s.values[order.front()] - stats::mean(s.values)) / sd / 3.0) : 0;
   fact.sql = with_long(f_) + ",\n" + series_cte(f_, m, entity, s.grain) +
-             "\nSELECT * FROM (SELECT 'highest' AS name, period, value FROM s WHERE " + range_sql(s) +
+             "\nSELECT * FROM (SELECT 'highest' AS name, period, value FROM s WHERE " +
+             range_sql(s) +
              " ORDER BY value DESC, period_key LIMIT 1) UNION ALL SELECT * FROM (SELECT 'lowest', "
              "period, value FROM s WHERE " +
-             range_sql(s) + " ORDER BY value ASC, period_key LIMIT 1) UNION ALL SELECT * FROM (SELECT 'ranked', period, value FROM s WHERE " +
+             range_sql(s) +
+             " ORDER BY value ASC, period_key LIMIT 1) UNION ALL SELECT * FROM (SELECT 'ranked', "
+             "period, value FROM s WHERE " +
              range_sql(s) + " ORDER BY value DESC, period_key)";
   add(std::move(fact));
 }
@@ -368,7 +388,9 @@ void Generator::drawdown_fact(size_t m, int32_t entity, const Series& s) {
   for (size_t i = 1; i < s.size(); ++i) {
     if (s.values[i] > s.values[peak]) peak = i;
     const int y = year_of(s.grain, s.periods[i]);
-    if (windowed && (y < *focus_.year_from || y > std::min(*focus_.year_to, *focus_.year_from + 30) + 1)) continue;
+    if (windowed &&
+        (y < *focus_.year_from || y > std::min(*focus_.year_to, *focus_.year_from + 30) + 1))
+      continue;
     const double fall = s.values[peak] - s.values[i];
     if (fall > best) {
       best = fall;
@@ -393,13 +415,15 @@ void Generator::drawdown_fact(size_t m, int32_t entity, const Series& s) {
   fact.values.push_back({"decline", -best, fact.unit, fact.entity, ""});
   fact.values.push_back({"decline_pct", -pct, "%", fact.entity, ""});
   fact.values.push_back({"periods_peak_to_trough",
-                         static_cast<double>(s.periods[best_trough] - s.periods[best_peak]), "", "", ""});
+                         static_cast<double>(s.periods[best_trough] - s.periods[best_peak]), "", "",
+                         ""});
   for (size_t i = best_trough + 1; i < s.size(); ++i) {
     if (s.values[i] >= s.values[best_peak]) {
-      fact.values.push_back({"recovered", s.values[i], fact.unit, fact.entity,
-                             period_label(s.grain, s.periods[i])});
+      fact.values.push_back(
+          {"recovered", s.values[i], fact.unit, fact.entity, period_label(s.grain, s.periods[i])});
       fact.values.push_back({"periods_to_recover",
-                             static_cast<double>(s.periods[i] - s.periods[best_trough]), "", "", ""});
+                             static_cast<double>(s.periods[i] - s.periods[best_trough]), "", "",
+                             ""});
       fact.values.push_back({"periods_peak_to_recovery",
                              static_cast<double>(s.periods[i] - s.periods[best_peak]), "", "", ""});
       break;
@@ -422,7 +446,8 @@ void Generator::seasonality_fact(size_t m, int32_t entity) {
   Series s = restrict(series_of(f_, m, entity, Grain::kMonth));
   if (s.size() < 24) return;
   std::vector<std::vector<double>> by_month(12);
-  for (size_t i = 0; i < s.size(); ++i) by_month[static_cast<size_t>(month_of(Grain::kMonth, s.periods[i]) - 1)].push_back(s.values[i]);
+  for (size_t i = 0; i < s.size(); ++i)
+    by_month[static_cast<size_t>(month_of(Grain::kMonth, s.periods[i]) - 1)].push_back(s.values[i]);
   Fact fact = base("seasonality", m);
   fact.entity = entity_name(entity);
   fact.breakdown = "month";
@@ -433,14 +458,20 @@ void Generator::seasonality_fact(size_t m, int32_t entity) {
   for (int mo = 0; mo < 12; ++mo) {
     if (by_month[static_cast<size_t>(mo)].empty()) continue;
     means[static_cast<size_t>(mo)] = stats::mean(by_month[static_cast<size_t>(mo)]);
-    fact.values.push_back({"mean", means[static_cast<size_t>(mo)], fact.unit, fact.entity, month_name(mo + 1)});
+    fact.values.push_back(
+        {"mean", means[static_cast<size_t>(mo)], fact.unit, fact.entity, month_name(mo + 1)});
     if (peak < 0 || means[static_cast<size_t>(mo)] > means[static_cast<size_t>(peak)]) peak = mo;
-    if (trough < 0 || means[static_cast<size_t>(mo)] < means[static_cast<size_t>(trough)]) trough = mo;
+    if (trough < 0 || means[static_cast<size_t>(mo)] < means[static_cast<size_t>(trough)])
+      trough = mo;
   }
   if (peak < 0 || peak == trough) return;
-  fact.values.push_back({"peak", means[static_cast<size_t>(peak)], fact.unit, fact.entity, month_name(peak + 1)});
-  fact.values.push_back({"trough", means[static_cast<size_t>(trough)], fact.unit, fact.entity, month_name(trough + 1)});
-  fact.values.push_back({"amplitude", means[static_cast<size_t>(peak)] - means[static_cast<size_t>(trough)], fact.unit, fact.entity, ""});
+  fact.values.push_back(
+      {"peak", means[static_cast<size_t>(peak)], fact.unit, fact.entity, month_name(peak + 1)});
+  fact.values.push_back({"trough", means[static_cast<size_t>(trough)], fact.unit, fact.entity,
+                         month_name(trough + 1)});
+  fact.values.push_back({"amplitude",
+                         means[static_cast<size_t>(peak)] - means[static_cast<size_t>(trough)],
+                         fact.unit, fact.entity, ""});
   // Share of the variance the month of the year explains (eta squared).
   const double grand = stats::mean(s.values);
   double between = 0, total = 0;
@@ -457,22 +488,30 @@ void Generator::seasonality_fact(size_t m, int32_t entity) {
   for (int mo = 0; mo < 12; ++mo) {
     if (by_month[static_cast<size_t>(mo)].size() < 3) continue;
     sd[static_cast<size_t>(mo)] = stats::stddev(by_month[static_cast<size_t>(mo)]);
-    fact.values.push_back({"sd", sd[static_cast<size_t>(mo)], fact.unit, fact.entity, month_name(mo + 1)});
+    fact.values.push_back(
+        {"sd", sd[static_cast<size_t>(mo)], fact.unit, fact.entity, month_name(mo + 1)});
     if (most < 0 || sd[static_cast<size_t>(mo)] > sd[static_cast<size_t>(most)]) most = mo;
     if (least < 0 || sd[static_cast<size_t>(mo)] < sd[static_cast<size_t>(least)]) least = mo;
   }
   if (most >= 0 && most != least) {
-    fact.values.push_back({"most_variable", sd[static_cast<size_t>(most)], fact.unit, fact.entity, month_name(most + 1)});
-    fact.values.push_back({"least_variable", sd[static_cast<size_t>(least)], fact.unit, fact.entity, month_name(least + 1)});
+    fact.values.push_back({"most_variable", sd[static_cast<size_t>(most)], fact.unit, fact.entity,
+                           month_name(most + 1)});
+    fact.values.push_back({"least_variable", sd[static_cast<size_t>(least)], fact.unit, fact.entity,
+                           month_name(least + 1)});
   }
   fact.significance = total > 0 ? clamp01(between / total * 1.5) : 0;
   fact.sql = with_long(f_) + ",\n" + series_cte(f_, m, entity, Grain::kMonth) +
-             "\nSELECT period_key % 12 + 1 AS month, CASE period_key % 12 + 1" + [] {
+             "\nSELECT period_key % 12 + 1 AS month, CASE period_key % 12 + 1" +
+             [] {
                std::string c;
-               for (int mo = 1; mo <= 12; ++mo) c += " WHEN " + std::to_string(mo) + " THEN '" + month_name(mo) + "'";
+               for (int mo = 1; mo <= 12; ++mo)
+                 c += " WHEN " + std::to_string(mo) + " THEN '" + month_name(mo) + "'";
                return c;
-             }() + " END AS period, AVG(value) AS value FROM s WHERE " + range_sql(s) + " GROUP BY 1 ORDER BY 1";
-  fact.formula = "peak and trough: the months with the highest and lowest mean; amplitude = peak - trough";
+             }() +
+             " END AS period, AVG(value) AS value FROM s WHERE " + range_sql(s) +
+             " GROUP BY 1 ORDER BY 1";
+  fact.formula =
+      "peak and trough: the months with the highest and lowest mean; amplitude = peak - trough";
   add(std::move(fact));
 }
 
@@ -509,9 +548,11 @@ void Generator::entity_comparisons(size_t m, Grain g) {
     for (size_t e = 0; e < es.size(); ++e) {
       const int64_t i0 = es[e].find(p0), i1 = es[e].find(p1);
       if (i0 < 0 || i1 < 0) continue;
-      const double a = es[e].values[static_cast<size_t>(i0)], b = es[e].values[static_cast<size_t>(i1)];
+      const double a = es[e].values[static_cast<size_t>(i0)],
+                   b = es[e].values[static_cast<size_t>(i1)];
       all_positive = all_positive && a > 0;
-      all_rows.push_back({static_cast<int32_t>(e), a, b, b - a, a > 0 ? 100.0 * (b - a) / a : std::nan("")});
+      all_rows.push_back(
+          {static_cast<int32_t>(e), a, b, b - a, a > 0 ? 100.0 * (b - a) / a : std::nan("")});
     }
   }
   auto rank_fact = [&](std::vector<Row> rows, bool by_pct, bool named) {
@@ -537,7 +578,9 @@ void Generator::entity_comparisons(size_t m, Grain g) {
     std::vector<size_t> picks;
     const size_t k = named ? rows.size() : kTopK;
     for (size_t i = 0; i < rows.size() && i < k; ++i) picks.push_back(i);
-    for (size_t i = rows.size() > k ? std::max(k, rows.size() - k) : rows.size(); i < rows.size(); ++i) picks.push_back(i);
+    for (size_t i = rows.size() > k ? std::max(k, rows.size() - k) : rows.size(); i < rows.size();
+         ++i)
+      picks.push_back(i);
     const std::string by = by_pct ? "pct_change" : "change";
     for (size_t i : picks) {
       const Row& r = rows[i];
@@ -557,12 +600,17 @@ void Generator::entity_comparisons(size_t m, Grain g) {
     std::vector<double> v;
     for (const Row& r : rows) v.push_back(by_pct ? r.pct : r.change);
     const double sd = stats::stddev(v);
-    fact.significance = sd > 0 ? clamp01(std::max(std::fabs(v.front() - stats::mean(v)), std::fabs(v.back() - stats::mean(v))) / sd / 3.0) : 0;
+    fact.significance = sd > 0 ? clamp01(std::max(std::fabs(v.front() - stats::mean(v)),
+                                                  std::fabs(v.back() - stats::mean(v))) /
+                                         sd / 3.0)
+                               : 0;
     if (named) fact.significance = std::max(fact.significance, 0.8);
-    fact.sql = base_sql + "\nSELECT a.entity, a.value AS first, b.value AS last, b.value - a.value AS change" +
-               std::string(all_positive ? ", 100.0 * (b.value - a.value) / a.value AS pct_change" : "") +
-               " FROM es a JOIN es b ON a.entity = b.entity WHERE a.period_key = " + std::to_string(p0) +
-               " AND b.period_key = " + std::to_string(p1) + in_named + " ORDER BY " + by + " DESC";
+    fact.sql =
+        base_sql +
+        "\nSELECT a.entity, a.value AS first, b.value AS last, b.value - a.value AS change" +
+        std::string(all_positive ? ", 100.0 * (b.value - a.value) / a.value AS pct_change" : "") +
+        " FROM es a JOIN es b ON a.entity = b.entity WHERE a.period_key = " + std::to_string(p0) +
+        " AND b.period_key = " + std::to_string(p1) + in_named + " ORDER BY " + by + " DESC";
     add(std::move(fact));
   };
   if (all_positive) rank_fact(all_rows, true, false);
@@ -570,7 +618,8 @@ void Generator::entity_comparisons(size_t m, Grain g) {
   if (focus_.entities.size() >= 2) {
     std::vector<Row> named;
     for (const Row& r : all_rows) {
-      if (std::find(focus_.entities.begin(), focus_.entities.end(), r.e) != focus_.entities.end()) named.push_back(r);
+      if (std::find(focus_.entities.begin(), focus_.entities.end(), r.e) != focus_.entities.end())
+        named.push_back(r);
     }
     rank_fact(named, all_positive, true);
   }
@@ -585,33 +634,43 @@ void Generator::entity_comparisons(size_t m, Grain g) {
       if (excluded(e)) continue;
       const int64_t i0 = ws[e].find(w0), i1 = ws[e].find(w1);
       if (i0 < 0 || i1 < 0) continue;
-      const double a = ws[e].values[static_cast<size_t>(i0)], b = ws[e].values[static_cast<size_t>(i1)];
+      const double a = ws[e].values[static_cast<size_t>(i0)],
+                   b = ws[e].values[static_cast<size_t>(i1)];
       positive = positive && a > 0;
-      rows.push_back({static_cast<int32_t>(e), a, b, b - a, a > 0 ? 100.0 * (b - a) / a : std::nan("")});
+      rows.push_back(
+          {static_cast<int32_t>(e), a, b, b - a, a > 0 ? 100.0 * (b - a) / a : std::nan("")});
     }
     if (rows.size() >= 3) {
       for (const bool by_pct : {false, true}) {
         if (by_pct && !positive) continue;
-        std::stable_sort(rows.begin(), rows.end(), [&](const Row& a, const Row& b) { return by_pct ? a.pct < b.pct : a.change < b.change; });
+        std::stable_sort(rows.begin(), rows.end(), [&](const Row& a, const Row& b) {
+          return by_pct ? a.pct < b.pct : a.change < b.change;
+        });
         Fact fact = base("rank", m);
         fact.breakdown = f_.entity_label;
         fact.period_from = period_label(wg, w0);
         fact.period_to = period_label(wg, w1);
-        fact.subspace.push_back(by_pct ? "ranked by relative change over the fall" : "ranked by change over the fall");
+        fact.subspace.push_back(by_pct ? "ranked by relative change over the fall"
+                                       : "ranked by change over the fall");
         const std::string by = by_pct ? "pct_change" : "change";
         // Largest losses first: the fall is what is asked about.
         for (size_t i = 0; i < rows.size() && i < kTopK; ++i) {
-          fact.values.push_back({by, by_pct ? rows[i].pct : rows[i].change, by_pct ? "%" : meas.unit, entity_name(rows[i].e), ""});
-          if (by_pct) fact.values.push_back({"change", rows[i].change, meas.unit, entity_name(rows[i].e), ""});
-          else if (std::isfinite(rows[i].pct)) fact.values.push_back({"pct_change", rows[i].pct, "%", entity_name(rows[i].e), ""});
+          fact.values.push_back({by, by_pct ? rows[i].pct : rows[i].change,
+                                 by_pct ? "%" : meas.unit, entity_name(rows[i].e), ""});
+          if (by_pct)
+            fact.values.push_back(
+                {"change", rows[i].change, meas.unit, entity_name(rows[i].e), ""});
+          else if (std::isfinite(rows[i].pct))
+            fact.values.push_back({"pct_change", rows[i].pct, "%", entity_name(rows[i].e), ""});
         }
         fact.values.push_back({"n", static_cast<double>(rows.size()), "", "", ""});
         fact.significance = 0.9;
-        fact.sql = with_long(f_) + ",\n" + entity_series_cte(f_, m, wg) +
-                   "\nSELECT a.entity, a.value AS first, b.value AS last, b.value - a.value AS change" +
-                   std::string(positive ? ", 100.0 * (b.value - a.value) / a.value AS pct_change" : "") +
-                   " FROM es a JOIN es b ON a.entity = b.entity WHERE a.period_key = " + std::to_string(w0) +
-                   " AND b.period_key = " + std::to_string(w1) + " ORDER BY " + by;
+        fact.sql =
+            with_long(f_) + ",\n" + entity_series_cte(f_, m, wg) +
+            "\nSELECT a.entity, a.value AS first, b.value AS last, b.value - a.value AS change" +
+            std::string(positive ? ", 100.0 * (b.value - a.value) / a.value AS pct_change" : "") +
+            " FROM es a JOIN es b ON a.entity = b.entity WHERE a.period_key = " +
+            std::to_string(w0) + " AND b.period_key = " + std::to_string(w1) + " ORDER BY " + by;
         add(std::move(fact));
       }
     }
@@ -634,13 +693,17 @@ void Generator::entity_comparisons(size_t m, Grain g) {
       mix.breakdown = f_.entity_label;
       mix.period_from = l0;
       mix.period_to = l1;
-      std::stable_sort(shares.begin(), shares.end(), [](const auto& a, const auto& b) { return a.second.second > b.second.second; });
+      std::stable_sort(shares.begin(), shares.end(), [](const auto& a, const auto& b) {
+        return a.second.second > b.second.second;
+      });
       double max_shift = 0;
       for (const auto& [e, ab] : shares) {
         mix.values.push_back({"share", 100.0 * ab.second / t1, "%", entity_name(e), l1});
       }
       std::vector<std::pair<int32_t, std::pair<double, double>>> by_first = shares;
-      std::stable_sort(by_first.begin(), by_first.end(), [](const auto& a, const auto& b) { return a.second.first > b.second.first; });
+      std::stable_sort(by_first.begin(), by_first.end(), [](const auto& a, const auto& b) {
+        return a.second.first > b.second.first;
+      });
       for (const auto& [e, ab] : by_first) {
         mix.values.push_back({"share", 100.0 * ab.first / t0, "%", entity_name(e), l0});
       }
@@ -650,17 +713,20 @@ void Generator::entity_comparisons(size_t m, Grain g) {
         mix.values.push_back({"shift_pp", shift, "pp", entity_name(e), ""});
       }
       mix.significance = clamp01(max_shift / 10.0);
-      const std::string share_sql = base_sql +
-                                    ",\nsh AS (SELECT entity, period_key, period, value, 100.0 * value / SUM(value) OVER "
-                                    "(PARTITION BY period_key) AS share FROM es WHERE period_key IN (" +
-                                    std::to_string(p0) + ", " + std::to_string(p1) + "))";
-      mix.sql = share_sql + "\nSELECT entity, period, value, share FROM sh ORDER BY period_key, share DESC";
+      const std::string share_sql =
+          base_sql +
+          ",\nsh AS (SELECT entity, period_key, period, value, 100.0 * value / SUM(value) OVER "
+          "(PARTITION BY period_key) AS share FROM es WHERE period_key IN (" +
+          std::to_string(p0) + ", " + std::to_string(p1) + "))";
+      mix.sql = share_sql +
+                "\nSELECT entity, period, value, share FROM sh ORDER BY period_key, share DESC";
       mix.formula = "shift_pp = share in " + l1 + " - share in " + l0;
       add(mix);
       // Each target entity's share, and the shift.
       for (int32_t e : targets(m, g)) {
         if (e < 0) continue;
-        const auto it = std::find_if(shares.begin(), shares.end(), [&](const auto& s) { return s.first == e; });
+        const auto it =
+            std::find_if(shares.begin(), shares.end(), [&](const auto& s) { return s.first == e; });
         if (it == shares.end()) continue;
         Fact fact = base("proportion", m);
         fact.entity = entity_name(e);
@@ -673,9 +739,12 @@ void Generator::entity_comparisons(size_t m, Grain g) {
         fact.values.push_back({"shift_pp", s1 - s0, "pp", fact.entity, ""});
         fact.direction = s1 > s0 ? 1 : s1 < s0 ? -1 : 0;
         fact.significance = clamp01(std::fabs(s1 - s0) / 10.0);
-        fact.sql = share_sql + "\nSELECT a.share AS share_first, b.share AS share_last, b.share - a.share AS shift_pp FROM sh a, sh b WHERE a.entity = " +
+        fact.sql = share_sql +
+                   "\nSELECT a.share AS share_first, b.share AS share_last, b.share - a.share AS "
+                   "shift_pp FROM sh a, sh b WHERE a.entity = " +
                    sql_literal(fact.entity) + " AND b.entity = " + sql_literal(fact.entity) +
-                   " AND a.period_key = " + std::to_string(p0) + " AND b.period_key = " + std::to_string(p1);
+                   " AND a.period_key = " + std::to_string(p0) +
+                   " AND b.period_key = " + std::to_string(p1);
         add(std::move(fact));
       }
     }
@@ -692,8 +761,10 @@ void Generator::entity_comparisons(size_t m, Grain g) {
         const Series& sb = es[static_cast<size_t>(b)];
         const int64_t a0 = sa.find(p0), a1 = sa.find(p1), b0 = sb.find(p0), b1 = sb.find(p1);
         if (a0 < 0 || a1 < 0 || b0 < 0 || b1 < 0) continue;
-        const auto ga = stats::compound_growth(sa.values[static_cast<size_t>(a0)], sa.values[static_cast<size_t>(a1)], years);
-        const auto gb = stats::compound_growth(sb.values[static_cast<size_t>(b0)], sb.values[static_cast<size_t>(b1)], years);
+        const auto ga = stats::compound_growth(sa.values[static_cast<size_t>(a0)],
+                                               sa.values[static_cast<size_t>(a1)], years);
+        const auto gb = stats::compound_growth(sb.values[static_cast<size_t>(b0)],
+                                               sb.values[static_cast<size_t>(b1)], years);
         if (!ga || !gb) continue;
         Fact fact = base("difference", m);
         fact.breakdown = f_.entity_label;
@@ -702,14 +773,24 @@ void Generator::entity_comparisons(size_t m, Grain g) {
         fact.subspace.push_back(entity_name(a) + " vs " + entity_name(b));
         fact.values.push_back({"cagr_pct", 100.0 * *ga, "%", entity_name(a), ""});
         fact.values.push_back({"cagr_pct", 100.0 * *gb, "%", entity_name(b), ""});
-        fact.values.push_back({"pct_change", 100.0 * (sa.values[static_cast<size_t>(a1)] / sa.values[static_cast<size_t>(a0)] - 1), "%", entity_name(a), ""});
-        fact.values.push_back({"pct_change", 100.0 * (sb.values[static_cast<size_t>(b1)] / sb.values[static_cast<size_t>(b0)] - 1), "%", entity_name(b), ""});
+        fact.values.push_back(
+            {"pct_change",
+             100.0 * (sa.values[static_cast<size_t>(a1)] / sa.values[static_cast<size_t>(a0)] - 1),
+             "%", entity_name(a), ""});
+        fact.values.push_back(
+            {"pct_change",
+             100.0 * (sb.values[static_cast<size_t>(b1)] / sb.values[static_cast<size_t>(b0)] - 1),
+             "%", entity_name(b), ""});
         fact.direction = *ga > *gb ? 1 : -1;
-        fact.significance = clamp01(std::fabs(*ga - *gb) / std::max(0.01, std::fabs(*ga) + std::fabs(*gb)));
-        fact.sql = base_sql + "\nSELECT a.entity, 100.0 * (pow(b.value / a.value, 1.0 / " + text::format_cell(years) +
-                   ") - 1) AS cagr_pct, 100.0 * (b.value - a.value) / a.value AS pct_change FROM es a JOIN es b ON a.entity = b.entity WHERE a.period_key = " +
-                   std::to_string(p0) + " AND b.period_key = " + std::to_string(p1) + " AND a.entity IN (" +
-                   sql_literal(entity_name(a)) + ", " + sql_literal(entity_name(b)) + ")";
+        fact.significance =
+            clamp01(std::fabs(*ga - *gb) / std::max(0.01, std::fabs(*ga) + std::fabs(*gb)));
+        fact.sql = base_sql + "\nSELECT a.entity, 100.0 * (pow(b.value / a.value, 1.0 / " +
+                   text::format_cell(years) +
+                   ") - 1) AS cagr_pct, 100.0 * (b.value - a.value) / a.value AS pct_change FROM "
+                   "es a JOIN es b ON a.entity = b.entity WHERE a.period_key = " +
+                   std::to_string(p0) + " AND b.period_key = " + std::to_string(p1) +
+                   " AND a.entity IN (" + sql_literal(entity_name(a)) + ", " +
+                   sql_literal(entity_name(b)) + ")";
         add(std::move(fact));
       }
     }
@@ -727,7 +808,8 @@ void Generator::entity_comparisons(size_t m, Grain g) {
 
 // --- across entities --------------------------------------------------------------------
 
-void Generator::cross_section_facts(size_t m, Grain g, int64_t period, const std::vector<Series>& es) {
+void Generator::cross_section_facts(size_t m, Grain g, int64_t period,
+                                    const std::vector<Series>& es) {
   std::vector<std::pair<double, int32_t>> v;
   for (size_t e = 0; e < es.size(); ++e) {
     if (excluded(e)) continue;
@@ -735,9 +817,11 @@ void Generator::cross_section_facts(size_t m, Grain g, int64_t period, const std
     if (i >= 0) v.push_back({es[e].values[static_cast<size_t>(i)], static_cast<int32_t>(e)});
   }
   if (v.size() < 3) return;
-  std::stable_sort(v.begin(), v.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
+  std::stable_sort(v.begin(), v.end(),
+                   [](const auto& a, const auto& b) { return a.first > b.first; });
   const std::string label = g == Grain::kNone ? "" : period_label(g, period);
-  const std::string where = g == Grain::kNone ? "" : " WHERE period_key = " + std::to_string(period);
+  const std::string where =
+      g == Grain::kNone ? "" : " WHERE period_key = " + std::to_string(period);
   const std::string sql = with_long(f_) + ",\n" + entity_series_cte(f_, m, g) +
                           "\nSELECT entity, period, value FROM es" + where + " ORDER BY value DESC";
   const Measure& meas = f_.measures[m];
@@ -747,8 +831,10 @@ void Generator::cross_section_facts(size_t m, Grain g, int64_t period, const std
   Fact rank = base("rank", m);
   rank.breakdown = f_.entity_label;
   rank.period_from = label;
-  for (size_t i = 0; i < v.size() && i < kTopK; ++i) rank.values.push_back({"value", v[i].first, meas.unit, entity_name(v[i].second), label});
-  for (size_t i = std::max(kTopK, v.size() > kTopK ? v.size() - kTopK : v.size()); i < v.size(); ++i)
+  for (size_t i = 0; i < v.size() && i < kTopK; ++i)
+    rank.values.push_back({"value", v[i].first, meas.unit, entity_name(v[i].second), label});
+  for (size_t i = std::max(kTopK, v.size() > kTopK ? v.size() - kTopK : v.size()); i < v.size();
+       ++i)
     rank.values.push_back({"value", v[i].first, meas.unit, entity_name(v[i].second), label});
   rank.values.push_back({"n", static_cast<double>(v.size()), "", "", ""});
   const double sd = stats::stddev(values);
@@ -764,7 +850,8 @@ void Generator::cross_section_facts(size_t m, Grain g, int64_t period, const std
     dist.values.push_back({"q1", stats::quantile(values, 0.25), meas.unit, "", label});
     dist.values.push_back({"q3", stats::quantile(values, 0.75), meas.unit, "", label});
     dist.values.push_back({"min", v.back().first, meas.unit, entity_name(v.back().second), label});
-    dist.values.push_back({"max", v.front().first, meas.unit, entity_name(v.front().second), label});
+    dist.values.push_back(
+        {"max", v.front().first, meas.unit, entity_name(v.front().second), label});
     dist.values.push_back({"mean", stats::mean(values), meas.unit, "", label});
     dist.values.push_back({"n", static_cast<double>(v.size()), "", "", ""});
     dist.significance = 0.3;
@@ -821,7 +908,8 @@ void Generator::associations(Grain g) {
     const size_t target = focus_.measures.front();
     std::vector<size_t> others(focus_.measures.begin() + 1, focus_.measures.end());
     for (size_t b = 0; b < f_.measures.size() && b < 24; ++b) {
-      if (b != target && std::find(others.begin(), others.end(), b) == others.end()) others.push_back(b);
+      if (b != target && std::find(others.begin(), others.end(), b) == others.end())
+        others.push_back(b);
     }
     for (size_t b : others) pairs.push_back({target, b});
   } else {
@@ -841,7 +929,8 @@ void Generator::associations(Grain g) {
       if (c * 10 >= most * 9 || c > most) period = p;
       most = std::max(most, c);
     }
-    if (focus_.year_from && focus_.year_to && *focus_.year_from == *focus_.year_to && g == Grain::kYear)
+    if (focus_.year_from && focus_.year_to && *focus_.year_from == *focus_.year_to &&
+        g == Grain::kYear)
       period = *focus_.year_from;
   }
   std::map<size_t, std::vector<std::pair<double, Fact>>> by_target;
@@ -863,8 +952,10 @@ void Generator::associations(Grain g) {
       fact.breakdown = grain_name(g);
       fact.period_from = period_label(g, sa.periods.front());
       fact.period_to = period_label(g, sa.periods.back());
-      sql = with_long(f_) + ",\n" + series_cte(f_, a, -1, g, "sx") + ",\n" + series_cte(f_, b, -1, g, "sy") +
-            ",\nd AS (SELECT sx.value AS x, sy.value AS y FROM sx JOIN sy ON sx.period_key = sy.period_key WHERE sx." +
+      sql = with_long(f_) + ",\n" + series_cte(f_, a, -1, g, "sx") + ",\n" +
+            series_cte(f_, b, -1, g, "sy") +
+            ",\nd AS (SELECT sx.value AS x, sy.value AS y FROM sx JOIN sy ON sx.period_key = "
+            "sy.period_key WHERE sx." +
             range_sql(sa) + ")";
     } else {
       const std::vector<Series> ea = entity_series(f_, a, g);
@@ -878,9 +969,13 @@ void Generator::associations(Grain g) {
       }
       fact.breakdown = f_.entity_label.empty() ? "entity" : f_.entity_label;
       if (g != Grain::kNone) fact.period_from = period_label(g, period);
-      sql = with_long(f_) + ",\n" + entity_series_cte(f_, a, g, "ex") + ",\n" + entity_series_cte(f_, b, g, "ey") +
-            ",\nd AS (SELECT ex.value AS x, ey.value AS y FROM ex JOIN ey ON ex.entity = ey.entity AND ex.period_key = ey.period_key" +
-            (g == Grain::kNone ? std::string() : " WHERE ex.period_key = " + std::to_string(period)) + ")";
+      sql =
+          with_long(f_) + ",\n" + entity_series_cte(f_, a, g, "ex") + ",\n" +
+          entity_series_cte(f_, b, g, "ey") +
+          ",\nd AS (SELECT ex.value AS x, ey.value AS y FROM ex JOIN ey ON ex.entity = ey.entity "
+          "AND ex.period_key = ey.period_key" +
+          (g == Grain::kNone ? std::string() : " WHERE ex.period_key = " + std::to_string(period)) +
+          ")";
     }
     const auto pr = stats::pearson(x, y);
     if (!pr || x.size() < 5) continue;
@@ -895,23 +990,29 @@ void Generator::associations(Grain g) {
         dx.push_back(x[i] - x[i - 1]);
         dy.push_back(y[i] - y[i - 1]);
       }
-      if (const auto pd = stats::pearson(dx, dy)) fact.values.push_back({"r_changes", pd->r, "", "", ""});
+      if (const auto pd = stats::pearson(dx, dy))
+        fact.values.push_back({"r_changes", pd->r, "", "", ""});
     }
     fact.values.push_back({"p_value", pr->p_value, "", "", ""});
     fact.values.push_back({"n", static_cast<double>(pr->n), "", "", ""});
     fact.direction = pr->r > 0 ? 1 : -1;
     fact.significance = clamp01(1.0 - pr->p_value) * (0.4 + 0.6 * std::fabs(pr->r));
     fact.sql = sql +
-               "\nSELECT COUNT(*) AS n, (COUNT(*) * SUM(x * y) - SUM(x) * SUM(y)) / sqrt((COUNT(*) * SUM(x * x) - "
+               "\nSELECT COUNT(*) AS n, (COUNT(*) * SUM(x * y) - SUM(x) * SUM(y)) / sqrt((COUNT(*) "
+               "* SUM(x * x) - "
                "SUM(x) * SUM(x)) * (COUNT(*) * SUM(y * y) - SUM(y) * SUM(y))) AS r FROM d";
-    fact.formula = "r: Pearson over the rows of d; rho: Pearson of their ranks (ties share the mean rank); p_value: t test with n - 2 degrees of freedom";
+    fact.formula =
+        "r: Pearson over the rows of d; rho: Pearson of their ranks (ties share the mean rank); "
+        "p_value: t test with n - 2 degrees of freedom";
     by_target[a].push_back({pr->r, fact});
     add(std::move(fact));
   }
   // Which measure correlates most with each named target.
   for (auto& [a, list] : by_target) {
     if (list.size() < 2 || focus_.measures.empty()) continue;
-    std::stable_sort(list.begin(), list.end(), [](const auto& p, const auto& q) { return std::fabs(p.first) > std::fabs(q.first); });
+    std::stable_sort(list.begin(), list.end(), [](const auto& p, const auto& q) {
+      return std::fabs(p.first) > std::fabs(q.first);
+    });
     Fact fact = base("rank", a);
     fact.breakdown = "measure";
     fact.subspace.push_back("ranked by correlation");
@@ -929,7 +1030,8 @@ void Generator::associations(Grain g) {
       if (listed >= 6 || (listed >= 4 && !named(list[i].second))) continue;
       const std::string who = measure_phrase(list[i].second.measures[1], "");
       fact.values.push_back({"r", list[i].first, "", who, ""});
-      if (const FactValue* rho = list[i].second.value("rho")) fact.values.push_back({"rho", rho->value, "", who, ""});
+      if (const FactValue* rho = list[i].second.value("rho"))
+        fact.values.push_back({"rho", rho->value, "", who, ""});
       ++listed;
     }
     fact.values.push_back({"measures", static_cast<double>(list.size()), "", "", ""});
@@ -952,11 +1054,12 @@ void Generator::series_fact(size_t m, int32_t entity, const Series& s) {
                                                 : "mean per " + std::string(grain_name(s.grain)));
   }
   for (size_t i = 0; i < s.size(); ++i) {
-    fact.values.push_back({"value", s.values[i], fact.unit, fact.entity, period_label(s.grain, s.periods[i])});
+    fact.values.push_back(
+        {"value", s.values[i], fact.unit, fact.entity, period_label(s.grain, s.periods[i])});
   }
   fact.significance = 0.4;
-  fact.sql = with_long(f_) + ",\n" + series_cte(f_, m, entity, s.grain) + "\nSELECT period, value FROM s WHERE " +
-             range_sql(s) + " ORDER BY period_key";
+  fact.sql = with_long(f_) + ",\n" + series_cte(f_, m, entity, s.grain) +
+             "\nSELECT period, value FROM s WHERE " + range_sql(s) + " ORDER BY period_key";
   add(std::move(fact));
 }
 
@@ -974,13 +1077,18 @@ void Generator::periods_fact(size_t m, int32_t entity) {
     const double a = s.values[static_cast<size_t>(i0)], b = s.values[static_cast<size_t>(i1)];
     const std::string label = std::to_string(y0) + " to " + std::to_string(y1);
     fact.values.push_back({"per_year", (b - a) / (y1 - y0), fact.unit, fact.entity, label});
-    if (const auto g = stats::compound_growth(a, b, y1 - y0)) fact.values.push_back({"cagr_pct", 100.0 * *g, "%", fact.entity, label});
+    if (const auto g = stats::compound_growth(a, b, y1 - y0))
+      fact.values.push_back({"cagr_pct", 100.0 * *g, "%", fact.entity, label});
     fact.values.push_back({"start", a, fact.unit, fact.entity, std::to_string(y0)});
     fact.values.push_back({"end", b, fact.unit, fact.entity, std::to_string(y1)});
-    sql += std::string(sql.empty() ? "" : " UNION ALL ") + "SELECT '" + label + "' AS period, a.value AS start, b.value AS end, (b.value - a.value) / " +
+    sql += std::string(sql.empty() ? "" : " UNION ALL ") + "SELECT '" + label +
+           "' AS period, a.value AS start, b.value AS end, (b.value - a.value) / " +
            std::to_string(y1 - y0) + ".0 AS per_year" +
-           (a > 0 && b > 0 ? ", 100.0 * (pow(b.value / a.value, 1.0 / " + std::to_string(y1 - y0) + ") - 1) AS cagr_pct" : ", NULL AS cagr_pct") +
-           " FROM s a, s b WHERE a.period_key = " + std::to_string(y0) + " AND b.period_key = " + std::to_string(y1);
+           (a > 0 && b > 0 ? ", 100.0 * (pow(b.value / a.value, 1.0 / " + std::to_string(y1 - y0) +
+                                 ") - 1) AS cagr_pct"
+                           : ", NULL AS cagr_pct") +
+           " FROM s a, s b WHERE a.period_key = " + std::to_string(y0) +
+           " AND b.period_key = " + std::to_string(y1);
   }
   if (fact.values.size() < 8) return;  // two periods at least
   if (fact.value("cagr_pct") == nullptr) {
@@ -995,18 +1103,24 @@ void Generator::periods_fact(size_t m, int32_t entity) {
   }
   fact.direction = rates.back() > rates.front() ? 1 : rates.back() < rates.front() ? -1 : 0;
   // The question names these periods: the comparison is what it asks for.
-  fact.significance = std::max(0.9, clamp01(std::fabs(rates.back() - rates.front()) / std::max(1e-9, std::fabs(rates.front()) + std::fabs(rates.back())) * 2));
+  fact.significance = std::max(
+      0.9, clamp01(std::fabs(rates.back() - rates.front()) /
+                   std::max(1e-9, std::fabs(rates.front()) + std::fabs(rates.back())) * 2));
   fact.sql = with_long(f_) + ",\n" + series_cte(f_, m, entity, Grain::kYear) + "\n" + sql;
-  fact.formula = "per_year = (end - start) / years; cagr_pct = 100 * ((end / start)^(1 / years) - 1), for each period the question names";
+  fact.formula =
+      "per_year = (end - start) / years; cagr_pct = 100 * ((end / start)^(1 / years) - 1), for "
+      "each period the question names";
   add(std::move(fact));
 }
 
 void Generator::time_facts(size_t m) {
   Series whole = series_of(f_, m, -1, f_.grain);
   if (whole.empty()) return;
-  const int years = year_of(whole.grain, whole.periods.back()) - year_of(whole.grain, whole.periods.front());
+  const int years =
+      year_of(whole.grain, whole.periods.back()) - year_of(whole.grain, whole.periods.front());
   Grain g = trend_grain(f_, years);
-  if (focus_.months.size() >= 2 && (f_.grain == Grain::kMonth || f_.grain == Grain::kDay)) g = Grain::kMonth;
+  if (focus_.months.size() >= 2 && (f_.grain == Grain::kMonth || f_.grain == Grain::kDay))
+    g = Grain::kMonth;
   for (int32_t e : targets(m, g)) {
     const Series s = restrict(series_of(f_, m, e, g));
     if (s.size() < 2) continue;
@@ -1017,7 +1131,8 @@ void Generator::time_facts(size_t m) {
     series_fact(m, e, s);
     periods_fact(m, e);
     const Grain fine = f_.grain == Grain::kDay ? Grain::kMonth : f_.grain;
-    if (g != f_.grain) extreme_fact(m, e, restrict(series_of(f_, m, e, fine)));  // the months' own peaks
+    if (g != f_.grain)
+      extreme_fact(m, e, restrict(series_of(f_, m, e, fine)));  // the months' own peaks
     // A fall and its recovery: the whole series, so that the peak before a named period and
     // the recovery after it are found.
     if (focus_.kinds.count("drawdown")) drawdown_fact(m, e, series_of(f_, m, e, fine));
@@ -1040,7 +1155,9 @@ std::vector<Fact> Generator::run() {
   } else {
     for (size_t m : order) time_facts(m);
     Series whole = series_of(f_, order.front(), -1, f_.grain);
-    const int years = whole.empty() ? 0 : year_of(whole.grain, whole.periods.back()) - year_of(whole.grain, whole.periods.front());
+    const int years = whole.empty() ? 0
+                                    : year_of(whole.grain, whole.periods.back()) -
+                                          year_of(whole.grain, whole.periods.front());
     associations(trend_grain(f_, years));
   }
   return std::move(out_);
@@ -1069,9 +1186,11 @@ std::vector<Fact> compute_facts(const Frame& frame, const Focus& focus) {
   for (int32_t e : focus.excluded) {
     list += (list.empty() ? "" : ", ") + sql_literal(frame.entities[static_cast<size_t>(e)]);
   }
-  kept.long_sql = "SELECT * FROM (" + frame.long_sql + ") WHERE entity IS NULL OR entity NOT IN (" + list + ")";
+  kept.long_sql =
+      "SELECT * FROM (" + frame.long_sql + ") WHERE entity IS NULL OR entity NOT IN (" + list + ")";
   std::erase_if(kept.rows, [&](const Observation& o) {
-    return std::find(focus.excluded.begin(), focus.excluded.end(), o.entity) != focus.excluded.end();
+    return std::find(focus.excluded.begin(), focus.excluded.end(), o.entity) !=
+           focus.excluded.end();
   });
   return Generator(kept, focus).run();
 }
@@ -1104,9 +1223,11 @@ Fact query_fact(const std::string& table_title, const std::string& source, const
       }
     }
     for (size_t c = 0; c < row.size() && c < result.columns.size(); ++c) {
-      if (row[c].is_number()) fact.values.push_back({result.columns[c], row[c].get<double>(), "", label, period});
+      if (row[c].is_number())
+        fact.values.push_back({result.columns[c], row[c].get<double>(), "", label, period});
     }
-    if (!label.empty() && std::find(fact.mentions.begin(), fact.mentions.end(), label) == fact.mentions.end()) {
+    if (!label.empty() &&
+        std::find(fact.mentions.begin(), fact.mentions.end(), label) == fact.mentions.end()) {
       fact.mentions.push_back(label);
     }
   }
@@ -1134,7 +1255,8 @@ FactSqlCheck check_fact_sql(const std::filesystem::path& db, const Fact& f) {
     }
     return std::nullopt;
   };
-  const auto entity_col = column("entity"), period_col = column("period"), name_col = column("name");
+  const auto entity_col = column("entity"), period_col = column("period"),
+             name_col = column("name");
   for (const FactValue& v : f.values) {
     if (!std::isfinite(v.value)) continue;
     std::optional<size_t> target = column(v.name);
@@ -1145,11 +1267,12 @@ FactSqlCheck check_fact_sql(const std::filesystem::path& db, const Fact& f) {
     // A row that is the value's own: its entity and period where the result has them; for a
     // keyed value also one key that tells rows apart (its name, else its entity, else its
     // period when rows are one per period).
-    static const std::set<std::string> kObserved = {"value", "mean", "peak", "trough", "highest", "lowest",
-                                                     "recovered", "min", "max"};
+    static const std::set<std::string> kObserved = {
+        "value", "mean", "peak", "trough", "highest", "lowest", "recovered", "min", "max"};
     const bool observed = kObserved.count(v.name) > 0;
     const bool can_locate =
-        !keyed || name_col || (observed && (entity_col ? !v.entity.empty() : (period_col && !v.period.empty())));
+        !keyed || name_col ||
+        (observed && (entity_col ? !v.entity.empty() : (period_col && !v.period.empty())));
     if (!can_locate) continue;
     for (const json& row : r.rows) {
       bool match = true;
@@ -1160,8 +1283,9 @@ FactSqlCheck check_fact_sql(const std::filesystem::path& db, const Fact& f) {
       const double sql = row[*target].get<double>();
       ++out.compared;
       if (std::fabs(sql - v.value) > 1e-6 * std::max(1.0, std::fabs(v.value))) {
-        out.mismatches.push_back(v.name + (v.entity.empty() ? "" : " (" + v.entity + ")") + ": SQL " +
-                                 text::format_cell(sql) + ", fact " + text::format_cell(v.value));
+        out.mismatches.push_back(v.name + (v.entity.empty() ? "" : " (" + v.entity + ")") +
+                                 ": SQL " + text::format_cell(sql) + ", fact " +
+                                 text::format_cell(v.value));
       }
       break;
     }
@@ -1172,7 +1296,8 @@ FactSqlCheck check_fact_sql(const std::filesystem::path& db, const Fact& f) {
 json to_json(const Fact& f) {
   json values = json::array();
   for (const FactValue& v : f.values) {
-    json item = {{"name", v.name}, {"value", std::isfinite(v.value) ? json(v.value) : json(nullptr)}};
+    json item = {{"name", v.name},
+                 {"value", std::isfinite(v.value) ? json(v.value) : json(nullptr)}};
     if (!v.unit.empty()) item["unit"] = v.unit;
     if (!v.entity.empty()) item["entity"] = v.entity;
     if (!v.period.empty()) item["period"] = v.period;
@@ -1206,12 +1331,14 @@ json to_json(const Fact& f) {
 
 Fact fact_from_json(const json& j) {
   auto need = [&](const char* field) -> const json& {
-    if (!j.is_object() || !j.contains(field)) throw FrameError(std::string("fact: missing field \"") + field + "\"");
+    if (!j.is_object() || !j.contains(field))
+      throw FrameError(std::string("fact: missing field \"") + field + "\"");
     return j.at(field);
   };
   auto str = [&](const char* field) -> std::string {
     const json& v = need(field);
-    if (!v.is_string()) throw FrameError(std::string("fact: field \"") + field + "\" is not a string");
+    if (!v.is_string())
+      throw FrameError(std::string("fact: field \"") + field + "\" is not a string");
     return v.get<std::string>();
   };
   auto strings = [&](const char* field) -> std::vector<std::string> {
@@ -1238,10 +1365,12 @@ Fact fact_from_json(const json& j) {
   f.period_from = j.value("period_from", "");
   f.period_to = j.value("period_to", "");
   for (const json& v : need("values")) {
-    if (!v.is_object() || !v.contains("name")) throw FrameError("fact " + f.id + ": a value without a name");
+    if (!v.is_object() || !v.contains("name"))
+      throw FrameError("fact " + f.id + ": a value without a name");
     FactValue fv;
     fv.name = v.value("name", "");
-    fv.value = v.contains("value") && v["value"].is_number() ? v["value"].get<double>() : std::nan("");
+    fv.value =
+        v.contains("value") && v["value"].is_number() ? v["value"].get<double>() : std::nan("");
     fv.unit = v.value("unit", "");
     fv.entity = v.value("entity", "");
     fv.period = v.value("period", "");

@@ -55,13 +55,13 @@ struct Fact {
   std::string type;
   std::string table;  // SQL table name
   std::string table_title;
-  std::string source;                 // file name
-  std::vector<std::string> subspace;  // "source = Wind", "2001-2017"
-  std::string breakdown;              // what the fact compares across: "source", "month"
-  std::vector<std::string> measures;  // labels
-  std::string unit;                   // the measure's unit
-  std::string entity;                 // the focus entity ("" for all)
-  std::string entity_label;           // what entities are ("source", "country")
+  std::string source;                  // file name
+  std::vector<std::string> subspace;   // "source = Wind", "2001-2017"
+  std::string breakdown;               // what the fact compares across: "source", "month"
+  std::vector<std::string> measures;   // labels
+  std::string unit;                    // the measure's unit
+  std::string entity;                  // the focus entity ("" for all)
+  std::string entity_label;            // what entities are ("source", "country")
   std::string period_from, period_to;  // labels; period_to empty for one period
   std::vector<FactValue> values;
   std::string sql;      // reproduces the values (columns named as the values)
@@ -70,14 +70,14 @@ struct Fact {
   // Words a sentence uses to name this fact's focus: its entity, the entities of its values,
   // its measure; verification of uncited sentences looks for them.
   std::vector<std::string> mentions;
-  int direction = 0;  // +1 rose, -1 fell, 0 neither or not a change
+  int direction = 0;        // +1 rose, -1 fell, 0 neither or not a change
   double significance = 0;  // 0..1: how far from noise (1 - p, relative size ...)
   // The question names measures of this table, and not this fact's: it is off its focus.
   bool off_focus = false;
   // Where the fact's measure stands among those the question names (0: the first, the
   // outcome); -1 when the question names none or not this one.
   int focus_rank = -1;
-  double relevance = 0;     // 0..1: to the question (question.h)
+  double relevance = 0;  // 0..1: to the question (question.h)
   std::optional<FactChart> chart;
   // The frame the fact was computed from (FactFinder's key); not stored in facts.json.
   std::string frame_key;
@@ -88,15 +88,15 @@ struct Fact {
 
 // What a question restricts and asks for, resolved against one frame.
 struct Focus {
-  std::vector<int32_t> entities;   // indices into Frame::entities named by the question
-  std::vector<size_t> measures;    // indices into Frame::measures named by the question
+  std::vector<int32_t> entities;  // indices into Frame::entities named by the question
+  std::vector<size_t> measures;   // indices into Frame::measures named by the question
   std::optional<int> year_from, year_to;
-  std::vector<int64_t> months;     // named months (12 * year + month - 1), ascending
+  std::vector<int64_t> months;  // named months (12 * year + month - 1), ascending
   // Sub-periods the question compares ("1960-1970 against 1990-2000", "each decade"), in order.
   std::vector<std::pair<int, int>> ranges;
-  std::vector<int32_t> excluded;   // entities left out of ranks, mixes and comparisons
-  std::set<std::string> kinds;  // "change", "growth", "association", "mix", "seasonality",
-                                // "extreme", "distribution", "outlier", "drawdown"
+  std::vector<int32_t> excluded;  // entities left out of ranks, mixes and comparisons
+  std::set<std::string> kinds;    // "change", "growth", "association", "mix", "seasonality",
+                                  // "extreme", "distribution", "outlier", "drawdown"
 };
 
 // Every fact the frame supports under the focus, with its significance (relevance is left to

@@ -116,9 +116,9 @@ std::optional<TextPeriod> parse_text_period(std::string_view raw) {
   };
   TextPeriod p;
   // Date and time: "2010/01/01 00:00", "2010-01-01T00:00:00", "2010-01-01 13:45:00".
-  if (s.size() >= 16 && s.size() <= 25 && digits(0, 4) >= 1000 && (s[4] == '-' || s[4] == '/') && s[7] == s[4] &&
-      (s[10] == ' ' || s[10] == 'T') && digits(5, 2) >= 1 && digits(5, 2) <= 12 && digits(8, 2) >= 1 &&
-      digits(8, 2) <= 31 && digits(11, 2) >= 0 && s[13] == ':') {
+  if (s.size() >= 16 && s.size() <= 25 && digits(0, 4) >= 1000 && (s[4] == '-' || s[4] == '/') &&
+      s[7] == s[4] && (s[10] == ' ' || s[10] == 'T') && digits(5, 2) >= 1 && digits(5, 2) <= 12 &&
+      digits(8, 2) >= 1 && digits(8, 2) <= 31 && digits(11, 2) >= 0 && s[13] == ':') {
     p.year = digits(0, 4);
     p.month = digits(5, 2);
     p.grain = Grain::kDay;
@@ -190,14 +190,17 @@ Additivity additivity(const std::string& label, const std::string& unit,
   const std::string l = text::lower(label + " " + unit);
   Additivity a;
   for (const char* w :
-       {"rate", "ratio", "percent", "pct", "share", "per", "average", "avg", "mean", "median",
-        "price", "prices", "index", "temp", "temperature", "density", "capita", "age", "score",
-        "yield", "expectancy", "expect", "fertility", "growth", "margin", "interest",
-        "inflation", "speed", "wind", "humidity", "pressure", "concentration", "ppm", "level",
-        "gdp per", "proportion", "probability", "fraction", "latitude", "longitude", "lat",
-        "lon", "elevation", "height", "weight", "length", "duration", "anomaly", "sst", "usd per",
-        "cost", "wage", "wages", "salary", "hours", "mpg", "efficiency", "unemployment",
-        "poverty", "literacy", "mortality", "life", "years", "rank", "rating"}) {
+       {"rate",        "ratio",         "percent",     "pct",          "share",     "per",
+        "average",     "avg",           "mean",        "median",       "price",     "prices",
+        "index",       "temp",          "temperature", "density",      "capita",    "age",
+        "score",       "yield",         "expectancy",  "expect",       "fertility", "growth",
+        "margin",      "interest",      "inflation",   "speed",        "wind",      "humidity",
+        "pressure",    "concentration", "ppm",         "level",        "gdp per",   "proportion",
+        "probability", "fraction",      "latitude",    "longitude",    "lat",       "lon",
+        "elevation",   "height",        "weight",      "length",       "duration",  "anomaly",
+        "sst",         "usd per",       "cost",        "wage",         "wages",     "salary",
+        "hours",       "mpg",           "efficiency",  "unemployment", "poverty",   "literacy",
+        "mortality",   "life",          "years",       "rank",         "rating"}) {
     if (text::has_word(l, w)) a.extensive = false;
   }
   if (unit == "%" || l.find('%') != std::string::npos || l.find("/") != std::string::npos) {
@@ -207,12 +210,13 @@ Additivity additivity(const std::string& label, const std::string& unit,
     if (v < 0) a.extensive = false;
   }
   for (const char* w :
-       {"generation", "production", "produced", "precipitation", "rain", "rainfall", "snow",
-        "snowfall", "sales", "revenue", "revenues", "exports", "imports", "consumption",
-        "emissions", "births", "deaths", "cases", "visitors", "passengers", "flights",
-        "spending", "expenditure", "expenditures", "investment", "output", "shipments",
-        "arrivals", "crimes", "accidents", "incidents", "volume", "sold", "trips", "discharge",
-        "flow", "downloads", "orders", "profit", "profits", "income", "earnings"}) {
+       {"generation", "production",  "produced",  "precipitation", "rain",        "rainfall",
+        "snow",       "snowfall",    "sales",     "revenue",       "revenues",    "exports",
+        "imports",    "consumption", "emissions", "births",        "deaths",      "cases",
+        "visitors",   "passengers",  "flights",   "spending",      "expenditure", "expenditures",
+        "investment", "output",      "shipments", "arrivals",      "crimes",      "accidents",
+        "incidents",  "volume",      "sold",      "trips",         "discharge",   "flow",
+        "downloads",  "orders",      "profit",    "profits",       "income",      "earnings"}) {
     if (text::has_word(l, w)) a.flow = a.extensive || text::has_word(l, "precipitation");
   }
   if (text::has_word(l, "precipitation") || text::has_word(l, "rainfall")) a.flow = true;
@@ -231,13 +235,36 @@ std::string unit_in_parentheses(const std::string& label) {
 std::string normalize_unit(std::string u) {
   u = std::string(text::trim(u));
   const std::string l = text::lower(u);
-  static const std::vector<std::pair<std::string, std::string>> kMap = {
-      {"percent", "%"},          {"percentage", "%"},        {"per cent", "%"},
-      {"degrees celsius", "\xC2\xB0""C"}, {"degrees c", "\xC2\xB0""C"}, {"degree celsius", "\xC2\xB0""C"},
-      {"celsius", "\xC2\xB0""C"},  {"degrees fahrenheit", "\xC2\xB0""F"}, {"degrees f", "\xC2\xB0""F"},
-      {"megawatthours", "MWh"},  {"megawatt hours", "MWh"},  {"megawatt-hours", "MWh"},
-      {"gigawatthours", "GWh"},  {"gigawatt hours", "GWh"},  {"kilowatthours", "kWh"},
-      {"dollars", "$"},          {"us dollars", "$"},         {"usd", "$"}};
+  static const std::vector<std::pair<std::string, std::string>> kMap = {{"percent", "%"},
+                                                                        {"percentage", "%"},
+                                                                        {"per cent", "%"},
+                                                                        {"degrees celsius",
+                                                                         "\xC2\xB0"
+                                                                         "C"},
+                                                                        {"degrees c",
+                                                                         "\xC2\xB0"
+                                                                         "C"},
+                                                                        {"degree celsius",
+                                                                         "\xC2\xB0"
+                                                                         "C"},
+                                                                        {"celsius",
+                                                                         "\xC2\xB0"
+                                                                         "C"},
+                                                                        {"degrees fahrenheit",
+                                                                         "\xC2\xB0"
+                                                                         "F"},
+                                                                        {"degrees f",
+                                                                         "\xC2\xB0"
+                                                                         "F"},
+                                                                        {"megawatthours", "MWh"},
+                                                                        {"megawatt hours", "MWh"},
+                                                                        {"megawatt-hours", "MWh"},
+                                                                        {"gigawatthours", "GWh"},
+                                                                        {"gigawatt hours", "GWh"},
+                                                                        {"kilowatthours", "kWh"},
+                                                                        {"dollars", "$"},
+                                                                        {"us dollars", "$"},
+                                                                        {"usd", "$"}};
   for (const auto& [from, to] : kMap) {
     if (l == from) return to;
   }
@@ -259,12 +286,13 @@ std::string normalize_unit(std::string u) {
 
 bool unit_like(const std::string& lowered) {
   static const std::vector<std::string> kWords = {
-      "percent", "%",      "degree",  "celsius", "fahrenheit", "dollar", "usd",   "euro",
-      "thousand", "million", "billion", "tonne",  "ton",        "kg",     "mm",    "cm",
-      "km",       "m/s",     "mph",     "ppm",    "ppmv",       "ppb",    "mwh",   "gwh",
-      "kwh",      "megawatt", "gallon", "liter",  "litre",      "barrel", "hectare", "acre",
-      "per ",     "index",   "births",  "people", "persons",    "jobs",   "hours", "days",
-      "years",    "inches",  "feet",    "miles",  "kilometres", "kilometers", "metres", "meters"};
+      "percent", "%",        "degree",     "celsius",    "fahrenheit", "dollar", "usd",
+      "euro",    "thousand", "million",    "billion",    "tonne",      "ton",    "kg",
+      "mm",      "cm",       "km",         "m/s",        "mph",        "ppm",    "ppmv",
+      "ppb",     "mwh",      "gwh",        "kwh",        "megawatt",   "gallon", "liter",
+      "litre",   "barrel",   "hectare",    "acre",       "per ",       "index",  "births",
+      "people",  "persons",  "jobs",       "hours",      "days",       "years",  "inches",
+      "feet",    "miles",    "kilometres", "kilometers", "metres",     "meters"};
   for (const std::string& w : kWords) {
     if (lowered.find(w) != std::string::npos) return true;
   }
@@ -297,7 +325,8 @@ void describe_measures(std::vector<Measure>& measures, const std::string& descri
       if (at >= 2 && d[at - 2] == ',' && d[at - 1] == ' ') continue;
       ++after;
       size_t end = after;
-      while (end < d.size() && d[end] != ';' && !(d[end] == '.' && (end + 1 == d.size() || d[end + 1] == ' '))) {
+      while (end < d.size() && d[end] != ';' &&
+             !(d[end] == '.' && (end + 1 == d.size() || d[end + 1] == ' '))) {
         ++end;
       }
       m.note = std::string(text::trim(description.substr(after, end - after)));
@@ -316,7 +345,8 @@ void describe_measures(std::vector<Measure>& measures, const std::string& descri
     for (size_t i = 0; i < dwords.size(); ++i) {
       if (dwords[i] != lw[0]) continue;
       std::string around;
-      for (size_t k = i >= 3 ? i - 3 : 0; k < dwords.size() && k <= i + 3; ++k) around += (around.empty() ? "" : " ") + dwords[k];
+      for (size_t k = i >= 3 ? i - 3 : 0; k < dwords.size() && k <= i + 3; ++k)
+        around += (around.empty() ? "" : " ") + dwords[k];
       m.context = around;
       break;
     }
@@ -374,7 +404,8 @@ void describe_measures(std::vector<Measure>& measures, const std::string& descri
     for (size_t i = 0; i < ms.size(); ++i) ms[i]->note = notes[i];
     if (ms.back()->unit.empty()) {
       const std::string tail = clause.substr(colon + 1);
-      const std::string unit = unit_from_text(tail.substr(tail.find(notes[ms.size() - 1]) + notes[ms.size() - 1].size()));
+      const std::string unit = unit_from_text(
+          tail.substr(tail.find(notes[ms.size() - 1]) + notes[ms.size() - 1].size()));
       for (Measure* m : ms) {
         if (m->unit.empty()) m->unit = unit;
       }
@@ -386,9 +417,11 @@ void describe_measures(std::vector<Measure>& measures, const std::string& descri
     const size_t close = d.find(')', open);
     if (close == std::string::npos) break;
     std::string inside = description.substr(open + 1, close - open - 1);
-    if (const size_t comma = inside.find(','); comma != std::string::npos) inside = inside.substr(0, comma);
+    if (const size_t comma = inside.find(','); comma != std::string::npos)
+      inside = inside.substr(0, comma);
     if (!unit_like(text::lower(inside)) || inside.size() > 40) continue;
-    const std::vector<std::string> before = text::words(d.substr(open > 40 ? open - 40 : 0, std::min<size_t>(open, 40)));
+    const std::vector<std::string> before =
+        text::words(d.substr(open > 40 ? open - 40 : 0, std::min<size_t>(open, 40)));
     for (Measure& m : measures) {
       if (!m.unit.empty() || m.column.empty()) continue;
       bool hit = false;
@@ -405,15 +438,18 @@ void describe_measures(std::vector<Measure>& measures, const std::string& descri
   for (size_t at = d.find("in "); at != std::string::npos; at = d.find("in ", at + 1)) {
     if (at > 0 && std::isalnum(static_cast<unsigned char>(d[at - 1]))) continue;
     size_t end = at + 3;
-    while (end < d.size() && d[end] != ',' && d[end] != '.' && d[end] != ';' && d[end] != '(' && d[end] != ')') ++end;
+    while (end < d.size() && d[end] != ',' && d[end] != '.' && d[end] != ';' && d[end] != '(' &&
+           d[end] != ')')
+      ++end;
     const std::string phrase = std::string(text::trim(description.substr(at + 3, end - at - 3)));
     const std::string lp = text::lower(phrase);
     if (phrase.empty() || phrase.size() > 40 || text::words(phrase).size() > 5) continue;
-    static const std::vector<std::string> kLeads = {"thousand", "million", "billion", "degrees", "percent",
-                                                    "dollars", "us dollars", "tonnes", "tons", "parts per",
-                                                    "megawatt", "gigawatt", "kilowatt", "mm", "millimet",
-                                                    "inches", "kilogram", "metric"};
-    if (std::any_of(kLeads.begin(), kLeads.end(), [&](const std::string& w) { return lp.starts_with(w); })) {
+    static const std::vector<std::string> kLeads = {
+        "thousand",   "million", "billion",  "degrees",   "percent",  "dollars",
+        "us dollars", "tonnes",  "tons",     "parts per", "megawatt", "gigawatt",
+        "kilowatt",   "mm",      "millimet", "inches",    "kilogram", "metric"};
+    if (std::any_of(kLeads.begin(), kLeads.end(),
+                    [&](const std::string& w) { return lp.starts_with(w); })) {
       table_unit = lp.starts_with("parts per million") ? "ppm" : normalize_unit(phrase);
       break;
     }
@@ -564,7 +600,8 @@ std::string period_label(Grain grain, int64_t period) {
 
 std::string unit_from_text(const std::string& raw) {
   const std::string l = text::lower(raw);
-  if (l.starts_with("percent") || l.starts_with("percentage") || l.find("(%)") != std::string::npos) return "%";
+  if (l.starts_with("percent") || l.starts_with("percentage") || l.find("(%)") != std::string::npos)
+    return "%";
   // "3-month Treasury bill rate, percent": a closing "percent" is the unit too.
   if (text::has_word(l, "percent") && l.find("per ") == std::string::npos) return "%";
   if (const size_t per = l.find("per "); per != std::string::npos) {
@@ -572,13 +609,15 @@ std::string unit_from_text(const std::string& raw) {
     size_t start = per;
     if (per > 0) {
       const size_t prev = l.rfind(' ', per - 2);
-      const std::string word = l.substr(prev == std::string::npos ? 0 : prev + 1, per - 1 - (prev == std::string::npos ? 0 : prev + 1));
+      const std::string word = l.substr(prev == std::string::npos ? 0 : prev + 1,
+                                        per - 1 - (prev == std::string::npos ? 0 : prev + 1));
       if (unit_like(word)) start = prev == std::string::npos ? 0 : prev + 1;
     }
     size_t end = l.find_first_of(",;(.", per);
     if (end == std::string::npos) end = l.size();
     // "per 100,000": the comma inside a number does not end the unit.
-    while (end < l.size() && l[end] == ',' && end + 1 < l.size() && std::isdigit(static_cast<unsigned char>(l[end + 1]))) {
+    while (end < l.size() && l[end] == ',' && end + 1 < l.size() &&
+           std::isdigit(static_cast<unsigned char>(l[end + 1]))) {
       end = l.find_first_of(",;(.", end + 1);
       if (end == std::string::npos) end = l.size();
     }
@@ -587,7 +626,8 @@ std::string unit_from_text(const std::string& raw) {
   }
   if (const size_t open = l.find('('); open != std::string::npos) {
     const size_t close = l.find(')', open);
-    if (close != std::string::npos && unit_like(l.substr(open + 1, close - open - 1)) && close - open < 40) {
+    if (close != std::string::npos && unit_like(l.substr(open + 1, close - open - 1)) &&
+        close - open < 40) {
       return normalize_unit(raw.substr(open + 1, close - open - 1));
     }
   }
@@ -672,8 +712,8 @@ bool yyyymmdd_column(const QueryResult& data, size_t c) {
 
 bool id_like_name(const std::string& header) {
   const std::string h = text::lower(header);
-  return name_has(h, {"id", "code", "codes", "fips", "iso", "iso2", "iso3", "abbr",
-                      "abbreviation", "key", "uuid", "zip", "postcode", "index", "no"}) ||
+  return name_has(h, {"id", "code", "codes", "fips", "iso", "iso2", "iso3", "abbr", "abbreviation",
+                      "key", "uuid", "zip", "postcode", "index", "no"}) ||
          h.ends_with("_id") || (h.ends_with("id") && h.size() <= 4);
 }
 
@@ -715,8 +755,8 @@ Profile profile_columns(const TableInfo& info, const QueryResult& data) {
         r.why = std::to_string(distinct) + " distinct names";
       }
     } else if (col.type == "INTEGER" || col.type == "REAL") {
-      const bool consecutive = s.integral && all_distinct && rows >= 3 &&
-                               s.max - s.min + 1 == static_cast<double>(rows);
+      const bool consecutive =
+          s.integral && all_distinct && rows >= 3 && s.max - s.min + 1 == static_cast<double>(rows);
       if ((id_like_name(col.header) && s.integral) || (consecutive && s.min <= 1)) {
         r.role = Role::kIdentifier;
         r.why = consecutive ? "row numbers" : "named as a code";
@@ -790,8 +830,8 @@ Frame load_frame(const std::filesystem::path& db_path, const TableInfo& info,
     // A wide month table's year column may be called anything: integral years, all distinct.
     for (size_t c = 0; c < ncol && months_seen.size() >= 6; ++c) {
       const ColumnStats& s = p.stats[c];
-      if (s.numbers == s.present && s.present > 0 && s.integral && s.min >= 1000 &&
-          s.max <= 2200 && s.distinct.size() == s.present) {
+      if (s.numbers == s.present && s.present > 0 && s.integral && s.min >= 1000 && s.max <= 2200 &&
+          s.distinct.size() == s.present) {
         year_col = c;
         p.roles[c].role = Role::kTime;
         p.roles[c].why = "values are years";
@@ -818,7 +858,8 @@ Frame load_frame(const std::filesystem::path& db_path, const TableInfo& info,
       }
       const ColumnStats& b = p.stats[*best];
       // Entities are names: more distinct values first (below 300), then longer text.
-      if (d > b.distinct.size() || (d == b.distinct.size() && p.stats[c].text_length > b.text_length))
+      if (d > b.distinct.size() ||
+          (d == b.distinct.size() && p.stats[c].text_length > b.text_length))
         best = c;
     }
     return best;
@@ -858,8 +899,9 @@ Frame load_frame(const std::filesystem::path& db_path, const TableInfo& info,
     std::sort(year_columns.begin(), year_columns.end(),
               [](const auto& a, const auto& b) { return a.second < b.second; });
     for (auto& [c, y] : year_columns) {
-      wide_branches.push_back({"NULL AS period_date, " + std::to_string(y) + " AS year, NULL AS month",
-                               quote_id(info.columns[c].name)});
+      wide_branches.push_back(
+          {"NULL AS period_date, " + std::to_string(y) + " AS year, NULL AS month",
+           quote_id(info.columns[c].name)});
     }
   } else if (months_seen.size() >= 6 && year_col) {
     f.layout = "wide-month";
@@ -910,8 +952,9 @@ Frame load_frame(const std::filesystem::path& db_path, const TableInfo& info,
                       "CAST(substr(" + q + ", 6, 2) AS INTEGER) AS month";
       } else if (p.roles[*time_col].why == "dates as yyyymmdd") {
         f.grain = Grain::kDay;
-        select_time = "substr(" + q + ", 1, 4) || '-' || substr(" + q + ", 5, 2) || '-' || substr(" + q +
-                      ", 7, 2) AS period_date, " + q + " / 10000 AS year, " + q + " / 100 % 100 AS month";
+        select_time = "substr(" + q + ", 1, 4) || '-' || substr(" + q +
+                      ", 5, 2) || '-' || substr(" + q + ", 7, 2) AS period_date, " + q +
+                      " / 10000 AS year, " + q + " / 100 % 100 AS month";
         bool all_first = true, all_jan1 = true;
         for (const std::string& d : p.stats[*time_col].distinct) {
           all_first = all_first && d.size() == 8 && d.substr(6, 2) == "01";
@@ -925,11 +968,12 @@ Frame load_frame(const std::filesystem::path& db_path, const TableInfo& info,
           const std::string mq = quote_id(info.columns[*month_col].name);
           const bool quarter = p.roles[*month_col].why == "quarter of the year";
           month = info.columns[*month_col].type == "TEXT" ? month_name_sql(mq)
-                  : quarter                                ? "(" + mq + " * 3 - 2)"
-                                                           : mq;
+                  : quarter                               ? "(" + mq + " * 3 - 2)"
+                                                          : mq;
           f.grain = quarter ? Grain::kQuarter : Grain::kMonth;
           p.roles[*month_col].role = Role::kTime;
-          p.roles[*month_col].why = std::string(quarter ? "quarter" : "month") + " of the year, with the year column";
+          p.roles[*month_col].why =
+              std::string(quarter ? "quarter" : "month") + " of the year, with the year column";
         }
         select_time = "NULL AS period_date, " + q + " AS year, " + month + " AS month";
       } else {
@@ -942,21 +986,24 @@ Frame load_frame(const std::filesystem::path& db_path, const TableInfo& info,
         }
         switch (first->format) {
           case 1:
-            select_time = "NULL AS period_date, CAST(substr(" + q + ", 1, 4) AS INTEGER) AS year, " +
-                          "CAST(substr(" + q + ", 6, 2) AS INTEGER) AS month";
+            select_time = "NULL AS period_date, CAST(substr(" + q +
+                          ", 1, 4) AS INTEGER) AS year, " + "CAST(substr(" + q +
+                          ", 6, 2) AS INTEGER) AS month";
             break;
           case 2:
             select_time = "NULL AS period_date, CAST(substr(" + q + ", -4) AS INTEGER) AS year, " +
                           month_name_sql(q) + " AS month";
             break;
           case 3:
-            select_time = "NULL AS period_date, CAST(substr(" + q + ", 1, 4) AS INTEGER) AS year, " +
-                          "CAST(substr(" + q + ", -1) AS INTEGER) * 3 - 2 AS month";
+            select_time = "NULL AS period_date, CAST(substr(" + q +
+                          ", 1, 4) AS INTEGER) AS year, " + "CAST(substr(" + q +
+                          ", -1) AS INTEGER) * 3 - 2 AS month";
             break;
           case 5:
             // The day of a date-time: hours and minutes are aggregated into it.
-            select_time = "replace(substr(" + q + ", 1, 10), '/', '-') AS period_date, CAST(substr(" + q +
-                          ", 1, 4) AS INTEGER) AS year, CAST(substr(" + q + ", 6, 2) AS INTEGER) AS month";
+            select_time =
+                "replace(substr(" + q + ", 1, 10), '/', '-') AS period_date, CAST(substr(" + q +
+                ", 1, 4) AS INTEGER) AS year, CAST(substr(" + q + ", 6, 2) AS INTEGER) AS month";
             break;
           default:
             select_time = "NULL AS period_date, CAST(substr(" + q + ", -4) AS INTEGER) AS year, " +
@@ -1002,7 +1049,8 @@ Frame load_frame(const std::filesystem::path& db_path, const TableInfo& info,
       std::string l = m.label;
       if (const size_t comma = l.rfind(','); comma != std::string::npos) {
         const std::string tail = text::lower(l.substr(comma + 1));
-        if (std::any_of(tail.begin(), tail.end(), [](char c) { return std::isdigit(static_cast<unsigned char>(c)); }))
+        if (std::any_of(tail.begin(), tail.end(),
+                        [](char c) { return std::isdigit(static_cast<unsigned char>(c)); }))
           l = l.substr(0, comma);
       }
       for (const char* w : {"Monthly ", "monthly ", "Annual ", "annual ", "Yearly ", "yearly "}) {
@@ -1055,19 +1103,22 @@ Frame load_frame(const std::filesystem::path& db_path, const TableInfo& info,
       bool repeats = false;
       for (const std::string& w : text::words(m.label)) {
         for (const std::string& x : nw) {
-          const size_t shorter = std::min(w.size(), x.size()), longer = std::max(w.size(), x.size());
-          repeats = repeats || (w.size() >= 3 && (x.starts_with(w) || w.starts_with(x)) && shorter * 5 >= longer * 4);
+          const size_t shorter = std::min(w.size(), x.size()),
+                       longer = std::max(w.size(), x.size());
+          repeats = repeats || (w.size() >= 3 && (x.starts_with(w) || w.starts_with(x)) &&
+                                shorter * 5 >= longer * 4);
         }
       }
       const std::string last = nw.empty() ? "" : nw.back();
-      const bool cut = last.ends_with("ing") || last == "of" || last == "with" || last == "the" || last == "a";
+      const bool cut =
+          last.ends_with("ing") || last == "of" || last == "with" || last == "the" || last == "a";
       if (code && !name.empty() && name.size() <= 40 && nw.size() <= 5 && !repeats && !cut &&
           text::lower(name) != text::lower(m.label)) {
         m.label = name + " (" + m.label + ")";
       }
     }
-    f.long_sql = "SELECT " + select_time + ", " + entity_select + cols + " FROM " +
-                 quote_id(info.name);
+    f.long_sql =
+        "SELECT " + select_time + ", " + entity_select + cols + " FROM " + quote_id(info.name);
   }
   if (f.measures.empty()) {
     throw FrameError("table " + info.name + " has no numeric measure to analyse");
@@ -1127,20 +1178,27 @@ Frame load_frame(const std::filesystem::path& db_path, const TableInfo& info,
   f.entity_aliases.assign(f.entities.size(), "");
   for (size_t e = 0; e < f.entities.size(); ++e) {
     const std::string& code = f.entities[e];
-    const bool is_code = code.size() >= 2 && code.size() <= 6 &&
-                         std::all_of(code.begin(), code.end(), [](char c) { return std::isupper(static_cast<unsigned char>(c)) || std::isdigit(static_cast<unsigned char>(c)); });
+    const bool is_code =
+        code.size() >= 2 && code.size() <= 6 && std::all_of(code.begin(), code.end(), [](char c) {
+          return std::isupper(static_cast<unsigned char>(c)) ||
+                 std::isdigit(static_cast<unsigned char>(c));
+        });
     if (!is_code) continue;
     const std::string& d = info.description;
     for (size_t at = d.find(code); at != std::string::npos; at = d.find(code, at + 1)) {
       const size_t end = at + code.size();
-      if ((at > 0 && std::isalnum(static_cast<unsigned char>(d[at - 1]))) || (end < d.size() && std::isalnum(static_cast<unsigned char>(d[end])))) continue;
+      if ((at > 0 && std::isalnum(static_cast<unsigned char>(d[at - 1]))) ||
+          (end < d.size() && std::isalnum(static_cast<unsigned char>(d[end]))))
+        continue;
       // "AAPL Apple": the capitalized words after the code.
       std::string alias;
       size_t i = end;
       while (i < d.size() && d[i] == ' ') ++i;
       while (i < d.size() && std::isupper(static_cast<unsigned char>(d[i]))) {
         size_t j = i;
-        while (j < d.size() && (std::isalpha(static_cast<unsigned char>(d[j])) || d[j] == '.' || d[j] == '&')) ++j;
+        while (j < d.size() &&
+               (std::isalpha(static_cast<unsigned char>(d[j])) || d[j] == '.' || d[j] == '&'))
+          ++j;
         const std::string word = d.substr(i, j - i);
         bool another_code = false;
         for (const std::string& other : f.entities) another_code = another_code || other == word;
@@ -1159,7 +1217,9 @@ Frame load_frame(const std::filesystem::path& db_path, const TableInfo& info,
         size_t k = at - 1;
         while (k > 0 && d[k - 1] == ' ') --k;
         size_t b = k;
-        while (b > 0 && (std::isalpha(static_cast<unsigned char>(d[b - 1])) || d[b - 1] == ' ') && k - b < 40) --b;
+        while (b > 0 && (std::isalpha(static_cast<unsigned char>(d[b - 1])) || d[b - 1] == ' ') &&
+               k - b < 40)
+          --b;
         std::string before = std::string(text::trim(d.substr(b, k - b)));
         const std::vector<std::string> ws = text::words(before);
         if (!ws.empty() && std::isupper(static_cast<unsigned char>(before[0]))) {
@@ -1170,7 +1230,8 @@ Frame load_frame(const std::filesystem::path& db_path, const TableInfo& info,
     }
   }
   for (size_t m = 0; m < f.measures.size(); ++m) {
-    const Additivity a = additivity(f.measures[m].label + " " + f.measures[m].note, f.measures[m].unit, measure_values[m]);
+    const Additivity a = additivity(f.measures[m].label + " " + f.measures[m].note,
+                                    f.measures[m].unit, measure_values[m]);
     f.measures[m].extensive = a.extensive;
     f.measures[m].flow = a.flow && f.grain != Grain::kNone;
   }
@@ -1187,7 +1248,8 @@ namespace {
 // each column, a subset of the columns no larger than it that adds up to it on every row.
 // For each of `measures`, the indices (into `measures`) of the columns that sum to it; empty
 // when none do.
-std::vector<std::vector<size_t>> aggregate_columns(const Frame& f, const std::vector<size_t>& measures) {
+std::vector<std::vector<size_t>> aggregate_columns(const Frame& f,
+                                                   const std::vector<size_t>& measures) {
   std::vector<std::vector<size_t>> children(measures.size());
   if (f.rows.empty()) return children;
   // Rows where every one of these measures has a value.
@@ -1204,7 +1266,8 @@ std::vector<std::vector<size_t>> aggregate_columns(const Frame& f, const std::ve
     if (!(target > 0)) continue;
     std::vector<size_t> cand;
     for (size_t j = 0; j < measures.size(); ++j) {
-      if (j != i && first.values[measures[j]] >= 0 && first.values[measures[j]] < target) cand.push_back(j);
+      if (j != i && first.values[measures[j]] >= 0 && first.values[measures[j]] < target)
+        cand.push_back(j);
     }
     if (cand.size() < 2) continue;
     if (cand.size() > 20) {
@@ -1257,7 +1320,8 @@ std::optional<Frame> columns_as_entities(const Frame& f, const std::vector<size_
   const std::vector<std::vector<size_t>> children = aggregate_columns(f, parts);
   // Columns are parts of one thing when one of them sums others, when they share a unit the
   // description gives, or when the question names them together.
-  const bool sums = std::any_of(children.begin(), children.end(), [](const auto& c) { return !c.empty(); });
+  const bool sums =
+      std::any_of(children.begin(), children.end(), [](const auto& c) { return !c.empty(); });
   if (!sums && f.measures[parts.front()].unit.empty() && named.size() < 2) return std::nullopt;
   std::vector<size_t> named_parts;
   for (size_t m : named) {
@@ -1276,7 +1340,8 @@ std::optional<Frame> columns_as_entities(const Frame& f, const std::vector<size_
           if (j != i) sum += o.values[parts[j]];
         }
         const double t = o.values[parts[i]];
-        if (std::isfinite(sum) && std::isfinite(t)) total = std::fabs(sum - t) <= 0.005 * std::fabs(t) + 1e-9;
+        if (std::isfinite(sum) && std::isfinite(t))
+          total = std::fabs(sum - t) <= 0.005 * std::fabs(t) + 1e-9;
       }
       if (!total) leaves.push_back(parts[i]);
     }
@@ -1285,7 +1350,8 @@ std::optional<Frame> columns_as_entities(const Frame& f, const std::vector<size_
   } else {
     for (size_t i = 0; i < parts.size(); ++i) {
       const std::string l = text::lower(f.measures[parts[i]].label);
-      const bool total_name = text::has_word(l, "total") || text::has_word(l, "all") || text::has_word(l, "overall");
+      const bool total_name =
+          text::has_word(l, "total") || text::has_word(l, "all") || text::has_word(l, "overall");
       if (children[i].empty() && !total_name) leaves.push_back(parts[i]);
     }
   }
@@ -1305,10 +1371,12 @@ std::optional<Frame> columns_as_entities(const Frame& f, const std::vector<size_
   std::string label = f.title;
   if (const size_t comma = label.rfind(','); comma != std::string::npos) {
     const std::string tail = label.substr(comma + 1);
-    if (std::any_of(tail.begin(), tail.end(), [](char c) { return std::isdigit(static_cast<unsigned char>(c)); }))
+    if (std::any_of(tail.begin(), tail.end(),
+                    [](char c) { return std::isdigit(static_cast<unsigned char>(c)); }))
       label = label.substr(0, comma);
   }
-  for (const std::string w : {"monthly ", "annual ", "yearly ", "weekly ", "daily ", "quarterly "}) {
+  for (const std::string w :
+       {"monthly ", "annual ", "yearly ", "weekly ", "daily ", "quarterly "}) {
     const size_t at = text::lower(label).find(w);
     if (at != std::string::npos && (at == 0 || label[at - 1] == ' ')) label.erase(at, w.size());
   }
@@ -1333,8 +1401,8 @@ std::optional<Frame> columns_as_entities(const Frame& f, const std::vector<size_
       if (c == '\'') quoted += '\'';
     }
     quoted += "'";
-    sql += (sql.empty() ? "" : " UNION ALL ") + std::string("SELECT period_date, year, month, ") + quoted +
-           " AS entity, " + leaf.sql_name + " AS v0 FROM (" + f.long_sql + ")";
+    sql += (sql.empty() ? "" : " UNION ALL ") + std::string("SELECT period_date, year, month, ") +
+           quoted + " AS entity, " + leaf.sql_name + " AS v0 FROM (" + f.long_sql + ")";
   }
   out.long_sql = sql;
   for (const Observation& o : f.rows) {

@@ -64,8 +64,8 @@ struct Measure {
 };
 
 struct Observation {
-  int64_t period = 0;   // at the frame's grain; 0 when the frame has no time
-  int32_t entity = -1;  // index into Frame::entities; -1 when the frame has no entity column
+  int64_t period = 0;          // at the frame's grain; 0 when the frame has no time
+  int32_t entity = -1;         // index into Frame::entities; -1 when the frame has no entity column
   std::vector<double> values;  // one per measure; NaN when missing
 };
 
@@ -79,8 +79,8 @@ struct Frame {
   // time: one row per entity)
   std::string layout;
   Grain grain = Grain::kNone;
-  std::string time_label;    // header of the time column ("year", "date"); "" when none
-  std::string entity_label;  // header of the entity column ("country"); "" when none
+  std::string time_label;     // header of the time column ("year", "date"); "" when none
+  std::string entity_label;   // header of the entity column ("country"); "" when none
   std::string entity_column;  // its SQL name, for subspace filters on the stored table
   std::vector<std::string> entities;
   // A name for entities that are codes, from the description ("AAPL Apple, AMZN Amazon"):

@@ -12,42 +12,44 @@ namespace {
 
 const std::set<std::string>& stop_words() {
   static const std::set<std::string> kStop = {
-      "a",       "about",  "across",  "after",   "against", "all",     "also",    "among",
-      "an",      "and",    "any",     "are",     "as",      "at",      "be",      "been",
-      "between", "both",   "by",      "can",     "compare", "compared", "did",    "do",
-      "does",    "during", "each",    "for",     "from",    "has",     "have",    "how",
-      "in",      "into",   "is",      "it",      "its",     "many",    "much",    "of",
-      "on",      "or",     "over",    "since",   "than",    "that",    "the",     "their",
-      "them",    "there",  "these",   "they",    "this",    "those",   "through", "to",
-      "was",     "were",   "what",    "when",    "where",   "whether", "which",   "while",
-      "who",     "why",    "will",    "with",    "within",  "would",   "year",    "years",
-      "data",    "table",  "value",   "values",  "change",  "changed", "changes", "trend",
-      "trends",  "rate",   "rates",   "total",   "level",   "levels",  "number",  "amount",
-      "per",     "most",   "least",   "highest", "lowest",  "more",    "less",    "fast",
-      "faster",  "grow",   "grew",    "growth",  "relate",  "related", "relationship",
-      "take",    "took",   "long",    "deep",    "did",     "done",    "show",    "shows"};
+      "a",       "about",  "across", "after",   "against", "all",      "also",         "among",
+      "an",      "and",    "any",    "are",     "as",      "at",       "be",           "been",
+      "between", "both",   "by",     "can",     "compare", "compared", "did",          "do",
+      "does",    "during", "each",   "for",     "from",    "has",      "have",         "how",
+      "in",      "into",   "is",     "it",      "its",     "many",     "much",         "of",
+      "on",      "or",     "over",   "since",   "than",    "that",     "the",          "their",
+      "them",    "there",  "these",  "they",    "this",    "those",    "through",      "to",
+      "was",     "were",   "what",   "when",    "where",   "whether",  "which",        "while",
+      "who",     "why",    "will",   "with",    "within",  "would",    "year",         "years",
+      "data",    "table",  "value",  "values",  "change",  "changed",  "changes",      "trend",
+      "trends",  "rate",   "rates",  "total",   "level",   "levels",   "number",       "amount",
+      "per",     "most",   "least",  "highest", "lowest",  "more",     "less",         "fast",
+      "faster",  "grow",   "grew",   "growth",  "relate",  "related",  "relationship", "take",
+      "took",    "long",   "deep",   "did",     "done",    "show",     "shows"};
   return kStop;
 }
 
 const std::map<std::string, std::vector<std::string>>& kind_words() {
   static const std::map<std::string, std::vector<std::string>> kWords = {
-      {"change",
-       {"change", "changed", "changes", "changing", "evolve", "evolved", "evolution", "rise", "rose",
-        "risen", "fall", "fell", "fallen", "decline", "declined", "drop", "dropped", "increase",
-        "increased", "decrease", "decreased", "over time", "since", "trend", "trends", "shift",
-        "shifted", "moved", "development", "developed"}},
+      {"change", {"change",    "changed",  "changes",   "changing",  "evolve",      "evolved",
+                  "evolution", "rise",     "rose",      "risen",     "fall",        "fell",
+                  "fallen",    "decline",  "declined",  "drop",      "dropped",     "increase",
+                  "increased", "decrease", "decreased", "over time", "since",       "trend",
+                  "trends",    "shift",    "shifted",   "moved",     "development", "developed"}},
       {"growth",
-       {"grow", "grew", "grown", "growth", "growing", "fast", "faster", "fastest", "pace", "rate of",
-        "compound", "expand", "expanded", "expansion", "accelerate", "accelerated",
-        "accelerating", "acceleration", "slow", "slowed", "slowing", "decelerate", "speed"}},
+       {"grow",     "grew",      "grown",      "growth",      "growing",      "fast",
+        "faster",   "fastest",   "pace",       "rate of",     "compound",     "expand",
+        "expanded", "expansion", "accelerate", "accelerated", "accelerating", "acceleration",
+        "slow",     "slowed",    "slowing",    "decelerate",  "speed"}},
       {"acceleration",
        {"accelerate", "accelerated", "accelerating", "acceleration", "slowed", "slowing",
         "decelerate", "decelerated", "speed up", "sped up", "pick up", "picked up"}},
       {"association",
-       {"relate", "relates", "related", "relationship", "relation", "correlate", "correlated",
-        "correlation", "correlates", "associate", "associated", "association", "link", "linked",
-        "depend", "depends", "affect", "affects", "impact", "influence", "versus", "vs",
-        "explain", "explains", "factor", "factors", "driver", "drivers", "connected", "tied"}},
+       {"relate",     "relates",     "related",    "relationship", "relation",   "correlate",
+        "correlated", "correlation", "correlates", "associate",    "associated", "association",
+        "link",       "linked",      "depend",     "depends",      "affect",     "affects",
+        "impact",     "influence",   "versus",     "vs",           "explain",    "explains",
+        "factor",     "factors",     "driver",     "drivers",      "connected",  "tied"}},
       {"mix",
        {"mix", "share", "shares", "composition", "proportion", "proportions", "breakdown",
         "portion", "makeup", "make up", "structure", "dominant", "dominate", "dominated",
@@ -56,18 +58,19 @@ const std::map<std::string, std::vector<std::string>>& kind_words() {
        {"season", "seasonal", "seasonality", "month", "monthly", "months", "cycle", "cyclical",
         "calendar", "summer", "winter", "spring", "autumn", "quarterly", "annual cycle"}},
       {"extreme",
-       {"highest", "lowest", "most", "least", "top", "bottom", "largest", "smallest", "biggest",
-        "rank", "ranking", "ranked", "best", "worst", "extreme", "extremes", "record", "maximum",
-        "minimum", "peak", "peaks", "warmest", "coldest", "hottest", "wettest", "driest",
-        "strongest", "weakest", "leader", "leading", "lag", "lagging"}},
+       {"highest", "lowest",  "most",      "least",   "top",    "bottom",  "largest", "smallest",
+        "biggest", "rank",    "ranking",   "ranked",  "best",   "worst",   "extreme", "extremes",
+        "record",  "maximum", "minimum",   "peak",    "peaks",  "warmest", "coldest", "hottest",
+        "wettest", "driest",  "strongest", "weakest", "leader", "leading", "lag",     "lagging"}},
       {"distribution",
        {"distribution", "distributed", "spread", "median", "typical", "range", "vary", "varies",
         "variation", "variability", "dispersion", "inequality", "disparity", "disparities"}},
-      {"outlier", {"outlier", "outliers", "unusual", "anomaly", "anomalies", "anomalous",
-                   "exceptional", "stand out", "stands out"}},
+      {"outlier",
+       {"outlier", "outliers", "unusual", "anomaly", "anomalies", "anomalous", "exceptional",
+        "stand out", "stands out"}},
       {"drawdown",
-       {"deep", "depth", "loss", "losses", "lost", "recession", "recover", "recovered",
-        "recovery", "crash", "slump", "downturn", "crisis", "trough", "bottomed", "collapse"}}};
+       {"deep", "depth", "loss", "losses", "lost", "recession", "recover", "recovered", "recovery",
+        "crash", "slump", "downturn", "crisis", "trough", "bottomed", "collapse"}}};
   return kWords;
 }
 
@@ -89,7 +92,8 @@ const std::map<std::string, std::set<std::string>>& kind_types() {
 
 std::string stem(const std::string& w) {
   if (w.size() > 4 && w.ends_with("ies")) return w.substr(0, w.size() - 3) + "y";
-  if (w.size() > 4 && w.ends_with("es") && (w.ends_with("ses") || w.ends_with("xes"))) return w.substr(0, w.size() - 2);
+  if (w.size() > 4 && w.ends_with("es") && (w.ends_with("ses") || w.ends_with("xes")))
+    return w.substr(0, w.size() - 2);
   if (w.size() > 3 && w.ends_with("s") && !w.ends_with("ss")) return w.substr(0, w.size() - 1);
   return w;
 }
@@ -112,17 +116,20 @@ bool word_matches(const std::string& a, const std::string& b) {
   const std::string& longer = sa.size() < sb.size() ? sb : sa;
   if (shorter.size() >= 4 && longer.starts_with(shorter)) {
     const std::string rest = longer.substr(shorter.size());
-    return rest == "n" || rest == "an" || rest == "ian" || rest == "ish" || rest == "ese" || rest == "ized" ||
-           rest == "ised" || rest == "ization" || rest == "isation";
+    return rest == "n" || rest == "an" || rest == "ian" || rest == "ish" || rest == "ese" ||
+           rest == "ized" || rest == "ised" || rest == "ization" || rest == "isation";
   }
   return false;
 }
 
 // A question word inside a glued label word: "gdp" in "realgdp", "real" in "realgdp".
 bool glued_match(const std::string& term, const std::string& label_word) {
-  if (term.size() < 3 || term.size() > 4 || label_word.size() <= term.size() || label_word.size() > term.size() + 5) return false;
+  if (term.size() < 3 || term.size() > 4 || label_word.size() <= term.size() ||
+      label_word.size() > term.size() + 5)
+    return false;
   if (stop_words().count(term)) return false;
-  if (std::any_of(term.begin(), term.end(), [](char c) { return c >= '0' && c <= '9'; })) return false;
+  if (std::any_of(term.begin(), term.end(), [](char c) { return c >= '0' && c <= '9'; }))
+    return false;
   return label_word.starts_with(term) || label_word.ends_with(term);
 }
 
@@ -147,19 +154,46 @@ bool has_kind_word(const std::string& lowered, const std::string& word) {
 
 bool is_aggregate_name(const std::string& name) {
   const std::string l = text::lower(name);
-  for (const char* w : {"income", "world", "small states", "members", "euro area", "european union", "countries",
-                        "situations", "ida ", "ida&", "ibrd", "dividend", "excluding", "(all", "only)", "& ",
-                        "baltics", "region", "total", "sub-saharan", "south asia", "north america",
-                        "latin america", "middle east", "east asia", "europe & central", "arab world", "oecd",
-                        "heavily indebted", "least developed", "fragile"}) {
+  for (const char* w : {"income",
+                        "world",
+                        "small states",
+                        "members",
+                        "euro area",
+                        "european union",
+                        "countries",
+                        "situations",
+                        "ida ",
+                        "ida&",
+                        "ibrd",
+                        "dividend",
+                        "excluding",
+                        "(all",
+                        "only)",
+                        "& ",
+                        "baltics",
+                        "region",
+                        "total",
+                        "sub-saharan",
+                        "south asia",
+                        "north america",
+                        "latin america",
+                        "middle east",
+                        "east asia",
+                        "europe & central",
+                        "arab world",
+                        "oecd",
+                        "heavily indebted",
+                        "least developed",
+                        "fragile"}) {
     if (l.find(w) != std::string::npos) return true;
   }
   return false;
 }
 
 const std::vector<std::string>& kinds_in_order() {
-  static const std::vector<std::string> kOrder = {"mix", "change", "growth", "acceleration", "association",
-                                                  "seasonality", "drawdown", "extreme", "distribution", "outlier"};
+  static const std::vector<std::string> kOrder = {
+      "mix",         "change",   "growth",  "acceleration", "association",
+      "seasonality", "drawdown", "extreme", "distribution", "outlier"};
   return kOrder;
 }
 
@@ -205,13 +239,15 @@ QuestionProfile profile_question(const std::string& question) {
   }
   std::vector<int> years;
   for (const std::string& w : text::words(question)) {
-    if (w.size() == 4 && std::all_of(w.begin(), w.end(), [](char c) { return c >= '0' && c <= '9'; })) {
+    if (w.size() == 4 &&
+        std::all_of(w.begin(), w.end(), [](char c) { return c >= '0' && c <= '9'; })) {
       const int y = std::stoi(w);
       if (y >= 1000 && y <= 2200) years.push_back(y);
       continue;
     }
     // "1990s": the decade.
-    if (w.size() == 5 && w.back() == 's' && std::all_of(w.begin(), w.end() - 1, [](char c) { return c >= '0' && c <= '9'; })) {
+    if (w.size() == 5 && w.back() == 's' &&
+        std::all_of(w.begin(), w.end() - 1, [](char c) { return c >= '0' && c <= '9'; })) {
       const int y = std::stoi(w.substr(0, 4));
       if (y >= 1000 && y <= 2200) {
         years.push_back(y);
@@ -226,7 +262,8 @@ QuestionProfile profile_question(const std::string& question) {
   {
     const std::vector<std::string> w = text::words(question);
     auto year_at = [&](size_t i) -> std::optional<int> {
-      if (i >= w.size() || w[i].size() != 4 || !std::all_of(w[i].begin(), w[i].end(), [](char c) { return c >= '0' && c <= '9'; }))
+      if (i >= w.size() || w[i].size() != 4 ||
+          !std::all_of(w[i].begin(), w[i].end(), [](char c) { return c >= '0' && c <= '9'; }))
         return std::nullopt;
       const int y = std::stoi(w[i]);
       return y >= 1000 && y <= 2200 ? std::optional<int>(y) : std::nullopt;
@@ -240,7 +277,8 @@ QuestionProfile profile_question(const std::string& question) {
           ++i;
           continue;
         }
-        if (i + 2 < w.size() && (w[i + 1] == "to" || w[i + 1] == "and" || w[i + 1] == "through" || w[i + 1] == "until")) {
+        if (i + 2 < w.size() && (w[i + 1] == "to" || w[i + 1] == "and" || w[i + 1] == "through" ||
+                                 w[i + 1] == "until")) {
           if (const std::optional<int> b = year_at(i + 2); b && *b > *a) {
             q.ranges.push_back({*a, *b});
             i += 2;
@@ -248,7 +286,8 @@ QuestionProfile profile_question(const std::string& question) {
           }
         }
         // "1960-70"
-        if (i + 1 < w.size() && w[i + 1].size() == 2 && std::isdigit(static_cast<unsigned char>(w[i + 1][0])) &&
+        if (i + 1 < w.size() && w[i + 1].size() == 2 &&
+            std::isdigit(static_cast<unsigned char>(w[i + 1][0])) &&
             std::isdigit(static_cast<unsigned char>(w[i + 1][1]))) {
           const int b = *a / 100 * 100 + std::stoi(w[i + 1]);
           if (b > *a) {
@@ -258,7 +297,8 @@ QuestionProfile profile_question(const std::string& question) {
           }
         }
       }
-      if (w[i].size() == 5 && w[i].back() == 's' && std::all_of(w[i].begin(), w[i].end() - 1, [](char c) { return c >= '0' && c <= '9'; })) {
+      if (w[i].size() == 5 && w[i].back() == 's' &&
+          std::all_of(w[i].begin(), w[i].end() - 1, [](char c) { return c >= '0' && c <= '9'; })) {
         const int y = std::stoi(w[i].substr(0, 4));
         if (y % 10 == 0) q.ranges.push_back({y, y + 10});
       }
@@ -277,7 +317,8 @@ QuestionProfile profile_question(const std::string& question) {
   }
   std::sort(q.months.begin(), q.months.end());
   // What the question leaves out: "leaving out X", "excluding X", "except X", "other than X".
-  for (const char* lead : {"leaving out ", "leave out ", "excluding ", "except ", "other than ", "apart from ", "not counting "}) {
+  for (const char* lead : {"leaving out ", "leave out ", "excluding ", "except ", "other than ",
+                           "apart from ", "not counting "}) {
     for (size_t at = lowered.find(lead); at != std::string::npos; at = lowered.find(lead, at + 1)) {
       size_t start = at + std::string(lead).size();
       size_t end = lowered.find_first_of(",.;?", start);
@@ -292,7 +333,8 @@ QuestionProfile profile_question(const std::string& question) {
     distinct.erase(std::unique(distinct.begin(), distinct.end()), distinct.end());
     if (q.ranges.size() < 2 && distinct.size() >= 3) {
       q.ranges.clear();
-      for (size_t i = 0; i + 1 < distinct.size(); ++i) q.ranges.push_back({distinct[i], distinct[i + 1]});
+      for (size_t i = 0; i + 1 < distinct.size(); ++i)
+        q.ranges.push_back({distinct[i], distinct[i + 1]});
     }
     if (q.ranges.size() < 2) q.ranges.clear();
   }
@@ -300,7 +342,8 @@ QuestionProfile profile_question(const std::string& question) {
     q.year_from = *std::min_element(years.begin(), years.end());
     q.year_to = *std::max_element(years.begin(), years.end());
     // "since 2000": from that year on.
-    if (years.size() == 1 && (lowered.find("since ") != std::string::npos || lowered.find("after ") != std::string::npos)) {
+    if (years.size() == 1 && (lowered.find("since ") != std::string::npos ||
+                              lowered.find("after ") != std::string::npos)) {
       q.year_to = 2200;
     }
   }
@@ -357,11 +400,14 @@ Focus resolve_focus(const Frame& frame, const QuestionProfile& q) {
     bool shadowed = false;
     for (int32_t o : f.entities) {
       if (o == e || head_words(frame.entities[static_cast<size_t>(o)]) != head) continue;
-      const size_t lo = frame.entities[static_cast<size_t>(o)].size(), le = frame.entities[static_cast<size_t>(e)].size();
+      const size_t lo = frame.entities[static_cast<size_t>(o)].size(),
+                   le = frame.entities[static_cast<size_t>(e)].size();
       shadowed = shadowed || lo < le || (lo == le && o < e);
     }
     // A name the question writes out in full is meant whatever its head.
-    if (shadowed && text::lower(q.text).find(text::lower(frame.entities[static_cast<size_t>(e)])) == std::string::npos) continue;
+    if (shadowed && text::lower(q.text).find(text::lower(frame.entities[static_cast<size_t>(e)])) ==
+                        std::string::npos)
+      continue;
     kept.push_back(e);
   }
   f.entities = kept;
@@ -371,15 +417,19 @@ Focus resolve_focus(const Frame& frame, const QuestionProfile& q) {
   for (const std::string& ex : q.excluded) {
     const std::vector<std::string> ex_words = text::words(ex);
     const bool aggregates = std::any_of(ex_words.begin(), ex_words.end(), [](const std::string& w) {
-      return w == "aggregates" || w == "aggregate" || w == "groups" || w == "regions" || w == "regional";
+      return w == "aggregates" || w == "aggregate" || w == "groups" || w == "regions" ||
+             w == "regional";
     });
     for (size_t e = 0; e < frame.entities.size(); ++e) {
-      if (names(ex_words, frame.entities[e]) || (aggregates && is_aggregate_name(frame.entities[e]))) {
+      if (names(ex_words, frame.entities[e]) ||
+          (aggregates && is_aggregate_name(frame.entities[e]))) {
         f.excluded.push_back(static_cast<int32_t>(e));
       }
     }
   }
-  std::erase_if(f.entities, [&](int32_t e) { return std::find(f.excluded.begin(), f.excluded.end(), e) != f.excluded.end(); });
+  std::erase_if(f.entities, [&](int32_t e) {
+    return std::find(f.excluded.begin(), f.excluded.end(), e) != f.excluded.end();
+  });
   f.months = q.months;
   f.ranges = q.ranges;
   // In the order the question names them.
@@ -410,7 +460,8 @@ Focus resolve_focus(const Frame& frame, const QuestionProfile& q) {
         if (w.size() < 3 || stop_words().count(w)) continue;
         for (size_t i = 0; i < words.size(); ++i) {
           if (stop_words().count(words[i])) continue;
-          if (word_matches(words[i], w) || measure_word_matches(words[i], w) || (label && glued_match(words[i], w)))
+          if (word_matches(words[i], w) || measure_word_matches(words[i], w) ||
+              (label && glued_match(words[i], w)))
             at = std::min(at, i);
         }
       }
@@ -432,7 +483,8 @@ Focus resolve_focus(const Frame& frame, const QuestionProfile& q) {
     for (const auto& [at, m] : named) {
       size_t n = 0;
       for (const std::string& w : text::words(frame.measures[m].label)) {
-        for (const std::string& t : q.terms) n += (word_matches(t, w) || measure_word_matches(t, w) || glued_match(t, w)) ? 1 : 0;
+        for (const std::string& t : q.terms)
+          n += (word_matches(t, w) || measure_word_matches(t, w) || glued_match(t, w)) ? 1 : 0;
       }
       hits[m] = n;
     }
@@ -449,7 +501,9 @@ Focus resolve_focus(const Frame& frame, const QuestionProfile& q) {
     for (const std::string& w : text::words(frame.measures[m].label)) {
       if (w.size() < 3 || stop_words().count(w)) continue;
       for (const std::string& t : words) {
-        if (!stop_words().count(t) && (word_matches(t, w) || measure_word_matches(t, w) || glued_match(t, w))) out.insert(stem(t));
+        if (!stop_words().count(t) &&
+            (word_matches(t, w) || measure_word_matches(t, w) || glued_match(t, w)))
+          out.insert(stem(t));
       }
     }
     return out;
@@ -483,7 +537,8 @@ std::map<std::string, double> table_weights(const std::vector<TableInfo>& tables
     double score = 0;
     for (const std::string& term : q.terms) {
       auto in = [&](const std::vector<std::string>& ws) {
-        return std::any_of(ws.begin(), ws.end(), [&](const std::string& w) { return word_matches(term, w); });
+        return std::any_of(ws.begin(), ws.end(),
+                           [&](const std::string& w) { return word_matches(term, w); });
       };
       score += in(title) ? 2.0 : in(cols) ? 1.5 : in(desc) ? 1.0 : 0.0;
     }
@@ -498,7 +553,10 @@ double fact_relevance(const Fact& fact, const QuestionProfile& q) {
   // Kinds.
   double kind = 0.35;
   if (q.kinds.empty()) {
-    kind = (fact.type == "change" || fact.type == "trend" || fact.type == "rank" || fact.type == "association") ? 0.8 : 0.5;
+    kind = (fact.type == "change" || fact.type == "trend" || fact.type == "rank" ||
+            fact.type == "association")
+               ? 0.8
+               : 0.5;
   } else {
     for (const std::string& k : q.kinds) {
       const auto it = kind_types().find(k);
@@ -544,7 +602,8 @@ double fact_relevance(const Fact& fact, const QuestionProfile& q) {
       if (w.size() >= 3 && word_matches(t, w)) table = 1.0;
     }
   }
-  const double relevance = std::clamp(0.45 * kind + 0.25 * entity + 0.2 * measure + 0.1 * table, 0.0, 1.0);
+  const double relevance =
+      std::clamp(0.45 * kind + 0.25 * entity + 0.2 * measure + 0.1 * table, 0.0, 1.0);
   if (fact.off_focus) return 0.55 * relevance;
   // The question's other named measures count for less than its outcome, except where it asks
   // how they relate (both sides are the point).

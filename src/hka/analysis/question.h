@@ -20,8 +20,8 @@ struct QuestionProfile {
   // The whole question when `text` is one part of it: entities and measures the part does
   // not name are looked up there.
   std::string context;
-  std::vector<std::string> terms;  // content words, lower case, stop words removed
-  std::set<std::string> kinds;     // as Focus::kinds
+  std::vector<std::string> terms;         // content words, lower case, stop words removed
+  std::set<std::string> kinds;            // as Focus::kinds
   std::optional<int> year_from, year_to;  // the period it names (equal for one year)
   // Months it names with their year ("January 2006", "March 2010"), as 12 * year + month - 1.
   std::vector<int64_t> months;

@@ -168,7 +168,8 @@ std::string series_cte(const Frame& frame, size_t measure, int32_t entity, Grain
   sql += ",\n" + name + " AS (SELECT " + period_sql(grain) + " AS period_key, " +
          period_label_sql(grain) + " AS period, " + (coarser ? agg(m.flow) : std::string("AVG")) +
          "(value) AS value FROM " + name + "_fine GROUP BY 1";
-  if (coarser) sql += " HAVING COUNT(*) >= " + std::to_string(complete_count(frame, measure, grain));
+  if (coarser)
+    sql += " HAVING COUNT(*) >= " + std::to_string(complete_count(frame, measure, grain));
   return sql + ")";
 }
 
@@ -180,7 +181,8 @@ std::string entity_series_cte(const Frame& frame, size_t measure, Grain grain,
   sql += ",\n" + name + " AS (SELECT entity, " + period_sql(grain) + " AS period_key, " +
          period_label_sql(grain) + " AS period, " + (coarser ? agg(m.flow) : std::string("AVG")) +
          "(value) AS value FROM " + name + "_cell GROUP BY entity, 2";
-  if (coarser) sql += " HAVING COUNT(*) >= " + std::to_string(complete_count(frame, measure, grain));
+  if (coarser)
+    sql += " HAVING COUNT(*) >= " + std::to_string(complete_count(frame, measure, grain));
   return sql + ")";
 }
 

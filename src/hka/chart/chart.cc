@@ -11,7 +11,6 @@
 // image surfaces take the same drawing calls: one drawing function below produces both the
 // SVG and the PNG, reentrant and without files.
 #include "hka/chart/chart.h"
-#include "hka/text.h"
 
 #include <cairo-svg.h>
 #include <cairo.h>
@@ -27,6 +26,8 @@
 #include <set>
 #include <string_view>
 #include <utility>
+
+#include "hka/text.h"
 
 namespace kdr::hka {
 namespace {
@@ -131,7 +132,9 @@ std::string number_text(double v) {
   return ec == std::errc() ? std::string(buf, end) : std::to_string(v);
 }
 
-std::string cell_text(const json& cell) { return cell.is_null() ? "null" : text::format_cell(cell); }
+std::string cell_text(const json& cell) {
+  return cell.is_null() ? "null" : text::format_cell(cell);
+}
 
 std::optional<double> cell_number(const json& cell) {
   if (cell.is_number()) return cell.get<double>();

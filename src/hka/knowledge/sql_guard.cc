@@ -1,7 +1,5 @@
 #include "hka/knowledge/sql_guard.h"
 
-#include "hka/text.h"
-
 #include <sqlite3.h>
 
 #include <algorithm>
@@ -9,6 +7,8 @@
 #include <chrono>
 #include <memory>
 #include <string>
+
+#include "hka/text.h"
 
 namespace kdr::hka {
 namespace {
@@ -248,8 +248,7 @@ QueryResult run_readonly(const std::filesystem::path& db_path, std::string_view 
       if (!state.refusal.empty()) throw SqlError(refusal_message(state, sql));
       if (rc == SQLITE_TOOBIG) {
         throw SqlError("SQL error: a value would be larger than " +
-                       std::to_string(limits.max_cell_bytes) +
-                       " bytes; compute smaller values");
+                       std::to_string(limits.max_cell_bytes) + " bytes; compute smaller values");
       }
       throw SqlError("SQL error: " + sqlite_message(raw));
     }

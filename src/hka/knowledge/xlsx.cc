@@ -1,5 +1,4 @@
 #include "hka/knowledge/xlsx.h"
-#include "hka/text.h"
 
 #include <expat.h>
 #include <zip.h>
@@ -18,6 +17,8 @@
 #include <stdexcept>
 #include <utility>
 #include <vector>
+
+#include "hka/text.h"
 
 namespace kdr::hka {
 namespace {

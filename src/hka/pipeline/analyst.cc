@@ -37,7 +37,8 @@ std::string normalized_sql(const std::string& sql) {
 std::string csv_preview(const QueryResult& result, size_t max_rows) {
   QueryResult head;
   head.columns = result.columns;
-  for (size_t i = 0; i < result.rows.size() && i < max_rows; ++i) head.rows.push_back(result.rows[i]);
+  for (size_t i = 0; i < result.rows.size() && i < max_rows; ++i)
+    head.rows.push_back(result.rows[i]);
   std::string csv = to_csv(head);
   if (result.rows.size() > max_rows) {
     csv += "... (" + std::to_string(result.rows.size() - max_rows) + " more rows)\r\n";
@@ -90,8 +91,13 @@ void Run::find_facts(Subtask& subtask) {
     if (!fact(f.id)) facts_.push_back(f);
   }
   json ids = json::array();
-  for (size_t i = 0; i < subtask.candidates.size() && i < kCandidates; ++i) ids.push_back(subtask.candidates[i].id);
-  trace({{"type", "facts"}, {"part", subtask.part}, {"tables", subtask.tables}, {"candidates", subtask.candidates.size()}, {"top", ids}});
+  for (size_t i = 0; i < subtask.candidates.size() && i < kCandidates; ++i)
+    ids.push_back(subtask.candidates[i].id);
+  trace({{"type", "facts"},
+         {"part", subtask.part},
+         {"tables", subtask.tables},
+         {"candidates", subtask.candidates.size()},
+         {"top", ids}});
 }
 
 void Run::choose_facts(Subtask& subtask) {
@@ -117,7 +123,8 @@ void Run::choose_facts(Subtask& subtask) {
       for (size_t i = 0; i < subtask.candidates.size(); ++i) {
         const analysis::Fact& f = subtask.candidates[i];
         if (f.type != type || !analysis::answers(f, kind)) continue;
-        if (std::find(picks.begin(), picks.end(), f.id) == picks.end() && picks.size() < always_top(subtasks_.size()) + 1)
+        if (std::find(picks.begin(), picks.end(), f.id) == picks.end() &&
+            picks.size() < always_top(subtasks_.size()) + 1)
           picks.push_back(f.id);
         break;
       }
@@ -138,7 +145,8 @@ void Run::choose_facts(Subtask& subtask) {
   };
   for (size_t i = 0; i < n && picks.size() < always_top(subtasks_.size()); ++i) {
     const analysis::Fact& f = subtask.candidates[i];
-    if (std::find(picks.begin(), picks.end(), f.id) == picks.end() && !for_later(f)) picks.push_back(f.id);
+    if (std::find(picks.begin(), picks.end(), f.id) == picks.end() && !for_later(f))
+      picks.push_back(f.id);
   }
   // The model picks among the candidates by their ids (an enum: even a small model answers
   // validly). Its picks join the best-ranked ones.
@@ -152,11 +160,13 @@ void Run::choose_facts(Subtask& subtask) {
   std::optional<json> answer;
   bool out_of_budget = false;
   try {
-    answer = ask_json(
-      "supervisor",
-      {{"system", prompts::system_prompt(prompts::kChooseFacts, schema), {}},
-       {"user", "Research question: " + o_.question + "\nThis part: " + subtask.part + "\n\nCandidate facts:\n<data>\n" + listing + "</data>", {}}},
-      schema);
+    answer = ask_json("supervisor",
+                      {{"system", prompts::system_prompt(prompts::kChooseFacts, schema), {}},
+                       {"user",
+                        "Research question: " + o_.question + "\nThis part: " + subtask.part +
+                            "\n\nCandidate facts:\n<data>\n" + listing + "</data>",
+                        {}}},
+                      schema);
   } catch (const BudgetExhausted&) {
     out_of_budget = true;  // the facts ranked first still make the section
   }
@@ -167,7 +177,8 @@ void Run::choose_facts(Subtask& subtask) {
       const size_t i = static_cast<size_t>(std::stoul(s.substr(1))) - 1;
       if (i >= n) continue;
       model_picks.push_back(subtask.candidates[i].id);
-      if (std::find(picks.begin(), picks.end(), subtask.candidates[i].id) == picks.end() && picks.size() < kChosenAtMost) {
+      if (std::find(picks.begin(), picks.end(), subtask.candidates[i].id) == picks.end() &&
+          picks.size() < kChosenAtMost) {
         picks.push_back(subtask.candidates[i].id);
       }
     }
@@ -178,11 +189,16 @@ void Run::choose_facts(Subtask& subtask) {
     if (std::find(picks.begin(), picks.end(), f.id) != picks.end()) ordered.push_back(f.id);
   }
   subtask.chosen = ordered;
-  trace({{"type", "tool"}, {"tool", "choose_facts"}, {"part", subtask.part}, {"model_picks", model_picks}, {"chosen", subtask.chosen}});
+  trace({{"type", "tool"},
+         {"tool", "choose_facts"},
+         {"part", subtask.part},
+         {"model_picks", model_picks},
+         {"chosen", subtask.chosen}});
   if (out_of_budget) throw BudgetExhausted{};
 }
 
-std::string Run::table_context(const std::vector<std::string>& names, const std::string& question) const {
+std::string Run::table_context(const std::vector<std::string>& names,
+                               const std::string& question) const {
   // Prompts must fit a small model's context: a table with many columns (one per year, say)
   // is described by its first columns, the columns the question names, and a summary of the
   // rest; three sample rows of at most those columns.
@@ -191,7 +207,8 @@ std::string Run::table_context(const std::vector<std::string>& names, const std:
   std::string out;
   for (const std::string& name : names) {
     const std::vector<TableInfo> all = tables_->tables();
-    const auto it = std::find_if(all.begin(), all.end(), [&](const TableInfo& t) { return t.name == name; });
+    const auto it =
+        std::find_if(all.begin(), all.end(), [&](const TableInfo& t) { return t.name == name; });
     if (it == all.end()) continue;
     const TableInfo& t = *it;
     std::vector<size_t> shown;
@@ -206,13 +223,15 @@ std::string Run::table_context(const std::vector<std::string>& names, const std:
       if (std::find(shown.begin(), shown.end(), c) == shown.end()) shown.push_back(c);
     }
     std::sort(shown.begin(), shown.end());
-    out += "TABLE " + t.name + " -- " + t.title + " (" + std::to_string(t.row_count) + " rows)\n  " +
-           text::shorten(t.description, 400) + "\n";
+    out += "TABLE " + t.name + " -- " + t.title + " (" + std::to_string(t.row_count) +
+           " rows)\n  " + text::shorten(t.description, 400) + "\n";
     std::string cols;
     for (size_t c : shown) {
       const ColumnInfo& col = t.columns[c];
-      out += "  " + col.name + " " + col.type + (col.unit.empty() ? "" : " [unit " + col.unit + "]") +
-             (col.type == "DATE" ? " [ISO yyyy-mm-dd text]" : "") + " -- header \"" + text::shorten(col.header, 60) + "\"";
+      out += "  " + col.name + " " + col.type +
+             (col.unit.empty() ? "" : " [unit " + col.unit + "]") +
+             (col.type == "DATE" ? " [ISO yyyy-mm-dd text]" : "") + " -- header \"" +
+             text::shorten(col.header, 60) + "\"";
       if (!col.samples.empty()) out += "; e.g. " + text::shorten(col.samples[0], 40);
       out += "\n";
       cols += (cols.empty() ? "" : ", ") + std::string("\"") + col.name + "\"";
@@ -224,7 +243,8 @@ std::string Run::table_context(const std::vector<std::string>& names, const std:
     try {
       Limits limits;
       limits.max_rows = 3;
-      const QueryResult sample = run_readonly(db_path_, "SELECT " + cols + " FROM \"" + name + "\" LIMIT 3", limits);
+      const QueryResult sample =
+          run_readonly(db_path_, "SELECT " + cols + " FROM \"" + name + "\" LIMIT 3", limits);
       out += "  first rows (CSV):\n" + text::truncate(to_csv(sample), 1200);
     } catch (const SqlError&) {
       // The schema alone still lets the coder write SQL.
@@ -258,7 +278,9 @@ std::string Run::analyze_tables(Subtask& subtask, const std::string& question) {
     std::optional<json> answer = ask_json(
         "rerank",
         {{"system", prompts::system_prompt(prompts::kRerank, schema), {}},
-         {"user", "Question: " + question + "\n\nCandidate tables:\n<data>\n" + listing + "</data>", {}}},
+         {"user",
+          "Question: " + question + "\n\nCandidate tables:\n<data>\n" + listing + "</data>",
+          {}}},
         schema);
     if (answer) {
       for (const json& t : (*answer)["tables"]) {
@@ -276,7 +298,11 @@ std::string Run::analyze_tables(Subtask& subtask, const std::string& question) {
   }
   json candidates = json::array();
   for (const TableHit& h : hits) candidates.push_back(h.table);
-  trace({{"type", "tool"}, {"tool", "retrieve_tables"}, {"input", question}, {"candidates", candidates}, {"chosen", chosen}});
+  trace({{"type", "tool"},
+         {"tool", "retrieve_tables"},
+         {"input", question},
+         {"candidates", candidates},
+         {"chosen", chosen}});
 
   // 3. Code generation, execution and figure checks, with repair rounds fed the problem. Only
   // the latest answer and its problem are kept in the prompt, so that repairs fit.
@@ -284,7 +310,10 @@ std::string Run::analyze_tables(Subtask& subtask, const std::string& question) {
   const std::string context = table_context(chosen, question + " " + subtask.goal);
   const std::vector<ChatMessage> base = {
       {"system", prompts::system_prompt(prompts::kCoder, schema), {}},
-      {"user", "Question: " + question + "\nPurpose: " + subtask.goal + "\n\nTables:\n<data>\n" + context + "</data>", {}}};
+      {"user",
+       "Question: " + question + "\nPurpose: " + subtask.goal + "\n\nTables:\n<data>\n" + context +
+           "</data>",
+       {}}};
   std::vector<ChatMessage> messages = base;
   std::optional<QueryResult> result;
   std::optional<ChartSpec> spec;
@@ -292,7 +321,8 @@ std::string Run::analyze_tables(Subtask& subtask, const std::string& question) {
   std::string sql;
   std::string last_problem;
   bool figure_rejected = false;
-  auto attempt = [&](const std::string& candidate_sql, const json& chart_json, int32_t round) -> std::string {
+  auto attempt = [&](const std::string& candidate_sql, const json& chart_json,
+                     int32_t round) -> std::string {
     std::string problem;
     std::optional<QueryResult> rows;
     try {
@@ -343,7 +373,10 @@ std::string Run::analyze_tables(Subtask& subtask, const std::string& question) {
       problem = std::string("The chart spec is wrong: ") + e.what();
     }
     figure_rejected = !problem.empty();
-    trace({{"type", "figure_check"}, {"round", round}, {"ok", problem.empty()}, {"problem", problem}});
+    trace({{"type", "figure_check"},
+           {"round", round},
+           {"ok", problem.empty()},
+           {"problem", problem}});
     return problem;
   };
   for (int32_t round = 0; round <= o_.max_repair_rounds; ++round) {
@@ -352,19 +385,22 @@ std::string Run::analyze_tables(Subtask& subtask, const std::string& question) {
       last_problem = "the coder gave no valid answer";
       break;
     }
-    const std::string problem = attempt((*answer)["sql"].get<std::string>(), (*answer)["chart"], round);
+    const std::string problem =
+        attempt((*answer)["sql"].get<std::string>(), (*answer)["chart"], round);
     if (problem.empty()) break;
     last_problem = problem;
     messages = base;
     messages.push_back({"assistant", answer->dump(), {}});
-    messages.push_back({"user", problem + "\nAnswer again with the corrected JSON (SQL and chart).", {}});
+    messages.push_back(
+        {"user", problem + "\nAnswer again with the corrected JSON (SQL and chart).", {}});
   }
   // Guided fallback: when no SQL ran, the coder picks columns and an aggregate from lists and
   // the SQL is built here. It runs through the same read-only path and checks.
   if (!result) {
-    if (std::optional<json> guided = guided_query(chosen.front(), question, subtask.goal, context)) {
-      const std::string problem =
-          attempt((*guided)["sql"].get<std::string>(), (*guided)["chart"], o_.max_repair_rounds + 1);
+    if (std::optional<json> guided =
+            guided_query(chosen.front(), question, subtask.goal, context)) {
+      const std::string problem = attempt((*guided)["sql"].get<std::string>(), (*guided)["chart"],
+                                          o_.max_repair_rounds + 1);
       if (!problem.empty()) last_problem = problem;
       trace({{"type", "tool"}, {"tool", "guided_query"}, {"ok", result.has_value()}});
       if (result) {
@@ -406,7 +442,8 @@ std::string Run::analyze_tables(Subtask& subtask, const std::string& question) {
   std::string files;
   for (const std::string& name : chosen) {
     for (const TableInfo& t : tables_->tables()) {
-      if (t.name == name) files += (files.empty() ? "" : ", ") + fs::path(t.source_path).filename().string();
+      if (t.name == name)
+        files += (files.empty() ? "" : ", ") + fs::path(t.source_path).filename().string();
     }
   }
   source.location = files;
@@ -425,7 +462,8 @@ std::string Run::analyze_tables(Subtask& subtask, const std::string& question) {
   table.key = "R" + n;
   table.title = spec ? spec->title : text::truncate(question, 120);
   table.columns = source.columns;
-  for (size_t i = 0; i < source.rows.size() && static_cast<int32_t>(i) < o_.max_result_rows_in_report; ++i) {
+  for (size_t i = 0;
+       i < source.rows.size() && static_cast<int32_t>(i) < o_.max_result_rows_in_report; ++i) {
     table.rows.push_back(source.rows[i]);
   }
   if (static_cast<int32_t>(source.rows.size()) > o_.max_result_rows_in_report) {
@@ -457,11 +495,14 @@ std::string Run::analyze_tables(Subtask& subtask, const std::string& question) {
   std::string insight;
   bool out_of_budget = false;
   try {
-    std::optional<json> answer =
-        ask_json("insight",
-                 {{"system", prompts::system_prompt(prompts::insight_instructions(source.key), ischema), {}},
-                  {"user", "Question: " + question + "\nResult (CSV):\n<data>\n" + csv_preview(*result, 40) + "</data>", {}}},
-                 ischema);
+    std::optional<json> answer = ask_json(
+        "insight",
+        {{"system", prompts::system_prompt(prompts::insight_instructions(source.key), ischema), {}},
+         {"user",
+          "Question: " + question + "\nResult (CSV):\n<data>\n" + csv_preview(*result, 40) +
+              "</data>",
+          {}}},
+        ischema);
     if (answer) insight = tidy_prose((*answer)["insight"].get<std::string>(), 500);
     if (!reads_as_prose(insight)) insight.clear();
   } catch (const BudgetExhausted&) {
@@ -474,14 +515,16 @@ std::string Run::analyze_tables(Subtask& subtask, const std::string& question) {
   subtask.findings.push_back(finding);
   analyses_[sql_key] = finding;
   if (out_of_budget) throw BudgetExhausted{};
-  return (chart ? "Figure " + finding.figure_key + " \"" + spec->title + "\" and " : "") + std::string("Table ") +
-         table.key + " (" + std::to_string(result->rows.size()) + " rows) from " + titles + ": " + insight;
+  return (chart ? "Figure " + finding.figure_key + " \"" + spec->title + "\" and " : "") +
+         std::string("Table ") + table.key + " (" + std::to_string(result->rows.size()) +
+         " rows) from " + titles + ": " + insight;
 }
 
 std::optional<json> Run::guided_query(const std::string& table, const std::string& question,
                                       const std::string& goal, const std::string& context) {
   const std::vector<TableInfo> all = tables_->tables();
-  const auto info = std::find_if(all.begin(), all.end(), [&](const TableInfo& t) { return t.name == table; });
+  const auto info =
+      std::find_if(all.begin(), all.end(), [&](const TableInfo& t) { return t.name == table; });
   if (info == all.end()) return std::nullopt;
   std::vector<std::string> columns, numeric;
   for (const ColumnInfo& c : info->columns) {
@@ -490,11 +533,14 @@ std::optional<json> Run::guided_query(const std::string& table, const std::strin
   }
   if (numeric.empty()) return std::nullopt;
   const ojson schema = prompts::guided_schema(columns, numeric);
-  std::optional<json> a = ask_json(
-      "coder",
-      {{"system", prompts::system_prompt(prompts::kGuidedQuery, schema), {}},
-       {"user", "Question: " + question + "\nPurpose: " + goal + "\n\nTable:\n<data>\n" + context + "</data>", {}}},
-      schema);
+  std::optional<json> a =
+      ask_json("coder",
+               {{"system", prompts::system_prompt(prompts::kGuidedQuery, schema), {}},
+                {"user",
+                 "Question: " + question + "\nPurpose: " + goal + "\n\nTable:\n<data>\n" + context +
+                     "</data>",
+                 {}}},
+               schema);
   if (!a) return std::nullopt;
   auto quote = [](const std::string& id) { return "\"" + id + "\""; };
   const std::string x = (*a)["x"], y = (*a)["y"], agg = (*a)["aggregate"];
@@ -502,10 +548,10 @@ std::optional<json> Run::guided_query(const std::string& table, const std::strin
   if (by == "none" || by == x || by == y) by.clear();
   const std::string value = agg + "_" + y;
   const std::string fn = agg == "avg" ? "AVG" : agg == "sum" ? "SUM" : agg == "min" ? "MIN" : "MAX";
-  std::string sql = "SELECT " + quote(x) + (by.empty() ? "" : ", " + quote(by)) + ", ROUND(" + fn + "(" + quote(y) +
-                    "), 4) AS " + quote(value) + " FROM " + quote(table) + " GROUP BY " + quote(x) +
-                    (by.empty() ? "" : ", " + quote(by)) + " ORDER BY " + quote(x) + (by.empty() ? "" : ", " + quote(by)) +
-                    " LIMIT 60";
+  std::string sql = "SELECT " + quote(x) + (by.empty() ? "" : ", " + quote(by)) + ", ROUND(" + fn +
+                    "(" + quote(y) + "), 4) AS " + quote(value) + " FROM " + quote(table) +
+                    " GROUP BY " + quote(x) + (by.empty() ? "" : ", " + quote(by)) + " ORDER BY " +
+                    quote(x) + (by.empty() ? "" : ", " + quote(by)) + " LIMIT 60";
   std::string mark = (*a)["mark"];
   if (mark == "pie" && !by.empty()) mark = "bar";  // a pie has one series
   // Titles come from the source's own headers and units, not from the model.
@@ -521,15 +567,17 @@ std::optional<json> Run::guided_query(const std::string& table, const std::strin
   }
   static const std::map<std::string, std::string> kAgg = {
       {"sum", "Total"}, {"avg", "Mean"}, {"min", "Minimum"}, {"max", "Maximum"}};
-  const std::string title = kAgg.at(agg) + " " + header(y) + " by " + header(x) + (by.empty() ? "" : " and " + header(by));
-  json chart = {{"mark", mark},
-                {"title", title},
-                {"encoding",
-                 {{"x", {{"field", x}, {"title", header(x)}}},
-                  {"y",
-                   {{"field", value},
-                    {"type", "quantitative"},
-                    {"title", kAgg.at(agg) + " " + header(y) + (unit.empty() ? "" : " (" + unit + ")")}}}}}};
+  const std::string title = kAgg.at(agg) + " " + header(y) + " by " + header(x) +
+                            (by.empty() ? "" : " and " + header(by));
+  json chart = {
+      {"mark", mark},
+      {"title", title},
+      {"encoding",
+       {{"x", {{"field", x}, {"title", header(x)}}},
+        {"y",
+         {{"field", value},
+          {"type", "quantitative"},
+          {"title", kAgg.at(agg) + " " + header(y) + (unit.empty() ? "" : " (" + unit + ")")}}}}}};
   if (mark == "pie") chart["encoding"]["theta"] = {{"field", value}};
   if (!by.empty()) chart["encoding"]["color"] = {{"field", by}};
   return json{{"sql", sql}, {"chart", chart}};

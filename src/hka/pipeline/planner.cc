@@ -13,8 +13,9 @@ namespace {
 
 const std::vector<std::string>& clause_openers() {
   static const std::vector<std::string> kWords = {
-      "how", "which", "what", "whether", "when", "where", "who", "why", "is", "are", "did",
-      "does", "do", "has", "have", "was", "were", "can", "could", "compare", "rank", "list"};
+      "how",  "which", "what",  "whether", "when", "where", "who",  "why",
+      "is",   "are",   "did",   "does",    "do",   "has",   "have", "was",
+      "were", "can",   "could", "compare", "rank", "list"};
   return kWords;
 }
 
@@ -24,7 +25,8 @@ bool opens_clause(const std::string& text, size_t at) {
   size_t j = i;
   while (j < text.size() && std::isalpha(static_cast<unsigned char>(text[j]))) ++j;
   const std::string word = text::lower(text.substr(i, j - i));
-  return std::find(clause_openers().begin(), clause_openers().end(), word) != clause_openers().end();
+  return std::find(clause_openers().begin(), clause_openers().end(), word) !=
+         clause_openers().end();
 }
 
 size_t word_count(const std::string& s) { return text::words(s).size(); }
@@ -64,7 +66,8 @@ std::vector<std::string> question_parts(const std::string& question) {
       if (s[i] == ' ') {
         const std::string head = text::lower(s.substr(start, i - start));
         const size_t between = head.rfind("between ");
-        if (between != std::string::npos && head.find(" and ", between) == std::string::npos) continue;
+        if (between != std::string::npos && head.find(" and ", between) == std::string::npos)
+          continue;
       }
       const std::string head(text::trim(s.substr(start, i - start)));
       if (word_count(head) >= 3) {
@@ -106,9 +109,11 @@ std::vector<std::string> question_parts(const std::string& question) {
       merged.push_back(p);
     } else {
       // "Leaving out DC." + "Which state ...?" -> "Leaving out DC, which state ...?"
-      while (!carry.empty() && (carry.back() == '.' || carry.back() == ';' || carry.back() == ',')) carry.pop_back();
+      while (!carry.empty() && (carry.back() == '.' || carry.back() == ';' || carry.back() == ','))
+        carry.pop_back();
       std::string next = p;
-      if (opens_clause(next, 0) && !next.empty()) next[0] = static_cast<char>(std::tolower(static_cast<unsigned char>(next[0])));
+      if (opens_clause(next, 0) && !next.empty())
+        next[0] = static_cast<char>(std::tolower(static_cast<unsigned char>(next[0])));
       merged.push_back(carry + ", " + next);
     }
     carry.clear();
@@ -184,10 +189,14 @@ void Run::plan() {
   // The planner model names the sections and says what each computes.
   const ojson schema = prompts::planner_schema(parts.size());
   std::string listing;
-  for (size_t i = 0; i < parts.size(); ++i) listing += std::to_string(i + 1) + ". " + parts[i] + "\n";
+  for (size_t i = 0; i < parts.size(); ++i)
+    listing += std::to_string(i + 1) + ". " + parts[i] + "\n";
   std::optional<json> answer = ask_json(
       "planner",
-      {{"system", prompts::system_prompt(prompts::planner_instructions(parts.size(), docs_.has_value()), schema), {}},
+      {{"system",
+        prompts::system_prompt(prompts::planner_instructions(parts.size(), docs_.has_value()),
+                               schema),
+        {}},
        {"user", "Question: " + o_.question + "\n\nParts:\n<data>\n" + listing + "</data>", {}}},
       schema);
   if (answer) {
@@ -197,13 +206,15 @@ void Run::plan() {
       const std::string goal = tidy_prose(sections[i]["goal"].get<std::string>(), 200);
       // Titles tell sections apart: one already given to an earlier section is not used.
       bool taken = false;
-      for (size_t k = 0; k < i; ++k) taken = taken || prose_key(subtasks_[k].title) == prose_key(title);
+      for (size_t k = 0; k < i; ++k)
+        taken = taken || prose_key(subtasks_[k].title) == prose_key(title);
       if (usable_title(title, subtasks_[i].part) && !taken) subtasks_[i].title = title;
       if (reads_as_prose(goal) || word_count(goal) >= 4) subtasks_[i].goal = goal;
     }
   }
   json plan = json::array();
-  for (const Subtask& s : subtasks_) plan.push_back({{"part", s.part}, {"title", s.title}, {"goal", s.goal}});
+  for (const Subtask& s : subtasks_)
+    plan.push_back({{"part", s.part}, {"title", s.title}, {"goal", s.goal}});
   trace({{"type", "plan"}, {"subtasks", plan}});
 }
 

@@ -178,7 +178,8 @@ const char* const kGuidedQuery =
     "bar group per value; \"none\" for one series) and the chart type (line for a trend over "
     "time, bar to compare categories, pie for shares of a whole).";
 
-ojson guided_schema(const std::vector<std::string>& columns, const std::vector<std::string>& numeric) {
+ojson guided_schema(const std::vector<std::string>& columns,
+                    const std::vector<std::string>& numeric) {
   ojson cols = ojson::array(), nums = ojson::array(), series = ojson::array();
   for (const std::string& c : columns) {
     cols.push_back(c);
@@ -214,7 +215,9 @@ std::string insight_instructions(const std::string& source_key) {
 }
 
 ojson insight_schema() {
-  return {{"type", "object"}, {"properties", {{"insight", string_schema(500)}}}, {"required", {"insight"}}};
+  return {{"type", "object"},
+          {"properties", {{"insight", string_schema(500)}}},
+          {"required", {"insight"}}};
 }
 
 const char* const kExtract =
@@ -225,17 +228,18 @@ const char* const kExtract =
 ojson extract_schema(size_t passages) {
   ojson numbers = ojson::array();
   for (size_t i = 1; i <= passages; ++i) numbers.push_back(static_cast<int64_t>(i));
-  return {{"type", "object"},
-          {"properties",
-           {{"facts",
-             {{"type", "array"},
-              {"maxItems", 5},
-              {"items",
-               {{"type", "object"},
-                {"properties",
-                 {{"fact", string_schema(300)}, {"passage", {{"type", "integer"}, {"enum", numbers}}}}},
-                {"required", {"fact", "passage"}}}}}}}},
-          {"required", {"facts"}}};
+  return {
+      {"type", "object"},
+      {"properties",
+       {{"facts",
+         {{"type", "array"},
+          {"maxItems", 5},
+          {"items",
+           {{"type", "object"},
+            {"properties",
+             {{"fact", string_schema(300)}, {"passage", {{"type", "integer"}, {"enum", numbers}}}}},
+            {"required", {"fact", "passage"}}}}}}}},
+      {"required", {"facts"}}};
 }
 
 const char* const kSection =
@@ -247,7 +251,8 @@ const char* const kSection =
     "paragraphs separated by a blank line.";
 
 ojson section_schema() {
-  return {{"type", "object"}, {"properties", {{"text", string_schema(1200)}}}, {"required", {"text"}}};
+  return {
+      {"type", "object"}, {"properties", {{"text", string_schema(1200)}}}, {"required", {"text"}}};
 }
 
 const char* const kIntroduction =

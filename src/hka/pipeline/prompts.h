@@ -39,7 +39,8 @@ ojson rerank_schema(const std::vector<std::string>& names, int32_t max_items);
 extern const char* const kCoder;
 ojson coder_schema();
 extern const char* const kGuidedQuery;
-ojson guided_schema(const std::vector<std::string>& columns, const std::vector<std::string>& numeric);
+ojson guided_schema(const std::vector<std::string>& columns,
+                    const std::vector<std::string>& numeric);
 
 // vision: is the chart readable and on topic.
 extern const char* const kVision;

@@ -1,11 +1,12 @@
 // Model prose as the report takes it: loops cut, repeats dropped, headings refused; and the
 // sentence the code writes about a query result when the model gives none.
+#include "hka/pipeline/prose.h"
+
 #include <algorithm>
 #include <cctype>
 #include <optional>
 #include <set>
 
-#include "hka/pipeline/prose.h"
 #include "hka/pipeline/research.h"
 #include "hka/text.h"
 
@@ -136,7 +137,8 @@ std::string describe_result(const QueryResult& result) {
   if (!high || high == low) return plain;
   auto at = [&](const json& row) {
     return text::format_cell(row.at(*value)) +
-           (label ? " (" + result.columns[*label] + " " + text::format_cell(row.at(*label)) + ")" : "");
+           (label ? " (" + result.columns[*label] + " " + text::format_cell(row.at(*label)) + ")"
+                  : "");
   };
   return "In this result, " + result.columns[*value] + " is highest at " + at(*high) +
          " and lowest at " + at(*low) + ".";

@@ -33,8 +33,8 @@
 #include <stdexcept>
 #include <string>
 
-#include "hka/llm/llm.h"
 #include "hka/knowledge/sql_guard.h"
+#include "hka/llm/llm.h"
 #include "hka/llm/web_search.h"
 
 namespace kdr::hka {

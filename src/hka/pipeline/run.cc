@@ -1,10 +1,11 @@
 // The research run: model calls under the token budget, the trace, ingestion, the order of
 // the stages and the files written. See research.h for the pipeline and run.h for the files.
+#include "hka/pipeline/run.h"
+
 #include <algorithm>
 #include <cmath>
 
 #include "hka/analysis/fact_text.h"
-#include "hka/pipeline/run.h"
 #include "hka/text.h"
 
 namespace kdr::hka {
@@ -114,8 +115,10 @@ std::optional<json> Run::ask_json(const std::string& role, std::vector<ChatMessa
     } catch (const LlmError& e) {
       // One failed step (a prompt too long for the model, an endpoint that keeps failing)
       // does not end the run: the step is skipped and the report says so.
-      const std::string note = "A model call (" + role + ") failed and its step was skipped: " + text::truncate(e.what(), 300);
-      if (std::find(draft_.notes.begin(), draft_.notes.end(), note) == draft_.notes.end()) draft_.notes.push_back(note);
+      const std::string note = "A model call (" + role + ") failed and its step was skipped: " +
+                               text::truncate(e.what(), 300);
+      if (std::find(draft_.notes.begin(), draft_.notes.end(), note) == draft_.notes.end())
+        draft_.notes.push_back(note);
       return std::nullopt;
     }
     std::string error;
@@ -164,7 +167,8 @@ void Run::ingest() {
          {"failed", tr.failed},
          {"converted", tr.converted}});
   for (const std::string& f : tr.failed) draft_.notes.push_back("A table did not load: " + f);
-  for (const std::string& c : tr.converted) draft_.notes.push_back("A table was not UTF-8: " + c + ".");
+  for (const std::string& c : tr.converted)
+    draft_.notes.push_back("A table was not UTF-8: " + c + ".");
   if (tables_->tables().empty()) {
     std::string why;
     for (const std::string& f : tr.failed) why += "\n  " + f;
@@ -192,7 +196,8 @@ void Run::ingest() {
            {"failed", failed},
            {"converted", dr.converted},
            {"chunks", docs_->chunk_count()}});
-    for (const std::string& c : dr.converted) draft_.notes.push_back("A document was not UTF-8: " + c + ".");
+    for (const std::string& c : dr.converted)
+      draft_.notes.push_back("A document was not UTF-8: " + c + ".");
   }
 }
 
@@ -326,9 +331,16 @@ ResearchResult Run::run() {
       const analysis::Fact* f = fact(id);
       if (!f) return true;
       const analysis::FactSqlCheck check = analysis::check_fact_sql(db_path_, *f);
-      trace({{"type", "fact_sql_check"}, {"fact", id}, {"compared", check.compared}, {"ok", check.ok()},
-             {"problem", check.error.empty() ? (check.mismatches.empty() ? "" : check.mismatches.front()) : check.error}});
-      if (!check.ok()) draft_.notes.push_back("A data fact was left out because its SQL did not reproduce it: " + f->text);
+      trace({{"type", "fact_sql_check"},
+             {"fact", id},
+             {"compared", check.compared},
+             {"ok", check.ok()},
+             {"problem", check.error.empty()
+                             ? (check.mismatches.empty() ? "" : check.mismatches.front())
+                             : check.error}});
+      if (!check.ok())
+        draft_.notes.push_back("A data fact was left out because its SQL did not reproduce it: " +
+                               f->text);
       return !check.ok();
     });
   }

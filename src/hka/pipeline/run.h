@@ -47,11 +47,11 @@ struct Subtask {
   std::string title;
   std::string goal;
   analysis::QuestionProfile profile;
-  std::vector<std::string> tables;              // retrieved for this part
-  std::vector<analysis::Fact> candidates;       // ranked
-  std::vector<std::string> chosen;              // ids of the facts the section states
-  std::vector<Finding> findings;                // from tools
-  std::vector<std::string> history;             // tool calls and what they returned
+  std::vector<std::string> tables;         // retrieved for this part
+  std::vector<analysis::Fact> candidates;  // ranked
+  std::vector<std::string> chosen;         // ids of the facts the section states
+  std::vector<Finding> findings;           // from tools
+  std::vector<std::string> history;        // tool calls and what they returned
 };
 
 // A passage the extract model may take facts from; `id` identifies it across calls.
@@ -88,7 +88,8 @@ class Run {
   void find_facts(Subtask& subtask);
   void choose_facts(Subtask& subtask);
   std::string analyze_tables(Subtask& subtask, const std::string& question);
-  std::string table_context(const std::vector<std::string>& names, const std::string& question) const;
+  std::string table_context(const std::vector<std::string>& names,
+                            const std::string& question) const;
   std::optional<json> guided_query(const std::string& table, const std::string& question,
                                    const std::string& goal, const std::string& context);
   const analysis::Fact* fact(const std::string& id) const;
@@ -136,8 +137,8 @@ class Run {
   bool budget_exhausted_ = false;
 
   ReportDraft draft_;
-  std::vector<analysis::Fact> facts_;             // every candidate, once (by id)
-  std::map<std::string, std::string> fact_keys_;  // fact id -> "A3"
+  std::vector<analysis::Fact> facts_;                // every candidate, once (by id)
+  std::map<std::string, std::string> fact_keys_;     // fact id -> "A3"
   std::map<std::string, std::string> passage_keys_;  // passage id -> citation key "D3", "W1"
   std::map<std::string, int32_t> passage_counts_;    // key prefix -> keys given
   int32_t queries_ = 0;

@@ -14,10 +14,11 @@ std::vector<Run::Tool> Run::tools() const {
                "the tables, writes SQL, runs it read-only and draws a figure.",
                [](Run& r, Subtask& s, const std::string& in) { return r.analyze_tables(s, in); }});
   if (docs_ && docs_->chunk_count() > 0) {
-    t.push_back({"search_documents",
-                 "input is a search query; it returns facts from the documents (context, "
-                 "definitions, explanations).",
-                 [](Run& r, Subtask& s, const std::string& in) { return r.search_documents(s, in); }});
+    t.push_back(
+        {"search_documents",
+         "input is a search query; it returns facts from the documents (context, "
+         "definitions, explanations).",
+         [](Run& r, Subtask& s, const std::string& in) { return r.search_documents(s, in); }});
   }
   if (o_.web_search) {
     t.push_back({"web_search",
@@ -54,12 +55,14 @@ void Run::supervise(Subtask& subtask) {
       history += std::to_string(i + 1) + ". " + subtask.history[i] + "\n";
     }
     const std::string user =
-        "Research question: " + o_.question + "\nThis part: " + subtask.part + " -- " + subtask.goal +
-        "\nData facts already chosen:\n" + (facts.empty() ? "(none)\n" : "<data>\n" + text::truncate(facts, 1500) + "</data>\n") +
+        "Research question: " + o_.question + "\nThis part: " + subtask.part + " -- " +
+        subtask.goal + "\nData facts already chosen:\n" +
+        (facts.empty() ? "(none)\n" : "<data>\n" + text::truncate(facts, 1500) + "</data>\n") +
         "Calls so far:\n" + (history.empty() ? "(none)\n" : "<data>\n" + history + "</data>\n") +
         "Tool calls left in the whole run: " + std::to_string(o_.max_tool_calls - tool_calls_);
-    std::optional<json> answer =
-        ask_json("supervisor", {{"system", prompts::system_prompt(instructions, schema), {}}, {"user", user, {}}}, schema);
+    std::optional<json> answer = ask_json(
+        "supervisor",
+        {{"system", prompts::system_prompt(instructions, schema), {}}, {"user", user, {}}}, schema);
     std::string tool = answer ? (*answer)["tool"].get<std::string>() : "complete";
     std::string input = answer ? (*answer)["input"].get<std::string>() : "";
     // A part with neither facts nor findings is analysed at least once.
@@ -72,16 +75,20 @@ void Run::supervise(Subtask& subtask) {
     // A tool's input is a question or a query in words: a path, a link or a fragment is not
     // (small models answer with file names); the part is then done.
     const bool wordy = text::words(input).size() >= 3 && input.find("://") == std::string::npos &&
-                       input.find('/') == std::string::npos && input.find('\\') == std::string::npos &&
+                       input.find('/') == std::string::npos &&
+                       input.find('\\') == std::string::npos &&
                        input.find('<') == std::string::npos && input.find('>') == std::string::npos;
     // ... and about the question: a copy of the prompt's own words ("data facts already
     // chosen") shares none of its content words.
     const std::vector<std::string> in_words = text::words(input);
-    const bool on_topic = std::any_of(subtask.profile.terms.begin(), subtask.profile.terms.end(), [&](const std::string& t) {
-      return t.size() >= 3 && std::find(in_words.begin(), in_words.end(), t) != in_words.end();
-    });
+    const bool on_topic = std::any_of(
+        subtask.profile.terms.begin(), subtask.profile.terms.end(), [&](const std::string& t) {
+          return t.size() >= 3 && std::find(in_words.begin(), in_words.end(), t) != in_words.end();
+        });
     if (!wordy || !on_topic) {
-      trace({{"type", "refused_call"}, {"tool", tool}, {"input", input},
+      trace({{"type", "refused_call"},
+             {"tool", tool},
+             {"input", input},
              {"reason", !wordy ? "not a question in words" : "shares no word with the question"}});
       break;
     }
@@ -89,12 +96,14 @@ void Run::supervise(Subtask& subtask) {
       trace({{"type", "repeated_call"}, {"tool", tool}, {"input", input}});
       break;
     }
-    const auto it = std::find_if(registry.begin(), registry.end(), [&](const Tool& t) { return t.name == tool; });
+    const auto it = std::find_if(registry.begin(), registry.end(),
+                                 [&](const Tool& t) { return t.name == tool; });
     if (it == registry.end() || !it->run) break;
     ++tool_calls_;
     emit("tool", tool + ": " + input);
     const std::string observation = it->run(*this, subtask, input);
-    subtask.history.push_back(tool + "(\"" + text::truncate(input, 200) + "\") -> " + text::truncate(observation, 500));
+    subtask.history.push_back(tool + "(\"" + text::truncate(input, 200) + "\") -> " +
+                              text::truncate(observation, 500));
   }
 }
 

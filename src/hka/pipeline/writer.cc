@@ -22,7 +22,8 @@ constexpr size_t kKeyFigureRows = 16;
 // The citation keys in a sentence: "[A3]", "[A1, T2]".
 std::vector<std::string> cited_keys(const std::string& sentence) {
   std::vector<std::string> keys;
-  for (size_t open = sentence.find('['); open != std::string::npos; open = sentence.find('[', open + 1)) {
+  for (size_t open = sentence.find('['); open != std::string::npos;
+       open = sentence.find('[', open + 1)) {
     const size_t close = sentence.find(']', open);
     if (close == std::string::npos) break;
     std::string inner = sentence.substr(open + 1, close - open - 1);
@@ -38,19 +39,23 @@ std::vector<std::string> cited_keys(const std::string& sentence) {
   return keys;
 }
 
-
-
 const std::vector<std::string>& rise_words() {
-  static const std::vector<std::string> k = {"rose", "risen", "rise", "rising", "increased", "increase", "increasing", "grew", "grown", "growing", "gained", "higher", "up", "climbed", "expanded"};
+  static const std::vector<std::string> k = {
+      "rose",  "risen",   "rise",   "rising", "increased", "increase", "increasing", "grew",
+      "grown", "growing", "gained", "higher", "up",        "climbed",  "expanded"};
   return k;
 }
 const std::vector<std::string>& fall_words() {
-  static const std::vector<std::string> k = {"fell", "fallen", "fall", "falling", "decreased", "decrease", "decreasing", "declined", "decline", "declining", "dropped", "drop", "lost", "lower", "down", "shrank", "contracted"};
+  static const std::vector<std::string> k = {
+      "fell",       "fallen",   "fall",    "falling",   "decreased", "decrease",
+      "decreasing", "declined", "decline", "declining", "dropped",   "drop",
+      "lost",       "lower",    "down",    "shrank",    "contracted"};
   return k;
 }
 
 bool says(const std::string& lowered, const std::vector<std::string>& words) {
-  return std::any_of(words.begin(), words.end(), [&](const std::string& w) { return text::has_word(lowered, w); });
+  return std::any_of(words.begin(), words.end(),
+                     [&](const std::string& w) { return text::has_word(lowered, w); });
 }
 
 }  // namespace
@@ -62,9 +67,9 @@ namespace {
 // a query result's cells, a passage's numbers), no direction word against a fact it names.
 struct SentenceCheck {
   const std::string& question;
-  const std::vector<const analysis::Fact*>& facts;      // the section's facts
+  const std::vector<const analysis::Fact*>& facts;  // the section's facts
   const std::vector<ReportSource>& sources;
-  const std::map<std::string, std::string>& keys;       // fact id -> key
+  const std::map<std::string, std::string>& keys;  // fact id -> key
 
   bool repeats_question(const std::string& sentence) const {
     const std::vector<std::string> q = text::words(question), s = text::words(sentence);
@@ -106,7 +111,8 @@ struct SentenceCheck {
     if (up != down) {
       for (const analysis::Fact* f : facts) {
         if (f->direction == 0 || f->entity.empty() || !analysis::names(words, f->entity)) continue;
-        if ((f->type == "change" || f->type == "trend" || f->type == "proportion") && ((up && f->direction < 0) || (down && f->direction > 0))) {
+        if ((f->type == "change" || f->type == "trend" || f->type == "proportion") &&
+            ((up && f->direction < 0) || (down && f->direction > 0))) {
           return false;
         }
       }
@@ -117,13 +123,16 @@ struct SentenceCheck {
 
 // The facts of a part in the order an answer needs them: for each kind the part asks about,
 // the fact types that answer it, best ranked first.
-std::vector<const analysis::Fact*> answer_order(const Subtask& s, const std::vector<const analysis::Fact*>& chosen) {
+std::vector<const analysis::Fact*> answer_order(const Subtask& s,
+                                                const std::vector<const analysis::Fact*>& chosen) {
   std::vector<const analysis::Fact*> out;
   for (const std::string& kind : analysis::kinds_in_order()) {
     if (!s.profile.kinds.count(kind)) continue;
     for (const std::string& type : analysis::answer_types(kind)) {
       for (const analysis::Fact* f : chosen) {
-        if (f->type != type || !analysis::answers(*f, kind) || std::find(out.begin(), out.end(), f) != out.end()) continue;
+        if (f->type != type || !analysis::answers(*f, kind) ||
+            std::find(out.begin(), out.end(), f) != out.end())
+          continue;
         out.push_back(f);
         break;
       }
@@ -161,8 +170,11 @@ std::string Run::section_text(Subtask& subtask) {
       std::optional<json> answer = ask_json(
           "writer",
           {{"system", prompts::system_prompt(prompts::kSection, schema), {}},
-           {"user", "Research question: " + o_.question + "\nThis section answers: " + subtask.part +
-                        "\nSection heading: " + subtask.title + "\nFacts and findings:\n<data>\n" + listing + "</data>", {}}},
+           {"user",
+            "Research question: " + o_.question + "\nThis section answers: " + subtask.part +
+                "\nSection heading: " + subtask.title + "\nFacts and findings:\n<data>\n" +
+                listing + "</data>",
+            {}}},
           schema);
       if (answer) {
         const std::string prose = tidy_prose((*answer)["text"].get<std::string>(), 1200);
@@ -176,10 +188,15 @@ std::string Run::section_text(Subtask& subtask) {
             ++dropped;
           }
         }
-        trace({{"type", "prose_check"}, {"section", subtask.title}, {"kept", kept}, {"dropped", dropped}});
+        trace({{"type", "prose_check"},
+               {"section", subtask.title},
+               {"kept", kept},
+               {"dropped", dropped}});
       }
     } catch (const BudgetExhausted&) {
-      draft_.notes.push_back("The token budget ran out while writing; later sections state their facts without commentary.");
+      draft_.notes.push_back(
+          "The token budget ran out while writing; later sections state their facts without "
+          "commentary.");
     }
   }
   // Findings from tools: query insights and document facts, each already cited.
@@ -189,7 +206,8 @@ std::string Run::section_text(Subtask& subtask) {
     for (const std::string& sentence : split_sentences(f.text)) {
       // A finding's sentences carry their source key; numbers must be the source's.
       std::string s = sentence;
-      if (cited_keys(s).empty() && !cited_keys(f.text).empty()) s += " [" + cited_keys(f.text).back() + "]";
+      if (cited_keys(s).empty() && !cited_keys(f.text).empty())
+        s += " [" + cited_keys(f.text).back() + "]";
       if (check.ok(s, false)) kept += (kept.empty() ? "" : " ") + s;
     }
     if (!kept.empty()) findings += "- " + kept + "\n";
@@ -197,7 +215,8 @@ std::string Run::section_text(Subtask& subtask) {
   std::string out = facts_paragraph;
   if (!model_paragraph.empty()) out += (out.empty() ? "" : "\n\n") + model_paragraph;
   if (!findings.empty()) out += (out.empty() ? "" : "\n\n") + findings;
-  if (out.empty()) out = "No data fact or finding could be established for this part of the question.";
+  if (out.empty())
+    out = "No data fact or finding could be established for this part of the question.";
   return out;
 }
 
@@ -216,7 +235,10 @@ void Run::add_section_figure(Subtask& subtask, ReportSection& section) {
       const ChartSpec spec = parse_chart_spec(fc->spec);
       const FigureCheck check = check_chart(spec, fc->data);
       if (!check.ok) {
-        trace({{"type", "figure_check"}, {"fact", f->id}, {"ok", false}, {"problem", check.problems}});
+        trace({{"type", "figure_check"},
+               {"fact", f->id},
+               {"ok", false},
+               {"problem", check.problems}});
         continue;
       }
       const RenderedChart rendered = render_chart(spec, fc->data);
@@ -232,11 +254,14 @@ void Run::add_section_figure(Subtask& subtask, ReportSection& section) {
       fig.caption = caption + " [" + cite_fact(f->id) + "].";
       std::ofstream(o_.out_dir / fig.svg_path, std::ios::binary) << rendered.svg;
       std::ofstream(o_.out_dir / fig.png_path, std::ios::binary) << rendered.png;
-      std::ofstream(o_.out_dir / "analysis" / ("fig" + std::to_string(charts_) + ".csv"), std::ios::binary) << to_csv(fc->data);
+      std::ofstream(o_.out_dir / "analysis" / ("fig" + std::to_string(charts_) + ".csv"),
+                    std::ios::binary)
+          << to_csv(fc->data);
       draft_.figures.push_back(fig);
       section.figure_keys.push_back(fig.key);
       charted_.insert(f->id);
-      trace({{"type", "figure"}, {"fact", f->id}, {"key", fig.key}, {"rows", fc->data.rows.size()}});
+      trace(
+          {{"type", "figure"}, {"fact", f->id}, {"key", fig.key}, {"rows", fc->data.rows.size()}});
       return;
     } catch (const ChartError& e) {
       trace({{"type", "figure_check"}, {"fact", f->id}, {"ok", false}, {"problem", e.what()}});
@@ -253,9 +278,10 @@ void Run::add_key_figures(Subtask& subtask, ReportSection& section) {
     for (std::vector<std::string>& row : analysis::fact_rows(*f)) {
       if (table.rows.size() >= kKeyFigureRows) break;
       // The same figure from two facts (a share in the mix and in the proportion) once.
-      const bool seen = std::any_of(table.rows.begin(), table.rows.end(), [&](const std::vector<std::string>& r) {
-        return r[0] == row[0] && r[1] == row[1] && r[3] == row[3];
-      });
+      const bool seen =
+          std::any_of(table.rows.begin(), table.rows.end(), [&](const std::vector<std::string>& r) {
+            return r[0] == row[0] && r[1] == row[1] && r[3] == row[3];
+          });
       if (seen) continue;
       row.push_back("[" + cite_fact(f->id) + "]");
       table.rows.push_back(std::move(row));
@@ -271,7 +297,8 @@ void Run::add_key_figures(Subtask& subtask, ReportSection& section) {
 void Run::write_report() {
   emit("write", "sections");
   draft_.question = o_.question;
-  draft_.generated_by = o_.facts_only ? "kdr research, data facts only (no language model)" : "kdr research, " + llm_.describe();
+  draft_.generated_by = o_.facts_only ? "kdr research, data facts only (no language model)"
+                                      : "kdr research, " + llm_.describe();
   for (Subtask& s : subtasks_) {
     ReportSection section;
     section.heading = s.title;
@@ -279,9 +306,11 @@ void Run::write_report() {
     add_section_figure(s, section);
     add_key_figures(s, section);
     for (const Finding& f : s.findings) {
-      if (!f.figure_key.empty() && std::find(section.figure_keys.begin(), section.figure_keys.end(), f.figure_key) == section.figure_keys.end())
+      if (!f.figure_key.empty() && std::find(section.figure_keys.begin(), section.figure_keys.end(),
+                                             f.figure_key) == section.figure_keys.end())
         section.figure_keys.push_back(f.figure_key);
-      if (!f.table_key.empty() && std::find(section.table_keys.begin(), section.table_keys.end(), f.table_key) == section.table_keys.end())
+      if (!f.table_key.empty() && std::find(section.table_keys.begin(), section.table_keys.end(),
+                                            f.table_key) == section.table_keys.end())
         section.table_keys.push_back(f.table_key);
     }
     draft_.sections.push_back(std::move(section));
@@ -321,14 +350,18 @@ void Run::write_report() {
     }
   }
   bool association = false;
-  for (const Subtask& s : subtasks_) association = association || s.profile.kinds.count("association") > 0;
+  for (const Subtask& s : subtasks_)
+    association = association || s.profile.kinds.count("association") > 0;
   if (association) {
     conclusion += std::string(conclusion.empty() ? "" : " ") +
-                  "A correlation across the observations does not by itself show that one measure drives the other.";
+                  "A correlation across the observations does not by itself show that one measure "
+                  "drives the other.";
   }
   conclusion += std::string(conclusion.empty() ? "" : " ") +
-                "These findings hold for the entities and periods the tables cover; the references give the SQL behind every number.";
-  draft_.abstract = abstract.empty() ? "No data fact could be established for this question." : abstract;
+                "These findings hold for the entities and periods the tables cover; the references "
+                "give the SQL behind every number.";
+  draft_.abstract =
+      abstract.empty() ? "No data fact could be established for this question." : abstract;
   draft_.conclusion = conclusion;
 
   // Introduction and title: the model may frame the question (no numbers); the plain
@@ -337,11 +370,11 @@ void Run::write_report() {
   if (!budget_exhausted_) {
     try {
       const ojson schema = prompts::introduction_schema();
-      std::optional<json> answer = ask_json(
-          "writer",
-          {{"system", prompts::system_prompt(prompts::kIntroduction, schema), {}},
-           {"user", "Research question: " + o_.question, {}}},
-          schema);
+      std::optional<json> answer =
+          ask_json("writer",
+                   {{"system", prompts::system_prompt(prompts::kIntroduction, schema), {}},
+                    {"user", "Research question: " + o_.question, {}}},
+                   schema);
       if (answer) {
         title = text::one_line(tidy_prose((*answer)["title"].get<std::string>(), 100));
         intro = tidy_prose((*answer)["introduction"].get<std::string>(), 600);
@@ -349,7 +382,8 @@ void Run::write_report() {
         const std::vector<const analysis::Fact*> none;
         const SentenceCheck check{o_.question, none, draft_.sources, fact_keys_};
         for (const std::string& sentence : split_sentences(intro)) {
-          if (check.ok(sentence) && extract_numbers(sentence).empty()) kept += (kept.empty() ? "" : " ") + sentence;
+          if (check.ok(sentence) && extract_numbers(sentence).empty())
+            kept += (kept.empty() ? "" : " ") + sentence;
         }
         intro = kept;
       }
@@ -363,16 +397,20 @@ void Run::write_report() {
       "the references list every fact with its table, and analysis/facts.sql holds the SQL "
       "that reproduces it.";
   if (llm_answers_ > 0) {
-    method += " The language model chose among the facts and wrote the commentary; a sentence of its "
-              "prose is kept only where every number it states matches a fact it cites.";
+    method +=
+        " The language model chose among the facts and wrote the commentary; a sentence of its "
+        "prose is kept only where every number it states matches a fact it cites.";
   } else {
-    method += " No language model took part: the facts were chosen by their relevance to the question "
-              "and their significance, and every sentence is the fact's own.";
+    method +=
+        " No language model took part: the facts were chosen by their relevance to the question "
+        "and their significance, and every sentence is the fact's own.";
   }
-  if (docs_) method += " Documents were searched for context, and their passages are cited where used.";
+  if (docs_)
+    method += " Documents were searched for context, and their passages are cited where used.";
   draft_.introduction = intro.empty() ? method : intro + "\n\n" + method;
   const std::vector<std::string> title_words = text::words(title);
-  const bool title_ok = title_words.size() >= 3 && title.size() <= 100 && prose_key(title) != prose_key(o_.question);
+  const bool title_ok =
+      title_words.size() >= 3 && title.size() <= 100 && prose_key(title) != prose_key(o_.question);
   draft_.title = title_ok ? title : text::shorten(o_.question, 120);
 }
 

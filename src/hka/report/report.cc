@@ -105,12 +105,14 @@ ReportSource source_from_json(const nlohmann::json& j) {
   return s;
 }
 
-std::vector<NumberCheck> check_prose(const std::string& text, const std::vector<analysis::Fact>& facts,
+std::vector<NumberCheck> check_prose(const std::string& text,
+                                     const std::vector<analysis::Fact>& facts,
                                      const std::vector<ReportSource>& sources) {
   const report::Citable citable(facts, sources);
   const report::Verifier verifier(citable);
   std::vector<NumberCheck> out;
-  verifier.check_numbers(text, "", [](const std::string& item) { return item; }, out);
+  verifier.check_numbers(
+      text, "", [](const std::string& item) { return item; }, out);
   return out;
 }
 

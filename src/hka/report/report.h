@@ -131,7 +131,8 @@ FinalReport finalize_report(const ReportDraft& draft);
 // What finalize_report will say of the numbers of one piece of prose written with citation
 // keys as the writer writes them ([A3], [T1]): each checked against the facts (with their keys
 // set) and sources, by the same rules. The writer uses it to keep only prose that verifies.
-std::vector<NumberCheck> check_prose(const std::string& text, const std::vector<analysis::Fact>& facts,
+std::vector<NumberCheck> check_prose(const std::string& text,
+                                     const std::vector<analysis::Fact>& facts,
                                      const std::vector<ReportSource>& sources);
 
 struct ReportError : std::runtime_error {

@@ -26,7 +26,8 @@
 //   - A value with a period written next to it ("1,437 in 2001", "in 1976 (1.74)", "January
 //     340", a clause opening "In 2017,") must be that period's value; a change followed by a
 //     range ("+25% a year from 2001 to 2009") must be the change over that range.
-//   - A year (a bare integer 1000-2200, as frames read years) must be the year of a period of the evidence ("March
+//   - A year (a bare integer 1000-2200, as frames read years) must be the year of a period of the
+//   evidence ("March
 //     2009" the month too); a range ("2001-2017", "from 2001 to 2017", "between 2001 and
 //     2017") must be a span of a cited fact.
 //   - "p < 0.001" needs a fact whose p-value is below the bound; "r = 0.62", "ρ = 0.58",

@@ -70,9 +70,11 @@ class Workspace {
 // The fact's SQL gives the values the C++ computed; returns how many were compared.
 size_t expect_sql_reproduces(const fs::path& db, const Fact& f) {
   const FactSqlCheck check = check_fact_sql(db, f);
-  EXPECT_TRUE(check.error.empty()) << f.id << ": " << check.error << "\n" << f.sql.substr(f.sql.size() > 400 ? f.sql.size() - 400 : 0);
+  EXPECT_TRUE(check.error.empty()) << f.id << ": " << check.error << "\n"
+                                   << f.sql.substr(f.sql.size() > 400 ? f.sql.size() - 400 : 0);
   for (const std::string& m : check.mismatches) {
-    ADD_FAILURE() << f.id << " (" << f.text << "): " << m << "\n..." << f.sql.substr(f.sql.size() > 400 ? f.sql.size() - 400 : 0);
+    ADD_FAILURE() << f.id << " (" << f.text << "): " << m << "\n..."
+                  << f.sql.substr(f.sql.size() > 400 ? f.sql.size() - 400 : 0);
   }
   return check.compared;
 }
@@ -103,7 +105,8 @@ TEST(Frame, WideYearTableIsUnpivotedWithItsIndicatorAsMeasure) {
   Workspace w;
   w.write("wb.csv",
           "Country Name,Country Code,Indicator Name,Indicator Code,1960,1961,1962,1963\n"
-          "\"Korea, Rep.\",KOR,\"Fertility rate, total (births per woman)\",SP.DYN.TFRT.IN,6.1,5.9,5.6,5.4\n"
+          "\"Korea, Rep.\",KOR,\"Fertility rate, total (births per "
+          "woman)\",SP.DYN.TFRT.IN,6.1,5.9,5.6,5.4\n"
           "Niger,NER,\"Fertility rate, total (births per woman)\",SP.DYN.TFRT.IN,7.3,7.4,7.4,\n");
   w.ingest();
   const Frame f = load_frame(w.db(), w.table("wb"));
@@ -139,8 +142,10 @@ TEST(Frame, WideMonthTableBecomesAMonthlySeries) {
 TEST(Frame, DatesAsIntegersQuartersAndAnnotationColumns) {
   Workspace w;
   w.write("co2.csv", "date,co2\n19580329,316.1\n19580405,317.3\n19580412,317.6\n19590103,315.2\n");
-  w.write("macro.csv", "year,quarter,gdp\n1959,1,2710\n1959,2,2778\n1959,3,2775\n1959,4,2785\n1960,1,2847\n");
-  w.write("drive.csv", "side,year,miles,gas\nleft,1956,3675,2.38\nright,1957,3706,2.40\nleft,1958,3766,2.26\n");
+  w.write("macro.csv",
+          "year,quarter,gdp\n1959,1,2710\n1959,2,2778\n1959,3,2775\n1959,4,2785\n1960,1,2847\n");
+  w.write("drive.csv",
+          "side,year,miles,gas\nleft,1956,3675,2.38\nright,1957,3706,2.40\nleft,1958,3766,2.26\n");
   w.ingest();
   EXPECT_EQ(load_frame(w.db(), w.table("co2")).grain, Grain::kDay);
   const Frame m = load_frame(w.db(), w.table("macro"));
@@ -154,7 +159,8 @@ TEST(Frame, DatesAsIntegersQuartersAndAnnotationColumns) {
 
 TEST(Frame, UnitsComeFromTheDescription) {
   EXPECT_EQ(unit_from_text("percent of the population with a high-school diploma"), "%");
-  EXPECT_EQ(unit_from_text("violent crimes per 100,000 population (Illinois excluded)"), "per 100,000 population");
+  EXPECT_EQ(unit_from_text("violent crimes per 100,000 population (Illinois excluded)"),
+            "per 100,000 population");
   EXPECT_EQ(unit_from_text("wind speed (m/s)"), "m/s");
 }
 
@@ -167,7 +173,8 @@ TEST(Facts, MixChangeAndGrowthHaveExactValues) {
           "2005,Coal,70\n2005,Wind,30\n");
   w.ingest();
   const TableInfo t = w.table("power");
-  const QuestionProfile q = profile_question("How did the generation mix of coal and wind change from 2000 to 2010?");
+  const QuestionProfile q =
+      profile_question("How did the generation mix of coal and wind change from 2000 to 2010?");
   const Frame f = load_frame(w.db(), t);
   const std::vector<Fact> facts = compute_facts(f, resolve_focus(f, q));
   auto find = [&](const std::string& type, const std::string& entity) -> const Fact* {
@@ -185,13 +192,15 @@ TEST(Facts, MixChangeAndGrowthHaveExactValues) {
   const Fact* coal = find("change", "Coal");
   ASSERT_NE(coal, nullptr);
   EXPECT_NEAR(coal->get("pct_change"), -25.0, 1e-12);
-  EXPECT_EQ(coal->text, "Generation for Coal fell from 80 in 2000 to 60 in 2010, a decrease of 20 (-25%).");
+  EXPECT_EQ(coal->text,
+            "Generation for Coal fell from 80 in 2000 to 60 in 2010, a decrease of 20 (-25%).");
   const Fact* growth = find("trend", "Wind");
   ASSERT_NE(growth, nullptr);
   EXPECT_NEAR(growth->get("cagr_pct"), 100.0 * (std::pow(3.0, 0.1) - 1.0), 1e-9);
   const Fact* diff = find("difference", "");
   ASSERT_NE(diff, nullptr);
-  for (const Fact& x : facts) EXPECT_GT(expect_sql_reproduces(w.db(), x), 0u) << x.id << " " << x.text;
+  for (const Fact& x : facts)
+    EXPECT_GT(expect_sql_reproduces(w.db(), x), 0u) << x.id << " " << x.text;
 }
 
 TEST(Facts, CrossSectionAssociationRankAndOutlier) {
@@ -204,7 +213,8 @@ TEST(Facts, CrossSectionAssociationRankAndOutlier) {
   }
   w.write("states.csv", csv);
   w.ingest();
-  const QuestionProfile q = profile_question("How does crime relate to poverty across states, and which are highest?");
+  const QuestionProfile q =
+      profile_question("How does crime relate to poverty across states, and which are highest?");
   const Frame f = load_frame(w.db(), w.table("states"));
   EXPECT_EQ(f.layout, "cross-section");
   const std::vector<Fact> facts = compute_facts(f, resolve_focus(f, q));
@@ -233,8 +243,10 @@ TEST(Facts, EverySqlReproducesItsValuesOnTheExampleTables) {
   Workspace w;
   const std::vector<TableInfo> tables = w.ingest(fs::path(KDR_SOURCE_DIR) / "examples" / "tables");
   const std::vector<std::string> questions = {
-      "How did Iowa's electricity generation mix change between 2001 and 2017, and how fast did renewables grow?",
-      "How deep was the 2008-2009 job loss in the United States and which industries lost the most?",
+      "How did Iowa's electricity generation mix change between 2001 and 2017, and how fast did "
+      "renewables grow?",
+      "How deep was the 2008-2009 job loss in the United States and which industries lost the "
+      "most?",
       "Is there a relationship between the price of gas and miles driven?",
       "How did fertility change in Korea, India and Brazil from 1960 to 2011, and which fell most?",
       "What is the seasonal cycle of sea surface temperature and which years were warmest?",
@@ -283,18 +295,21 @@ TEST(Facts, EverySqlReproducesItsValuesOnRandomTables) {
   std::string wide = "name,1990,1991,1992,1993,1994,1995\n";
   for (int e = 0; e < 6; ++e) {
     wide += "E" + std::to_string(e);
-    for (int y = 0; y < 6; ++y) wide += "," + (rng() % 9 == 0 ? std::string() : std::to_string(u(rng)));
+    for (int y = 0; y < 6; ++y)
+      wide += "," + (rng() % 9 == 0 ? std::string() : std::to_string(u(rng)));
     wide += "\n";
   }
   w.write("wide.csv", wide);
   const std::vector<TableInfo> tables = w.ingest();
   FactFinder finder(w.db());
   size_t values = 0;
-  for (const char* question : {"How did sales change by region and which grew most?",
-                               "How does price relate to sales? What is the seasonal cycle of sales?",
-                               "What was the mix of sales by region in 2000 and 2003?",
-                               "How did E1 and E2 change from 1990 to 1995?"}) {
-    for (const Fact& f : finder.facts(tables, profile_question(question), 80)) values += expect_sql_reproduces(w.db(), f);
+  for (const char* question :
+       {"How did sales change by region and which grew most?",
+        "How does price relate to sales? What is the seasonal cycle of sales?",
+        "What was the mix of sales by region in 2000 and 2003?",
+        "How did E1 and E2 change from 1990 to 1995?"}) {
+    for (const Fact& f : finder.facts(tables, profile_question(question), 80))
+      values += expect_sql_reproduces(w.db(), f);
   }
   EXPECT_GT(values, 50u);
 }
@@ -304,9 +319,10 @@ TEST(Facts, ChartsOfFactsPassTheFigureCheck) {
   const std::vector<TableInfo> tables = w.ingest(fs::path(KDR_SOURCE_DIR) / "examples" / "tables");
   FactFinder finder(w.db());
   size_t charts = 0;
-  for (const char* question : {"How did Iowa's generation mix change, and how fast did renewables grow?",
-                               "How does violent crime relate to poverty across states?",
-                               "What is the seasonal cycle of sea surface temperature?"}) {
+  for (const char* question :
+       {"How did Iowa's generation mix change, and how fast did renewables grow?",
+        "How does violent crime relate to poverty across states?",
+        "What is the seasonal cycle of sea surface temperature?"}) {
     const std::vector<Fact> facts = finder.facts(tables, profile_question(question), 30);
     for (const Fact& f : facts) {
       const Frame* frame = finder.frame_of(f);
@@ -315,7 +331,8 @@ TEST(Facts, ChartsOfFactsPassTheFigureCheck) {
       if (!c) continue;
       const ChartSpec spec = parse_chart_spec(c->spec);
       const FigureCheck check = check_chart(spec, c->data);
-      EXPECT_TRUE(check.ok) << f.id << ": " << (check.problems.empty() ? "" : check.problems.front());
+      EXPECT_TRUE(check.ok) << f.id << ": "
+                            << (check.problems.empty() ? "" : check.problems.front());
       ++charts;
       // Every key-figures row names its entity and period.
       for (const auto& row : fact_rows(f)) {
@@ -331,7 +348,8 @@ TEST(Facts, ChartsOfFactsPassTheFigureCheck) {
 
 TEST(Question, KindsPeriodsMonthsAndExclusions) {
   const QuestionProfile q = profile_question(
-      "Leaving out the District of Columbia, how did the mix shift from January 2006 to March 2010, "
+      "Leaving out the District of Columbia, how did the mix shift from January 2006 to March "
+      "2010, "
       "and is crime correlated with poverty?");
   EXPECT_TRUE(q.kinds.count("mix"));
   EXPECT_TRUE(q.kinds.count("association"));
@@ -343,7 +361,8 @@ TEST(Question, KindsPeriodsMonthsAndExclusions) {
 }
 
 TEST(Question, NamesMatchTheWayPeopleWriteThem) {
-  const std::vector<std::string> words = kdr::hka::text::words("How did fertility fall in South Korea and Russia vs renewable power?");
+  const std::vector<std::string> words =
+      kdr::hka::text::words("How did fertility fall in South Korea and Russia vs renewable power?");
   EXPECT_TRUE(names(words, "Korea, Rep."));
   EXPECT_TRUE(names(words, "Russian Federation") == false);  // "federation" is not named
   EXPECT_TRUE(names(words, "Renewables"));
@@ -353,12 +372,20 @@ TEST(Question, NamesMatchTheWayPeopleWriteThem) {
 }
 
 TEST(Question, PartsAreTheQuestionsClauses) {
-  EXPECT_EQ(question_parts("How did Iowa's mix change between 2001 and 2017, and how fast did renewables grow?"),
-            (std::vector<std::string>{"How did Iowa's mix change between 2001 and 2017",
-                                      "how fast did renewables grow?"}));
-  EXPECT_EQ(question_parts("How deep was the loss, which industries lost most, and how long did recovery take?").size(), 3u);
-  EXPECT_EQ(question_parts("Leaving out DC, how is murder related to poverty? Which states are highest?"),
-            (std::vector<std::string>{"Leaving out DC, how is murder related to poverty?", "Which states are highest?"}));
+  EXPECT_EQ(
+      question_parts(
+          "How did Iowa's mix change between 2001 and 2017, and how fast did renewables grow?"),
+      (std::vector<std::string>{"How did Iowa's mix change between 2001 and 2017",
+                                "how fast did renewables grow?"}));
+  EXPECT_EQ(
+      question_parts(
+          "How deep was the loss, which industries lost most, and how long did recovery take?")
+          .size(),
+      3u);
+  EXPECT_EQ(
+      question_parts("Leaving out DC, how is murder related to poverty? Which states are highest?"),
+      (std::vector<std::string>{"Leaving out DC, how is murder related to poverty?",
+                                "Which states are highest?"}));
 }
 
 }  // namespace

@@ -170,13 +170,16 @@ TEST_F(SqlGuardTest, RowCapTruncates) {
 // The hostile probe's memory bombs: a 600 MB string, a 900 MB blob, a result that grows past
 // the byte cap one row at a time. Each is refused quickly with a message the model can act on.
 TEST_F(SqlGuardTest, HugeValuesAreRefusedBeforeTheyAreBuilt) {
-  for (const char* sql : {"SELECT hex(randomblob(300000000)) AS label, 1 AS value",
-                          "SELECT zeroblob(900000000) AS b", "SELECT group_concat(hex(randomblob(400000))) FROM (SELECT 1 UNION ALL SELECT 2 UNION ALL SELECT 3)"}) {
+  for (const char* sql :
+       {"SELECT hex(randomblob(300000000)) AS label, 1 AS value", "SELECT zeroblob(900000000) AS b",
+        "SELECT group_concat(hex(randomblob(400000))) FROM (SELECT 1 UNION ALL SELECT 2 UNION ALL "
+        "SELECT 3)"}) {
     try {
       run_readonly(db_path_, sql);
       ADD_FAILURE() << "accepted: " << sql;
     } catch (const SqlError& e) {
-      EXPECT_NE(std::string(e.what()).find("larger than"), std::string::npos) << sql << ": " << e.what();
+      EXPECT_NE(std::string(e.what()).find("larger than"), std::string::npos)
+          << sql << ": " << e.what();
     }
   }
 }
