@@ -50,22 +50,39 @@ double mad(const std::vector<double>& v) {
   return 1.4826 * quantile(dev, 0.5);
 }
 
+namespace {
+
+// Means and centred sums of squares and products of the first n pairs.
+struct Moments {
+  size_t n = 0;
+  double mx = 0, my = 0, sxx = 0, sxy = 0, syy = 0;
+};
+
+Moments moments(const std::vector<double>& x, const std::vector<double>& y) {
+  Moments m;
+  m.n = std::min(x.size(), y.size());
+  if (m.n == 0) return m;
+  for (size_t i = 0; i < m.n; ++i) {
+    m.mx += x[i];
+    m.my += y[i];
+  }
+  m.mx /= static_cast<double>(m.n);
+  m.my /= static_cast<double>(m.n);
+  for (size_t i = 0; i < m.n; ++i) {
+    m.sxx += (x[i] - m.mx) * (x[i] - m.mx);
+    m.sxy += (x[i] - m.mx) * (y[i] - m.my);
+    m.syy += (y[i] - m.my) * (y[i] - m.my);
+  }
+  return m;
+}
+
+}  // namespace
+
 std::optional<LinearFit> linear_fit(const std::vector<double>& x, const std::vector<double>& y) {
-  const size_t n = std::min(x.size(), y.size());
+  const Moments mo = moments(x, y);
+  const size_t n = mo.n;
   if (n < 3) return std::nullopt;
-  double mx = 0, my = 0;
-  for (size_t i = 0; i < n; ++i) {
-    mx += x[i];
-    my += y[i];
-  }
-  mx /= static_cast<double>(n);
-  my /= static_cast<double>(n);
-  double sxx = 0, sxy = 0, syy = 0;
-  for (size_t i = 0; i < n; ++i) {
-    sxx += (x[i] - mx) * (x[i] - mx);
-    sxy += (x[i] - mx) * (y[i] - my);
-    syy += (y[i] - my) * (y[i] - my);
-  }
+  const double mx = mo.mx, my = mo.my, sxx = mo.sxx, sxy = mo.sxy, syy = mo.syy;
   if (sxx <= 0) return std::nullopt;
   LinearFit f;
   f.n = n;
@@ -97,23 +114,9 @@ std::optional<Correlation> correlation_with_p(double r, size_t n) {
 }  // namespace
 
 std::optional<Correlation> pearson(const std::vector<double>& x, const std::vector<double>& y) {
-  const size_t n = std::min(x.size(), y.size());
-  if (n < 3) return std::nullopt;
-  double mx = 0, my = 0;
-  for (size_t i = 0; i < n; ++i) {
-    mx += x[i];
-    my += y[i];
-  }
-  mx /= static_cast<double>(n);
-  my /= static_cast<double>(n);
-  double sxx = 0, sxy = 0, syy = 0;
-  for (size_t i = 0; i < n; ++i) {
-    sxx += (x[i] - mx) * (x[i] - mx);
-    sxy += (x[i] - mx) * (y[i] - my);
-    syy += (y[i] - my) * (y[i] - my);
-  }
-  if (sxx <= 0 || syy <= 0) return std::nullopt;
-  return correlation_with_p(sxy / std::sqrt(sxx * syy), n);
+  const Moments m = moments(x, y);
+  if (m.n < 3 || m.sxx <= 0 || m.syy <= 0) return std::nullopt;
+  return correlation_with_p(m.sxy / std::sqrt(m.sxx * m.syy), m.n);
 }
 
 std::vector<double> ranks(const std::vector<double>& v) {

@@ -18,6 +18,7 @@
 
 #include "base/utf8.h"
 #include "hka/knowledge/encoding.h"
+#include "hka/knowledge/source_files.h"
 #include "hka/knowledge/sqlite_util.h"
 #include "hka/text.h"
 
@@ -508,49 +509,19 @@ class NewlineCounter {
   size_t count_ = 0;
 };
 
-// The files under `root` the store ingests, sorted. Links to files are followed, links to
-// directories are not, so a cycle of links cannot trap the walk. An entry whose status cannot
-// be read (a link loop, a dangling link) or a subdirectory that cannot be listed goes into
-// `failed` and the walk goes on; a dangling link the store would not read anyway (an editor's
-// lock file) is left out silently.
+// The files under `root` the store ingests, sorted; entries that cannot be read go into
+// `failed` (source_files.h).
 std::vector<std::filesystem::path> document_files(const std::filesystem::path& root,
                                                   std::vector<DocIngestReport::Failure>& failed) {
-  namespace fs = std::filesystem;
-  std::vector<fs::path> files;
-  std::vector<fs::path> dirs = {root};
-  while (!dirs.empty()) {
-    const fs::path dir = std::move(dirs.back());
-    dirs.pop_back();
-    std::error_code list_error;
-    for (fs::directory_iterator it(dir, list_error), end; !list_error && it != end;
-         it.increment(list_error)) {
-      const fs::path& path = it->path();
-      std::error_code error;
-      if (fs::is_directory(it->symlink_status(error)) && !error) {
-        dirs.push_back(path);
-        continue;
-      }
-      const fs::file_status status = error ? fs::file_status() : it->status(error);
-      const bool wanted = !format_of(path).empty();
-      if (error) {
-        if (wanted || error != std::errc::no_such_file_or_directory) {
-          failed.push_back({path.string(), path.string() + ": skipped, cannot read its status (" +
-                                               error.message() + ")"});
-        }
-      } else if (wanted && fs::is_regular_file(status)) {
-        files.push_back(path);
-      }
-    }
-    if (list_error && dir == root) {
-      throw DocStoreError(root.string() + ": cannot list the directory (" + list_error.message() +
-                          ")");
-    }
-    if (list_error) {
-      failed.push_back({dir.string(), dir.string() + ": skipped, cannot list the directory (" +
-                                          list_error.message() + ")"});
-    }
+  std::vector<std::filesystem::path> files;
+  std::string root_error;
+  const auto wanted = [](const std::filesystem::path& path) { return !format_of(path).empty(); };
+  const auto skipped = [&](const std::filesystem::path& path, const std::string& message) {
+    failed.push_back({path.string(), message});
+  };
+  if (!list_source_files(root, wanted, skipped, files, &root_error)) {
+    throw DocStoreError(root.string() + ": cannot list the directory (" + root_error + ")");
   }
-  std::sort(files.begin(), files.end());
   return files;
 }
 

@@ -15,6 +15,7 @@
 #include <utility>
 
 #include "hka/knowledge/encoding.h"
+#include "hka/knowledge/source_files.h"
 #include "hka/knowledge/sqlite_util.h"
 #include "hka/knowledge/xlsx.h"
 #include "hka/text.h"
@@ -795,50 +796,23 @@ void in_transaction(sqlite3* db, Body&& body) {
   }
 }
 
-// The source files under `root` the store reads (.csv, .tsv, .json, .xlsx), sorted. Links to
-// files are followed, links to directories are not, so a cycle of links cannot trap the walk.
-// An entry whose status cannot be read (a link loop, a dangling link) or a subdirectory that
-// cannot be listed goes into `failed` and the walk goes on; a dangling link the store would
-// not read anyway (an editor's lock file) is left out silently.
+// The source files under `root` the store reads (.csv, .tsv, .json, .xlsx), sorted; entries
+// that cannot be read go into `failed` (source_files.h).
 std::vector<fs::path> source_files(const fs::path& root, std::vector<std::string>& failed) {
   std::vector<fs::path> files;
-  std::vector<fs::path> dirs = {root};
-  while (!dirs.empty()) {
-    const fs::path dir = std::move(dirs.back());
-    dirs.pop_back();
-    std::error_code list_error;
-    for (fs::directory_iterator it(dir, list_error), end; !list_error && it != end;
-         it.increment(list_error)) {
-      const fs::path& path = it->path();
-      std::error_code error;
-      if (fs::is_directory(it->symlink_status(error)) && !error) {
-        dirs.push_back(path);
-        continue;
-      }
-      const fs::file_status status = error ? fs::file_status() : it->status(error);
-      const std::string ext = to_lower(path.extension().string());
-      // "~$book.xlsx" is the lock file Excel keeps beside a workbook it has open.
-      const bool wanted = (ext == ".csv" || ext == ".tsv" || ext == ".json" || ext == ".xlsx") &&
-                          !path.filename().string().starts_with("~$");
-      if (error) {
-        if (wanted || error != std::errc::no_such_file_or_directory) {
-          failed.push_back(path.string() + ": skipped, cannot read its status (" + error.message() +
-                           ")");
-        }
-      } else if (wanted && fs::is_regular_file(status)) {
-        files.push_back(path);
-      }
-    }
-    if (list_error && dir == root) {
-      throw TableStoreError(root.string() + ": cannot list the directory (" + list_error.message() +
-                            ")");
-    }
-    if (list_error) {
-      failed.push_back(dir.string() + ": skipped, cannot list the directory (" +
-                       list_error.message() + ")");
-    }
+  std::string root_error;
+  const auto wanted = [](const fs::path& path) {
+    const std::string ext = to_lower(path.extension().string());
+    // "~$book.xlsx" is the lock file Excel keeps beside a workbook it has open.
+    return (ext == ".csv" || ext == ".tsv" || ext == ".json" || ext == ".xlsx") &&
+           !path.filename().string().starts_with("~$");
+  };
+  const auto skipped = [&](const fs::path&, const std::string& message) {
+    failed.push_back(message);
+  };
+  if (!list_source_files(root, wanted, skipped, files, &root_error)) {
+    throw TableStoreError(root.string() + ": cannot list the directory (" + root_error + ")");
   }
-  std::sort(files.begin(), files.end());
   return files;
 }
 
