@@ -254,8 +254,9 @@ std::string Run::table_context(const std::vector<std::string>& names,
   return text::truncate(out, 6000);
 }
 
-std::string Run::analyze_tables(Subtask& subtask, const std::string& question) {
-  // 1. Retrieval over titles, descriptions, columns and sample values.
+std::vector<std::string> Run::pick_tables(Subtask& subtask, const std::string& question) {
+  // Retrieval over titles, descriptions, columns and sample values, then the model keeps the
+  // tables the question needs (several may be joined).
   std::vector<TableHit> hits = tables_->search(question + " " + subtask.goal, o_.rerank_candidates);
   if (hits.empty()) {
     for (const TableInfo& t : tables_->tables()) {
@@ -264,7 +265,6 @@ std::string Run::analyze_tables(Subtask& subtask, const std::string& question) {
     }
   }
   std::vector<std::string> chosen;
-  // 2. Rerank: the model keeps the tables the question needs (several may be joined).
   if (hits.size() == 1) {
     chosen.push_back(hits[0].table);
   } else {
@@ -290,12 +290,6 @@ std::string Run::analyze_tables(Subtask& subtask, const std::string& question) {
     }
     if (chosen.empty()) chosen.push_back(hits[0].table);
   }
-  std::string titles;
-  for (const std::string& name : chosen) {
-    for (const TableInfo& t : tables_->tables()) {
-      if (t.name == name) titles += (titles.empty() ? "" : "; ") + t.title;
-    }
-  }
   json candidates = json::array();
   for (const TableHit& h : hits) candidates.push_back(h.table);
   trace({{"type", "tool"},
@@ -303,9 +297,25 @@ std::string Run::analyze_tables(Subtask& subtask, const std::string& question) {
          {"input", question},
          {"candidates", candidates},
          {"chosen", chosen}});
+  return chosen;
+}
 
-  // 3. Code generation, execution and figure checks, with repair rounds fed the problem. Only
-  // the latest answer and its problem are kept in the prompt, so that repairs fit.
+std::string Run::table_titles(const std::vector<std::string>& names) const {
+  std::string titles;
+  for (const std::string& name : names) {
+    for (const TableInfo& t : tables_->tables()) {
+      if (t.name == name) titles += (titles.empty() ? "" : "; ") + t.title;
+    }
+  }
+  return titles;
+}
+
+Run::Query Run::write_query(Subtask& subtask, const std::string& question,
+                            std::vector<std::string>& chosen) {
+  // The coder writes SQL and a chart; each candidate runs read-only and is checked, with repair
+  // rounds fed the problem. Only the latest answer and its problem stay in the prompt, so that
+  // repairs fit a small model's context.
+  Query q;
   const ojson schema = prompts::coder_schema();
   const std::string context = table_context(chosen, question + " " + subtask.goal);
   const std::vector<ChatMessage> base = {
@@ -315,12 +325,8 @@ std::string Run::analyze_tables(Subtask& subtask, const std::string& question) {
            "</data>",
        {}}};
   std::vector<ChatMessage> messages = base;
-  std::optional<QueryResult> result;
-  std::optional<ChartSpec> spec;
-  std::optional<RenderedChart> chart;
-  std::string sql;
-  std::string last_problem;
-  bool figure_rejected = false;
+  // Runs one candidate (SQL + chart spec); returns what is wrong with it, empty when it passed.
+  // A result that runs is kept even when its chart fails (it becomes a table).
   auto attempt = [&](const std::string& candidate_sql, const json& chart_json,
                      int32_t round) -> std::string {
     std::string problem;
@@ -343,8 +349,8 @@ std::string Run::analyze_tables(Subtask& subtask, const std::string& question) {
            {"rows", rows ? rows->rows.size() : 0},
            {"error", problem}});
     if (!problem.empty()) return problem;
-    result = rows;
-    sql = candidate_sql;
+    q.result = rows;
+    q.sql = candidate_sql;
     try {
       ChartSpec s = parse_chart_spec(chart_json);
       const FigureCheck check = check_chart(s, *rows);
@@ -365,14 +371,14 @@ std::string Run::analyze_tables(Subtask& subtask, const std::string& question) {
           }
         }
         if (problem.empty()) {
-          spec = s;
-          chart = std::move(rendered);
+          q.spec = s;
+          q.chart = std::move(rendered);
         }
       }
     } catch (const ChartError& e) {
       problem = std::string("The chart spec is wrong: ") + e.what();
     }
-    figure_rejected = !problem.empty();
+    q.figure_rejected = !problem.empty();
     trace({{"type", "figure_check"},
            {"round", round},
            {"ok", problem.empty()},
@@ -382,13 +388,13 @@ std::string Run::analyze_tables(Subtask& subtask, const std::string& question) {
   for (int32_t round = 0; round <= o_.max_repair_rounds; ++round) {
     std::optional<json> answer = ask_json("coder", messages, schema);
     if (!answer) {
-      last_problem = "the coder gave no valid answer";
+      q.last_problem = "the coder gave no valid answer";
       break;
     }
     const std::string problem =
         attempt((*answer)["sql"].get<std::string>(), (*answer)["chart"], round);
     if (problem.empty()) break;
-    last_problem = problem;
+    q.last_problem = problem;
     messages = base;
     messages.push_back({"assistant", answer->dump(), {}});
     messages.push_back(
@@ -396,49 +402,32 @@ std::string Run::analyze_tables(Subtask& subtask, const std::string& question) {
   }
   // Guided fallback: when no SQL ran, the coder picks columns and an aggregate from lists and
   // the SQL is built here. It runs through the same read-only path and checks.
-  if (!result) {
+  if (!q.result) {
     if (std::optional<json> guided =
             guided_query(chosen.front(), question, subtask.goal, context)) {
       const std::string problem = attempt((*guided)["sql"].get<std::string>(), (*guided)["chart"],
                                           o_.max_repair_rounds + 1);
-      if (!problem.empty()) last_problem = problem;
-      trace({{"type", "tool"}, {"tool", "guided_query"}, {"ok", result.has_value()}});
-      if (result) {
-        chosen.resize(1);
-        for (const TableInfo& t : tables_->tables()) {
-          if (t.name == chosen.front()) titles = t.title;
-        }
-      }
+      if (!problem.empty()) q.last_problem = problem;
+      trace({{"type", "tool"}, {"tool", "guided_query"}, {"ok", q.result.has_value()}});
+      if (q.result) chosen.resize(1);  // the guided query reads the first table only
     }
   }
-  if (!result) {
-    trace({{"type", "analysis_failed"}, {"question", question}, {"problem", last_problem}});
-    return "failed: " + text::truncate(last_problem, 300);
-  }
+  return q;
+}
 
-  // A query that repeats one of this run's earlier analyses adds no source, table or figure.
-  const std::string sql_key = normalized_sql(sql);
-  if (auto same = analyses_.find(sql_key); same != analyses_.end()) {
-    const Finding& earlier = same->second;
-    subtask.findings.push_back(earlier);
-    trace({{"type", "duplicate_analysis"}, {"same_as", earlier.table_key}});
-    return "The same query as an earlier analysis: " +
-           (earlier.figure_key.empty() ? "" : "Figure " + earlier.figure_key + " and ") + "Table " +
-           earlier.table_key + " already hold its result. Ask a different question, or complete.";
-  }
-
-  // 4. Keep the evidence: SQL and CSV in analysis/, the source, the table, the figure.
+Finding Run::keep_query(const std::string& question, const std::vector<std::string>& chosen,
+                        const Query& q, ReportSource& source) {
+  // The SQL and CSV in analysis/, the source, the result table, the figure.
   ++queries_;
   const std::string n = std::to_string(queries_);
   const std::string sql_file = "analysis/q" + n + ".sql";
   const std::string csv_file = "analysis/q" + n + ".csv";
-  std::ofstream(o_.out_dir / sql_file, std::ios::binary) << sql << "\n";
-  std::ofstream(o_.out_dir / csv_file, std::ios::binary) << to_csv(*result);
+  std::ofstream(o_.out_dir / sql_file, std::ios::binary) << q.sql << "\n";
+  std::ofstream(o_.out_dir / csv_file, std::ios::binary) << to_csv(*q.result);
 
-  ReportSource source;
   source.key = "T" + n;
   source.kind = "table";
-  source.title = titles + (spec ? ": " + spec->title : "");
+  source.title = table_titles(chosen) + (q.spec ? ": " + q.spec->title : "");
   std::string files;
   for (const std::string& name : chosen) {
     for (const TableInfo& t : tables_->tables()) {
@@ -447,10 +436,10 @@ std::string Run::analyze_tables(Subtask& subtask, const std::string& question) {
     }
   }
   source.location = files;
-  source.sql = sql;
+  source.sql = q.sql;
   source.csv_path = csv_file;
-  source.columns = result->columns;
-  for (const json& row : result->rows) {
+  source.columns = q.result->columns;
+  for (const json& row : q.result->rows) {
     std::vector<std::string> cells;
     for (const json& cell : row) cells.push_back(text::format_cell(cell));
     source.rows.push_back(std::move(cells));
@@ -460,7 +449,7 @@ std::string Run::analyze_tables(Subtask& subtask, const std::string& question) {
   Finding finding;
   ReportTable table;
   table.key = "R" + n;
-  table.title = spec ? spec->title : text::truncate(question, 120);
+  table.title = q.spec ? q.spec->title : text::truncate(question, 120);
   table.columns = source.columns;
   for (size_t i = 0;
        i < source.rows.size() && static_cast<int32_t>(i) < o_.max_result_rows_in_report; ++i) {
@@ -473,24 +462,52 @@ std::string Run::analyze_tables(Subtask& subtask, const std::string& question) {
   table.source_key = source.key;
   draft_.tables.push_back(table);
   finding.table_key = table.key;
-  if (chart) {
+  if (q.chart) {
     ++charts_;
     ReportFigure fig;
     fig.key = "F" + std::to_string(charts_);
-    fig.title = spec->title;
-    fig.svg = chart->svg;
+    fig.title = q.spec->title;
+    fig.svg = q.chart->svg;
     fig.svg_path = "figures/fig" + std::to_string(charts_) + ".svg";
     fig.png_path = "figures/fig" + std::to_string(charts_) + ".png";
     fig.source_key = source.key;
-    std::ofstream(o_.out_dir / fig.svg_path, std::ios::binary) << chart->svg;
-    std::ofstream(o_.out_dir / fig.png_path, std::ios::binary) << chart->png;
+    std::ofstream(o_.out_dir / fig.svg_path, std::ios::binary) << q.chart->svg;
+    std::ofstream(o_.out_dir / fig.png_path, std::ios::binary) << q.chart->png;
     draft_.figures.push_back(fig);
     finding.figure_key = fig.key;
-  } else if (figure_rejected) {
-    trace({{"type", "figure_rejected"}, {"question", question}, {"problem", last_problem}});
+  } else if (q.figure_rejected) {
+    trace({{"type", "figure_rejected"}, {"question", question}, {"problem", q.last_problem}});
   }
+  // What the coder computed is a fact too: its cells are its values (analysis/facts.json),
+  // cited through its source key.
+  analysis::Fact computed = analysis::query_fact(source.title, files, q.sql, *q.result,
+                                                 "The result of the query in " + sql_file + ".");
+  computed.subspace.push_back("cited as [" + source.key + "]");
+  if (!fact(computed.id)) facts_.push_back(std::move(computed));
+  return finding;
+}
 
-  // 5. The insight, from the result itself.
+std::string Run::analyze_tables(Subtask& subtask, const std::string& question) {
+  std::vector<std::string> chosen = pick_tables(subtask, question);
+  const Query q = write_query(subtask, question, chosen);
+  if (!q.result) {
+    trace({{"type", "analysis_failed"}, {"question", question}, {"problem", q.last_problem}});
+    return "failed: " + text::truncate(q.last_problem, 300);
+  }
+  // A query that repeats one of this run's earlier analyses adds no source, table or figure.
+  const std::string sql_key = normalized_sql(q.sql);
+  if (auto same = analyses_.find(sql_key); same != analyses_.end()) {
+    const Finding& earlier = same->second;
+    subtask.findings.push_back(earlier);
+    trace({{"type", "duplicate_analysis"}, {"same_as", earlier.table_key}});
+    return "The same query as an earlier analysis: " +
+           (earlier.figure_key.empty() ? "" : "Figure " + earlier.figure_key + " and ") + "Table " +
+           earlier.table_key + " already hold its result. Ask a different question, or complete.";
+  }
+  ReportSource source;
+  Finding finding = keep_query(question, chosen, q, source);
+
+  // The insight, from the result itself.
   const ojson ischema = prompts::insight_schema();
   std::string insight;
   bool out_of_budget = false;
@@ -499,7 +516,7 @@ std::string Run::analyze_tables(Subtask& subtask, const std::string& question) {
         "insight",
         {{"system", prompts::system_prompt(prompts::insight_instructions(source.key), ischema), {}},
          {"user",
-          "Question: " + question + "\nResult (CSV):\n<data>\n" + csv_preview(*result, 40) +
+          "Question: " + question + "\nResult (CSV):\n<data>\n" + csv_preview(*q.result, 40) +
               "</data>",
           {}}},
         ischema);
@@ -508,16 +525,16 @@ std::string Run::analyze_tables(Subtask& subtask, const std::string& question) {
   } catch (const BudgetExhausted&) {
     out_of_budget = true;  // keep the result found; stop after recording it
   }
-  if (insight.empty()) insight = describe_result(*result);
+  if (insight.empty()) insight = describe_result(*q.result);
   if (insight.find("[" + source.key + "]") == std::string::npos) insight += " [" + source.key + "]";
-  if (chart) draft_.figures.back().caption = insight;
+  if (q.chart) draft_.figures.back().caption = insight;
   finding.text = insight;
   subtask.findings.push_back(finding);
   analyses_[sql_key] = finding;
   if (out_of_budget) throw BudgetExhausted{};
-  return (chart ? "Figure " + finding.figure_key + " \"" + spec->title + "\" and " : "") +
-         std::string("Table ") + table.key + " (" + std::to_string(result->rows.size()) +
-         " rows) from " + titles + ": " + insight;
+  return (q.chart ? "Figure " + finding.figure_key + " \"" + q.spec->title + "\" and " : "") +
+         std::string("Table ") + finding.table_key + " (" + std::to_string(q.result->rows.size()) +
+         " rows) from " + table_titles(chosen) + ": " + insight;
 }
 
 std::optional<json> Run::guided_query(const std::string& table, const std::string& question,

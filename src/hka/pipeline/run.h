@@ -18,6 +18,7 @@
 
 #include "hka/analysis/candidates.h"
 #include "hka/analysis/question.h"
+#include "hka/chart/chart.h"
 #include "hka/knowledge/doc_store.h"
 #include "hka/knowledge/table_store.h"
 #include "hka/pipeline/prompts.h"
@@ -88,6 +89,22 @@ class Run {
   void find_facts(Subtask& subtask);
   void choose_facts(Subtask& subtask);
   std::string analyze_tables(Subtask& subtask, const std::string& question);
+  // The parts of analyze_tables: the tables (retrieval, the model's rerank), the coder's
+  // query (repairs, the guided fallback), the evidence kept.
+  struct Query {
+    std::optional<QueryResult> result;
+    std::optional<ChartSpec> spec;
+    std::optional<RenderedChart> chart;
+    std::string sql;
+    std::string last_problem;
+    bool figure_rejected = false;
+  };
+  std::vector<std::string> pick_tables(Subtask& subtask, const std::string& question);
+  Query write_query(Subtask& subtask, const std::string& question,
+                    std::vector<std::string>& chosen);
+  Finding keep_query(const std::string& question, const std::vector<std::string>& chosen,
+                     const Query& q, ReportSource& source);
+  std::string table_titles(const std::vector<std::string>& names) const;
   std::string table_context(const std::vector<std::string>& names,
                             const std::string& question) const;
   std::optional<json> guided_query(const std::string& table, const std::string& question,
