@@ -89,6 +89,45 @@ std::vector<Fact> FactFinder::facts(const std::vector<TableInfo>& tables, const 
   return all;
 }
 
+nlohmann::json FactFinder::profiles() const {
+  nlohmann::json out = nlohmann::json::array();
+  auto one = [](const std::string& key, const Frame& f) {
+    nlohmann::json columns = nlohmann::json::array();
+    for (const ColumnRole& c : f.columns) {
+      columns.push_back(
+          {{"name", c.name}, {"header", c.header}, {"role", role_name(c.role)}, {"why", c.why}});
+    }
+    nlohmann::json measures = nlohmann::json::array();
+    for (const Measure& m : f.measures) {
+      measures.push_back({{"label", m.label},
+                          {"unit", m.unit},
+                          {"extensive", m.extensive},
+                          {"flow", m.flow},
+                          {"note", m.note}});
+    }
+    nlohmann::json entities = nlohmann::json::array();
+    for (size_t e = 0; e < f.entities.size() && e < 50; ++e) entities.push_back(f.entities[e]);
+    return nlohmann::json{{"frame", key},
+                          {"table", f.table},
+                          {"title", f.title},
+                          {"layout", f.layout},
+                          {"grain", grain_name(f.grain)},
+                          {"time", f.time_label},
+                          {"entity", f.entity_label},
+                          {"entity_count", f.entities.size()},
+                          {"entities", entities},
+                          {"measures", measures},
+                          {"columns", columns},
+                          {"rows", f.rows.size()},
+                          {"truncated", f.truncated}};
+  };
+  for (const auto& [key, f] : frames_) out.push_back(one(key, *f));
+  for (const auto& [key, f] : variants_) {
+    if (f) out.push_back(one(key, *f));
+  }
+  return out;
+}
+
 const Frame* FactFinder::frame_of(const Fact& fact) const {
   if (const auto it = frames_.find(fact.frame_key); it != frames_.end()) return it->second.get();
   if (const auto it = variants_.find(fact.frame_key); it != variants_.end())

@@ -31,6 +31,9 @@ class FactFinder {
   // The frame a fact of this finder was computed from; nullptr when unknown.
   const Frame* frame_of(const Fact& fact) const;
 
+  // Every frame read so far, as JSON (analysis/tables.json): how each table was read.
+  nlohmann::json profiles() const;
+
  private:
   std::filesystem::path db_path_;
   std::map<std::string, std::unique_ptr<Frame>> frames_;    // "table|entity column"

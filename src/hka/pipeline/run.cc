@@ -222,6 +222,9 @@ void Run::write_outputs(ResearchResult& r) {
   std::ofstream(o_.out_dir / "analysis" / "facts.sql", std::ios::binary) << sql;
   json sources = json::array();
   for (const ReportSource& s : draft_.sources) sources.push_back(to_json(s));
+  // How each table was read: layout, grain, column roles, measures and their units.
+  std::ofstream(o_.out_dir / "analysis" / "tables.json", std::ios::binary)
+      << finder_->profiles().dump(1, ' ', false, json::error_handler_t::replace) << "\n";
   std::ofstream(o_.out_dir / "analysis" / "sources.json", std::ios::binary)
       << sources.dump(1, ' ', false, json::error_handler_t::replace) << "\n";
 
@@ -266,7 +269,7 @@ ResearchResult Run::run() {
       const std::string name = it->path().filename().string();
       std::error_code type_error;
       if ((name.rfind("fig", 0) == 0 || name.rfind("q", 0) == 0 || name.rfind("fact", 0) == 0 ||
-           name == "sources.json") &&
+           name == "sources.json" || name == "tables.json") &&
           it->is_regular_file(type_error)) {
         std::error_code ignored;
         fs::remove(it->path(), ignored);
