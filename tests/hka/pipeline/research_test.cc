@@ -731,6 +731,33 @@ TEST_F(ResearchPipeline, BadSqlIsRepairedWithTheErrorFedBack) {
   EXPECT_EQ(read_file(options_.out_dir / "analysis/q1.sql"), kGoodSql + "\n");
 }
 
+// The hostile probe's memory bomb from a model: refused at once, the run goes on, and the
+// trace keeps bounded excerpts (a 100 kB query is not copied whole into trace.jsonl).
+TEST_F(ResearchPipeline, AHugeQueryIsRefusedAndTheTraceStaysBounded) {
+  call_tool_once("analyze_tables", "which country had the highest wheat yield in 2021");
+  const std::string padding(100000, 'x');
+  int n = 0;
+  llm_.on("coder", [&](const LlmCall&) {
+    ++n;
+    // First an answer far past the schema's bounds, then a query building 600 MB.
+    if (n == 1) return coder_answer("SELECT 1 /* " + padding + " */").dump();
+    if (n == 2)
+      return coder_answer("SELECT hex(randomblob(300000000)) AS country, 1 AS yield_t_ha").dump();
+    return coder_answer(kGoodSql).dump();
+  });
+  const ResearchResult r = run();
+  const std::vector<LlmCall> coder = calls("coder");
+  ASSERT_GE(coder.size(), 3u);
+  EXPECT_TRUE(contains(last_text(coder[1]), "longer than maxLength")) << last_text(coder[1]);
+  EXPECT_TRUE(contains(last_text(coder[2]), "larger than")) << last_text(coder[2]);
+  EXPECT_EQ(r.tables >= 1, true);
+  std::ifstream in(options_.out_dir / "trace.jsonl", std::ios::binary);
+  std::string line;
+  size_t longest = 0;
+  while (std::getline(in, line)) longest = std::max(longest, line.size());
+  EXPECT_LT(longest, 20000u);
+}
+
 TEST_F(ResearchPipeline, AnEmptyResultAsksForADifferentQuery) {
   call_tool_once("analyze_tables", "which country had the highest wheat yield in 2021");
   llm_.on("coder", [](const LlmCall& c) {
