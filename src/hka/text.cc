@@ -110,7 +110,8 @@ int month_from_name(std::string_view word) {
   static const std::array<std::string_view, 12> kMonths = {
       "january", "february", "march",     "april",   "may",      "june",
       "july",    "august",   "september", "october", "november", "december"};
-  const std::string l = lower(trim(word));
+  std::string l = lower(trim(word));
+  while (!l.empty() && l.back() == '.') l.pop_back();  // "Jan.", "Sept."
   if (l.size() < 3) return 0;
   for (size_t m = 0; m < kMonths.size(); ++m) {
     if (kMonths[m].starts_with(l) || (m == 8 && l == "sept")) return static_cast<int>(m) + 1;

@@ -72,19 +72,12 @@ RawTable parse_delimited(std::string_view text, char delimiter, const std::strin
   bool at_field_start = true;  // a quote opens a quoted field only here
   int line = 1;
   int record_line = 1;
+  std::vector<std::pair<std::vector<std::string>, int>> records;  // with their line
   auto end_record = [&]() {
     bool blank = record.empty() && !field_started && field.empty();
     if (!blank) {
       record.push_back(std::move(field));
-      if (table.header.empty()) {
-        table.header = std::move(record);
-      } else if (record.size() != table.header.size()) {
-        throw TableStoreError(source + ":" + std::to_string(record_line) + ": row has " +
-                              std::to_string(record.size()) + " fields but the header has " +
-                              std::to_string(table.header.size()));
-      } else {
-        table.rows.push_back(std::move(record));
-      }
+      records.push_back({std::move(record), record_line});
     }
     record.clear();
     field.clear();
@@ -144,7 +137,32 @@ RawTable parse_delimited(std::string_view text, char delimiter, const std::strin
     }
   }
   end_record();
-  if (table.header.empty()) throw TableStoreError(source + ": empty file, no header row");
+  if (records.empty()) throw TableStoreError(source + ": empty file, no header row");
+  // Statistics offices put a few lines before the header ("Data Source", "Last Updated
+  // Date"): the header is the first record as wide as most records; what comes before it is
+  // skipped. A file whose first record is as wide as most (any ordinary CSV) starts there.
+  std::map<size_t, size_t> widths;
+  for (const auto& [r, l] : records) ++widths[r.size()];
+  size_t common = records.front().first.size(), most = 0;
+  for (const auto& [w, n] : widths) {
+    if (n > most) {
+      most = n;
+      common = w;
+    }
+  }
+  size_t start = 0;
+  if (records.front().first.size() != common && most * 2 > records.size()) {
+    while (start < records.size() && records[start].first.size() != common) ++start;
+  }
+  table.header = std::move(records[start].first);
+  for (size_t k = start + 1; k < records.size(); ++k) {
+    if (records[k].first.size() != table.header.size()) {
+      throw TableStoreError(source + ":" + std::to_string(records[k].second) + ": row has " +
+                            std::to_string(records[k].first.size()) +
+                            " fields but the header has " + std::to_string(table.header.size()));
+    }
+    table.rows.push_back(std::move(records[k].first));
+  }
   return table;
 }
 

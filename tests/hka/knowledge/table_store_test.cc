@@ -65,6 +65,20 @@ TEST(ParseDelimitedTest, RaggedRowNamesFileAndLine) {
             "r.csv:4: row has 3 fields but the header has 2");
 }
 
+// World Bank downloads open with lines about the data before the header.
+TEST(ParseDelimitedTest, LinesBeforeTheHeaderAreSkipped) {
+  const RawTable t = parse_delimited(
+      "\"Data Source\",\"World Development Indicators\",\n\n\"Last Updated "
+      "Date\",\"2024-01-01\",\n\n"
+      "\"Country Name\",\"Country Code\",\"1960\",\"1961\",\n\"Aruba\",\"ABW\",\"4.8\",\"4.7\",\n"
+      "\"Chad\",\"TCD\",\"6.2\",\"6.3\",\n",
+      ',', "wb.csv");
+  EXPECT_EQ(t.header,
+            (std::vector<std::string>{"Country Name", "Country Code", "1960", "1961", ""}));
+  ASSERT_EQ(t.rows.size(), 2u);
+  EXPECT_EQ(t.rows[1][0], "Chad");
+}
+
 TEST(ParseDelimitedTest, UnclosedQuoteNamesLineAndColumn) {
   EXPECT_EQ(error_of([] { parse_delimited("a,b\n1,\"open\n", ',', "q.csv"); }),
             "q.csv:2:3: quoted field is never closed (missing '\"')");
