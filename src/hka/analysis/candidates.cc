@@ -49,7 +49,7 @@ std::vector<Fact> FactFinder::facts(const std::vector<TableInfo>& tables, const 
   // Tables that cover little of the question next to the best one are left out.
   const std::map<std::string, double> weights = table_weights(tables, q);
   for (const TableInfo& t : tables) {
-    if (const auto w = weights.find(t.name); w != weights.end() && w->second < 0.4) continue;
+    if (const auto w = weights.find(t.name); w != weights.end() && w->second < 0.5) continue;
     try {
       const Frame& f = frame(t, q);
       std::string frame_key;

@@ -336,7 +336,8 @@ std::string fact_sentence(const Fact& f) {
         std::vector<std::string> most(falls.rbegin(), falls.rend());
         if (!named && most.size() > 3) most.resize(3);
         s += (named && rises.empty() ? " fell in all " + std::to_string(order.size()) + ", most in "
-                                     : " fell most in ") +
+              : named && most.size() == 1 ? " fell in "
+                                          : " fell most in ") +
              join(most);
       }
       if (!rises.empty()) {
@@ -346,7 +347,8 @@ std::string fact_sentence(const Fact& f) {
             std::string(falls.empty()
                             ? (named ? " rose in all " + std::to_string(order.size()) + ", most in "
                                      : " rose most in ")
-                            : "; it rose most in ") +
+                        : named && most.size() == 1 ? "; it rose in "
+                                                    : "; it rose most in ") +
             join(most);
       }
       return s + ".";

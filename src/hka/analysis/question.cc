@@ -31,11 +31,12 @@ const std::set<std::string>& stop_words() {
 
 const std::map<std::string, std::vector<std::string>>& kind_words() {
   static const std::map<std::string, std::vector<std::string>> kWords = {
-      {"change", {"change",    "changed",  "changes",   "changing",  "evolve",      "evolved",
-                  "evolution", "rise",     "rose",      "risen",     "fall",        "fell",
-                  "fallen",    "decline",  "declined",  "drop",      "dropped",     "increase",
-                  "increased", "decrease", "decreased", "over time", "since",       "trend",
-                  "trends",    "shift",    "shifted",   "moved",     "development", "developed"}},
+      {"change",
+       {"change",   "changed",   "changes",  "changing",  "compare",     "compared", "comparison",
+        "versus",   "evolve",    "evolved",  "evolution", "rise",        "rose",     "risen",
+        "fall",     "fell",      "fallen",   "decline",   "declined",    "drop",     "dropped",
+        "increase", "increased", "decrease", "decreased", "over time",   "since",    "trend",
+        "trends",   "shift",     "shifted",  "moved",     "development", "developed"}},
       {"growth",
        {"grow",     "grew",      "grown",      "growth",      "growing",      "fast",
         "faster",   "fastest",   "pace",       "rate of",     "compound",     "expand",
@@ -201,7 +202,7 @@ const std::vector<std::string>& answer_types(const std::string& kind) {
   static const std::map<std::string, std::vector<std::string>> kTypes = {
       {"mix", {"mix", "proportion"}},
       {"change", {"rank", "change", "proportion"}},
-      {"growth", {"periods", "difference", "acceleration", "trend", "change", "series"}},
+      {"growth", {"periods", "difference", "rank", "acceleration", "trend", "change", "series"}},
       {"acceleration", {"periods", "acceleration", "trend"}},
       {"association", {"rank", "association"}},
       {"seasonality", {"seasonality", "extreme"}},
@@ -220,7 +221,8 @@ bool answers(const Fact& fact, const std::string& kind) {
   if (fact.type != "rank" || fact.values.empty()) return true;
   const std::string& by = fact.values.front().name;
   if (kind == "association") return by == "r";
-  if (kind == "change" || kind == "drawdown") return by == "pct_change" || by == "change";
+  if (kind == "change" || kind == "drawdown" || kind == "growth")
+    return by == "pct_change" || by == "change";
   if (kind == "extreme") return by == "value";
   return true;
 }

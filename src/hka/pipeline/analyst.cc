@@ -123,6 +123,8 @@ void Run::choose_facts(Subtask& subtask) {
       for (size_t i = 0; i < subtask.candidates.size(); ++i) {
         const analysis::Fact& f = subtask.candidates[i];
         if (f.type != type || !analysis::answers(f, kind)) continue;
+        // Only a fact about the question: one far less relevant than the best is not its answer.
+        if (f.relevance < 0.6 * subtask.candidates.front().relevance) continue;
         if (std::find(picks.begin(), picks.end(), f.id) == picks.end() &&
             picks.size() < always_top(subtasks_.size()) + 1)
           picks.push_back(f.id);

@@ -100,7 +100,13 @@ std::vector<std::string> question_parts(const std::string& question) {
   std::vector<std::string> merged;
   std::string carry;
   for (const std::string& p : parts) {
-    const bool asks = p.find('?') != std::string::npos || opens_clause(p, 0);
+    // "In which months ...": a question word among the first words asks too.
+    bool asks = p.find('?') != std::string::npos || opens_clause(p, 0);
+    const std::vector<std::string> first = text::words(p);
+    for (size_t k = 0; k < first.size() && k < 3 && !asks; ++k) {
+      asks =
+          first[k] == "which" || first[k] == "what" || first[k] == "how" || first[k] == "whether";
+    }
     if (!asks && merged.empty()) {
       carry += (carry.empty() ? "" : ", ") + p;
       continue;
