@@ -62,7 +62,10 @@ LlmReply Run::call(const std::string& role, const std::vector<ChatMessage>& mess
     int64_t prompt_bytes = 0;
     for (const ChatMessage& m : messages) prompt_bytes += static_cast<int64_t>(m.content.size());
     if (schema) prompt_bytes += static_cast<int64_t>(schema->dump().size());
-    const int64_t estimate = prompt_bytes / 4 + 16;
+    // Prompt tokens from bytes: digits and non-ASCII text take a token every byte or two, so
+    // the ratio starts at one token per two bytes and grows to the largest seen.
+    const int64_t estimate =
+        static_cast<int64_t>(static_cast<double>(prompt_bytes) * tokens_per_byte_) + 16;
     const int64_t left = o_.max_tokens_total - tokens_used_;
     // A call needs room for its prompt and a useful answer; otherwise the budget is spent.
     if (left < estimate + 32) {
@@ -87,6 +90,13 @@ LlmReply Run::call(const std::string& role, const std::vector<ChatMessage>& mess
   try {
     LlmReply r = llm_.complete(c);
     ++llm_answers_;
+    int64_t sent_bytes = 0;
+    for (const ChatMessage& m : messages) sent_bytes += static_cast<int64_t>(m.content.size());
+    if (schema) sent_bytes += static_cast<int64_t>(schema->dump().size());
+    if (sent_bytes > 0) {
+      tokens_per_byte_ = std::max(tokens_per_byte_, 1.1 * static_cast<double>(r.prompt_tokens) /
+                                                        static_cast<double>(sent_bytes));
+    }
     tokens_used_ += r.prompt_tokens + r.completion_tokens;
     trace({{"type", "llm"},
            {"role", role},
@@ -323,7 +333,10 @@ ResearchResult Run::run() {
   for (Subtask& s : subtasks_) {
     if (s.candidates.empty()) {
       find_facts(s);
-      choose_facts(s);
+      try {
+        choose_facts(s);  // the best-ranked facts are chosen before the model is asked
+      } catch (const BudgetExhausted&) {
+      }
     }
   }
   current_subtask_ = 0;

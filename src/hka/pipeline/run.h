@@ -150,7 +150,8 @@ class Run {
   int64_t tokens_used_ = 0;
   int32_t tool_calls_ = 0;
   int32_t llm_calls_ = 0;
-  int32_t llm_answers_ = 0;  // calls that returned an answer
+  int32_t llm_answers_ = 0;       // calls that returned an answer
+  double tokens_per_byte_ = 0.5;  // prompt tokens per byte, the largest seen (for the budget)
   bool budget_exhausted_ = false;
 
   ReportDraft draft_;
