@@ -1326,6 +1326,9 @@ json to_json(const Fact& f) {
             {"off_focus", f.off_focus},
             {"relevance", f.relevance}};
   if (!f.key.empty()) j["key"] = f.key;
+  if (f.chart)
+    j["chart"] = {
+        {"spec", f.chart->spec}, {"columns", f.chart->data.columns}, {"rows", f.chart->data.rows}};
   return j;
 }
 

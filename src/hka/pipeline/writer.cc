@@ -260,6 +260,10 @@ void Run::add_section_figure(Subtask& subtask, ReportSection& section) {
       draft_.figures.push_back(fig);
       section.figure_keys.push_back(fig.key);
       charted_.insert(f->id);
+      // The fact's record keeps the chart that shows it (analysis/facts.json).
+      for (analysis::Fact& mine : facts_) {
+        if (mine.id == f->id) mine.chart = fc;
+      }
       trace(
           {{"type", "figure"}, {"fact", f->id}, {"key", fig.key}, {"rows", fc->data.rows.size()}});
       return;
