@@ -256,13 +256,14 @@ std::optional<FactChart> fact_chart(const Frame& f, const Fact& fact,
     FactChart c;
     c.data.columns = {"month", "mean"};
     for (const FactValue& v : fact.values) {
-      if (v.name == "mean") c.data.rows.push_back(json::array({v.period.substr(0, 3), v.value}));
+      if (v.name == "mean")
+        c.data.rows.push_back(json::array({v.period.substr(0, 3), v.value}));  // "Jan", "Q1"
     }
     if (c.data.rows.size() < 3) return std::nullopt;
     c.spec =
         spec("bar",
-             "Mean " + measure_phrase(fact.measures[0], fact.unit) + " by month, " +
-                 fact.period_from + " to " + fact.period_to,
+             "Mean " + measure_phrase(fact.measures[0], fact.unit) + " by " + fact.breakdown +
+                 ", " + fact.period_from + " to " + fact.period_to,
              {{"field", "month"}, {"type", "ordinal"}, {"title", "Month"}},
              {{"field", "mean"}, {"type", "quantitative"}, {"title", "Mean " + y_title(fact)}});
     return c;

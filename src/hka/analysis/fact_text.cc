@@ -447,9 +447,11 @@ std::string fact_sentence(const Fact& f) {
     const FactValue* peak = f.value("peak");
     const FactValue* trough = f.value("trough");
     if (!peak || !trough) return "";
+    // A cycle that explains almost none of the variation is said to be none.
+    const std::string weak = f.get("eta2", 1) < 0.05 ? " shows no marked seasonal cycle; it" : "";
     std::string s = "On average from " + f.period_from + " to " + f.period_to + ", " + subject(f) +
-                    " is highest in " + peak->period + " (" + format_value(peak->value, f.unit) +
-                    ") and lowest in " + trough->period + " (" +
+                    weak + " is highest in " + peak->period + " (" +
+                    format_value(peak->value, f.unit) + ") and lowest in " + trough->period + " (" +
                     format_value(trough->value, f.unit) + "), a seasonal swing of " +
                     format_value(f.get("amplitude"), f.unit);
     std::string means;
@@ -457,7 +459,8 @@ std::string fact_sentence(const Fact& f) {
       if (v.name == "mean")
         means += (means.empty() ? "" : ", ") + v.period + " " + text::format_number(v.value, 3);
     }
-    s += "; the monthly means are " + means;
+    s += std::string("; the ") + (f.breakdown == "quarter" ? "quarterly" : "monthly") +
+         " means are " + means;
     if (const FactValue* all = f.value("overall_mean"))
       s += " (overall " + format_value(all->value, f.unit) + ")";
     const FactValue* most = f.value("most_variable");

@@ -442,33 +442,42 @@ void Generator::drawdown_fact(size_t m, int32_t entity, const Series& s) {
 }
 
 void Generator::seasonality_fact(size_t m, int32_t entity) {
-  if (f_.grain != Grain::kMonth && f_.grain != Grain::kDay) return;
-  Series s = restrict(series_of(f_, m, entity, Grain::kMonth));
-  if (s.size() < 24) return;
-  std::vector<std::vector<double>> by_month(12);
+  // The cycle of the year: months for monthly (and daily) data, quarters for quarterly.
+  if (f_.grain != Grain::kMonth && f_.grain != Grain::kDay && f_.grain != Grain::kQuarter) return;
+  const Grain cg = f_.grain == Grain::kQuarter ? Grain::kQuarter : Grain::kMonth;
+  const int slots = cg == Grain::kQuarter ? 4 : 12;
+  auto slot_of = [&](int64_t period) {
+    return cg == Grain::kQuarter ? (month_of(cg, period) - 1) / 3 : month_of(cg, period) - 1;
+  };
+  auto slot_name = [&](int k) -> std::string {
+    return cg == Grain::kQuarter ? "Q" + std::to_string(k + 1) : month_name(k + 1);
+  };
+  Series s = restrict(series_of(f_, m, entity, cg));
+  if (s.size() < static_cast<size_t>(2 * slots)) return;
+  std::vector<std::vector<double>> by_month(static_cast<size_t>(slots));
   for (size_t i = 0; i < s.size(); ++i)
-    by_month[static_cast<size_t>(month_of(Grain::kMonth, s.periods[i]) - 1)].push_back(s.values[i]);
+    by_month[static_cast<size_t>(slot_of(s.periods[i]))].push_back(s.values[i]);
   Fact fact = base("seasonality", m);
   fact.entity = entity_name(entity);
-  fact.breakdown = "month";
-  fact.period_from = period_label(Grain::kMonth, s.periods.front());
-  fact.period_to = period_label(Grain::kMonth, s.periods.back());
+  fact.breakdown = cg == Grain::kQuarter ? "quarter" : "month";
+  fact.period_from = period_label(cg, s.periods.front());
+  fact.period_to = period_label(cg, s.periods.back());
   int peak = -1, trough = -1;
-  std::vector<double> means(12, std::nan(""));
-  for (int mo = 0; mo < 12; ++mo) {
+  std::vector<double> means(static_cast<size_t>(slots), std::nan(""));
+  for (int mo = 0; mo < slots; ++mo) {
     if (by_month[static_cast<size_t>(mo)].empty()) continue;
     means[static_cast<size_t>(mo)] = stats::mean(by_month[static_cast<size_t>(mo)]);
     fact.values.push_back(
-        {"mean", means[static_cast<size_t>(mo)], fact.unit, fact.entity, month_name(mo + 1)});
+        {"mean", means[static_cast<size_t>(mo)], fact.unit, fact.entity, slot_name(mo)});
     if (peak < 0 || means[static_cast<size_t>(mo)] > means[static_cast<size_t>(peak)]) peak = mo;
     if (trough < 0 || means[static_cast<size_t>(mo)] < means[static_cast<size_t>(trough)])
       trough = mo;
   }
   if (peak < 0 || peak == trough) return;
   fact.values.push_back(
-      {"peak", means[static_cast<size_t>(peak)], fact.unit, fact.entity, month_name(peak + 1)});
-  fact.values.push_back({"trough", means[static_cast<size_t>(trough)], fact.unit, fact.entity,
-                         month_name(trough + 1)});
+      {"peak", means[static_cast<size_t>(peak)], fact.unit, fact.entity, slot_name(peak)});
+  fact.values.push_back(
+      {"trough", means[static_cast<size_t>(trough)], fact.unit, fact.entity, slot_name(trough)});
   fact.values.push_back({"amplitude",
                          means[static_cast<size_t>(peak)] - means[static_cast<size_t>(trough)],
                          fact.unit, fact.entity, ""});
@@ -476,7 +485,7 @@ void Generator::seasonality_fact(size_t m, int32_t entity) {
   const double grand = stats::mean(s.values);
   double between = 0, total = 0;
   for (size_t i = 0; i < s.size(); ++i) {
-    const double mm = means[static_cast<size_t>(month_of(Grain::kMonth, s.periods[i]) - 1)];
+    const double mm = means[static_cast<size_t>(slot_of(s.periods[i]))];
     between += (mm - grand) * (mm - grand);
     total += (s.values[i] - grand) * (s.values[i] - grand);
   }
@@ -484,30 +493,28 @@ void Generator::seasonality_fact(size_t m, int32_t entity) {
   fact.values.push_back({"overall_mean", grand, fact.unit, fact.entity, ""});
   // How much each month varies from year to year.
   int most = -1, least = -1;
-  std::vector<double> sd(12, std::nan(""));
-  for (int mo = 0; mo < 12; ++mo) {
+  std::vector<double> sd(static_cast<size_t>(slots), std::nan(""));
+  for (int mo = 0; mo < slots; ++mo) {
     if (by_month[static_cast<size_t>(mo)].size() < 3) continue;
     sd[static_cast<size_t>(mo)] = stats::stddev(by_month[static_cast<size_t>(mo)]);
     fact.values.push_back(
-        {"sd", sd[static_cast<size_t>(mo)], fact.unit, fact.entity, month_name(mo + 1)});
+        {"sd", sd[static_cast<size_t>(mo)], fact.unit, fact.entity, slot_name(mo)});
     if (most < 0 || sd[static_cast<size_t>(mo)] > sd[static_cast<size_t>(most)]) most = mo;
     if (least < 0 || sd[static_cast<size_t>(mo)] < sd[static_cast<size_t>(least)]) least = mo;
   }
   if (most >= 0 && most != least) {
-    fact.values.push_back({"most_variable", sd[static_cast<size_t>(most)], fact.unit, fact.entity,
-                           month_name(most + 1)});
+    fact.values.push_back(
+        {"most_variable", sd[static_cast<size_t>(most)], fact.unit, fact.entity, slot_name(most)});
     fact.values.push_back({"least_variable", sd[static_cast<size_t>(least)], fact.unit, fact.entity,
-                           month_name(least + 1)});
+                           slot_name(least)});
   }
   fact.significance = total > 0 ? clamp01(between / total * 1.5) : 0;
-  fact.sql = with_long(f_) + ",\n" + series_cte(f_, m, entity, Grain::kMonth) +
-             "\nSELECT period_key % 12 + 1 AS month, CASE period_key % 12 + 1" +
-             [] {
-               std::string c;
-               for (int mo = 1; mo <= 12; ++mo)
-                 c += " WHEN " + std::to_string(mo) + " THEN '" + month_name(mo) + "'";
-               return c;
-             }() +
+  std::string cases;
+  for (int k = 0; k < slots; ++k)
+    cases += " WHEN " + std::to_string(k + 1) + " THEN '" + slot_name(k) + "'";
+  const std::string slot_sql = "period_key % " + std::to_string(slots) + " + 1";
+  fact.sql = with_long(f_) + ",\n" + series_cte(f_, m, entity, cg) + "\nSELECT " + slot_sql +
+             " AS slot, CASE " + slot_sql + cases +
              " END AS period, AVG(value) AS value FROM s WHERE " + range_sql(s) +
              " GROUP BY 1 ORDER BY 1";
   fact.formula =
