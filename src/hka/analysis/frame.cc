@@ -7,6 +7,7 @@
 #include <map>
 #include <set>
 
+#include "hka/calendar.h"
 #include "hka/text.h"
 
 namespace kdr::hka::analysis {
@@ -18,28 +19,6 @@ using json = nlohmann::json;
 constexpr std::array<const char*, 12> kMonthNames = {
     "January", "February", "March",     "April",   "May",      "June",
     "July",    "August",   "September", "October", "November", "December"};
-
-int64_t days_from_civil(int y, int m, int d) {
-  // Howard Hinnant's algorithm: days since 1970-01-01 in the proleptic Gregorian calendar.
-  y -= m <= 2 ? 1 : 0;
-  const int era = (y >= 0 ? y : y - 399) / 400;
-  const int yoe = y - era * 400;
-  const int doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
-  const int doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-  return int64_t{era} * 146097 + doe - 719468;
-}
-
-void civil_from_days(int64_t z, int& y, int& m, int& d) {
-  z += 719468;
-  const int64_t era = (z >= 0 ? z : z - 146096) / 146097;
-  const int64_t doe = z - era * 146097;
-  const int64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-  const int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-  const int64_t mp = (5 * doy + 2) / 153;
-  d = static_cast<int>(doy - (153 * mp + 2) / 5 + 1);
-  m = static_cast<int>(mp < 10 ? mp + 3 : mp - 9);
-  y = static_cast<int>(yoe + era * 400 + (m <= 2 ? 1 : 0));
-}
 
 int64_t floor_div(int64_t a, int64_t b) { return a / b - ((a % b != 0) && ((a < 0) != (b < 0))); }
 
@@ -517,11 +496,8 @@ int year_of(Grain grain, int64_t period) {
       return static_cast<int>(floor_div(period, 4));
     case Grain::kMonth:
       return static_cast<int>(floor_div(period, 12));
-    case Grain::kDay: {
-      int y, m, d;
-      civil_from_days(period, y, m, d);
-      return y;
-    }
+    case Grain::kDay:
+      return static_cast<int>(calendar::civil_from_days(period).y);
     case Grain::kNone:
       break;
   }
@@ -534,11 +510,8 @@ int month_of(Grain grain, int64_t period) {
       return static_cast<int>(period - 4 * floor_div(period, 4)) * 3 + 1;
     case Grain::kMonth:
       return static_cast<int>(period - 12 * floor_div(period, 12)) + 1;
-    case Grain::kDay: {
-      int y, m, d;
-      civil_from_days(period, y, m, d);
-      return m;
-    }
+    case Grain::kDay:
+      return calendar::civil_from_days(period).m;
     default:
       break;
   }
@@ -588,9 +561,8 @@ std::string period_label(Grain grain, int64_t period) {
     case Grain::kMonth:
       return std::string(month_name(month_of(grain, period))) + " " + std::to_string(y);
     case Grain::kDay: {
-      int yy, m, d;
-      civil_from_days(period, yy, m, d);
-      return std::to_string(d) + " " + month_name(m) + " " + std::to_string(yy);
+      const calendar::CivilDate cd = calendar::civil_from_days(period);
+      return std::to_string(cd.d) + " " + month_name(cd.m) + " " + std::to_string(cd.y);
     }
     case Grain::kNone:
       break;
@@ -1145,8 +1117,8 @@ Frame load_frame(const std::filesystem::path& db_path, const TableInfo& info,
         if (!date.is_string()) continue;
         const std::string& d = date.get_ref<const std::string&>();
         if (d.size() < 10) continue;
-        o.period = days_from_civil(std::stoi(d.substr(0, 4)), std::stoi(d.substr(5, 2)),
-                                   std::stoi(d.substr(8, 2)));
+        o.period = calendar::days_from_civil(std::stoi(d.substr(0, 4)), std::stoi(d.substr(5, 2)),
+                                             std::stoi(d.substr(8, 2)));
       } else {
         if (!year.is_number()) continue;
         const int y = year.get<int>();

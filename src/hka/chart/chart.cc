@@ -27,6 +27,7 @@
 #include <string_view>
 #include <utility>
 
+#include "hka/calendar.h"
 #include "hka/text.h"
 
 namespace kdr::hka {
@@ -141,32 +142,9 @@ std::optional<double> cell_number(const json& cell) {
   return std::nullopt;
 }
 
-// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's days_from_civil).
-long days_from_civil(long y, unsigned m, unsigned d) {
-  y -= m <= 2;
-  const long era = (y >= 0 ? y : y - 399) / 400;
-  const unsigned yoe = static_cast<unsigned>(y - era * 400);
-  const unsigned doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
-  const unsigned doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-  return era * 146097 + static_cast<long>(doe) - 719468;
-}
-
-struct Civil {
-  long y;
-  unsigned m, d;
-};
-Civil civil_from_days(long z) {
-  z += 719468;
-  const long era = (z >= 0 ? z : z - 146096) / 146097;
-  const unsigned doe = static_cast<unsigned>(z - era * 146097);
-  const unsigned yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-  const long y = static_cast<long>(yoe) + era * 400;
-  const unsigned doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-  const unsigned mp = (5 * doy + 2) / 153;
-  const unsigned d = doy - (153 * mp + 2) / 5 + 1;
-  const unsigned m = mp < 10 ? mp + 3 : mp - 9;
-  return {y + (m <= 2), m, d};
-}
+using calendar::days_from_civil;
+using Civil = calendar::CivilDate;
+Civil civil_from_days(long z) { return calendar::civil_from_days(z); }
 
 bool is_leap(long y) { return (y % 4 == 0 && y % 100 != 0) || y % 400 == 0; }
 unsigned days_in_month(long y, unsigned m) {

@@ -18,6 +18,7 @@
 #include <utility>
 #include <vector>
 
+#include "hka/calendar.h"
 #include "hka/text.h"
 
 namespace kdr::hka {
@@ -470,19 +471,6 @@ class SharedStringsReader : public XmlHandler {
 // ---------------------------------------------------------------------------------------
 // Cell values
 
-// Days since 1970-01-01 to a civil date (H. Hinnant's algorithm).
-void civil_from_days(int64_t z, int64_t& year, int& month, int& day) {
-  z += 719468;
-  const int64_t era = (z >= 0 ? z : z - 146096) / 146097;
-  const int64_t doe = z - era * 146097;
-  const int64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-  const int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-  const int64_t mp = (5 * doy + 2) / 153;
-  day = static_cast<int>(doy - (153 * mp + 2) / 5 + 1);
-  month = static_cast<int>(mp < 10 ? mp + 3 : mp - 9);
-  year = yoe + era * 400 + (month <= 2);
-}
-
 // The text of a serial date-time shown with a date or time format, or nullopt when it is out
 // of Excel's range (negative, or past 9999-12-31) and stays a number.
 std::optional<std::string> serial_text(double serial, NumberKind kind, bool date1904) {
@@ -512,7 +500,10 @@ std::optional<std::string> serial_text(double serial, NumberKind kind, bool date
     int64_t unix_days = date1904 ? days - 24107 : days < 60 ? days - 25568 : days - 25569;
     int64_t year = 0;
     int month = 0, day = 0;
-    civil_from_days(unix_days, year, month, day);
+    const calendar::CivilDate civil = calendar::civil_from_days(unix_days);
+    year = civil.y;
+    month = civil.m;
+    day = civil.d;
     if (year > 9999) return std::nullopt;
     char buffer[40];
     std::snprintf(buffer, sizeof(buffer), "%04lld-%02d-%02d", static_cast<long long>(year), month,
