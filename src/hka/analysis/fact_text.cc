@@ -391,11 +391,13 @@ std::string fact_sentence(const Fact& f) {
     const FactValue* peak = f.value("peak");
     const FactValue* trough = f.value("trough");
     if (!peak || !trough) return "";
-    std::string s = cap(subject(f)) + " fell " +
-                    format_value(std::fabs(f.get("decline_pct")), "%") + " from a peak of " +
+    // The fall first, then its peak and trough: a number right after a period reads as that
+    // period's value, so the fall is not written there.
+    std::string s = cap(subject(f)) + " fell by " +
+                    format_value(std::fabs(f.get("decline")), f.unit) + " (" +
+                    format_value(std::fabs(f.get("decline_pct")), "%") + ") from a peak of " +
                     format_value(peak->value, f.unit) + " in " + peak->period + " to " +
-                    format_value(trough->value, f.unit) + " in " + trough->period + " (" +
-                    format_value(-std::fabs(f.get("decline")), f.unit) + ")";
+                    format_value(trough->value, f.unit) + " in " + trough->period;
     const std::string unit = f.breakdown.empty() ? "periods" : f.breakdown + "s";
     if (const FactValue* rec = f.value("recovered")) {
       s += "; it regained the peak in " + rec->period + ", " +

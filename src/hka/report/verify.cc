@@ -422,6 +422,7 @@ class SentenceChecker {
     const WrittenNumber& n = *s_.numbers[index];
     const Direction d = direction(n);
     const std::optional<Period> bound = bound_period(index);
+    const bool tight = tight_period(index).has_value();
     const std::string label = statistic_label(s_.text, s_.begin, n.begin);
     const std::optional<std::pair<Period, Period>> range = bound_range(index);
     std::optional<Candidate> best;
@@ -431,6 +432,28 @@ class SentenceChecker {
       std::optional<Candidate> c = numeric(n, v, d, near);
       if (!c) return;
       c->failure = constraint_failure(n, v, d, bound, range, label);
+      // "35.3% in 2001": a number written with a period of its own is a value of that period;
+      // a value of no period (a change, a shift, a rate over a span) is not it.
+      // (A signed number or one in percentage points states a change, which may follow a span:
+      // "... to 38.8% in 2017 (+35.3 percentage points)".)
+      // "6,032 thousand MWh less in 2017 than in 2001" compares two periods: a change too.
+      bool compares = false;
+      {
+        const std::string after =
+            text::lower(s_.text.substr(n.end, std::min<size_t>(40, s_.text.size() - n.end)));
+        for (const char* w : {"less", "more", "fewer", "lower", "higher", "greater", "smaller",
+                              "larger", "above", "below", "up", "down"}) {
+          compares = compares || text::has_word(after, w);
+        }
+      }
+      const bool level = !n.negative && !n.plus && !compares &&
+                         n.text.find("percentage point") == std::string::npos &&
+                         s_.text.compare(n.end, 19, " percentage points") != 0 &&
+                         s_.text.compare(n.end, 18, " percentage point") != 0;
+      if (c->failure.empty() && tight && level && v.fact && v.parsed_period.empty()) {
+        c->failure = "the value " + plain(v.value) + " belongs to no single period, not " +
+                     period_text(*bound);
+      }
       if (!c->failure.empty()) {
         if (!first_failed || c->rank < first_failed->rank) first_failed = c;
         return;

@@ -404,5 +404,24 @@ TEST(ReportVerifyProse, ParaphrasesOfTheFactsVerify) {
   EXPECT_EQ(c.report.numbers.size(), 19u);
 }
 
+// A model that wrote a shift as a share ("shifted from 35.3% in 2001", 35.3 being the change in
+// points) states a number of no single period next to a period: flagged, though the value exists.
+TEST(ReportVerifyProse, AChangeWrittenAsAPeriodsValueIsFlagged) {
+  const Fact share = share_fact("A3", "Renewables", 3.5312, 38.84);
+  const Checked c = check(
+      "The share of Renewables shifted from 35.3% in 2001 to 38.8% in 2017 [A3]. "
+      "The share of Renewables rose from 3.5% in 2001 to 38.8% in 2017 (+35.3 percentage points) "
+      "[A3].",
+      {share});
+  ASSERT_EQ(c.report.numbers.size(), 9u);  // 35.3, 2001, 38.8, 2017; 3.5, 2001, 38.8, 2017, 35.3
+  EXPECT_FALSE(c.report.numbers[0].verified);
+  EXPECT_NE(c.report.numbers[0].reason.find("no single period"), std::string::npos)
+      << c.report.numbers[0].reason;
+  for (size_t i = 4; i < c.report.numbers.size(); ++i) {
+    EXPECT_TRUE(c.report.numbers[i].verified)
+        << c.report.numbers[i].text << ": " << c.report.numbers[i].reason;
+  }
+}
+
 }  // namespace
 }  // namespace kdr::hka
