@@ -25,7 +25,10 @@
 //     ("single" where measures are ranked) must be named before the number or in its clause.
 //   - A value with a period written next to it ("1,437 in 2001", "in 1976 (1.74)", "January
 //     340", a clause opening "In 2017,") must be that period's value; a change followed by a
-//     range ("+25% a year from 2001 to 2009") must be the change over that range.
+//     range ("+25% a year from 2001 to 2009") must be the change over that range. An unsigned
+//     level written right next to one period is never a value of no single period (a change, a
+//     shift): "shifted from 35.3% in 2001" with 35.3 the shift in points is flagged, "... to
+//     38.8% in 2017 (+35.3 percentage points)" and "6,032 less in 2017 than in 2001" are not.
 //   - A year (a bare integer 1000-2200, as frames read years) must be the year of a period of the
 //   evidence ("March
 //     2009" the month too); a range ("2001-2017", "from 2001 to 2017", "between 2001 and
