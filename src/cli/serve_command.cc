@@ -54,6 +54,19 @@ void run_serve(ServeArgs a) {
   // and exits 1.
   engine::Engine engine(lm, pool, a.engine);
   std::fprintf(stderr, "kdr serve: %s\n", engine.kv_budget().summary().c_str());
+  {
+    const engine::EngineStats st = engine.stats();
+    char target[64];
+    if (a.engine.itl_target_ms > 0)
+      std::snprintf(target, sizeof target, "%.1f ms", a.engine.itl_target_ms);
+    else
+      std::snprintf(target, sizeof target, "auto (decodes' time + 25%% + 10 ms)");
+    std::fprintf(stderr,
+                 "kdr serve: step cost measured: %.2f ms + %.3f ms per token + %.3f ms per "
+                 "sampled row; step target while decoding: %s, at most %d tokens\n",
+                 st.step_cost[0] * 1e3, st.step_cost[1] * 1e3, st.step_cost[2] * 1e3, target,
+                 a.engine.max_batched_tokens);
+  }
   if (lm.chat_inferred) std::fprintf(stderr, "kdr serve: note: %s\n", lm.chat_note().c_str());
   const std::string name = a.model_name.empty() ? lm.name : a.model_name;
   http.ready(engine, name, engine::build_vocabulary(*lm.tokenizer, lm.stop_ids));
@@ -89,6 +102,11 @@ void add_serve_command(CLI::App& app) {
                   "HTTP workers: the most connections served at once")
       ->check(CLI::Range(1, 4096))
       ->capture_default_str();
+  cmd->add_option("--listen-backlog", args->server.listen_backlog,
+                  "connections queued before they are accepted (capped by the kernel's "
+                  "net.core.somaxconn)")
+      ->check(CLI::Range(1, 1 << 20))
+      ->capture_default_str();
   cmd->add_option("--kv-memory", args->engine.kv_memory_bytes,
                   "memory for the KV cache, with K/M/G suffixes (e.g. 512M)")
       ->transform(CLI::AsSizeValue(false))
@@ -100,8 +118,19 @@ void add_serve_command(CLI::App& app) {
   cmd->add_option("--max-num-seqs", args->engine.max_num_seqs, "running requests at most")
       ->check(CLI::Range(1, 1 << 20))
       ->capture_default_str();
-  cmd->add_option("--max-batched-tokens", args->engine.max_batched_tokens,
+  cmd->add_option("--max-batched-tokens,--max-step-tokens", args->engine.max_batched_tokens,
                   "tokens computed per step at most")
+      ->check(CLI::Range(1, 1 << 20))
+      ->capture_default_str();
+  cmd->add_option("--itl-target-ms", args->engine.itl_target_ms,
+                  "time target of a step that carries decoding requests, in ms: prompt chunks "
+                  "are sized to it (0: the decodes' own measured time + 25% + 10 ms); lower "
+                  "favours inter-token latency, higher time to first token")
+      ->check(CLI::Range(0.0, 1e6))
+      ->capture_default_str();
+  cmd->add_option("--min-prefill-chunk", args->engine.min_prefill_chunk,
+                  "prompt tokens the oldest waiting prompt gets per step at least, whatever "
+                  "the target")
       ->check(CLI::Range(1, 1 << 20))
       ->capture_default_str();
   cmd->add_option("--max-queue", args->engine.max_waiting,

@@ -11,6 +11,7 @@
 #include "base/thread_pool.h"
 #include "engine/block_pool.h"
 #include "engine/json_grammar.h"
+#include "engine/step_budget.h"
 #include "model/forward.h"
 #include "model/tokenizer.h"
 
@@ -105,6 +106,8 @@ struct Seq {
   std::string held;  // text withheld because it may start a stop string
   Clock::time_point arrival, last_token;
   bool got_first_token = false;
+  bool scheduled = false;  // in the step being planned
+  int32_t pending() const { return static_cast<int32_t>(tokens.size()) - num_computed; }
   int32_t generated() const { return static_cast<int32_t>(tokens.size()) - num_prompt; }
 };
 
@@ -134,7 +137,15 @@ struct Engine::Impl {
   std::thread loop;
   std::atomic<bool> started{false};
 
+  std::unique_ptr<StepBudget> step_budget;
+
   // Step scratch.
+  struct Item {
+    Seq* s;
+    int32_t n;  // tokens computed this step
+  };
+  std::vector<Item> items;
+  std::vector<Seq*> sampled;  // items whose last token's logits are sampled
   model::StepBatch batch;
   std::vector<float> logits;
 
@@ -147,7 +158,11 @@ struct Engine::Impl {
   void preempt(Seq& s);
   bool admit_prefix(Seq& s);
   bool grow(Seq& s, int32_t num_tokens);
+  void calibrate();
   bool step();
+  bool schedule();
+  int32_t build_batch();
+  void process_outputs();
   void emit_token(Seq& s, int32_t token, Output& out, bool& done, std::string& reason,
                   std::string& error);
   void publish_stats();
@@ -201,7 +216,76 @@ void Engine::Impl::configure() {
   stats.time_to_first_token = make_histogram();
   stats.inter_token_latency = make_histogram();
   stats.e2e_latency = make_histogram();
+  stats.step_time = make_histogram();
   stats.kv_blocks_total = budget.blocks;
+  if (!(opt.itl_target_ms >= 0.0) || !std::isfinite(opt.itl_target_ms))
+    throw EngineConfigError("--itl-target-ms must be a non-negative number of milliseconds");
+  if (opt.min_prefill_chunk < 1)
+    throw EngineConfigError("--min-prefill-chunk must be at least 1, got " +
+                            std::to_string(opt.min_prefill_chunk));
+  StepBudgetOptions bo;
+  bo.max_step_tokens = opt.max_batched_tokens;
+  bo.itl_target_s = opt.itl_target_ms * 1e-3;
+  bo.min_prefill_chunk = opt.min_prefill_chunk;
+  step_budget = std::make_unique<StepBudget>(bo);
+  if (opt.calibrate) calibrate();
+  const auto& coef = step_budget->cost().coefficients();
+  std::copy(coef.begin(), coef.end(), stats.step_cost);
+}
+
+// Measures the step cost model on synthetic steps (decodes, prefills, a mix) before any
+// request arrives, on blocks borrowed from the pool and given back: their contents are
+// never read by a request (a block's slots are written before they are attended to).
+void Engine::Impl::calibrate() {
+  const int32_t ps = opt.page_size;
+  struct Part {
+    int32_t q, kv;
+  };
+  auto run = [&](const std::vector<Part>& parts, bool observe) {
+    model::StepBatch b;
+    b.cu_q_lens.assign(1, 0);
+    int32_t pages = 1;
+    for (const Part& p : parts) pages = std::max(pages, (p.kv + ps - 1) / ps);
+    int32_t need = 0;
+    for (const Part& p : parts) need += (p.kv + ps - 1) / ps;
+    int32_t tokens = 0;
+    for (const Part& p : parts) tokens += p.q;
+    if (need > blocks->num_free() || tokens > opt.max_batched_tokens) return;
+    std::vector<int32_t> borrowed;
+    StepShape shape;
+    for (const Part& p : parts) {
+      for (int32_t i = 0; i < p.q; ++i) b.tokens.push_back((i * 7919 + p.kv) % vocab);
+      b.cu_q_lens.push_back(static_cast<int32_t>(b.tokens.size()));
+      b.kv_lens.push_back(p.kv);
+      const size_t first = borrowed.size();
+      for (int32_t k = 0; k < (p.kv + ps - 1) / ps; ++k) borrowed.push_back(blocks->allocate());
+      for (int32_t k = 0; k < pages; ++k)
+        b.page_indices.push_back(
+            borrowed[first + std::min<size_t>(k, borrowed.size() - first - 1)]);
+      b.logit_rows.push_back(static_cast<int32_t>(b.tokens.size()) - 1);
+      if (p.q == 1) ++b.distribution[0];
+      if (p.q == 1 || p.q == p.kv) ++b.distribution[1];
+      shape.add(p.q, p.kv, true);
+    }
+    b.pages_per_seq = pages;
+    b.distribution[2] = static_cast<int32_t>(parts.size());
+    std::vector<float> out(b.logit_rows.size() * static_cast<size_t>(vocab));
+    const auto t0 = Clock::now();
+    forward->run(b, *cache, out.data());
+    const double dt = seconds_between(t0, Clock::now());
+    for (int32_t id : borrowed) blocks->release(id);
+    if (observe) step_budget->cost().calibrate(shape, dt);
+  };
+  const std::vector<Part> d4(4, Part{1, 64}), d16(16, Part{1, 64});
+  std::vector<Part> mixed(8, Part{1, 64});
+  mixed.push_back({32, 32});
+  run({{16, 16}}, false);  // first touch of the weights
+  run({{48, 48}}, true);
+  run({{64, 64}, {64, 64}}, true);
+  run(d4, true);
+  run(d16, true);
+  run(mixed, true);
+  run({{32, 96}}, true);
 }
 
 Engine::Engine(const LoadedModel& model, ThreadPool& pool, const EngineOptions& options)
@@ -451,47 +535,97 @@ bool Engine::Impl::step() {
     publish_stats();  // a cancellation may have just emptied the engine
     return false;
   }
-  const int32_t ps = opt.page_size;
-
-  // 1. Schedule: running requests first, in admission order, preempting from the back when
-  // the pool runs dry; then waiting requests while the budget and max_num_seqs allow.
-  struct Item {
-    Seq* s;
-    int32_t n;
-  };
-  std::vector<Item> items;
-  int32_t token_budget = opt.max_batched_tokens;
-  bool preempted = false;
-  for (size_t i = 0; i < running.size() && token_budget > 0;) {
-    Seq& s = *running[i];
-    const int32_t n =
-        std::min<int32_t>(static_cast<int32_t>(s.tokens.size()) - s.num_computed, token_budget);
-    bool scheduled = true;
-    while (!grow(s, n)) {
-      std::unique_ptr<Seq> victim = std::move(running.back());
-      running.pop_back();
-      preempt(*victim);
-      const bool self = victim.get() == &s;
-      waiting.push_front(std::move(victim));
-      preempted = true;
-      if (self) {
-        scheduled = false;
-        break;
-      }
-    }
-    if (!scheduled) break;
-    items.push_back({&s, n});
-    token_budget -= n;
-    ++i;
+  const auto t0 = Clock::now();
+  if (!schedule()) {
+    // Nothing fits even alone: cannot happen, as submit() bounds a request by max_model_len,
+    // which the pool holds; guard against a livelock anyway.
+    for (auto& s : waiting) finish(*s, "error", Output{}, "the request does not fit the KV pool");
+    waiting.clear();
+    publish_stats();
+    return true;
   }
-  while (!preempted && token_budget > 0 && !waiting.empty() &&
+  const int32_t prompt_tokens = build_batch();
+  logits.resize(batch.logit_rows.size() * static_cast<size_t>(vocab));
+  try {
+    forward->run(batch, *cache, logits.data());
+  } catch (const std::exception& e) {
+    // A failure inside the model is not the requests' fault, but they cannot go on.
+    const std::string what = e.what();
+    for (auto& s : running) finish(*s, "error", Output{}, what);
+    running.clear();
+    publish_stats();
+    return true;
+  }
+  process_outputs();
+  const double seconds = seconds_between(t0, Clock::now());
+  step_budget->observe(seconds);
+  {
+    std::lock_guard<std::mutex> lock(stats_mu);
+    ++stats.steps;
+    stats.prompt_tokens += prompt_tokens;
+    stats.generation_tokens += static_cast<int64_t>(sampled.size());
+    stats.step_time.observe(seconds);
+    const auto& c = step_budget->cost().coefficients();
+    std::copy(c.begin(), c.end(), stats.step_cost);
+  }
+  publish_stats();
+  return true;
+}
+
+// 1. Which sequences run this step and how many tokens each computes (engine/step_budget.h
+// has the policy): decodes first in admission order, preempting the most recently admitted
+// request when the pool runs dry; then running prompts' next chunks; then waiting requests.
+// False when nothing could be scheduled.
+bool Engine::Impl::schedule() {
+  items.clear();
+  StepBudget& budget = *step_budget;
+  budget.begin();
+  for (auto& s : running) s->scheduled = false;
+  bool preempted = false;
+  // Frees the last running request's blocks and requeues it first; false when that was `self`.
+  auto preempt_last = [&](const Seq& self) {
+    std::unique_ptr<Seq> victim = std::move(running.back());
+    running.pop_back();
+    preempt(*victim);
+    const bool was_self = victim.get() == &self;
+    waiting.push_front(std::move(victim));
+    preempted = true;
+    return !was_self;
+  };
+  auto take = [&](Seq& s, int32_t n) {
+    items.push_back({&s, n});
+    s.scheduled = true;
+  };
+
+  for (size_t i = 0; i < running.size() && budget.tokens_left() > 0; ++i) {
+    Seq& s = *running[i];
+    if (s.pending() != 1) continue;
+    bool fits = true;
+    while (fits && !grow(s, 1)) fits = preempt_last(s);
+    if (!fits) break;
+    budget.decode(s.num_computed + 1);
+    take(s, 1);
+  }
+  for (size_t i = 0; i < running.size(); ++i) {
+    Seq& s = *running[i];
+    if (s.scheduled || s.pending() == 1) continue;
+    const int32_t n = budget.prefill_chunk(s.num_computed, s.pending());
+    if (n == 0) break;
+    // Room is made only from requests not in this step (never from a decode already in it).
+    bool fits = true;
+    while (fits && !grow(s, n))
+      fits = running.back().get() != &s && !running.back()->scheduled && preempt_last(s);
+    if (!fits) break;
+    budget.prefill(s.num_computed, n, n == s.pending());
+    take(s, n);
+  }
+  while (!preempted && !waiting.empty() &&
          static_cast<int32_t>(running.size()) < opt.max_num_seqs) {
     Seq& s = *waiting.front();
     bool hit = false;
     if (s.num_computed == 0 && opt.prefix_caching) hit = admit_prefix(s);
-    const int32_t n =
-        std::min<int32_t>(static_cast<int32_t>(s.tokens.size()) - s.num_computed, token_budget);
-    if (!grow(s, n)) {
+    const int32_t n = budget.prefill_chunk(s.num_computed, s.pending());
+    if (n == 0 || !grow(s, n)) {
       if (hit) free_blocks(s);
       break;
     }
@@ -501,21 +635,16 @@ bool Engine::Impl::step() {
       stats.prefix_query_tokens += s.num_prompt;
       stats.prefix_hit_tokens += s.num_computed;
     }
-    items.push_back({&s, n});
-    token_budget -= n;
+    budget.prefill(s.num_computed, n, n == s.pending());
+    take(s, n);
     running.push_back(std::move(waiting.front()));
     waiting.pop_front();
   }
-  if (items.empty()) {
-    // Nothing fits even alone: cannot happen, as submit() bounds a request by max_model_len,
-    // which the pool holds; guard against a livelock anyway.
-    for (auto& s : waiting) finish(*s, "error", Output{}, "the request does not fit the KV pool");
-    waiting.clear();
-    publish_stats();
-    return true;
-  }
+  return !items.empty();
+}
 
-  // 2. The batch, sorted decode | prefill | mixed as rpa wants.
+// 2. The batch, sorted decode | prefill | mixed as rpa wants. Returns the prompt tokens in it.
+int32_t Engine::Impl::build_batch() {
   auto kind = [](const Item& it) {
     if (it.n == 1) return 0;
     return it.s->num_computed == 0 ? 1 : 2;
@@ -533,7 +662,7 @@ bool Engine::Impl::step() {
   for (const Item& it : items)
     pages = std::max<int32_t>(pages, static_cast<int32_t>(it.s->blocks.size()));
   b.pages_per_seq = pages;
-  std::vector<Seq*> sampled;
+  sampled.clear();
   int32_t prompt_tokens = 0;
   for (const Item& it : items) {
     Seq& s = *it.s;
@@ -555,19 +684,13 @@ bool Engine::Impl::step() {
       prompt_tokens += std::min(s.num_prompt, s.num_computed + it.n) - s.num_computed;
   }
   b.distribution[2] = static_cast<int32_t>(items.size());
-  logits.resize(b.logit_rows.size() * static_cast<size_t>(vocab));
-  try {
-    forward->run(b, *cache, logits.data());
-  } catch (const std::exception& e) {
-    // A failure inside the model is not the requests' fault, but they cannot go on.
-    const std::string what = e.what();
-    for (auto& s : running) finish(*s, "error", Output{}, what);
-    running.clear();
-    publish_stats();
-    return true;
-  }
+  return prompt_tokens;
+}
 
-  // 3. Bookkeeping: computed tokens, newly full blocks into the prefix cache.
+// 3. After the forward pass: computed tokens and newly full blocks into the prefix cache,
+// then sample, emit and finish.
+void Engine::Impl::process_outputs() {
+  const int32_t ps = opt.page_size;
   for (const Item& it : items) {
     Seq& s = *it.s;
     s.num_computed += it.n;
@@ -581,10 +704,8 @@ bool Engine::Impl::step() {
     }
   }
 
-  // 4. Sample, emit, finish.
   const auto now = Clock::now();
   std::unordered_set<Seq*> ended;
-  int32_t generated = 0;
   for (size_t i = 0; i < sampled.size(); ++i) {
     Seq& s = *sampled[i];
     std::span<float> row(logits.data() + i * static_cast<size_t>(vocab), vocab);
@@ -595,7 +716,6 @@ bool Engine::Impl::step() {
     bool done = false;
     std::string reason, error;
     emit_token(s, token, out, done, reason, error);
-    ++generated;
     {
       std::lock_guard<std::mutex> lock(stats_mu);
       if (!s.got_first_token)
@@ -620,14 +740,6 @@ bool Engine::Impl::step() {
         std::remove_if(running.begin(), running.end(),
                        [&](const std::unique_ptr<Seq>& s) { return ended.count(s.get()) > 0; }),
         running.end());
-  {
-    std::lock_guard<std::mutex> lock(stats_mu);
-    ++stats.steps;
-    stats.prompt_tokens += prompt_tokens;
-    stats.generation_tokens += generated;
-  }
-  publish_stats();
-  return true;
 }
 
 void Engine::Impl::publish_stats() {

@@ -1,11 +1,12 @@
 // The serving engine: many requests at once on one model, in the style of vLLM v1.
 //
-// Every step the scheduler spends a token budget: running requests first (a decode costs one
-// token, a partly prefilled prompt takes its next chunk), then waiting requests while the
-// budget and max_num_seqs allow. The step's sequences are sorted decode | prefill | mixed and
-// run as one ragged batch through model::Forward (rpa underneath). KV lives in a pool of
-// fixed-size blocks sized from a memory budget; full blocks are shared between requests with
-// the same prefix (hash chain, reference counts, LRU eviction of free blocks). When blocks run
+// Every step the scheduler serves the decoding requests first (one token each), then gives
+// prompts chunks in arrival order (partly prefilled ones before waiting ones) sized so that
+// the step stays within a time target measured on this machine (engine/step_budget.h):
+// streams keep flowing while long prompts are prefilled. The step's sequences are sorted decode |
+// prefill | mixed and run as one ragged batch through model::Forward (rpa underneath). KV lives in
+// a pool of fixed-size blocks sized from a memory budget; full blocks are shared between requests
+// with the same prefix (hash chain, reference counts, LRU eviction of free blocks). When blocks run
 // out the most recently admitted request is preempted: its blocks are freed and it is
 // recomputed later, so no request is lost.
 //
@@ -42,9 +43,14 @@ struct EngineOptions {
   int32_t page_size = 16;                        // tokens per KV block
   rpa::KvDType kv_dtype = kDefaultKvDType;
   int32_t max_num_seqs = 32;         // running requests at most
-  int32_t max_batched_tokens = 256;  // token budget of one step
-  int32_t max_waiting = 256;         // queued requests beyond which submit() refuses
-  int32_t max_model_len = 0;         // prompt + output limit; 0: the model's context length
+  int32_t max_batched_tokens = 256;  // token cap of one step (--max-batched-tokens)
+  // Time target of a step that carries decodes (--itl-target-ms); 0: automatic, from the
+  // decodes' own measured cost (engine/step_budget.h). Prefill chunks are sized to it.
+  double itl_target_ms = 0.0;
+  int32_t min_prefill_chunk = 16;  // the oldest prompt's least progress per step
+  bool calibrate = true;           // measure the step cost model at construction
+  int32_t max_waiting = 256;       // queued requests beyond which submit() refuses
+  int32_t max_model_len = 0;       // prompt + output limit; 0: the model's context length
   bool prefix_caching = true;
 };
 
@@ -145,6 +151,10 @@ struct EngineStats {
   Histogram time_to_first_token;
   Histogram inter_token_latency;
   Histogram e2e_latency;
+  Histogram step_time;  // wall time of each step (schedule, forward, sampling, outputs)
+  // The step cost model (engine/step_budget.h): seconds = c0 + c_token * tokens +
+  // c_row * logit_rows + c_attn * attention pairs.
+  double step_cost[4] = {0, 0, 0, 0};
 };
 
 // What the KV budget buys, logged at start-up.

@@ -13,9 +13,11 @@ namespace kdr::server {
 // Responses sent, by HTTP status code.
 using StatusCounts = std::map<int, uint64_t>;
 
-// The whole /metrics page. Histograms become cumulative _bucket{le="..."} lines ending with
-// le="+Inf", then _sum and _count.
-std::string format_metrics(const engine::EngineStats& stats, const StatusCounts& http_responses);
+// The whole /metrics page: kdr_* metrics, then the vllm:* names that routers and autoscalers
+// read, labelled model_name="<model_name>". Histograms become cumulative _bucket{le="..."}
+// lines ending with le="+Inf", then _sum and _count.
+std::string format_metrics(const engine::EngineStats& stats, const StatusCounts& http_responses,
+                           const std::string& model_name);
 
 // A number as Prometheus reads it: the shortest text that parses back to the same double.
 std::string prometheus_number(double x);

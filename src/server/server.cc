@@ -1,10 +1,14 @@
 #include "server/server.h"
 
 #include <httplib.h>
+#include <sys/socket.h>
 
+#include <algorithm>
 #include <atomic>
+#include <cerrno>
 #include <cinttypes>
 #include <cstdio>
+#include <cstring>
 #include <ctime>
 #include <functional>
 #include <map>
@@ -101,6 +105,7 @@ struct Server::Impl {
   ServerOptions options;
   httplib::Server http;
   std::thread listener;
+  socket_t listen_socket = -1;  // set by the socket-options hook when binding
   std::atomic<bool> stopping{false};
 
   // Set once by ready(); `is_ready` publishes them to the workers.
@@ -235,7 +240,7 @@ void Server::Impl::routes() {
                std::lock_guard<std::mutex> lock(counts_mu);
                counts = status_counts;
              }
-             res.set_content(format_metrics(stats, counts), "text/plain; version=0.0.4");
+             res.set_content(format_metrics(stats, counts, served.id), "text/plain; version=0.0.4");
            }));
 
   http.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
@@ -303,6 +308,14 @@ Server::Server(ServerOptions options) : impl_(std::make_unique<Impl>(std::move(o
   s.http.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
   s.http.set_payload_max_length(s.options.max_body_bytes);
   s.http.set_keep_alive_max_count(1000);
+  // cpp-httplib listens with a backlog of 5 (fixed when the library was built): remember the
+  // listening socket so that start() can raise it, and do not let another process bind the
+  // same port (the library's default sets SO_REUSEPORT).
+  s.http.set_socket_options([&s](socket_t sock) {
+    int yes = 1;
+    setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
+    s.listen_socket = sock;
+  });
   s.routes();
 }
 
@@ -317,6 +330,11 @@ void Server::start() {
     throw std::runtime_error("cannot listen on " + s.options.host + ":" +
                              std::to_string(s.options.port) +
                              " (address in use, or not an address of this machine)");
+  // Listening again on a listening socket only changes its backlog (Linux, BSD).
+  if (s.listen_socket >= 0 && ::listen(s.listen_socket, std::max(1, s.options.listen_backlog)) != 0)
+    throw std::runtime_error("cannot set the listen backlog to " +
+                             std::to_string(s.options.listen_backlog) + ": " +
+                             std::strerror(errno));
   s.listener = std::thread([&s] { s.http.listen_after_bind(); });
   // stop() only takes effect once the accept loop runs.
   while (!s.http.is_running()) std::this_thread::sleep_for(std::chrono::milliseconds(1));

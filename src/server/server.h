@@ -30,6 +30,9 @@ struct ServerOptions {
   // so this bounds the clients served at once; the others wait for a free worker.
   int threads = 128;
   size_t max_body_bytes = size_t{8} << 20;  // larger request bodies get 413
+  // Connections the kernel queues before they are accepted (listen(2) backlog; the kernel
+  // caps it at net.core.somaxconn). A burst of clients beyond it gets connection resets.
+  int listen_backlog = 4096;
   // How often a waiting response writes to its connection to find out whether it is closed.
   std::chrono::milliseconds heartbeat{500};
 };

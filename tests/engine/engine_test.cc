@@ -130,6 +130,45 @@ TEST_F(EngineTest, EachRequestOfABatchGetsItsOutputAlone) {
   EXPECT_GT(st.inter_token_latency.count, 0u);
 }
 
+TEST_F(EngineTest, WhileARequestDecodesAPromptIsPrefilledInChunksSizedToTheStepTarget) {
+  std::mt19937_64 rng(test_seed());
+  const auto ps = prompts(rng, {5, 64});
+  // A target no step can meet: a step that carries a decode gives the prompt only its least
+  // chunk (4 tokens), so the 64-token prompt takes 16 steps, each also advancing the stream.
+  EngineOptions o = small();
+  o.max_batched_tokens = 64;
+  o.itl_target_ms = 1e-6;
+  o.min_prefill_chunk = 4;
+  Engine engine(*lm_, *pool_, o);
+  Sink sink;
+  const uint64_t a = engine.submit(greedy(ps[0], 40), sink.callback());
+  ASSERT_TRUE(engine.step());  // a's prompt in one step (no decode yet: the whole cap)
+  ASSERT_EQ(sink.tokens(a).size(), 1u);
+  const uint64_t b = engine.submit(greedy(ps[1], 3), sink.callback());
+  int steps = 0;
+  while (!sink.outputs.count(b)) {
+    ASSERT_TRUE(engine.step());
+    ++steps;
+  }
+  EXPECT_EQ(steps, 16);
+  EXPECT_EQ(sink.tokens(a).size(), 17u);  // one token per step: the stream never waited
+  engine.run_until_idle();
+  EXPECT_EQ(sink.tokens(a), alone(ps[0], 40));
+  EXPECT_EQ(sink.tokens(b), alone(ps[1], 3));
+  // With a target every step meets, the same prompt goes in one step next to the decode.
+  o.itl_target_ms = 1e9;
+  o.max_batched_tokens = 128;
+  Engine fast(*lm_, *pool_, o);
+  Sink sink2;
+  const uint64_t a2 = fast.submit(greedy(ps[0], 40), sink2.callback());
+  ASSERT_TRUE(fast.step());
+  const uint64_t b2 = fast.submit(greedy(ps[1], 3), sink2.callback());
+  ASSERT_TRUE(fast.step());
+  EXPECT_EQ(sink2.tokens(b2).size(), 1u);
+  fast.run_until_idle();
+  EXPECT_EQ(sink2.tokens(a2), sink.tokens(a));
+}
+
 TEST_F(EngineTest, RepeatedPromptHitsThePrefixCacheAndGivesTheSameOutput) {
   std::mt19937_64 rng(test_seed());
   const auto ps = prompts(rng, {50});

@@ -665,7 +665,7 @@ TEST(Metrics, PrometheusText) {
   s.e2e_latency.counts = {1, 0};
   s.e2e_latency.sum = 0.5;
   s.e2e_latency.count = 1;
-  const std::string text = format_metrics(s, {{200, 7}, {400, 2}});
+  const std::string text = format_metrics(s, {{200, 7}, {400, 2}}, "m\"1");
   const char* want_lines[] = {
       "# TYPE kdr_requests_running gauge\nkdr_requests_running 2\n",
       "kdr_requests_waiting 1\n",
@@ -697,6 +697,18 @@ TEST(Metrics, PrometheusText) {
       "# TYPE kdr_http_responses_total counter\n"
       "kdr_http_responses_total{code=\"200\"} 7\n"
       "kdr_http_responses_total{code=\"400\"} 2\n",
+      // vLLM's names, labelled with the model (its quote escaped).
+      "# TYPE vllm:num_requests_running gauge\nvllm:num_requests_running{model_name=\"m\\\"1\"} "
+      "2\n",
+      "vllm:num_requests_waiting{model_name=\"m\\\"1\"} 1\n",
+      "vllm:kv_cache_usage_perc{model_name=\"m\\\"1\"} 0.25\n",
+      "vllm:prefix_cache_hits_total{model_name=\"m\\\"1\"} 48\n",
+      "vllm:time_to_first_token_seconds_bucket{model_name=\"m\\\"1\",le=\"0.1\"} 3\n"
+      "vllm:time_to_first_token_seconds_bucket{model_name=\"m\\\"1\",le=\"+Inf\"} 6\n"
+      "vllm:time_to_first_token_seconds_sum{model_name=\"m\\\"1\"} 1.25\n"
+      "vllm:time_to_first_token_seconds_count{model_name=\"m\\\"1\"} 6\n",
+      "# TYPE vllm:inter_token_latency_seconds histogram\n",
+      "# TYPE kdr_step_seconds histogram\n",
   };
   for (const char* line : want_lines) EXPECT_NE(text.find(line), std::string::npos) << line;
   // Every line is a comment or "name{labels} value".
@@ -709,7 +721,7 @@ TEST(Metrics, PrometheusText) {
     if (line.rfind("# HELP ", 0) == 0 || line.rfind("# TYPE ", 0) == 0) continue;
     const size_t space = line.rfind(' ');
     ASSERT_NE(space, std::string::npos) << line;
-    EXPECT_EQ(line.rfind("kdr_", 0), 0u) << line;
+    EXPECT_TRUE(line.rfind("kdr_", 0) == 0 || line.rfind("vllm:", 0) == 0) << line;
     size_t used = 0;
     std::stod(line.substr(space + 1), &used);
     EXPECT_EQ(used, line.size() - space - 1) << line;
