@@ -60,7 +60,7 @@ void run_serve(ServeArgs a) {
     if (a.engine.itl_target_ms > 0)
       std::snprintf(target, sizeof target, "%.1f ms", a.engine.itl_target_ms);
     else
-      std::snprintf(target, sizeof target, "auto (decodes' time + 25%% + 10 ms)");
+      std::snprintf(target, sizeof target, "auto");
     std::fprintf(stderr,
                  "kdr serve: step cost measured: %.2f ms + %.3f ms per token + %.3f ms per "
                  "sampled row; step target while decoding: %s, at most %d tokens\n",
@@ -97,7 +97,9 @@ void add_serve_command(CLI::App& app) {
       ->check(CLI::Range(0, 65535))
       ->capture_default_str();
   cmd->add_option("--api-key", args->server.api_key,
-                  "require 'Authorization: Bearer KEY' on /v1/* routes");
+                  "require 'Authorization: Bearer KEY' on every route but /health");
+  cmd->add_flag("--open-metrics", args->server.open_metrics,
+                "serve /metrics without the API key (for a scraper without one)");
   cmd->add_option("--http-threads", args->server.threads,
                   "HTTP workers: the most connections served at once")
       ->check(CLI::Range(1, 4096))
@@ -124,9 +126,15 @@ void add_serve_command(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--itl-target-ms", args->engine.itl_target_ms,
                   "time target of a step that carries decoding requests, in ms: prompt chunks "
-                  "are sized to it (0: the decodes' own measured time + 25% + 10 ms); lower "
+                  "are sized to it (0: automatic, see docs/serving.md); lower "
                   "favours inter-token latency, higher time to first token")
       ->check(CLI::Range(0.0, 1e6))
+      ->capture_default_str();
+  cmd->add_option("--prefill-backlog-ms", args->engine.prefill_backlog_ms,
+                  "with the automatic target: while the prompts present need more than this "
+                  "much compute to prefill, steps take the whole token cap (time to first "
+                  "token first); 0: never")
+      ->check(CLI::Range(0.0, 1e9))
       ->capture_default_str();
   cmd->add_option("--min-prefill-chunk", args->engine.min_prefill_chunk,
                   "prompt tokens the oldest waiting prompt gets per step at least, whatever "

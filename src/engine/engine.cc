@@ -220,6 +220,8 @@ void Engine::Impl::configure() {
   stats.kv_blocks_total = budget.blocks;
   if (!(opt.itl_target_ms >= 0.0) || !std::isfinite(opt.itl_target_ms))
     throw EngineConfigError("--itl-target-ms must be a non-negative number of milliseconds");
+  if (!(opt.prefill_backlog_ms >= 0.0) || !std::isfinite(opt.prefill_backlog_ms))
+    throw EngineConfigError("--prefill-backlog-ms must be a non-negative number of milliseconds");
   if (opt.min_prefill_chunk < 1)
     throw EngineConfigError("--min-prefill-chunk must be at least 1, got " +
                             std::to_string(opt.min_prefill_chunk));
@@ -227,6 +229,7 @@ void Engine::Impl::configure() {
   bo.max_step_tokens = opt.max_batched_tokens;
   bo.itl_target_s = opt.itl_target_ms * 1e-3;
   bo.min_prefill_chunk = opt.min_prefill_chunk;
+  bo.prefill_backlog_s = opt.prefill_backlog_ms * 1e-3;
   step_budget = std::make_unique<StepBudget>(bo);
   if (opt.calibrate) calibrate();
   const auto& coef = step_budget->cost().coefficients();
@@ -579,7 +582,17 @@ bool Engine::Impl::step() {
 bool Engine::Impl::schedule() {
   items.clear();
   StepBudget& budget = *step_budget;
-  budget.begin();
+  // The requests present and the prompt tokens they still need, as far as max_num_seqs
+  // lets them run.
+  int32_t present = 0;
+  int64_t backlog = 0;
+  auto count = [&](const auto& list) {
+    for (size_t i = 0; i < list.size() && present < opt.max_num_seqs; ++i, ++present)
+      backlog += std::max(0, list[i]->num_prompt - list[i]->num_computed);
+  };
+  count(running);
+  count(waiting);
+  budget.begin(present, backlog);
   for (auto& s : running) s->scheduled = false;
   bool preempted = false;
   // Frees the last running request's blocks and requeues it first; false when that was `self`.
@@ -710,9 +723,17 @@ void Engine::Impl::process_outputs() {
     Seq& s = *sampled[i];
     std::span<float> row(logits.data() + i * static_cast<size_t>(vocab), vocab);
     if (s.matcher) s.matcher->mask_logits(row);
-    const int32_t token = s.sampler->sample(row, s.tokens);
     Output out;
     out.request_id = s.id;
+    int32_t token;
+    try {
+      token = s.sampler->sample(row, s.tokens);
+    } catch (const std::exception& e) {
+      // This request cannot go on (NaN logits from a broken model, ...); the others can.
+      finish(s, "error", std::move(out), e.what());
+      ended.insert(&s);
+      continue;
+    }
     bool done = false;
     std::string reason, error;
     emit_token(s, token, out, done, reason, error);

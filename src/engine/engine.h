@@ -43,14 +43,17 @@ struct EngineOptions {
   int32_t page_size = 16;                        // tokens per KV block
   rpa::KvDType kv_dtype = kDefaultKvDType;
   int32_t max_num_seqs = 32;         // running requests at most
-  int32_t max_batched_tokens = 256;  // token cap of one step (--max-batched-tokens)
+  int32_t max_batched_tokens = 512;  // token cap of one step (--max-batched-tokens)
   // Time target of a step that carries decodes (--itl-target-ms); 0: automatic, from the
   // decodes' own measured cost (engine/step_budget.h). Prefill chunks are sized to it.
   double itl_target_ms = 0.0;
   int32_t min_prefill_chunk = 16;  // the oldest prompt's least progress per step
-  bool calibrate = true;           // measure the step cost model at construction
-  int32_t max_waiting = 256;       // queued requests beyond which submit() refuses
-  int32_t max_model_len = 0;       // prompt + output limit; 0: the model's context length
+  // With the automatic target: while the prompts present need more compute than this to
+  // prefill, steps take the whole token cap (--prefill-backlog-ms; 0: never).
+  double prefill_backlog_ms = 2000.0;
+  bool calibrate = true;      // measure the step cost model at construction
+  int32_t max_waiting = 256;  // queued requests beyond which submit() refuses
+  int32_t max_model_len = 0;  // prompt + output limit; 0: the model's context length
   bool prefix_caching = true;
 };
 

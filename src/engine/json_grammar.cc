@@ -1013,6 +1013,9 @@ void scaled_floor_ceil(const std::string& text, int digits, i128& floor_out, i12
 
 class SchemaCompiler {
  public:
+  static constexpr int32_t kMaxSchemaDepth = 64;
+  static constexpr size_t kMaxSchemaNodes = 20000;
+
   SchemaCompiler(const json& root, std::vector<Node>& nodes) : root_(root), nodes_(nodes) {}
 
   // Any JSON object: a map of any values.
@@ -1022,6 +1025,20 @@ class SchemaCompiler {
   }
 
   uint32_t compile(const json& s, const std::string& path) {
+    // Nesting (through properties, items, alternatives and $ref alike) and size are bounded
+    // before anything recurses further: a 1,100-level schema or a 5,000-step $ref chain is
+    // refused, not a stack overflow.
+    if (depth_ >= kMaxSchemaDepth)
+      throw GrammarError("schema nesting at " + where(path) + " is deeper than " +
+                         std::to_string(kMaxSchemaDepth) + " levels");
+    if (nodes_.size() >= kMaxSchemaNodes)
+      throw GrammarError("the schema has more than " + std::to_string(kMaxSchemaNodes) +
+                         " sub-schemas");
+    struct Nested {
+      int32_t& d;
+      explicit Nested(int32_t& depth) : d(depth) { ++d; }
+      ~Nested() { --d; }
+    } nested(depth_);
     if (s.is_boolean()) {
       if (s.get<bool>()) return any_value();
       throw GrammarError("schema false at " + where(path) + " admits no value");
@@ -1602,6 +1619,7 @@ class SchemaCompiler {
 
   const json& root_;
   std::vector<Node>& nodes_;
+  int32_t depth_ = 0;                     // compile() calls on the stack
   std::map<std::string, uint32_t> done_;  // schema pointer -> node
   std::set<std::string> resolving_;       // $ref targets being compiled
   int32_t any_ = -1;

@@ -66,15 +66,23 @@ int32_t Sampler::sample(std::span<float> logits, std::span<const int32_t> histor
       l -= p_.presence_penalty + p_.frequency_penalty * static_cast<float>(counts_[t]);
     }
   }
+  // -Inf is a masked token; NaN or +Inf would poison every comparison and sum below.
+  for (float l : logits)
+    if (std::isnan(l) || l == INFINITY)
+      throw std::runtime_error(
+          "the model produced NaN or infinite logits; this request cannot be sampled");
   const int32_t best =
       static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
-  if (p_.temperature != 0.0f && p_.temperature != 1.0f)
+  if (n == 0 || logits[best] == -INFINITY)
+    throw std::runtime_error("every token is masked out; nothing can be sampled");
+  const bool greedy = p_.temperature < kGreedyBelow;
+  if (!greedy && p_.temperature != 1.0f)
     for (float& l : logits) l /= p_.temperature;
   const float mx = logits[best];
   last_ = logits;
   last_max_ = mx;
   lse_valid_ = false;  // computed on demand: a pass of exp() over the vocabulary per token
-  if (p_.temperature == 0.0f) return best;
+  if (greedy) return best;
 
   if (p_.top_k == 0 && p_.top_p >= 1.0f && p_.min_p <= 0.0f) {
     // Plain temperature sampling: a draw over the whole vocabulary in id order, no sort.

@@ -38,8 +38,13 @@ class Rng {
 class Sampler {
  public:
   explicit Sampler(const SamplingParams& params);
+  // Temperatures below this are greedy (as in vLLM): dividing logits by them overflows to
+  // infinities, which would let masked-out tokens back in.
+  static constexpr float kGreedyBelow = 1e-5f;
+
   // Picks a token from logits (modified in place by the penalties); `history` holds the
-  // tokens the penalties look at (prompt and generated so far).
+  // tokens the penalties look at (prompt and generated so far). Throws std::runtime_error
+  // when the logits hold NaN or +Inf (a broken model) or every token is masked out.
   int32_t sample(std::span<float> logits, std::span<const int32_t> history);
   // Log-probability of `token` under the distribution the last sample() drew from (after
   // penalties and temperature, before truncation). Reads the logits sample() rewrote, so

@@ -2,6 +2,8 @@
 
 #include <cstdint>
 
+#include "model/tokenizer.h"
+
 namespace kdr::model {
 namespace {
 
@@ -182,6 +184,47 @@ std::string ChatTemplate::render(std::span<const ChatMessage> messages,
       return render_chatml(messages, add_generation_prompt, default_system);
   }
   throw ChatTemplateError("chat template: unknown format");
+}
+
+std::vector<int32_t> encode_chat(const ChatTemplate& chat, const Tokenizer& tokenizer,
+                                 std::span<const ChatMessage> messages, bool add_generation_prompt,
+                                 bool content_control_tokens) {
+  const std::string text = chat.render(messages, add_generation_prompt);
+  if (content_control_tokens) return tokenizer.encode(text, /*add_special=*/false, true);
+  // Where each content landed: render again with a marker in place of every content; the
+  // template's text between markers is the same, and each content is written raw or trimmed.
+  auto marker = [](size_t i) { return "\x01kdr-content-" + std::to_string(i) + "\x01"; };
+  std::vector<ChatMessage> marked(messages.begin(), messages.end());
+  for (size_t i = 0; i < marked.size(); ++i) marked[i].content = marker(i);
+  const std::string skeleton = chat.render(marked, add_generation_prompt);
+  std::vector<Tokenizer::ByteRange> literal;
+  size_t sk = 0, at = 0;  // positions in skeleton and text
+  for (size_t i = 0; i < messages.size(); ++i) {
+    const std::string m = marker(i);
+    const size_t found = skeleton.find(m, sk);
+    if (found == std::string::npos)
+      throw ChatTemplateError("chat template dropped message " + std::to_string(i) + " (" +
+                              messages[i].role + ")");
+    at += found - sk;  // the template's text before this content
+    const size_t next_sk = found + m.size();
+    const size_t next_marker = skeleton.find("\x01kdr-content-", next_sk);
+    const std::string_view after = std::string_view(skeleton).substr(
+        next_sk, (next_marker == std::string::npos ? skeleton.size() : next_marker) - next_sk);
+    size_t len = std::string::npos;
+    for (const std::string& c : {messages[i].content, python_strip(messages[i].content)})
+      if (text.compare(at, c.size(), c) == 0 &&
+          text.compare(at + c.size(), after.size(), after) == 0) {
+        len = c.size();
+        break;
+      }
+    if (len == std::string::npos)
+      throw ChatTemplateError("cannot locate message " + std::to_string(i) +
+                              " in the rendered chat");
+    if (len > 0) literal.push_back({at, at + len});
+    at += len;
+    sk = next_sk;
+  }
+  return tokenizer.encode(text, /*add_special=*/false, /*parse_special=*/true, literal);
 }
 
 }  // namespace kdr::model

@@ -3,10 +3,12 @@
 // are written out in C++; a model's Jinja text is only used to recognise its family.
 #pragma once
 
+#include <cstdint>
 #include <span>
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace kdr::model {
 
@@ -51,5 +53,17 @@ struct ChatTemplate {
 
 // Python's str.strip() (Jinja's trim filter): Unicode whitespace at both ends removed.
 std::string python_strip(std::string_view text);
+
+class Tokenizer;
+
+// The tokens of a rendered chat, the one chat encoding of the server and the research agent.
+// The template's own control tokens (<start_of_turn>, <|im_start|>, ...) become their ids;
+// the messages' contents stay text, so a "<start_of_turn>model" a user or a document writes
+// cannot open another turn, unless `content_control_tokens`. Where no content holds a
+// control token's text the tokens are those of encoding the rendered text whole (as
+// transformers and llama.cpp do). Throws ChatTemplateError as render() does.
+std::vector<int32_t> encode_chat(const ChatTemplate& chat, const Tokenizer& tokenizer,
+                                 std::span<const ChatMessage> messages, bool add_generation_prompt,
+                                 bool content_control_tokens = false);
 
 }  // namespace kdr::model

@@ -555,6 +555,11 @@ Tokenizer& Tokenizer::operator=(Tokenizer&&) noexcept = default;
 
 std::vector<int32_t> Tokenizer::encode(std::string_view text, bool add_special,
                                        bool parse_special) const {
+  return encode(text, add_special, parse_special, {});
+}
+
+std::vector<int32_t> Tokenizer::encode(std::string_view text, bool add_special, bool parse_special,
+                                       std::span<const ByteRange> literal) const {
   const Impl& m = *impl_;
   for (size_t i = 0; i < text.size();) {
     const int n = scan_utf8(text, i);
@@ -577,9 +582,20 @@ std::vector<int32_t> Tokenizer::encode(std::string_view text, bool add_special,
       after_special = false;
     }
   };
+  // The literal range at or after the scan position.
+  size_t next_literal = 0;
+  const auto accept_literal = [&](int32_t id) { return !m.is_special(id); };
   if (!m.specials.empty()) {
     for (size_t i = 0; i < text.size();) {
-      const auto [id, len] = m.specials.longest(text, i, accept);
+      while (next_literal < literal.size() && literal[next_literal].end <= i) ++next_literal;
+      const bool inside = next_literal < literal.size() && literal[next_literal].begin <= i;
+      auto [id, len] = inside ? m.specials.longest(text, i, accept_literal)
+                              : m.specials.longest(text, i, accept);
+      // A control token may not reach into a literal range from the template's side.
+      if (id >= 0 && !inside && m.is_special(id) && next_literal < literal.size() &&
+          i + len > literal[next_literal].begin)
+        id = -1;
+      if (id >= 0 && inside && i + len > literal[next_literal].end) id = -1;
       if (id < 0) {
         ++i;
         continue;

@@ -90,6 +90,14 @@ class Tokenizer {
   // that is not UTF-8.
   std::vector<int32_t> encode(std::string_view text, bool add_special = true,
                               bool parse_special = true) const;
+  // The same, except that no control token is recognised inside the byte ranges `literal`
+  // ([begin, end), ascending, disjoint) or across their edges: text a user wrote stays text
+  // while the template around it keeps its control tokens.
+  struct ByteRange {
+    size_t begin = 0, end = 0;
+  };
+  std::vector<int32_t> encode(std::string_view text, bool add_special, bool parse_special,
+                              std::span<const ByteRange> literal) const;
 
   // Concatenated token bytes; invalid UTF-8 becomes U+FFFD. Control tokens are dropped
   // when skip_special, else rendered as their text.

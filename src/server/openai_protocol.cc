@@ -89,6 +89,12 @@ void reject_unsupported(const json& body) {
     throw bad("n", "'n' must be 1: kdr returns one choice per request");
   if (const json* t = field(body, "tools"); t && !(t->is_array() && t->empty()))
     throw bad("tools", "'tools' is not supported: kdr has no function calling");
+  // The legacy form of tools: refused the same way, never silently ignored.
+  for (const char* legacy : {"functions", "function_call"})
+    if (const json* f = field(body, legacy); f && !f->is_null() && !(f->is_array() && f->empty()))
+      throw bad(legacy, std::string("'") + legacy +
+                            "' (the legacy form of 'tools') is not supported: kdr has no "
+                            "function calling");
   if (const json* b = field(body, "logit_bias"); b && !(b->is_object() && b->empty()))
     throw bad("logit_bias", "'logit_bias' is not supported");
   if (get_bool(body, "echo", false)) throw bad("echo", "'echo' is not supported");
@@ -229,14 +235,14 @@ std::vector<int32_t> chat_prompt(const json& body, const ServedModel& model) {
                                 role->get<std::string>() + "'");
     messages.push_back({r, message_content(m, where)});
   }
-  std::string text;
+  // The template writes bos itself where the family wants it; contents stay text (a user
+  // cannot write another role's turn marker).
   try {
-    text = model.chat->render(messages, /*add_generation_prompt=*/true);
+    return model::encode_chat(*model.chat, *model.tokenizer, messages,
+                              /*add_generation_prompt=*/true);
   } catch (const model::ChatTemplateError& e) {
     throw bad("messages", e.what());
   }
-  // The template writes bos itself where the family wants it.
-  return model.tokenizer->encode(text, /*add_special=*/false, /*parse_special=*/true);
 }
 
 std::vector<int32_t> token_ids(const json& arr, int32_t n_vocab, const char* param) {
@@ -272,6 +278,60 @@ std::vector<int32_t> completion_prompt(const json& body, const ServedModel& mode
   throw bad("prompt", shapes);
 }
 
+// The key path (`a.b[2]`) of the value at which a SAX parse fails: names the field of a
+// number too large for a double, which nlohmann reports only by its text.
+class FailurePath final : public nlohmann::json_sax<json> {
+ public:
+  std::string path;
+
+  bool null() override { return value(); }
+  bool boolean(bool) override { return value(); }
+  bool number_integer(number_integer_t) override { return value(); }
+  bool number_unsigned(number_unsigned_t) override { return value(); }
+  bool number_float(number_float_t, const string_t&) override { return value(); }
+  bool string(string_t&) override { return value(); }
+  bool binary(binary_t&) override { return value(); }
+  bool start_object(std::size_t) override { return open(false); }
+  bool key(string_t& k) override {
+    frames_.back().key = k;
+    return true;
+  }
+  bool end_object() override { return close(); }
+  bool start_array(std::size_t) override { return open(true); }
+  bool end_array() override { return close(); }
+  bool parse_error(std::size_t, const std::string&, const nlohmann::detail::exception&) override {
+    for (const Frame& f : frames_) {
+      if (f.array) {
+        path += "[" + std::to_string(f.index) + "]";
+      } else {
+        if (!path.empty()) path += ".";
+        path += f.key;
+      }
+    }
+    return false;
+  }
+
+ private:
+  struct Frame {
+    bool array = false;
+    std::string key;
+    size_t index = 0;
+  };
+  bool value() {
+    if (!frames_.empty() && frames_.back().array) ++frames_.back().index;
+    return true;
+  }
+  bool open(bool array) {
+    frames_.push_back({array, "", 0});
+    return true;
+  }
+  bool close() {
+    frames_.pop_back();
+    return value();
+  }
+  std::vector<Frame> frames_;
+};
+
 }  // namespace
 
 json parse_json_object(std::string_view body) {
@@ -292,6 +352,18 @@ json parse_json_object(std::string_view body) {
         what.rfind("[json.", 0) == 0 && close != std::string::npos)
       what = what.substr(close + 2);
     throw ApiError(400, "invalid JSON body: " + what);
+  } catch (const json::out_of_range& e) {
+    // A number beyond a double's range (1e400): nlohmann names only the number's text.
+    FailurePath where;
+    json::sax_parse(body, &where);
+    std::string what = e.what();
+    const size_t quote = what.find('\'');
+    const std::string number = quote == std::string::npos
+                                   ? what
+                                   : what.substr(quote, std::min<size_t>(what.size() - quote, 64));
+    throw ApiError(400, "invalid JSON body: the number " + number +
+                            (where.path.empty() ? std::string() : " at '" + where.path + "'") +
+                            " is too large for a double");
   }
   if (!j.is_object()) throw ApiError(400, "the request body must be a JSON object");
   return j;

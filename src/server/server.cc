@@ -244,7 +244,10 @@ void Server::Impl::routes() {
            }));
 
   http.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
-    if (options.api_key.empty() || req.path.rfind("/v1/", 0) != 0)
+    // Everything but /health needs the key (and /metrics, unless --open-metrics): /tokenize
+    // is as costly per byte as a prompt.
+    if (options.api_key.empty() || req.path == "/health" ||
+        (options.open_metrics && req.path == "/metrics"))
       return httplib::Server::HandlerResponse::Unhandled;
     const std::string auth = req.get_header_value("Authorization");
     if (auth.rfind("Bearer ", 0) == 0 && same_secret(auth.substr(7), options.api_key))

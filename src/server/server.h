@@ -24,8 +24,11 @@ namespace kdr::server {
 
 struct ServerOptions {
   std::string host = "127.0.0.1";
-  int port = 8080;      // 0: any free port (see Server::port())
-  std::string api_key;  // when set, /v1/* needs "Authorization: Bearer <api_key>"
+  int port = 8080;  // 0: any free port (see Server::port())
+  // When set, every route but /health (and /metrics with open_metrics) needs
+  // "Authorization: Bearer <api_key>".
+  std::string api_key;
+  bool open_metrics = false;
   // HTTP worker threads. Each open connection holds one while it lives (keep-alive included),
   // so this bounds the clients served at once; the others wait for a free worker.
   int threads = 128;

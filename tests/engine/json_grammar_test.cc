@@ -1119,6 +1119,35 @@ TEST(JsonSchemaGrammar, UnsupportedAndMalformedSchemasNameTheKeywordAndPlace) {
   }
 }
 
+TEST(JsonSchemaGrammar, DeepOrHugeSchemasAreRefusedNotAStackOverflow) {
+  // A hostile body: 1,100 levels of items (a segfault before the limit), a $ref chain of
+  // 5,000 definitions, and 64 levels (the limit) which still compile.
+  auto nested = [](int levels) {
+    std::string s;
+    for (int i = 0; i < levels; ++i) s += R"({"type": "array", "items": )";
+    s += R"({"type": "integer"})";
+    for (int i = 0; i < levels; ++i) s += "}";
+    return s;
+  };
+  std::string chain = R"({"$ref": "#/$defs/d0", "$defs": {)";
+  for (int i = 0; i < 5000; ++i)
+    chain +=
+        "\"d" + std::to_string(i) + "\": {\"$ref\": \"#/$defs/d" + std::to_string(i + 1) + "\"}, ";
+  chain += R"("d5000": {"type": "integer"}}})";
+  for (const std::string& schema : {nested(1100), chain}) {
+    try {
+      JsonGrammar::from_schema(ojson::parse(schema), tiny().vocab);
+      ADD_FAILURE() << "no GrammarError";
+    } catch (const GrammarError& e) {
+      EXPECT_NE(std::string(e.what()).find("deeper than 64 levels"), std::string::npos) << e.what();
+    }
+  }
+  check_cases(JsonGrammar::from_schema(ojson::parse(nested(62)), tiny().vocab),
+              {{std::string(62, '[') + "1" + std::string(62, ']'), true},
+               {std::string(61, '[') + "1" + std::string(61, ']'), false}},
+              nullptr);
+}
+
 TEST(JsonSchemaGrammar, DescriptiveKeywordsAreIgnoredAndDraft4BoundsAccepted) {
   const auto g = schema_grammar(R"({
     "$schema": "https://json-schema.org/draft/2020-12/schema", "title": "T", "description": "d",

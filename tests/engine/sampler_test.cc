@@ -3,12 +3,14 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <map>
 #include <numeric>
 #include <random>
 #include <set>
+#include <stdexcept>
 
 #include "../base/seed.h"
 
@@ -224,6 +226,47 @@ TEST(Sampler, RejectsOutOfRangeParameters) {
   p = {};
   p.top_k = -3;
   EXPECT_THROW(Sampler{p}, std::invalid_argument);
+}
+
+TEST(Sampler, NanOrInfiniteLogitsAreAnErrorNotACrash) {
+  const uint64_t seed = test_seed();
+  for (float bad : {NAN, INFINITY}) {
+    for (float temperature : {0.0f, 0.7f}) {
+      SamplingParams p;
+      p.temperature = temperature;
+      p.top_p = 0.9f;
+      p.min_p = 0.05f;
+      p.top_k = 5;
+      Sampler smp(p);
+      std::vector<float> l = random_logits(seed, 100);
+      l[static_cast<size_t>(seed % 100)] = bad;
+      EXPECT_THROW(smp.sample(l, {}), std::runtime_error) << "seed " << seed;
+    }
+  }
+  SamplingParams p;
+  Sampler smp(p);
+  std::vector<float> masked(50, -INFINITY);
+  EXPECT_THROW(smp.sample(masked, {}), std::runtime_error);
+}
+
+TEST(Sampler, ATemperatureTooSmallToDivideByIsGreedyAndKeepsTheMask) {
+  // logits / 1e-45 overflow to +-Inf: a masked token (-Inf) and an allowed negative logit
+  // would look alike. Below Sampler::kGreedyBelow the sampler is greedy instead.
+  const uint64_t seed = test_seed();
+  std::vector<float> l = random_logits(seed, 200);
+  for (size_t i = 0; i < l.size(); i += 2) l[i] = -INFINITY;  // even ids masked
+  const int32_t best = static_cast<int32_t>(std::max_element(l.begin(), l.end()) - l.begin());
+  for (float t : {1e-45f, 1e-30f, 1e-6f}) {
+    SamplingParams p;
+    p.temperature = t;
+    p.top_p = 0.5f;
+    p.min_p = 0.1f;
+    p.top_k = 3;
+    p.seed = seed;
+    Sampler smp(p);
+    std::vector<float> copy = l;
+    EXPECT_EQ(smp.sample(copy, {}), best) << "temperature " << t << ", seed " << seed;
+  }
 }
 
 }  // namespace

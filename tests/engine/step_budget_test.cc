@@ -140,16 +140,16 @@ TEST(StepBudget, StepsWithDecodesStayWithinTheTargetAndNoRequestStarves) {
     std::vector<SimRequest> running;  // arrival order
     std::vector<int> first_token_order;
     int done = 0, step = 0, over_target = 0, decode_steps = 0;
-    const int max_running = 32;
+    const size_t max_running = 32;
     while (done < 96) {
       ASSERT_LT(step, 20000) << "seed " << seed << ": the load does not drain";
-      for (int k = 0; k < 2 && !incoming.empty() && static_cast<int>(running.size()) < max_running;
-           ++k) {
+      for (int k = 0; k < 2 && !incoming.empty() && running.size() < max_running; ++k) {
         incoming.front().arrival_step = step;
         running.push_back(incoming.front());
         incoming.pop_front();
       }
-      budget.begin();
+      budget.begin(
+          static_cast<int>(std::min<size_t>(running.size() + incoming.size(), max_running)));
       std::vector<std::pair<SimRequest*, int>> plan;
       for (auto& r : running)
         if (r.pending() == 1 && budget.decode(r.computed + 1)) plan.push_back({&r, 1});

@@ -349,6 +349,28 @@ TEST_F(ServerTest, ApiKeyGuardsTheV1Routes) {
   auto health = c.Get("/health");
   ASSERT_TRUE(health);
   EXPECT_EQ(health->status, 200);
+  // /tokenize costs CPU per byte like a prompt: behind the key, as /detokenize and /metrics.
+  for (const char* path : {"/tokenize", "/detokenize"}) {
+    auto open = c.Post(path, R"({"content": "a", "tokens": [1]})", "application/json");
+    ASSERT_TRUE(open);
+    EXPECT_EQ(open->status, 401) << path;
+  }
+  auto metrics = c.Get("/metrics");
+  ASSERT_TRUE(metrics);
+  EXPECT_EQ(metrics->status, 401);
+  auto keyed = c.Post("/tokenize", {{"Authorization", "Bearer sekrit"}}, R"({"content": "a"})",
+                      "application/json");
+  ASSERT_TRUE(keyed);
+  EXPECT_EQ(keyed->status, 200);
+  // --open-metrics lets a scraper without the key read /metrics.
+  so.open_metrics = true;
+  Server s2(so);
+  s2.start();
+  s2.ready(*engine_, "tiny", nullptr);
+  auto c2 = client(s2.port());
+  auto scraped = c2.Get("/metrics");
+  ASSERT_TRUE(scraped);
+  EXPECT_EQ(scraped->status, 200);
 }
 
 TEST_F(ServerTest, RandomBodiesGetJsonErrorsNeverCrashes) {

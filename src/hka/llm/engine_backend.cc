@@ -110,46 +110,19 @@ class EngineBackend : public LlmBackend {
     }
   }
 
-  static std::string sentinel(size_t i) { return "\x01kdr-message-" + std::to_string(i) + "\x01"; }
-  static void append(std::vector<int32_t>& ids, const std::vector<int32_t>& more) {
-    ids.insert(ids.end(), more.begin(), more.end());
-  }
-
   std::vector<int32_t> tokenize(const std::vector<ChatMessage>& messages) const {
     if (model_.chat) {
       // Message contents are data (table cells, document passages): a "<start_of_turn>"
-      // written in a document must stay text, not become a turn marker. So the template is
-      // rendered around sentinels, its own text tokenized with control tokens recognised, and
-      // each content in between without.
+      // written in a document stays text, not a turn marker (model::encode_chat, the
+      // server's chat encoding too).
       std::vector<model::ChatMessage> chat;
-      for (size_t i = 0; i < messages.size(); ++i) {
-        chat.push_back({messages[i].role, sentinel(i)});
-      }
-      std::string text;
+      for (const ChatMessage& m : messages) chat.push_back({m.role, m.content});
       try {
-        text = model_.chat->render(chat, /*add_generation_prompt=*/true);
+        return model::encode_chat(*model_.chat, *model_.tokenizer, chat,
+                                  /*add_generation_prompt=*/true);
       } catch (const model::ChatTemplateError& e) {
         throw LlmError("engine backend (" + name_ + "): " + e.what());
       }
-      // The template writes bos itself where the family wants it (as the server does).
-      std::vector<int32_t> ids;
-      size_t pos = 0;
-      for (size_t i = 0; i < messages.size(); ++i) {
-        const std::string mark = sentinel(i);
-        const size_t at = text.find(mark, pos);
-        if (at == std::string::npos) {
-          throw LlmError("engine backend (" + name_ + "): the chat template dropped message " +
-                         std::to_string(i) + " (" + messages[i].role + ")");
-        }
-        append(ids, model_.tokenizer->encode(std::string_view(text).substr(pos, at - pos),
-                                             /*add_special=*/false, /*parse_special=*/true));
-        append(ids, model_.tokenizer->encode(messages[i].content, /*add_special=*/false,
-                                             /*parse_special=*/false));
-        pos = at + mark.size();
-      }
-      append(ids, model_.tokenizer->encode(std::string_view(text).substr(pos),
-                                           /*add_special=*/false, /*parse_special=*/true));
-      return ids;
     }
     // A model without a known chat format: a plain transcript ending in the assistant's turn.
     std::string text;
