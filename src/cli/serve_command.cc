@@ -40,6 +40,7 @@ void run_serve(ServeArgs a) {
   sigaddset(&stop_signals, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
 
+  a.server.version = std::string("kdr ") + KDR_VERSION;
   server::Server http(a.server);
   http.start();
   const std::string address = "http://" + a.server.host + ":" + std::to_string(http.port());

@@ -592,7 +592,7 @@ bool Engine::Impl::schedule() {
   };
   count(running);
   count(waiting);
-  budget.begin(present, backlog);
+  budget.begin(backlog);
   for (auto& s : running) s->scheduled = false;
   bool preempted = false;
   // Frees the last running request's blocks and requeues it first; false when that was `self`.

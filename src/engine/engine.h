@@ -43,7 +43,7 @@ struct EngineOptions {
   int32_t page_size = 16;                        // tokens per KV block
   rpa::KvDType kv_dtype = kDefaultKvDType;
   int32_t max_num_seqs = 32;         // running requests at most
-  int32_t max_batched_tokens = 512;  // token cap of one step (--max-batched-tokens)
+  int32_t max_batched_tokens = 256;  // token cap of one step (--max-batched-tokens)
   // Time target of a step that carries decodes (--itl-target-ms); 0: automatic, from the
   // decodes' own measured cost (engine/step_budget.h). Prefill chunks are sized to it.
   double itl_target_ms = 0.0;

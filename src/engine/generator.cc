@@ -21,6 +21,7 @@ LoadedModel LoadedModel::load(const std::string& path, const model::LoadOptions&
   LoadedModel lm;
   lm.model = model::Model::load(path, options);
   lm.name = fs::path(path).filename().string();
+  lm.path = path;
   std::string jinja, bos_text;
   if (const model::GgufFile* g = lm.model->gguf()) {
     lm.tokenizer = std::make_unique<model::Tokenizer>(model::spec_from_gguf(*g));

@@ -31,6 +31,7 @@ struct LoadedModel {
   bool chat_inferred = false;
   std::vector<int32_t> stop_ids;  // eos and end-of-turn tokens
   std::string name;               // file or folder name, for /v1/models
+  std::string path;               // as loaded
 
   static LoadedModel load(const std::string& path, const model::LoadOptions& options = {});
   bool is_stop(int32_t id) const;

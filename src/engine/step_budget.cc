@@ -106,8 +106,7 @@ void StepCostModel::refit() {
   fitted_ = true;
 }
 
-void StepBudget::begin(int32_t requests, int64_t backlog_tokens) {
-  requests_ = requests;
+void StepBudget::begin(int64_t backlog_tokens) {
   backlog_tokens_ = backlog_tokens;
   shape_ = StepShape{};
   decode_shape_ = StepShape{};
@@ -129,16 +128,7 @@ double StepBudget::target_seconds() const {
   if (opt_.prefill_backlog_s > 0.0 &&
       cost_.coefficients()[1] * static_cast<double>(backlog_tokens_) > opt_.prefill_backlog_s)
     return std::numeric_limits<double>::infinity();
-  double target = cost_.predict(decode_shape_) * (1.0 + kAutoHeadroom) + kAutoSlackSeconds;
-  const int32_t d = decode_shape_.decodes;
-  if (requests_ > d) {
-    // Every present request decoding, each with the decodes' mean context.
-    StepShape full;
-    full.tokens = full.logit_rows = full.decodes = requests_;
-    full.attention_pairs = decode_shape_.attention_pairs * requests_ / d;
-    target = std::max(target, cost_.predict(full) + kAutoSlackSeconds);
-  }
-  return target;
+  return cost_.predict(decode_shape_) * (1.0 + kAutoHeadroom) + kAutoSlackSeconds;
 }
 
 int32_t StepBudget::prefill_chunk(int32_t computed, int32_t pending) const {

@@ -12,13 +12,10 @@
 // Policy, per step: every decode first (one token each, up to the token cap); then prefill
 // chunks in arrival order, each the largest that keeps the predicted step time within the
 // target, so one long prompt never stalls the streams and the oldest prompt is served first.
-// The target is --itl-target-ms, or by default the larger of: the decodes' own predicted
-// time times (1 + kAutoHeadroom) plus kAutoSlackSeconds, and, while more requests are present
-// than decode (prompts queued or being prefilled), the predicted time of a step in which all
-// of them decode (as far as max_num_seqs allows) plus kAutoSlackSeconds: the streams never
-// wait longer than they will once the batch is full, and a burst of prompts is not spread
-// over many steps. A step with no decode has no stream to hold up and takes the whole token
-// cap, and so does every step while the prompts present need more than
+// The target is --itl-target-ms, or by default the decodes' own predicted time times
+// (1 + kAutoHeadroom) plus kAutoSlackSeconds: a prompt arriving among running streams adds
+// at most a quarter to their step. A step with no decode has no stream to hold up and takes
+// the whole token cap, and so does every step while the prompts present need more than
 // prefill_backlog_s of compute to prefill (their time to first token comes first then: a
 // burst of long prompts spread over small steps would wait tens of seconds). An explicit
 // --itl-target-ms holds always. The oldest prefill always gets at least
@@ -93,9 +90,9 @@ class StepBudget {
 
   // Planning one step: begin(), then decode() for each decode, then for each prompt in
   // arrival order prefill_chunk() and, if it is taken, prefill().
-  // `requests`: the requests present (running and waiting), at most max_num_seqs;
-  // `backlog_tokens`: the prompt tokens they have still to prefill.
-  void begin(int32_t requests = 0, int64_t backlog_tokens = 0);
+  // `backlog_tokens`: the prompt tokens that the requests present (running and waiting, as
+  // far as max_num_seqs lets them run) have still to prefill.
+  void begin(int64_t backlog_tokens = 0);
   // False when the step's token cap is spent (this decode waits for the next step).
   bool decode(int32_t kv_len_after);
   // The tokens a prompt with `computed` tokens cached and `pending` to go gets this step:
@@ -113,10 +110,9 @@ class StepBudget {
   StepBudgetOptions opt_;
   StepCostModel cost_;
   StepShape shape_;
-  StepShape decode_shape_;  // the step's decodes alone
-  int32_t prefills_ = 0;    // prompts given a chunk this step
-  int32_t requests_ = 0;    // begin()'s arguments
-  int64_t backlog_tokens_ = 0;
+  StepShape decode_shape_;      // the step's decodes alone
+  int32_t prefills_ = 0;        // prompts given a chunk this step
+  int64_t backlog_tokens_ = 0;  // begin()'s argument
 };
 
 }  // namespace kdr::engine

@@ -657,4 +657,40 @@ std::string StreamEncoder::encode(const engine::Output& out) {
   return events;
 }
 
+namespace {
+// Hugging Face's names for each architecture (config.json model_type and architectures).
+std::pair<const char*, const char*> hf_names(const std::string& arch) {
+  if (arch == "gemma3") return {"gemma3_text", "Gemma3ForCausalLM"};
+  if (arch == "qwen3") return {"qwen3", "Qwen3ForCausalLM"};
+  if (arch == "qwen2") return {"qwen2", "Qwen2ForCausalLM"};
+  return {"llama", "LlamaForCausalLM"};
+}
+}  // namespace
+
+json server_info_response(const ServedModel& model) {
+  return {{"model_path", model.path},
+          {"served_model_name", model.id},
+          {"model", model.id},
+          {"tokenizer_path", model.path},
+          {"context_length", model.max_model_len},
+          {"max_model_len", model.max_model_len},
+          {"max_total_tokens", model.max_total_tokens},
+          {"max_running_requests", model.max_running},
+          {"max_prefill_tokens", model.max_step_tokens},
+          {"tp_size", 1},
+          {"dp_size", 1},
+          {"version", model.version}};
+}
+
+json model_info_response(const ServedModel& model) {
+  const auto [type, architecture] = hf_names(model.arch);
+  return {{"model_path", model.path},
+          {"tokenizer_path", model.path},
+          {"served_model_name", model.id},
+          {"is_generation", true},
+          {"model_type", type},
+          {"architectures", json::array({architecture})},
+          {"context_length", model.max_model_len}};
+}
+
 }  // namespace kdr::server

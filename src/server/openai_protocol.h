@@ -56,7 +56,19 @@ struct ServedModel {
   int32_t max_model_len = 0;                  // prompt + completion tokens at most
   // For response_format json_object / json_schema; null: those formats are refused.
   std::shared_ptr<const engine::Vocabulary> vocabulary;
+  // For the discovery routes of routers (/server_info, /model_info).
+  std::string path;
+  std::string arch;              // model::arch_name
+  int32_t max_running = 0;       // --max-num-seqs
+  int64_t max_total_tokens = 0;  // tokens the KV pool holds
+  int32_t max_step_tokens = 0;   // --max-batched-tokens
+  std::string version;           // "kdr 0.1.0"
 };
+
+// GET /server_info and /model_info (and their older /get_* names): what sglang-router and
+// vllm-router read from a worker to register it under the served model's name.
+nlohmann::json server_info_response(const ServedModel& model);
+nlohmann::json model_info_response(const ServedModel& model);
 
 enum class Endpoint { kChatCompletions, kCompletions };
 

@@ -20,6 +20,8 @@
 
 #include "engine/engine.h"
 #include "engine/json_grammar.h"
+#include "model/config.h"
+#include "model/weights.h"
 #include "server/metrics.h"
 #include "server/openai_protocol.h"
 
@@ -218,6 +220,17 @@ void Server::Impl::routes() {
              require_ready();
              send_json(res, 200, models_response(served.id, ready_time, served.max_model_len));
            }));
+  // Worker discovery of sglang-router and vllm-router (the older /get_* names too).
+  for (const char* route : {"/server_info", "/get_server_info"})
+    http.Get(route, guarded([this](const httplib::Request&, httplib::Response& res) {
+               require_ready();
+               send_json(res, 200, server_info_response(served));
+             }));
+  for (const char* route : {"/model_info", "/get_model_info"})
+    http.Get(route, guarded([this](const httplib::Request&, httplib::Response& res) {
+               require_ready();
+               send_json(res, 200, model_info_response(served));
+             }));
   http.Post("/v1/chat/completions",
             guarded([this](const httplib::Request& req, httplib::Response& res) {
               completion(req, res, Endpoint::kChatCompletions);
@@ -354,6 +367,12 @@ void Server::ready(engine::Engine& engine, std::string model_id,
   s.served.chat = engine.model().chat ? &*engine.model().chat : nullptr;
   s.served.max_model_len = engine.max_model_len();
   s.served.vocabulary = std::move(vocabulary);
+  s.served.path = engine.model().path;
+  s.served.version = s.options.version;
+  s.served.arch = model::arch_name(engine.model().model->config().arch);
+  s.served.max_running = engine.options().max_num_seqs;
+  s.served.max_total_tokens = engine.kv_budget().tokens;
+  s.served.max_step_tokens = engine.options().max_batched_tokens;
   s.ready_time = static_cast<int64_t>(std::time(nullptr));
   s.is_ready.store(true, std::memory_order_release);
 }

@@ -29,6 +29,7 @@ struct ServerOptions {
   // "Authorization: Bearer <api_key>".
   std::string api_key;
   bool open_metrics = false;
+  std::string version = "kdr";  // what /server_info reports
   // HTTP worker threads. Each open connection holds one while it lives (keep-alive included),
   // so this bounds the clients served at once; the others wait for a free worker.
   int threads = 128;

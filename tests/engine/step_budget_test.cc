@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <deque>
 #include <random>
@@ -120,6 +121,7 @@ TEST(StepBudget, StepsWithDecodesStayWithinTheTargetAndNoRequestStarves) {
     o.max_step_tokens = 256;
     o.itl_target_s = target_ms * 1e-3;
     o.min_prefill_chunk = 16;
+    o.prefill_backlog_s = 0;  // the target always holds here (the lift has its own test)
     StepBudget budget(o);
     // Calibrated as the engine does at start-up.
     for (int p : {48, 128}) {
@@ -148,8 +150,9 @@ TEST(StepBudget, StepsWithDecodesStayWithinTheTargetAndNoRequestStarves) {
         running.push_back(incoming.front());
         incoming.pop_front();
       }
-      budget.begin(
-          static_cast<int>(std::min<size_t>(running.size() + incoming.size(), max_running)));
+      int64_t backlog = 0;
+      for (const auto& r : running) backlog += std::max(0, r.prompt - r.computed);
+      budget.begin(backlog);
       std::vector<std::pair<SimRequest*, int>> plan;
       for (auto& r : running)
         if (r.pending() == 1 && budget.decode(r.computed + 1)) plan.push_back({&r, 1});
@@ -203,6 +206,35 @@ TEST(StepBudget, StepsWithDecodesStayWithinTheTargetAndNoRequestStarves) {
     std::sort(sorted.begin(), sorted.end());
     EXPECT_EQ(first_token_order, sorted) << "seed " << seed;
     EXPECT_EQ(first_token_order.size(), 96u);
+  }
+}
+
+TEST(StepBudget, ABacklogOfPromptsLiftsTheAutomaticTargetButNotAnExplicitOne) {
+  StepBudgetOptions o;
+  o.max_step_tokens = 256;
+  o.prefill_backlog_s = 2.0;
+  StepShape p, d;
+  p.add(100, 100, true);
+  for (int i = 0; i < 8; ++i) d.add(1, 64, true);
+  // 10 ms a token: 200 backlog tokens are 2 s of prefill.
+  for (double itl_ms : {0.0, 50.0}) {
+    o.itl_target_s = itl_ms * 1e-3;
+    StepBudget budget(o);
+    budget.cost().calibrate(p, 1.0);
+    budget.cost().calibrate(d, 0.05);
+    budget.begin(150);  // under the limit: the target holds
+    for (int i = 0; i < 8; ++i) budget.decode(64);
+    EXPECT_TRUE(std::isfinite(budget.target_seconds()));
+    EXPECT_LT(budget.prefill_chunk(0, 150), 150);
+    budget.begin(1000);  // 10 s of prefill waiting: the whole cap, unless a target was set
+    for (int i = 0; i < 8; ++i) budget.decode(64);
+    if (itl_ms == 0) {
+      EXPECT_FALSE(std::isfinite(budget.target_seconds()));
+      EXPECT_EQ(budget.prefill_chunk(0, 1000), 256 - 8);
+    } else {
+      EXPECT_DOUBLE_EQ(budget.target_seconds(), 0.05);
+      EXPECT_LT(budget.prefill_chunk(0, 1000), 256 - 8);
+    }
   }
 }
 

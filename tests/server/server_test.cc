@@ -175,6 +175,32 @@ TEST_F(ServerTest, ModelsListsTheServedModel) {
   EXPECT_EQ(body["data"][0]["max_model_len"], engine_->max_model_len());
 }
 
+TEST_F(ServerTest, RouterDiscoveryRoutesNameTheServedModel) {
+  // sglang-router and vllm-router register a worker from /server_info and /model_info (or
+  // the older /get_* names): without them they filed kdr's model as "unknown".
+  for (const char* path : {"/server_info", "/get_server_info"}) {
+    auto res = client().Get(path);
+    ASSERT_TRUE(res);
+    ASSERT_EQ(res->status, 200) << path;
+    const json body = json::parse(res->body);
+    EXPECT_EQ(body["served_model_name"], "tiny");
+    EXPECT_EQ(body["model_path"], kModelPath);
+    EXPECT_EQ(body["max_model_len"], engine_->max_model_len());
+    EXPECT_EQ(body["max_total_tokens"], engine_->kv_budget().tokens);
+    EXPECT_EQ(body["max_running_requests"], engine_->options().max_num_seqs);
+  }
+  for (const char* path : {"/model_info", "/get_model_info"}) {
+    auto res = client().Get(path);
+    ASSERT_TRUE(res);
+    ASSERT_EQ(res->status, 200) << path;
+    const json body = json::parse(res->body);
+    EXPECT_EQ(body["model_path"], kModelPath);
+    EXPECT_EQ(body["is_generation"], true);
+    EXPECT_EQ(body["model_type"], "qwen3");
+    EXPECT_EQ(body["architectures"], json::array({"Qwen3ForCausalLM"}));
+  }
+}
+
 TEST_F(ServerTest, ChatGreedyEqualsTheGenerator) {
   const auto [status, body] = post(
       "/v1/chat/completions", json{{"model", "tiny"},
