@@ -166,6 +166,7 @@ struct Engine::Impl {
   void emit_token(Seq& s, int32_t token, Output& out, bool& done, std::string& reason,
                   std::string& error);
   void publish_stats();
+  void end_all();
 };
 
 void Engine::Impl::configure() {
@@ -796,14 +797,18 @@ void Engine::start() {
       }
       m.step();
     }
-    // Shutting down: every open request ends.
-    m.take_incoming();
-    for (auto& s : m.waiting) m.finish(*s, "cancelled", Output{});
-    for (auto& s : m.running) m.finish(*s, "cancelled", Output{});
-    m.waiting.clear();
-    m.running.clear();
-    m.publish_stats();
+    m.end_all();
   });
+}
+
+// Shutting down: every open request ends "cancelled".
+void Engine::Impl::end_all() {
+  take_incoming();
+  for (auto& s : waiting) finish(*s, "cancelled", Output{});
+  for (auto& s : running) finish(*s, "cancelled", Output{});
+  waiting.clear();
+  running.clear();
+  publish_stats();
 }
 
 void Engine::stop() {
@@ -813,7 +818,10 @@ void Engine::stop() {
     m.stopping = true;
   }
   m.cv.notify_all();
-  if (m.loop.joinable()) m.loop.join();
+  if (m.loop.joinable())
+    m.loop.join();
+  else
+    m.end_all();  // never started (stepped by hand, or not at all): end what is queued here
   m.started = false;
 }
 

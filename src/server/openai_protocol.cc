@@ -376,7 +376,9 @@ CompletionRequest parse_completion_request(std::string_view text, Endpoint endpo
   req.endpoint = endpoint;
   if (const json* m = field(body, "model")) {
     if (!m->is_string()) throw bad("model", "'model' must be a string");
-    if (m->get<std::string>() != model.id)
+    // "unknown" is what sglang-router forwards for a request that named no model: as if
+    // none were named.
+    if (m->get<std::string>() != model.id && m->get<std::string>() != "unknown")
       throw ApiError(404,
                      "model '" + m->get<std::string>() +
                          "' does not exist; this server "

@@ -69,8 +69,12 @@ struct InFlight {
 // Hands each Output of the request to `encode` and writes the bytes it returns. Whenever
 // `heartbeat` passes without a write, writes `beat`: a closed connection only shows as a
 // failed write. Returns what a cpp-httplib content provider returns (false: abandon).
+// `cut_on_cancel`: a request cancelled by the server stopping ends the connection without
+// a complete body. A JSON response's 200 status went out with the first heartbeat, so an
+// error body would read as a success; a cut response is a transport failure that clients
+// (the OpenAI SDK) and routers (sglang-router) retry elsewhere.
 bool pump(InFlight& flight, httplib::DataSink& sink, const std::atomic<bool>& stopping,
-          std::chrono::milliseconds heartbeat, std::string_view beat,
+          std::chrono::milliseconds heartbeat, std::string_view beat, bool cut_on_cancel,
           const std::function<std::string(const engine::Output&)>& encode) {
   using Clock = std::chrono::steady_clock;
   auto last_write = Clock::now();
@@ -80,6 +84,7 @@ bool pump(InFlight& flight, httplib::DataSink& sink, const std::atomic<bool>& st
                                                                             Clock::now());
     if (flight.stream->next(out, std::max(wait, std::chrono::milliseconds(0)))) {
       if (out.finished) flight.finished = true;
+      if (out.finished && cut_on_cancel && out.finish_reason == "cancelled") return false;
       const std::string bytes = encode(out);
       if (!bytes.empty()) {
         if (!sink.write(bytes.data(), bytes.size())) return false;
@@ -172,7 +177,7 @@ void Server::Impl::completion(const httplib::Request& req, httplib::Response& re
     res.set_chunked_content_provider("text/event-stream", [flight, encoder, heartbeat, stop_flag](
                                                               size_t, httplib::DataSink& sink) {
       // An SSE comment: clients skip it.
-      return pump(*flight, sink, *stop_flag, heartbeat, ": ping\n\n",
+      return pump(*flight, sink, *stop_flag, heartbeat, ": ping\n\n", /*cut_on_cancel=*/false,
                   [&](const engine::Output& out) { return encoder->encode(out); });
     });
     return;
@@ -185,16 +190,15 @@ void Server::Impl::completion(const httplib::Request& req, httplib::Response& re
   res.set_chunked_content_provider(
       "application/json; charset=utf-8", [flight, result, shape, info, &tokenizer, heartbeat,
                                           stop_flag](size_t, httplib::DataSink& sink) {
-        return pump(*flight, sink, *stop_flag, heartbeat, " ", [&](const engine::Output& out) {
-          result->add(out);
-          if (!out.finished) return std::string();
-          if (out.finish_reason == "error")
-            return dump_json(ApiError(500, "generation failed: " + out.error).to_json());
-          if (out.finish_reason == "cancelled")
-            return dump_json(
-                ApiError(503, "the request was cancelled: the server is stopping").to_json());
-          return dump_json(completion_response(info, shape, *result, tokenizer));
-        });
+        return pump(
+            *flight, sink, *stop_flag, heartbeat, " ", /*cut_on_cancel=*/true,
+            [&](const engine::Output& out) {
+              result->add(out);
+              if (!out.finished) return std::string();
+              if (out.finish_reason == "error")
+                return dump_json(ApiError(500, "generation failed: " + out.error).to_json());
+              return dump_json(completion_response(info, shape, *result, tokenizer));
+            });
       });
 }
 

@@ -186,6 +186,14 @@ struct BadCase {
   std::string message;
 };
 
+TEST_F(ProtocolTest, TheRoutersPlaceholderModelNameMeansNoModel) {
+  // sglang-router forwards a chat request that named no model as model "unknown".
+  const json msgs = json::array({{{"role", "user"}, {"content", "hi"}}});
+  const CompletionRequest named = chat({{"model", "unknown"}, {"messages", msgs}});
+  const CompletionRequest none = chat({{"messages", msgs}});
+  EXPECT_EQ(named.request.prompt, none.request.prompt);
+}
+
 TEST_F(ProtocolTest, EveryRefusalHasItsStatusParamAndMessage) {
   const auto C = Endpoint::kChatCompletions;
   const auto P = Endpoint::kCompletions;

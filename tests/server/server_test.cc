@@ -460,6 +460,30 @@ TEST_F(ServerTest, QueueFullIs503) {
   s.stop();
 }
 
+TEST_F(ServerTest, ARequestCancelledByShutdownIsCutNotAnErrorUnder200) {
+  // The engine is stopped while a non-streaming request waits (its 200 went out with the
+  // first heartbeat): the client must see a failed transfer, which it and routers retry,
+  // not a complete body that reads as a success.
+  engine::EngineOptions o;
+  o.kv_memory_bytes = 2 << 20;
+  engine::Engine idle(*lm_, *pool_, o);  // never started: the request waits until stop()
+  ServerOptions so;
+  so.port = 0;
+  so.heartbeat = milliseconds(20);
+  Server s(so);
+  s.start();
+  s.ready(idle, "tiny", nullptr);
+  std::thread stopper([&] {
+    std::this_thread::sleep_for(milliseconds(200));
+    idle.stop();  // its open requests end "cancelled"
+  });
+  auto res = client(s.port()).Post("/v1/completions", R"({"prompt": "a", "max_tokens": 4})",
+                                   "application/json");
+  stopper.join();
+  EXPECT_FALSE(res) << "got a complete response: " << res->status << " " << res->body;
+  s.stop();
+}
+
 // A raw connection, so the test can hang up in the middle of a response.
 class RawClient {
  public:
