@@ -186,6 +186,47 @@ struct BadCase {
   std::string message;
 };
 
+TEST(ParseJsonObject, AnOverflowingNumberAnywhereIsA400NamingWhereItIs) {
+  // Random nested bodies with one number too large for a double at a random place: always a
+  // 400 whose message names the number and the path built while generating it.
+  std::mt19937_64 rng(kdr_test::test_seed());
+  for (int round = 0; round < 300; ++round) {
+    std::string path;
+    std::string body = "{\"prompt\": \"a\", ";
+    std::string close = "}";
+    const int depth = static_cast<int>(rng() % 6);
+    std::string key = "k" + std::to_string(round);
+    body += "\"" + key + "\": ";
+    path = key;
+    for (int d = 0; d < depth; ++d) {
+      if (rng() % 2) {
+        const std::string k = "f" + std::to_string(d);
+        body += "{\"x\": 1, \"" + k + "\": ";
+        path += "." + k;
+        close = "}" + close;
+      } else {
+        const int before = static_cast<int>(rng() % 3);
+        body += "[";
+        for (int b = 0; b < before; ++b) body += "true, ";
+        path += "[" + std::to_string(before) + "]";
+        close = "]" + close;
+      }
+    }
+    const std::string number =
+        (rng() % 2 ? "-" : "") + std::string("9e") + std::to_string(309 + rng() % 5000);
+    body += number + close;
+    SCOPED_TRACE(body);
+    try {
+      parse_json_object(body);
+      ADD_FAILURE() << "no error";
+    } catch (const ApiError& e) {
+      EXPECT_EQ(e.status(), 400);
+      EXPECT_NE(std::string(e.what()).find("'" + number + "' at '" + path + "'"), std::string::npos)
+          << e.what();
+    }
+  }
+}
+
 TEST_F(ProtocolTest, TheRoutersPlaceholderModelNameMeansNoModel) {
   // sglang-router forwards a chat request that named no model as model "unknown".
   const json msgs = json::array({{{"role", "user"}, {"content", "hi"}}});
