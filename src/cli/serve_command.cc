@@ -5,6 +5,7 @@
 #include <pthread.h>
 
 #include <CLI/CLI.hpp>
+#include <chrono>
 #include <csignal>
 #include <cstdio>
 #include <cstring>
@@ -53,7 +54,11 @@ void run_serve(ServeArgs a) {
   a.engine.prefix_caching = !a.no_prefix_caching;
   // An EngineConfigError propagates to main, which prints it (it names the option to change)
   // and exits 1.
+  const auto engine_start = std::chrono::steady_clock::now();
   engine::Engine engine(lm, pool, a.engine);
+  const double engine_ms =
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - engine_start)
+          .count();
   std::fprintf(stderr, "kdr serve: %s\n", engine.kv_budget().summary().c_str());
   {
     const engine::EngineStats st = engine.stats();
@@ -64,9 +69,10 @@ void run_serve(ServeArgs a) {
       std::snprintf(target, sizeof target, "auto");
     std::fprintf(stderr,
                  "kdr serve: step cost measured: %.2f ms + %.3f ms per token + %.3f ms per "
-                 "sampled row; step target while decoding: %s, at most %d tokens\n",
+                 "sampled row; step target while decoding: %s, at most %d tokens (engine "
+                 "ready in %.0f ms: KV pool and calibration)\n",
                  st.step_cost[0] * 1e3, st.step_cost[1] * 1e3, st.step_cost[2] * 1e3, target,
-                 a.engine.max_batched_tokens);
+                 a.engine.max_batched_tokens, engine_ms);
   }
   if (lm.chat_inferred) std::fprintf(stderr, "kdr serve: note: %s\n", lm.chat_note().c_str());
   const std::string name = a.model_name.empty() ? lm.name : a.model_name;

@@ -283,7 +283,7 @@ void Engine::Impl::calibrate() {
   const std::vector<Part> d4(4, Part{1, 64}), d16(16, Part{1, 64});
   std::vector<Part> mixed(8, Part{1, 64});
   mixed.push_back({32, 32});
-  run({{16, 16}}, false);  // first touch of the weights
+  run({{16, 16}}, false);  // first touch of the weights, not measured
   run({{48, 48}}, true);
   run({{64, 64}, {64, 64}}, true);
   run(d4, true);
