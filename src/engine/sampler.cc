@@ -66,13 +66,16 @@ int32_t Sampler::sample(std::span<float> logits, std::span<const int32_t> histor
       l -= p_.presence_penalty + p_.frequency_penalty * static_cast<float>(counts_[t]);
     }
   }
-  // -Inf is a masked token; NaN or +Inf would poison every comparison and sum below.
-  for (float l : logits)
+  // The best logit and, in the same pass, a check: -Inf is a masked token; NaN or +Inf would
+  // poison every comparison and sum below.
+  int32_t best = 0;
+  for (int32_t t = 0; t < n; ++t) {
+    const float l = logits[t];
     if (std::isnan(l) || l == INFINITY)
       throw std::runtime_error(
           "the model produced NaN or infinite logits; this request cannot be sampled");
-  const int32_t best =
-      static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
+    if (l > logits[best]) best = t;
+  }
   if (n == 0 || logits[best] == -INFINITY)
     throw std::runtime_error("every token is masked out; nothing can be sampled");
   const bool greedy = p_.temperature < kGreedyBelow;

@@ -46,6 +46,20 @@ StepShape random_shape(std::mt19937_64& rng) {
   return s;
 }
 
+// Start-up calibration on the fake machine: prefills and decodes of a few sizes.
+void calibrate(StepCostModel& model, const FakeMachine& m) {
+  for (int p : {48, 128}) {
+    StepShape s;
+    s.add(p, p, true);
+    model.calibrate(s, m.time(s));
+  }
+  for (int d : {4, 16}) {
+    StepShape s;
+    for (int i = 0; i < d; ++i) s.add(1, 64, true);
+    model.calibrate(s, m.time(s));
+  }
+}
+
 TEST(StepCostModel, RecoversTheMachinesCoefficientsFromObservedSteps) {
   const uint64_t seed = test_seed();
   std::mt19937_64 rng(seed);
@@ -75,17 +89,7 @@ TEST(StepCostModel, NeverGoesNegativeAndStaysCalibratedAfterOnlyDecodes) {
   FakeMachine m;
   m.rng = &rng;
   StepCostModel model;
-  // Start-up calibration: prefills and decodes of a few sizes.
-  for (int p : {48, 128}) {
-    StepShape s;
-    s.add(p, p, true);
-    model.calibrate(s, m.time(s));
-  }
-  for (int d : {4, 16}) {
-    StepShape s;
-    for (int i = 0; i < d; ++i) s.add(1, 64, true);
-    model.calibrate(s, m.time(s));
-  }
+  calibrate(model, m);  // start-up: prefills and decodes of a few sizes
   // Then a full window of pure 8-decode steps (tokens == rows: the two never vary apart).
   for (size_t i = 0; i < StepCostModel::kWindow; ++i) {
     StepShape s;
@@ -123,17 +127,7 @@ TEST(StepBudget, StepsWithDecodesStayWithinTheTargetAndNoRequestStarves) {
     o.min_prefill_chunk = 16;
     o.prefill_backlog_s = 0;  // the target always holds here (the lift has its own test)
     StepBudget budget(o);
-    // Calibrated as the engine does at start-up.
-    for (int p : {48, 128}) {
-      StepShape s;
-      s.add(p, p, true);
-      budget.cost().calibrate(s, m.time(s));
-    }
-    for (int d : {4, 16}) {
-      StepShape s;
-      for (int i = 0; i < d; ++i) s.add(1, 64, true);
-      budget.cost().calibrate(s, m.time(s));
-    }
+    calibrate(budget.cost(), m);  // as the engine does at start-up
     // 96 requests, a third with long prompts, arriving two per step at first.
     std::uniform_int_distribution<int> short_len(20, 40), long_len(200, 1000);
     std::deque<SimRequest> incoming;
