@@ -112,11 +112,14 @@ class ServerProcess:
         self.log.close()
 
 
-def stream_completion(port, prompt, max_tokens):
-    """One streamed request: (send time, [arrival time of each chunk with text], tokens)."""
-    body = json.dumps({"prompt": prompt, "max_tokens": max_tokens, "temperature": 0,
-                       "ignore_eos": True, "stream": True,
-                       "stream_options": {"include_usage": True}})
+def stream_completion(port, prompt, max_tokens, model=None):
+    """One streamed request: (send time, [arrival time of each chunk with text], tokens).
+    `model` is sent when given (a router needs it to pick workers serving that model)."""
+    request = {"prompt": prompt, "max_tokens": max_tokens, "temperature": 0,
+               "ignore_eos": True, "stream": True, "stream_options": {"include_usage": True}}
+    if model is not None:
+        request["model"] = model
+    body = json.dumps(request)
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
     t0 = time.perf_counter()
     conn.request("POST", "/v1/completions", body, {"Content-Type": "application/json"})
@@ -149,7 +152,7 @@ def percentile(xs, q):
     return xs[min(len(xs) - 1, max(0, int(round(q / 100 * len(xs) + 0.5)) - 1))]
 
 
-def run_level(port, prompts, concurrency, per_client, max_tokens):
+def run_level(port, prompts, concurrency, per_client, max_tokens, model=None):
     results, errors = [], []
     lock = threading.Lock()
 
@@ -157,7 +160,7 @@ def run_level(port, prompts, concurrency, per_client, max_tokens):
         for k in range(per_client):
             prompt = prompts[i * per_client + k]
             try:
-                r = stream_completion(port, prompt, max_tokens)
+                r = stream_completion(port, prompt, max_tokens, model)
             except Exception as e:  # counted and reported; the client goes on
                 with lock:
                     errors.append(repr(e))
