@@ -151,5 +151,9 @@ void reference(const RaggedBatch& batch, const AttentionParams& params, const fl
 // as f32. Shared by the reference, the kernels and the tests so quantization is identical.
 void store_row(KvCache& cache, bool is_v, int32_t page, int32_t head, int32_t slot, const float* x);
 void load_row(const KvCache& cache, bool is_v, int32_t page, int32_t head, int32_t slot, float* x);
+// Copies the first `slots` token rows of page `src` (K, V and their int8 row scales, every
+// head) into page `dst`, bit for bit: forked sequences each get their own copy of a shared,
+// partly filled page before they write into it.
+void copy_page(KvCache& cache, int32_t src, int32_t dst, int32_t slots);
 
 }  // namespace rpa

@@ -66,10 +66,18 @@ void BlockPool::release(int32_t block) {
   Block& x = blocks_.at(static_cast<size_t>(block));
   if (x.refs <= 0)
     throw std::logic_error("BlockPool: block " + std::to_string(block) + " released while free");
+  if (x.refs == 2) --num_shared_;
   if (--x.refs == 0) {
     if (!caching_) forget(block);
     push_back(block);
   }
+}
+
+void BlockPool::share(int32_t block) {
+  Block& x = blocks_.at(static_cast<size_t>(block));
+  if (x.refs <= 0)
+    throw std::logic_error("BlockPool: block " + std::to_string(block) + " shared while free");
+  if (++x.refs == 2) ++num_shared_;
 }
 
 uint64_t BlockPool::hash_block(uint64_t parent, std::span<const int32_t> tokens) {
@@ -101,7 +109,7 @@ int32_t BlockPool::acquire_cached(uint64_t hash, uint64_t parent, std::span<cons
       !std::equal(x.tokens.begin(), x.tokens.end(), tokens.begin(), tokens.end()))
     return -1;
   if (x.in_free_list) unlink(it->second);
-  ++x.refs;
+  if (++x.refs == 2) ++num_shared_;
   return it->second;
 }
 

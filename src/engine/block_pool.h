@@ -26,12 +26,17 @@ class BlockPool {
   // Free blocks that still hold a reusable prefix.
   int32_t num_cached_free() const { return num_cached_free_; }
   int32_t num_used() const { return num_blocks() - num_free_; }
+  // Held blocks with more than one reference (a prefix several requests, or the samples of
+  // one request, read from).
+  int32_t num_shared() const { return num_shared_; }
 
   // A fresh block with reference count 1: the least recently freed one, whose cached
   // contents (if any) are forgotten. -1 when none is free.
   int32_t allocate();
   // Drops one reference; at zero the block goes to the back of the free list (evicted last).
   void release(int32_t block);
+  // One more reference to a held block (a forked sample reading the same prompt page).
+  void share(int32_t block);
 
   // The hash of a full block of tokens that follows the block hashed `parent` (0 for the
   // first block of a sequence).
@@ -66,6 +71,7 @@ class BlockPool {
   int32_t head_ = -1, tail_ = -1;  // free list: head is evicted first
   int32_t num_free_ = 0;
   int32_t num_cached_free_ = 0;
+  int32_t num_shared_ = 0;
   std::unordered_map<uint64_t, int32_t> by_hash_;
 };
 

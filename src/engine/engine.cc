@@ -4,7 +4,9 @@
 #include <atomic>
 #include <cmath>
 #include <cstdio>
+#include <iterator>
 #include <limits>
+#include <span>
 #include <thread>
 #include <unordered_set>
 
@@ -89,9 +91,18 @@ void RequestStream::push(const Output& out) {
   cv_.notify_all();
 }
 
-// One request as the scheduler sees it.
+// The samples of one request that have not finished yet (request-level stats are taken when
+// the last one ends).
+struct SampleGroup {
+  int32_t open = 1;
+};
+
+// One sequence as the scheduler sees it: a request, or one sample of a request with n > 1.
 struct Seq {
   uint64_t id = 0;
+  int32_t index = 0;     // the sample
+  int32_t unforked = 0;  // samples still to fork off this one when its prompt is prefilled
+  std::shared_ptr<SampleGroup> group;
   Request req;
   OutputCallback on_output;
   std::vector<int32_t> tokens;  // prompt, then generated tokens
@@ -146,8 +157,10 @@ struct Engine::Impl {
   };
   std::vector<Item> items;
   std::vector<Seq*> sampled;  // items whose last token's logits are sampled
+  int32_t tokens_sampled = 0;
   model::StepBatch batch;
   std::vector<float> logits;
+  std::vector<float> fork_row, sample_row;  // a forked prompt's logits, one sample's copy
 
   Impl(const LoadedModel& m, ThreadPool& p, const EngineOptions& o) : lm(m), pool(p), opt(o) {}
 
@@ -158,6 +171,8 @@ struct Engine::Impl {
   void preempt(Seq& s);
   bool admit_prefix(Seq& s);
   bool grow(Seq& s, int32_t num_tokens);
+  std::vector<std::unique_ptr<Seq>> fork(Seq& parent, int32_t seats);
+  bool sample(Seq& s, std::span<float> row, Clock::time_point now);
   void calibrate();
   bool step();
   bool schedule();
@@ -329,6 +344,13 @@ uint64_t Engine::submit(Request r, OutputCallback on_output) {
     throw RequestError("logprobs must be at most 20, got " + std::to_string(r.logprobs));
   for (const std::string& s : r.stop)
     if (s.empty()) throw RequestError("stop strings must not be empty");
+  if (r.n < 1 || r.n > kMaxSamples)
+    throw RequestError("n must be in [1, " + std::to_string(kMaxSamples) + "], got " +
+                       std::to_string(r.n));
+  if (!r.seeds.empty() && static_cast<int32_t>(r.seeds.size()) != r.n)
+    throw RequestError("seeds must hold one seed per sample: n is " + std::to_string(r.n) +
+                       ", got " + std::to_string(r.seeds.size()) + " seeds");
+  if (!r.seeds.empty()) r.sampling.seed = r.seeds[0];
   try {
     r.sampling.validate();
   } catch (const std::invalid_argument& e) {
@@ -338,6 +360,9 @@ uint64_t Engine::submit(Request r, OutputCallback on_output) {
   auto s = std::make_unique<Seq>();
   s->tokens = r.prompt;
   s->num_prompt = n;
+  s->unforked = r.n - 1;
+  s->group = std::make_shared<SampleGroup>();
+  s->group->open = r.n;
   s->sampler = std::make_unique<Sampler>(r.sampling);
   if (r.grammar) s->matcher = std::make_unique<JsonMatcher>(r.grammar);
   s->detok = std::make_unique<model::StreamingDetokenizer>(*m.lm.tokenizer);
@@ -392,19 +417,37 @@ void Engine::Impl::free_blocks(Seq& s) {
 void Engine::Impl::finish(Seq& s, const std::string& reason, Output out, const std::string& error) {
   free_blocks(s);
   out.request_id = s.id;
+  out.index = s.index;
   out.finished = true;
   out.finish_reason = reason;
   out.error = error;
   out.prompt_tokens = s.num_prompt;
   out.completion_tokens = s.generated();
   out.cached_tokens = std::max(0, s.cached_tokens);
-  {
+  // Samples never forked off (the request ended before its prompt was done) end with it.
+  std::vector<Output> unforked;
+  for (int32_t i = 1; i <= s.unforked; ++i) {
+    Output o = out;
+    o.index = s.index + i;
+    o.tokens.clear();
+    o.text.clear();
+    o.logprobs.clear();
+    o.top_logprobs.clear();
+    o.completion_tokens = 0;
+    unforked.push_back(std::move(o));
+  }
+  s.group->open -= 1 + s.unforked;
+  s.unforked = 0;
+  if (s.group->open == 0) {
     std::lock_guard<std::mutex> lock(stats_mu);
     ++stats.requests_finished;
     if (reason == "cancelled") ++stats.requests_cancelled;
     stats.e2e_latency.observe(seconds_between(s.arrival, Clock::now()));
   }
-  if (s.on_output) s.on_output(out);
+  if (s.on_output) {
+    s.on_output(out);
+    for (const Output& o : unforked) s.on_output(o);
+  }
 }
 
 void Engine::Impl::preempt(Seq& s) {
@@ -414,9 +457,9 @@ void Engine::Impl::preempt(Seq& s) {
   std::lock_guard<std::mutex> lock(stats_mu);
   ++stats.preemptions;
   std::fprintf(stderr,
-               "engine: KV blocks exhausted, preempted request %llu (%zu tokens) for "
-               "recompute; preemptions so far: %lld\n",
-               static_cast<unsigned long long>(s.id), s.tokens.size(),
+               "engine: KV blocks exhausted, preempted request %llu sample %d (%zu tokens) "
+               "for recompute; preemptions so far: %lld\n",
+               static_cast<unsigned long long>(s.id), s.index, s.tokens.size(),
                static_cast<long long>(stats.preemptions));
 }
 
@@ -473,6 +516,54 @@ bool Engine::Impl::grow(Seq& s, int32_t num_tokens) {
   if (need > blocks->num_free()) return false;
   for (int32_t i = 0; i < need; ++i) s.blocks.push_back(blocks->allocate());
   return true;
+}
+
+// The extra samples of `parent`, whose prompt was just prefilled: each shares the prompt's
+// full blocks and gets its own copy of the partly filled last one. Up to `seats` of them
+// start running; the others (and all of them when the pool has no block for the copy) wait
+// with no blocks, to be recomputed, and find the prompt blocks in the prefix cache.
+std::vector<std::unique_ptr<Seq>> Engine::Impl::fork(Seq& parent, int32_t seats) {
+  const int32_t ps = opt.page_size;
+  const int32_t full = parent.num_prompt / ps, tail = parent.num_prompt % ps;
+  std::vector<std::unique_ptr<Seq>> children;
+  for (int32_t i = 1; i <= parent.unforked; ++i) {
+    auto c = std::make_unique<Seq>();
+    c->id = parent.id;
+    c->index = parent.index + i;
+    c->group = parent.group;
+    c->req = parent.req;
+    c->req.sampling.seed =
+        parent.req.seeds.empty() ? parent.req.sampling.seed + c->index : parent.req.seeds[c->index];
+    c->on_output = parent.on_output;
+    c->tokens = parent.tokens;
+    c->num_prompt = parent.num_prompt;
+    c->cached_tokens = parent.cached_tokens;
+    c->sampler = std::make_unique<Sampler>(c->req.sampling);
+    if (c->req.grammar) c->matcher = std::make_unique<JsonMatcher>(c->req.grammar);
+    c->detok = std::make_unique<model::StreamingDetokenizer>(*lm.tokenizer);
+    c->arrival = parent.arrival;
+    if (seats > 0 && (tail == 0 || blocks->num_free() > 0)) {
+      --seats;
+      for (int32_t b = 0; b < full; ++b) {
+        blocks->share(parent.blocks[b]);
+        c->blocks.push_back(parent.blocks[b]);
+      }
+      c->block_hashes.assign(parent.block_hashes.begin(), parent.block_hashes.begin() + full);
+      if (tail > 0) {
+        const int32_t copy = blocks->allocate();
+        cache->copy_page(parent.blocks[full], copy, tail);
+        c->blocks.push_back(copy);
+      }
+      c->num_computed = parent.num_prompt;
+    }
+    children.push_back(std::move(c));
+  }
+  {
+    std::lock_guard<std::mutex> lock(stats_mu);
+    stats.samples_forked += parent.unforked;
+  }
+  parent.unforked = 0;
+  return children;
 }
 
 void Engine::Impl::emit_token(Seq& s, int32_t token, Output& out, bool& done, std::string& reason,
@@ -567,7 +658,7 @@ bool Engine::Impl::step() {
     std::lock_guard<std::mutex> lock(stats_mu);
     ++stats.steps;
     stats.prompt_tokens += prompt_tokens;
-    stats.generation_tokens += static_cast<int64_t>(sampled.size());
+    stats.generation_tokens += tokens_sampled;
     stats.step_time.observe(seconds);
     const auto& c = step_budget->cost().coefficients();
     std::copy(c.begin(), c.end(), stats.step_cost);
@@ -719,42 +810,26 @@ void Engine::Impl::process_outputs() {
   }
 
   const auto now = Clock::now();
+  tokens_sampled = 0;
   std::unordered_set<Seq*> ended;
+  std::vector<std::unique_ptr<Seq>> forked_running, forked_waiting;
   for (size_t i = 0; i < sampled.size(); ++i) {
     Seq& s = *sampled[i];
     std::span<float> row(logits.data() + i * static_cast<size_t>(vocab), vocab);
-    if (s.matcher) s.matcher->mask_logits(row);
-    Output out;
-    out.request_id = s.id;
-    int32_t token;
-    try {
-      token = s.sampler->sample(row, s.tokens);
-    } catch (const std::exception& e) {
-      // This request cannot go on (NaN logits from a broken model, ...); the others can.
-      finish(s, "error", std::move(out), e.what());
-      ended.insert(&s);
-      continue;
+    std::vector<std::unique_ptr<Seq>> children;
+    if (s.unforked > 0) {
+      // Every sample draws its first token from the prompt's logits as they came out of the
+      // model (masking and sampling rewrite a row in place).
+      fork_row.assign(row.begin(), row.end());
+      const int32_t seats =
+          opt.max_num_seqs - static_cast<int32_t>(running.size() + forked_running.size());
+      children = fork(s, seats);
     }
-    bool done = false;
-    std::string reason, error;
-    emit_token(s, token, out, done, reason, error);
-    {
-      std::lock_guard<std::mutex> lock(stats_mu);
-      if (!s.got_first_token)
-        stats.time_to_first_token.observe(seconds_between(s.arrival, now));
-      else
-        stats.inter_token_latency.observe(seconds_between(s.last_token, now));
-    }
-    s.got_first_token = true;
-    s.last_token = now;
-    out.prompt_tokens = s.num_prompt;
-    out.completion_tokens = s.generated();
-    out.cached_tokens = std::max(0, s.cached_tokens);
-    if (done) {
-      finish(s, reason, std::move(out), error);
-      ended.insert(&s);
-    } else if (s.on_output) {
-      s.on_output(out);
+    if (!sample(s, row, now)) ended.insert(&s);
+    for (auto& c : children) {
+      sample_row = fork_row;
+      if (!sample(*c, sample_row, now)) continue;  // finished on its first token
+      (c->blocks.empty() ? forked_waiting : forked_running).push_back(std::move(c));
     }
   }
   if (!ended.empty())
@@ -762,6 +837,51 @@ void Engine::Impl::process_outputs() {
         std::remove_if(running.begin(), running.end(),
                        [&](const std::unique_ptr<Seq>& s) { return ended.count(s.get()) > 0; }),
         running.end());
+  for (auto& c : forked_running) running.push_back(std::move(c));
+  // Samples with no seat wait first in line, in index order, like preempted sequences.
+  waiting.insert(waiting.begin(), std::make_move_iterator(forked_waiting.begin()),
+                 std::make_move_iterator(forked_waiting.end()));
+}
+
+// Samples the next token of `s` from its logits row and emits it. False when the sequence
+// finished (its last Output is sent and its blocks are freed).
+bool Engine::Impl::sample(Seq& s, std::span<float> row, Clock::time_point now) {
+  if (s.matcher) s.matcher->mask_logits(row);
+  Output out;
+  out.request_id = s.id;
+  out.index = s.index;
+  int32_t token;
+  try {
+    token = s.sampler->sample(row, s.tokens);
+  } catch (const std::exception& e) {
+    // This sequence cannot go on (NaN logits from a broken model, ...); the others can.
+    finish(s, "error", std::move(out), e.what());
+    return false;
+  }
+  ++tokens_sampled;
+  bool done = false;
+  std::string reason, error;
+  emit_token(s, token, out, done, reason, error);
+  {
+    // The time to first token is the request's (sample 0); the other samples' first
+    // tokens come in the same step.
+    std::lock_guard<std::mutex> lock(stats_mu);
+    if (s.got_first_token)
+      stats.inter_token_latency.observe(seconds_between(s.last_token, now));
+    else if (s.index == 0)
+      stats.time_to_first_token.observe(seconds_between(s.arrival, now));
+  }
+  s.got_first_token = true;
+  s.last_token = now;
+  out.prompt_tokens = s.num_prompt;
+  out.completion_tokens = s.generated();
+  out.cached_tokens = std::max(0, s.cached_tokens);
+  if (done) {
+    finish(s, reason, std::move(out), error);
+    return false;
+  }
+  if (s.on_output) s.on_output(out);
+  return true;
 }
 
 void Engine::Impl::publish_stats() {
@@ -770,6 +890,7 @@ void Engine::Impl::publish_stats() {
   stats.waiting = static_cast<int32_t>(waiting.size());
   stats.kv_blocks_used = blocks->num_used();
   stats.kv_blocks_cached = blocks->num_cached_free();
+  stats.kv_blocks_shared = blocks->num_shared();
 }
 
 bool Engine::step() {

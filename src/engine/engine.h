@@ -10,6 +10,16 @@
 // out the most recently admitted request is preempted: its blocks are freed and it is
 // recomputed later, so no request is lost.
 //
+// Parallel samples (Request::n > 1): the prompt is prefilled once, as one sequence; when its
+// last token's logits are out, the request forks into n sequences (sample indices 0..n-1).
+// The prompt's full blocks are shared by reference count, the partly filled last block is
+// copied for each extra sample, and every sample draws its first token from the same logits
+// with its own seed, grammar matcher, stop strings and logprobs. From then on each sample is
+// an ordinary sequence: it can be preempted (recomputed from the prompt and its own tokens,
+// the prompt blocks found again by the prefix cache) and is cancelled with its request. A
+// sample that finds no free block or no free seat (max_num_seqs) at the fork waits, with its
+// first token, like a preempted sequence.
+//
 // Threading: start() runs the step loop on a background thread. submit() and cancel() may be
 // called from any thread; a request's callback runs on the engine thread (keep it short), or
 // use submit_stream() and pull outputs from the caller's thread.
@@ -77,6 +87,9 @@ class QueueFullError : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// Most samples one request may ask for (Request::n).
+inline constexpr int32_t kMaxSamples = 128;
+
 struct Request {
   std::vector<int32_t> prompt;
   int32_t max_tokens = 16;
@@ -87,6 +100,10 @@ struct Request {
   int32_t logprobs = -1;
   // Constrained decoding (response_format json_object / json_schema), or null.
   std::shared_ptr<const JsonGrammar> grammar;
+  // Samples to draw from the one prompt, 1..kMaxSamples. Sample i uses seeds[i], or
+  // sampling.seed + i when `seeds` is empty.
+  int32_t n = 1;
+  std::vector<uint64_t> seeds;
 };
 
 struct TopLogprob {
@@ -94,10 +111,12 @@ struct TopLogprob {
   float logprob = 0.0f;
 };
 
-// What a request produced since its previous Output. The last Output of every request has
-// finished == true, whatever happened (including cancellation and errors).
+// What one sample of a request produced since its previous Output. The last Output of every
+// sample has finished == true, whatever happened (including cancellation and errors); a
+// request is over when all n of its samples have finished.
 struct Output {
   uint64_t request_id = 0;
+  int32_t index = 0;            // the sample, 0..n-1
   std::vector<int32_t> tokens;  // new tokens (stop-string tokens included)
   std::string text;             // new text: whole UTF-8 characters, stop strings cut off
   std::vector<float> logprobs;  // per new token, when Request::logprobs >= 0
@@ -106,7 +125,7 @@ struct Output {
   std::string finish_reason;  // when finished: "stop", "length", "cancelled" or "error"
   std::string error;          // finish_reason == "error": what went wrong
   int32_t prompt_tokens = 0;
-  int32_t completion_tokens = 0;  // generated so far
+  int32_t completion_tokens = 0;  // generated so far, by this sample
   int32_t cached_tokens = 0;      // prompt tokens served from the prefix cache
 };
 
@@ -143,12 +162,14 @@ struct EngineStats {
   int32_t kv_blocks_total = 0;
   int32_t kv_blocks_used = 0;       // held by at least one request
   int32_t kv_blocks_cached = 0;     // free, but keeping a reusable prefix (evictable)
+  int32_t kv_blocks_shared = 0;     // held by more than one sequence (shared prompt blocks)
   int64_t prefix_query_tokens = 0;  // prompt tokens looked up in the prefix cache
   int64_t prefix_hit_tokens = 0;    // of which found
   int64_t preemptions = 0;
   int64_t prompt_tokens = 0;  // computed (prefix hits excluded)
   int64_t generation_tokens = 0;
-  int64_t requests_finished = 0;  // every end, cancellations included
+  int64_t samples_forked = 0;     // extra samples (n > 1) forked off a prefilled prompt
+  int64_t requests_finished = 0;  // every end, cancellations included (once per request)
   int64_t requests_cancelled = 0;
   int64_t steps = 0;
   Histogram time_to_first_token;
@@ -187,8 +208,8 @@ class Engine {
   // QueueFullError (nothing is queued then). Returns the request's id.
   uint64_t submit(Request request, OutputCallback on_output);
   std::shared_ptr<RequestStream> submit_stream(Request request);
-  // Cancels at the next step boundary: the request's blocks are freed and its last Output
-  // says "cancelled". Unknown or finished ids are ignored.
+  // Cancels at the next step boundary: the blocks of every sample are freed and each
+  // sample's last Output says "cancelled". Unknown or finished ids are ignored.
   void cancel(uint64_t request_id);
 
   // Without start(): runs one step on the caller's thread. False when there was nothing to do.

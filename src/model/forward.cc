@@ -45,6 +45,10 @@ KvCacheSet::KvCacheSet(const ModelConfig& c, int32_t num_pages, int32_t page_siz
   }
 }
 
+void KvCacheSet::copy_page(int32_t src, int32_t dst, int32_t slots) {
+  for (rpa::KvCache& layer : layers_) rpa::copy_page(layer, src, dst, slots);
+}
+
 rpa::RaggedBatch StepBatch::ragged() const {
   rpa::RaggedBatch b;
   b.num_seqs = num_seqs();

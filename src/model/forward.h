@@ -24,6 +24,8 @@ class KvCacheSet {
   KvCacheSet(const ModelConfig& config, int32_t num_pages, int32_t page_size, rpa::KvDType dtype);
   const rpa::CacheShape& shape() const { return shape_; }
   rpa::KvCache& layer(int32_t i) { return layers_[i]; }
+  // Copies the first `slots` token rows of page `src` into page `dst` in every layer.
+  void copy_page(int32_t src, int32_t dst, int32_t slots);
   size_t bytes() const { return bytes_; }
   // Bytes one token occupies across all layers.
   static size_t bytes_per_token(const ModelConfig& config, rpa::KvDType dtype);

@@ -1,6 +1,7 @@
 // Row-level access to the paged KV cache: the one definition of how a row is stored
 // (quantize on write) and read back, shared by the reference and the kernels.
 #include <cstring>
+#include <string>
 
 #include "base/dtype.h"
 #include "rpa/rpa.h"
@@ -111,6 +112,27 @@ void load_row(const KvCache& cache, bool is_v, int32_t page, int32_t head, int32
       for (int i = 0; i < d; ++i) x[i] = kdr::fp8e4m3_to_f32(src[i]) * scale;
       break;
     }
+  }
+}
+
+void copy_page(KvCache& cache, int32_t src, int32_t dst, int32_t slots) {
+  const CacheShape& s = cache.shape;
+  if (src < 0 || src >= s.num_pages || dst < 0 || dst >= s.num_pages || slots < 0 ||
+      slots > s.page_size)
+    throw Error("copy_page: page " + std::to_string(src) + " -> " + std::to_string(dst) + ", " +
+                std::to_string(slots) + " slots, outside a cache of " +
+                std::to_string(s.num_pages) + " pages of " + std::to_string(s.page_size));
+  if (src == dst || slots == 0) return;
+  const size_t row_bytes = static_cast<size_t>(s.head_dim) * element_size(s.dtype);
+  for (int32_t h = 0; h < s.num_kv_heads; ++h) {
+    const size_t from = row_index(s, src, h, 0), to = row_index(s, dst, h, 0);
+    for (void* pool : {cache.k, cache.v}) {
+      char* base = static_cast<char*>(pool);
+      std::memcpy(base + to * row_bytes, base + from * row_bytes, slots * row_bytes);
+    }
+    if (s.dtype == KvDType::kInt8)
+      for (float* scales : {cache.k_row_scales, cache.v_row_scales})
+        std::memcpy(scales + to, scales + from, slots * sizeof(float));
   }
 }
 

@@ -29,6 +29,25 @@ TEST(BlockPool, ReleaseOfAFreeBlockIsALogicError) {
   EXPECT_THROW(pool.release(b), std::logic_error);
 }
 
+TEST(BlockPool, ASharedBlockIsFreedWithItsLastReferenceAndCountedWhileShared) {
+  BlockPool pool(3, 2, false);
+  const int32_t a = pool.allocate();
+  EXPECT_EQ(pool.num_shared(), 0);
+  pool.share(a);
+  pool.share(a);
+  EXPECT_EQ(pool.ref_count(a), 3);
+  EXPECT_EQ(pool.num_shared(), 1);
+  EXPECT_EQ(pool.num_used(), 1);
+  pool.release(a);
+  EXPECT_EQ(pool.num_shared(), 1);
+  pool.release(a);
+  EXPECT_EQ(pool.num_shared(), 0);
+  EXPECT_EQ(pool.num_used(), 1);
+  pool.release(a);
+  EXPECT_EQ(pool.num_used(), 0);
+  EXPECT_THROW(pool.share(a), std::logic_error);
+}
+
 TEST(BlockPool, FreedBlocksAreReusedLeastRecentlyFreedFirst) {
   BlockPool pool(3, 2, true);
   const int32_t a = pool.allocate(), b = pool.allocate(), c = pool.allocate();
