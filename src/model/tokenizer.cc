@@ -1,8 +1,10 @@
 // Tokenizer core: special-token partition, SentencePiece-score merging, rank-based BPE
-// (byte-level with a PCRE2 pre-tokenizer, or character-level with byte fallback), decoding.
+// (byte-level with a PCRE2 pre-tokenizer, or character-level with byte fallback), WordPiece,
+// decoding.
 #include "model/tokenizer.h"
 
 #include "base/utf8.h"
+#include "model/bert_text.h"
 
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
@@ -216,6 +218,7 @@ struct Tokenizer::Impl {
   void encode_text(std::string_view text, bool prefix_space, std::vector<int32_t>& out) const;
   void encode_spm(std::string_view text, std::vector<int32_t>& out) const;
   void encode_bpe_piece(std::string_view piece, std::vector<int32_t>& out) const;
+  void encode_wordpiece(std::string_view text, std::vector<int32_t>& out) const;
   void push_byte_fallback(std::string_view ch, std::vector<int32_t>& out) const;
   void merge_by_rank(std::vector<int32_t>& symbols, std::vector<int32_t>& out) const;
 };
@@ -239,6 +242,12 @@ void Tokenizer::Impl::build() {
       throw TokenizerError(std::string("tokenizer: ") + name + " id " + std::to_string(id) +
                            " outside the vocabulary of " + std::to_string(n));
     }
+  }
+  if (s.model == TokenizerModel::kWordPiece) {
+    if (s.unk_id < 0) throw TokenizerError("tokenizer: WordPiece needs an unknown token");
+    if (s.max_input_chars_per_word < 1)
+      throw TokenizerError("tokenizer: WordPiece max_input_chars_per_word " +
+                           std::to_string(s.max_input_chars_per_word) + " is not positive");
   }
   types = s.token_types.empty() ? std::vector<TokenType>(n, TokenType::kNormal) : s.token_types;
   ids.reserve(n);
@@ -266,7 +275,8 @@ void Tokenizer::Impl::build() {
     }
     // Character-level vocabularies mark byte-fallback pieces by their text alone.
     if (byte_ok &&
-        (types[i] == TokenType::kByte || (!byte_level && types[i] == TokenType::kNormal))) {
+        (types[i] == TokenType::kByte || (!byte_level && s.model != TokenizerModel::kWordPiece &&
+                                          types[i] == TokenType::kNormal))) {
       if (byte_token[value] < 0) byte_token[value] = id;
       bytes[i] = std::string(1, static_cast<char>(value));
       continue;
@@ -274,6 +284,8 @@ void Tokenizer::Impl::build() {
     if (verbatim) {
       bytes[i] = text;
       if (!text.empty()) specials.insert(text, id);
+    } else if (s.model == TokenizerModel::kWordPiece) {
+      bytes[i] = text;  // decode() joins words and glues continuation pieces
     } else if (byte_level) {
       std::string& out = bytes[i];
       for (size_t k = 0; k < text.size();) {
@@ -497,8 +509,47 @@ void Tokenizer::Impl::encode_bpe_piece(std::string_view piece, std::vector<int32
 }
 
 // Encodes text that holds no special token.
+// WordPiece: each word becomes its longest known prefix, then the longest known
+// continuation (spelled with the continuing prefix) of what is left, and so on; a word that
+// cannot be spelled this way, or is too long, is the unknown token as a whole.
+void Tokenizer::Impl::encode_wordpiece(std::string_view text, std::vector<int32_t>& out) const {
+  std::string piece;
+  for (const std::string& word : bert_words(text, spec.bert)) {
+    size_t chars = 0;
+    for (char c : word) chars += (static_cast<uint8_t>(c) & 0xC0) != 0x80;
+    if (chars > static_cast<size_t>(spec.max_input_chars_per_word)) {
+      out.push_back(spec.unk_id);
+      continue;
+    }
+    const size_t first = out.size();
+    for (size_t start = 0; start < word.size();) {
+      int32_t id = -1;
+      size_t end = word.size();
+      while (end > start) {
+        piece.assign(start > 0 ? spec.continuing_prefix : std::string());
+        piece.append(word, start, end - start);
+        id = lookup(piece);
+        if (id >= 0) break;
+        do --end;  // one code point shorter
+        while (end > start && (static_cast<uint8_t>(word[end]) & 0xC0) == 0x80);
+      }
+      if (id < 0) {
+        out.resize(first);
+        out.push_back(spec.unk_id);
+        break;
+      }
+      out.push_back(id);
+      start = end;
+    }
+  }
+}
+
 void Tokenizer::Impl::encode_text(std::string_view text, bool prefix_space,
                                   std::vector<int32_t>& out) const {
+  if (spec.model == TokenizerModel::kWordPiece) {
+    encode_wordpiece(text, out);
+    return;
+  }
   const bool escape = spec.model == TokenizerModel::kSpm || !spec.byte_level;
   if (escape) {
     std::string norm;
@@ -622,6 +673,23 @@ std::string Tokenizer::token_bytes(int32_t id, bool render_special) const {
 }
 
 std::string Tokenizer::decode(std::span<const int32_t> ids, bool skip_special) const {
+  if (impl_->spec.model == TokenizerModel::kWordPiece) {
+    // Words joined by spaces, continuation pieces glued to their word (no clean-up of the
+    // spaces before punctuation, which Hugging Face's decoder adds on request).
+    const std::string& prefix = impl_->spec.continuing_prefix;
+    std::string text;
+    for (int32_t id : ids) {
+      const std::string piece = token_bytes(id, true);
+      if (skip_special && impl_->is_special(id)) continue;
+      if (!prefix.empty() && piece.compare(0, prefix.size(), prefix) == 0) {
+        text.append(piece, prefix.size());
+      } else {
+        if (!text.empty()) text += ' ';
+        text += piece;
+      }
+    }
+    return utf8_sanitize(text);
+  }
   std::string bytes;
   bool first = true;
   for (int32_t id : ids) {

@@ -1,7 +1,8 @@
 // Tokenizers for the model families we serve: SentencePiece-style BPE driven by piece scores
 // (Gemma, Llama 2: GGUF `tokenizer.ggml.model = llama`) and byte-level BPE driven by merge
 // ranks (Llama 3, Qwen2/3: `gpt2`), plus the character-level BPE with byte fallback that
-// Hugging Face tokenizer.json files use for Gemma. Ids match Hugging Face `tokenizers`.
+// Hugging Face tokenizer.json files use for Gemma, and BERT's WordPiece (sentence-embedding
+// models). Ids match Hugging Face `tokenizers`.
 //
 // A TokenizerSpec is what a model file says; Tokenizer validates it and encodes/decodes.
 // Errors are TokenizerErrors naming the token, id or key that is wrong.
@@ -26,8 +27,18 @@ class TokenizerError : public std::runtime_error {
 
 // How pieces are merged.
 enum class TokenizerModel {
-  kSpm,  // best-scoring merged piece first (scores), byte fallback, spaces as U+2581
-  kBpe,  // lowest merge rank first (merges); byte-level or character-level with byte fallback
+  kSpm,        // best-scoring merged piece first (scores), byte fallback, spaces as U+2581
+  kBpe,        // lowest merge rank first (merges); byte-level or character-level with byte fallback
+  kWordPiece,  // BERT: normalized words split greedily into the longest known pieces
+};
+
+// BertNormalizer's steps, applied in this order before WordPiece splits the text into words
+// (whitespace separates, each punctuation character is a word of its own).
+struct BertTextOptions {
+  bool clean_text = true;            // drop control characters, any whitespace becomes ' '
+  bool handle_chinese_chars = true;  // CJK ideographs become words of their own
+  bool strip_accents = true;         // NFD, then drop nonspacing marks
+  bool lowercase = true;
 };
 
 // GGUF `tokenizer.ggml.token_type` values.
@@ -63,6 +74,13 @@ struct TokenizerSpec {
   // Gemma: no), as llama.cpp does.
   bool add_space_prefix = false;
 
+  // kWordPiece only. A word longer than max_input_chars_per_word code points, or one that
+  // no sequence of pieces spells, is the unknown token (unk_id, required).
+  BertTextOptions bert;
+  std::string continuing_prefix = "##";  // marks a piece that continues a word
+  int32_t max_input_chars_per_word = 100;
+
+  // kWordPiece: bos is [CLS] and eos [SEP] (the post-processor's template).
   int32_t bos_id = -1, eos_id = -1, unk_id = -1, pad_id = -1;
   bool add_bos = false, add_eos = false;
 };
@@ -72,7 +90,9 @@ struct TokenizerSpec {
 TokenizerSpec spec_from_gguf(const GgufFile& file);
 
 // Reads a Hugging Face tokenizer.json (model.type BPE: byte-level, or SentencePiece-like with
-// byte_fallback and a U+2581 normalizer as Gemma's). `name` stands for the file in errors.
+// byte_fallback and a U+2581 normalizer as Gemma's; or WordPiece with BertNormalizer,
+// BertPreTokenizer and a TemplateProcessing or BertProcessing post-processor). `name` stands
+// for the file in errors.
 // NFC normalizers are accepted but not applied (text is assumed already NFC).
 TokenizerSpec spec_from_tokenizer_json(std::string_view json_text, const std::string& name);
 TokenizerSpec spec_from_tokenizer_json_file(const std::string& path);

@@ -71,8 +71,32 @@ void read_pre_tokenizer(const json& p, const std::string& name, TokenizerSpec& s
   }
 }
 
-// bos/eos from a TemplateProcessing post-processor: special tokens around $A.
+// BertNormalizer: strip_accents null follows lowercase, as in Hugging Face tokenizers.
+BertTextOptions read_bert_normalizer(const json& n, const std::string& name) {
+  BertTextOptions o;
+  if (n.is_null()) {
+    o = {false, false, false, false};
+    return o;
+  }
+  if (n.value("type", "") != "BertNormalizer")
+    fail(name, "normalizer '" + n.value("type", "") + "' is not supported with WordPiece");
+  o.clean_text = n.value("clean_text", true);
+  o.handle_chinese_chars = n.value("handle_chinese_chars", true);
+  o.lowercase = n.value("lowercase", true);
+  const json strip = n.value("strip_accents", json());
+  o.strip_accents = strip.is_boolean() ? strip.get<bool>() : o.lowercase;
+  return o;
+}
+
+// bos/eos from a TemplateProcessing post-processor (special tokens around $A) or a
+// BertProcessing one ([CLS] $A [SEP]).
 void read_post_processor(const json& p, TokenizerSpec& spec) {
+  if (p.is_object() && p.value("type", "") == "BertProcessing") {
+    spec.bos_id = p.at("cls").at(1).get<int32_t>();
+    spec.eos_id = p.at("sep").at(1).get<int32_t>();
+    spec.add_bos = spec.add_eos = true;
+    return;
+  }
   if (!p.is_object() || p.value("type", "") != "TemplateProcessing") return;
   const json& single = p.at("single");
   const json& special = p.value("special_tokens", json::object());
@@ -107,9 +131,11 @@ TokenizerSpec spec_from_tokenizer_json(std::string_view json_text, const std::st
   try {
     const json& model = j.at("model");
     const std::string type = model.value("type", "BPE");
-    if (type != "BPE") fail(name, "model.type '" + type + "' is not supported (only BPE)");
+    if (type != "BPE" && type != "WordPiece")
+      fail(name, "model.type '" + type + "' is not supported (only BPE and WordPiece)");
+    const bool wordpiece = type == "WordPiece";
     TokenizerSpec spec;
-    spec.model = TokenizerModel::kBpe;
+    spec.model = wordpiece ? TokenizerModel::kWordPiece : TokenizerModel::kBpe;
     spec.byte_level = false;
     spec.ignore_merges = model.value("ignore_merges", false);
 
@@ -145,7 +171,7 @@ TokenizerSpec spec_from_tokenizer_json(std::string_view json_text, const std::st
       spec.token_types[id] = special ? TokenType::kControl : TokenType::kUserDefined;
     }
 
-    for (const json& m : model.at("merges")) {
+    for (const json& m : wordpiece ? json::array() : model.at("merges")) {
       if (m.is_string()) {
         spec.merges.push_back(m.get<std::string>());
       } else if (m.is_array() && m.size() == 2) {
@@ -155,6 +181,22 @@ TokenizerSpec spec_from_tokenizer_json(std::string_view json_text, const std::st
       }
     }
 
+    if (wordpiece) {
+      spec.bert = read_bert_normalizer(j.value("normalizer", json()), name);
+      const json pre = j.value("pre_tokenizer", json());
+      if (!pre.is_object() || pre.value("type", "") != "BertPreTokenizer")
+        fail(name, "WordPiece needs pre_tokenizer BertPreTokenizer, not " + pre.dump());
+      spec.continuing_prefix = model.value("continuing_subword_prefix", "##");
+      spec.max_input_chars_per_word = model.value("max_input_chars_per_word", 100);
+      const std::string unk = model.value("unk_token", "[UNK]");
+      for (int64_t i = 0; i < n; ++i)
+        if (spec.tokens[i] == unk) spec.unk_id = static_cast<int32_t>(i);
+      if (spec.unk_id < 0) fail(name, "WordPiece unk_token '" + unk + "' is not in the vocabulary");
+      for (int64_t i = 0; i < n; ++i)
+        if (spec.tokens[i] == "[PAD]") spec.pad_id = static_cast<int32_t>(i);
+      read_post_processor(j.value("post_processor", json()), spec);
+      return spec;
+    }
     Normalization norm;
     read_normalizer(j.value("normalizer", json()), name, norm);
     read_pre_tokenizer(j.value("pre_tokenizer", json()), name, spec, norm);

@@ -61,6 +61,28 @@ HWY_INLINE VF GeluTanh(DF df, VF x) {
   return hn::MulAdd(half_x, hn::Tanh(df, inner), half_x);
 }
 
+// erf(x) = 1 - (a1 t + ... + a5 t^5) exp(-x^2), t = 1 / (1 + p |x|), sign restored.
+HWY_INLINE VF GeluErf(DF df, VF x) {
+  const VF z = hn::Mul(hn::Abs(x), hn::Set(df, 0.7071067811865476f));  // |x| / sqrt(2)
+  const VF t =
+      hn::Div(hn::Set(df, 1.0f), hn::MulAdd(hn::Set(df, 0.3275911f), z, hn::Set(df, 1.0f)));
+  VF poly = hn::Set(df, 1.061405429f);
+  poly = hn::MulAdd(poly, t, hn::Set(df, -1.453152027f));
+  poly = hn::MulAdd(poly, t, hn::Set(df, 1.421413741f));
+  poly = hn::MulAdd(poly, t, hn::Set(df, -0.284496736f));
+  poly = hn::MulAdd(poly, t, hn::Set(df, 0.254829592f));
+  poly = hn::Mul(poly, t);
+  const VF erf_abs =
+      hn::NegMulAdd(poly, hn::Exp(df, hn::Neg(hn::Mul(z, z))), hn::Set(df, 1.0f));  // 1 - p e
+  const VF erf = hn::CopySign(erf_abs, x);
+  const VF half_x = hn::Mul(hn::Set(df, 0.5f), x);
+  return hn::MulAdd(half_x, erf, half_x);
+}
+
+void GeluErfRow(const float* x, float* y, int64_t n) {
+  Map2(x, nullptr, y, n, [](VF v, VF) { return GeluErf(DF(), v); });
+}
+
 void SiluRow(const float* x, float* y, int64_t n) {
   Map2(x, nullptr, y, n, [](VF v, VF) { return Silu(DF(), v); });
 }
@@ -111,6 +133,16 @@ void SoftmaxRow(float* x, int64_t n) {
   ScaleRow(x, 1.0f / sum, x, n);
 }
 
+void LayerNormRow(const float* x, const float* w, const float* b, float eps, float* y, int64_t n) {
+  const float mean = SumRow(x, n, [](VF v) { return v; }) / static_cast<float>(n);
+  const VF vm = hn::Set(DF(), mean);
+  const float var = SumRow(x, n, [vm](VF v) { return hn::Mul(hn::Sub(v, vm), hn::Sub(v, vm)); }) /
+                    static_cast<float>(n);
+  const VF inv = hn::Set(DF(), 1.0f / std::sqrt(var + eps));
+  Map2(x, w, y, n, [vm, inv](VF v, VF g) { return hn::Mul(hn::Mul(hn::Sub(v, vm), inv), g); });
+  AddRow(y, b, y, n);
+}
+
 void RmsNormRow(const float* x, const float* w, float eps, float* y, int64_t n) {
   const float ss = SumRow(x, n, [](VF v) { return hn::Mul(v, v); });
   const float inv = 1.0f / std::sqrt(ss / static_cast<float>(n) + eps);
@@ -128,6 +160,8 @@ HWY_AFTER_NAMESPACE();
 namespace kdr::ops {
 HWY_EXPORT(SiluRow);
 HWY_EXPORT(GeluTanhRow);
+HWY_EXPORT(GeluErfRow);
+HWY_EXPORT(LayerNormRow);
 HWY_EXPORT(SwigluRow);
 HWY_EXPORT(GegluRow);
 HWY_EXPORT(AddRow);
@@ -137,6 +171,10 @@ HWY_EXPORT(RmsNormRow);
 
 void silu(const float* x, float* y, int64_t n) { HWY_DYNAMIC_DISPATCH(SiluRow)(x, y, n); }
 void gelu_tanh(const float* x, float* y, int64_t n) { HWY_DYNAMIC_DISPATCH(GeluTanhRow)(x, y, n); }
+void gelu_erf(const float* x, float* y, int64_t n) { HWY_DYNAMIC_DISPATCH(GeluErfRow)(x, y, n); }
+void layer_norm(const float* x, const float* w, const float* b, float eps, float* y, int64_t n) {
+  HWY_DYNAMIC_DISPATCH(LayerNormRow)(x, w, b, eps, y, n);
+}
 void swiglu(const float* gate, const float* up, float* out, int64_t n) {
   HWY_DYNAMIC_DISPATCH(SwigluRow)(gate, up, out, n);
 }

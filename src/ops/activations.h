@@ -11,6 +11,9 @@ void silu(const float* x, float* y, int64_t n);
 // GELU, tanh approximation (PyTorch gelu(approximate="tanh"), Gemma's gelu_pytorch_tanh):
 // y = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))).
 void gelu_tanh(const float* x, float* y, int64_t n);
+// GELU, erf form (PyTorch gelu(), BERT's "gelu"): y = 0.5 x (1 + erf(x / sqrt(2))), with erf
+// to within 2e-7 absolute (Abramowitz and Stegun 7.1.26).
+void gelu_erf(const float* x, float* y, int64_t n);
 // Gated MLP activations, out[i] = act(gate[i]) * up[i] (out may alias gate or up).
 void swiglu(const float* gate, const float* up, float* out, int64_t n);
 void geglu_tanh(const float* gate, const float* up, float* out, int64_t n);

@@ -14,4 +14,8 @@ void rms_norm(const float* x, const float* w, float eps, float* y, int64_t n);
 void rms_norm_rows(const float* x, const float* w, float eps, float* y, int64_t rows, int64_t n,
                    int64_t stride);
 
+// LayerNorm (BERT): y[i] = (x[i] - mean) / sqrt(var + eps) * w[i] + b[i] over one row of n,
+// var the biased variance. y may alias x.
+void layer_norm(const float* x, const float* w, const float* b, float eps, float* y, int64_t n);
+
 }  // namespace kdr::ops

@@ -14,53 +14,17 @@ namespace kdr::model {
 namespace {
 
 using nlohmann::json;
+using testing::Entry;
 using testing::error_of;
+using testing::make_raw;
+using testing::make_safetensors;
 using testing::test_seed;
-
-struct Entry {
-  std::string name;
-  std::string dtype;
-  std::vector<int64_t> shape;  // PyTorch order
-  std::vector<uint8_t> data;
-};
 
 size_t dtype_bytes(const std::string& dtype) {
   if (dtype == "F64" || dtype == "I64") return 8;
   if (dtype == "F32" || dtype == "I32") return 4;
   if (dtype == "F16" || dtype == "BF16" || dtype == "I16") return 2;
   return 1;
-}
-
-// 8-byte length, header text, then the entries' data in order.
-std::vector<uint8_t> make_raw(const std::string& header_text, const std::vector<Entry>& entries) {
-  size_t total = 8 + header_text.size();
-  for (const Entry& e : entries) total += e.data.size();
-  std::vector<uint8_t> out(total);
-  uint64_t n = header_text.size();
-  std::memcpy(out.data(), &n, 8);
-  std::memcpy(out.data() + 8, header_text.data(), header_text.size());
-  size_t at = 8 + header_text.size();
-  for (const Entry& e : entries) {
-    if (!e.data.empty()) std::memcpy(out.data() + at, e.data.data(), e.data.size());
-    at += e.data.size();
-  }
-  return out;
-}
-
-// Serializes entries back to back in the given order; the header is space-padded to a
-// multiple of 8 as the reference writer does.
-std::vector<uint8_t> make_safetensors(const std::vector<Entry>& entries,
-                                      json extra = json::object()) {
-  json header = std::move(extra);
-  uint64_t offset = 0;
-  for (const Entry& e : entries) {
-    header[e.name] = {
-        {"dtype", e.dtype}, {"shape", e.shape}, {"data_offsets", {offset, offset + e.data.size()}}};
-    offset += e.data.size();
-  }
-  std::string text = header.dump();
-  text.resize((text.size() + 7) / 8 * 8, ' ');
-  return make_raw(text, entries);
 }
 
 Entry random_entry(std::mt19937_64& rng, const std::string& name, const std::string& dtype) {
