@@ -21,7 +21,11 @@
 //  - integer / number: minimum, maximum, exclusiveMinimum, exclusiveMaximum (draft 4's boolean
 //    form too), enforced digit by digit and exactly (decimal, to 15 fraction digits).
 //  - anyOf / oneOf and type lists whose alternatives differ in their first byte (object, array,
-//    string, number, or literals, which are merged); allOf of one schema; $ref to "#/...".
+//    string, number, or literals, which are merged), except that several objects may share
+//    '{' when each one's first property is required, has one name across them, and is a
+//    distinct string const (a discriminated union: kTagged); allOf of one schema; $ref to "#/...".
+//  - Output::kValueOrText: the root is the value or plain text that starts with a byte no value
+//    starts with (tool_choice auto: content or calls).
 //  - title, description, $schema, $id, $comment, default, examples, deprecated, readOnly,
 //    writeOnly, $defs, definitions (and uniqueItems false) describe and are ignored. Every
 //    other keyword is a GrammarError naming it and the JSON pointer of its schema.
@@ -77,6 +81,7 @@ enum class Kind : uint8_t {
   kNumber,   // integer or number, possibly bounded
   kLiteral,  // one of a set of compact JSON texts (enum, const, booleans, null)
   kUnion,    // alternatives told apart by their first byte; never a frame
+  kTagged,   // objects told apart by a string const in their first property (see resolve_unions)
 };
 
 struct KeyTrieNode {
@@ -120,6 +125,13 @@ struct Node {
   std::vector<uint32_t> alts;
   std::array<int32_t, 256> by_byte{};
   std::string keyword;  // "anyOf" or "oneOf" when the union comes from one, for messages
+  // kTagged: an object frame starts here with one property, the discriminator, whose value is a
+  // literal of every alternative's tag; once the tag is written the frame becomes the object of
+  // tag_alts[tag's index among the literals] and goes on after its first property.
+  std::vector<uint32_t> tag_alts;
+  // kRoot: plain text is an alternative to the value (a first byte no value starts with).
+  bool text_alternative = false;
+  std::array<uint8_t, 256> value_starts{};  // kRoot: the bytes a value starts with
 };
 
 // Positions of container and root frames.
@@ -132,6 +144,7 @@ enum Pos : uint8_t {
   kInValue,     // the value's frame is above
   kAfterValue,  // gap, then ',' or the close (root: done)
   kAfterComma,  // gap, then the next key or item
+  kInText,      // root with a text alternative: plain text, any byte, until a stop token
 };
 
 // Positions inside a string.
@@ -382,6 +395,9 @@ class Vocabulary {
   std::vector<std::pair<uint32_t, int32_t>> in_string;  // (characters, id), fewest first
   std::vector<uint8_t> in_string_mask;                  // by id: in in_string
   uint32_t in_string_max_chars = 0;
+  // By id: a token plain text may hold (one with bytes) or a stop token; control tokens are
+  // never text.
+  std::vector<uint8_t> text_mask;
 
   bool is_stop(int32_t id) const {
     return std::binary_search(stop_ids.begin(), stop_ids.end(), id);
@@ -473,6 +489,9 @@ std::shared_ptr<const Vocabulary> build_vocabulary(const model::Tokenizer& token
     v->in_string_max_chars = std::max(v->in_string_max_chars, chars);
   }
   std::sort(v->in_string.begin(), v->in_string.end());
+  v->text_mask.assign(v->n_vocab, 0);
+  for (int32_t id : all) v->text_mask[id] = 1;
+  for (int32_t id : v->stop_ids) v->text_mask[id] = 1;
   v->all = v->build_trie(std::move(all));
   v->with_quote = v->build_trie(std::move(with_quote));
   return v;
@@ -494,6 +513,7 @@ struct JsonGrammar::Impl {
           r = step_root(c, arena, n, byte);
           break;
         case Kind::kObject:
+        case Kind::kTagged:
           r = step_object(c, arena, n, byte);
           break;
         case Kind::kMap:
@@ -519,6 +539,7 @@ struct JsonGrammar::Impl {
   }
 
   static bool is_done(const Frame& root) { return root.pos == kAfterValue; }
+  static bool in_text(const Frame& root) { return root.pos == kInText; }
 
   // A scalar at the top level that may end here (a stop token may come) though it could go on.
   bool value_can_end(const Frame& f) const {
@@ -546,8 +567,9 @@ struct JsonGrammar::Impl {
   }
 
   // Returns to the frame below, which moves past the value (or key) just finished.
-  static void pop(Cursor& c, const Arena& arena) {
+  void pop(Cursor& c, const Arena& arena) const {
     const Link& below = arena[c.parent];
+    const uint32_t done_literal = c.top.b;  // a literal's candidate once it is complete
     c.top = below.frame;
     c.parent = below.parent;
     --c.depth;
@@ -556,13 +578,20 @@ struct JsonGrammar::Impl {
     if (p.pos == kInKey) {
       p.pos = kAfterKey;
     } else {
+      // The discriminator's value is written: the object is now that tag's alternative.
+      if (nodes[p.node].kind == Kind::kTagged) p.node = nodes[p.node].tag_alts[done_literal];
       p.pos = kAfterValue;
       ++p.a;  // object: the next property; array: one more item
     }
   }
 
   Step step_root(Cursor& c, Arena& arena, const Node& n, uint8_t byte) const {
+    if (c.top.pos == kInText) return Step::kAccept;
     if (c.top.pos != kBegin) return Step::kReject;
+    if (n.text_alternative && !n.value_starts[byte]) {
+      c.top.pos = kInText;
+      return Step::kAccept;
+    }
     c.top.pos = kInValue;
     return push(c, arena, n.child, byte) ? Step::kAgain : Step::kReject;
   }
@@ -1103,6 +1132,7 @@ class SchemaCompiler {
         const std::string path = nodes_[u].path;
         flat.push_back({add(std::move(merged)), path});
       }
+      merge_tagged(flat, std::string(nodes_[u].path));
       std::array<int32_t, 256> by_byte;
       by_byte.fill(-1);
       std::array<const Alternative*, 256> owner{};
@@ -1114,7 +1144,8 @@ class SchemaCompiler {
             throw GrammarError("alternatives at " + where(nodes_[u].path) +
                                " cannot be told apart: " + where(owner[b]->from) + " and " +
                                where(a.from) + " can both start with '" + std::string(shown) +
-                               "' (alternatives must differ in JSON type)");
+                               "' (alternatives must differ in JSON type, or be objects whose "
+                               "first property is required and a distinct string const)");
           }
           owner[b] = &a;
           by_byte[b] = static_cast<int32_t>(a.node);
@@ -1122,6 +1153,17 @@ class SchemaCompiler {
       }
       nodes_[u].by_byte = by_byte;
     }
+  }
+
+  // The bytes a value of `node` can start with (after resolve_unions).
+  std::array<uint8_t, 256> value_starts(uint32_t node) const {
+    std::array<uint8_t, 256> out{};
+    if (nodes_[node].kind == Kind::kUnion) {
+      for (int b = 0; b < 256; ++b) out[b] = nodes_[node].by_byte[b] >= 0;
+    } else {
+      for (int b : first_bytes(node)) out[b] = 1;
+    }
+    return out;
   }
 
  private:
@@ -1233,6 +1275,7 @@ class SchemaCompiler {
     switch (n.kind) {
       case Kind::kObject:
       case Kind::kMap:
+      case Kind::kTagged:
         return {'{'};
       case Kind::kArray:
         return {'['};
@@ -1588,6 +1631,12 @@ class SchemaCompiler {
         it->required = true;
       }
     }
+    index_properties(n);
+    return n;
+  }
+
+  // An object's next_required and key trie, from its properties.
+  static void index_properties(Node& n) {
     const uint32_t n_props = static_cast<uint32_t>(n.props.size());
     n.next_required.assign(n_props + 1, n_props);
     for (uint32_t i = n_props; i-- > 0;) {
@@ -1614,7 +1663,60 @@ class SchemaCompiler {
       }
       n.keys[cur].prop = static_cast<int32_t>(i);
     }
-    return n;
+  }
+
+  // Object alternatives whose first property is required and a distinct string const under one
+  // name (a discriminator, as tool calls' "name") become one kTagged node. Returns false, and
+  // leaves `flat` alone, when they are not all of that form.
+  bool merge_tagged(std::vector<Alternative>& flat, const std::string& path) {
+    std::vector<size_t> objects;
+    for (size_t i = 0; i < flat.size(); ++i) {
+      const Kind k = nodes_[flat[i].node].kind;
+      if (k == Kind::kObject || k == Kind::kMap) objects.push_back(i);
+    }
+    if (objects.size() < 2) return false;
+    std::vector<std::pair<std::string, uint32_t>> tags;  // (tag literal, alternative)
+    const std::string& key = nodes_[flat[objects[0]].node].props.empty()
+                                 ? std::string()
+                                 : nodes_[flat[objects[0]].node].props[0].name;
+    for (size_t i : objects) {
+      const Node& o = nodes_[flat[i].node];
+      if (o.kind != Kind::kObject || o.props.empty() || !o.props[0].required ||
+          o.props[0].name != key) {
+        return false;
+      }
+      const Node& tag = nodes_[o.props[0].node];
+      if (tag.kind != Kind::kLiteral || tag.literals.size() != 1 || tag.literals[0][0] != '"') {
+        return false;
+      }
+      tags.emplace_back(tag.literals[0], flat[i].node);
+    }
+    Node lit;
+    lit.kind = Kind::kLiteral;
+    lit.path = path;
+    lit.enumerated = true;
+    for (const auto& [t, alt] : tags) lit.listed.push_back(t);
+    std::sort(tags.begin(), tags.end());
+    for (size_t i = 1; i < tags.size(); ++i) {
+      if (tags[i].first == tags[i - 1].first) return false;
+    }
+    Node tagged;
+    tagged.kind = Kind::kTagged;
+    tagged.path = path;
+    for (const auto& [t, alt] : tags) {
+      lit.literals.push_back(t);
+      tagged.tag_alts.push_back(alt);
+    }
+    Property p;
+    p.name = key;
+    p.node = add(std::move(lit));
+    p.required = true;
+    tagged.props.push_back(std::move(p));
+    index_properties(tagged);
+    const uint32_t id = add(std::move(tagged));
+    for (size_t k = objects.size(); k-- > 0;) flat.erase(flat.begin() + objects[k]);
+    flat.push_back({id, path});
+    return true;
   }
 
   const json& root_;
@@ -1730,6 +1832,8 @@ class ValueChecker {
       }
       case Kind::kObject:
         return check_object(n, v, at, depth);
+      case Kind::kTagged:
+        return check_tagged(n, v, at, depth);
       case Kind::kMap:
         return check_map(n, v, at, depth);
       case Kind::kArray:
@@ -1758,6 +1862,7 @@ class ValueChecker {
     switch (n.kind) {
       case Kind::kObject:
       case Kind::kMap:
+      case Kind::kTagged:
         return "an object";
       case Kind::kArray:
         return "an array";
@@ -1929,6 +2034,21 @@ class ValueChecker {
     return "";
   }
 
+  // The discriminator picks the alternative, whose schema then reads the whole object.
+  std::string check_tagged(const Node& n, const Value& v, const std::string& at,
+                           int32_t depth) const {
+    if (!v.is_object()) return problem(at, "expected " + phrase(n));
+    const std::string& key = n.props[0].name;
+    const auto it = v.find(key);
+    if (it == v.end()) return problem(at, "missing required property '" + key + "'");
+    const Node& tags = nodes_[n.props[0].node];
+    for (size_t i = 0; i < tags.literals.size(); ++i) {
+      if (Value::parse(tags.literals[i]) == *it)
+        return check_object(nodes_[n.tag_alts[i]], v, at, depth);
+    }
+    return problem(at + "/" + pointer_token(key), shown(*it) + " is not " + phrase(tags));
+  }
+
   std::string check_map(const Node& n, const Value& v, const std::string& at, int32_t depth) const {
     if (!v.is_object()) return problem(at, "expected " + phrase(n));
     for (const auto& [key, value] : v.items()) {
@@ -1979,6 +2099,12 @@ std::shared_ptr<const JsonGrammar> JsonGrammar::from_schema(
 
 std::shared_ptr<const JsonGrammar> JsonGrammar::from_schema(
     const nlohmann::ordered_json& schema, std::shared_ptr<const Vocabulary> vocab) {
+  return from_schema(schema, std::move(vocab), Output::kValue);
+}
+
+std::shared_ptr<const JsonGrammar> JsonGrammar::from_schema(const nlohmann::ordered_json& schema,
+                                                            std::shared_ptr<const Vocabulary> vocab,
+                                                            Output output) {
   auto impl = std::make_unique<Impl>();
   impl->vocab = std::move(vocab);
   impl->nodes.emplace_back();
@@ -1987,9 +2113,15 @@ std::shared_ptr<const JsonGrammar> JsonGrammar::from_schema(
   const uint32_t top = compiler.compile(schema, "");
   impl->nodes[0].child = top;
   compiler.resolve_unions();
+  impl->nodes[0].value_starts = compiler.value_starts(top);
+  impl->nodes[0].text_alternative = output == Output::kValueOrText;
   std::shared_ptr<JsonGrammar> g(new JsonGrammar());
   g->impl_ = std::move(impl);
   return g;
+}
+
+bool JsonGrammar::value_starts_with(uint8_t byte) const {
+  return impl_->nodes[0].value_starts[byte] != 0;
 }
 
 std::string JsonGrammar::violation(const nlohmann::json& value) const {
@@ -2029,8 +2161,11 @@ struct JsonMatcher::State {
   // Marks in `allowed` every token of `trie` whose bytes the grammar takes from here: depth
   // first, where cursors[d] is the state after a node's first d bytes and the arena holds
   // exactly the frames those states share, so a sibling truncates it back.
-  void walk(const ByteTrie& trie) const {
+  // With `text_first`, at a root that may be text: a token whose first byte starts no value is
+  // text whatever follows, so its whole subtree is allowed without a walk.
+  void walk(const ByteTrie& trie, bool text_first = false) const {
     const JsonGrammar::Impl& grammar = g();
+    const Node& root = grammar.nodes[0];
     cursors.resize(trie.max_depth + 1);
     arena_sizes.resize(trie.max_depth + 1);
     cursors[0] = cursor(arena);
@@ -2038,6 +2173,13 @@ struct JsonMatcher::State {
     const uint32_t n_nodes = static_cast<uint32_t>(trie.nodes.size() - 1);
     for (uint32_t i = 0; i < n_nodes;) {
       const ByteTrie::Node& t = trie.nodes[i];
+      if (text_first && t.depth == 1 && !root.value_starts[t.byte]) {
+        for (uint32_t k = t.tok_begin; k < trie.nodes[t.end].tok_begin; ++k) {
+          allowed[trie.tokens[k]] = 1;
+        }
+        i = t.end;
+        continue;
+      }
       arena.resize(arena_sizes[t.depth - 1]);
       Cursor& c = cursors[t.depth];
       c = cursors[t.depth - 1];
@@ -2054,7 +2196,10 @@ struct JsonMatcher::State {
   }
 
   bool complete() const { return stack.size() == 1 && JsonGrammar::Impl::is_done(stack[0]); }
-  bool can_end() const { return complete() || (stack.size() == 2 && g().value_can_end(stack[1])); }
+  bool in_text() const { return stack.size() == 1 && JsonGrammar::Impl::in_text(stack[0]); }
+  bool can_end() const {
+    return complete() || in_text() || (stack.size() == 2 && g().value_can_end(stack[1]));
+  }
 };
 
 JsonMatcher::JsonMatcher(std::shared_ptr<const JsonGrammar> grammar)
@@ -2077,7 +2222,9 @@ void JsonMatcher::mask_logits(std::span<float> logits) const {
   std::vector<uint8_t>& allowed = s_->allowed;
   const Frame& top = s_->stack.back();
   const Node& top_node = g.nodes[top.node];
-  if (s_->complete()) {
+  if (s_->in_text()) {
+    allowed = v.text_mask;  // plain text: any token with bytes, and the end
+  } else if (s_->complete()) {
     allowed.assign(v.n_vocab, 0);
   } else if (top_node.kind == Kind::kString && top.pos == kStrChar) {
     // The tokens that stay inside the string are known; only those with '"' need the grammar.
@@ -2094,7 +2241,7 @@ void JsonMatcher::mask_logits(std::span<float> logits) const {
     s_->walk(v.with_quote);
   } else {
     allowed.assign(v.n_vocab, 0);
-    s_->walk(v.all);
+    s_->walk(v.all, g.nodes[0].text_alternative && s_->stack.size() == 1 && top.pos == kBegin);
   }
   if (s_->can_end()) {
     for (int32_t id : v.stop_ids) allowed[id] = 1;

@@ -5,7 +5,10 @@
 // cannot come next (a walk of a byte trie of the vocabulary). Schema features we do not
 // support are rejected with GrammarError naming the keyword and where it is, never ignored.
 // The same grammar validates values that came from elsewhere (JsonGrammar::violation), so
-// generation and checking read a schema one way.
+// generation and checking read a schema one way. anyOf/oneOf alternatives must differ in their
+// first byte, except objects told apart by a discriminator: a first property that is required
+// and a distinct string const in each (tool calls' "name"), after which the rest of the object
+// follows the chosen alternative.
 #pragma once
 
 #include <cstdint>
@@ -46,7 +49,21 @@ class JsonGrammar {
   // ordered_json keeps (nlohmann::json sorts keys, so the overload above emits them sorted).
   static std::shared_ptr<const JsonGrammar> from_schema(const nlohmann::ordered_json& schema,
                                                         std::shared_ptr<const Vocabulary> vocab);
+  // What a generation under the grammar is.
+  enum class Output {
+    kValue,        // one value of the schema
+    kValueOrText,  // that, or plain text: any bytes that do not start the way a value can
+  };
+  // The same, with the choice of output. kValueOrText is tool_choice "auto": every output is
+  // either content (text) or calls that match their schemas, told apart by the first byte.
+  static std::shared_ptr<const JsonGrammar> from_schema(const nlohmann::ordered_json& schema,
+                                                        std::shared_ptr<const Vocabulary> vocab,
+                                                        Output output);
   ~JsonGrammar();
+
+  // Whether a value of the schema can start with `byte` (an output that starts otherwise is
+  // the text of kValueOrText).
+  bool value_starts_with(uint8_t byte) const;
 
   // The first way `value` falls outside the grammar, as "<json pointer>: <problem>" ("/" for
   // the root), e.g. "/subtasks/0/goal: expected a string" or "/n: below minimum 0"; empty when

@@ -1064,6 +1064,19 @@ TEST(JsonSchemaGrammar, UnsupportedAndMalformedSchemasNameTheKeywordAndPlace) {
        "alternatives at the root cannot be told apart: /anyOf/0 and /anyOf/1 can both start "
        "with '{'"},
       {R"({"anyOf": [{"type": "integer"}, {"type": "number"}]})", "can both start with '-'"},
+      // Discriminated objects need a required first property, one name, distinct string consts.
+      {R"({"anyOf": [{"type": "object", "properties": {"n": {"const": "a"}}},
+                     {"type": "object", "properties": {"n": {"const": "b"}}, "required": ["n"]}]})",
+       "can both start with '{'"},
+      {R"({"anyOf": [{"type": "object", "properties": {"n": {"const": "a"}}, "required": ["n"]},
+                     {"type": "object", "properties": {"m": {"const": "b"}}, "required": ["m"]}]})",
+       "can both start with '{'"},
+      {R"({"oneOf": [{"type": "object", "properties": {"n": {"const": "a"}}, "required": ["n"]},
+                     {"type": "object", "properties": {"n": {"const": "a"}}, "required": ["n"]}]})",
+       "can both start with '{'"},
+      {R"({"anyOf": [{"type": "object", "properties": {"n": {"const": 1}}, "required": ["n"]},
+                     {"type": "object", "properties": {"n": {"const": 2}}, "required": ["n"]}]})",
+       "or be objects whose first property is required and a distinct string const"},
       {R"({"anyOf": [{"enum": ["a"]}, {"type": "string"}]})", "can both start with '\"'"},
       {R"({"anyOf": []})", "'anyOf' at the root must be a non-empty array of schemas"},
       {R"({"oneOf": [{"type": "string"}], "type": "string"})",
@@ -1362,6 +1375,27 @@ class RandomSchemaValue {
   std::mt19937_64 rng_;
 };
 
+// A discriminated union as tool calls write it: {"name": <const>, "arguments": <its schema>}.
+constexpr const char* kToolCalls = R"({"anyOf": [
+    {"type": "object", "properties": {"name": {"const": "get_weather"},
+      "arguments": {"type": "object", "properties": {
+        "city": {"type": "string", "minLength": 1, "maxLength": 4},
+        "unit": {"enum": ["c", "f"]}}, "required": ["city"]}},
+     "required": ["name", "arguments"]},
+    {"type": "object", "properties": {"name": {"const": "get_time"},
+      "arguments": {"type": "object", "properties": {
+        "zone": {"type": "integer", "minimum": -12, "maximum": 14}}, "required": []}},
+     "required": ["name", "arguments"]},
+    {"type": "object", "properties": {"name": {"const": "get"},
+      "arguments": {"type": "object", "properties": {
+        "ids": {"type": "array", "items": {"type": "integer", "minimum": 0, "maximum": 9},
+                "maxItems": 3},
+        "deep": {"type": "object", "properties": {"ok": {"type": "boolean"}},
+                 "required": ["ok"]}},
+        "required": ["ids", "deep"]}},
+     "required": ["name", "arguments"]},
+    {"type": "string", "maxLength": 2}]})";
+
 // For random values, valid and broken: violation() finds nothing exactly when the matcher takes
 // the value's compact text, and the grammar compiled without a vocabulary is the one asked.
 TEST(JsonGrammarViolation, AgreesWithTheMatcherOnRandomValues) {
@@ -1408,6 +1442,8 @@ TEST(JsonGrammarViolation, AgreesWithTheMatcherOnRandomValues) {
       R"({"type": "array", "items": {"type": "string", "minLength": 1, "maxLength": 3},
           "minItems": 1, "maxItems": 3})",
       R"({"type": "integer", "minimum": -20, "maximum": 20})",
+      kToolCalls,
+      R"({"type": "array", "minItems": 1, "items": )" + std::string(kToolCalls) + "}",
       R"({})",
   };
   for (size_t k = 0; k < schemas.size(); ++k) {
@@ -1626,6 +1662,123 @@ TEST(JsonMatcher, MaskTimeOnTheDefaultModelsVocabulary) {
   const json value = json::parse(text);
   EXPECT_TRUE(value.is_object()) << text;
   std::printf("[ walk     ] %zu bytes: %.120s...\n", text.size(), text.c_str());
+}
+
+// ---- discriminated unions and text-or-value roots ----------------------------------------
+
+// Random walks through a discriminated union: every ended walk is a value of the schema, the
+// matcher and violation() agree, and each alternative (tag) is reached.
+TEST(JsonMatcher, RandomWalksThroughDiscriminatedObjectsFollowTheTagsSchema) {
+  const uint64_t seed = test_seed();
+  walk_schema(kToolCalls, seed, 60);
+  walk_schema(R"({"type": "array", "minItems": 1, "maxItems": 3, "items": )" +
+                  std::string(kToolCalls) + "}",
+              seed + 1, 60);
+  // The tag fixes the rest: after "get_time" only "zone" may follow, after "get" only "ids".
+  const auto g = schema_grammar(kToolCalls);
+  const TinyVocab& v = tiny();
+  EXPECT_TRUE(accepts(g, v.single_bytes(R"({"name":"get_time","arguments":{"zone":-3}})")));
+  EXPECT_FALSE(accepts(g, v.single_bytes(R"({"name":"get_time","arguments":{"city":"a"}})")));
+  EXPECT_TRUE(accepts(
+      g, v.greedy(R"({"name": "get", "arguments": {"ids": [1, 2], "deep": {"ok": true}}})")));
+  EXPECT_FALSE(accepts(g, v.single_bytes(R"({"name":"get","arguments":{"deep":{"ok":true}}})")));
+  EXPECT_FALSE(accepts(g, v.single_bytes(R"({"name":"get_x","arguments":{}})")));
+  EXPECT_FALSE(accepts(g, v.single_bytes(R"({"arguments":{},"name":"get"})")));
+  EXPECT_TRUE(accepts(g, v.single_bytes(R"("ab")")));
+}
+
+TEST(JsonGrammarViolation, DiscriminatedObjectsNameTheTagOrTheAlternativesProblem) {
+  const auto g = JsonGrammar::from_schema(ojson::parse(kToolCalls), nullptr);
+  EXPECT_EQ(g->violation(json::parse(R"({"arguments": {"zone": 3}, "name": "get_time"})")), "");
+  EXPECT_EQ(g->violation(json::parse(R"({"name": "nope", "arguments": {}})")),
+            R"(/name: "nope" is not one of ["get_weather","get_time","get"])");
+  EXPECT_EQ(g->violation(json::parse(R"({"arguments": {}})")),
+            "/: missing required property 'name'");
+  EXPECT_EQ(g->violation(json::parse(R"({"name": "get_time", "arguments": {"zone": 20}})")),
+            "/arguments/zone: above maximum 14");
+  EXPECT_EQ(g->violation(json::parse(R"({"name": "get_weather", "arguments": {}})")),
+            "/arguments: missing required property 'city'");
+  EXPECT_EQ(g->violation(json::parse("[1]")),
+            "/: matches none of the anyOf alternatives (expected an object or a string)");
+}
+
+// kValueOrText: text that starts with a byte no value starts with, or a value of the schema.
+TEST(JsonMatcher, TextOrValueRootTakesTextOrAValidValue) {
+  const TinyVocab& v = tiny();
+  const auto schema =
+      ojson::parse(R"({"type": "array", "minItems": 1, "items": )" + std::string(kToolCalls) + "}");
+  const auto g = JsonGrammar::from_schema(schema, v.vocab, JsonGrammar::Output::kValueOrText);
+  EXPECT_TRUE(g->value_starts_with('['));
+  EXPECT_FALSE(g->value_starts_with('{'));
+  EXPECT_FALSE(g->value_starts_with(' '));
+  for (const std::string& text :
+       std::vector<std::string>{"hello {\"name\": 1}", " [x", "{}", "\xC3\xA9t\xC3\xA9", "]"}) {
+    JsonMatcher m(g);
+    EXPECT_TRUE(feed(m, v.greedy(text))) << text;
+    EXPECT_FALSE(m.complete()) << text;  // text ends only with a stop token
+    EXPECT_TRUE(m.accept(v.eos)) << text;
+  }
+  EXPECT_TRUE(accepts(g, v.single_bytes(R"([{"name":"get_time","arguments":{}}])")));
+  EXPECT_FALSE(accepts(g, v.single_bytes(R"([{"name":"get_tim","arguments":{}}])")));
+  EXPECT_FALSE(accepts(g, v.single_bytes("[")));
+  {
+    JsonMatcher m(g);  // no empty output: a stop token first is refused
+    EXPECT_FALSE(m.accept(v.eos));
+  }
+
+  // Mask and accept() agree at every prefix of a text and of a call, and random walks end in
+  // text that starts otherwise than a value, or in a value of the schema.
+  for (const std::string& doc :
+       {std::string("ab [\"x"), std::string(R"([{"name":"get","arguments":{"ids":[1],)")}) {
+    const std::vector<int32_t> ids = v.single_bytes(doc);
+    for (size_t prefix = 0; prefix <= ids.size(); ++prefix) {
+      JsonMatcher m(g);
+      ASSERT_TRUE(feed(m, std::vector<int32_t>(ids.begin(), ids.begin() + prefix)))
+          << doc.substr(0, prefix);
+      const std::vector<uint8_t> allowed = allowed_set(m, v.n_vocab());
+      for (int32_t t = 0; t < v.n_vocab(); ++t) {
+        JsonMatcher probe(g);
+        feed(probe, std::vector<int32_t>(ids.begin(), ids.begin() + prefix));
+        EXPECT_EQ(probe.accept(t), allowed[t] != 0)
+            << "after " << json(doc.substr(0, prefix)).dump() << " token " << t;
+      }
+    }
+  }
+  std::mt19937_64 rng(test_seed());
+  int texts = 0, values = 0;
+  std::vector<float> logits(v.n_vocab());
+  for (int w = 0; w < 200; ++w) {
+    JsonMatcher m(g);
+    std::string out;
+    bool ended = false;
+    for (int step = 0; step < 400 && !ended; ++step) {
+      std::fill(logits.begin(), logits.end(), 0.0f);
+      m.mask_logits(logits);
+      std::vector<int32_t> allowed;
+      for (int32_t t = 0; t < v.n_vocab(); ++t)
+        if (logits[t] == 0.0f) allowed.push_back(t);
+      ASSERT_FALSE(allowed.empty()) << out;
+      // Half the walks are pushed towards a value: its first byte comes first.
+      int32_t t = allowed[std::uniform_int_distribution<size_t>(0, allowed.size() - 1)(rng)];
+      if (step == 0 && w % 2 == 0) t = v.byte_token['['];
+      ASSERT_TRUE(m.accept(t));
+      ended = v.is_stop(t) || m.complete();
+      if (!v.is_stop(t)) out += v.tok->token_bytes(t);
+    }
+    if (!ended || out.empty()) continue;
+    if (!g->value_starts_with(static_cast<uint8_t>(out[0]))) {
+      ++texts;
+      continue;
+    }
+    ++values;
+    const ojson value = ojson::parse(out, nullptr, /*allow_exceptions=*/false);
+    ASSERT_FALSE(value.is_discarded()) << "not JSON: " << json(out).dump();
+    EXPECT_EQ(why_invalid(value, schema, schema), "") << out;
+    EXPECT_EQ(g->violation(json(value)), "") << out;
+  }
+  std::printf("[ walks    ] %d texts, %d values\n", texts, values);
+  EXPECT_GT(texts, 50);
+  EXPECT_GT(values, 20);
 }
 
 }  // namespace
