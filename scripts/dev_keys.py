@@ -7,6 +7,10 @@ last values, changes, growth rates, slopes, correlations, shares, extremes) and 
 conclusions with a keyword check. bench/research_dev.py scores reports against them; the rules
 are in examples/dev/README.md.
 
+Per question, keys.json also lists the relevant "tables" (the files its keys are computed from)
+and "docs" (the notes in examples/docs that describe those tables, judged by hand), which
+bench/retrieval_dev.py scores retrieval against.
+
 Key number: {"id", "what", "value", "entity", "period", "unit"} (+ "also": equivalent values,
 e.g. a slope per year and per decade). entity: aliases, any one must appear on the line;
 period: items that must all appear (an item may be a list of alternatives). Percents are
@@ -107,18 +111,52 @@ def decade(a, b):
 
 # --- tables -----------------------------------------------------------------------------------
 
+# The tables a question's keys are computed from: every loader opens its file through table(),
+# which records the name; build() writes them to keys.json as the question's "tables" (the
+# relevant tables that bench/retrieval_dev.py expects retrieval to find).
+_READ = set()
+
+
+def table(name):
+    _READ.add(name)
+    return TABLES / name
+
+
+# The relevant document of each question, judged by hand from examples/docs (three short notes
+# on the data of iowa-electricity, us-employment and driving): a note is relevant when it
+# describes the table the question is answered from. Written to keys.json as "docs".
+DOCS = {
+    "iowa-mix": ["iowa-electricity.md"],
+    "recession-jobs": ["us-employment.md"],
+    "driving-gas": ["driving.md"],
+    "fertility-five": [],
+    "fertility-extremes": [],
+    "tech-stocks": [],
+    "crime-violent": [],
+    "crime-murder": [],
+    "co2-growth": [],
+    "iowa-renewables-growth": ["iowa-electricity.md"],
+    "jobs-recovery": ["us-employment.md"],
+    "gdp-decades": [],
+    "elnino-cycle": [],
+    "elnino-extremes": [],
+    "jobs-sector-mix": ["us-employment.md"],
+    "services-mix": ["us-employment.md"],
+}
+
+
 def iowa():
-    t = pd.read_csv(TABLES / "iowa-electricity.csv")
+    t = pd.read_csv(table("iowa-electricity.csv"))
     t["y"] = t["year"].str[:4].astype(int)
     return t.pivot(index="y", columns="source", values="net_generation")
 
 
 def employment():
-    return pd.read_csv(TABLES / "us-employment.csv", parse_dates=["month"]).set_index("month")
+    return pd.read_csv(table("us-employment.csv"), parse_dates=["month"]).set_index("month")
 
 
 def driving():
-    return pd.read_json(TABLES / "driving.json").set_index("year")
+    return pd.read_json(table("driving.json")).set_index("year")
 
 
 FERTILITY_AGGREGATES = ["Sub-Saharan Africa (IFC classification)",
@@ -127,33 +165,33 @@ FERTILITY_AGGREGATES = ["Sub-Saharan Africa (IFC classification)",
 
 
 def fertility():
-    t = pd.read_csv(TABLES / "fertility.csv")
+    t = pd.read_csv(table("fertility.csv"))
     return t[~t["Country Name"].isin(FERTILITY_AGGREGATES)].set_index("Country Name")
 
 
 def stocks():
-    t = pd.read_csv(TABLES / "stocks.csv")
+    t = pd.read_csv(table("stocks.csv"))
     t["date"] = pd.to_datetime(t["date"], format="%b %d %Y")
     return t.pivot(index="date", columns="symbol", values="price")
 
 
 def statecrime():
-    return pd.read_csv(TABLES / "statecrime.csv").set_index("state")
+    return pd.read_csv(table("statecrime.csv")).set_index("state")
 
 
 def co2_annual():
-    t = pd.read_csv(TABLES / "co2.csv")
+    t = pd.read_csv(table("co2.csv"))
     t["y"] = t["date"] // 10000
     return t.groupby("y")["co2"].mean()  # mean of the weeks with a value
 
 
 def gdp_annual():
-    t = pd.read_csv(TABLES / "macrodata.csv")
+    t = pd.read_csv(table("macrodata.csv"))
     return t.groupby("year")["realgdp"].mean()
 
 
 def elnino():
-    return pd.read_csv(TABLES / "elnino.csv").set_index("YEAR")
+    return pd.read_csv(table("elnino.csv")).set_index("YEAR")
 
 
 MONTHS = {"JAN": "january", "FEB": "february", "MAR": "march", "APR": "april", "MAY": "may",
@@ -783,7 +821,10 @@ def build(questions):
     for q in questions:
         if q["key"] not in QUESTIONS:
             sys.exit(f"dev_keys.py: no key function for question {q['key']!r}")
+        _READ.clear()
         nums, cons = QUESTIONS[q["key"]]()
+        assert _READ, f"{q['key']}: read no table"
+        assert q["key"] in DOCS, f"{q['key']}: no relevant-document judgement in DOCS"
         ids = [n["id"] for n in nums] + [c["id"] for c in cons]
         assert len(ids) == len(set(ids)), f"{q['key']}: duplicate ids"
         assert 4 <= len(nums) <= 10, f"{q['key']}: {len(nums)} key numbers"
@@ -797,10 +838,14 @@ def build(questions):
             # be written otherwise (1.98 million).
             assert not (1800 <= n["value"] <= 2100 and n["unit"] != "year"
                         and not n["unit"].startswith(("thousand", "million", "billion"))), n
-        out[q["key"]] = {"question": q["question"], "numbers": nums, "conclusions": cons}
+        out[q["key"]] = {"question": q["question"], "tables": sorted(_READ),
+                         "docs": DOCS[q["key"]], "numbers": nums, "conclusions": cons}
     missing = set(QUESTIONS) - {q["key"] for q in questions}
     if missing:
         sys.exit(f"dev_keys.py: key functions without a question: {sorted(missing)}")
+    if set(DOCS) != set(QUESTIONS):
+        sys.exit(f"dev_keys.py: DOCS and the key functions differ: "
+                 f"{sorted(set(DOCS) ^ set(QUESTIONS))}")
     return {"about": "Answer keys for examples/dev/questions.json, computed by "
                      "scripts/dev_keys.py from examples/tables; scored by bench/research_dev.py "
                      "(rules: examples/dev/README.md).",

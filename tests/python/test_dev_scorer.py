@@ -237,6 +237,47 @@ def test_keys_match_questions():
             assert c["check"]["all"], (q["key"], c["id"])
 
 
+def test_retrieval_labels_name_existing_files():
+    for q in QUESTIONS:
+        k = KEYS[q["key"]]
+        assert k["tables"], q["key"]
+        for t in k["tables"]:
+            assert (TABLES / t).is_file(), (q["key"], t)
+        for d in k["docs"]:
+            assert (ROOT / "examples" / "docs" / d).is_file(), (q["key"], d)
+
+
+# Words a paraphrase may share with its table: BM25 cannot tell tables apart by them.
+FUNCTION_WORDS = {"a", "and", "as", "at", "by", "from", "in", "of", "on", "the", "to"}
+
+
+def test_paraphrases_avoid_their_tables_words():
+    """One paraphrase per question, in order, sharing no word but function words with the
+    text the table store indexes for its relevant table (catalogue fields, header, file name),
+    under the store's FTS5 porter tokenizer."""
+    import re
+    import sqlite3
+    paraphrases = json.loads((DEV / "paraphrases.json").read_text())
+    assert [p["key"] for p in paraphrases] == [q["key"] for q in QUESTIONS]
+    catalogue = {e["file_path"]: e for e in json.loads((TABLES / "catalogue.json").read_text())}
+    db = sqlite3.connect(":memory:")
+    db.execute("CREATE VIRTUAL TABLE f USING fts5(t, tokenize = 'porter unicode61')")
+    for p in paraphrases:
+        assert p["question"] != KEYS[p["key"]]["question"]
+        db.execute("DELETE FROM f")
+        for t in KEYS[p["key"]]["tables"]:
+            e = catalogue[t]
+            text = (TABLES / t).read_text()
+            header = " ".join(json.loads(text)[0]) if t.endswith(".json") else text.split("\n")[0]
+            db.execute("INSERT INTO f VALUES (?)", (" ".join(
+                [e["table_title"], e["description"], e["domain"], e["sub_domain"], e["topic"],
+                 header, t]),))
+        words = set(re.findall(r"[A-Za-z0-9]+", p["question"].lower()))
+        shared = {w for w in words
+                  if db.execute("SELECT count(*) FROM f WHERE f MATCH ?", (f'"{w}"',)).fetchone()[0]}
+        assert shared <= FUNCTION_WORDS, (p["key"], sorted(shared - FUNCTION_WORDS))
+
+
 def test_the_three_original_questions_are_kept():
     original = json.loads((ROOT / "examples" / "questions.json").read_text())
     dev = {q["key"]: q["question"] for q in QUESTIONS}

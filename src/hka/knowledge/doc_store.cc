@@ -13,11 +13,13 @@
 #include <memory>
 #include <mutex>
 #include <set>
+#include <span>
 #include <sstream>
 #include <utility>
 
 #include "base/utf8.h"
 #include "hka/knowledge/encoding.h"
+#include "hka/knowledge/retrieval.h"
 #include "hka/knowledge/source_files.h"
 #include "hka/knowledge/sqlite_util.h"
 #include "hka/text.h"
@@ -389,6 +391,13 @@ CREATE TRIGGER IF NOT EXISTS doc_chunks_fts_delete AFTER DELETE ON doc_chunks BE
   INSERT INTO doc_chunks_fts(doc_chunks_fts, rowid, text, title, heading)
   VALUES ('delete', old.id, old.text, old.title, old.heading);
 END;
+CREATE TABLE IF NOT EXISTS doc_chunk_vectors(
+  chunk_id INTEGER PRIMARY KEY,
+  model TEXT NOT NULL,
+  vector BLOB NOT NULL);
+CREATE TRIGGER IF NOT EXISTS doc_chunk_vectors_delete AFTER DELETE ON doc_chunks BEGIN
+  DELETE FROM doc_chunk_vectors WHERE chunk_id = old.id;
+END;
 )sql";
 
 constexpr const char* kChunkColumns =
@@ -415,6 +424,81 @@ DocChunk read_chunk(const Statement& s) {
 void delete_document(sqlite3* db, int64_t doc_id) {
   Statement(db, "DELETE FROM doc_chunks WHERE doc_id = ?1").bind(1, doc_id).run();
   Statement(db, "DELETE FROM doc_documents WHERE id = ?1").bind(1, doc_id).run();
+}
+
+// --- embeddings (hybrid search) ----------------------------------------------------------
+
+// What a chunk's vector is computed from: where it sits (its heading path, else the
+// document's title) and its text.
+std::string embedding_text(const std::string& heading, const std::string& title,
+                           const std::string& text) {
+  return (heading.empty() ? title : heading) + "\n\n" + text;
+}
+
+struct ChunkVectors {
+  std::vector<int64_t> ids;
+  std::vector<std::vector<float>> vectors;  // one per id
+  int64_t computed = 0;                     // embedded by this call
+};
+
+// Every chunk with its vector of `embedder.model`. Chunks without a usable one (new,
+// ingested without an embedder, another model's, unreadable, or not of `dim` dimensions when
+// given) are embedded and their vectors stored first.
+ChunkVectors chunk_vectors(sqlite3* db, const TextEmbedder& embedder, std::optional<size_t> dim) {
+  ChunkVectors out;
+  std::vector<size_t> missing;
+  {
+    Statement s(db,
+                "SELECT c.id, v.model, v.vector FROM doc_chunks c "
+                "LEFT JOIN doc_chunk_vectors v ON v.chunk_id = c.id ORDER BY c.id");
+    while (s.step()) {
+      out.ids.push_back(s.int64(0));
+      std::optional<std::vector<float>> vector;
+      if (s.text(1) == embedder.model) vector = vector_from_blob(s.blob(2));
+      if (vector && (!dim || vector->size() == *dim)) {
+        out.vectors.push_back(std::move(*vector));
+      } else {
+        missing.push_back(out.vectors.size());
+        out.vectors.emplace_back();
+      }
+    }
+  }
+  if (missing.empty()) return out;
+  std::vector<std::string> texts;
+  {
+    Statement s(db, "SELECT heading, title, text FROM doc_chunks WHERE id = ?1");
+    for (size_t m : missing) {
+      s.bind(1, out.ids[m]);
+      texts.push_back(s.step() ? embedding_text(s.text(0), s.text(1), s.text(2)) : "");
+      s.run();  // resets for the next id
+    }
+  }
+  std::vector<std::vector<float>> computed;
+  try {
+    computed = embed_texts(embedder, texts);
+  } catch (const EmbeddingError& e) {
+    throw DocStoreError(std::string("doc store: ") + e.what());
+  }
+  Transaction tx(db);
+  Statement put(db,
+                "INSERT OR REPLACE INTO doc_chunk_vectors(chunk_id, model, vector) "
+                "VALUES (?1, ?2, ?3)");
+  for (size_t m = 0; m < missing.size(); ++m) {
+    put.bind(1, out.ids[missing[m]]).bind(2, embedder.model);
+    put.bind_blob(3, vector_to_blob(computed[m])).run();
+    out.vectors[missing[m]] = std::move(computed[m]);
+  }
+  tx.commit();
+  out.computed = static_cast<int64_t>(missing.size());
+  return out;
+}
+
+// The opening words of a chunk found by embedding alone: about 120 bytes, cut at a space.
+std::string opening_words(const std::string& text) {
+  const std::string flat = collapse_whitespace(text);
+  if (flat.size() <= 120) return flat;
+  const size_t cut = flat.rfind(' ', 120);
+  return flat.substr(0, cut == std::string::npos || cut == 0 ? 120 : cut) + "...";
 }
 
 std::string read_file(const std::filesystem::path& path) {
@@ -815,13 +899,16 @@ DocStore DocStore::open(const std::string& sqlite_path, ChunkOptions options) {
 }
 
 DocStore::DocStore(DocStore&& other) noexcept
-    : db_(std::exchange(other.db_, nullptr)), options_(other.options_) {}
+    : db_(std::exchange(other.db_, nullptr)),
+      options_(other.options_),
+      embedder_(std::move(other.embedder_)) {}
 
 DocStore& DocStore::operator=(DocStore&& other) noexcept {
   if (this != &other) {
     sqlite3_close(db_);
     db_ = std::exchange(other.db_, nullptr);
     options_ = other.options_;
+    embedder_ = std::move(other.embedder_);
   }
   return *this;
 }
@@ -950,10 +1037,13 @@ DocIngestReport DocStore::ingest_dir(const std::filesystem::path& dir) {
     tx.commit();
     report.removed.push_back(path);
   }
+  if (embedder_) report.embedded = chunk_vectors(db_, embedder_, std::nullopt).computed;
   return report;
 }
 
-std::vector<ChunkHit> DocStore::search(std::string_view query, int k) const {
+namespace {
+
+std::vector<ChunkHit> bm25_search(sqlite3* db, std::string_view query, int k) {
   const std::string match = to_fts_query(query);
   if (match.empty() || k <= 0) return {};
   const std::string sql =
@@ -962,12 +1052,51 @@ std::vector<ChunkHit> DocStore::search(std::string_view query, int k) const {
       "FROM doc_chunks_fts JOIN doc_chunks c ON c.id = doc_chunks_fts.rowid "
       "JOIN doc_documents d ON d.id = c.doc_id "
       "WHERE doc_chunks_fts MATCH ?1 ORDER BY score, c.id LIMIT ?2";
-  Statement s(db_, sql.c_str());
+  Statement s(db, sql.c_str());
   s.bind(1, match).bind(2, static_cast<int64_t>(k));
   std::vector<ChunkHit> hits;
   while (s.step()) {
     // bm25() is lower-is-better; callers get higher-is-better.
     hits.push_back({read_chunk(s), -s.real(11), s.text(12)});
+  }
+  return hits;
+}
+
+}  // namespace
+
+std::vector<ChunkHit> DocStore::search(std::string_view query, int k) const {
+  if (!embedder_) return bm25_search(db_, query, k);
+  if (k <= 0 || to_fts_query(query).empty()) return {};
+  std::vector<ChunkHit> lexical = bm25_search(db_, query, std::max(k, kFusionDepth));
+  const std::string query_text(query);
+  std::vector<float> query_vector;
+  try {
+    query_vector = embed_texts(embedder_, std::span<const std::string>(&query_text, 1)).front();
+  } catch (const EmbeddingError& e) {
+    throw DocStoreError(std::string("doc store: ") + e.what());
+  }
+  const ChunkVectors stored = chunk_vectors(db_, embedder_, query_vector.size());
+  std::vector<std::vector<int64_t>> rankings(2);
+  for (const ChunkHit& h : lexical) rankings[0].push_back(h.chunk.id);
+  for (const auto& [i, similarity] : rank_by_cosine(query_vector, stored.vectors, kFusionDepth)) {
+    rankings[1].push_back(stored.ids[i]);
+  }
+  std::vector<ChunkHit> hits;
+  for (const FusedHit<int64_t>& f : fuse_rankings(rankings)) {
+    if (static_cast<int>(hits.size()) == k) break;
+    ChunkHit hit;
+    if (f.ranks[0] > 0) {
+      hit = std::move(lexical[static_cast<size_t>(f.ranks[0] - 1)]);
+    } else if (std::optional<DocChunk> c = chunk(f.key)) {
+      hit.chunk = std::move(*c);
+      hit.snippet = opening_words(hit.chunk.text);
+    } else {
+      continue;
+    }
+    hit.score = f.score;
+    hit.bm25_rank = f.ranks[0];
+    hit.vector_rank = f.ranks[1];
+    hits.push_back(std::move(hit));
   }
   return hits;
 }

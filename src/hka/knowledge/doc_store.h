@@ -10,6 +10,10 @@
 // Document text is data: it is stored and returned verbatim, never interpreted (an
 // instruction written inside a document is just more text to search).
 //
+// With an embedder (set_embedder), every chunk also gets an embedding of its heading path and
+// text, stored with the model's name, and search() fuses BM25 with embedding similarity
+// (retrieval.h); without one, search() is BM25 alone.
+//
 // Errors are DocStoreErrors naming the file or database that is wrong. A DocStore is not
 // thread-safe; use one per thread.
 #pragma once
@@ -20,7 +24,10 @@
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
+
+#include "hka/knowledge/retrieval.h"
 
 struct sqlite3;
 
@@ -77,8 +84,10 @@ struct DocChunk {
 
 struct ChunkHit {
   DocChunk chunk;
-  double score = 0;     // BM25 relevance; higher is better
+  double score = 0;     // higher is better: BM25 relevance, or the fused RRF score in hybrid
   std::string snippet;  // matched terms in [brackets], elisions as "..."
+  int bm25_rank = 0;    // hybrid search: 1-based rank by BM25; 0 when not in that ranking
+  int vector_rank = 0;  // hybrid search: 1-based rank by embedding similarity; 0 likewise
 };
 
 struct DocIngestReport {
@@ -94,6 +103,9 @@ struct DocIngestReport {
   // One note per document ingested in this run whose text was not UTF-8:
   // "<path>: converted from Windows-1252 to UTF-8".
   std::vector<std::string> converted;
+  // Chunks embedded in this run (of new or changed documents, and any without a vector of
+  // the embedder's model); 0 without an embedder.
+  int64_t embedded = 0;
 };
 
 class DocStore {
@@ -111,8 +123,16 @@ class DocStore {
   // file that cannot be read or parsed is reported in `failed`; the others still ingest.
   DocIngestReport ingest_dir(const std::filesystem::path& dir);
 
+  // From now on ingest_dir() embeds the chunks and search() is hybrid; an empty embedder
+  // returns to BM25 alone. Vectors of the same model name are reused across runs.
+  void set_embedder(TextEmbedder embedder) { embedder_ = std::move(embedder); }
+
   // Top-k chunks for free text (an LLM's query): words become quoted FTS5 terms joined by
-  // OR, "double-quoted" runs become phrases, and FTS5 operators are plain words.
+  // OR, "double-quoted" runs become phrases, and FTS5 operators are plain words. With an
+  // embedder, the BM25 and embedding rankings (kFusionDepth each) are fused by RRF; a chunk
+  // found by embedding alone has its opening words as snippet. Chunks without a usable
+  // vector of the embedder's model are embedded first, so the search may write to the
+  // store. Embedding failures throw DocStoreError naming the model.
   std::vector<ChunkHit> search(std::string_view query, int k) const;
 
   std::optional<DocChunk> chunk(int64_t id) const;
@@ -128,6 +148,7 @@ class DocStore {
 
   sqlite3* db_ = nullptr;
   ChunkOptions options_;
+  TextEmbedder embedder_;
 };
 
 // The pieces of ingestion, exposed for tests and for analyzers that read a file directly.

@@ -12,9 +12,11 @@
 #include <map>
 #include <nlohmann/json.hpp>
 #include <set>
+#include <span>
 #include <utility>
 
 #include "hka/knowledge/encoding.h"
+#include "hka/knowledge/retrieval.h"
 #include "hka/knowledge/source_files.h"
 #include "hka/knowledge/sqlite_util.h"
 #include "hka/knowledge/xlsx.h"
@@ -747,6 +749,9 @@ void delete_catalogue_rows(sqlite3* db, const std::string& name) {
   Statement del_fts(db, "DELETE FROM _hka_tables_fts WHERE name = ?");
   del_fts.bind(1, name);
   del_fts.run();
+  Statement del_vector(db, "DELETE FROM _hka_table_vectors WHERE name = ?");
+  del_vector.bind(1, name);
+  del_vector.run();
 }
 
 void write_table(sqlite3* db, const PreparedTable& table, const std::string& hash, int64_t size,
@@ -834,6 +839,110 @@ std::vector<fs::path> source_files(const fs::path& root, std::vector<std::string
   return files;
 }
 
+// ---------------------------------------------------------------------------------------
+// Embeddings (hybrid search)
+
+// What a table's vector is computed from: its title, its columns with their units, then its
+// description (last, so that an embedder truncating a long text loses the description's
+// tail rather than the columns).
+std::string embedding_text(const std::string& title, const std::string& description,
+                           const std::vector<ColumnInfo>& columns) {
+  std::string text = title + ".\nColumns: ";
+  for (std::size_t c = 0; c < columns.size(); ++c) {
+    text += (c ? ", " : "") + columns[c].header;
+    if (!columns[c].unit.empty()) text += " (" + columns[c].unit + ")";
+  }
+  return text + ".\n" + description;
+}
+
+std::vector<std::vector<float>> embed_or_throw(const TextEmbedder& embedder,
+                                               std::span<const std::string> texts) {
+  try {
+    return embed_texts(embedder, texts);
+  } catch (const EmbeddingError& e) {
+    throw TableStoreError(std::string("table search: ") + e.what());
+  }
+}
+
+struct TableVectors {
+  std::vector<std::string> names;
+  std::vector<std::string> titles;
+  std::vector<std::vector<float>> vectors;  // one per name
+  int64_t computed = 0;                     // embedded by this call
+};
+
+// Every catalogued table with its vector of `embedder.model`. Tables without a usable one
+// (new, ingested without an embedder, another model's, unreadable, or not of `dim`
+// dimensions when given) are embedded and their vectors stored first.
+TableVectors table_vectors(sqlite3* db, const TextEmbedder& embedder,
+                           std::optional<std::size_t> dim) {
+  TableVectors out;
+  std::vector<std::size_t> missing;
+  std::vector<std::string> texts;
+  {
+    Statement rows(db,
+                   "SELECT t.name, t.title, t.description, t.columns_json, v.model, v.vector "
+                   "FROM _hka_tables t LEFT JOIN _hka_table_vectors v ON v.name = t.name "
+                   "ORDER BY t.name");
+    while (rows.step()) {
+      out.names.push_back(rows.text(0));
+      out.titles.push_back(rows.text(1));
+      std::optional<std::vector<float>> vector;
+      if (rows.text(4) == embedder.model) vector = vector_from_blob(rows.blob(5));
+      if (vector && (!dim || vector->size() == *dim)) {
+        out.vectors.push_back(std::move(*vector));
+        continue;
+      }
+      missing.push_back(out.vectors.size());
+      out.vectors.emplace_back();
+      texts.push_back(embedding_text(rows.text(1), rows.text(2), columns_from_json(rows.text(3))));
+    }
+  }
+  if (missing.empty()) return out;
+  std::vector<std::vector<float>> computed = embed_or_throw(embedder, texts);
+  in_transaction(db, [&] {
+    Statement put(db,
+                  "INSERT OR REPLACE INTO _hka_table_vectors (name, model, vector) "
+                  "VALUES (?, ?, ?)");
+    for (std::size_t m = 0; m < missing.size(); ++m) {
+      put.bind(1, out.names[missing[m]]);
+      put.bind(2, embedder.model);
+      put.bind_blob(3, vector_to_blob(computed[m]));
+      put.run();
+      out.vectors[missing[m]] = std::move(computed[m]);
+    }
+  });
+  out.computed = static_cast<int64_t>(missing.size());
+  return out;
+}
+
+std::vector<TableHit> bm25_search(sqlite3* db, std::string_view query, int k) {
+  // Every run of letters and digits becomes a quoted term, so no FTS5 operator, column
+  // filter or prefix syntax in model-written text can reach the parser.
+  std::string match;
+  std::string term;
+  int terms = 0;
+  for (std::size_t i = 0; i <= query.size() && terms < 32; ++i) {
+    unsigned char c = i < query.size() ? static_cast<unsigned char>(query[i]) : ' ';
+    if (std::isalnum(c) || c >= 0x80) {
+      term += static_cast<char>(c);
+    } else if (!term.empty()) {
+      match += (terms++ ? " OR \"" : "\"") + term + "\"";
+      term.clear();
+    }
+  }
+  std::vector<TableHit> hits;
+  if (match.empty() || k <= 0) return hits;
+  Statement stmt(db,
+                 "SELECT f.name, t.title, bm25(_hka_tables_fts, 3.0, 4.0, 1.0, 3.0, 2.0) AS rank "
+                 "FROM _hka_tables_fts f JOIN _hka_tables t ON t.name = f.name "
+                 "WHERE _hka_tables_fts MATCH ? ORDER BY rank LIMIT ?");
+  stmt.bind(1, match);
+  stmt.bind(2, static_cast<int64_t>(k));
+  while (stmt.step()) hits.push_back({stmt.text(0), stmt.text(1), -stmt.real(2)});
+  return hits;
+}
+
 }  // namespace
 
 // ---------------------------------------------------------------------------------------
@@ -842,13 +951,16 @@ std::vector<fs::path> source_files(const fs::path& root, std::vector<std::string
 TableStore::TableStore(sqlite3* db, fs::path db_path) : db_(db), db_path_(std::move(db_path)) {}
 
 TableStore::TableStore(TableStore&& other) noexcept
-    : db_(std::exchange(other.db_, nullptr)), db_path_(std::move(other.db_path_)) {}
+    : db_(std::exchange(other.db_, nullptr)),
+      db_path_(std::move(other.db_path_)),
+      embedder_(std::move(other.embedder_)) {}
 
 TableStore& TableStore::operator=(TableStore&& other) noexcept {
   if (this != &other) {
     sqlite3_close_v2(db_);
     db_ = std::exchange(other.db_, nullptr);
     db_path_ = std::move(other.db_path_);
+    embedder_ = std::move(other.embedder_);
   }
   return *this;
 }
@@ -872,6 +984,10 @@ TableStore TableStore::open(const fs::path& workspace_db) {
   exec(db,
        "CREATE VIRTUAL TABLE IF NOT EXISTS _hka_tables_fts USING fts5(name, title, description, "
        "columns, samples, tokenize = 'porter unicode61')");
+  // One embedding per table for hybrid search, with the name of the model that made it.
+  exec(db,
+       "CREATE TABLE IF NOT EXISTS _hka_table_vectors (name TEXT PRIMARY KEY, model TEXT NOT NULL, "
+       "vector BLOB NOT NULL)");
   return store;
 }
 
@@ -953,33 +1069,33 @@ TableIngestReport TableStore::ingest_dir(const fs::path& dir,
     });
     report.removed.push_back(entry.name);
   }
+  if (embedder_) report.embedded = table_vectors(db_, embedder_, std::nullopt).computed;
   return report;
 }
 
 std::vector<TableHit> TableStore::search(std::string_view query, int k) const {
-  // Every run of letters and digits becomes a quoted term, so no FTS5 operator, column
-  // filter or prefix syntax in model-written text can reach the parser.
-  std::string match;
-  std::string term;
-  int terms = 0;
-  for (std::size_t i = 0; i <= query.size() && terms < 32; ++i) {
-    unsigned char c = i < query.size() ? static_cast<unsigned char>(query[i]) : ' ';
-    if (std::isalnum(c) || c >= 0x80) {
-      term += static_cast<char>(c);
-    } else if (!term.empty()) {
-      match += (terms++ ? " OR \"" : "\"") + term + "\"";
-      term.clear();
-    }
+  if (!embedder_) return bm25_search(db_, query, k);
+  if (k <= 0 || !has_search_terms(query)) return {};
+  const std::vector<TableHit> lexical = bm25_search(db_, query, std::max(k, kFusionDepth));
+  const std::string query_text(query);
+  const std::vector<float> query_vector =
+      embed_or_throw(embedder_, std::span<const std::string>(&query_text, 1)).front();
+  const TableVectors stored = table_vectors(db_, embedder_, query_vector.size());
+  std::vector<std::vector<std::string>> rankings(2);
+  std::map<std::string, std::string> titles;
+  for (const TableHit& h : lexical) {
+    rankings[0].push_back(h.table);
+    titles[h.table] = h.title;
+  }
+  for (const auto& [i, similarity] : rank_by_cosine(query_vector, stored.vectors, kFusionDepth)) {
+    rankings[1].push_back(stored.names[i]);
+    titles[stored.names[i]] = stored.titles[i];
   }
   std::vector<TableHit> hits;
-  if (match.empty() || k <= 0) return hits;
-  Statement stmt(db_,
-                 "SELECT f.name, t.title, bm25(_hka_tables_fts, 3.0, 4.0, 1.0, 3.0, 2.0) AS rank "
-                 "FROM _hka_tables_fts f JOIN _hka_tables t ON t.name = f.name "
-                 "WHERE _hka_tables_fts MATCH ? ORDER BY rank LIMIT ?");
-  stmt.bind(1, match);
-  stmt.bind(2, static_cast<int64_t>(k));
-  while (stmt.step()) hits.push_back({stmt.text(0), stmt.text(1), -stmt.real(2)});
+  for (const FusedHit<std::string>& f : fuse_rankings(rankings)) {
+    if (static_cast<int>(hits.size()) == k) break;
+    hits.push_back({f.key, titles[f.key], f.score, f.ranks[0], f.ranks[1]});
+  }
   return hits;
 }
 

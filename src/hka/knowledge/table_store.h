@@ -6,6 +6,10 @@
 // Ingestion is incremental: a source whose content hash is unchanged is skipped, a changed
 // one is replaced in one transaction (a parse failure leaves the old table intact), and a
 // deleted one is removed.
+//
+// With an embedder (set_embedder), each catalogue entry also gets an embedding of its title,
+// description and columns, stored beside it with the model's name, and search() fuses BM25
+// with embedding similarity (retrieval.h); without one, search() is BM25 alone.
 #pragma once
 
 #include <cstdint>
@@ -14,7 +18,10 @@
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
+
+#include "hka/knowledge/retrieval.h"
 
 struct sqlite3;
 
@@ -61,7 +68,10 @@ struct TableInfo {
 struct TableHit {
   std::string table;
   std::string title;
-  double score = 0;  // -bm25: higher is a better match
+  // Higher is a better match: -bm25 for BM25 alone, the fused RRF score in hybrid search.
+  double score = 0;
+  int bm25_rank = 0;    // hybrid search: 1-based rank by BM25; 0 when not in that ranking
+  int vector_rank = 0;  // hybrid search: 1-based rank by embedding similarity; 0 likewise
 };
 
 struct TableIngestReport {
@@ -73,6 +83,9 @@ struct TableIngestReport {
   // One note per source loaded in this run whose text was not UTF-8:
   // "<path>: converted from Windows-1252 to UTF-8".
   std::vector<std::string> converted;
+  // Tables embedded in this run (new or changed ones, and any without a vector of the
+  // embedder's model); 0 without an embedder.
+  int64_t embedded = 0;
 };
 
 class TableStore {
@@ -93,8 +106,16 @@ class TableStore {
       const std::filesystem::path& dir,
       const std::optional<std::filesystem::path>& catalogue = std::nullopt);
 
+  // From now on ingest_dir() embeds the tables and search() is hybrid; an empty embedder
+  // returns to BM25 alone. Vectors of the same model name are reused across runs.
+  void set_embedder(TextEmbedder embedder) { embedder_ = std::move(embedder); }
+
   // The top `k` tables for a free-text query by BM25 over titles, descriptions, column
-  // names and sample values. Any text is accepted: it is reduced to quoted terms.
+  // names and sample values. Any text is accepted: it is reduced to quoted terms. With an
+  // embedder, the BM25 and embedding rankings (kFusionDepth each) are fused by RRF; tables
+  // without a usable vector of the embedder's model (ingested without it) are embedded
+  // first, so the search may write to the workspace. Embedding failures throw
+  // TableStoreError naming the model.
   std::vector<TableHit> search(std::string_view query, int k) const;
 
   // A compact schema text for prompts: name, title, rows, and per column its type, unit,
@@ -109,6 +130,7 @@ class TableStore {
 
   sqlite3* db_ = nullptr;
   std::filesystem::path db_path_;
+  TextEmbedder embedder_;
 };
 
 }  // namespace kdr::hka

@@ -62,8 +62,9 @@ std::string Run::cite_fact(const std::string& id) {
 }
 
 void Run::find_facts(Subtask& subtask) {
-  // The tables this part is about: BM25 over the catalogue for the part and the question,
-  // at most five; every table when there are few.
+  // The tables this part is about: retrieval over the catalogue (BM25, or hybrid with an
+  // embedding model) for the part and the question, at most five; every table when there
+  // are few.
   std::vector<TableInfo> all = tables_->tables();
   std::vector<TableInfo> picked;
   if (all.size() <= 3) {

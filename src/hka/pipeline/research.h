@@ -8,7 +8,8 @@
 //   supervise   per subtask, a supervisor model picks tools under a global tool-call budget:
 //               analyze_tables(question), search_documents(query), web_search(query) when
 //               a provider is configured, complete
-//   analyze     tables: retrieval over titles, descriptions, columns and values (BM25) ->
+//   analyze     tables: retrieval over titles, descriptions, columns and values (BM25, fused
+//               with embedding similarity when an embedding model is given) ->
 //               rerank by the model (may keep several tables) -> the coder writes SQLite SQL
 //               and a chart spec -> read-only execution with repair rounds fed the error ->
 //               figure checks (deterministic; vision when the backend takes images) ->
@@ -33,6 +34,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "hka/knowledge/retrieval.h"
 #include "hka/knowledge/sql_guard.h"
 #include "hka/llm/llm.h"
 #include "hka/llm/web_search.h"
@@ -66,6 +68,9 @@ struct ResearchOptions {
   // The web_search tool is offered only when set (kdr research --web-search-url); off by
   // default, so a run needs no network.
   WebSearchFn web_search;
+  // Retrieval of tables and passages: BM25 fused with this embedder's similarity (vectors
+  // kept in the workspace); empty: BM25 alone.
+  TextEmbedder embedder;
   // No language model at all: the plan is the question's parts, each part states its
   // best-ranked data facts, and nothing is written by a model (deterministic, seconds).
   bool facts_only = false;

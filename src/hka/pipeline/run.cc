@@ -162,6 +162,7 @@ void Run::ingest() {
                         (fs_error ? " (" + fs_error.message() + ")" : ""));
   }
   tables_.emplace(TableStore::open(db_path_));
+  tables_->set_embedder(o_.embedder);
   // A catalogue.json beside the tables is the catalogue unless one was named.
   std::optional<fs::path> catalogue = o_.catalogue;
   if (!catalogue && fs::is_regular_file(o_.tables_dir / "catalogue.json", fs_error)) {
@@ -170,6 +171,8 @@ void Run::ingest() {
   const TableIngestReport tr = tables_->ingest_dir(o_.tables_dir, catalogue);
   trace({{"type", "ingest"},
          {"kind", "tables"},
+         {"embedding_model", o_.embedder ? o_.embedder.model : ""},
+         {"embedded", tr.embedded},
          {"added", tr.added},
          {"replaced", tr.replaced},
          {"unchanged", tr.unchanged},
@@ -191,6 +194,7 @@ void Run::ingest() {
       throw ResearchError("--docs " + o_.docs_dir->string() + " is not a folder");
     }
     docs_.emplace(DocStore::open(db_path_.string()));
+    docs_->set_embedder(o_.embedder);
     const DocIngestReport dr = docs_->ingest_dir(*o_.docs_dir);
     json failed = json::array();
     for (const auto& f : dr.failed) {
@@ -199,6 +203,7 @@ void Run::ingest() {
     }
     trace({{"type", "ingest"},
            {"kind", "documents"},
+           {"embedded", dr.embedded},
            {"added", dr.added},
            {"updated", dr.updated},
            {"unchanged", dr.unchanged},
