@@ -84,6 +84,10 @@ std::string format_metrics(const engine::EngineStats& s, const StatusCounts& htt
   p.metric("kdr_kv_blocks_used", "gauge", "KV cache blocks held by requests.", s.kv_blocks_used);
   p.metric("kdr_kv_blocks_cached", "gauge",
            "Free KV cache blocks that keep a reusable prefix (evictable).", s.kv_blocks_cached);
+  p.metric("kdr_kv_blocks_shared", "gauge",
+           "KV cache blocks held by more than one sequence (shared prefixes and the prompt "
+           "blocks of parallel samples).",
+           s.kv_blocks_shared);
   p.metric("kdr_kv_usage_ratio", "gauge", "Fraction of KV cache blocks held by requests.",
            kv_usage);
   p.metric("kdr_prefix_cache_query_tokens_total", "counter",
@@ -99,6 +103,9 @@ std::string format_metrics(const engine::EngineStats& s, const StatusCounts& htt
            static_cast<double>(s.prompt_tokens));
   p.metric("kdr_generation_tokens_total", "counter", "Tokens generated.",
            static_cast<double>(s.generation_tokens));
+  p.metric("kdr_samples_forked_total", "counter",
+           "Extra samples (n > 1) forked off a prompt prefilled once.",
+           static_cast<double>(s.samples_forked));
   p.metric("kdr_requests_finished_total", "counter", "Requests ended, cancellations included.",
            static_cast<double>(s.requests_finished));
   p.metric("kdr_requests_cancelled_total", "counter",

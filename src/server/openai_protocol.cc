@@ -85,8 +85,6 @@ bool get_bool(const json& obj, const char* name, bool fallback) {
 
 // Rejects options whose silent omission would change what the client gets.
 void reject_unsupported(const json& body) {
-  if (const json* n = field(body, "n"); n && !(n->is_number_integer() && *n == 1))
-    throw bad("n", "'n' must be 1: kdr returns one choice per request");
   if (const json* t = field(body, "tools"); t && !(t->is_array() && t->empty()))
     throw bad("tools", "'tools' is not supported: kdr has no function calling");
   // The legacy form of tools: refused the same way, never silently ignored.
@@ -102,7 +100,7 @@ void reject_unsupported(const json& body) {
       s && !(s->is_string() && s->get_ref<const std::string&>().empty()))
     throw bad("suffix", "'suffix' is not supported");
   if (get_integer(body, "best_of", 1, 1, std::numeric_limits<int64_t>::max()) != 1)
-    throw bad("best_of", "'best_of' must be 1: kdr returns one choice per request");
+    throw bad("best_of", "'best_of' must be 1: kdr returns every sample it draws (ask with 'n')");
 }
 
 engine::SamplingParams parse_sampling(const json& body, uint64_t default_seed) {
@@ -391,6 +389,8 @@ CompletionRequest parse_completion_request(std::string_view text, Endpoint endpo
   r.sampling = parse_sampling(body, seed);
   r.stop = parse_stop(body);
   r.ignore_eos = get_bool(body, "ignore_eos", false);
+  // Choices drawn from the one prompt; sample i is seeded with seed + i.
+  r.n = static_cast<int32_t>(get_integer(body, "n", 1, 1, engine::kMaxSamples));
   req.stream = get_bool(body, "stream", false);
   if (const json* so = field(body, "stream_options")) {
     if (!so->is_object()) throw bad("stream_options", "'stream_options' must be an object");
@@ -470,17 +470,39 @@ json models_response(const std::string& model_id, int64_t created, int32_t max_m
 }
 
 void CompletionResult::add(const engine::Output& out) {
-  text += out.text;
-  tokens.insert(tokens.end(), out.tokens.begin(), out.tokens.end());
-  logprobs.insert(logprobs.end(), out.logprobs.begin(), out.logprobs.end());
-  top_logprobs.insert(top_logprobs.end(), out.top_logprobs.begin(), out.top_logprobs.end());
+  if (out.index < 0 || static_cast<size_t>(out.index) >= choices.size())
+    throw std::logic_error("an output for choice " + std::to_string(out.index) + " of " +
+                           std::to_string(choices.size()));
+  ChoiceResult& c = choices[static_cast<size_t>(out.index)];
+  c.text += out.text;
+  c.tokens.insert(c.tokens.end(), out.tokens.begin(), out.tokens.end());
+  c.logprobs.insert(c.logprobs.end(), out.logprobs.begin(), out.logprobs.end());
+  c.top_logprobs.insert(c.top_logprobs.end(), out.top_logprobs.begin(), out.top_logprobs.end());
+  c.completion_tokens = out.completion_tokens;
   prompt_tokens = out.prompt_tokens;
-  completion_tokens = out.completion_tokens;
   cached_tokens = out.cached_tokens;
   if (out.finished) {
-    finish_reason = out.finish_reason;
-    error = out.error;
+    c.finished = true;
+    c.finish_reason = out.finish_reason;
+    c.error = out.error;
   }
+}
+
+bool CompletionResult::finished() const {
+  return std::all_of(choices.begin(), choices.end(),
+                     [](const ChoiceResult& c) { return c.finished; });
+}
+
+int32_t CompletionResult::completion_tokens() const {
+  int32_t n = 0;
+  for (const ChoiceResult& c : choices) n += c.completion_tokens;
+  return n;
+}
+
+const ChoiceResult* CompletionResult::failed() const {
+  for (const ChoiceResult& c : choices)
+    if (c.finish_reason == "error") return &c;
+  return nullptr;
 }
 
 namespace {
@@ -567,25 +589,30 @@ json completion_response(const ResponseInfo& info, const CompletionRequest& requ
                          const CompletionResult& result, const model::Tokenizer& tokenizer) {
   const bool chat = request.endpoint == Endpoint::kChatCompletions;
   const int32_t n_top = request.request.logprobs;
-  json choice = {{"index", 0}, {"logprobs", nullptr}, {"finish_reason", result.finish_reason}};
-  if (chat) {
-    choice["message"] = {{"role", "assistant"}, {"content", result.text}};
-    if (n_top >= 0)
-      choice["logprobs"] =
-          chat_logprobs(tokenizer, result.tokens, result.logprobs, result.top_logprobs);
-  } else {
-    choice["text"] = result.text;
-    int64_t offset = 0;
-    if (n_top >= 0)
-      choice["logprobs"] = completion_logprobs(tokenizer, result.tokens, result.logprobs,
-                                               result.top_logprobs, n_top, offset);
+  json choices = json::array();
+  for (size_t i = 0; i < result.choices.size(); ++i) {
+    const ChoiceResult& r = result.choices[i];
+    json choice = {{"index", i}, {"logprobs", nullptr}, {"finish_reason", r.finish_reason}};
+    if (chat) {
+      choice["message"] = {{"role", "assistant"}, {"content", r.text}};
+      if (n_top >= 0)
+        choice["logprobs"] = chat_logprobs(tokenizer, r.tokens, r.logprobs, r.top_logprobs);
+    } else {
+      choice["text"] = r.text;
+      int64_t offset = 0;
+      if (n_top >= 0)
+        choice["logprobs"] =
+            completion_logprobs(tokenizer, r.tokens, r.logprobs, r.top_logprobs, n_top, offset);
+    }
+    choices.push_back(std::move(choice));
   }
+  // The prompt is counted once, the completions of every choice together (as OpenAI does).
   return {{"id", info.id},
           {"object", chat ? "chat.completion" : "text_completion"},
           {"created", info.created},
           {"model", info.model},
-          {"choices", json::array({std::move(choice)})},
-          {"usage", usage(result.prompt_tokens, result.completion_tokens, result.cached_tokens)}};
+          {"choices", std::move(choices)},
+          {"usage", usage(result.prompt_tokens, result.completion_tokens(), result.cached_tokens)}};
 }
 
 StreamEncoder::StreamEncoder(ResponseInfo info, const CompletionRequest& request,
@@ -594,7 +621,9 @@ StreamEncoder::StreamEncoder(ResponseInfo info, const CompletionRequest& request
       endpoint_(request.endpoint),
       logprobs_(request.request.logprobs),
       include_usage_(request.include_usage),
-      tokenizer_(&tokenizer) {}
+      tokenizer_(&tokenizer),
+      choices_(static_cast<size_t>(std::max(1, request.request.n))),
+      open_(std::max(1, request.request.n)) {}
 
 json StreamEncoder::chunk() const {
   const bool chat = endpoint_ == Endpoint::kChatCompletions;
@@ -614,8 +643,12 @@ std::string StreamEncoder::event(const json& chunk) const {
 std::string StreamEncoder::encode(const engine::Output& out) {
   const bool chat = endpoint_ == Endpoint::kChatCompletions;
   std::string events;
-  auto choice_chunk = [&](json delta_or_text, json logprobs, json finish_reason) {
-    json choice = {{"index", 0},
+  if (done_) return events;
+  if (out.index < 0 || static_cast<size_t>(out.index) >= choices_.size())
+    throw std::logic_error("an output for choice " + std::to_string(out.index) + " of " +
+                           std::to_string(choices_.size()));
+  auto choice_chunk = [&](int32_t index, json delta_or_text, json logprobs, json finish_reason) {
+    json choice = {{"index", index},
                    {"logprobs", std::move(logprobs)},
                    {"finish_reason", std::move(finish_reason)}};
     choice[chat ? "delta" : "text"] = std::move(delta_or_text);
@@ -623,39 +656,51 @@ std::string StreamEncoder::encode(const engine::Output& out) {
     c["choices"] = json::array({std::move(choice)});
     events += event(c);
   };
-  if (!started_ && chat) choice_chunk({{"role", "assistant"}, {"content", ""}}, nullptr, nullptr);
+  if (!started_ && chat)
+    for (size_t i = 0; i < choices_.size(); ++i)
+      choice_chunk(static_cast<int32_t>(i), {{"role", "assistant"}, {"content", ""}}, nullptr,
+                   nullptr);
   started_ = true;
 
+  Choice& choice = choices_[static_cast<size_t>(out.index)];
   const bool with_logprobs = logprobs_ >= 0 && !out.tokens.empty();
   if (!out.text.empty() || with_logprobs) {
     json lp = nullptr;
     if (with_logprobs)
       lp = chat ? chat_logprobs(*tokenizer_, out.tokens, out.logprobs, out.top_logprobs)
                 : completion_logprobs(*tokenizer_, out.tokens, out.logprobs, out.top_logprobs,
-                                      logprobs_, text_offset_);
+                                      logprobs_, choice.text_offset);
     if (chat)
-      choice_chunk({{"content", out.text}}, std::move(lp), nullptr);
+      choice_chunk(out.index, {{"content", out.text}}, std::move(lp), nullptr);
     else
-      choice_chunk(out.text, std::move(lp), nullptr);
+      choice_chunk(out.index, out.text, std::move(lp), nullptr);
   }
-  if (!out.finished) return events;
+  choice.completion_tokens = out.completion_tokens;
+  if (!out.finished || choice.finished) return events;
+  choice.finished = true;
+  --open_;
 
   if (out.finish_reason == "error" || out.finish_reason == "cancelled") {
-    // Headers (200) are gone already: the failure travels as an event, as vLLM does.
+    // Headers (200) are gone already: the failure travels as an event, as vLLM does, and
+    // ends the stream (the other choices are cancelled with the request).
     const ApiError e = out.finish_reason == "error"
                            ? ApiError(500, "generation failed: " + out.error)
                            : ApiError(503, "the request was cancelled: the server is stopping");
     events += event(e.to_json());
   } else {
-    choice_chunk(chat ? json::object() : json(""), nullptr, out.finish_reason);
+    choice_chunk(out.index, chat ? json::object() : json(""), nullptr, out.finish_reason);
+    if (open_ > 0) return events;
     if (include_usage_) {
+      int32_t completion = 0;
+      for (const Choice& c : choices_) completion += c.completion_tokens;
       json c = chunk();
       c["choices"] = json::array();
-      c["usage"] = usage(out.prompt_tokens, out.completion_tokens, out.cached_tokens);
+      c["usage"] = usage(out.prompt_tokens, completion, out.cached_tokens);
       events += event(c);
     }
   }
   events += "data: [DONE]\n\n";
+  done_ = true;
   return events;
 }
 

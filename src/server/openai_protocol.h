@@ -104,18 +104,28 @@ struct ResponseInfo {
   std::string model;
 };
 
-// A whole request's outputs gathered for a non-streaming answer.
-struct CompletionResult {
+// One choice (sample) of a request, gathered for a non-streaming answer.
+struct ChoiceResult {
   std::string text;
   std::vector<int32_t> tokens;
   std::vector<float> logprobs;
   std::vector<std::vector<engine::TopLogprob>> top_logprobs;
+  bool finished = false;
   std::string finish_reason;
   std::string error;  // finish_reason == "error"
-  int32_t prompt_tokens = 0;
   int32_t completion_tokens = 0;
+};
+
+// A whole request's outputs, its n choices by sample index.
+struct CompletionResult {
+  explicit CompletionResult(int32_t n = 1) : choices(static_cast<size_t>(n)) {}
+  std::vector<ChoiceResult> choices;
+  int32_t prompt_tokens = 0;
   int32_t cached_tokens = 0;
   void add(const engine::Output& out);
+  bool finished() const;               // every choice has ended
+  int32_t completion_tokens() const;   // over all choices, as OpenAI's usage counts them
+  const ChoiceResult* failed() const;  // the first choice that ended in "error", or null
 };
 
 // chat.completion or text_completion object for a finished request.
@@ -123,17 +133,25 @@ nlohmann::json completion_response(const ResponseInfo& info, const CompletionReq
                                    const CompletionResult& result,
                                    const model::Tokenizer& tokenizer);
 
-// Turns a request's Outputs into Server-Sent Events: "data: {chunk}\n\n" per chunk, the role
-// chunk first (chat), content chunks, a chunk with the finish_reason, the usage chunk when
-// asked for, then "data: [DONE]\n\n".
+// Turns a request's Outputs into Server-Sent Events: "data: {chunk}\n\n" per chunk. Each
+// chunk carries one choice, by its index: the role chunks of every choice first (chat), content
+// chunks, a chunk with a choice's finish_reason when it ends; when every choice has ended, the
+// usage chunk when asked for, then "data: [DONE]\n\n". A choice that fails (or a request
+// cancelled by the server stopping) ends the whole stream with an error event.
 class StreamEncoder {
  public:
   StreamEncoder(ResponseInfo info, const CompletionRequest& request,
                 const model::Tokenizer& tokenizer);
-  // The events `out` produces (possibly none); after the finished Output, the stream's end.
+  // The events `out` produces (possibly none), and the stream's end after the last one.
   std::string encode(const engine::Output& out);
+  bool done() const { return done_; }  // the stream's end has been encoded
 
  private:
+  struct Choice {
+    bool finished = false;
+    int32_t completion_tokens = 0;
+    int64_t text_offset = 0;  // completions logprobs: characters emitted so far
+  };
   nlohmann::json chunk() const;
   std::string event(const nlohmann::json& chunk) const;
   ResponseInfo info_;
@@ -141,8 +159,10 @@ class StreamEncoder {
   int32_t logprobs_;
   bool include_usage_;
   const model::Tokenizer* tokenizer_;
+  std::vector<Choice> choices_;
+  int32_t open_;  // choices not finished yet
   bool started_ = false;
-  int64_t text_offset_ = 0;  // completions logprobs: characters emitted so far
+  bool done_ = false;
 };
 
 }  // namespace kdr::server

@@ -52,18 +52,27 @@ bool same_secret(const std::string& a, const std::string& b) {
 
 // One submitted request as long as its HTTP response lives. Whoever drops the last reference
 // (the content provider's end, a failed write, the server stopping) cancels the request
-// unless it finished, so a departed client's KV is freed at the engine's next step.
+// unless every sample finished, so a departed client's KV is freed at the engine's next step.
 struct InFlight {
   engine::Engine* engine;
   std::shared_ptr<engine::RequestStream> stream;
-  bool finished = false;  // touched only by the one worker thread that writes the response
-  InFlight(engine::Engine* e, std::shared_ptr<engine::RequestStream> s)
-      : engine(e), stream(std::move(s)) {}
+  // Touched only by the one worker thread that writes the response.
+  int32_t open;  // samples not finished yet
+  bool finished = false;
+  InFlight(engine::Engine* e, std::shared_ptr<engine::RequestStream> s, int32_t samples)
+      : engine(e), stream(std::move(s)), open(samples) {}
   ~InFlight() {
     if (!finished) engine->cancel(stream->id());
   }
   InFlight(const InFlight&) = delete;
   InFlight& operator=(const InFlight&) = delete;
+};
+
+// What one Output adds to a response: the bytes to write, and whether the response is
+// complete with them.
+struct Piece {
+  std::string bytes;
+  bool last = false;
 };
 
 // Hands each Output of the request to `encode` and writes the bytes it returns. Whenever
@@ -75,7 +84,7 @@ struct InFlight {
 // (the OpenAI SDK) and routers (sglang-router) retry elsewhere.
 bool pump(InFlight& flight, httplib::DataSink& sink, const std::atomic<bool>& stopping,
           std::chrono::milliseconds heartbeat, std::string_view beat, bool cut_on_cancel,
-          const std::function<std::string(const engine::Output&)>& encode) {
+          const std::function<Piece(const engine::Output&)>& encode) {
   using Clock = std::chrono::steady_clock;
   auto last_write = Clock::now();
   engine::Output out;
@@ -83,14 +92,16 @@ bool pump(InFlight& flight, httplib::DataSink& sink, const std::atomic<bool>& st
     const auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(last_write + heartbeat -
                                                                             Clock::now());
     if (flight.stream->next(out, std::max(wait, std::chrono::milliseconds(0)))) {
-      if (out.finished) flight.finished = true;
+      if (out.finished && --flight.open == 0) flight.finished = true;
       if (out.finished && cut_on_cancel && out.finish_reason == "cancelled") return false;
-      const std::string bytes = encode(out);
-      if (!bytes.empty()) {
-        if (!sink.write(bytes.data(), bytes.size())) return false;
+      const Piece piece = encode(out);
+      if (!piece.bytes.empty()) {
+        if (!sink.write(piece.bytes.data(), piece.bytes.size())) return false;
         last_write = Clock::now();
       }
-      if (out.finished) {
+      // Complete before every sample ended (one failed): the others are cancelled as the
+      // flight is dropped.
+      if (piece.last) {
         sink.done();
         return true;
       }
@@ -158,6 +169,7 @@ void Server::Impl::completion(const httplib::Request& req, httplib::Response& re
   CompletionRequest cr = parse_completion_request(
       req.body, endpoint, served, id_salt + next_seed.fetch_add(1) * 0x2545f4914f6cdd1dull);
   std::shared_ptr<engine::RequestStream> stream;
+  const int32_t samples = cr.request.n;
   try {
     stream = eng.submit_stream(std::move(cr.request));
   } catch (const engine::QueueFullError& e) {
@@ -165,7 +177,7 @@ void Server::Impl::completion(const httplib::Request& req, httplib::Response& re
   } catch (const engine::RequestError& e) {
     throw ApiError(400, e.what());
   }
-  auto flight = std::make_shared<InFlight>(&eng, std::move(stream));
+  auto flight = std::make_shared<InFlight>(&eng, std::move(stream), samples);
   const ResponseInfo info = response_info(endpoint);
   const model::Tokenizer& tokenizer = *served.tokenizer;
   const auto heartbeat = options.heartbeat;
@@ -178,12 +190,15 @@ void Server::Impl::completion(const httplib::Request& req, httplib::Response& re
                                                               size_t, httplib::DataSink& sink) {
       // An SSE comment: clients skip it.
       return pump(*flight, sink, *stop_flag, heartbeat, ": ping\n\n", /*cut_on_cancel=*/false,
-                  [&](const engine::Output& out) { return encoder->encode(out); });
+                  [&](const engine::Output& out) {
+                    std::string bytes = encoder->encode(out);
+                    return Piece{std::move(bytes), encoder->done()};
+                  });
     });
     return;
   }
 
-  auto result = std::make_shared<CompletionResult>();
+  auto result = std::make_shared<CompletionResult>(samples);
   const CompletionRequest shape = cr;
   // "; charset=utf-8" keeps cpp-httplib from gzip-compressing the body: compression would
   // buffer the heartbeat spaces and no write would reach the socket to reveal a closed one.
@@ -194,10 +209,11 @@ void Server::Impl::completion(const httplib::Request& req, httplib::Response& re
             *flight, sink, *stop_flag, heartbeat, " ", /*cut_on_cancel=*/true,
             [&](const engine::Output& out) {
               result->add(out);
-              if (!out.finished) return std::string();
-              if (out.finish_reason == "error")
-                return dump_json(ApiError(500, "generation failed: " + out.error).to_json());
-              return dump_json(completion_response(info, shape, *result, tokenizer));
+              if (out.finished && out.finish_reason == "error")
+                return Piece{dump_json(ApiError(500, "generation failed: " + out.error).to_json()),
+                             true};
+              if (!result->finished()) return Piece{};
+              return Piece{dump_json(completion_response(info, shape, *result, tokenizer)), true};
             });
       });
 }

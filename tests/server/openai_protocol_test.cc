@@ -289,7 +289,13 @@ TEST_F(ProtocolTest, EveryRefusalHasItsStatusParamAndMessage) {
       {C, with(R"("model": 7)"), 400, "model", "'model' must be a string"},
       {C, with(R"("model": "gpt-4o")"), 404, "model",
        "model 'gpt-4o' does not exist; this server serves 'tiny'"},
-      {C, with(R"("n": 2)"), 400, "n", "'n' must be 1: kdr returns one choice per request"},
+      {C, with(R"("n": 0)"), 400, "n", "'n' must be in [1, 128], got 0"},
+      {C, with(R"("n": 129)"), 400, "n", "'n' must be in [1, 128], got 129"},
+      {C, with(R"("n": -3, "stream": true)"), 400, "n", "'n' must be in [1, 128], got -3"},
+      {C, with(R"("n": 2.5)"), 400, "n", "'n' must be an integer"},
+      {C, with(R"("n": "2")"), 400, "n", "'n' must be an integer"},
+      {P, R"({"prompt": "a", "n": 1000, "stream": true})", 400, "n",
+       "'n' must be in [1, 128], got 1000"},
       {C, with(R"("tools": [{"type": "function"}])"), 400, "tools",
        "'tools' is not supported: kdr has no function calling"},
       {C, with(R"("logit_bias": {"5": 10})"), 400, "logit_bias", "'logit_bias' is not supported"},
@@ -535,7 +541,75 @@ TEST_F(ProtocolTest, ChatCompletionObject) {
                      {"logprobs", nullptr},
                      {"finish_reason", "stop"}}}},
                   {"usage", kUsage}}));
-  EXPECT_EQ(res.tokens, (std::vector<int32_t>{1, 2, 3}));
+  EXPECT_EQ(res.choices[0].tokens, (std::vector<int32_t>{1, 2, 3}));
+}
+
+TEST_F(ProtocolTest, NChoosesTheNumberOfSamples) {
+  EXPECT_EQ(chat(kHello).request.n, 1);
+  json body = kHello;
+  body["n"] = 3;
+  EXPECT_EQ(chat(body).request.n, 3);
+  body["n"] = 128;
+  body["stream"] = true;
+  EXPECT_EQ(chat(body).request.n, 128);
+  EXPECT_EQ(completion({{"prompt", "a"}, {"n", 5}}).request.n, 5);
+}
+
+// Outputs of the samples of one request, interleaved as the engine sends them.
+engine::Output sample(int32_t index, std::vector<int32_t> tokens, std::string text,
+                      int32_t completion_tokens, std::string reason = "") {
+  engine::Output o;
+  o.request_id = 1;
+  o.index = index;
+  o.tokens = std::move(tokens);
+  o.text = std::move(text);
+  o.finished = !reason.empty();
+  o.finish_reason = std::move(reason);
+  o.prompt_tokens = 5;
+  o.completion_tokens = completion_tokens;
+  o.cached_tokens = 2;
+  return o;
+}
+
+TEST_F(ProtocolTest, ChoicesByIndexWithUsageSummedOverThem) {
+  CompletionRequest req = completion({{"prompt", "a"}, {"n", 3}, {"logprobs", 0}});
+  CompletionResult res(3);
+  auto with_lp = [](engine::Output o, std::vector<float> lp) {
+    o.logprobs = std::move(lp);
+    o.top_logprobs.assign(o.logprobs.size(), {});
+    return o;
+  };
+  res.add(with_lp(sample(0, {40}, "x", 1), {-0.5f}));
+  res.add(with_lp(sample(2, {41}, "y", 1), {-1.5f}));
+  res.add(with_lp(sample(1, {42, 43}, "zw", 2, "length"), {-2.0f, -0.25f}));
+  EXPECT_FALSE(res.finished());
+  res.add(with_lp(sample(0, {44}, "", 2, "stop"), {-3.0f}));
+  res.add(with_lp(sample(2, {}, "", 1, "stop"), {}));
+  ASSERT_TRUE(res.finished());
+  EXPECT_EQ(res.completion_tokens(), 5);
+  EXPECT_EQ(res.failed(), nullptr);
+  const json got = completion_response({"cmpl-1", 3, "tiny"}, req, res, *lm_->tokenizer);
+  ASSERT_EQ(got["choices"].size(), 3u);
+  const std::vector<std::string> texts = {"x", "zw", "y"};
+  const std::vector<std::string> reasons = {"stop", "length", "stop"};
+  const std::vector<std::vector<double>> lps = {{-0.5, -3.0}, {-2.0, -0.25}, {-1.5}};
+  for (size_t i = 0; i < 3; ++i) {
+    EXPECT_EQ(got["choices"][i]["index"], i);
+    EXPECT_EQ(got["choices"][i]["text"], texts[i]);
+    EXPECT_EQ(got["choices"][i]["finish_reason"], reasons[i]);
+    EXPECT_EQ(got["choices"][i]["logprobs"]["token_logprobs"], json(lps[i]));
+    // Each choice's text offsets start at its own beginning.
+    EXPECT_EQ(got["choices"][i]["logprobs"]["text_offset"][0], 0);
+  }
+  EXPECT_EQ(got["usage"], json({{"prompt_tokens", 5},
+                                {"completion_tokens", 5},
+                                {"total_tokens", 10},
+                                {"prompt_tokens_details", {{"cached_tokens", 2}}}}));
+  CompletionResult failed(2);
+  failed.add(sample(1, {}, "", 0, "error"));
+  ASSERT_NE(failed.failed(), nullptr);
+  EXPECT_FALSE(failed.finished());
+  EXPECT_THROW(failed.add(sample(2, {}, "", 0)), std::logic_error);
 }
 
 TEST_F(ProtocolTest, ChatLogprobsObject) {
@@ -685,6 +759,62 @@ TEST_F(ProtocolTest, CompletionStreamEventsWithoutUsage) {
   EXPECT_EQ(events[2], "[DONE]");
 }
 
+TEST_F(ProtocolTest, ChatStreamOfTwoChoicesEndsAfterBoth) {
+  json body = kHello;
+  body["stream"] = true;
+  body["n"] = 2;
+  body["stream_options"] = {{"include_usage", true}};
+  StreamEncoder enc({"chatcmpl-9", 5, "tiny"}, chat(body), *lm_->tokenizer);
+  std::string text = enc.encode(sample(1, {1}, "B", 1));
+  text += enc.encode(sample(0, {2}, "A", 1));
+  text += enc.encode(sample(1, {3}, "b", 2, "length"));
+  EXPECT_FALSE(enc.done());
+  EXPECT_EQ(sse_payloads(text).back().find("[DONE]"), std::string::npos);
+  text += enc.encode(sample(0, {4}, "a", 3, "stop"));
+  EXPECT_TRUE(enc.done());
+  const auto events = sse_payloads(text);
+  ASSERT_EQ(events.size(), 10u) << text;
+  auto choice = [&](size_t e) { return json::parse(events[e])["choices"][0]; };
+  auto delta = [](int index, json d, json finish) {
+    return json({{"index", index},
+                 {"delta", std::move(d)},
+                 {"logprobs", nullptr},
+                 {"finish_reason", std::move(finish)}});
+  };
+  // The role of every choice first, then each choice's pieces under its own index.
+  EXPECT_EQ(choice(0), delta(0, {{"role", "assistant"}, {"content", ""}}, nullptr));
+  EXPECT_EQ(choice(1), delta(1, {{"role", "assistant"}, {"content", ""}}, nullptr));
+  EXPECT_EQ(choice(2), delta(1, {{"content", "B"}}, nullptr));
+  EXPECT_EQ(choice(3), delta(0, {{"content", "A"}}, nullptr));
+  EXPECT_EQ(choice(4), delta(1, {{"content", "b"}}, nullptr));
+  EXPECT_EQ(choice(5), delta(1, json::object(), "length"));
+  EXPECT_EQ(choice(6), delta(0, {{"content", "a"}}, nullptr));
+  EXPECT_EQ(choice(7), delta(0, json::object(), "stop"));
+  const json usage = json::parse(events[8]);
+  EXPECT_EQ(usage["choices"], json::array());
+  EXPECT_EQ(usage["usage"], json({{"prompt_tokens", 5},
+                                  {"completion_tokens", 5},
+                                  {"total_tokens", 10},
+                                  {"prompt_tokens_details", {{"cached_tokens", 2}}}}));
+  EXPECT_EQ(events[9], "[DONE]");
+}
+
+TEST_F(ProtocolTest, OneFailedChoiceEndsTheStream) {
+  StreamEncoder enc({"cmpl-4", 5, "tiny"},
+                    completion({{"prompt", "a"}, {"stream", true}, {"n", 3}}), *lm_->tokenizer);
+  std::string text = enc.encode(sample(2, {1}, "x", 1));
+  engine::Output bad = sample(1, {}, "", 0, "error");
+  bad.error = "NaN logits";
+  text += enc.encode(bad);
+  EXPECT_TRUE(enc.done());
+  EXPECT_EQ(enc.encode(sample(0, {2}, "late", 1)), "");
+  const auto events = sse_payloads(text);
+  ASSERT_EQ(events.size(), 3u) << text;
+  EXPECT_EQ(json::parse(events[0])["choices"][0]["index"], 2);
+  EXPECT_EQ(json::parse(events[1])["error"]["message"], "generation failed: NaN logits");
+  EXPECT_EQ(events[2], "[DONE]");
+}
+
 TEST_F(ProtocolTest, StreamErrorsBecomeErrorEvents) {
   StreamEncoder enc({"cmpl-3", 5, "tiny"}, completion({{"prompt", "a"}, {"stream", true}}),
                     *lm_->tokenizer);
@@ -705,6 +835,8 @@ TEST(Metrics, PrometheusText) {
   s.kv_blocks_total = 8;
   s.kv_blocks_used = 2;
   s.kv_blocks_cached = 3;
+  s.kv_blocks_shared = 2;
+  s.samples_forked = 5;
   s.prefix_query_tokens = 100;
   s.prefix_hit_tokens = 48;
   s.preemptions = 4;
@@ -729,6 +861,7 @@ TEST(Metrics, PrometheusText) {
       "kdr_kv_blocks_total 8\n",
       "kdr_kv_blocks_used 2\n",
       "kdr_kv_blocks_cached 3\n",
+      "# TYPE kdr_kv_blocks_shared gauge\nkdr_kv_blocks_shared 2\n",
       "# TYPE kdr_kv_usage_ratio gauge\nkdr_kv_usage_ratio 0.25\n",
       "# TYPE kdr_prefix_cache_query_tokens_total counter\nkdr_prefix_cache_query_tokens_total "
       "100\n",
@@ -736,6 +869,7 @@ TEST(Metrics, PrometheusText) {
       "kdr_preemptions_total 4\n",
       "kdr_prompt_tokens_total 52\n",
       "kdr_generation_tokens_total 30\n",
+      "# TYPE kdr_samples_forked_total counter\nkdr_samples_forked_total 5\n",
       "kdr_requests_finished_total 6\n",
       "kdr_requests_cancelled_total 1\n",
       "# TYPE kdr_time_to_first_token_seconds histogram\n"
