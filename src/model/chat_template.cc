@@ -2,6 +2,7 @@
 
 #include <cstdint>
 
+#include "model/chat_tools.h"
 #include "model/tokenizer.h"
 
 namespace kdr::model {
@@ -173,8 +174,18 @@ ChatTemplate ChatTemplate::detect(std::string_view jinja, std::string_view archi
   return t;
 }
 
-std::string ChatTemplate::render(std::span<const ChatMessage> messages,
-                                 bool add_generation_prompt) const {
+std::string ChatTemplate::render(std::span<const ChatMessage> messages, bool add_generation_prompt,
+                                 std::span<const nlohmann::ordered_json> tools) const {
+  if (uses_tools(messages, tools)) {
+    switch (format) {
+      case ChatFormat::kGemma3:
+        return render_gemma3_tools(messages, add_generation_prompt, tools, bos_token);
+      case ChatFormat::kLlama3:
+        return render_llama3_tools(messages, add_generation_prompt, tools, bos_token);
+      case ChatFormat::kChatML:
+        return render_chatml_tools(messages, add_generation_prompt, tools, default_system);
+    }
+  }
   switch (format) {
     case ChatFormat::kGemma3:
       return render_gemma3(messages, add_generation_prompt, bos_token);
@@ -188,18 +199,38 @@ std::string ChatTemplate::render(std::span<const ChatMessage> messages,
 
 std::vector<int32_t> encode_chat(const ChatTemplate& chat, const Tokenizer& tokenizer,
                                  std::span<const ChatMessage> messages, bool add_generation_prompt,
-                                 bool content_control_tokens) {
-  const std::string text = chat.render(messages, add_generation_prompt);
+                                 bool content_control_tokens,
+                                 std::span<const nlohmann::ordered_json> tools) {
+  const std::string text = chat.render(messages, add_generation_prompt, tools);
   if (content_control_tokens) return tokenizer.encode(text, /*add_special=*/false, true);
+  // Tool definitions and calls are written as JSON around the contents; text in them that
+  // would read as a control token is refused rather than located.
+  const auto plain = [&](const std::string& s) {
+    return tokenizer.encode(s, false, true) == tokenizer.encode(s, false, false);
+  };
+  for (size_t t = 0; t < tools.size(); ++t)
+    if (!plain(python_json(tools[t])))
+      throw ChatTemplateError("tools[" + std::to_string(t) +
+                              "] holds the text of a control token of this model");
+  for (size_t i = 0; i < messages.size(); ++i)
+    for (size_t c = 0; c < messages[i].tool_calls.size(); ++c)
+      if (!plain(python_json(messages[i].tool_calls[c].arguments)))
+        throw ChatTemplateError("messages[" + std::to_string(i) + "].tool_calls[" +
+                                std::to_string(c) +
+                                "].function.arguments holds the text of a control token");
   // Where each content landed: render again with a marker in place of every content; the
   // template's text between markers is the same, and each content is written raw or trimmed.
   auto marker = [](size_t i) { return "\x01kdr-content-" + std::to_string(i) + "\x01"; };
+  // Empty contents stay empty (templates test them: Qwen writes no newline before the calls of
+  // an assistant turn without content); they hold no text to protect.
   std::vector<ChatMessage> marked(messages.begin(), messages.end());
-  for (size_t i = 0; i < marked.size(); ++i) marked[i].content = marker(i);
-  const std::string skeleton = chat.render(marked, add_generation_prompt);
+  for (size_t i = 0; i < marked.size(); ++i)
+    if (!marked[i].content.empty()) marked[i].content = marker(i);
+  const std::string skeleton = chat.render(marked, add_generation_prompt, tools);
   std::vector<Tokenizer::ByteRange> literal;
   size_t sk = 0, at = 0;  // positions in skeleton and text
   for (size_t i = 0; i < messages.size(); ++i) {
+    if (messages[i].content.empty()) continue;
     const std::string m = marker(i);
     const size_t found = skeleton.find(m, sk);
     if (found == std::string::npos)
@@ -211,7 +242,9 @@ std::vector<int32_t> encode_chat(const ChatTemplate& chat, const Tokenizer& toke
     const std::string_view after = std::string_view(skeleton).substr(
         next_sk, (next_marker == std::string::npos ? skeleton.size() : next_marker) - next_sk);
     size_t len = std::string::npos;
-    for (const std::string& c : {messages[i].content, python_strip(messages[i].content)})
+    // Written raw, trimmed, or (Llama's tool results) as a JSON string.
+    for (const std::string& c :
+         {messages[i].content, python_strip(messages[i].content), python_json(messages[i].content)})
       if (text.compare(at, c.size(), c) == 0 &&
           text.compare(at + c.size(), after.size(), after) == 0) {
         len = c.size();

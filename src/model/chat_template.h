@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <nlohmann/json.hpp>
 #include <span>
 #include <stdexcept>
 #include <string>
@@ -12,9 +13,19 @@
 
 namespace kdr::model {
 
+// A call an assistant turn made (OpenAI's message.tool_calls[i]).
+struct ChatToolCall {
+  std::string id;
+  std::string name;
+  nlohmann::ordered_json arguments;  // the arguments object (OpenAI sends it as JSON text)
+};
+
 struct ChatMessage {
-  std::string role;  // system, user, assistant
+  std::string role;  // system, user, assistant, tool
   std::string content;
+  std::vector<ChatToolCall> tool_calls = {};  // assistant
+  std::string tool_call_id = {};              // tool: the call this is the result of
+  std::string name = {};                      // tool: the function's name
 };
 
 class ChatTemplateError : public std::runtime_error {
@@ -48,7 +59,11 @@ struct ChatTemplate {
 
   // Renders the conversation; add_generation_prompt opens an assistant turn. Throws
   // ChatTemplateError where the template would raise (Gemma-3: roles must alternate).
-  std::string render(std::span<const ChatMessage> messages, bool add_generation_prompt) const;
+  // `tools` are the request's tool definitions as sent ({"type": "function", "function":
+  // {...}}); with tools, or tool calls and results in the messages, each family's tool format
+  // applies (model/chat_tools.h).
+  std::string render(std::span<const ChatMessage> messages, bool add_generation_prompt,
+                     std::span<const nlohmann::ordered_json> tools = {}) const;
 };
 
 // Python's str.strip() (Jinja's trim filter): Unicode whitespace at both ends removed.
@@ -64,6 +79,7 @@ class Tokenizer;
 // transformers and llama.cpp do). Throws ChatTemplateError as render() does.
 std::vector<int32_t> encode_chat(const ChatTemplate& chat, const Tokenizer& tokenizer,
                                  std::span<const ChatMessage> messages, bool add_generation_prompt,
-                                 bool content_control_tokens = false);
+                                 bool content_control_tokens = false,
+                                 std::span<const nlohmann::ordered_json> tools = {});
 
 }  // namespace kdr::model

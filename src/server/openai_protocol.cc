@@ -85,14 +85,6 @@ bool get_bool(const json& obj, const char* name, bool fallback) {
 
 // Rejects options whose silent omission would change what the client gets.
 void reject_unsupported(const json& body) {
-  if (const json* t = field(body, "tools"); t && !(t->is_array() && t->empty()))
-    throw bad("tools", "'tools' is not supported: kdr has no function calling");
-  // The legacy form of tools: refused the same way, never silently ignored.
-  for (const char* legacy : {"functions", "function_call"})
-    if (const json* f = field(body, legacy); f && !f->is_null() && !(f->is_array() && f->empty()))
-      throw bad(legacy, std::string("'") + legacy +
-                            "' (the legacy form of 'tools') is not supported: kdr has no "
-                            "function calling");
   if (const json* b = field(body, "logit_bias"); b && !(b->is_object() && b->empty()))
     throw bad("logit_bias", "'logit_bias' is not supported");
   if (get_bool(body, "echo", false)) throw bad("echo", "'echo' is not supported");
@@ -211,7 +203,40 @@ std::string message_content(const json& m, const std::string& where) {
   return text;
 }
 
-std::vector<int32_t> chat_prompt(const json& body, const ServedModel& model) {
+// An assistant message's tool_calls (or legacy function_call), arguments parsed.
+std::vector<model::ChatToolCall> message_tool_calls(const json& m, const std::string& where) {
+  std::vector<model::ChatToolCall> calls;
+  const auto call = [&](const json& f, const std::string& at, std::string id) {
+    if (!f.is_object()) throw bad("messages", at + " must be an object");
+    const json* name = field(f, "name");
+    if (!name || !name->is_string()) throw bad("messages", at + ".name must be a string");
+    const json* args = field(f, "arguments");
+    if (!args || !args->is_string())
+      throw bad("messages", at + ".arguments must be a string of JSON");
+    const nlohmann::ordered_json parsed =
+        nlohmann::ordered_json::parse(args->get<std::string>(), nullptr, false);
+    if (parsed.is_discarded()) throw bad("messages", at + ".arguments is not valid JSON");
+    calls.push_back({std::move(id), name->get<std::string>(), parsed});
+  };
+  if (const json* tc = field(m, "tool_calls")) {
+    if (!tc->is_array()) throw bad("messages", where + ".tool_calls must be an array");
+    for (size_t j = 0; j < tc->size(); ++j) {
+      const std::string at = where + ".tool_calls[" + std::to_string(j) + "]";
+      const json& c = (*tc)[j];
+      if (!c.is_object() || !field(c, "function"))
+        throw bad("messages", at + " must be an object with a 'function'");
+      const json* id = field(c, "id");
+      if (id && !id->is_string()) throw bad("messages", at + ".id must be a string");
+      call(c["function"], at + ".function", id ? id->get<std::string>() : "");
+    }
+  } else if (const json* fc = field(m, "function_call")) {
+    call(*fc, where + ".function_call", "");
+  }
+  return calls;
+}
+
+std::vector<int32_t> chat_prompt(const json& body, const ServedModel& model,
+                                 const ToolRequest& tools) {
   if (!model.chat)
     throw bad("messages", "model '" + model.id +
                               "' has no chat template kdr knows (gemma3, llama3, chatml): use "
@@ -228,18 +253,40 @@ std::vector<int32_t> chat_prompt(const json& body, const ServedModel& model) {
     if (!role || !role->is_string()) throw bad("messages", where + ".role must be a string");
     std::string r = role->get<std::string>();
     if (r == "developer") r = "system";  // OpenAI's newer name for the system role
-    if (r != "system" && r != "user" && r != "assistant")
-      throw bad("messages", where + ".role must be system, developer, user or assistant, got '" +
+    if (r == "function") r = "tool";     // the legacy functions' result
+    if (r != "system" && r != "user" && r != "assistant" && r != "tool")
+      throw bad("messages", where +
+                                ".role must be system, developer, user, assistant or tool, got '" +
                                 role->get<std::string>() + "'");
-    messages.push_back({r, message_content(m, where)});
+    model::ChatMessage message{r, ""};
+    if (r == "assistant") message.tool_calls = message_tool_calls(m, where);
+    // An assistant turn that made calls may have no content.
+    if (!(message.tool_calls.size() > 0 && !field(m, "content")))
+      message.content = message_content(m, where);
+    if (r == "tool") {
+      // The call it answers names the function; the legacy form names it itself.
+      const json* id = field(m, "tool_call_id");
+      const json* name = field(m, "name");
+      if (!id && !name) throw bad("messages", where + ".tool_call_id is required");
+      if (id && !id->is_string()) throw bad("messages", where + ".tool_call_id must be a string");
+      if (id) message.tool_call_id = id->get<std::string>();
+      for (const model::ChatMessage& earlier : messages)
+        for (const model::ChatToolCall& c : earlier.tool_calls)
+          if (!message.tool_call_id.empty() && c.id == message.tool_call_id) message.name = c.name;
+      if (message.name.empty() && name && name->is_string())
+        message.name = name->get<std::string>();
+    }
+    messages.push_back(std::move(message));
   }
   // The template writes bos itself where the family wants it; contents stay text (a user
   // cannot write another role's turn marker).
   try {
     return model::encode_chat(*model.chat, *model.tokenizer, messages,
-                              /*add_generation_prompt=*/true);
+                              /*add_generation_prompt=*/true, /*content_control_tokens=*/false,
+                              tools.tools);
   } catch (const model::ChatTemplateError& e) {
-    throw bad("messages", e.what());
+    const std::string what = e.what();
+    throw bad(what.rfind("tools[", 0) == 0 ? "tools" : "messages", what);
   }
 }
 
@@ -414,8 +461,18 @@ CompletionRequest parse_completion_request(std::string_view text, Endpoint endpo
     max_param = "max_completion_tokens";
   }
   r.grammar = parse_response_format(body, text, model);
+  if (endpoint == Endpoint::kChatCompletions) {
+    // Llama 3's prompt asks for a call's arguments under "parameters".
+    const bool llama = model.chat && model.chat->format == model::ChatFormat::kLlama3;
+    req.tools = parse_tools(body, nlohmann::ordered_json::parse(text), model.vocabulary,
+                            llama ? "parameters" : "arguments");
+    if (req.tools.active()) r.grammar = req.tools.grammar;
+  } else {
+    for (const char* t : {"tools", "tool_choice", "functions", "function_call"})
+      if (field(body, t)) throw bad(t, std::string("'") + t + "' needs /v1/chat/completions");
+  }
 
-  r.prompt = endpoint == Endpoint::kChatCompletions ? chat_prompt(body, model)
+  r.prompt = endpoint == Endpoint::kChatCompletions ? chat_prompt(body, model, req.tools)
                                                     : completion_prompt(body, model);
   const char* prompt_param = endpoint == Endpoint::kChatCompletions ? "messages" : "prompt";
   const int64_t n_prompt = static_cast<int64_t>(r.prompt.size());
@@ -594,7 +651,9 @@ json completion_response(const ResponseInfo& info, const CompletionRequest& requ
     const ChoiceResult& r = result.choices[i];
     json choice = {{"index", i}, {"logprobs", nullptr}, {"finish_reason", r.finish_reason}};
     if (chat) {
-      choice["message"] = {{"role", "assistant"}, {"content", r.text}};
+      std::string finish_reason = r.finish_reason;
+      choice["message"] = chat_message(request.tools, r.text, finish_reason);
+      choice["finish_reason"] = finish_reason;
       if (n_top >= 0)
         choice["logprobs"] = chat_logprobs(tokenizer, r.tokens, r.logprobs, r.top_logprobs);
     } else {
@@ -623,7 +682,9 @@ StreamEncoder::StreamEncoder(ResponseInfo info, const CompletionRequest& request
       include_usage_(request.include_usage),
       tokenizer_(&tokenizer),
       choices_(static_cast<size_t>(std::max(1, request.request.n))),
-      open_(std::max(1, request.request.n)) {}
+      open_(std::max(1, request.request.n)) {
+  for (Choice& c : choices_) c.tools = ToolDeltas(request.tools);
+}
 
 json StreamEncoder::chunk() const {
   const bool chat = endpoint_ == Endpoint::kChatCompletions;
@@ -670,9 +731,14 @@ std::string StreamEncoder::encode(const engine::Output& out) {
       lp = chat ? chat_logprobs(*tokenizer_, out.tokens, out.logprobs, out.top_logprobs)
                 : completion_logprobs(*tokenizer_, out.tokens, out.logprobs, out.top_logprobs,
                                       logprobs_, choice.text_offset);
-    if (chat)
-      choice_chunk(out.index, {{"content", out.text}}, std::move(lp), nullptr);
-    else
+    if (chat) {
+      std::vector<json> deltas = choice.tools.deltas(out.text);
+      if (deltas.empty() && with_logprobs) deltas.push_back({{"content", ""}});
+      for (json& d : deltas) {
+        choice_chunk(out.index, std::move(d), std::move(lp), nullptr);
+        lp = nullptr;
+      }
+    } else
       choice_chunk(out.index, out.text, std::move(lp), nullptr);
   }
   choice.completion_tokens = out.completion_tokens;
@@ -688,7 +754,8 @@ std::string StreamEncoder::encode(const engine::Output& out) {
                            : ApiError(503, "the request was cancelled: the server is stopping");
     events += event(e.to_json());
   } else {
-    choice_chunk(out.index, chat ? json::object() : json(""), nullptr, out.finish_reason);
+    choice_chunk(out.index, chat ? json::object() : json(""), nullptr,
+                 chat ? choice.tools.finish_reason(out.finish_reason) : out.finish_reason);
     if (open_ > 0) return events;
     if (include_usage_) {
       int32_t completion = 0;

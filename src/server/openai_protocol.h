@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "engine/engine.h"
+#include "server/tool_calls.h"
 
 namespace kdr::model {
 class Tokenizer;
@@ -77,6 +78,7 @@ struct CompletionRequest {
   engine::Request request;
   bool stream = false;
   bool include_usage = false;  // stream_options.include_usage
+  ToolRequest tools;           // chat: tools, tool_choice, parallel_tool_calls
 };
 
 // Parses a request body. `seed` is used when the body has none (OpenAI samples afresh on
@@ -151,6 +153,7 @@ class StreamEncoder {
     bool finished = false;
     int32_t completion_tokens = 0;
     int64_t text_offset = 0;  // completions logprobs: characters emitted so far
+    ToolDeltas tools;         // chat: content or tool_calls deltas
   };
   nlohmann::json chunk() const;
   std::string event(const nlohmann::json& chunk) const;
