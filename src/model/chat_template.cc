@@ -138,12 +138,8 @@ ChatTemplate ChatTemplate::detect(std::string_view jinja, std::string_view archi
     if (contains(jinja, "<start_of_turn>")) {
       t.format = ChatFormat::kGemma3;
     } else if (contains(jinja, "<|start_header_id|>")) {
-      if (contains(jinja, "Cutting Knowledge Date")) {
-        throw ChatTemplateError(
-            "chat template: Llama-3.1+ templates (knowledge-date system header, tools) are not "
-            "supported yet; only the Llama-3 format");
-      }
       t.format = ChatFormat::kLlama3;
+      t.llama31 = contains(jinja, "Cutting Knowledge Date");
     } else if (contains(jinja, "<|im_start|>")) {
       t.format = ChatFormat::kChatML;
       if (contains(jinja, kQwen25System)) {
@@ -176,7 +172,7 @@ ChatTemplate ChatTemplate::detect(std::string_view jinja, std::string_view archi
 
 std::string ChatTemplate::render(std::span<const ChatMessage> messages, bool add_generation_prompt,
                                  std::span<const nlohmann::ordered_json> tools) const {
-  if (uses_tools(messages, tools)) {
+  if (uses_tools(messages, tools) || (format == ChatFormat::kLlama3 && llama31)) {
     switch (format) {
       case ChatFormat::kGemma3:
         return render_gemma3_tools(messages, add_generation_prompt, tools, bos_token);

@@ -47,6 +47,9 @@ struct ChatTemplate {
   // ChatML: the system message a template inserts when the conversation has none (Qwen2:
   // "You are a helpful assistant."); empty for none.
   std::string default_system;
+  // Llama 3.1+ (a knowledge-date system header): every conversation is written as those
+  // templates write it (model/chat_tools.h), tools or not.
+  bool llama31 = false;
   // Text of the bos token, which Gemma-3 and Llama-3 templates write at the start. The
   // rendered prompt is then tokenized without adding bos again (as transformers does).
   std::string bos_token;
