@@ -33,6 +33,9 @@ void add_perplexity_command(CLI::App& app);
 // `kdr bench generate`: prompt and generation tokens/s of a model.
 void add_bench_generate_command(CLI::App& bench);
 
+// `kdr embed`: sentence embeddings of texts (embed_command.cc).
+void add_embed_command(CLI::App& app);
+
 // `kdr serve`: the OpenAI-compatible server.
 void add_serve_command(CLI::App& app);
 // `kdr research`: a verified report from tables and documents.

@@ -15,6 +15,7 @@ int main(int argc, char** argv) {
   kdr::cli::add_bench_command(app);
   kdr::cli::add_generate_command(app);
   kdr::cli::add_perplexity_command(app);
+  kdr::cli::add_embed_command(app);
   kdr::cli::add_serve_command(app);
   kdr::cli::add_research_command(app);
 

@@ -16,6 +16,8 @@
 #include "cli/commands.h"
 #include "engine/engine.h"
 #include "engine/json_grammar.h"
+#include "model/embedder.h"
+#include "model/model_paths.h"
 #include "server/server.h"
 
 namespace kdr::cli {
@@ -25,6 +27,7 @@ namespace {
 struct ServeArgs {
   std::string model;
   std::string model_name;
+  std::string embedding_model;  // a folder, "none", or "" for the default when installed
   server::ServerOptions server;
   engine::EngineOptions engine;
   std::string kv_dtype = rpa::to_string(engine::kDefaultKvDType);
@@ -75,6 +78,25 @@ void run_serve(ServeArgs a) {
                  a.engine.max_batched_tokens, engine_ms);
   }
   if (lm.chat_inferred) std::fprintf(stderr, "kdr serve: note: %s\n", lm.chat_note().c_str());
+  // The embedding model gets a pool of its own: ThreadPool is not re-entrant, and embedding
+  // requests run on HTTP workers while the engine's step loop uses the engine's pool.
+  std::unique_ptr<ThreadPool> embed_pool;
+  std::unique_ptr<model::Embedder> embedder;
+  std::string embed_dir = a.embedding_model == "none" ? "" : a.embedding_model;
+  if (a.embedding_model.empty())
+    embed_dir = model::recorded_model_path("embedding.path").value_or("");
+  if (!embed_dir.empty()) {
+    embed_pool = std::make_unique<ThreadPool>(pool.num_threads());
+    embedder = model::Embedder::load(embed_dir, *embed_pool);
+    http.serve_embeddings(embedder.get());
+    std::fprintf(stderr, "kdr serve: embeddings: '%s' (%d dims, texts cut to %d tokens) from %s\n",
+                 embedder->name().c_str(), embedder->dim(), embedder->max_tokens(),
+                 embed_dir.c_str());
+  } else {
+    std::fprintf(stderr, "kdr serve: no embedding model (%s): /v1/embeddings answers 404\n",
+                 a.embedding_model == "none" ? "--embedding-model none"
+                                             : "models/embedding.path absent");
+  }
   const std::string name = a.model_name.empty() ? lm.name : a.model_name;
   http.ready(engine, name, engine::build_vocabulary(*lm.tokenizer, lm.stop_ids));
   engine.start();
@@ -99,6 +121,9 @@ void add_serve_command(CLI::App& app) {
                   "GGUF file or Hugging Face folder (default: the embedded default)");
   cmd->add_option("--model-name", args->model_name,
                   "the model id clients send and /v1/models lists (default: the file name)");
+  cmd->add_option("--embedding-model", args->embedding_model,
+                  "sentence-transformers folder served on /v1/embeddings, or 'none' (default: "
+                  "models/embedding.path when scripts/setup installed it)");
   cmd->add_option("--host", args->server.host, "address to listen on")->capture_default_str();
   cmd->add_option("--port", args->server.port, "port to listen on (0: any free port)")
       ->check(CLI::Range(0, 65535))

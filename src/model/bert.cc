@@ -8,7 +8,7 @@
 
 #include "model/hf_dir.h"
 #include "ops/activations.h"
-#include "ops/matmul.h"
+#include "ops/gemm.h"
 #include "ops/norm.h"
 #include "ops/quant.h"
 
@@ -91,15 +91,6 @@ class TensorReader {
   const SafetensorsShards& w_;
   std::string prefix_;
 };
-
-ops::WeightMatrix matrix(const std::vector<float>& w, int64_t rows, int64_t cols) {
-  ops::WeightMatrix m;
-  m.type = ops::GgmlType::F32;
-  m.data = w.data();
-  m.rows = rows;
-  m.cols = cols;
-  return m;
-}
 
 // Runs fn(begin, end) over row blocks of [0, rows) on the pool.
 template <class Fn>
@@ -206,11 +197,7 @@ void BertModel::encode(ThreadPool& pool, std::span<const int32_t> tokens,
   const float scale = 1.0f / std::sqrt(static_cast<float>(d));
 
   for (const BertLayer& L : layers_) {
-    ops::matmul(pool, x, t_count, matrix(L.w_qkv, 3 * h, h), qkv.data());
-    for_rows(pool, t_count, [&](int64_t b, int64_t e) {
-      for (int64_t t = b; t < e; ++t)
-        ops::add(&qkv[t * 3 * h], L.b_qkv.data(), &qkv[t * 3 * h], 3 * h);
-    });
+    ops::gemm_f32(pool, x, t_count, L.w_qkv.data(), 3 * h, h, L.b_qkv.data(), qkv.data());
 
     // One task per (sequence, head): every query of the sequence attends to every key of it.
     pool.parallel_for(n_seqs * c.num_heads, [&](int64_t task, int thread) {
@@ -241,22 +228,20 @@ void BertModel::encode(ThreadPool& pool, std::span<const int32_t> tokens,
       }
     });
 
-    ops::matmul(pool, ctx.data(), t_count, matrix(L.w_out, h, h), tmp.data());
+    ops::gemm_f32(pool, ctx.data(), t_count, L.w_out.data(), h, h, L.b_out.data(), tmp.data());
     for_rows(pool, t_count, [&](int64_t b, int64_t e) {
       for (int64_t t = b; t < e; ++t) {
         float* r = &tmp[t * h];
         float* xt = x + t * h;
-        ops::add(r, L.b_out.data(), r, h);
         ops::add(r, xt, r, h);
         ops::layer_norm(r, L.norm1_w.data(), L.norm1_b.data(), c.norm_eps, xt, h);
       }
     });
 
-    ops::matmul(pool, x, t_count, matrix(L.w_up, f, h), up.data());
+    ops::gemm_f32(pool, x, t_count, L.w_up.data(), f, h, L.b_up.data(), up.data());
     for_rows(pool, t_count, [&](int64_t b, int64_t e) {
       for (int64_t t = b; t < e; ++t) {
         float* u = &up[t * f];
-        ops::add(u, L.b_up.data(), u, f);
         if (c.gelu_tanh) {
           ops::gelu_tanh(u, u, f);
         } else {
@@ -265,12 +250,11 @@ void BertModel::encode(ThreadPool& pool, std::span<const int32_t> tokens,
       }
     });
 
-    ops::matmul(pool, up.data(), t_count, matrix(L.w_down, h, f), tmp.data());
+    ops::gemm_f32(pool, up.data(), t_count, L.w_down.data(), h, f, L.b_down.data(), tmp.data());
     for_rows(pool, t_count, [&](int64_t b, int64_t e) {
       for (int64_t t = b; t < e; ++t) {
         float* r = &tmp[t * h];
         float* xt = x + t * h;
-        ops::add(r, L.b_down.data(), r, h);
         ops::add(r, xt, r, h);
         ops::layer_norm(r, L.norm2_w.data(), L.norm2_b.data(), c.norm_eps, xt, h);
       }

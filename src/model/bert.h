@@ -1,7 +1,9 @@
 // The BERT encoder of sentence-embedding models (all-MiniLM-L6-v2, bge, e5, ...): loaded from
 // a Hugging Face folder (config.json with model_type "bert", safetensors weights in f32, f16
 // or bf16, kept as f32) and run on a packed batch of sequences. Attention is bidirectional
-// within each sequence; sequences never see each other, so no padding is computed.
+// within each sequence; sequences never see each other, so no padding is computed. The
+// matmuls go through OpenBLAS (ops/gemm.h): a text's vector may differ in the last float bit
+// with the batch it is in.
 #pragma once
 
 #include <cstdint>

@@ -22,6 +22,7 @@
 #include "engine/json_grammar.h"
 #include "model/config.h"
 #include "model/weights.h"
+#include "server/embeddings.h"
 #include "server/metrics.h"
 #include "server/openai_protocol.h"
 
@@ -129,6 +130,7 @@ struct Server::Impl {
   // Set once by ready(); `is_ready` publishes them to the workers.
   std::atomic<bool> is_ready{false};
   engine::Engine* engine = nullptr;
+  const model::Embedder* embedder = nullptr;
   ServedModel served;
   int64_t ready_time = 0;
 
@@ -238,7 +240,9 @@ void Server::Impl::routes() {
   });
   http.Get("/v1/models", guarded([this](const httplib::Request&, httplib::Response& res) {
              require_ready();
-             send_json(res, 200, models_response(served.id, ready_time, served.max_model_len));
+             json models = models_response(served.id, ready_time, served.max_model_len);
+             add_embedding_model(models, embedder, ready_time);
+             send_json(res, 200, models);
            }));
   // Worker discovery of sglang-router and vllm-router (the older /get_* names too).
   for (const char* route : {"/server_info", "/get_server_info"})
@@ -257,6 +261,12 @@ void Server::Impl::routes() {
             }));
   http.Post("/v1/completions", guarded([this](const httplib::Request& req, httplib::Response& res) {
               completion(req, res, Endpoint::kCompletions);
+            }));
+  // Embeddings run on this HTTP worker; the Embedder serialises them on its own thread pool,
+  // so chat generation shares the cores meanwhile but is never blocked by them.
+  http.Post("/v1/embeddings", guarded([this](const httplib::Request& req, httplib::Response& res) {
+              require_ready();
+              res.set_content(handle_embeddings(req.body, embedder), "application/json");
             }));
   http.Post("/tokenize", guarded([this](const httplib::Request& req, httplib::Response& res) {
               require_ready();
@@ -396,6 +406,8 @@ void Server::ready(engine::Engine& engine, std::string model_id,
   s.ready_time = static_cast<int64_t>(std::time(nullptr));
   s.is_ready.store(true, std::memory_order_release);
 }
+
+void Server::serve_embeddings(const model::Embedder* embedder) { impl_->embedder = embedder; }
 
 void Server::stop() {
   Impl& s = *impl_;

@@ -2,7 +2,8 @@
 //
 // Routes: GET /health (503 "loading" until ready(), then 200), GET /v1/models,
 // POST /v1/chat/completions and /v1/completions (JSON, or Server-Sent Events with "stream"),
-// POST /tokenize and /detokenize, GET /metrics (Prometheus text). Errors are OpenAI-shaped JSON.
+// POST /v1/embeddings (server/embeddings.h), POST /tokenize and /detokenize, GET /metrics
+// (Prometheus text). Errors are OpenAI-shaped JSON.
 //
 // A client that goes away has its request cancelled, so its KV blocks are freed. cpp-httplib
 // 0.11 notices a closed connection only when a write fails, so every completion is answered
@@ -19,6 +20,9 @@ namespace kdr::engine {
 class Engine;
 class Vocabulary;
 }  // namespace kdr::engine
+namespace kdr::model {
+class Embedder;
+}
 
 namespace kdr::server {
 
@@ -57,6 +61,9 @@ class Server {
   // `vocabulary` enables response_format json_object / json_schema; null refuses them.
   void ready(engine::Engine& engine, std::string model_id,
              std::shared_ptr<const engine::Vocabulary> vocabulary);
+  // Serves POST /v1/embeddings with `embedder` (not owned: it must outlive stop()); call
+  // before ready(). Without one that route answers 404 saying how to serve one.
+  void serve_embeddings(const model::Embedder* embedder);
 
   // Stops accepting, cuts the responses still open (their requests are cancelled) and joins
   // the workers; idle keep-alive connections hold a worker up to 5 s. Stop the engine first
