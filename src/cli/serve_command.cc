@@ -93,9 +93,9 @@ void run_serve(ServeArgs a) {
                  embedder->name().c_str(), embedder->dim(), embedder->max_tokens(),
                  embed_dir.c_str());
   } else {
-    std::fprintf(stderr, "kdr serve: no embedding model (%s): /v1/embeddings answers 404\n",
-                 a.embedding_model == "none" ? "--embedding-model none"
-                                             : "models/embedding.path absent");
+    std::fprintf(
+        stderr, "kdr serve: no embedding model (%s): /v1/embeddings answers 404\n",
+        a.embedding_model == "none" ? "--embedding-model none" : "models/embedding.path absent");
   }
   const std::string name = a.model_name.empty() ? lm.name : a.model_name;
   http.ready(engine, name, engine::build_vocabulary(*lm.tokenizer, lm.stop_ids));
