@@ -9,7 +9,9 @@ One server (the default model unless --model), one client, requests one after th
 The two alternate --reps times after a warm-up; reported: the median wall time of each and
 their ratio (the target is <= 1.5), then from one streamed request of each, /metrics read
 mid-decode: KV blocks in use, blocks shared, and the prompt tokens computed for the request
-(the n = 4 request computes its prompt once). Not run in CI.
+(the n = 4 request computes its prompt once); then, for comparison, n separate n = 1
+requests with one same prompt sent at once: their wall time and the same metrics. Not run
+in CI.
     .venv/bin/python bench/parallel_samples.py [--kdr build/kdr] [--threads 2]
 """
 import argparse
@@ -18,6 +20,7 @@ import os
 import random
 import statistics
 import sys
+import threading
 import time
 import urllib.request
 
@@ -78,6 +81,29 @@ def streamed_with_metrics(port, prompt, n, max_tokens, seed):
     return mid
 
 
+def separate_requests(port, prompt, n, max_tokens):
+    """n requests of n = 1 with the same prompt at once: (wall s, metrics mid-decode)."""
+    before = metrics(port)
+    times = []
+
+    def one(i):
+        times.append(request(port, prompt, 1, max_tokens, 100 + i)[0])
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    mid = None
+    while mid is None and any(t.is_alive() for t in threads):
+        m = metrics(port)
+        if m["kdr_generation_tokens_total"] - before["kdr_generation_tokens_total"] >= 8 * n:
+            mid = m
+        time.sleep(0.1)
+    for t in threads:
+        t.join()
+    return time.perf_counter() - t0, mid
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--kdr", default=os.path.join(ROOT, "build", "kdr"))
@@ -121,6 +147,14 @@ def main():
                   f"{after['kdr_prompt_tokens_total'] - before['kdr_prompt_tokens_total']:.0f}"
                   f", samples forked "
                   f"{after['kdr_samples_forked_total'] - before['kdr_samples_forked_total']:.0f}")
+        before = metrics(port)
+        wall, mid = separate_requests(port, prompt_ids(port, rng, args.prompt_tokens), args.n,
+                                      args.max_tokens)
+        after = metrics(port)
+        print(f"{args.n} separate n=1 requests at once (same prompt): wall {wall:.3f} s "
+              f"({wall / one:.2f}x n=1); mid-decode: " +
+              ", ".join(f"{k[4:]} {mid[k]:.0f}" for k in keys) + "; prompt tokens computed "
+              f"{after['kdr_prompt_tokens_total'] - before['kdr_prompt_tokens_total']:.0f}")
     finally:
         server.stop()
 
