@@ -10,6 +10,7 @@
 
 #include "base/thread_pool.h"
 #include "cli/commands.h"
+#include "engine/engine.h"
 #include "engine/generator.h"
 
 namespace kdr::cli {
@@ -38,15 +39,23 @@ void run_perplexity(const PerplexityArgs& a) {
       lm.tokenizer->encode(ss.str(), /*add_special=*/false, /*parse_special=*/false);
   if (a.max_tokens > 0 && static_cast<int32_t>(ids.size()) > a.max_tokens) ids.resize(a.max_tokens);
   const model::ModelConfig& c = lm.model->config();
-  const int32_t w = std::min(a.window, c.context_length);
+  // The window, bos and the one token each request must generate fit the context.
+  const int32_t w = std::min(a.window, c.context_length - 2);
   if (static_cast<int32_t>(ids.size()) < 2)
     throw std::runtime_error(a.file + ": fewer than 2 tokens");
   ThreadPool pool(a.threads > 0 ? a.threads : ThreadPool::hardware_threads());
-  model::Forward fwd(*lm.model, pool);
-  const int32_t page = 16;
-  const int32_t pages = (w + 1 + page - 1) / page;
-  model::KvCacheSet cache(c, pages, page, parse_kv_dtype(a.kv_dtype));
-  std::vector<float> logits;
+  // Each window is a request on the engine that scores its prompt (Request::prompt_logprobs),
+  // one window per step, the path `kdr serve` takes; the prefix cache is bypassed.
+  engine::EngineOptions eo;
+  eo.kv_dtype = parse_kv_dtype(a.kv_dtype);
+  eo.max_num_seqs = 1;
+  eo.max_batched_tokens = w + 1;
+  eo.max_model_len = std::min(w + 2, c.context_length);
+  eo.calibrate = false;
+  eo.prefix_caching = false;
+  eo.kv_memory_bytes = static_cast<int64_t>(eo.max_model_len + 2 * eo.page_size) *
+                       static_cast<int64_t>(model::KvCacheSet::bytes_per_token(c, eo.kv_dtype));
+  engine::Engine engine(lm, pool, eo);
   nlohmann::json dump = {{"model", path},
                          {"window", w},
                          {"kv_dtype", a.kv_dtype},
@@ -54,39 +63,35 @@ void run_perplexity(const PerplexityArgs& a) {
   double nll_sum = 0.0;
   int64_t scored = 0;
   const int32_t bos = lm.tokenizer->bos_id();
+  const int32_t first = bos >= 0 ? 1 : 0;
+  std::string error;
   for (size_t start = 0; start < ids.size(); start += static_cast<size_t>(w)) {
     // Each window starts with bos (as llama-perplexity does) and scores every position
     // after its first text token.
-    model::StepBatch b;
-    if (bos >= 0) b.tokens.push_back(bos);
+    engine::Request r;
+    if (bos >= 0) r.prompt.push_back(bos);
     const size_t end = std::min(ids.size(), start + static_cast<size_t>(w));
-    b.tokens.insert(b.tokens.end(), ids.begin() + static_cast<std::ptrdiff_t>(start),
+    r.prompt.insert(r.prompt.end(), ids.begin() + static_cast<std::ptrdiff_t>(start),
                     ids.begin() + static_cast<std::ptrdiff_t>(end));
-    const int32_t n = static_cast<int32_t>(b.tokens.size());
-    const int32_t first = bos >= 0 ? 1 : 0;
-    if (n - first < 2) break;
-    b.cu_q_lens = {0, n};
-    b.kv_lens = {n};
-    b.pages_per_seq = pages;
-    for (int32_t i = 0; i < pages; ++i) b.page_indices.push_back(i);
-    b.distribution[1] = b.distribution[2] = 1;
-    for (int32_t r = first; r < n - 1; ++r) b.logit_rows.push_back(r);
-    logits.resize(b.logit_rows.size() * static_cast<size_t>(c.vocab_size));
-    fwd.run(b, cache, logits.data());
-    for (size_t r = 0; r < b.logit_rows.size(); ++r) {
-      const float* l = &logits[r * c.vocab_size];
-      const int32_t target = b.tokens[b.logit_rows[r] + 1];
-      float mx = l[0];
-      int32_t top = 0;
-      for (int32_t v = 1; v < c.vocab_size; ++v)
-        if (l[v] > mx) mx = l[v], top = v;
-      double sum = 0.0;
-      for (int32_t v = 0; v < c.vocab_size; ++v) sum += std::exp(static_cast<double>(l[v] - mx));
-      const double nll = (mx + std::log(sum)) - l[target];
-      nll_sum += nll;
-      ++scored;
-      if (!a.dump.empty()) dump["positions"].push_back({target, top, nll});
-    }
+    if (static_cast<int32_t>(r.prompt.size()) - first < 2) break;
+    r.max_tokens = 1;
+    r.ignore_eos = true;
+    r.sampling.temperature = 0.0f;
+    r.prompt_logprobs = a.dump.empty() ? 0 : 1;
+    const std::vector<int32_t> window = r.prompt;
+    engine.submit(std::move(r), [&](const engine::Output& out) {
+      // Entry i scores window token i + 1; the first text token (after bos) is not scored.
+      for (size_t i = static_cast<size_t>(first); i < out.prompt_logprobs.size(); ++i) {
+        const double nll = -static_cast<double>(out.prompt_logprobs[i]);
+        nll_sum += nll;
+        ++scored;
+        if (!a.dump.empty())
+          dump["positions"].push_back({window[i + 1], out.prompt_top_logprobs[i].at(0).token, nll});
+      }
+      if (out.finished && out.finish_reason == "error") error = out.error;
+    });
+    engine.run_until_idle();
+    if (!error.empty()) throw std::runtime_error(a.file + ": " + error);
   }
   const double ppl = std::exp(nll_sum / static_cast<double>(scored));
   std::printf("tokens: %zu, scored positions: %lld, window: %d, perplexity: %.4f\n", ids.size(),

@@ -115,6 +115,9 @@ struct Seq {
   std::unique_ptr<JsonMatcher> matcher;
   std::unique_ptr<model::StreamingDetokenizer> detok;
   std::string held;  // text withheld because it may start a stop string
+  // Request::prompt_logprobs: the scores of prompt tokens 1.. computed so far.
+  std::vector<float> prompt_lp;
+  std::vector<std::vector<TopLogprob>> prompt_top;
   Clock::time_point arrival, last_token;
   bool got_first_token = false;
   bool scheduled = false;  // in the step being planned
@@ -156,7 +159,14 @@ struct Engine::Impl {
     int32_t n;  // tokens computed this step
   };
   std::vector<Item> items;
-  std::vector<Seq*> sampled;  // items whose last token's logits are sampled
+  std::vector<Seq*> sampled;        // items whose last token's logits are sampled
+  std::vector<size_t> sample_rows;  // their rows of `logits`
+  struct Scored {
+    Seq* s;
+    int32_t pos;  // the prompt position whose logits score token pos + 1
+    size_t row;
+  };
+  std::vector<Scored> scored;  // Request::prompt_logprobs rows
   int32_t tokens_sampled = 0;
   model::StepBatch batch;
   std::vector<float> logits;
@@ -342,6 +352,9 @@ uint64_t Engine::submit(Request r, OutputCallback on_output) {
                          std::to_string(m.vocab) + ")");
   if (r.logprobs > 20)
     throw RequestError("logprobs must be at most 20, got " + std::to_string(r.logprobs));
+  if (r.prompt_logprobs > 20)
+    throw RequestError("prompt_logprobs must be at most 20, got " +
+                       std::to_string(r.prompt_logprobs));
   for (const std::string& s : r.stop)
     if (s.empty()) throw RequestError("stop strings must not be empty");
   if (r.n < 1 || r.n > kMaxSamples)
@@ -532,6 +545,7 @@ std::vector<std::unique_ptr<Seq>> Engine::Impl::fork(Seq& parent, int32_t seats)
     c->index = parent.index + i;
     c->group = parent.group;
     c->req = parent.req;
+    c->req.prompt_logprobs = -1;  // sample 0 carries the prompt's scores
     c->req.sampling.seed =
         parent.req.seeds.empty() ? parent.req.sampling.seed + c->index : parent.req.seeds[c->index];
     c->on_output = parent.on_output;
@@ -728,7 +742,8 @@ bool Engine::Impl::schedule() {
          static_cast<int32_t>(running.size()) < opt.max_num_seqs) {
     Seq& s = *waiting.front();
     bool hit = false;
-    if (s.num_computed == 0 && opt.prefix_caching) hit = admit_prefix(s);
+    if (s.num_computed == 0 && opt.prefix_caching && s.req.prompt_logprobs < 0)
+      hit = admit_prefix(s);
     const int32_t n = budget.prefill_chunk(s.num_computed, s.pending());
     if (n == 0 || !grow(s, n)) {
       if (hit) free_blocks(s);
@@ -768,11 +783,24 @@ int32_t Engine::Impl::build_batch() {
     pages = std::max<int32_t>(pages, static_cast<int32_t>(it.s->blocks.size()));
   b.pages_per_seq = pages;
   sampled.clear();
+  sample_rows.clear();
+  scored.clear();
   int32_t prompt_tokens = 0;
   for (const Item& it : items) {
     Seq& s = *it.s;
+    const int32_t base = static_cast<int32_t>(b.tokens.size()) - s.num_computed;
     b.tokens.insert(b.tokens.end(), s.tokens.begin() + s.num_computed,
                     s.tokens.begin() + s.num_computed + it.n);
+    if (s.req.prompt_logprobs >= 0 && !s.got_first_token) {
+      // Every prompt position but the last (whose logits are sampled) scores the next
+      // token; positions scored before a preemption are not scored twice.
+      const int32_t end = std::min(s.num_computed + it.n, s.num_prompt - 1);
+      for (int32_t p = std::max(s.num_computed, static_cast<int32_t>(s.prompt_lp.size())); p < end;
+           ++p) {
+        scored.push_back({&s, p, b.logit_rows.size()});
+        b.logit_rows.push_back(base + p);
+      }
+    }
     b.cu_q_lens.push_back(static_cast<int32_t>(b.tokens.size()));
     b.kv_lens.push_back(s.num_computed + it.n);
     for (int32_t p = 0; p < pages; ++p)
@@ -782,6 +810,7 @@ int32_t Engine::Impl::build_batch() {
     if (k == 0) ++b.distribution[0];
     if (k <= 1) ++b.distribution[1];
     if (s.num_computed + it.n == static_cast<int32_t>(s.tokens.size())) {
+      sample_rows.push_back(b.logit_rows.size());
       b.logit_rows.push_back(static_cast<int32_t>(b.tokens.size()) - 1);
       sampled.push_back(&s);
     }
@@ -809,13 +838,25 @@ void Engine::Impl::process_outputs() {
     }
   }
 
+  for (const Scored& sc : scored) {
+    std::span<const float> row(logits.data() + sc.row * static_cast<size_t>(vocab), vocab);
+    const float lse = log_sum_exp(row);
+    Seq& s = *sc.s;
+    s.prompt_lp.push_back(row[s.tokens[sc.pos + 1]] - lse);
+    if (s.req.prompt_logprobs > 0) {
+      std::vector<TopLogprob> top;
+      for (const auto& [t, l] : top_logits(row, s.req.prompt_logprobs)) top.push_back({t, l - lse});
+      s.prompt_top.push_back(std::move(top));
+    }
+  }
+
   const auto now = Clock::now();
   tokens_sampled = 0;
   std::unordered_set<Seq*> ended;
   std::vector<std::unique_ptr<Seq>> forked_running, forked_waiting;
   for (size_t i = 0; i < sampled.size(); ++i) {
     Seq& s = *sampled[i];
-    std::span<float> row(logits.data() + i * static_cast<size_t>(vocab), vocab);
+    std::span<float> row(logits.data() + sample_rows[i] * static_cast<size_t>(vocab), vocab);
     std::vector<std::unique_ptr<Seq>> children;
     if (s.unforked > 0) {
       // Every sample draws its first token from the prompt's logits as they came out of the
@@ -876,6 +917,10 @@ bool Engine::Impl::sample(Seq& s, std::span<float> row, Clock::time_point now) {
   out.prompt_tokens = s.num_prompt;
   out.completion_tokens = s.generated();
   out.cached_tokens = std::max(0, s.cached_tokens);
+  if (s.req.prompt_logprobs >= 0 && out.completion_tokens == 1) {
+    out.prompt_logprobs = std::move(s.prompt_lp);
+    out.prompt_top_logprobs = std::move(s.prompt_top);
+  }
   if (done) {
     finish(s, reason, std::move(out), error);
     return false;

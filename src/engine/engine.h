@@ -104,6 +104,11 @@ struct Request {
   // sampling.seed + i when `seeds` is empty.
   int32_t n = 1;
   std::vector<uint64_t> seeds;
+  // Scores the prompt (vLLM's prompt_logprobs): -1 no; 0: each prompt token's log-probability
+  // under the model given the tokens before it (temperature 1, no penalties), for tokens 1..end;
+  // k > 0: also the k most likely tokens at each of those positions. Such a request bypasses
+  // the prefix cache (every position is computed). `kdr perplexity` runs on this.
+  int32_t prompt_logprobs = -1;
 };
 
 struct TopLogprob {
@@ -127,6 +132,10 @@ struct Output {
   int32_t prompt_tokens = 0;
   int32_t completion_tokens = 0;  // generated so far, by this sample
   int32_t cached_tokens = 0;      // prompt tokens served from the prefix cache
+  // With Request::prompt_logprobs >= 0, in sample 0's first Output: entry i is about prompt
+  // token i + 1.
+  std::vector<float> prompt_logprobs;
+  std::vector<std::vector<TopLogprob>> prompt_top_logprobs;  // when prompt_logprobs > 0
 };
 
 using OutputCallback = std::function<void(const Output&)>;

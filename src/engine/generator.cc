@@ -10,6 +10,7 @@
 #include <stdexcept>
 
 #include "base/thread_pool.h"
+#include "engine/engine.h"
 #include "model/gguf.h"
 #include "model/hf_dir.h"
 #include "model/model_paths.h"
@@ -87,66 +88,49 @@ GenerateStats generate(const LoadedModel& lm, ThreadPool& pool, const std::vecto
     throw std::invalid_argument("prompt (" + std::to_string(prompt.size()) +
                                 " tokens) plus max_tokens (" + std::to_string(o.max_tokens) +
                                 ") exceeds the context length " + std::to_string(c.context_length));
-  for (int32_t id : prompt)
-    if (id < 0 || id >= c.vocab_size)
-      throw std::invalid_argument("prompt token id " + std::to_string(id) + " out of range");
 
-  const int32_t pages = static_cast<int32_t>((total + o.page_size - 1) / o.page_size);
-  model::KvCacheSet cache(c, pages, o.page_size, o.kv_dtype);
-  model::Forward fwd(*lm.model, pool);
-  Sampler sampler(o.sampling);
-  model::StreamingDetokenizer detok(*lm.tokenizer);
+  // One request on an engine of its own, sized to it: the same scheduler, batch building,
+  // sampling and stop handling as `kdr serve`, with prompt chunks of prefill_chunk tokens.
+  EngineOptions eo;
+  eo.page_size = o.page_size;
+  eo.kv_dtype = o.kv_dtype;
+  eo.max_num_seqs = 1;
+  eo.max_batched_tokens = o.prefill_chunk;
+  eo.calibrate = false;
+  eo.prefix_caching = false;
+  eo.max_model_len = static_cast<int32_t>(total);
+  const int64_t pages = (total + o.page_size - 1) / o.page_size + 1;
+  eo.kv_memory_bytes =
+      pages * o.page_size * static_cast<int64_t>(model::KvCacheSet::bytes_per_token(c, o.kv_dtype));
+  Engine engine(lm, pool, eo);
 
-  model::StepBatch step;
-  step.pages_per_seq = pages;
-  for (int32_t i = 0; i < pages; ++i) step.page_indices.push_back(i);
-  std::vector<int32_t> history = prompt;
-  std::vector<float> logits(static_cast<size_t>(c.vocab_size));
+  Request r;
+  r.prompt = prompt;
+  r.max_tokens = o.max_tokens;
+  r.sampling = o.sampling;
+  r.ignore_eos = o.ignore_eos;
   GenerateStats st;
   st.prompt_tokens = static_cast<int32_t>(prompt.size());
-
-  auto run_step = [&](const int32_t* toks, int32_t n, int32_t kv_len) {
-    step.tokens.assign(toks, toks + n);
-    step.cu_q_lens = {0, n};
-    step.kv_lens = {kv_len};
-    step.distribution[0] = n == 1 ? 1 : 0;
-    step.distribution[1] = step.distribution[2] = 1;
-    step.logit_rows = {n - 1};
-    fwd.run(step, cache, logits.data());
-  };
-
   const auto t0 = clock::now();
-  int32_t kv_len = 0;
-  for (size_t off = 0; off < prompt.size(); off += static_cast<size_t>(o.prefill_chunk)) {
-    const int32_t n = static_cast<int32_t>(std::min<size_t>(o.prefill_chunk, prompt.size() - off));
-    kv_len += n;
-    run_step(prompt.data() + off, n, kv_len);
-  }
-  const auto t1 = clock::now();
-  st.prompt_seconds = std::chrono::duration<double>(t1 - t0).count();
-  st.finish_reason = "length";
-  for (int32_t i = 0; i < o.max_tokens; ++i) {
-    const int32_t next = sampler.sample(logits, history);
-    history.push_back(next);
-    if (out_tokens) out_tokens->push_back(next);
-    if (!o.ignore_eos && lm.is_stop(next)) {
-      st.finish_reason = "stop";
-      break;
+  clock::time_point first;
+  std::string error;
+  engine.submit(r, [&](const Output& out) {
+    if (st.generated_tokens == 0 && !out.tokens.empty()) first = clock::now();
+    for (int32_t t : out.tokens) {
+      if (out_tokens) out_tokens->push_back(t);
+      if (o.ignore_eos || !lm.is_stop(t)) ++st.generated_tokens;
     }
-    ++st.generated_tokens;
-    if (on_text) {
-      const std::string text = detok.push(next);
-      if (!text.empty()) on_text(text);
+    if (on_text && !out.text.empty()) on_text(out.text);
+    if (out.finished) {
+      st.finish_reason = out.finish_reason;
+      error = out.error;
     }
-    if (i + 1 == o.max_tokens) break;
-    ++kv_len;
-    run_step(&next, 1, kv_len);
-  }
-  if (on_text) {
-    const std::string rest = detok.finish();
-    if (!rest.empty()) on_text(rest);
-  }
-  st.generate_seconds = std::chrono::duration<double>(clock::now() - t1).count();
+  });
+  engine.run_until_idle();
+  if (st.finish_reason == "error") throw std::runtime_error(error);
+  if (first == clock::time_point{}) first = clock::now();
+  st.prompt_seconds = std::chrono::duration<double>(first - t0).count();
+  st.generate_seconds = std::chrono::duration<double>(clock::now() - first).count();
   return st;
 }
 

@@ -1,6 +1,7 @@
-// Single-sequence generation on the engine's pieces: a loaded model with its tokenizer and
-// chat format, chunked prefill into a paged KV cache, then one decode step per token.
-// `kdr generate` runs on this; the continuous-batching scheduler shares the same parts.
+// A loaded model (weights, tokenizer, chat format, stop tokens) and single-request generation:
+// generate() is one request on an engine::Engine of its own (engine.h), so `kdr generate` and
+// `kdr bench generate` run the scheduler, batch building, sampling and stop handling that
+// `kdr serve` runs, with prompt chunks of GenerateOptions::prefill_chunk tokens.
 #pragma once
 
 #include <chrono>

@@ -83,7 +83,6 @@ int32_t Sampler::sample(std::span<float> logits, std::span<const int32_t> histor
     for (float& l : logits) l /= p_.temperature;
   const float mx = logits[best];
   last_ = logits;
-  last_max_ = mx;
   lse_valid_ = false;  // computed on demand: a pass of exp() over the vocabulary per token
   if (greedy) return best;
 
@@ -157,9 +156,7 @@ int32_t Sampler::sample(std::span<float> logits, std::span<const int32_t> histor
 
 float Sampler::lse() const {
   if (!lse_valid_) {
-    double sum = 0.0;
-    for (float l : last_) sum += std::exp(static_cast<double>(l - last_max_));
-    last_lse_ = last_max_ + static_cast<float>(std::log(sum));
+    last_lse_ = log_sum_exp(last_);
     lse_valid_ = true;
   }
   return last_lse_;
@@ -171,14 +168,30 @@ float Sampler::logprob(int32_t token) const {
 }
 
 std::vector<std::pair<int32_t, float>> Sampler::top_logprobs(int32_t n) const {
+  std::vector<std::pair<int32_t, float>> top = top_logits(last_, n);
+  const float z = top.empty() ? 0.0f : lse();
+  for (auto& t : top) t.second -= z;
+  return top;
+}
+
+float log_sum_exp(std::span<const float> logits) {
+  float mx = -INFINITY;
+  for (float l : logits) mx = std::max(mx, l);
+  if (!std::isfinite(mx)) return mx;
+  double sum = 0.0;
+  for (float l : logits) sum += std::exp(static_cast<double>(l - mx));
+  return mx + static_cast<float>(std::log(sum));
+}
+
+std::vector<std::pair<int32_t, float>> top_logits(std::span<const float> logits, int32_t n) {
   std::vector<std::pair<int32_t, float>> top;
   if (n <= 0) return top;
   // A bounded selection: keep the n best (highest logit, then lowest id) seen so far.
   auto better = [](const std::pair<int32_t, float>& a, const std::pair<int32_t, float>& b) {
     return a.second > b.second || (a.second == b.second && a.first < b.first);
   };
-  for (size_t i = 0; i < last_.size(); ++i) {
-    const std::pair<int32_t, float> c{static_cast<int32_t>(i), last_[i]};
+  for (size_t i = 0; i < logits.size(); ++i) {
+    const std::pair<int32_t, float> c{static_cast<int32_t>(i), logits[i]};
     if (static_cast<int32_t>(top.size()) < n) {
       top.push_back(c);
       std::push_heap(top.begin(), top.end(), better);
@@ -189,8 +202,6 @@ std::vector<std::pair<int32_t, float>> Sampler::top_logprobs(int32_t n) const {
     }
   }
   std::sort(top.begin(), top.end(), better);
-  const float z = lse();
-  for (auto& t : top) t.second -= z;
   return top;
 }
 

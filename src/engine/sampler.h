@@ -35,6 +35,12 @@ class Rng {
   uint64_t s_[4];
 };
 
+// log(sum(exp(logits))), summed in double: a logit minus it is that token's log-probability.
+// -inf for an empty row; NaN or +inf when the row holds them.
+float log_sum_exp(std::span<const float> logits);
+// The n largest logits with their token ids, best first (ties by lower id).
+std::vector<std::pair<int32_t, float>> top_logits(std::span<const float> logits, int32_t n);
+
 class Sampler {
  public:
   explicit Sampler(const SamplingParams& params);
@@ -61,7 +67,6 @@ class Sampler {
   std::vector<std::pair<float, int32_t>> cand_;
   std::span<const float> last_;  // the scaled logits of the last call
   float lse() const;             // log-sum-exp of last_, computed once per sample() when asked
-  float last_max_ = 0.0f;
   mutable float last_lse_ = 0.0f;
   mutable bool lse_valid_ = false;
 };

@@ -1,10 +1,11 @@
 // The serving engine on a tiny model: every request's greedy output is the one it gets alone
-// (from the single-sequence generator), whatever the batch, the token budget, prefix-cache
-// hits or preemptions; cancellation frees blocks; stop strings, logprobs and errors.
+// (from the independent loop of reference_generate.h), whatever the batch, the token budget,
+// prefix-cache hits or preemptions; cancellation frees blocks; stop strings, logprobs and errors.
 #include "engine/engine.h"
 
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstdio>
 #include <map>
 #include <random>
@@ -12,6 +13,7 @@
 
 #include "../base/seed.h"
 #include "base/thread_pool.h"
+#include "reference_generate.h"
 
 namespace kdr::engine {
 namespace {
@@ -44,15 +46,12 @@ class EngineTest : public ::testing::Test {
     return out;
   }
 
-  // What the single-sequence generator produces for the prompt, greedy.
+  // What the independent single-sequence loop produces for the prompt, greedy.
   static std::vector<int32_t> alone(const std::vector<int32_t>& prompt, int32_t max_tokens) {
-    GenerateOptions o;
+    ReferenceOptions o;
     o.max_tokens = max_tokens;
     o.sampling.temperature = 0.0f;
-    o.ignore_eos = true;
-    std::vector<int32_t> got;
-    generate(*lm_, *pool_, prompt, o, nullptr, &got);
-    return got;
+    return reference_generate(*lm_, *pool_, prompt, o);
   }
 
   static EngineOptions small() {
@@ -199,6 +198,69 @@ TEST_F(EngineTest, RepeatedPromptHitsThePrefixCacheAndGivesTheSameOutput) {
   EXPECT_EQ(st.prompt_tokens, 150 - 88);
   EXPECT_GT(st.kv_blocks_cached, 0);
   EXPECT_EQ(st.kv_blocks_used, 0);
+}
+
+// Request::prompt_logprobs: every prompt token's log-probability and the top tokens at each
+// position, computed in prompt chunks beside another request, equal the model's own
+// log-softmax over one forward pass of the whole prompt; a cached prefix is not used.
+TEST_F(EngineTest, PromptLogprobsEqualTheLogSoftmaxOfOneForwardPass) {
+  std::mt19937_64 rng(test_seed());
+  const auto ps = prompts(rng, {std::uniform_int_distribution<int>(20, 60)(rng), 30});
+  const std::vector<int32_t>& p = ps[0];
+  const int32_t n = static_cast<int32_t>(p.size());
+  const int32_t vocab = lm_->model->config().vocab_size;
+  // The reference: one step over the whole prompt, logits at every position.
+  model::KvCacheSet cache(lm_->model->config(), (n + 15) / 16, 16, kDefaultKvDType);
+  model::Forward fwd(*lm_->model, *pool_);
+  model::StepBatch b;
+  b.tokens = p;
+  b.cu_q_lens = {0, n};
+  b.kv_lens = {n};
+  b.pages_per_seq = (n + 15) / 16;
+  for (int32_t i = 0; i < b.pages_per_seq; ++i) b.page_indices.push_back(i);
+  b.distribution[1] = b.distribution[2] = 1;
+  for (int32_t r = 0; r + 1 < n; ++r) b.logit_rows.push_back(r);
+  std::vector<float> logits(b.logit_rows.size() * static_cast<size_t>(vocab));
+  fwd.run(b, cache, logits.data());
+
+  EngineOptions o;
+  o.page_size = 8;
+  o.max_batched_tokens = 13;  // several chunks, shared with the other request
+  o.kv_memory_bytes = 4 << 20;
+  Engine engine(*lm_, *pool_, o);
+  Sink sink;
+  engine.submit(greedy(p, 2), sink.callback());  // puts the prompt in the prefix cache
+  engine.run_until_idle();
+  Request r = greedy(p, 3);
+  r.prompt_logprobs = 3;
+  const uint64_t id = engine.submit(r, sink.callback());
+  const uint64_t other = engine.submit(greedy(ps[1], 3), sink.callback());
+  engine.run_until_idle();
+  const Output& first = sink.outputs.at(id).front();
+  EXPECT_EQ(first.cached_tokens, 0);
+  ASSERT_EQ(first.prompt_logprobs.size(), static_cast<size_t>(n - 1));
+  ASSERT_EQ(first.prompt_top_logprobs.size(), static_cast<size_t>(n - 1));
+  for (int32_t i = 0; i + 1 < n; ++i) {
+    const float* row = &logits[static_cast<size_t>(i) * vocab];
+    double mx = row[0];
+    for (int32_t v = 1; v < vocab; ++v) mx = std::max<double>(mx, row[v]);
+    double sum = 0.0;
+    for (int32_t v = 0; v < vocab; ++v) sum += std::exp(row[v] - mx);
+    const double lse = mx + std::log(sum);
+    EXPECT_NEAR(first.prompt_logprobs[i], row[p[i + 1]] - lse, 2e-3) << "token " << i + 1;
+    const auto& top = first.prompt_top_logprobs[i];
+    ASSERT_EQ(top.size(), 3u);
+    for (const TopLogprob& t : top) EXPECT_NEAR(t.logprob, row[t.token] - lse, 2e-3);
+    EXPECT_NEAR(top[0].logprob, mx - lse, 2e-3);
+    EXPECT_GE(top[0].logprob, top[1].logprob);
+    EXPECT_GE(top[1].logprob, top[2].logprob);
+  }
+  // Later outputs do not repeat them, and generation is what the prompt gives alone.
+  for (size_t k = 1; k < sink.outputs.at(id).size(); ++k)
+    EXPECT_TRUE(sink.outputs.at(id)[k].prompt_logprobs.empty());
+  EXPECT_EQ(sink.tokens(id), alone(p, 3));
+  EXPECT_EQ(sink.tokens(other), alone(ps[1], 3));
+  EXPECT_TRUE(sink.outputs.at(other).front().prompt_logprobs.empty());
 }
 
 TEST_F(EngineTest, PreemptionUnderATinyKvPoolLosesNoRequest) {

@@ -13,6 +13,7 @@
 #include "base/thread_pool.h"
 #include "engine/engine.h"
 #include "model/forward.h"
+#include "reference_generate.h"
 
 namespace kdr::engine {
 namespace {
@@ -52,16 +53,13 @@ class ParallelSamplesTest : public ::testing::Test {
     return r;
   }
 
-  // What the single-sequence generator produces for the prompt with these sampling params.
+  // What the independent single-sequence loop produces with these sampling params.
   static std::vector<int32_t> alone(const std::vector<int32_t>& p, int32_t max_tokens,
                                     const SamplingParams& sampling) {
-    GenerateOptions o;
+    ReferenceOptions o;
     o.max_tokens = max_tokens;
     o.sampling = sampling;
-    o.ignore_eos = true;
-    std::vector<int32_t> got;
-    generate(*lm_, *pool_, p, o, nullptr, &got);
-    return got;
+    return reference_generate(*lm_, *pool_, p, o);
   }
 
   static EngineOptions tiny_pool(int32_t blocks, int32_t page_size) {
@@ -317,7 +315,7 @@ TEST_F(ParallelSamplesTest, CancelEndsEverySampleAndFreesAllBlocks) {
 }
 
 // Every architecture (Gemma 3's sliding window included): sampled and greedy forks match the
-// single-sequence generator.
+// independent single-sequence loop (reference_generate.h).
 class ParallelSamplesEveryModelTest : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(ParallelSamplesEveryModelTest, SamplesMatchTheGeneratorWithTheirSeeds) {
@@ -348,13 +346,10 @@ TEST_P(ParallelSamplesEveryModelTest, SamplesMatchTheGeneratorWithTheirSeeds) {
   const uint64_t greedy_id = engine.submit(g, sink);
   engine.run_until_idle();
   auto alone = [&](SamplingParams sp) {
-    GenerateOptions go;
+    ReferenceOptions go;
     go.max_tokens = 10;
     go.sampling = sp;
-    go.ignore_eos = true;
-    std::vector<int32_t> out;
-    generate(lm, pool, p, go, nullptr, &out);
-    return out;
+    return reference_generate(lm, pool, p, go);
   };
   const auto want_greedy = alone(g.sampling);
   for (int32_t i = 0; i < 3; ++i) {
