@@ -42,5 +42,7 @@ void add_serve_command(CLI::App& app);
 void add_research_command(CLI::App& app);
 // `kdr research verify OUT`: re-verify an edited report (research_verify.cc).
 void add_research_verify_command(CLI::App& research);
+// `kdr research search QUERY`: what retrieval finds, as JSON (research_search.cc).
+void add_research_search_command(CLI::App& research);
 
 }  // namespace kdr::cli

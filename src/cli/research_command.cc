@@ -13,6 +13,7 @@
 #include "hka/analysis/candidates.h"
 #include "hka/analysis/fact_text.h"
 #include "hka/knowledge/table_store.h"
+#include "hka/llm/embedding_backend.h"
 #include "hka/llm/llm.h"
 #include "hka/llm/web_search.h"
 #include "hka/pipeline/research.h"
@@ -34,6 +35,7 @@ struct ResearchArgs {
   std::string llm_key_env = "OPENAI_API_KEY";
   std::string model;
   std::string web_search_url;
+  std::string embedding_model;
   int threads = 0;
   int64_t kv_memory = int64_t{512} << 20;
   int32_t max_model_len = 8192;
@@ -78,6 +80,9 @@ void run_research_command(ResearchArgs a) {
   o.out_dir = a.out;
   o.workspace = a.workspace;
   if (!a.web_search_url.empty()) o.web_search = hka::make_searxng_search(a.web_search_url);
+  std::string retrieval_note;
+  o.embedder = hka::choose_text_embedder(a.embedding_model, a.threads, retrieval_note);
+  std::fprintf(stderr, "kdr research: %s\n", retrieval_note.c_str());
 
   std::unique_ptr<hka::LlmBackend> llm;
   if (o.facts_only) {
@@ -214,6 +219,9 @@ void add_research_command(CLI::App& app) {
   cmd->add_option("--web-search-url", a->web_search_url,
                   "offer the web_search tool through this SearxNG /search endpoint (off by "
                   "default: no network is needed)");
+  cmd->add_option("--embedding-model", a->embedding_model,
+                  "sentence-embedding model folder for hybrid retrieval (BM25 + embeddings), or "
+                  "'none' for BM25 alone (default: the installed default model, else BM25 alone)");
   cmd->add_option("-m,--model", a->model,
                   "model for the in-process engine (default: the embedded default)");
   cmd->add_option("-t,--threads", a->threads, "engine threads (default: all cores)");
@@ -267,6 +275,7 @@ void add_research_command(CLI::App& app) {
   facts->add_flag("--json", fa->json, "print the fact records as JSON");
   facts->callback([fa] { run_facts_command(*fa); });
   add_research_verify_command(*cmd);
+  add_research_search_command(*cmd);
 
   cmd->callback([a, cmd] {
     if (!cmd->get_subcommands().empty()) return;
