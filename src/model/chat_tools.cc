@@ -49,12 +49,14 @@ constexpr const char* kLlamaToolsIntro =
     "function name, \"parameters\": dictionary of argument name and its value}.Do not use "
     "variables.\n\n";
 
-constexpr const char* kGemmaToolsIntro =
-    "You can call these tools (their JSON definitions, one per line):\n";
+// Tested on Gemma 3 270M, which tends to start its answer by repeating the turn it was given:
+// the turn starts with the definitions themselves, the instruction and the user's words last.
+constexpr const char* kGemmaToolsIntro = "";
 constexpr const char* kGemmaToolsOutro =
-    "To call tools, reply with only JSON: {\"name\": <tool name>, \"arguments\": <arguments "
-    "object>} for one call, or a JSON array of such objects for several calls. To answer "
-    "without a tool, reply in plain text.\n\n";
+    "\nThese are the tools you can call. Answer with only a JSON tool call {\"name\": <tool name>, "
+    "\"arguments\": {...}} when a "
+    "tool can answer (a JSON array of calls for several); when no tool fits, answer in plain "
+    "words.\n\nQuestion: ";
 
 // An assistant's calls as the grammar writes them: one object, or an array of several.
 std::string gemma_calls(const std::vector<ChatToolCall>& calls) {

@@ -8,10 +8,11 @@
 //  - Llama 3 (as Llama 3.1's official template): the ipython environment system header, tool
 //    definitions (JSON, indent 4) with the instruction in the first user turn, a call as
 //    {"name": ..., "parameters": ...} (one per turn), results in "ipython" turns as JSON strings.
-//  - Gemma 3 has no official format; kdr's convention: the definitions (one JSON per line) and
-//    an instruction at the top of the first user turn, calls as the JSON the grammar produces
-//    ({"name": ..., "arguments": ...}, an array of them for several), results in a user turn
-//    as <tool_response name="...">\n...\n</tool_response> (several share one turn).
+//  - Gemma 3 has no official format; kdr's convention: the first user turn is the definitions
+//    (one JSON per line), an instruction, then "Question: " and the user's words;
+//    calls are the JSON the grammar produces ({"name": ..., "arguments": ...}, an array of them
+//    for several); results go in a user turn as <tool_response name="...">\n...\n
+//    </tool_response> (consecutive ones share the turn).
 #pragma once
 
 #include <nlohmann/json.hpp>

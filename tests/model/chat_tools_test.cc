@@ -84,11 +84,11 @@ TEST(ChatTools, GemmaConvention) {
   m[4].name = "get_time";
   const std::vector<ojson> tools = {ojson{{"type", "function"}, {"function", {{"name", "f"}}}}};
   EXPECT_EQ(gemma.render(m, true, tools),
-            "<bos><start_of_turn>user\nBe brief.\n\nYou can call these tools (their JSON "
-            "definitions, one per line):\n{\"type\": \"function\", \"function\": {\"name\": "
-            "\"f\"}}\nTo call tools, reply with only JSON: {\"name\": <tool name>, "
-            "\"arguments\": <arguments object>} for one call, or a JSON array of such objects for "
-            "several calls. To answer without a tool, reply in plain text.\n\nWeather?"
+            "<bos><start_of_turn>user\nBe brief.\n\n{\"type\": \"function\", "
+            "\"function\": {\"name\": \"f\"}}\n\nThese are the tools you can call. Answer with "
+            "only a JSON tool call {\"name\": "
+            "<tool name>, \"arguments\": {...}} when a tool can answer (a JSON array of calls for "
+            "several); when no tool fits, answer in plain words.\n\nQuestion: Weather?"
             "<end_of_turn>\n<start_of_turn>model\n[{\"name\": \"get_weather\", \"arguments\": "
             "{\"city\": \"Oslo\"}}, {\"name\": \"get_time\", \"arguments\": {}}]<end_of_turn>\n"
             "<start_of_turn>user\n<tool_response name=\"get_weather\">\n-3 C\n</tool_response>\n"
