@@ -20,6 +20,7 @@ Standard library only.
 """
 import argparse
 import json
+import os
 import pathlib
 import platform
 import subprocess
@@ -65,6 +66,21 @@ def recall(rows, field, k):
     return round(total / len(scored), 4)
 
 
+def cpu_description():
+    """The CPU as /proc/cpuinfo names it, with its core count and widest SIMD."""
+    name, flags = platform.processor() or "unknown CPU", set()
+    try:
+        for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name") and name in ("unknown CPU", platform.processor()):
+                name = line.split(":", 1)[1].strip()
+            elif line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    simd = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "no AVX2"
+    return f"{name}, {os.cpu_count()} cores, {simd}"
+
+
 def summarize(rows):
     return {f"{what}_recall@{k}": recall(rows, what, k) for what in ("tables", "docs") for k in KS}
 
@@ -85,7 +101,7 @@ def main():
     hybrid_model = args.embedding_model
     modes = {"bm25": "none", "hybrid": hybrid_model}
     results = {"command": " ".join([pathlib.Path(sys.argv[0]).name] + sys.argv[1:]),
-               "cpu": "AMD EPYC (Zen 3), 2 cores, AVX2", "machine": platform.machine(),
+               "cpu": cpu_description(), "machine": platform.machine(),
                "k": list(KS), "sets": {}}
     with tempfile.TemporaryDirectory(prefix="kdr-retrieval-") as tmp:
         for set_name, questions in sets.items():
