@@ -860,7 +860,7 @@ std::vector<std::vector<float>> embed_or_throw(const TextEmbedder& embedder,
   try {
     return embed_texts(embedder, texts);
   } catch (const EmbeddingError& e) {
-    throw TableStoreError(std::string("table search: ") + e.what());
+    throw TableStoreError(std::string("table store: ") + e.what());
   }
 }
 
