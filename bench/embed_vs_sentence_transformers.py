@@ -8,8 +8,8 @@ examples/, then the fixture sentences of tests/data/embeddings, the first 64 (8 
 real text, varied lengths). Tokens are counted once (kdr's tokenizer gives the same ids as
 sentence-transformers': tests/model/embedder_test.cc) and without padding, for both.
 
-kdr: `kdr embed --repeat R -t THREADS`, the best forward time of R (it reports it on stderr;
-model loading and tokenization excluded). sentence-transformers: torch.set_num_threads(THREADS),
+kdr: `kdr embed --repeat R -t THREADS`, the best of R times of tokenizing and embedding the
+batch (it reports it on stderr; model loading excluded). sentence-transformers: torch.set_num_threads(THREADS),
 one warm-up, then the best of R calls of model.encode(texts, batch_size=B) for its default
 B=32 and for B=64 (tokenization included: it is part of encode). The two alternate,
 `--rounds` times, and the best of each is kept, since the machine is shared and noise only

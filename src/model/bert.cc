@@ -123,19 +123,21 @@ std::unique_ptr<BertModel> BertModel::load(const HfModelDir& dir) {
   for (int32_t l = 0; l < c.num_layers; ++l) {
     const std::string p = "encoder.layer." + std::to_string(l) + ".";
     BertLayer& L = layers[l];
+    std::vector<float> qkv;
     for (const char* part : {"query", "key", "value"}) {
       const std::vector<float> w = r.read(p + "attention.self." + part + ".weight", {h, h});
       const std::vector<float> b = r.read(p + "attention.self." + part + ".bias", {h});
-      L.w_qkv.insert(L.w_qkv.end(), w.begin(), w.end());
+      qkv.insert(qkv.end(), w.begin(), w.end());
       L.b_qkv.insert(L.b_qkv.end(), b.begin(), b.end());
     }
-    L.w_out = r.read(p + "attention.output.dense.weight", {h, h});
+    L.w_qkv = ops::PackedWeights(qkv.data(), 3 * h, h);
+    L.w_out = ops::PackedWeights(r.read(p + "attention.output.dense.weight", {h, h}).data(), h, h);
     L.b_out = r.read(p + "attention.output.dense.bias", {h});
     L.norm1_w = r.read(p + "attention.output.LayerNorm.weight", {h});
     L.norm1_b = r.read(p + "attention.output.LayerNorm.bias", {h});
-    L.w_up = r.read(p + "intermediate.dense.weight", {f, h});
+    L.w_up = ops::PackedWeights(r.read(p + "intermediate.dense.weight", {f, h}).data(), f, h);
     L.b_up = r.read(p + "intermediate.dense.bias", {f});
-    L.w_down = r.read(p + "output.dense.weight", {h, f});
+    L.w_down = ops::PackedWeights(r.read(p + "output.dense.weight", {h, f}).data(), h, f);
     L.b_down = r.read(p + "output.dense.bias", {h});
     L.norm2_w = r.read(p + "output.LayerNorm.weight", {h});
     L.norm2_b = r.read(p + "output.LayerNorm.bias", {h});
@@ -197,7 +199,7 @@ void BertModel::encode(ThreadPool& pool, std::span<const int32_t> tokens,
   const float scale = 1.0f / std::sqrt(static_cast<float>(d));
 
   for (const BertLayer& L : layers_) {
-    ops::gemm_f32(pool, x, t_count, L.w_qkv.data(), 3 * h, h, L.b_qkv.data(), qkv.data());
+    ops::gemm_f32(pool, x, t_count, L.w_qkv, L.b_qkv.data(), qkv.data());
 
     // One task per (sequence, head): every query of the sequence attends to every key of it.
     pool.parallel_for(n_seqs * c.num_heads, [&](int64_t task, int thread) {
@@ -228,7 +230,7 @@ void BertModel::encode(ThreadPool& pool, std::span<const int32_t> tokens,
       }
     });
 
-    ops::gemm_f32(pool, ctx.data(), t_count, L.w_out.data(), h, h, L.b_out.data(), tmp.data());
+    ops::gemm_f32(pool, ctx.data(), t_count, L.w_out, L.b_out.data(), tmp.data());
     for_rows(pool, t_count, [&](int64_t b, int64_t e) {
       for (int64_t t = b; t < e; ++t) {
         float* r = &tmp[t * h];
@@ -238,7 +240,7 @@ void BertModel::encode(ThreadPool& pool, std::span<const int32_t> tokens,
       }
     });
 
-    ops::gemm_f32(pool, x, t_count, L.w_up.data(), f, h, L.b_up.data(), up.data());
+    ops::gemm_f32(pool, x, t_count, L.w_up, L.b_up.data(), up.data());
     for_rows(pool, t_count, [&](int64_t b, int64_t e) {
       for (int64_t t = b; t < e; ++t) {
         float* u = &up[t * f];
@@ -250,7 +252,7 @@ void BertModel::encode(ThreadPool& pool, std::span<const int32_t> tokens,
       }
     });
 
-    ops::gemm_f32(pool, up.data(), t_count, L.w_down.data(), h, f, L.b_down.data(), tmp.data());
+    ops::gemm_f32(pool, up.data(), t_count, L.w_down, L.b_down.data(), tmp.data());
     for_rows(pool, t_count, [&](int64_t b, int64_t e) {
       for (int64_t t = b; t < e; ++t) {
         float* r = &tmp[t * h];

@@ -1,9 +1,9 @@
 // The BERT encoder of sentence-embedding models (all-MiniLM-L6-v2, bge, e5, ...): loaded from
 // a Hugging Face folder (config.json with model_type "bert", safetensors weights in f32, f16
 // or bf16, kept as f32) and run on a packed batch of sequences. Attention is bidirectional
-// within each sequence; sequences never see each other, so no padding is computed. The
-// matmuls go through OpenBLAS (ops/gemm.h): a text's vector may differ in the last float bit
-// with the batch it is in.
+// within each sequence; sequences never see each other, so no padding is computed, and a
+// sequence's result does not depend on the others in the batch (ops/gemm.h is batch
+// invariant).
 #pragma once
 
 #include <cstdint>
@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "base/thread_pool.h"
+#include "ops/gemm.h"
 
 namespace kdr::model {
 
@@ -31,11 +32,11 @@ struct BertConfig {
   int32_t head_dim() const { return hidden / num_heads; }
 };
 
-// One encoder layer, every matrix [out][in] row-major in f32.
+// One encoder layer: matrices packed for ops::gemm_f32, vectors in f32.
 struct BertLayer {
-  std::vector<float> w_qkv, b_qkv;  // query, key, value stacked: [3 * hidden][hidden]
-  std::vector<float> w_out, b_out, norm1_w, norm1_b;
-  std::vector<float> w_up, b_up, w_down, b_down, norm2_w, norm2_b;
+  ops::PackedWeights w_qkv;  // query, key, value stacked: [3 * hidden][hidden]
+  ops::PackedWeights w_out, w_up, w_down;
+  std::vector<float> b_qkv, b_out, norm1_w, norm1_b, b_up, b_down, norm2_w, norm2_b;
 };
 
 class BertModel {

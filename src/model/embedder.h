@@ -48,8 +48,7 @@ class Embedder {
   std::vector<int32_t> tokenize(std::string_view text) const;
 
   // One vector per text (normalised as the model's config says), in order. Texts are packed
-  // into batches without padding; a text's vector depends on the others only at float
-  // rounding (see bert.h).
+  // into batches without padding; a text's vector does not depend on the others.
   // Thread-safe: calls are serialised (one forward pass at a time on the pool).
   std::vector<std::vector<float>> embed(std::span<const std::string> texts) const;
   // The same from token ids, used as given (no [CLS]/[SEP] added), cut to max_tokens().

@@ -1,5 +1,5 @@
 // The ops of BERT encoders against scalar double references on random inputs: erf GELU,
-// LayerNorm, and the OpenBLAS-backed gemm_f32 (with and without bias, any thread count).
+// LayerNorm, and gemm_f32 (with and without bias, any thread count, batch invariant).
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -65,9 +65,10 @@ TEST(EncoderOps, GemmF32MatchesADoubleReference) {
                     k = 1 + static_cast<int64_t>(rng() % 200);
       const auto x = gaussian(m * k, 1.0f, rng), w = gaussian(n * k, 1.0f, rng),
                  bias = gaussian(n, 1.0f, rng);
+      const PackedWeights packed(w.data(), n, k);
       std::vector<float> y(static_cast<size_t>(m * n)), yb(static_cast<size_t>(m * n));
-      gemm_f32(pool, x.data(), m, w.data(), n, k, nullptr, y.data());
-      gemm_f32(pool, x.data(), m, w.data(), n, k, bias.data(), yb.data());
+      gemm_f32(pool, x.data(), m, packed, nullptr, y.data());
+      gemm_f32(pool, x.data(), m, packed, bias.data(), yb.data());
       for (int64_t i = 0; i < m; ++i)
         for (int64_t j = 0; j < n; ++j) {
           double ref = 0;
@@ -77,6 +78,11 @@ TEST(EncoderOps, GemmF32MatchesADoubleReference) {
               << m << "x" << n << "x" << k << " at " << i << "," << j;
           ASSERT_NEAR(yb[i * n + j], ref + bias[j], tol) << "with bias at " << i << "," << j;
         }
+      // Batch invariance: any row alone gives bitwise the same values.
+      const int64_t row = static_cast<int64_t>(rng() % m);
+      std::vector<float> alone(static_cast<size_t>(n));
+      gemm_f32(pool, &x[row * k], 1, packed, bias.data(), alone.data());
+      for (int64_t j = 0; j < n; ++j) ASSERT_EQ(alone[j], yb[row * n + j]) << "row " << row;
     }
   }
 }
