@@ -8,7 +8,8 @@ off, sent one after the other through the official OpenAI client at temperature 
 the tool a sensible answer calls (or none: then content is the sensible answer). Counted:
   valid     responses whose tool_calls all parse as JSON and validate (jsonschema, an
             independent validator) against their tool's parameters: must be 100%
-  cut       calls cut by max_tokens (finish_reason length): not calls, reported apart
+  cut       calls cut by max_tokens (finish_reason length, content that starts as a call):
+            neither calls nor answers, reported apart (and not sensible)
   sensible  the tool called is the expected one (auto / required), content where no tool
             fits (auto), content for "none", the named tool for a named choice
 Writes docs/tool_calls.json (with every request's answer). Not run in CI.
@@ -164,7 +165,14 @@ def main():
                     problems.append(f"{tc.function.name}: {e}"[:200])
                 calls.append({"name": tc.function.name, "arguments": tc.function.arguments})
             names = [x["name"] for x in calls]
-            if expected is None:
+            content = c.message.content or ""
+            # A call max_tokens cut short comes back as content: it is neither a call nor an
+            # answer.
+            cut_call = (c.finish_reason == "length" and choice != "none" and
+                        content[:1] in ("{", "["))
+            if cut_call:
+                sensible = False
+            elif expected is None:
                 sensible = not calls and bool((c.message.content or "").strip())
             else:
                 sensible = bool(calls) and all(n == expected for n in names)
@@ -172,7 +180,7 @@ def main():
                          "parallel_tool_calls": parallel, "expected": expected,
                          "finish_reason": c.finish_reason, "calls": calls,
                          "content": c.message.content, "valid": not problems,
-                         "problems": problems, "sensible": sensible,
+                         "problems": problems, "sensible": sensible, "cut_call": cut_call,
                          "seconds": round(time.monotonic() - t0, 2)})
             print(f"{choice:>16} {'par' if parallel else '   '} {c.finish_reason:10} "
                   f"{'ok ' if not problems else 'BAD'} {'sensible' if sensible else '-       '} "
@@ -187,6 +195,7 @@ def main():
         "valid_call_responses": sum(r["valid"] for r in with_calls),
         "valid_rate": sum(r["valid"] for r in with_calls) / max(1, len(with_calls)),
         "cut_by_max_tokens": sum(r["finish_reason"] == "length" for r in rows),
+        "calls_cut_by_max_tokens": sum(r["cut_call"] for r in rows),
         "sensible": sum(r["sensible"] for r in rows),
         "sensible_rate": sum(r["sensible"] for r in rows) / len(rows),
         "sensible_by_choice": {},
