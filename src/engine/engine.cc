@@ -170,7 +170,15 @@ struct Engine::Impl {
   int32_t tokens_sampled = 0;
   model::StepBatch batch;
   std::vector<float> logits;
-  std::vector<float> fork_row, sample_row;  // a forked prompt's logits, one sample's copy
+  // One sequence's next token, drawn from its logits row (a forked sample's: a copy).
+  struct Draw {
+    Seq* s;
+    float* row;
+    int32_t token = -1;
+    std::string error;  // the sampler refused the row
+  };
+  std::vector<Draw> draws;
+  std::vector<float> fork_rows;  // the prompt's logits, once per sample forked this step
 
   Impl(const LoadedModel& m, ThreadPool& p, const EngineOptions& o) : lm(m), pool(p), opt(o) {}
 
@@ -182,7 +190,7 @@ struct Engine::Impl {
   bool admit_prefix(Seq& s);
   bool grow(Seq& s, int32_t num_tokens);
   std::vector<std::unique_ptr<Seq>> fork(Seq& parent, int32_t seats);
-  bool sample(Seq& s, std::span<float> row, Clock::time_point now);
+  bool emit_draw(const Draw& d, Clock::time_point now);
   void calibrate();
   bool step();
   bool schedule();
@@ -850,55 +858,82 @@ void Engine::Impl::process_outputs() {
     }
   }
 
+  // Forks first: every sample of a prompt prefilled this step draws its first token from the
+  // prompt's logits as they came out of the model (masking and sampling rewrite a row in
+  // place, so each forked sample gets its own copy).
+  size_t extra = 0;
+  for (const Seq* s : sampled) extra += static_cast<size_t>(s->unforked);
+  fork_rows.resize(extra * static_cast<size_t>(vocab));
+  draws.clear();
+  std::vector<std::unique_ptr<Seq>> forked;
+  int32_t seated = 0;  // forked samples given a seat this step
+  size_t next_copy = 0;
+  for (size_t i = 0; i < sampled.size(); ++i) {
+    Seq& s = *sampled[i];
+    float* row = logits.data() + sample_rows[i] * static_cast<size_t>(vocab);
+    draws.push_back({&s, row, -1, {}});
+    if (s.unforked == 0) continue;
+    const int32_t seats = opt.max_num_seqs - static_cast<int32_t>(running.size()) - seated;
+    for (auto& c : fork(s, seats)) {
+      float* copy = fork_rows.data() + next_copy++ * static_cast<size_t>(vocab);
+      std::copy(row, row + vocab, copy);
+      if (!c->blocks.empty()) ++seated;
+      draws.push_back({c.get(), copy, -1, {}});
+      forked.push_back(std::move(c));
+    }
+  }
+  // The draws are independent (each sequence has its own row, grammar matcher and sampler),
+  // so they run on the thread pool: a pass over the vocabulary each, which at n samples
+  // would otherwise be n passes on this thread.
+  pool.parallel_for(static_cast<int64_t>(draws.size()), [&](int64_t k, int) {
+    Draw& d = draws[static_cast<size_t>(k)];
+    std::span<float> row(d.row, static_cast<size_t>(vocab));
+    try {
+      if (d.s->matcher) d.s->matcher->mask_logits(row);
+      d.token = d.s->sampler->sample(row, d.s->tokens);
+    } catch (const std::exception& e) {
+      d.error = e.what();
+    }
+  });
+  // Then in order: tokens emitted, outputs sent, finished sequences ended.
   const auto now = Clock::now();
   tokens_sampled = 0;
   std::unordered_set<Seq*> ended;
-  std::vector<std::unique_ptr<Seq>> forked_running, forked_waiting;
-  for (size_t i = 0; i < sampled.size(); ++i) {
-    Seq& s = *sampled[i];
-    std::span<float> row(logits.data() + sample_rows[i] * static_cast<size_t>(vocab), vocab);
-    std::vector<std::unique_ptr<Seq>> children;
-    if (s.unforked > 0) {
-      // Every sample draws its first token from the prompt's logits as they came out of the
-      // model (masking and sampling rewrite a row in place).
-      fork_row.assign(row.begin(), row.end());
-      const int32_t seats =
-          opt.max_num_seqs - static_cast<int32_t>(running.size() + forked_running.size());
-      children = fork(s, seats);
-    }
-    if (!sample(s, row, now)) ended.insert(&s);
-    for (auto& c : children) {
-      sample_row = fork_row;
-      if (!sample(*c, sample_row, now)) continue;  // finished on its first token
-      (c->blocks.empty() ? forked_waiting : forked_running).push_back(std::move(c));
-    }
-  }
+  for (const Draw& d : draws)
+    if (!emit_draw(d, now)) ended.insert(d.s);
   if (!ended.empty())
     running.erase(
         std::remove_if(running.begin(), running.end(),
                        [&](const std::unique_ptr<Seq>& s) { return ended.count(s.get()) > 0; }),
         running.end());
-  for (auto& c : forked_running) running.push_back(std::move(c));
+  std::vector<std::unique_ptr<Seq>> forked_waiting;
+  for (auto& c : forked) {
+    if (ended.count(c.get())) continue;  // finished on its first token
+    if (c->blocks.empty())
+      forked_waiting.push_back(std::move(c));
+    else
+      running.push_back(std::move(c));
+  }
   // Samples with no seat wait first in line, in index order, like preempted sequences.
   waiting.insert(waiting.begin(), std::make_move_iterator(forked_waiting.begin()),
                  std::make_move_iterator(forked_waiting.end()));
+  // A fork of many samples copies a row each: do not keep that much memory for later steps.
+  if (fork_rows.capacity() > 8 * static_cast<size_t>(vocab)) std::vector<float>().swap(fork_rows);
 }
 
-// Samples the next token of `s` from its logits row and emits it. False when the sequence
-// finished (its last Output is sent and its blocks are freed).
-bool Engine::Impl::sample(Seq& s, std::span<float> row, Clock::time_point now) {
-  if (s.matcher) s.matcher->mask_logits(row);
+// Emits the token `d` drew for its sequence. False when the sequence finished (its last
+// Output is sent and its blocks are freed).
+bool Engine::Impl::emit_draw(const Draw& d, Clock::time_point now) {
+  Seq& s = *d.s;
   Output out;
   out.request_id = s.id;
   out.index = s.index;
-  int32_t token;
-  try {
-    token = s.sampler->sample(row, s.tokens);
-  } catch (const std::exception& e) {
+  if (!d.error.empty()) {
     // This sequence cannot go on (NaN logits from a broken model, ...); the others can.
-    finish(s, "error", std::move(out), e.what());
+    finish(s, "error", std::move(out), d.error);
     return false;
   }
+  const int32_t token = d.token;
   ++tokens_sampled;
   bool done = false;
   std::string reason, error;
