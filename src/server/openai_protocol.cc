@@ -209,7 +209,9 @@ std::vector<model::ChatToolCall> message_tool_calls(const json& m, const std::st
   const auto call = [&](const json& f, const std::string& at, std::string id) {
     if (!f.is_object()) throw bad("messages", at + " must be an object");
     const json* name = field(f, "name");
-    if (!name || !name->is_string()) throw bad("messages", at + ".name must be a string");
+    if (!name || !name->is_string() || !valid_tool_name(name->get<std::string>()))
+      throw bad("messages", at + ".name must be a function name (1 to 64 letters, digits, '_' "
+                                 "or '-')");
     const json* args = field(f, "arguments");
     if (!args || !args->is_string())
       throw bad("messages", at + ".arguments must be a string of JSON");
@@ -273,7 +275,8 @@ std::vector<int32_t> chat_prompt(const json& body, const ServedModel& model,
       for (const model::ChatMessage& earlier : messages)
         for (const model::ChatToolCall& c : earlier.tool_calls)
           if (!message.tool_call_id.empty() && c.id == message.tool_call_id) message.name = c.name;
-      if (message.name.empty() && name && name->is_string())
+      if (message.name.empty() && name && name->is_string() &&
+          valid_tool_name(name->get<std::string>()))
         message.name = name->get<std::string>();
     }
     messages.push_back(std::move(message));
@@ -464,8 +467,12 @@ CompletionRequest parse_completion_request(std::string_view text, Endpoint endpo
   if (endpoint == Endpoint::kChatCompletions) {
     // Llama 3's prompt asks for a call's arguments under "parameters".
     const bool llama = model.chat && model.chat->format == model::ChatFormat::kLlama3;
-    req.tools = parse_tools(body, nlohmann::ordered_json::parse(text), model.vocabulary,
-                            llama ? "parameters" : "arguments");
+    // The schemas are read again as ordered_json (properties in the order written), only
+    // when there are any.
+    const bool defined = field(body, "tools") || field(body, "functions");
+    req.tools =
+        parse_tools(body, defined ? nlohmann::ordered_json::parse(text) : nlohmann::ordered_json(),
+                    model.vocabulary, llama ? "parameters" : "arguments");
     if (req.tools.active()) r.grammar = req.tools.grammar;
   } else {
     for (const char* t : {"tools", "tool_choice", "functions", "function_call"})

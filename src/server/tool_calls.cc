@@ -1,5 +1,7 @@
 #include "server/tool_calls.h"
 
+#include <algorithm>
+#include <cctype>
 #include <random>
 
 #include "engine/json_grammar.h"
@@ -19,14 +21,6 @@ ApiError bad(const std::string& param, const std::string& message) {
 const json* field(const json& obj, const char* name) {
   const auto it = obj.find(name);
   return it == obj.end() || it->is_null() ? nullptr : &*it;
-}
-
-// OpenAI's rule for function names.
-bool valid_name(const std::string& n) {
-  if (n.empty() || n.size() > 64) return false;
-  for (char c : n)
-    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-')) return false;
-  return true;
 }
 
 // Points the schema's own references ("#/...") at where it now sits, under `prefix`.
@@ -53,7 +47,7 @@ ojson checked_function(const json& f, const ojson& of, const std::string& at,
   const json* name = field(f, "name");
   if (!name || !name->is_string()) throw bad(at + ".name", "'" + at + ".name' must be a string");
   const std::string n = name->get<std::string>();
-  if (!valid_name(n))
+  if (!valid_tool_name(n))
     throw bad(at + ".name", "'" + at + ".name' is '" + n +
                                 "': a function name is 1 to 64 letters, digits, '_' or '-'");
   if (std::find(names.begin(), names.end(), n) != names.end())
@@ -212,6 +206,13 @@ ToolRequest parse_tools(const json& body, const ojson& ordered,
               "the tools cannot be called together: " + std::string(e.what()));
   }
   return r;
+}
+
+bool valid_tool_name(const std::string& n) {
+  if (n.empty() || n.size() > 64) return false;
+  for (char c : n)
+    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-')) return false;
+  return true;
 }
 
 std::string new_tool_call_id() {

@@ -48,6 +48,10 @@ struct ToolRequest {
 ToolRequest parse_tools(const nlohmann::json& body, const nlohmann::ordered_json& ordered,
                         std::shared_ptr<const engine::Vocabulary> vocabulary, std::string call_key);
 
+// OpenAI's rule for function names: 1 to 64 letters, digits, '_' or '-' (which also keeps
+// names, written raw into prompts, from holding a template's control tokens).
+bool valid_tool_name(const std::string& name);
+
 // "call_" and 24 random letters and digits.
 std::string new_tool_call_id();
 
