@@ -186,6 +186,44 @@ TEST(Sampler, LargeVocabularyTruncationMatchesAFullSort) {
   }
 }
 
+// Nearly flat logits put most of the vocabulary in the nucleus, which top-p alone sorts in
+// growing rounds: the draws must come from the exact nucleus of a full sort, and the nucleus'
+// far end must be reachable (draws land beyond the first rounds' 64 and 256 tokens).
+TEST(Sampler, FlatLogitsTopPDrawsFromTheExactNucleus) {
+  const uint64_t seed = test_seed();
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<float> normal(0.0f, 0.3f);
+  std::vector<float> base(262144);
+  for (float& l : base) l = normal(rng);
+  std::vector<int> order(base.size());
+  std::iota(order.begin(), order.end(), 0);
+  std::sort(order.begin(), order.end(),
+            [&](int a, int b) { return base[a] > base[b] || (base[a] == base[b] && a < b); });
+  const double mx = base[order[0]];
+  double total = 0.0;
+  for (float l : base) total += std::exp(l - mx);
+  std::map<int, size_t> rank;  // of the nucleus' tokens
+  double acc = 0.0;
+  for (size_t i = 0; i < order.size(); ++i) {
+    rank[order[i]] = i;
+    acc += std::exp(base[order[i]] - mx) / total;
+    if (acc >= 0.5) break;
+  }
+  SamplingParams p;
+  p.top_p = 0.5f;
+  p.seed = seed;
+  Sampler smp(p);
+  size_t deepest = 0;
+  for (int i = 0; i < 40; ++i) {
+    auto l = base;
+    const int t = smp.sample(l, {});
+    ASSERT_TRUE(rank.count(t)) << "token " << t << " is outside the nucleus";
+    deepest = std::max(deepest, rank[t]);
+  }
+  EXPECT_GT(rank.size(), 10000u);
+  EXPECT_GT(deepest, 256u);
+}
+
 TEST(Sampler, PenaltiesFollowTheirDefinitions) {
   std::vector<float> l = {2.0f, -2.0f, 1.0f, 0.5f};
   const std::vector<int32_t> history = {0, 1, 0, 3};
