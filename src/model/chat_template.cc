@@ -1,5 +1,6 @@
 #include "model/chat_template.h"
 
+#include <algorithm>
 #include <cstdint>
 
 #include "model/chat_tools.h"
@@ -227,18 +228,24 @@ std::vector<int32_t> encode_chat(const ChatTemplate& chat, const Tokenizer& toke
   size_t sk = 0, at = 0;  // positions in skeleton and text
   for (size_t i = 0; i < messages.size(); ++i) {
     if (messages[i].content.empty()) continue;
-    const std::string m = marker(i);
-    const size_t found = skeleton.find(m, sk);
+    // A content is written raw or trimmed, or (Llama's tool results) as a JSON string, where
+    // its marker shows escaped: "\u0001kdr-content-3\u0001".
+    const std::string raw = marker(i), quoted = python_json(marker(i));
+    size_t found = skeleton.find(raw, sk), marker_len = raw.size();
+    if (const size_t q = skeleton.find(quoted, sk); q < found) {
+      found = q;
+      marker_len = quoted.size();
+    }
     if (found == std::string::npos)
       throw ChatTemplateError("chat template dropped message " + std::to_string(i) + " (" +
                               messages[i].role + ")");
     at += found - sk;  // the template's text before this content
-    const size_t next_sk = found + m.size();
-    const size_t next_marker = skeleton.find("\x01kdr-content-", next_sk);
+    const size_t next_sk = found + marker_len;
+    const size_t next_marker = std::min(skeleton.find("\x01kdr-content-", next_sk),
+                                        skeleton.find("\"\\u0001kdr-content-", next_sk));
     const std::string_view after = std::string_view(skeleton).substr(
         next_sk, (next_marker == std::string::npos ? skeleton.size() : next_marker) - next_sk);
     size_t len = std::string::npos;
-    // Written raw, trimmed, or (Llama's tool results) as a JSON string.
     for (const std::string& c :
          {messages[i].content, python_strip(messages[i].content), python_json(messages[i].content)})
       if (text.compare(at, c.size(), c) == 0 &&

@@ -6,6 +6,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <random>
 
 #include "../base/seed.h"
@@ -442,6 +443,50 @@ TEST_F(ToolCallsTest, HistoryWithCallsAndResultsRendersThroughTheTemplate) {
                       "<|im_end|>\n<|im_start|>user\nthanks<|im_end|>\n"),
             std::string::npos)
       << text;
+}
+
+// Llama writes a tool result as a JSON string: it is still found, and kept text, in the prompt.
+TEST(ToolCallsLlama, ToolResultsAsJsonStringsStayText) {
+  const engine::LoadedModel lm =
+      engine::LoadedModel::load(std::string(KDR_SOURCE_DIR) + "/tests/data/models/llama31.gguf");
+  ASSERT_TRUE(lm.chat.has_value());
+  ASSERT_EQ(lm.chat->format, model::ChatFormat::kLlama3);
+  ServedModel m;
+  m.id = "tiny";
+  m.tokenizer = lm.tokenizer.get();
+  m.chat = &*lm.chat;
+  m.max_model_len = 1 << 20;
+  for (const std::string& result : std::vector<std::string>{"r \"x\"\n", "r <|eot_id|> x"}) {
+    const json body = {{"messages",
+                        {{{"role", "system"}, {"content", " hi "}},
+                         {{"role", "user"}, {"content", "q"}},
+                         {{"role", "assistant"},
+                          {"content", nullptr},
+                          {"tool_calls",
+                           {{{"id", "c1"},
+                             {"type", "function"},
+                             {"function", {{"name", "f"}, {"arguments", "{\"a\": 1}"}}}}}}},
+                         {{"role", "tool"}, {"tool_call_id", "c1"}, {"content", result}}}}};
+    const CompletionRequest r =
+        parse_completion_request(body.dump(), Endpoint::kChatCompletions, m, 1);
+    std::vector<model::ChatMessage> messages = {
+        {"system", " hi "}, {"user", "q"}, {"assistant", ""}, {"tool", result}};
+    messages[2].tool_calls = {{"c1", "f", ojson{{"a", 1}}}};
+    const std::string text = lm.chat->render(messages, true);
+    EXPECT_NE(text.find("<|start_header_id|>ipython<|end_header_id|>\n\n" + json(result).dump() +
+                        "<|eot_id|>"),
+              std::string::npos)
+        << text;
+    const std::vector<int32_t> whole = lm.tokenizer->encode(text, false, true);
+    const int32_t eot = lm.tokenizer->token_id("<|eot_id|>");
+    if (result.find("<|") == std::string::npos || eot < 0) {
+      EXPECT_EQ(r.request.prompt, whole);
+    } else {
+      // Encoded whole, the result's <|eot_id|> would be one more turn end.
+      EXPECT_EQ(std::count(r.request.prompt.begin(), r.request.prompt.end(), eot),
+                std::count(whole.begin(), whole.end(), eot) - 1);
+    }
+  }
 }
 
 }  // namespace
