@@ -14,6 +14,7 @@
 #include <sstream>
 #include <thread>
 
+#include "base/base64.h"
 #include "engine/json_grammar.h"
 
 namespace kdr::hka {
@@ -33,36 +34,6 @@ int64_t estimate_prompt_tokens(const std::vector<ChatMessage>& messages) {
   size_t bytes = 0;
   for (const ChatMessage& m : messages) bytes += m.content.size();
   return estimate_tokens(bytes);
-}
-
-std::string base64(const std::string& bytes) {
-  static const char* kAlphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-  std::string out;
-  out.reserve((bytes.size() + 2) / 3 * 4);
-  size_t i = 0;
-  for (; i + 2 < bytes.size(); i += 3) {
-    const uint32_t v = (static_cast<uint8_t>(bytes[i]) << 16) |
-                       (static_cast<uint8_t>(bytes[i + 1]) << 8) |
-                       static_cast<uint8_t>(bytes[i + 2]);
-    out += kAlphabet[(v >> 18) & 63];
-    out += kAlphabet[(v >> 12) & 63];
-    out += kAlphabet[(v >> 6) & 63];
-    out += kAlphabet[v & 63];
-  }
-  if (i + 1 == bytes.size()) {
-    const uint32_t v = static_cast<uint8_t>(bytes[i]) << 16;
-    out += kAlphabet[(v >> 18) & 63];
-    out += kAlphabet[(v >> 12) & 63];
-    out += "==";
-  } else if (i + 2 == bytes.size()) {
-    const uint32_t v =
-        (static_cast<uint8_t>(bytes[i]) << 16) | (static_cast<uint8_t>(bytes[i + 1]) << 8);
-    out += kAlphabet[(v >> 18) & 63];
-    out += kAlphabet[(v >> 12) & 63];
-    out += kAlphabet[(v >> 6) & 63];
-    out += '=';
-  }
-  return out;
 }
 
 std::string clip(const std::string& s, size_t n) {
@@ -210,8 +181,9 @@ class OpenAiBackend : public LlmBackend {
       }
       nlohmann::ordered_json parts = nlohmann::ordered_json::array();
       parts.push_back({{"type", "text"}, {"text", m.content}});
-      parts.push_back({{"type", "image_url"},
-                       {"image_url", {{"url", "data:image/png;base64," + base64(m.image_png)}}}});
+      parts.push_back(
+          {{"type", "image_url"},
+           {"image_url", {{"url", "data:image/png;base64," + base64_encode(m.image_png)}}}});
       messages.push_back({{"role", m.role}, {"content", std::move(parts)}});
     }
     nlohmann::ordered_json body = {{"model", model},

@@ -2,6 +2,7 @@
 // draft through html_escape, a Content-Security-Policy that forbids scripts and remote loads.
 #include <algorithm>
 
+#include "base/base64.h"
 #include "hka/report/numbers.h"
 #include "hka/report/render.h"
 #include "hka/report/verify.h"
@@ -13,36 +14,6 @@ namespace {
 using text::one_line;
 using text::shorten;
 using text::trim;
-
-std::string base64(std::string_view data) {
-  static constexpr char kAlphabet[] =
-      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-  std::string out;
-  out.reserve((data.size() + 2) / 3 * 4);
-  size_t i = 0;
-  for (; i + 2 < data.size(); i += 3) {
-    const uint32_t v = (static_cast<uint8_t>(data[i]) << 16) |
-                       (static_cast<uint8_t>(data[i + 1]) << 8) | static_cast<uint8_t>(data[i + 2]);
-    out += kAlphabet[(v >> 18) & 63];
-    out += kAlphabet[(v >> 12) & 63];
-    out += kAlphabet[(v >> 6) & 63];
-    out += kAlphabet[v & 63];
-  }
-  if (i + 1 == data.size()) {
-    const uint32_t v = static_cast<uint8_t>(data[i]) << 16;
-    out += kAlphabet[(v >> 18) & 63];
-    out += kAlphabet[(v >> 12) & 63];
-    out += "==";
-  } else if (i + 2 == data.size()) {
-    const uint32_t v =
-        (static_cast<uint8_t>(data[i]) << 16) | (static_cast<uint8_t>(data[i + 1]) << 8);
-    out += kAlphabet[(v >> 18) & 63];
-    out += kAlphabet[(v >> 12) & 63];
-    out += kAlphabet[(v >> 6) & 63];
-    out += '=';
-  }
-  return out;
-}
 
 // Replaces each pair of `marker` in already escaped text by <tag>...</tag>.
 std::string pair_markup(const std::string& s, std::string_view marker, std::string_view tag) {
@@ -245,7 +216,7 @@ std::string render_html(const Layout& l) {
     html += writer.blocks(part.text);
     for (const PlacedFigure& f : part.figures) {
       const std::string label = one_line(figure_label(f));
-      html += "<figure>\n<img src=\"data:image/svg+xml;base64," + base64(f.figure->svg) +
+      html += "<figure>\n<img src=\"data:image/svg+xml;base64," + base64_encode(f.figure->svg) +
               "\" alt=\"" + html_escape(label) + "\">\n<figcaption><strong>" + html_escape(label) +
               ".</strong> " + writer.inline_text(f.caption);
       if (f.source_ref > 0) html += " (" + source_line_html(f.source_ref, refs) + ")";
