@@ -9,9 +9,11 @@ Two measurements, each in one run, on the default model unless --model:
    (cache_aware). Same cores in all three, so on one machine this measures what splitting the
    cores into replicas costs or gains; across machines each replica brings its own cores.
 2. Prefix-cache hit rate with the cache_aware policy vs round_robin: --groups groups of
-   prompts, each group sharing a ~400-token preamble, interleaved so that consecutive requests
-   belong to different groups; the hit rate is the replicas' prefix-cache hit tokens over
-   the tokens looked up, read from their /metrics before and after.
+   prompts, each group sharing a ~400-token preamble, sent by --hit-concurrency clients so
+   that the requests in flight at any moment belong to different groups; the hit rate is the
+   replicas' prefix-cache hit tokens over the tokens looked up, read from their /metrics
+   before and after. (The best possible here: every request but each group's first hits its
+   preamble, on one replica.)
 
 Not run in CI. Writes --out (default docs/router_scaling.json).
     .venv/bin/python bench/router_scaling.py
@@ -91,13 +93,17 @@ def start_replicas(args, count, threads):
     return replicas
 
 
-def grouped_prompts(groups, per_group, seed):
-    """Prompts in `groups` groups sharing a ~400-token preamble, interleaved by group."""
+def grouped_prompts(groups, per_group, clients, seed):
+    """groups x per_group prompts sharing a ~400-token preamble per group, laid out for
+    run_level (client i sends prompts[i * per_client + k] in turn) so that client i's k-th
+    request belongs to group (i + k) % groups: the requests in flight at any moment belong
+    to different groups, and each group's requests arrive spread over the run."""
     rng = random.Random(f"groups-{seed}")
     preambles = [f"Notes of meeting {g}. " + sentence_words(rng, 380) + ". "
                  for g in range(groups)]
-    return [preambles[i % groups] + f"Question {i}: what was said about "
-            + sentence_words(rng, 12) + "?" for i in range(groups * per_group)]
+    per_client = groups * per_group // clients
+    return [preambles[(i + k) % groups] + f"Question {i}.{k}: what was said about "
+            + sentence_words(rng, 12) + "?" for i in range(clients) for k in range(per_client)]
 
 
 def throughput(args, router_bin, prompts):
@@ -193,7 +199,7 @@ def main():
               f"TTFT p50 {r['ttft_p50_ms']:7.0f} ms  ITL p50 {r['itl_p50_ms']:5.0f} ms  "
               f"p99 {r['itl_p99_ms']:5.0f} ms  failed {r['failed']}", flush=True)
 
-    grouped = grouped_prompts(args.groups, args.per_group, args.seed)
+    grouped = grouped_prompts(args.groups, args.per_group, args.hit_concurrency, args.seed)
     print(f"prefix-cache hit rate: {args.groups} groups x {args.per_group} prompts sharing a "
           f"~400-token preamble, {args.hit_concurrency} clients, two replicas", flush=True)
     policies = {}
