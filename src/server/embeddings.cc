@@ -15,24 +15,21 @@ namespace {
 
 using nlohmann::json;
 
-ApiError bad(const std::string& param, const std::string& message) {
-  return ApiError(400, message, param);
-}
-
 // A list of token ids, each in [0, vocab_size); `param` names it in errors.
 std::vector<int32_t> token_list(const json& items, int32_t vocab_size, const std::string& param) {
-  if (items.empty()) throw bad(param, "'" + param + "' must not be an empty list of tokens");
+  if (items.empty())
+    throw bad_request(param, "'" + param + "' must not be an empty list of tokens");
   std::vector<int32_t> ids;
   ids.reserve(items.size());
   for (size_t i = 0; i < items.size(); ++i) {
     const json& v = items[i];
     const std::string at = param + "[" + std::to_string(i) + "]";
     if (!v.is_number_integer())
-      throw bad(at, "'" + at + "' must be a token id (an integer), got " + v.dump());
+      throw bad_request(at, "'" + at + "' must be a token id (an integer), got " + v.dump());
     const int64_t id = v.get<int64_t>();
     if (id < 0 || id >= vocab_size)
-      throw bad(at, "'" + at + "' is token id " + std::to_string(id) +
-                        ", outside the vocabulary of " + std::to_string(vocab_size));
+      throw bad_request(at, "'" + at + "' is token id " + std::to_string(id) +
+                                ", outside the vocabulary of " + std::to_string(vocab_size));
     ids.push_back(static_cast<int32_t>(id));
   }
   return ids;
@@ -44,7 +41,7 @@ EmbeddingRequest parse_embedding_request(std::string_view text, const std::strin
                                          int32_t vocab_size) {
   const json body = parse_json_object(text);
   if (const auto m = body.find("model"); m != body.end() && !m->is_null()) {
-    if (!m->is_string()) throw bad("model", "'model' must be a string");
+    if (!m->is_string()) throw bad_request("model", "'model' must be a string");
     // "unknown": what sglang-router forwards for a request that named no model.
     if (m->get<std::string>() != model_id && m->get<std::string>() != "unknown")
       throw ApiError(404,
@@ -53,49 +50,51 @@ EmbeddingRequest parse_embedding_request(std::string_view text, const std::strin
                      "model", "model_not_found");
   }
   if (const auto d = body.find("dimensions"); d != body.end() && !d->is_null())
-    throw bad("dimensions", "'dimensions' is not supported: model '" + model_id +
-                                "' has a fixed number of dimensions; leave 'dimensions' out");
+    throw bad_request("dimensions",
+                      "'dimensions' is not supported: model '" + model_id +
+                          "' has a fixed number of dimensions; leave 'dimensions' out");
   EmbeddingRequest req;
   if (const auto f = body.find("encoding_format"); f != body.end() && !f->is_null()) {
     if (!f->is_string() || (*f != "float" && *f != "base64"))
-      throw bad("encoding_format",
-                "'encoding_format' must be \"float\" or \"base64\", got " + f->dump());
+      throw bad_request("encoding_format",
+                        "'encoding_format' must be \"float\" or \"base64\", got " + f->dump());
     req.base64 = *f == "base64";
   }
   const auto in = body.find("input");
   if (in == body.end() || in->is_null())
-    throw bad("input", "'input' is required: a string, a list of strings, or token ids");
+    throw bad_request("input", "'input' is required: a string, a list of strings, or token ids");
   if (in->is_string()) {
     if (in->get_ref<const std::string&>().empty())
-      throw bad("input", "'input' must not be an empty string");
+      throw bad_request("input", "'input' must not be an empty string");
     req.texts.push_back(in->get<std::string>());
     return req;
   }
   if (!in->is_array())
-    throw bad("input", "'input' must be a string, a list of strings, or token ids, got " +
-                           std::string(in->type_name()));
-  if (in->empty()) throw bad("input", "'input' must not be an empty list");
+    throw bad_request("input", "'input' must be a string, a list of strings, or token ids, got " +
+                                   std::string(in->type_name()));
+  if (in->empty()) throw bad_request("input", "'input' must not be an empty list");
   if ((*in)[0].is_number_integer()) {  // one input given as token ids
     req.token_inputs.push_back(token_list(*in, vocab_size, "input"));
     return req;
   }
   if (in->size() > kMaxEmbeddingInputs)
-    throw bad("input", "'input' has " + std::to_string(in->size()) + " items, at most " +
-                           std::to_string(kMaxEmbeddingInputs) + " are allowed");
+    throw bad_request("input", "'input' has " + std::to_string(in->size()) + " items, at most " +
+                                   std::to_string(kMaxEmbeddingInputs) + " are allowed");
   const bool as_tokens = (*in)[0].is_array();
   for (size_t i = 0; i < in->size(); ++i) {
     const json& item = (*in)[i];
     const std::string at = "input[" + std::to_string(i) + "]";
     if (as_tokens) {
       if (!item.is_array())
-        throw bad(at, "'" + at + "' must be a list of token ids like input[0], got " +
-                          std::string(item.type_name()));
+        throw bad_request(at, "'" + at + "' must be a list of token ids like input[0], got " +
+                                  std::string(item.type_name()));
       req.token_inputs.push_back(token_list(item, vocab_size, at));
     } else {
       if (!item.is_string())
-        throw bad(at, "'" + at + "' must be a string, got " + std::string(item.type_name()));
+        throw bad_request(at,
+                          "'" + at + "' must be a string, got " + std::string(item.type_name()));
       if (item.get_ref<const std::string&>().empty())
-        throw bad(at, "'" + at + "' must not be an empty string");
+        throw bad_request(at, "'" + at + "' must not be an empty string");
       req.texts.push_back(item.get<std::string>());
     }
   }

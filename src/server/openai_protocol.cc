@@ -42,57 +42,58 @@ std::string dump_json(const json& j) {
   return j.dump(-1, ' ', false, json::error_handler_t::replace);
 }
 
-namespace {
-
-ApiError bad(const std::string& param, const std::string& message) {
+ApiError bad_request(const std::string& param, const std::string& message) {
   return ApiError(400, message, param);
 }
 
-// A field, or null when absent: OpenAI's API treats an explicit null as "not given".
-const json* field(const json& obj, const char* name) {
+const json* optional_field(const json& obj, const char* name) {
   const auto it = obj.find(name);
   return it == obj.end() || it->is_null() ? nullptr : &*it;
 }
 
+namespace {
+
 double get_number(const json& obj, const char* name, double fallback) {
-  const json* v = field(obj, name);
+  const json* v = optional_field(obj, name);
   if (!v) return fallback;
-  if (!v->is_number()) throw bad(name, std::string("'") + name + "' must be a number");
+  if (!v->is_number()) throw bad_request(name, std::string("'") + name + "' must be a number");
   return v->get<double>();
 }
 
 int64_t get_integer(const json& obj, const char* name, int64_t fallback, int64_t lo, int64_t hi) {
-  const json* v = field(obj, name);
+  const json* v = optional_field(obj, name);
   if (!v) return fallback;
-  if (!v->is_number_integer()) throw bad(name, std::string("'") + name + "' must be an integer");
+  if (!v->is_number_integer())
+    throw bad_request(name, std::string("'") + name + "' must be an integer");
   const bool too_big = v->is_number_unsigned() && v->get<uint64_t>() > static_cast<uint64_t>(hi);
   const int64_t x = too_big ? hi : v->get<int64_t>();
   if (too_big || x < lo || x > hi) {
     const std::string range = hi == std::numeric_limits<int64_t>::max()
                                   ? ">= " + std::to_string(lo)
                                   : "in [" + std::to_string(lo) + ", " + std::to_string(hi) + "]";
-    throw bad(name, std::string("'") + name + "' must be " + range + ", got " + v->dump());
+    throw bad_request(name, std::string("'") + name + "' must be " + range + ", got " + v->dump());
   }
   return x;
 }
 
 bool get_bool(const json& obj, const char* name, bool fallback) {
-  const json* v = field(obj, name);
+  const json* v = optional_field(obj, name);
   if (!v) return fallback;
-  if (!v->is_boolean()) throw bad(name, std::string("'") + name + "' must be a boolean");
+  if (!v->is_boolean()) throw bad_request(name, std::string("'") + name + "' must be a boolean");
   return v->get<bool>();
 }
 
 // Rejects options whose silent omission would change what the client gets.
 void reject_unsupported(const json& body) {
-  if (const json* b = field(body, "logit_bias"); b && !(b->is_object() && b->empty()))
-    throw bad("logit_bias", "'logit_bias' is not supported");
-  if (get_bool(body, "echo", false)) throw bad("echo", "'echo' is not supported");
-  if (const json* s = field(body, "suffix");
+  if (const json* b = optional_field(body, "logit_bias"); b && !(b->is_object() && b->empty()))
+    throw bad_request("logit_bias", "'logit_bias' is not supported");
+  if (get_bool(body, "echo", false)) throw bad_request("echo", "'echo' is not supported");
+  if (const json* s = optional_field(body, "suffix");
       s && !(s->is_string() && s->get_ref<const std::string&>().empty()))
-    throw bad("suffix", "'suffix' is not supported");
+    throw bad_request("suffix", "'suffix' is not supported");
   if (get_integer(body, "best_of", 1, 1, std::numeric_limits<int64_t>::max()) != 1)
-    throw bad("best_of", "'best_of' must be 1: kdr returns every sample it draws (ask with 'n')");
+    throw bad_request("best_of",
+                      "'best_of' must be 1: kdr returns every sample it draws (ask with 'n')");
 }
 
 engine::SamplingParams parse_sampling(const json& body, uint64_t default_seed) {
@@ -107,8 +108,8 @@ engine::SamplingParams parse_sampling(const json& body, uint64_t default_seed) {
   s.frequency_penalty = static_cast<float>(get_number(body, "frequency_penalty", 0.0));
   s.repetition_penalty = static_cast<float>(get_number(body, "repetition_penalty", 1.0));
   s.seed = default_seed;
-  if (const json* seed = field(body, "seed")) {
-    if (!seed->is_number_integer()) throw bad("seed", "'seed' must be an integer");
+  if (const json* seed = optional_field(body, "seed")) {
+    if (!seed->is_number_integer()) throw bad_request("seed", "'seed' must be an integer");
     s.seed = seed->is_number_unsigned() ? seed->get<uint64_t>()
                                         : static_cast<uint64_t>(seed->get<int64_t>());
   }
@@ -117,29 +118,30 @@ engine::SamplingParams parse_sampling(const json& body, uint64_t default_seed) {
   } catch (const std::invalid_argument& e) {
     // validate() starts its message with the field's name.
     const std::string msg = e.what();
-    throw bad(msg.substr(0, msg.find(' ')), msg);
+    throw bad_request(msg.substr(0, msg.find(' ')), msg);
   }
   return s;
 }
 
 std::vector<std::string> parse_stop(const json& body) {
-  const json* v = field(body, "stop");
+  const json* v = optional_field(body, "stop");
   if (!v) return {};
   std::vector<std::string> stop;
   if (v->is_string()) {
     stop.push_back(v->get<std::string>());
   } else if (v->is_array()) {
     if (v->size() > 4)
-      throw bad("stop", "'stop' holds at most 4 strings, got " + std::to_string(v->size()));
+      throw bad_request("stop", "'stop' holds at most 4 strings, got " + std::to_string(v->size()));
     for (const json& s : *v) {
-      if (!s.is_string()) throw bad("stop", "'stop' must be a string or an array of strings");
+      if (!s.is_string())
+        throw bad_request("stop", "'stop' must be a string or an array of strings");
       stop.push_back(s.get<std::string>());
     }
   } else {
-    throw bad("stop", "'stop' must be a string or an array of strings");
+    throw bad_request("stop", "'stop' must be a string or an array of strings");
   }
   for (const std::string& s : stop)
-    if (s.empty()) throw bad("stop", "'stop' strings must not be empty");
+    if (s.empty()) throw bad_request("stop", "'stop' strings must not be empty");
   return stop;
 }
 
@@ -148,54 +150,57 @@ std::vector<std::string> parse_stop(const json& body) {
 std::shared_ptr<const engine::JsonGrammar> parse_response_format(const json& body,
                                                                  std::string_view text,
                                                                  const ServedModel& model) {
-  const json* rf = field(body, "response_format");
+  const json* rf = optional_field(body, "response_format");
   if (!rf) return nullptr;
   if (!rf->is_object() || !rf->contains("type") || !(*rf)["type"].is_string())
-    throw bad("response_format", "'response_format' must be an object with a string 'type'");
+    throw bad_request("response_format",
+                      "'response_format' must be an object with a string 'type'");
   const std::string type = (*rf)["type"].get<std::string>();
   if (type == "text") return nullptr;
   if (type != "json_object" && type != "json_schema")
-    throw bad("response_format.type",
-              "'response_format.type' must be text, json_object or "
-              "json_schema, got '" +
-                  type + "'");
+    throw bad_request("response_format.type",
+                      "'response_format.type' must be text, json_object or "
+                      "json_schema, got '" +
+                          type + "'");
   if (!model.vocabulary)
-    throw bad("response_format", "response_format " + type + " is not available on this server");
+    throw bad_request("response_format",
+                      "response_format " + type + " is not available on this server");
   if (type == "json_object") return engine::JsonGrammar::any_object(model.vocabulary);
-  const json* js = field(*rf, "json_schema");
+  const json* js = optional_field(*rf, "json_schema");
   if (!js || !js->is_object())
-    throw bad("response_format.json_schema",
-              "response_format json_schema needs a 'json_schema' object");
-  const json* schema = field(*js, "schema");
+    throw bad_request("response_format.json_schema",
+                      "response_format json_schema needs a 'json_schema' object");
+  const json* schema = optional_field(*js, "schema");
   if (!schema || !(schema->is_object() || schema->is_boolean()))
-    throw bad("response_format.json_schema.schema",
-              "'response_format.json_schema.schema' must be a JSON Schema object");
+    throw bad_request("response_format.json_schema.schema",
+                      "'response_format.json_schema.schema' must be a JSON Schema object");
   try {
     const nlohmann::ordered_json ordered = nlohmann::ordered_json::parse(text);
     return engine::JsonGrammar::from_schema(ordered["response_format"]["json_schema"]["schema"],
                                             model.vocabulary);
   } catch (const engine::GrammarError& e) {
-    throw bad("response_format.json_schema.schema", e.what());
+    throw bad_request("response_format.json_schema.schema", e.what());
   }
 }
 
 std::string message_content(const json& m, const std::string& where) {
-  const json* c = field(m, "content");
-  if (!c) throw bad("messages", where + ".content is required");
+  const json* c = optional_field(m, "content");
+  if (!c) throw bad_request("messages", where + ".content is required");
   if (c->is_string()) return c->get<std::string>();
   if (!c->is_array())
-    throw bad("messages", where + ".content must be a string or an array of text parts");
+    throw bad_request("messages", where + ".content must be a string or an array of text parts");
   std::string text;
   for (size_t i = 0; i < c->size(); ++i) {
     const json& part = (*c)[i];
     const std::string at = where + ".content[" + std::to_string(i) + "]";
     if (!part.is_object() || !part.contains("type") || !part["type"].is_string())
-      throw bad("messages", at + " must be an object with a string 'type'");
+      throw bad_request("messages", at + " must be an object with a string 'type'");
     const std::string type = part["type"].get<std::string>();
     if (type != "text")
-      throw bad("messages", at + ".type '" + type + "' is not supported: kdr serves text models");
+      throw bad_request("messages",
+                        at + ".type '" + type + "' is not supported: kdr serves text models");
     if (!part.contains("text") || !part["text"].is_string())
-      throw bad("messages", at + ".text must be a string");
+      throw bad_request("messages", at + ".text must be a string");
     // Parts are joined by newlines, as vLLM does.
     if (i > 0) text += '\n';
     text += part["text"].get<std::string>();
@@ -207,31 +212,32 @@ std::string message_content(const json& m, const std::string& where) {
 std::vector<model::ChatToolCall> message_tool_calls(const json& m, const std::string& where) {
   std::vector<model::ChatToolCall> calls;
   const auto call = [&](const json& f, const std::string& at, std::string id) {
-    if (!f.is_object()) throw bad("messages", at + " must be an object");
-    const json* name = field(f, "name");
+    if (!f.is_object()) throw bad_request("messages", at + " must be an object");
+    const json* name = optional_field(f, "name");
     if (!name || !name->is_string() || !valid_tool_name(name->get<std::string>()))
-      throw bad("messages", at + ".name must be a function name (1 to 64 letters, digits, '_' "
-                                 "or '-')");
-    const json* args = field(f, "arguments");
+      throw bad_request("messages",
+                        at + ".name must be a function name (1 to 64 letters, digits, '_' "
+                             "or '-')");
+    const json* args = optional_field(f, "arguments");
     if (!args || !args->is_string())
-      throw bad("messages", at + ".arguments must be a string of JSON");
+      throw bad_request("messages", at + ".arguments must be a string of JSON");
     const nlohmann::ordered_json parsed =
         nlohmann::ordered_json::parse(args->get<std::string>(), nullptr, false);
-    if (parsed.is_discarded()) throw bad("messages", at + ".arguments is not valid JSON");
+    if (parsed.is_discarded()) throw bad_request("messages", at + ".arguments is not valid JSON");
     calls.push_back({std::move(id), name->get<std::string>(), parsed});
   };
-  if (const json* tc = field(m, "tool_calls")) {
-    if (!tc->is_array()) throw bad("messages", where + ".tool_calls must be an array");
+  if (const json* tc = optional_field(m, "tool_calls")) {
+    if (!tc->is_array()) throw bad_request("messages", where + ".tool_calls must be an array");
     for (size_t j = 0; j < tc->size(); ++j) {
       const std::string at = where + ".tool_calls[" + std::to_string(j) + "]";
       const json& c = (*tc)[j];
-      if (!c.is_object() || !field(c, "function"))
-        throw bad("messages", at + " must be an object with a 'function'");
-      const json* id = field(c, "id");
-      if (id && !id->is_string()) throw bad("messages", at + ".id must be a string");
+      if (!c.is_object() || !optional_field(c, "function"))
+        throw bad_request("messages", at + " must be an object with a 'function'");
+      const json* id = optional_field(c, "id");
+      if (id && !id->is_string()) throw bad_request("messages", at + ".id must be a string");
       call(c["function"], at + ".function", id ? id->get<std::string>() : "");
     }
-  } else if (const json* fc = field(m, "function_call")) {
+  } else if (const json* fc = optional_field(m, "function_call")) {
     call(*fc, where + ".function_call", "");
   }
   return calls;
@@ -240,37 +246,40 @@ std::vector<model::ChatToolCall> message_tool_calls(const json& m, const std::st
 std::vector<int32_t> chat_prompt(const json& body, const ServedModel& model,
                                  const ToolRequest& tools) {
   if (!model.chat)
-    throw bad("messages", "model '" + model.id +
-                              "' has no chat template kdr knows (gemma3, llama3, chatml): use "
-                              "/v1/completions");
-  const json* ms = field(body, "messages");
+    throw bad_request("messages",
+                      "model '" + model.id +
+                          "' has no chat template kdr knows (gemma3, llama3, chatml): use "
+                          "/v1/completions");
+  const json* ms = optional_field(body, "messages");
   if (!ms || !ms->is_array() || ms->empty())
-    throw bad("messages", "'messages' must be a non-empty array");
+    throw bad_request("messages", "'messages' must be a non-empty array");
   std::vector<model::ChatMessage> messages;
   for (size_t i = 0; i < ms->size(); ++i) {
     const json& m = (*ms)[i];
     const std::string where = "messages[" + std::to_string(i) + "]";
-    if (!m.is_object()) throw bad("messages", where + " must be an object");
-    const json* role = field(m, "role");
-    if (!role || !role->is_string()) throw bad("messages", where + ".role must be a string");
+    if (!m.is_object()) throw bad_request("messages", where + " must be an object");
+    const json* role = optional_field(m, "role");
+    if (!role || !role->is_string())
+      throw bad_request("messages", where + ".role must be a string");
     std::string r = role->get<std::string>();
     if (r == "developer") r = "system";  // OpenAI's newer name for the system role
     if (r == "function") r = "tool";     // the legacy functions' result
     if (r != "system" && r != "user" && r != "assistant" && r != "tool")
-      throw bad("messages", where +
-                                ".role must be system, developer, user, assistant or tool, got '" +
-                                role->get<std::string>() + "'");
+      throw bad_request("messages",
+                        where + ".role must be system, developer, user, assistant or tool, got '" +
+                            role->get<std::string>() + "'");
     model::ChatMessage message{r, ""};
     if (r == "assistant") message.tool_calls = message_tool_calls(m, where);
     // An assistant turn that made calls may have no content.
-    if (!(message.tool_calls.size() > 0 && !field(m, "content")))
+    if (!(message.tool_calls.size() > 0 && !optional_field(m, "content")))
       message.content = message_content(m, where);
     if (r == "tool") {
       // The call it answers names the function; the legacy form names it itself.
-      const json* id = field(m, "tool_call_id");
-      const json* name = field(m, "name");
-      if (!id && !name) throw bad("messages", where + ".tool_call_id is required");
-      if (id && !id->is_string()) throw bad("messages", where + ".tool_call_id must be a string");
+      const json* id = optional_field(m, "tool_call_id");
+      const json* name = optional_field(m, "name");
+      if (!id && !name) throw bad_request("messages", where + ".tool_call_id is required");
+      if (id && !id->is_string())
+        throw bad_request("messages", where + ".tool_call_id must be a string");
       if (id) message.tool_call_id = id->get<std::string>();
       for (const model::ChatMessage& earlier : messages)
         for (const model::ChatToolCall& c : earlier.tool_calls)
@@ -289,7 +298,7 @@ std::vector<int32_t> chat_prompt(const json& body, const ServedModel& model,
                               tools.tools);
   } catch (const model::ChatTemplateError& e) {
     const std::string what = e.what();
-    throw bad(what.rfind("tools[", 0) == 0 ? "tools" : "messages", what);
+    throw bad_request(what.rfind("tools[", 0) == 0 ? "tools" : "messages", what);
   }
 }
 
@@ -299,31 +308,31 @@ std::vector<int32_t> token_ids(const json& arr, int32_t n_vocab, const char* par
     const json& t = arr[i];
     if (!t.is_number_integer() || t.get<int64_t>() < 0 || t.get<int64_t>() >= n_vocab ||
         (t.is_number_unsigned() && t.get<uint64_t>() >= static_cast<uint64_t>(n_vocab)))
-      throw bad(param, std::string("'") + param + "[" + std::to_string(i) +
-                           "]' must be a token id in [0, " + std::to_string(n_vocab) + "), got " +
-                           t.dump());
+      throw bad_request(param, std::string("'") + param + "[" + std::to_string(i) +
+                                   "]' must be a token id in [0, " + std::to_string(n_vocab) +
+                                   "), got " + t.dump());
     ids.push_back(static_cast<int32_t>(t.get<int64_t>()));
   }
   return ids;
 }
 
 std::vector<int32_t> completion_prompt(const json& body, const ServedModel& model) {
-  const json* p = field(body, "prompt");
+  const json* p = optional_field(body, "prompt");
   const char* shapes = "'prompt' must be a string, an array of token ids or an array of one string";
-  if (!p) throw bad("prompt", "'prompt' is required");
+  if (!p) throw bad_request("prompt", "'prompt' is required");
   auto encode = [&](const json& s) {
     return model.tokenizer->encode(s.get<std::string>(), /*add_special=*/true,
                                    /*parse_special=*/true);
   };
   if (p->is_string()) return encode(*p);
-  if (!p->is_array() || p->empty()) throw bad("prompt", shapes);
+  if (!p->is_array() || p->empty()) throw bad_request("prompt", shapes);
   if ((*p)[0].is_number()) return token_ids(*p, model.tokenizer->n_vocab(), "prompt");
   if (p->size() > 1)
-    throw bad("prompt", "'prompt' holds " + std::to_string(p->size()) +
-                            " prompts; kdr answers one prompt per request");
+    throw bad_request("prompt", "'prompt' holds " + std::to_string(p->size()) +
+                                    " prompts; kdr answers one prompt per request");
   if ((*p)[0].is_string()) return encode((*p)[0]);
   if ((*p)[0].is_array()) return token_ids((*p)[0], model.tokenizer->n_vocab(), "prompt");
-  throw bad("prompt", shapes);
+  throw bad_request("prompt", shapes);
 }
 
 // The key path (`a.b[2]`) of the value at which a SAX parse fails: names the field of a
@@ -422,8 +431,8 @@ CompletionRequest parse_completion_request(std::string_view text, Endpoint endpo
   const json body = parse_json_object(text);
   CompletionRequest req;
   req.endpoint = endpoint;
-  if (const json* m = field(body, "model")) {
-    if (!m->is_string()) throw bad("model", "'model' must be a string");
+  if (const json* m = optional_field(body, "model")) {
+    if (!m->is_string()) throw bad_request("model", "'model' must be a string");
     // "unknown" is what sglang-router forwards for a request that named no model: as if
     // none were named.
     if (m->get<std::string>() != model.id && m->get<std::string>() != "unknown")
@@ -442,8 +451,8 @@ CompletionRequest parse_completion_request(std::string_view text, Endpoint endpo
   // Choices drawn from the one prompt; sample i is seeded with seed + i.
   r.n = static_cast<int32_t>(get_integer(body, "n", 1, 1, engine::kMaxSamples));
   req.stream = get_bool(body, "stream", false);
-  if (const json* so = field(body, "stream_options")) {
-    if (!so->is_object()) throw bad("stream_options", "'stream_options' must be an object");
+  if (const json* so = optional_field(body, "stream_options")) {
+    if (!so->is_object()) throw bad_request("stream_options", "'stream_options' must be an object");
     req.include_usage = get_bool(*so, "include_usage", false);
   }
   constexpr int64_t kMax = std::numeric_limits<int64_t>::max();
@@ -451,7 +460,7 @@ CompletionRequest parse_completion_request(std::string_view text, Endpoint endpo
     const bool logprobs = get_bool(body, "logprobs", false);
     const int64_t top = get_integer(body, "top_logprobs", -1, 0, 20);
     if (top >= 0 && !logprobs)
-      throw bad("top_logprobs", "'top_logprobs' requires 'logprobs': true");
+      throw bad_request("top_logprobs", "'top_logprobs' requires 'logprobs': true");
     r.logprobs = logprobs ? static_cast<int32_t>(std::max<int64_t>(top, 0)) : -1;
   } else {
     r.logprobs = static_cast<int32_t>(get_integer(body, "logprobs", -1, 0, 5));
@@ -459,7 +468,7 @@ CompletionRequest parse_completion_request(std::string_view text, Endpoint endpo
   // max_completion_tokens is OpenAI's newer name; it wins when both are given.
   int64_t max_tokens = get_integer(body, "max_tokens", -1, 1, kMax);
   const char* max_param = "max_tokens";
-  if (field(body, "max_completion_tokens")) {
+  if (optional_field(body, "max_completion_tokens")) {
     max_tokens = get_integer(body, "max_completion_tokens", -1, 1, kMax);
     max_param = "max_completion_tokens";
   }
@@ -469,21 +478,23 @@ CompletionRequest parse_completion_request(std::string_view text, Endpoint endpo
     const bool llama = model.chat && model.chat->format == model::ChatFormat::kLlama3;
     // The schemas are read again as ordered_json (properties in the order written), only
     // when there are any.
-    const bool defined = field(body, "tools") || field(body, "functions");
+    const bool defined = optional_field(body, "tools") || optional_field(body, "functions");
     req.tools =
         parse_tools(body, defined ? nlohmann::ordered_json::parse(text) : nlohmann::ordered_json(),
                     model.vocabulary, llama ? "parameters" : "arguments");
     if (req.tools.active()) r.grammar = req.tools.grammar;
   } else {
     for (const char* t : {"tools", "tool_choice", "functions", "function_call"})
-      if (field(body, t)) throw bad(t, std::string("'") + t + "' needs /v1/chat/completions");
+      if (optional_field(body, t))
+        throw bad_request(t, std::string("'") + t + "' needs /v1/chat/completions");
   }
 
   r.prompt = endpoint == Endpoint::kChatCompletions ? chat_prompt(body, model, req.tools)
                                                     : completion_prompt(body, model);
   const char* prompt_param = endpoint == Endpoint::kChatCompletions ? "messages" : "prompt";
   const int64_t n_prompt = static_cast<int64_t>(r.prompt.size());
-  if (n_prompt == 0) throw bad(prompt_param, std::string("'") + prompt_param + "' is empty");
+  if (n_prompt == 0)
+    throw bad_request(prompt_param, std::string("'") + prompt_param + "' is empty");
   const int64_t limit = model.max_model_len;
   if (max_tokens < 0) {
     if (n_prompt >= limit)
@@ -508,8 +519,8 @@ CompletionRequest parse_completion_request(std::string_view text, Endpoint endpo
 
 json tokenize_response(std::string_view text, const model::Tokenizer& tokenizer) {
   const json body = parse_json_object(text);
-  const json* content = field(body, "content");
-  if (!content || !content->is_string()) throw bad("content", "'content' must be a string");
+  const json* content = optional_field(body, "content");
+  if (!content || !content->is_string()) throw bad_request("content", "'content' must be a string");
   const bool add_special = get_bool(body, "add_special", false);
   return {{"tokens", tokenizer.encode(content->get<std::string>(), add_special,
                                       /*parse_special=*/true)}};
@@ -517,8 +528,9 @@ json tokenize_response(std::string_view text, const model::Tokenizer& tokenizer)
 
 json detokenize_response(std::string_view text, const model::Tokenizer& tokenizer) {
   const json body = parse_json_object(text);
-  const json* tokens = field(body, "tokens");
-  if (!tokens || !tokens->is_array()) throw bad("tokens", "'tokens' must be an array of token ids");
+  const json* tokens = optional_field(body, "tokens");
+  if (!tokens || !tokens->is_array())
+    throw bad_request("tokens", "'tokens' must be an array of token ids");
   const std::vector<int32_t> ids = token_ids(*tokens, tokenizer.n_vocab(), "tokens");
   return {{"content", tokenizer.decode(ids, /*skip_special=*/false)}};
 }

@@ -45,6 +45,12 @@ class ApiError : public std::runtime_error {
   std::string code_;
 };
 
+// A 400 refusal naming the field `param`.
+ApiError bad_request(const std::string& param, const std::string& message);
+// A field of a request object, or null when absent or null: OpenAI's API treats an explicit
+// null as "not given".
+const nlohmann::json* optional_field(const nlohmann::json& obj, const char* name);
+
 // Serializes for the wire. Invalid UTF-8 (never expected: engine text is whole characters)
 // becomes U+FFFD rather than an exception in the middle of a response.
 std::string dump_json(const nlohmann::json& j);

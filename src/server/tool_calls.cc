@@ -14,15 +14,6 @@ using ojson = nlohmann::ordered_json;
 
 namespace {
 
-ApiError bad(const std::string& param, const std::string& message) {
-  return ApiError(400, message, param);
-}
-
-const json* field(const json& obj, const char* name) {
-  const auto it = obj.find(name);
-  return it == obj.end() || it->is_null() ? nullptr : &*it;
-}
-
 // Points the schema's own references ("#/...") at where it now sits, under `prefix`.
 void rebase_refs(ojson& s, const std::string& prefix) {
   if (s.is_object()) {
@@ -43,30 +34,32 @@ void rebase_refs(ojson& s, const std::string& prefix) {
 // properties when none is given, as OpenAI reads it).
 ojson checked_function(const json& f, const ojson& of, const std::string& at,
                        std::vector<std::string>& names) {
-  if (!f.is_object()) throw bad(at, "'" + at + "' must be an object");
-  const json* name = field(f, "name");
-  if (!name || !name->is_string()) throw bad(at + ".name", "'" + at + ".name' must be a string");
+  if (!f.is_object()) throw bad_request(at, "'" + at + "' must be an object");
+  const json* name = optional_field(f, "name");
+  if (!name || !name->is_string())
+    throw bad_request(at + ".name", "'" + at + ".name' must be a string");
   const std::string n = name->get<std::string>();
   if (!valid_tool_name(n))
-    throw bad(at + ".name", "'" + at + ".name' is '" + n +
-                                "': a function name is 1 to 64 letters, digits, '_' or '-'");
+    throw bad_request(
+        at + ".name",
+        "'" + at + ".name' is '" + n + "': a function name is 1 to 64 letters, digits, '_' or '-'");
   if (std::find(names.begin(), names.end(), n) != names.end())
-    throw bad(at + ".name", "'" + at + ".name': the function '" + n + "' is defined twice");
+    throw bad_request(at + ".name", "'" + at + ".name': the function '" + n + "' is defined twice");
   names.push_back(n);
-  if (const json* d = field(f, "description"); d && !d->is_string())
-    throw bad(at + ".description", "'" + at + ".description' must be a string");
-  if (const json* s = field(f, "strict"); s && !s->is_boolean())
-    throw bad(at + ".strict", "'" + at + ".strict' must be a boolean");
-  const json* p = field(f, "parameters");
+  if (const json* d = optional_field(f, "description"); d && !d->is_string())
+    throw bad_request(at + ".description", "'" + at + ".description' must be a string");
+  if (const json* s = optional_field(f, "strict"); s && !s->is_boolean())
+    throw bad_request(at + ".strict", "'" + at + ".strict' must be a boolean");
+  const json* p = optional_field(f, "parameters");
   if (!p) return ojson{{"type", "object"}, {"properties", ojson::object()}};
   if (!p->is_object())
-    throw bad(at + ".parameters", "'" + at + ".parameters' must be a JSON Schema object");
+    throw bad_request(at + ".parameters", "'" + at + ".parameters' must be a JSON Schema object");
   const ojson& params = of["parameters"];
   try {
     engine::JsonGrammar::from_schema(params, nullptr);
   } catch (const engine::GrammarError& e) {
-    throw bad(at + ".parameters",
-              "'" + at + ".parameters' of function '" + n + "': " + std::string(e.what()));
+    throw bad_request(at + ".parameters",
+                      "'" + at + ".parameters' of function '" + n + "': " + std::string(e.what()));
   }
   return params;
 }
@@ -79,27 +72,27 @@ ToolRequest parse_tools(const json& body, const ojson& ordered,
   ToolRequest r;
   r.call_key = std::move(call_key);
   std::vector<ojson> params;
-  const json* tools = field(body, "tools");
-  const json* functions = field(body, "functions");
+  const json* tools = optional_field(body, "tools");
+  const json* functions = optional_field(body, "functions");
   if (tools && functions)
-    throw bad("functions", "give 'tools' or the legacy 'functions', not both");
+    throw bad_request("functions", "give 'tools' or the legacy 'functions', not both");
   if (tools) {
-    if (!tools->is_array()) throw bad("tools", "'tools' must be an array");
+    if (!tools->is_array()) throw bad_request("tools", "'tools' must be an array");
     for (size_t i = 0; i < tools->size(); ++i) {
       const std::string at = "tools[" + std::to_string(i) + "]";
       const json& t = (*tools)[i];
-      if (!t.is_object()) throw bad(at, "'" + at + "' must be an object");
-      const json* type = field(t, "type");
+      if (!t.is_object()) throw bad_request(at, "'" + at + "' must be an object");
+      const json* type = optional_field(t, "type");
       if (!type || *type != "function")
-        throw bad(at + ".type", "'" + at + ".type' must be 'function'");
-      const json* f = field(t, "function");
-      if (!f) throw bad(at + ".function", "'" + at + ".function' is required");
+        throw bad_request(at + ".type", "'" + at + ".type' must be 'function'");
+      const json* f = optional_field(t, "function");
+      if (!f) throw bad_request(at + ".function", "'" + at + ".function' is required");
       params.push_back(
           checked_function(*f, ordered["tools"][i]["function"], at + ".function", r.names));
       r.tools.push_back(ordered["tools"][i]);
     }
   } else if (functions) {
-    if (!functions->is_array()) throw bad("functions", "'functions' must be an array");
+    if (!functions->is_array()) throw bad_request("functions", "'functions' must be an array");
     r.legacy = true;
     r.parallel = false;
     for (size_t i = 0; i < functions->size(); ++i) {
@@ -111,14 +104,15 @@ ToolRequest parse_tools(const json& body, const ojson& ordered,
 
   // tool_choice (legacy: function_call), "auto" by default when there are tools.
   const char* choice_param = r.legacy ? "function_call" : "tool_choice";
-  if (!r.legacy && field(body, "function_call"))
-    throw bad("function_call",
-              "'function_call' needs the legacy 'functions'; with 'tools' use "
-              "'tool_choice'");
-  if (r.legacy && field(body, "tool_choice"))
-    throw bad("tool_choice", "'tool_choice' needs 'tools'; with 'functions' use 'function_call'");
+  if (!r.legacy && optional_field(body, "function_call"))
+    throw bad_request("function_call",
+                      "'function_call' needs the legacy 'functions'; with 'tools' use "
+                      "'tool_choice'");
+  if (r.legacy && optional_field(body, "tool_choice"))
+    throw bad_request("tool_choice",
+                      "'tool_choice' needs 'tools'; with 'functions' use 'function_call'");
   r.choice = r.tools.empty() ? ToolChoice::kNone : ToolChoice::kAuto;
-  if (const json* c = field(body, choice_param)) {
+  if (const json* c = optional_field(body, choice_param)) {
     const std::string p = choice_param;
     if (c->is_string()) {
       const std::string s = c->get<std::string>();
@@ -129,51 +123,53 @@ ToolRequest parse_tools(const json& body, const ojson& ordered,
       } else if (s == "required" && !r.legacy) {
         r.choice = ToolChoice::kRequired;
       } else {
-        throw bad(p, "'" + p + "' must be " +
-                         (r.legacy ? "'none', 'auto' or {\"name\": ...}"
-                                   : "'none', 'auto', 'required' or {\"type\": \"function\", "
-                                     "\"function\": {\"name\": ...}}") +
-                         ", got '" + s + "'");
+        throw bad_request(p,
+                          "'" + p + "' must be " +
+                              (r.legacy ? "'none', 'auto' or {\"name\": ...}"
+                                        : "'none', 'auto', 'required' or {\"type\": \"function\", "
+                                          "\"function\": {\"name\": ...}}") +
+                              ", got '" + s + "'");
       }
     } else if (c->is_object()) {
       const json* name = nullptr;
       if (r.legacy) {
-        name = field(*c, "name");
+        name = optional_field(*c, "name");
       } else {
-        const json* type = field(*c, "type");
+        const json* type = optional_field(*c, "type");
         if (!type || *type != "function")
-          throw bad(p + ".type", "'" + p + ".type' must be 'function'");
-        const json* f = field(*c, "function");
-        if (f && f->is_object()) name = field(*f, "name");
+          throw bad_request(p + ".type", "'" + p + ".type' must be 'function'");
+        const json* f = optional_field(*c, "function");
+        if (f && f->is_object()) name = optional_field(*f, "name");
       }
       const std::string name_param = r.legacy ? p + ".name" : p + ".function.name";
       if (!name || !name->is_string())
-        throw bad(name_param, "'" + name_param + "' must be a string");
+        throw bad_request(name_param, "'" + name_param + "' must be a string");
       r.named = name->get<std::string>();
       if (std::find(r.names.begin(), r.names.end(), r.named) == r.names.end())
-        throw bad(name_param, "'" + name_param + "' is '" + r.named +
-                                  "', which is not one of the request's " +
-                                  (r.legacy ? "functions" : "tools"));
+        throw bad_request(name_param, "'" + name_param + "' is '" + r.named +
+                                          "', which is not one of the request's " +
+                                          (r.legacy ? "functions" : "tools"));
       r.choice = ToolChoice::kNamed;
     } else {
-      throw bad(p, "'" + p + "' must be a string or an object");
+      throw bad_request(p, "'" + p + "' must be a string or an object");
     }
   }
   if (r.choice == ToolChoice::kRequired && r.tools.empty())
-    throw bad("tool_choice", "'tool_choice' is 'required' but no 'tools' are given");
-  if (const json* pc = field(body, "parallel_tool_calls")) {
+    throw bad_request("tool_choice", "'tool_choice' is 'required' but no 'tools' are given");
+  if (const json* pc = optional_field(body, "parallel_tool_calls")) {
     if (!pc->is_boolean())
-      throw bad("parallel_tool_calls", "'parallel_tool_calls' must be a boolean");
+      throw bad_request("parallel_tool_calls", "'parallel_tool_calls' must be a boolean");
     if (!r.legacy) r.parallel = pc->get<bool>();
   }
   if (r.choice == ToolChoice::kNone) return r;
   if (!vocabulary)
-    throw bad(r.legacy ? "functions" : "tools", "tool calls are not available on this server");
-  if (field(body, "response_format") &&
-      (*field(body, "response_format")).value("type", "") != "text")
-    throw bad("response_format",
-              "'response_format' cannot be combined with tool calls; give "
-              "tool_choice 'none' or leave response_format out");
+    throw bad_request(r.legacy ? "functions" : "tools",
+                      "tool calls are not available on this server");
+  if (optional_field(body, "response_format") &&
+      (*optional_field(body, "response_format")).value("type", "") != "text")
+    throw bad_request("response_format",
+                      "'response_format' cannot be combined with tool calls; give "
+                      "tool_choice 'none' or leave response_format out");
 
   // The calls' schema: a union of {"name": const, <key>: parameters}, told apart by the name.
   ojson root = {{"$defs", ojson::object()}};
@@ -202,8 +198,8 @@ ToolRequest parse_tools(const json& body, const ojson& ordered,
   try {
     r.grammar = engine::JsonGrammar::from_schema(root, std::move(vocabulary), output);
   } catch (const engine::GrammarError& e) {
-    throw bad(r.legacy ? "functions" : "tools",
-              "the tools cannot be called together: " + std::string(e.what()));
+    throw bad_request(r.legacy ? "functions" : "tools",
+                      "the tools cannot be called together: " + std::string(e.what()));
   }
   return r;
 }
