@@ -116,6 +116,23 @@ int32_t Sampler::sample(std::span<float> logits, std::span<const int32_t> histor
   auto order = [](const auto& a, const auto& b) {
     return a.first > b.first || (a.first == b.first && a.second < b.second);
   };
+  if (p_.top_k == 0 && p_.top_p < 1.0f && p_.min_p <= 0.0f) {
+    // Top-p alone: nearly flat logits leave most of a large vocabulary in the candidates,
+    // and sorting them all costs far more than the draw. The nucleus (the shortest prefix of
+    // the sorted order holding top_p of the mass) is found by a weighted quickselect
+    // instead, and the draw walks it in the order the selection left it: the same tokens
+    // with the same probabilities as after a full sort.
+    const size_t keep = select_nucleus(mx);
+    double kept = 0.0;
+    for (size_t i = 0; i < keep; ++i) kept += std::exp(static_cast<double>(cand_[i].first - mx));
+    const double r = rng_.uniform() * kept;
+    double acc = 0.0;
+    for (size_t i = 0; i < keep; ++i) {
+      acc += std::exp(static_cast<double>(cand_[i].first - mx));
+      if (r < acc) return cand_[i].second;
+    }
+    return cand_[keep - 1].second;
+  }
   size_t k =
       p_.top_k > 0 ? std::min<size_t>(static_cast<size_t>(p_.top_k), cand_.size()) : cand_.size();
   std::partial_sort(cand_.begin(), cand_.begin() + static_cast<std::ptrdiff_t>(k), cand_.end(),
@@ -152,6 +169,60 @@ int32_t Sampler::sample(std::span<float> logits, std::span<const int32_t> histor
     if (r < acc) return cand_[i].second;
   }
   return cand_[keep - 1].second;
+}
+
+size_t Sampler::select_nucleus(float mx) {
+  auto order = [](const std::pair<float, int32_t>& a, const std::pair<float, int32_t>& b) {
+    return a.first > b.first || (a.first == b.first && a.second < b.second);
+  };
+  auto weight = [mx](const std::pair<float, int32_t>& c) {
+    return std::exp(static_cast<double>(c.first - mx));
+  };
+  double total = 0.0;
+  for (const auto& c : cand_) total += weight(c);
+  const double need = static_cast<double>(p_.top_p) * total;
+  // Invariant: every candidate before `lo` comes before every one in [lo, hi) in `order`,
+  // holds `before` of the mass all together, and the nucleus ends inside [lo, hi).
+  size_t lo = 0, hi = cand_.size();
+  double before = 0.0;
+  while (hi - lo > 32) {
+    // Median of three as the pivot; a partition written out (not std::partition) so the
+    // arrangement, and with it the draw for a seed, is the same with any standard library.
+    const size_t mid = lo + (hi - lo) / 2;
+    std::pair<float, int32_t> a = cand_[lo], b = cand_[mid], c = cand_[hi - 1];
+    if (order(b, a)) std::swap(a, b);
+    if (order(c, b)) std::swap(b, c);
+    if (order(b, a)) std::swap(a, b);
+    const std::pair<float, int32_t> pivot = b;
+    size_t m = lo;
+    double left = 0.0;
+    for (size_t i = lo; i < hi; ++i) {
+      if (order(cand_[i], pivot)) {
+        left += weight(cand_[i]);
+        std::swap(cand_[i], cand_[m++]);
+      }
+    }
+    if (before + left >= need) {
+      hi = m;  // the pivot (the median of three) is not the best: m > lo
+    } else if (m > lo) {
+      before += left;
+      lo = m;
+    } else {
+      // Nothing here beats the pivot: it is the best of the range; move it first, take it.
+      for (size_t i = lo; i < hi; ++i)
+        if (cand_[i] == pivot) std::swap(cand_[i], cand_[lo]);
+      before += weight(cand_[lo]);
+      ++lo;
+      if (before >= need) return lo;
+    }
+  }
+  std::sort(cand_.begin() + static_cast<std::ptrdiff_t>(lo),
+            cand_.begin() + static_cast<std::ptrdiff_t>(hi), order);
+  for (size_t i = lo; i < hi; ++i) {
+    before += weight(cand_[i]);
+    if (before >= need) return i + 1;
+  }
+  return hi;  // rounding: the whole range
 }
 
 float Sampler::lse() const {

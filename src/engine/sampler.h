@@ -67,6 +67,8 @@ class Sampler {
   std::vector<std::pair<float, int32_t>> cand_;
   std::span<const float> last_;  // the scaled logits of the last call
   float lse() const;             // log-sum-exp of last_, computed once per sample() when asked
+  // Top-p alone: arranges cand_ so that its first N entries are the nucleus; returns N.
+  size_t select_nucleus(float mx);
   mutable float last_lse_ = 0.0f;
   mutable bool lse_valid_ = false;
 };

@@ -83,6 +83,49 @@ TEST(Sampler, FrequenciesFollowSoftmaxAtTemperature) {
   }
 }
 
+// Top-p over a vocabulary large enough for the nucleus selection to partition (several
+// hundred candidates, ties included): each token of the exact nucleus of a full sort is
+// drawn with its renormalised probability, and no other token is drawn.
+TEST(Sampler, TopPFrequenciesFollowTheRenormalisedNucleus) {
+  const uint64_t seed = test_seed();
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::vector<float> base(600);
+  for (float& l : base) l = std::round(normal(rng) * 8.0f) / 8.0f;  // many equal logits
+  std::vector<int> order(base.size());
+  std::iota(order.begin(), order.end(), 0);
+  std::sort(order.begin(), order.end(),
+            [&](int a, int b) { return base[a] > base[b] || (base[a] == base[b] && a < b); });
+  double total = 0.0;
+  for (float l : base) total += std::exp(static_cast<double>(l));
+  std::map<int, double> nucleus;
+  double acc = 0.0;
+  for (int t : order) {
+    nucleus[t] = std::exp(static_cast<double>(base[t]));
+    acc += nucleus[t] / total;
+    if (acc >= 0.6) break;
+  }
+  double kept = 0.0;
+  for (const auto& [t, w] : nucleus) kept += w;
+  SamplingParams p;
+  p.top_p = 0.6f;
+  p.seed = seed;
+  Sampler smp(p);
+  std::map<int, int> counts;
+  const int n = 60000;
+  for (int i = 0; i < n; ++i) {
+    auto l = base;
+    ++counts[smp.sample(l, {})];
+  }
+  for (const auto& [t, c] : counts) EXPECT_TRUE(nucleus.count(t)) << "token " << t;
+  for (const auto& [t, w] : nucleus) {
+    const double pr = w / kept;
+    const double sd = std::sqrt(pr * (1 - pr) / n);
+    EXPECT_NEAR(counts[t] / static_cast<double>(n), pr, 5 * sd + 1e-4) << "token " << t;
+  }
+  EXPECT_GT(nucleus.size(), 40u);
+}
+
 TEST(Sampler, TopKOneAndTinyTopPAreGreedy) {
   const uint64_t seed = test_seed();
   for (int i = 0; i < 10; ++i) {
