@@ -504,12 +504,14 @@ CompletionRequest parse_completion_request(std::string_view text, Endpoint endpo
                          " tokens, which leaves no room for a completion; shorten the prompt",
                      prompt_param, "context_length_exceeded");
     max_tokens = limit - n_prompt;
-  } else if (n_prompt + max_tokens > limit) {
+  } else if (max_tokens > limit - n_prompt) {  // n_prompt + max_tokens could overflow
+    const std::string needs = max_tokens <= std::numeric_limits<int64_t>::max() - n_prompt
+                                  ? std::to_string(n_prompt + max_tokens)
+                                  : "more than " + std::to_string(limit);
     throw ApiError(400,
                    "this model's maximum context length is " + std::to_string(limit) +
-                       " tokens, but the request needs " + std::to_string(n_prompt + max_tokens) +
-                       " (" + std::to_string(n_prompt) + " prompt tokens + " +
-                       std::to_string(max_tokens) + " " + max_param +
+                       " tokens, but the request needs " + needs + " (" + std::to_string(n_prompt) +
+                       " prompt tokens + " + std::to_string(max_tokens) + " " + max_param +
                        "); shorten the prompt or lower " + max_param,
                    max_param, "context_length_exceeded");
   }

@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <cstdio>
+#include <limits>
 #include <random>
 
 #include "../base/seed.h"
@@ -369,6 +370,19 @@ TEST_F(ProtocolTest, ContextOverflowStatesBothNumbersAndTheLimit) {
     EXPECT_EQ(std::string(e.what()),
               "this model's maximum context length is 256 tokens, but the request needs 300 (200 "
               "prompt tokens + 100 max_tokens); shorten the prompt or lower max_tokens");
+  }
+  // The largest max_tokens a JSON integer holds: refused the same way, the sum not computed
+  // (found by request_fuzz_test under UBSan: it overflowed).
+  try {
+    completion({{"prompt", prompt}, {"max_tokens", std::numeric_limits<int64_t>::max()}});
+    FAIL() << "accepted";
+  } catch (const ApiError& e) {
+    EXPECT_EQ(e.status(), 400);
+    EXPECT_EQ(e.code(), "context_length_exceeded");
+    EXPECT_NE(std::string(e.what()).find("needs more than 256 (200 prompt tokens + " +
+                                         std::to_string(std::numeric_limits<int64_t>::max())),
+              std::string::npos)
+        << e.what();
   }
   // Exactly the context is fine.
   EXPECT_EQ(completion({{"prompt", prompt}, {"max_tokens", 56}}).request.max_tokens, 56);
