@@ -367,8 +367,9 @@ TEST_F(RequestFuzzTest, MutatedBodiesGetAnswersOrOpenAIErrorsNeverA5xx) {
     if (rng() % 5 == 0) {
       // Byte-level damage on top: the parser must still answer with a 400.
       for (int e = 0; e < 2; ++e) body[rng() % body.size()] = static_cast<char>(rng() % 256);
-      sent = json::parse(body, nullptr, false);
     }
+    // What the server reads (an infinity a mutation made is written as null, for one).
+    sent = json::parse(body, nullptr, false);
     const auto res = client.Post(path.c_str(), body, "application/json");
     const std::string problem = check(path, sent, res);
     ASSERT_EQ(problem, "") << "body " << i << " to " << path << ": " << body.substr(0, 1500);
