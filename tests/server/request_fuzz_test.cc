@@ -293,7 +293,7 @@ std::string check(const std::string& path, const json& sent, const httplib::Resu
   if (res->status >= 500 && res->status != 503)
     return "status " + std::to_string(res->status) + ": " + res->body.substr(0, 300);
   const bool stream = sent.is_object() && sent.contains("stream") && sent["stream"] == true &&
-                      res->status == 200 && path.find("/v1/") == 0;
+                      res->status == 200 && path.find("completions") != std::string::npos;
   if (stream) {
     // Errors after the status line are SSE error events; the stream always ends.
     if (res->body.find("data: [DONE]") == std::string::npos &&
