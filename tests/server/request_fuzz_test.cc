@@ -325,8 +325,9 @@ std::string check(const std::string& path, const json& sent, const httplib::Resu
   const int64_t n = sent.contains("n") && sent["n"].is_number()
                         ? static_cast<int64_t>(sent["n"].get<double>())
                         : 1;
-  const size_t prompts = sent.contains("prompt") && sent["prompt"].is_array() &&
-                                 !sent["prompt"].empty() && sent["prompt"][0].is_string()
+  const size_t prompts = path == "/v1/completions" && sent.contains("prompt") &&
+                                 sent["prompt"].is_array() && !sent["prompt"].empty() &&
+                                 sent["prompt"][0].is_string()
                              ? sent["prompt"].size()
                              : 1;
   if (j["choices"].size() != static_cast<size_t>(n) * prompts)
