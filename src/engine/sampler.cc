@@ -87,14 +87,17 @@ int32_t Sampler::sample(std::span<float> logits, std::span<const int32_t> histor
   if (greedy) return best;
 
   if (p_.top_k == 0 && p_.top_p >= 1.0f && p_.min_p <= 0.0f) {
-    // Plain temperature sampling: a draw over the whole vocabulary in id order, no sort.
+    // Plain temperature sampling: a draw over the whole vocabulary in id order, no sort. The
+    // weights are kept from the pass that sums them, so exp() runs once per token.
+    weights_.resize(static_cast<size_t>(n));
     double total = 0.0;
-    for (float l : logits) total += std::exp(static_cast<double>(l - mx));
+    for (int32_t t = 0; t < n; ++t)
+      total += weights_[t] = std::exp(static_cast<double>(logits[t] - mx));
     const double r = rng_.uniform() * total;
     double acc = 0.0;
     int32_t last_nonzero = best;
     for (int32_t t = 0; t < n; ++t) {
-      const double p = std::exp(static_cast<double>(logits[t] - mx));
+      const double p = weights_[t];
       if (p > 0.0) last_nonzero = t;
       acc += p;
       if (r < acc) return t;

@@ -65,6 +65,7 @@ class Sampler {
   Rng rng_;
   std::vector<int32_t> counts_;
   std::vector<std::pair<float, int32_t>> cand_;
+  std::vector<double> weights_;  // exp(logit - max) per token, plain temperature sampling
   std::span<const float> last_;  // the scaled logits of the last call
   float lse() const;             // log-sum-exp of last_, computed once per sample() when asked
   // Top-p alone: arranges cand_ so that its first N entries are the nucleus; returns N.
