@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <exception>
 
+#include "base/cpu_features.h"
 #include "cli/commands.h"
 
 int main(int argc, char** argv) {
@@ -20,6 +21,9 @@ int main(int argc, char** argv) {
   kdr::cli::add_research_command(app);
 
   try {
+    // Applies KDR_CPU_PATH (a forced kernel path) before any kernel runs; a path this CPU
+    // cannot run is an error here rather than a silent fallback.
+    kdr::cpu::active_path();
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     return app.exit(e) == 0 ? 0 : 2;  // --help and --version exit 0
