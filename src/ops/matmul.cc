@@ -19,6 +19,7 @@
 
 #if HWY_ONCE
 #include "hwy/highway.h"
+#include "ops/matmul_amx.h"
 
 namespace kdr::ops {
 HWY_EXPORT(MatmulTile);
@@ -91,6 +92,10 @@ void matmul(ThreadPool& pool, const float* x, int64_t x_stride, int64_t m, const
             float* y, int64_t y_stride) {
   const Split s = split(pool, x, x_stride, m, w, y, y_stride);
   if (s.tasks == 0) return;
+  if (const amx::TileMode t = amx::tile_mode(); t != amx::TileMode::kOff) {
+    const amx::TileProduct p{s.a, s.n};  // every row on the tiles (matmul_amx.h)
+    return amx::tile_matmul(pool, t, m, &p, 1);
+  }
   pool.parallel_for(s.tasks, [&](int64_t task, int) { s.run(task); });
 }
 
@@ -114,6 +119,11 @@ void matmul_same_x(ThreadPool& pool, const float* x, int64_t m, const MatmulTarg
     first[i + 1] = first[i] + splits[i].tasks;
   }
   if (first[count] == 0) return;
+  if (const amx::TileMode t = amx::tile_mode(); t != amx::TileMode::kOff) {
+    amx::TileProduct p[kMax];
+    for (size_t i = 0; i < count; ++i) p[i] = amx::TileProduct{splits[i].a, splits[i].n};
+    return amx::tile_matmul(pool, t, m, p, count);
+  }
   pool.parallel_for(first[count], [&](int64_t task, int) {
     size_t i = 0;
     while (task >= first[i + 1]) ++i;
