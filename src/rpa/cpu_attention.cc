@@ -16,6 +16,7 @@
 
 #include "base/dtype.h"
 #include "base/thread_pool.h"
+#include "rpa/bf16_attention.h"
 #include "rpa/internal.h"
 
 #undef HWY_TARGET_INCLUDE
@@ -764,8 +765,9 @@ void RequantizeRowDispatch(const KvCache& cache, bool is_v, const float* x, floa
     requantize_row(cache, is_v, x, out);
 }
 
+// Runs the plan's work items in `set` (and, when it has the decodes, the split merges).
 void RunPlan(const Plan::Impl& plan, const float* q, const float* k, const float* v, KvCache& cache,
-             float* out, kdr::ThreadPool* pool) {
+             float* out, kdr::ThreadPool* pool, ItemSet set) {
   const DF df;
   const size_t nl = hn::Lanes(df);
   RunArgs a;
@@ -815,6 +817,7 @@ void RunPlan(const Plan::Impl& plan, const float* q, const float* k, const float
 
   const int64_t num_items = static_cast<int64_t>(plan.items.size());
   auto item_fn = [&](int64_t i, int) {
+    if (!runs(set, plan.items[i].path)) return;
     static thread_local Scratch scratch;
     run_item(a, plan.items[i], scratch);
   };
@@ -822,12 +825,14 @@ void RunPlan(const Plan::Impl& plan, const float* q, const float* k, const float
     static thread_local std::vector<float> acc;
     merge_split(a, plan.splits[i], acc);
   };
+  const int64_t num_merges =
+      runs(set, PathKind::kDecode) ? static_cast<int64_t>(plan.splits.size()) : 0;
   if (pool) {
     pool->parallel_for(num_items, item_fn);
-    pool->parallel_for(static_cast<int64_t>(plan.splits.size()), merge_fn);
+    pool->parallel_for(num_merges, merge_fn);
   } else {
     for (int64_t i = 0; i < num_items; ++i) item_fn(i, 0);
-    for (size_t i = 0; i < plan.splits.size(); ++i) merge_fn(static_cast<int64_t>(i), 0);
+    for (int64_t i = 0; i < num_merges; ++i) merge_fn(i, 0);
   }
 }
 
@@ -899,7 +904,14 @@ void run(const Plan& plan, const float* q, const float* k, const float* v, KvCac
     throw Error("rpa::run: fp8 cache needs finite positive k_scale and v_scale");
   if (p.num_tokens > 0 && (!q || !k || !v || !out))
     throw Error("rpa::run: q, k, v and out must be non-null");
-  HWY_DYNAMIC_DISPATCH(RunPlan)(p, q, k, v, cache, out, pool);
+  // The path picks the kernels: bf16 caches on avx512bf16 / amx (or their emulation, a test
+  // hook) go to the bf16 units for the items bf16::route() gives them; the rest, and every
+  // other cache and path, to the Highway f32 kernels above.
+  const bf16::Route route =
+      bf16::route(cache.shape.dtype, kdr::cpu::active_path(), bf16::emulation());
+  if (route.f32 != ItemSet::kNone)
+    HWY_DYNAMIC_DISPATCH(RunPlan)(p, q, k, v, cache, out, pool, route.f32);
+  if (route.bf16 != ItemSet::kNone) bf16::run(p, q, k, v, cache, out, pool, route);
 }
 
 }  // namespace rpa

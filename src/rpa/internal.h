@@ -11,6 +11,23 @@ namespace rpa {
 // Which specialised kernel runs a work item (the three ranges of RaggedBatch::distribution).
 enum class PathKind : int8_t { kDecode = 0, kPrefill = 1, kMixed = 2 };
 
+// Which work items a kernel family runs: the bf16 kernels (bf16_attention.h) may take the
+// decodes, or every item, and leave the rest to the f32 kernels.
+enum class ItemSet : int8_t { kNone = 0, kAll, kDecode, kNotDecode };
+inline bool runs(ItemSet set, PathKind kind) {
+  switch (set) {
+    case ItemSet::kNone:
+      return false;
+    case ItemSet::kAll:
+      return true;
+    case ItemSet::kDecode:
+      return kind == PathKind::kDecode;
+    case ItemSet::kNotDecode:
+      return kind != PathKind::kDecode;
+  }
+  return false;
+}
+
 // Most KV heads one decode work item covers.
 constexpr int32_t kMaxHeadsPerItem = 16;
 
