@@ -2,82 +2,15 @@
 
 #include <cmath>
 
+#include "base/dtype_portable.h"
+
 namespace kdr {
 
-uint16_t f32_to_f16(float x) {
-  const uint32_t u = float_bits(x);
-  const uint16_t sign = static_cast<uint16_t>((u >> 16) & 0x8000u);
-  const uint32_t abs = u & 0x7fffffffu;
-  if (abs > 0x7f800000u) return sign | 0x7e00u;   // NaN
-  if (abs >= 0x477ff000u) return sign | 0x7c00u;  // rounds to >= 65520: infinity
-  if (abs < 0x38800000u) {                        // below the smallest normal half
-    if (abs < 0x33000000u) return sign;           // below half the smallest subnormal
-    const uint32_t mant = (abs & 0x7fffffu) | 0x800000u;
-    const int shift = 126 - static_cast<int>(abs >> 23);  // 14..24
-    uint32_t h = mant >> shift;
-    const uint32_t rem = mant & ((1u << shift) - 1u);
-    const uint32_t half = 1u << (shift - 1);
-    if (rem > half || (rem == half && (h & 1u))) ++h;
-    return sign | static_cast<uint16_t>(h);
-  }
-  uint32_t h = ((abs >> 13) - (112u << 10));
-  const uint32_t rem = abs & 0x1fffu;
-  if (rem > 0x1000u || (rem == 0x1000u && (h & 1u))) ++h;
-  return sign | static_cast<uint16_t>(h);
-}
-
-float f16_to_f32(uint16_t h) {
-  const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
-  const uint32_t exp = (h >> 10) & 0x1fu;
-  const uint32_t mant = h & 0x3ffu;
-  if (exp == 0) {
-    if (mant == 0) return bits_float(sign);
-    const float v = std::ldexp(static_cast<float>(mant), -24);
-    return sign ? -v : v;
-  }
-  if (exp == 31) return bits_float(sign | 0x7f800000u | (mant << 13));
-  return bits_float(sign | ((exp + 112u) << 23) | (mant << 13));
-}
-
-uint8_t f32_to_fp8e4m3(float x) {
-  const uint32_t u = float_bits(x);
-  const uint8_t sign = static_cast<uint8_t>((u >> 24) & 0x80u);
-  const uint32_t abs = u & 0x7fffffffu;
-  if (abs > 0x7f800000u) return sign | 0x7fu;  // NaN
-  const float a = bits_float(abs);
-  if (a >= 448.0f) return sign | 0x7eu;  // saturate (also infinities)
-  if (a < std::ldexp(1.0f, -6)) {
-    // Subnormal range: value = m * 2^-9, m in 0..7 (8 rounds up into the smallest normal).
-    const float m = std::nearbyint(a * 512.0f);  // default rounding mode: nearest even
-    return sign | static_cast<uint8_t>(m);
-  }
-  int e;
-  const float frac = std::frexp(a, &e);  // a = frac * 2^e, frac in [0.5, 1)
-  // a = (1 + m/8) * 2^(e-1); biased exponent = e - 1 + 7.
-  float m = std::nearbyint((frac * 2.0f - 1.0f) * 8.0f);
-  int be = e - 1 + 7;
-  if (m >= 8.0f) {
-    m = 0.0f;
-    ++be;
-  }
-  const uint8_t v = static_cast<uint8_t>((be << 3) | static_cast<int>(m));
-  return sign | (v > 0x7eu ? 0x7eu : v);
-}
-
-float fp8e4m3_to_f32(uint8_t v) {
-  const bool neg = v & 0x80u;
-  const int exp = (v >> 3) & 0xf;
-  const int mant = v & 0x7;
-  float r;
-  if (exp == 0xf && mant == 0x7) {
-    r = std::nanf("");
-  } else if (exp == 0) {
-    r = std::ldexp(static_cast<float>(mant), -9);
-  } else {
-    r = std::ldexp(1.0f + static_cast<float>(mant) / 8.0f, exp - 7);
-  }
-  return neg ? -r : r;
-}
+// The conversions are written once in dtype_portable.h, shared with the CUDA kernels.
+uint16_t f32_to_f16(float x) { return portable::f32_to_f16(x); }
+float f16_to_f32(uint16_t h) { return portable::f16_to_f32(h); }
+uint8_t f32_to_fp8e4m3(float x) { return portable::f32_to_fp8e4m3(x); }
+float fp8e4m3_to_f32(uint8_t v) { return portable::fp8e4m3_to_f32(v); }
 
 float quantize_row_int8(const float* x, int n, int8_t* q) {
   float amax = 0.0f;
@@ -86,14 +19,9 @@ float quantize_row_int8(const float* x, int n, int8_t* q) {
     for (int i = 0; i < n; ++i) q[i] = 0;
     return 0.0f;
   }
-  const float scale = amax / 127.0f;
-  const float inv = 127.0f / amax;
-  for (int i = 0; i < n; ++i) {
-    float r = std::nearbyint(x[i] * inv);
-    r = std::fmin(127.0f, std::fmax(-127.0f, r));
-    q[i] = static_cast<int8_t>(r);
-  }
-  return scale;
+  const float inv = portable::int8_row_inverse_scale(amax);
+  for (int i = 0; i < n; ++i) q[i] = portable::quantize_int8(x[i], inv);
+  return portable::int8_row_scale(amax);
 }
 
 }  // namespace kdr

@@ -5,6 +5,8 @@
 #include <cstdint>
 #include <cstring>
 
+#include "base/dtype_portable.h"
+
 namespace kdr {
 
 inline uint32_t float_bits(float x) {
@@ -19,13 +21,8 @@ inline float bits_float(uint32_t u) {
 }
 
 // bfloat16: round to nearest even; NaN stays a (quiet) NaN.
-inline uint16_t f32_to_bf16(float x) {
-  uint32_t u = float_bits(x);
-  if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((u >> 16) | 0x40);
-  u += 0x7fffu + ((u >> 16) & 1u);
-  return static_cast<uint16_t>(u >> 16);
-}
-inline float bf16_to_f32(uint16_t h) { return bits_float(static_cast<uint32_t>(h) << 16); }
+inline uint16_t f32_to_bf16(float x) { return portable::f32_to_bf16(x); }
+inline float bf16_to_f32(uint16_t h) { return portable::bf16_to_f32(h); }
 
 // IEEE half precision, round to nearest even (same results as F16C's vcvtps2ph with imm 0).
 uint16_t f32_to_f16(float x);

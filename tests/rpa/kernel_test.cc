@@ -16,86 +16,8 @@
 namespace rpa_test {
 namespace {
 
-struct Case {
-  rpa::KvDType dtype = rpa::KvDType::kF32;
-  int32_t head_dim = 128;
-  int32_t page_size = 16;
-  int32_t threads = 1;
-  int32_t hq = 4, hkv = 1;
-  bool causal = true;
-  int32_t window = 0;
-  float soft_cap = 0.0f;
-  bool sinks = false;
-  int32_t num_seqs = 1;
-  Mix mix = Mix::kAll;
-  bool odd_tiles = false;  // small, odd tile sizes and split-KV every 48 tokens
-};
-
 std::string case_name(const ::testing::TestParamInfo<Case>& info) {
-  const Case& c = info.param;
-  std::string s = std::to_string(info.index) + "_" + rpa::to_string(c.dtype) + "_d" +
-                  std::to_string(c.head_dim) + "_p" + std::to_string(c.page_size) + "_t" +
-                  std::to_string(c.threads) + "_h" + std::to_string(c.hq) + "x" +
-                  std::to_string(c.hkv) + (c.causal ? "_causal" : "_full");
-  if (c.window) s += "_w" + std::to_string(c.window);
-  if (c.soft_cap > 0) s += "_cap" + std::to_string(static_cast<int>(c.soft_cap));
-  if (c.sinks) s += "_sinks";
-  s += "_n" + std::to_string(c.num_seqs) + "_" + to_string(c.mix);
-  if (c.odd_tiles) s += "_oddtiles";
-  return s;
-}
-
-// Each axis gets a balanced column (every value equally often) shuffled independently with a
-// fixed seed, so the case list is stable across runs while the axes stay uncorrelated; the
-// data inside each case comes from the printed random seed.
-template <typename T>
-std::vector<T> balanced_column(const std::vector<T>& values, size_t n, std::mt19937& rng) {
-  std::vector<T> col(n);
-  for (size_t i = 0; i < n; ++i) col[i] = values[i % values.size()];
-  std::shuffle(col.begin(), col.end(), rng);
-  return col;
-}
-
-std::vector<Case> matrix() {
-  const std::vector<rpa::KvDType> dtypes = {rpa::KvDType::kF32, rpa::KvDType::kBF16,
-                                            rpa::KvDType::kF16, rpa::KvDType::kInt8,
-                                            rpa::KvDType::kFp8E4M3};
-  const std::vector<int32_t> dims = {64, 80, 96, 128, 256};
-  std::vector<Case> cases;
-  for (auto dt : dtypes)  // the full dtype x head dim cross
-    for (int32_t d : dims) cases.push_back(Case{dt, d});
-  std::mt19937 structure(20260415);
-  for (int i = 0; i < 15; ++i)  // plus extra cases leaning on the common f32/bf16 caches
-    cases.push_back(Case{i % 3 == 2 ? dtypes[structure() % 5] : dtypes[i % 3 == 0 ? 0 : 1],
-                         dims[structure() % 5]});
-  const size_t n = cases.size();
-  const auto pages = balanced_column<int32_t>({1, 16, 128}, n, structure);
-  const auto threads = balanced_column<int32_t>({1, 2, 4}, n, structure);
-  const auto heads = balanced_column<std::pair<int32_t, int32_t>>(
-      {{32, 8}, {12, 2}, {5, 1}, {3, 3}}, n, structure);
-  const auto causal = balanced_column<bool>({true, false}, n, structure);
-  const auto window = balanced_column<int32_t>({0, 5, 128}, n, structure);
-  const auto cap = balanced_column<float>({0.0f, 50.0f}, n, structure);
-  const auto sinks = balanced_column<bool>({false, true}, n, structure);
-  const auto seqs = balanced_column<int32_t>({1, 17}, n, structure);
-  const auto mix =
-      balanced_column<Mix>({Mix::kDecode, Mix::kPrefill, Mix::kMixed, Mix::kAll}, n, structure);
-  const auto odd = balanced_column<bool>({false, false, true}, n, structure);
-  for (size_t i = 0; i < n; ++i) {
-    Case& c = cases[i];
-    c.page_size = pages[i];
-    c.threads = threads[i];
-    c.hq = heads[i].first;
-    c.hkv = heads[i].second;
-    c.causal = causal[i];
-    c.window = window[i];
-    c.soft_cap = cap[i];
-    c.sinks = sinks[i];
-    c.num_seqs = seqs[i];
-    c.mix = mix[i];
-    c.odd_tiles = odd[i];
-  }
-  return cases;
+  return rpa_test::case_name(info.param, info.index);
 }
 
 class KernelMatrixTest : public ::testing::TestWithParam<Case> {};
@@ -104,34 +26,12 @@ TEST_P(KernelMatrixTest, MatchesReferenceAndWritesTheSameCacheBytes) {
   const Case c = GetParam();
   const uint64_t seed = test_seed();
   SCOPED_TRACE("KDR_SEED=" + std::to_string(seed));
-  Rng rng(seed);
-
-  // Keep the reference's work (tokens x Hq x kv_len x D) near 10^7 multiply-adds so the
-  // whole matrix stays within seconds in Release and a few minutes under ASan.
-  const int32_t width = c.hq * c.head_dim;
-  const int32_t shrink = std::max(1, width / 512) * (c.num_seqs > 1 ? 3 : 1);
-  BatchSpec spec;
-  spec.num_seqs = c.num_seqs;
-  spec.mix = c.mix;
-  spec.page_size = c.page_size;
-  spec.max_cached = std::max(8, 400 / shrink);
-  spec.prefill_chunk = std::max(2, 40 / shrink);
-  spec.max_mixed_q = std::max(2, 48 / shrink);
-  const Batch b = random_batch(spec, rng);
-  Cache cache = make_cache(c.dtype, c.hkv, c.head_dim, b, c.page_size, rng);
-  const NewTokens x = random_tokens(b.num_tokens(), c.hq, c.hkv, c.head_dim, rng);
-  const std::vector<float> sinks = random_floats(c.hq, rng, -2.0f, 2.0f);
-
-  rpa::AttentionParams p;
-  p.num_q_heads = c.hq;
-  // With a cap, logits are scaled up so tanh actually bends them (|s| up to ~15).
-  p.sm_scale = (c.soft_cap > 0 ? 10.0f : 1.0f) / std::sqrt(static_cast<float>(c.head_dim));
-  p.causal = c.causal;
-  p.sliding_window = c.window;
-  p.soft_cap = c.soft_cap;
-  p.sinks = c.sinks ? sinks.data() : nullptr;
-  rpa::Tuning tuning;
-  if (c.odd_tiles) tuning = rpa::Tuning{7, 30, 48};
+  CaseData data = make_case_data(c, seed);
+  const Batch& b = data.batch;
+  Cache& cache = data.cache;
+  const NewTokens& x = data.x;
+  const rpa::AttentionParams p = data.params();
+  const rpa::Tuning tuning = data.tuning;
 
   Cache want_cache = cache;
   const std::vector<float> want = run_reference(b, p, x, want_cache);
@@ -147,7 +47,7 @@ TEST_P(KernelMatrixTest, MatchesReferenceAndWritesTheSameCacheBytes) {
   EXPECT_TRUE(caches_equal(cache, want_cache));
 }
 
-INSTANTIATE_TEST_SUITE_P(Matrix, KernelMatrixTest, ::testing::ValuesIn(matrix()), case_name);
+INSTANTIATE_TEST_SUITE_P(Matrix, KernelMatrixTest, ::testing::ValuesIn(kernel_matrix()), case_name);
 
 // Every specialised path alone and all three together, at a size where tiles and pages have
 // ragged edges, on the two most common caches.

@@ -1,287 +1,32 @@
 #include "rpa_test_util.h"
 
-#include <algorithm>
-#include <cmath>
-#include <cstdlib>
-#include <cstring>
-#include <iostream>
-#include <limits>
-#include <numeric>
-#include <sstream>
-
 #include "../base/seed.h"
 
 namespace rpa_test {
 
 uint64_t test_seed() { return kdr_test::test_seed(); }
 
-const char* to_string(Mix mix) {
-  switch (mix) {
-    case Mix::kDecode:
-      return "decode";
-    case Mix::kPrefill:
-      return "prefill";
-    case Mix::kMixed:
-      return "mixed";
-    case Mix::kAll:
-      return "all";
-  }
-  return "?";
-}
-
-rpa::RaggedBatch Batch::view() const {
-  rpa::RaggedBatch b;
-  b.num_seqs = num_seqs();
-  b.num_tokens = num_tokens();
-  b.cu_q_lens = cu_q_lens.data();
-  b.kv_lens = kv_lens.data();
-  b.page_indices = page_indices.data();
-  b.pages_per_seq = pages_per_seq;
-  std::copy(distribution, distribution + 3, b.distribution);
-  return b;
-}
-
-Batch layout_batch(const std::vector<int32_t>& q_lens, const std::vector<int32_t>& kv_lens,
-                   const int32_t distribution[3], int32_t page_size, Rng& rng,
-                   int32_t extra_pages) {
-  Batch b;
-  b.kv_lens = kv_lens;
-  for (int32_t q : q_lens) b.cu_q_lens.push_back(b.cu_q_lens.back() + q);
-  std::copy(distribution, distribution + 3, b.distribution);
-  int32_t total_pages = 0, max_pages = 1;
-  for (int32_t kv : kv_lens) {
-    const int32_t n = (kv + page_size - 1) / page_size;
-    total_pages += n;
-    max_pages = std::max(max_pages, n);
-  }
-  b.pages_per_seq = max_pages;
-  b.num_pages = total_pages + extra_pages;
-  std::vector<int32_t> perm(b.num_pages);
-  std::iota(perm.begin(), perm.end(), 0);
-  std::shuffle(perm.begin(), perm.end(), rng);
-  b.page_indices.assign(static_cast<size_t>(b.num_seqs()) * max_pages, -1);
-  size_t next = 0;
-  for (int i = 0; i < b.num_seqs(); ++i) {
-    const int32_t n = (kv_lens[i] + page_size - 1) / page_size;
-    for (int32_t j = 0; j < n; ++j)
-      b.page_indices[static_cast<size_t>(i) * max_pages + j] = perm[next++];
-  }
-  return b;
-}
-
-Batch random_batch(const BatchSpec& spec, Rng& rng) {
-  auto draw = [&](int32_t lo, int32_t hi) {
-    return std::uniform_int_distribution<int32_t>(lo, hi)(rng);
-  };
-  int32_t n_dec = 0, n_pre = 0;
-  const int32_t n = spec.num_seqs;
-  switch (spec.mix) {
-    case Mix::kDecode:
-      n_dec = n;
-      break;
-    case Mix::kPrefill:
-      n_pre = n;
-      break;
-    case Mix::kMixed:
-      break;
-    case Mix::kAll:
-      // At least one of each range when there is room for it.
-      n_dec = n >= 3 ? draw(1, n - 2) : n;
-      n_pre = n >= 3 ? draw(1, n - n_dec - 1) : 0;
-      break;
-  }
-  std::vector<int32_t> q_lens, kv_lens;
-  for (int i = 0; i < n; ++i) {
-    int32_t q;
-    if (i < n_dec) {
-      q = 1;
-    } else if (i < n_dec + n_pre) {
-      q = spec.prefill_chunk;
-    } else {
-      q = draw(1, spec.max_mixed_q);
-    }
-    q_lens.push_back(q);
-    kv_lens.push_back(q + draw(0, spec.max_cached));
-  }
-  const int32_t dist[3] = {n_dec, n_dec + n_pre, n};
-  return layout_batch(q_lens, kv_lens, dist, spec.page_size, rng);
-}
-
-rpa::KvCache Cache::view() {
-  rpa::KvCache c;
-  c.shape = shape;
-  c.k = k.data();
-  c.v = v.data();
-  c.k_row_scales = k_row_scales.empty() ? nullptr : k_row_scales.data();
-  c.v_row_scales = v_row_scales.empty() ? nullptr : v_row_scales.data();
-  c.k_scale = k_scale;
-  c.v_scale = v_scale;
-  return c;
-}
-
 namespace {
 
-// Fills a pool with the dtype's NaN encoding.
-void poison(std::vector<uint8_t>& pool, rpa::KvDType dtype) {
-  switch (dtype) {
-    case rpa::KvDType::kF32: {
-      const float nan = std::numeric_limits<float>::quiet_NaN();
-      for (size_t i = 0; i + 4 <= pool.size(); i += 4) std::memcpy(&pool[i], &nan, 4);
-      break;
-    }
-    case rpa::KvDType::kBF16:
-    case rpa::KvDType::kF16: {
-      const uint16_t nan = dtype == rpa::KvDType::kBF16 ? 0x7fc0 : 0x7e00;
-      for (size_t i = 0; i + 2 <= pool.size(); i += 2) std::memcpy(&pool[i], &nan, 2);
-      break;
-    }
-    case rpa::KvDType::kInt8:
-      std::fill(pool.begin(), pool.end(), uint8_t{0x7f});  // the NaN row scale poisons these
-      break;
-    case rpa::KvDType::kFp8E4M3:
-      std::fill(pool.begin(), pool.end(), uint8_t{0x7f});
-      break;
-  }
+::testing::AssertionResult as_assertion(const std::string& failure) {
+  if (failure.empty()) return ::testing::AssertionSuccess();
+  return ::testing::AssertionFailure() << failure;
 }
 
 }  // namespace
-
-Cache make_cache(rpa::KvDType dtype, int32_t num_kv_heads, int32_t head_dim, const Batch& batch,
-                 int32_t page_size, Rng& rng) {
-  Cache c;
-  c.shape.num_pages = batch.num_pages;
-  c.shape.num_kv_heads = num_kv_heads;
-  c.shape.page_size = page_size;
-  c.shape.head_dim = head_dim;
-  c.shape.dtype = dtype;
-  const size_t bytes = c.shape.pool_elements() * rpa::element_size(dtype);
-  c.k.resize(bytes);
-  c.v.resize(bytes);
-  poison(c.k, dtype);
-  poison(c.v, dtype);
-  if (dtype == rpa::KvDType::kInt8) {
-    c.k_row_scales.assign(c.shape.scale_elements(), std::numeric_limits<float>::quiet_NaN());
-    c.v_row_scales.assign(c.shape.scale_elements(), std::numeric_limits<float>::quiet_NaN());
-  }
-  if (dtype == rpa::KvDType::kFp8E4M3) {
-    // Values in [-1, 1) divided by these land well inside e4m3's range and exercise the scale.
-    c.k_scale = 0.0125f;
-    c.v_scale = 0.02f;
-  }
-  rpa::KvCache view = c.view();
-  std::vector<float> row(head_dim);
-  for (int i = 0; i < batch.num_seqs(); ++i) {
-    const int32_t cached = batch.kv_lens[i] - batch.q_len(i);
-    for (int32_t pos = 0; pos < cached; ++pos) {
-      const int32_t page =
-          batch.page_indices[static_cast<size_t>(i) * batch.pages_per_seq + pos / page_size];
-      for (int32_t h = 0; h < num_kv_heads; ++h) {
-        row = random_floats(head_dim, rng);
-        rpa::store_row(view, false, page, h, pos % page_size, row.data());
-        row = random_floats(head_dim, rng);
-        rpa::store_row(view, true, page, h, pos % page_size, row.data());
-      }
-    }
-  }
-  return c;
-}
-
-std::vector<float> random_floats(size_t n, Rng& rng, float lo, float hi) {
-  std::uniform_real_distribution<float> dist(lo, hi);
-  std::vector<float> x(n);
-  for (float& e : x) e = dist(rng);
-  return x;
-}
-
-NewTokens random_tokens(int32_t num_tokens, int32_t hq, int32_t hkv, int32_t d, Rng& rng) {
-  NewTokens x;
-  x.q = random_floats(static_cast<size_t>(num_tokens) * hq * d, rng);
-  x.k = random_floats(static_cast<size_t>(num_tokens) * hkv * d, rng);
-  x.v = random_floats(static_cast<size_t>(num_tokens) * hkv * d, rng);
-  return x;
-}
-
-std::vector<float> run_reference(const Batch& batch, const rpa::AttentionParams& params,
-                                 const NewTokens& x, Cache& cache) {
-  std::vector<float> out(
-      static_cast<size_t>(batch.num_tokens()) * params.num_q_heads * cache.shape.head_dim,
-      std::numeric_limits<float>::quiet_NaN());
-  rpa::KvCache view = cache.view();
-  rpa::reference(batch.view(), params, x.q.data(), x.k.data(), x.v.data(), view, out.data());
-  return out;
-}
 
 ::testing::AssertionResult outputs_close(const std::vector<float>& got,
                                          const std::vector<float>& want, int32_t hq, int32_t d,
                                          double atol, double rtol) {
-  if (got.size() != want.size())
-    return ::testing::AssertionFailure() << "size " << got.size() << " != " << want.size();
-  size_t bad = 0, worst = 0;
-  double worst_excess = -1.0;
-  for (size_t i = 0; i < got.size(); ++i) {
-    const double err = std::fabs(static_cast<double>(got[i]) - want[i]);
-    const double tol = atol + rtol * std::fabs(static_cast<double>(want[i]));
-    // NaN in either side fails: !(err <= tol).
-    if (!(err <= tol)) {
-      ++bad;
-      const double excess = std::isnan(err) ? std::numeric_limits<double>::infinity() : err - tol;
-      if (excess > worst_excess) {
-        worst_excess = excess;
-        worst = i;
-      }
-    }
-  }
-  if (bad == 0) return ::testing::AssertionSuccess();
-  const size_t row = worst / d;
-  return ::testing::AssertionFailure()
-         << bad << " of " << got.size() << " outputs outside atol " << atol << " rtol " << rtol
-         << "; worst at token " << row / hq << " head " << row % hq << " dim " << worst % d
-         << ": got " << got[worst] << " want " << want[worst];
+  return as_assertion(compare_outputs(got, want, hq, d, atol, rtol));
 }
 
 ::testing::AssertionResult bitwise_equal(const std::vector<float>& a, const std::vector<float>& b) {
-  if (a.size() != b.size())
-    return ::testing::AssertionFailure() << "size " << a.size() << " != " << b.size();
-  for (size_t i = 0; i < a.size(); ++i) {
-    if (std::memcmp(&a[i], &b[i], sizeof(float)) != 0)
-      return ::testing::AssertionFailure()
-             << "first difference at element " << i << ": " << a[i] << " vs " << b[i];
-  }
-  return ::testing::AssertionSuccess();
+  return as_assertion(compare_bitwise(a, b));
 }
-
-namespace {
-
-template <typename T>
-::testing::AssertionResult same_bytes(const std::vector<T>& got, const std::vector<T>& want,
-                                      const char* what, const rpa::CacheShape& s, size_t elem_bytes,
-                                      size_t row_elems) {
-  if (got.size() != want.size()) return ::testing::AssertionFailure() << what << " size differs";
-  const size_t n = got.size() * sizeof(T);
-  const auto* a = reinterpret_cast<const uint8_t*>(got.data());
-  const auto* b = reinterpret_cast<const uint8_t*>(want.data());
-  for (size_t i = 0; i < n; ++i) {
-    if (a[i] != b[i]) {
-      const size_t row = i / elem_bytes / row_elems;
-      return ::testing::AssertionFailure()
-             << what << " differs at byte " << i << " (page " << row / s.page_size / s.num_kv_heads
-             << " head " << row / s.page_size % s.num_kv_heads << " slot " << row % s.page_size
-             << "): " << int{a[i]} << " vs " << int{b[i]};
-    }
-  }
-  return ::testing::AssertionSuccess();
-}
-
-}  // namespace
 
 ::testing::AssertionResult caches_equal(const Cache& got, const Cache& want) {
-  const size_t es = rpa::element_size(got.shape.dtype);
-  const size_t d = got.shape.head_dim;
-  if (auto r = same_bytes(got.k, want.k, "K pool", got.shape, es, d); !r) return r;
-  if (auto r = same_bytes(got.v, want.v, "V pool", got.shape, es, d); !r) return r;
-  if (auto r = same_bytes(got.k_row_scales, want.k_row_scales, "K row scales", got.shape, 4, 1); !r)
-    return r;
-  return same_bytes(got.v_row_scales, want.v_row_scales, "V row scales", got.shape, 4, 1);
+  return as_assertion(compare_caches(got, want));
 }
 
 }  // namespace rpa_test

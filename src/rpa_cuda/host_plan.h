@@ -1,0 +1,72 @@
+// Private to src/rpa_cuda: the work split of one step as the host computes it (plain C++,
+// unit-tested without a GPU in tests/rpa_cuda/host_plan_test.cc) and the device kernels read.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "rpa/rpa.h"
+
+namespace rpa::cuda::detail {
+
+// Rows of a work item are (new token, query head of the group) pairs of one sequence and KV
+// head, numbered row = token * group + head_in_group: a tile may cover any number of query
+// heads per KV head, so every GQA ratio tiles the same way.
+constexpr int32_t kMmaRows = 64;     // rows per tensor-core tile (4 warps x 16)
+constexpr int32_t kMmaKvBlock = 64;  // KV positions per tensor-core step
+constexpr int32_t kSimtRows = 16;    // rows per prefill tile of the CUDA-core kernel
+constexpr int32_t kDefaultSplitKvTokens = 512;
+
+// One CTA of an attention kernel: rows [row_begin, row_end) of sequence `seq` and KV head
+// `kv_head`, over absolute KV positions [kv_begin, kv_end). partial >= 0: a split-KV decode
+// piece that writes its unnormalised state to partial slot `partial` (group rows) for the merge.
+struct GpuItem {
+  int32_t seq = 0;
+  int32_t kv_head = 0;
+  int32_t row_begin = 0;
+  int32_t row_end = 0;
+  int32_t kv_begin = 0;
+  int32_t kv_end = 0;
+  int32_t partial = -1;
+  int32_t cost = 0;  // positions x rows / 64, for ordering only
+};
+static_assert(sizeof(GpuItem) == 32, "GpuItem is copied to the device as 8 int32");
+
+// A split decode (sequence, KV head): partial slots [first_partial, first_partial + num_splits)
+// merged in that order.
+struct GpuSplit {
+  int32_t seq = 0;
+  int32_t kv_head = 0;
+  int32_t first_partial = 0;
+  int32_t num_splits = 0;
+};
+
+// Whether prefill and mixed tiles of this cache dtype run on tensor cores: the 16-bit caches,
+// whose rows feed mma directly. f32, int8 and fp8 caches run the CUDA-core kernel in f32
+// (exact dequantised values, the CPU's accuracy) for every path.
+bool uses_tensor_cores(KvDType dtype);
+
+struct HostPlan {
+  CacheShape shape;
+  AttentionParams params;  // params.sinks points into `sinks` (or is null)
+  std::vector<float> sinks;
+  int32_t group = 1;  // Hq / Hkv
+  int32_t num_seqs = 0;
+  int32_t num_tokens = 0;
+  int32_t pages_per_seq = 0;
+  int32_t split_kv_tokens = 0;
+  std::vector<int32_t> cu_q_lens;     // [num_seqs + 1]
+  std::vector<int32_t> kv_lens;       // [num_seqs]
+  std::vector<int32_t> page_indices;  // [num_seqs][pages_per_seq]
+  std::vector<int32_t> token_seq;     // [num_tokens]: the sequence of each new token
+  std::vector<GpuItem> simt_items;    // CUDA-core kernel: decodes, and prefill of non-16-bit caches
+  std::vector<GpuItem> mma_items;     // tensor-core kernel: prefill/mixed tiles of 16-bit caches
+  std::vector<GpuSplit> splits;
+  int32_t num_partials = 0;  // slots of group rows x (head_dim + 2) floats
+};
+
+// Validates (rpa::Error) and splits the batch. Every item depends on its own sequence only.
+HostPlan plan_on_host(const RaggedBatch& batch, const CacheShape& shape,
+                      const AttentionParams& params, const Tuning& tuning);
+
+}  // namespace rpa::cuda::detail
