@@ -1,6 +1,9 @@
 // `kdr bench attention`: times rpa::run on Llama-3-8B attention shapes (Hq 32, Hkv 8, D 128,
 // page 16) and prints, per case, utilisation against this machine's ceilings measured in the
-// same run, the speedup over the scalar reference and the ratio to a peer where one exists.
+// same run (the read bandwidth, sgemm, and the compute unit the case can use on the active
+// kernel path), a roofline fraction, the speedup over the scalar reference and the error
+// against it. Exits non-zero when a kernel's error exceeds its tolerance. Peers (ggml, PyTorch)
+// are timed in the same run by `scripts/bench peers`, never typed in here.
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <chrono>
@@ -16,6 +19,7 @@
 #include <string>
 #include <vector>
 
+#include "base/cpu_features.h"
 #include "base/dtype.h"
 #include "base/huge_buffer.h"
 #include "base/thread_pool.h"
@@ -46,8 +50,6 @@ struct BenchCase {
   std::string group;  // decode | prefill | mixed: what --case selects
   rpa::KvDType dtype = rpa::KvDType::kBF16;
   std::vector<Sequence> seqs;  // decodes first, then equal prefill chunks, then the rest
-  std::string peer;            // a measured peer on this machine kind (docs/rpa.md), or empty
-  double peer_ms = 0;
   // Every cached page but each sequence's last (where its new rows go) aliased to two pages
   // that stay in L2: the same arithmetic without the DRAM traffic, so the "MBU" of such a
   // case is the most the kernel's arithmetic allows on this machine.
@@ -56,6 +58,8 @@ struct BenchCase {
 
 struct Options {
   bool json = false;
+  bool quick = false;         // tiny cases and short ceilings: a check that runs in seconds
+  double perturb_output = 0;  // added to one kernel output before the error check (tests)
   int threads = 0;
   std::string which = "all";
   int reps = 5;
@@ -93,12 +97,12 @@ std::vector<BenchCase> all_cases() {
   const auto spread = decode_spread(32, 512, 8192);
   for (rpa::KvDType dt : {rpa::KvDType::kBF16, rpa::KvDType::kInt8, rpa::KvDType::kFp8E4M3,
                           rpa::KvDType::kF16, rpa::KvDType::kF32}) {
-    cases.push_back({"decode-32seq", "decode", dt, spread, "", 0});
+    cases.push_back({"decode-32seq", "decode", dt, spread});
   }
-  cases.push_back({"decode-32seq-inL2", "decode", rpa::KvDType::kBF16, spread, "", 0, true});
-  cases.push_back({"decode-4096", "decode", rpa::KvDType::kF16, {{1, 4096}}, "ggml", 3.8});
-  cases.push_back({"decode-16384", "decode", rpa::KvDType::kF16, {{1, 16384}}, "ggml", 17.1});
-  cases.push_back({"prefill-2048", "prefill", rpa::KvDType::kBF16, {{2048, 2048}}, "ggml", 1110});
+  cases.push_back({"decode-32seq-inL2", "decode", rpa::KvDType::kBF16, spread, true});
+  cases.push_back({"decode-4096", "decode", rpa::KvDType::kF16, {{1, 4096}}});
+  cases.push_back({"decode-16384", "decode", rpa::KvDType::kF16, {{1, 16384}}});
+  cases.push_back({"prefill-2048", "prefill", rpa::KvDType::kBF16, {{2048, 2048}}});
 
   // One continuous-batching step: 24 decodes plus two 512-token prefill chunks on top of
   // 1024 and 4096 cached tokens; and the same two parts run alone.
@@ -106,10 +110,36 @@ std::vector<BenchCase> all_cases() {
   const std::vector<Sequence> chunks = {{512, 1024 + 512}, {512, 4096 + 512}};
   std::vector<Sequence> mixed = decodes;
   mixed.insert(mixed.end(), chunks.begin(), chunks.end());
-  cases.push_back({"mixed", "mixed", rpa::KvDType::kBF16, mixed, "", 0});
-  cases.push_back({"mixed-decode-part", "mixed", rpa::KvDType::kBF16, decodes, "", 0});
-  cases.push_back({"mixed-prefill-part", "mixed", rpa::KvDType::kBF16, chunks, "", 0});
+  cases.push_back({"mixed", "mixed", rpa::KvDType::kBF16, mixed});
+  cases.push_back({"mixed-decode-part", "mixed", rpa::KvDType::kBF16, decodes});
+  cases.push_back({"mixed-prefill-part", "mixed", rpa::KvDType::kBF16, chunks});
   return cases;
+}
+
+// --quick: the same kinds of case (ragged decodes, one long decode, a prefill, a mixed step
+// and its parts) at sizes the scalar reference checks in full within a second.
+std::vector<BenchCase> quick_cases() {
+  std::vector<BenchCase> cases;
+  const auto spread = decode_spread(4, 40, 300);
+  cases.push_back({"decode-4seq", "decode", rpa::KvDType::kBF16, spread});
+  cases.push_back({"decode-4seq", "decode", rpa::KvDType::kInt8, spread});
+  cases.push_back({"decode-4seq-inL2", "decode", rpa::KvDType::kBF16, spread, true});
+  cases.push_back({"decode-512", "decode", rpa::KvDType::kF16, {{1, 512}}});
+  cases.push_back({"prefill-64", "prefill", rpa::KvDType::kBF16, {{64, 64}}});
+  const auto decodes = decode_spread(3, 40, 200);
+  const std::vector<Sequence> chunks = {{32, 64 + 32}, {32, 96 + 32}};
+  std::vector<Sequence> mixed = decodes;
+  mixed.insert(mixed.end(), chunks.begin(), chunks.end());
+  cases.push_back({"mixed", "mixed", rpa::KvDType::kBF16, mixed});
+  cases.push_back({"mixed-decode-part", "mixed", rpa::KvDType::kBF16, decodes});
+  cases.push_back({"mixed-prefill-part", "mixed", rpa::KvDType::kBF16, chunks});
+  return cases;
+}
+
+AttentionKind kind_of(const std::string& group) {
+  if (group == "decode") return AttentionKind::kDecode;
+  if (group == "prefill") return AttentionKind::kPrefill;
+  return AttentionKind::kMixed;
 }
 
 // Useful attention FLOPs: 2*D for q.k and 2*D for p.v per (query head, attended position);
@@ -330,12 +360,12 @@ struct Result {
   int32_t q_heads = kQHeads;
   std::string name;
   rpa::KvDType dtype;
+  ComputeUnit unit = ComputeUnit::kF32Sse;  // what the case can use on the active path
   int32_t num_seqs = 0, num_tokens = 0;
   double ms = 0, plan_ms = 0, bytes = 0, flops = 0;
   double ref_ms = 0, ref_fast_ms = 0, ref_flops = 0, max_abs_err = 0;
+  double tolerance_ratio = 0;  // worst |err| / (atol + rtol |ref|): > 1 fails
   bool ref_reduced = false;
-  std::string peer;
-  double peer_ms = 0;
   // Decode cases, from paired_runs (calls after a streaming read pass); 0 elsewhere.
   double cold_ms = 0, paired_gbps = 0, paired_mbu = 0;
 };
@@ -407,10 +437,7 @@ Result run_case(const BenchCase& c, const Options& opt, ThreadPool& pool, ReadPr
   r.name = c.name;
   r.q_heads = opt.q_heads;
   r.dtype = c.dtype;
-  if (opt.q_heads == kQHeads) {  // the peers were timed on Llama-3-8B's 32 query heads
-    r.peer = c.peer;
-    r.peer_ms = c.peer_ms;
-  }
+  r.unit = attention_unit(cpu::active_path(), kind_of(c.group), c.dtype);
   r.flops = useful_flops(c.seqs, params);
   r.bytes = bytes_moved(c.seqs, c.dtype, opt.q_heads);
   {
@@ -439,20 +466,25 @@ Result run_case(const BenchCase& c, const Options& opt, ThreadPool& pool, ReadPr
       rpa::make_plan(w.batch(), w.cache().shape, params, pool.num_threads(), opt.tuning);
   r.ref_fast_ms = r.ref_reduced ? time_runs(w, plan, pool, opt.reps) : r.ms;
   w.run(plan, pool);
-  const std::vector<float> fast = w.out();
+  std::vector<float> fast = w.out();
+  if (!fast.empty()) fast[fast.size() / 2] += static_cast<float>(opt.perturb_output);
   const double start = now_ms();
   w.reference(params);
   r.ref_ms = now_ms() - start;
   for (size_t i = 0; i < fast.size(); ++i)
     r.max_abs_err = std::max(r.max_abs_err, static_cast<double>(std::fabs(fast[i] - w.out()[i])));
+  r.tolerance_ratio =
+      tolerance_ratio(fast.data(), w.out().data(), fast.size(), error_tolerance(r.unit));
   return r;
 }
 
 void print_header(const MachineCeilings& m, const Options& opt) {
   std::printf(
       "kdr bench attention: Llama-3-8B attention (Hq %d, Hkv %d, D %d, page %d), %d threads, "
-      "median of %d\n",
-      opt.q_heads, kKvHeads, kHeadDim, kPageSize, opt.threads, opt.reps);
+      "median of %d%s\n",
+      opt.q_heads, kKvHeads, kHeadDim, kPageSize, opt.threads, opt.reps,
+      opt.quick ? " (--quick: tiny cases, rough ceilings)" : "");
+  std::printf("cpu: %s\n", cpu::describe().c_str());
   std::printf("machine ceilings: read bandwidth %.1f GB/s, sgemm fp32 %.1f GFLOP/s\n", m.peak_gbps,
               m.peak_gflops);
   std::printf(
@@ -464,66 +496,112 @@ void print_header(const MachineCeilings& m, const Options& opt) {
     std::printf(
         "                  (the random runs read faster than the streaming passes: a busy moment\n"
         "                  slowed those, so MBU is taken against the faster of the two)\n");
+  std::printf("compute ceilings (register-resident loops on all %d threads):\n", opt.threads);
+  for (int i = 0; i < kNumComputeUnits; ++i) {
+    const auto u = static_cast<ComputeUnit>(i);
+    const UnitCeiling& c = m.compute[u];
+    if (c.unavailable.empty())
+      std::printf("  %-15s %10.1f G%s/s  (path %s)\n", unit_name(u), c.gops,
+                  std::string(unit_input_precision(u)) == "int8" ? "OP" : "FLOP",
+                  cpu::path_name(unit_path(u)));
+    else
+      std::printf("  %-15s %s\n", unit_name(u), c.unavailable.c_str());
+  }
   std::printf("\n");
-  std::printf("%-19s %-7s %4s %5s %9s %7s %8s %7s %8s %5s %5s %5s %10s %7s %8s %s\n", "case", "kv",
-              "seqs", "toks", "ms", "plan_ms", "MB", "GB/s", "GFLOP/s", "MBU", "MBUp", "MFU",
-              "ref_ms", "speedup", "max_err", "peer");
+  std::printf("%-19s %-7s %4s %5s %9s %7s %8s %7s %8s %5s %5s %-14s %5s %5s %5s %10s %7s %8s %5s\n",
+              "case", "kv", "seqs", "toks", "ms", "plan_ms", "MB", "GB/s", "GFLOP/s", "MBU", "MBUp",
+              "unit", "MFU", "MFUsg", "roof", "ref_ms", "speedup", "max_err", "tol");
+}
+
+// Derived numbers of one case against the ceilings: one place for the table and the JSON.
+struct Derived {
+  double gbps = 0, gflops = 0, mbu = 0, unit_gops = 0, mfu = 0, mfu_sgemm = 0;
+  Roofline roof;
+};
+
+Derived derive(const Result& r, const MachineCeilings& m) {
+  Derived d;
+  d.gbps = r.bytes / (r.ms * 1e6);
+  d.gflops = r.flops / (r.ms * 1e6);
+  d.mbu = d.gbps / m.peak_gbps;
+  d.unit_gops = m.compute[r.unit].gops;
+  d.mfu = utilisation(r.flops, r.ms, d.unit_gops);
+  d.mfu_sgemm = utilisation(r.flops, r.ms, m.peak_gflops);
+  d.roof = roofline(r.bytes, r.flops, r.ms, m.peak_gbps, d.unit_gops);
+  return d;
 }
 
 void print_row(const Result& r, const MachineCeilings& m) {
-  const double gbps = r.bytes / (r.ms * 1e6), gflops = r.flops / (r.ms * 1e6);
-  char peer[64] = "";
-  if (!r.peer.empty())
-    std::snprintf(peer, sizeof peer, "%s %.2f ms: %.2fx", r.peer.c_str(), r.peer_ms,
-                  r.peer_ms / r.ms);
+  const Derived d = derive(r, m);
   char mbup[16] = "-";
   if (r.paired_mbu > 0) std::snprintf(mbup, sizeof mbup, "%.0f%%", 100 * r.paired_mbu);
   std::printf(
-      "%-19s %-7s %4d %5d %9.3f %7.3f %8.1f %7.2f %8.2f %4.0f%% %5s %4.0f%% %9.1f%s %6.1fx "
-      "%8.1e %s\n",
+      "%-19s %-7s %4d %5d %9.3f %7.3f %8.1f %7.2f %8.2f %4.0f%% %5s %-14s %4.0f%% %4.0f%% %4.0f%% "
+      "%9.1f%s %6.1fx %8.1e %5.2f%s\n",
       r.name.c_str(), rpa::to_string(r.dtype), r.num_seqs, r.num_tokens, r.ms, r.plan_ms,
-      r.bytes / 1e6, gbps, gflops, 100 * gbps / m.peak_gbps, mbup, 100 * gflops / m.peak_gflops,
-      r.ref_ms, r.ref_reduced ? "*" : " ", r.ref_ms / r.ref_fast_ms, r.max_abs_err, peer);
+      r.bytes / 1e6, d.gbps, d.gflops, 100 * d.mbu, mbup, unit_name(r.unit), 100 * d.mfu,
+      100 * d.mfu_sgemm, 100 * d.roof.fraction, r.ref_ms, r.ref_reduced ? "*" : " ",
+      r.ref_ms / r.ref_fast_ms, r.max_abs_err, r.tolerance_ratio,
+      r.tolerance_ratio > 1 ? " FAIL" : "");
   std::fflush(stdout);
 }
 
+nlohmann::json ceilings_json(const MachineCeilings& m) {
+  nlohmann::json units = nlohmann::json::object();
+  for (int i = 0; i < kNumComputeUnits; ++i) {
+    const auto u = static_cast<ComputeUnit>(i);
+    const UnitCeiling& c = m.compute[u];
+    units[unit_name(u)] = c.unavailable.empty() ? nlohmann::json(c.gops) : nlohmann::json(nullptr);
+  }
+  return units;
+}
+
 nlohmann::json to_json(const Result& r, const MachineCeilings& m, const Options& opt) {
-  const double gbps = r.bytes / (r.ms * 1e6), gflops = r.flops / (r.ms * 1e6);
+  const Derived d = derive(r, m);
+  const Tolerance tol = error_tolerance(r.unit);
   nlohmann::json j = {{"case", r.name},
                       {"kv_dtype", rpa::to_string(r.dtype)},
                       {"q_heads", r.q_heads},
                       {"num_seqs", r.num_seqs},
                       {"num_tokens", r.num_tokens},
                       {"threads", opt.threads},
+                      {"cpu", cpu::describe()},
+                      {"path", cpu::path_name(cpu::active_path())},
                       {"ms", r.ms},
                       {"plan_ms", r.plan_ms},
                       {"bytes", r.bytes},
                       {"flops", r.flops},
-                      {"gbps", gbps},
-                      {"gflops", gflops},
-                      {"mbu", gbps / m.peak_gbps},
-                      {"mfu", gflops / m.peak_gflops},
+                      {"gbps", d.gbps},
+                      {"gflops", d.gflops},
+                      {"mbu", d.mbu},
+                      {"unit", unit_name(r.unit)},
+                      {"unit_gops", d.unit_gops},
+                      {"mfu", d.mfu},
+                      {"mfu_sgemm", d.mfu_sgemm},
+                      {"roofline_bound_ms", d.roof.bound_ms},
+                      {"roofline_fraction", d.roof.fraction},
+                      {"roofline_compute_bound", d.roof.compute_bound},
                       {"peak_gbps", m.peak_gbps},
                       {"streaming_gbps", m.streaming_gbps},
                       {"peak_gflops", m.peak_gflops},
+                      {"compute_ceilings_gops", ceilings_json(m)},
                       {"page_run_bytes", m.page_run_bytes},
                       {"page_run_gbps", m.page_run_gbps},
-                      {"mbu_page_runs", gbps / m.page_run_gbps},
+                      {"mbu_page_runs", d.gbps / m.page_run_gbps},
 
                       {"ref_ms", r.ref_ms},
                       {"ref_reduced", r.ref_reduced},
                       {"ref_flops", r.ref_flops},
                       {"speedup_vs_ref", r.ref_ms / r.ref_fast_ms},
-                      {"max_abs_err", r.max_abs_err}};
+                      {"max_abs_err", r.max_abs_err},
+                      {"tolerance_atol", tol.atol},
+                      {"tolerance_rtol", tol.rtol},
+                      {"tolerance_ratio", r.tolerance_ratio},
+                      {"within_tolerance", r.tolerance_ratio <= 1}};
   if (r.paired_mbu > 0) {
     j["cold_ms"] = r.cold_ms;
     j["mbu_paired"] = r.paired_mbu;
     j["paired_gbps"] = r.paired_gbps;
-  }
-  if (!r.peer.empty()) {
-    j["peer"] = r.peer;
-    j["peer_ms"] = r.peer_ms;
-    j["peer_ratio"] = r.peer_ms / r.ms;  // > 1: we are faster
   }
   return j;
 }
@@ -540,12 +618,28 @@ void bench_attention(const Options& in) {
   ThreadPool pool(opt.threads);
   // One page of every KV head in bf16: the contiguous run of K (and of V) that a decode item
   // over all KV heads reads before it jumps to the next scattered page.
-  const MachineCeilings m = measure_ceilings(pool, size_t{kKvHeads} * kPageSize * kHeadDim * 2);
-  ReadProbe probe(pool);
-  if (!opt.json) print_header(m, opt);
+  const MachineCeilings m =
+      measure_ceilings(pool, size_t{kKvHeads} * kPageSize * kHeadDim * 2, opt.quick);
+  ReadProbe probe(pool, opt.quick ? size_t{16} << 20 : size_t{256} << 20);
+  if (opt.json) {
+    // One line for the machine, then one per case.
+    const nlohmann::json machine = {{"cpu", cpu::describe()},
+                                    {"path", cpu::path_name(cpu::active_path())},
+                                    {"threads", opt.threads},
+                                    {"reps", opt.reps},
+                                    {"quick", opt.quick},
+                                    {"peak_gbps", m.peak_gbps},
+                                    {"streaming_gbps", m.streaming_gbps},
+                                    {"page_run_gbps", m.page_run_gbps},
+                                    {"peak_gflops", m.peak_gflops},
+                                    {"compute_ceilings_gops", ceilings_json(m)}};
+    std::printf("%s\n", nlohmann::json{{"machine", machine}}.dump().c_str());
+  } else {
+    print_header(m, opt);
+  }
 
   std::vector<Result> results;
-  const std::vector<BenchCase> cases = all_cases();
+  const std::vector<BenchCase> cases = opt.quick ? quick_cases() : all_cases();
   double interleaved = 0;  // mixed / parts, round by round (after the three mixed cases)
   for (size_t ci = 0; ci < cases.size(); ++ci) {
     const BenchCase& c = cases[ci];
@@ -570,13 +664,36 @@ void bench_attention(const Options& in) {
       print_row(results.back(), m);
     }
   }
-  if (opt.json) return;
+  std::vector<const Result*> failed;
+  for (const Result& r : results)
+    if (!(r.tolerance_ratio <= 1)) failed.push_back(&r);
+  const auto check_errors = [&] {
+    if (failed.empty()) return;
+    std::string names;
+    for (const Result* r : failed) {
+      const Tolerance tol = error_tolerance(r->unit);
+      char line[200];
+      std::snprintf(line, sizeof line,
+                    "%s%s %s (max |err| %.2e, %.2fx its tolerance %.0e + %.0e|ref|)",
+                    names.empty() ? "" : "; ", r->name.c_str(), rpa::to_string(r->dtype),
+                    r->max_abs_err, r->tolerance_ratio, tol.atol, tol.rtol);
+      names += line;
+    }
+    throw std::runtime_error("bench attention: kernel error above its tolerance: " + names);
+  };
+  if (opt.json) {
+    check_errors();
+    return;
+  }
   std::printf(
       "\nMB: KV bytes over every kv_len (cached read + new rows written) + f32 q, k, v, out.\n"
       "GFLOP/s: 4*D per (query head, attended position), causal counted exactly.\n"
-      "MBU/MFU: against the read and sgemm ceilings above (the read ceiling is the streaming\n"
-      "read, or the random page-run read where that measured faster; --json also gives\n"
-      "mbu_page_runs, against the random page-run read). MBUp (decode): the same number of\n"
+      "MBU: against the read ceiling above (the streaming read, or the random page-run read\n"
+      "where that measured faster; --json also gives mbu_page_runs, against the random\n"
+      "page-run read). unit: the compute unit the case can use on the active path (%s);\n"
+      "MFU against that unit's ceiling, MFUsg against sgemm. roof: the roofline fraction,\n"
+      "max(bytes / read ceiling, FLOPs / unit ceiling) over the time. MBUp (decode): the same "
+      "number of\n"
       "calls, each right after one streaming read pass over 256 MiB (which also evicts the KV\n"
       "from the caches, as a model's other layers do), the median of the calls' GB/s over their\n"
       "pass's: steadier where the machine's speed moves between runs (--json: mbu_paired, and\n"
@@ -584,9 +701,10 @@ void bench_attention(const Options& in) {
       "L3). -inL2: the same batch with its cached pages aliased to two that stay in L2: its MBU\n"
       "is what the arithmetic alone allows. ref_ms: scalar rpa::reference (* = on the same\n"
       "case with lengths halved until <= %.1f GFLOP); speedup = ref_ms / kernel ms on that\n"
-      "case; max_err = max |kernel - reference| there. peer: ggml CPU flash attention on this\n"
-      "machine kind (docs/rpa.md, f16 KV); ratio > 1 means kdr is faster.\n",
-      kReferenceFlopBudget / 1e9);
+      "case; max_err = max |kernel - reference| there; tol = the worst element's error over\n"
+      "its tolerance (atol + rtol |ref|, by the unit's input precision): above 1 fails the run.\n"
+      "Peers (ggml flash attention, PyTorch SDPA) in the same run: scripts/bench peers.\n",
+      cpu::path_name(cpu::active_path()), kReferenceFlopBudget / 1e9);
   for (size_t i = 0; i + 2 < results.size(); ++i) {
     if (is_mixed_trio(results, i)) {
       std::printf(
@@ -595,6 +713,7 @@ void bench_attention(const Options& in) {
           results[i].ms / (results[i + 1].ms + results[i + 2].ms), interleaved, opt.reps);
     }
   }
+  check_errors();
 }
 
 }  // namespace
@@ -603,7 +722,13 @@ void add_bench_attention_command(CLI::App& bench) {
   auto opt = std::make_shared<Options>();
   CLI::App* cmd = bench.add_subcommand(
       "attention", "Ragged paged attention on Llama-3-8B shapes vs this machine's ceilings");
-  cmd->add_flag("--json", opt->json, "Print one JSON object per line per case");
+  cmd->add_flag("--json", opt->json,
+                "Print one JSON object per line: the machine first, then one per case");
+  cmd->add_flag(
+      "--quick", opt->quick,
+      "Tiny cases and short ceiling probes: checks the kernels and the report in seconds");
+  // For the test of the error check: adds this to one kernel output before the comparison.
+  cmd->add_option("--perturb-output", opt->perturb_output)->group("");
   cmd->add_option("--threads", opt->threads, "Worker threads (default: all hardware threads)")
       ->check(CLI::Range(0, 1024));
   cmd->add_option("--case", opt->which, "Which cases to run")

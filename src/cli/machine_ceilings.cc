@@ -3,7 +3,9 @@
 #include <cblas.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
+#include <cmath>
 #include <cstdint>
 #include <memory>
 #include <random>
@@ -11,6 +13,7 @@
 
 #include "base/huge_buffer.h"
 #include "base/thread_pool.h"
+#include "cli/ceilings_kernels.h"
 
 namespace kdr::cli {
 namespace {
@@ -111,9 +114,10 @@ double measure_read_bandwidth_gbps(ThreadPool& pool, int repetitions) {
   return probe.best_gbps(repetitions);
 }
 
-double measure_page_run_read_gbps(ThreadPool& pool, size_t run_bytes, int repetitions) {
+double measure_page_run_read_gbps(ThreadPool& pool, size_t run_bytes, int repetitions,
+                                  size_t total_bytes) {
   run_bytes = std::max<size_t>(64, run_bytes / 64 * 64);
-  const size_t runs = (size_t{512} << 20) / run_bytes;
+  const size_t runs = std::max<size_t>(1, total_bytes / run_bytes);
   HugeBuffer buffer = alloc_huge(runs * run_bytes);  // like the KV pools
   fill_slices(pool, reinterpret_cast<float*>(buffer.get()), runs * run_bytes / sizeof(float));
   std::vector<uint32_t> order(runs);
@@ -142,9 +146,9 @@ double measure_page_run_read_gbps(ThreadPool& pool, size_t run_bytes, int repeti
   return best;
 }
 
-double measure_sgemm_gflops(int num_threads, int repetitions) {
-  const int n = 2048;
-  std::vector<float> a(size_t{n} * n), b(size_t{n} * n), c(size_t{n} * n);
+double measure_sgemm_gflops(int num_threads, int repetitions, int n) {
+  const size_t elements = static_cast<size_t>(n) * n;
+  std::vector<float> a(elements), b(elements), c(elements);
   std::mt19937 rng(1);
   std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
   for (auto& x : a) x = dist(rng);
@@ -161,20 +165,217 @@ double measure_sgemm_gflops(int num_threads, int repetitions) {
   return best;
 }
 
-MachineCeilings measure_ceilings(ThreadPool& pool, size_t page_run_bytes) {
+MachineCeilings measure_ceilings(ThreadPool& pool, size_t page_run_bytes, bool quick) {
   MachineCeilings c;
   // Streaming passes before and after the other probes (one buffer, filled once): the best
   // over a longer stretch of a shared machine's changing speed.
-  ReadProbe streaming(pool, kStreamingBytes);
-  c.streaming_gbps = streaming.best_gbps(5);
-  c.peak_gflops = measure_sgemm_gflops(pool.num_threads());
+  const size_t stream_bytes = quick ? size_t{32} << 20 : kStreamingBytes;
+  const int passes = quick ? 2 : 5;
+  ReadProbe streaming(pool, stream_bytes);
+  c.streaming_gbps = streaming.best_gbps(passes);
+  c.peak_gflops = measure_sgemm_gflops(pool.num_threads(), quick ? 1 : 3, quick ? 256 : 2048);
+  c.compute = measure_compute_ceilings(pool, quick ? 0.005 : 0.05);
   if (page_run_bytes > 0) {
     c.page_run_bytes = page_run_bytes;
-    c.page_run_gbps = measure_page_run_read_gbps(pool, page_run_bytes);
+    c.page_run_gbps = measure_page_run_read_gbps(pool, page_run_bytes, passes, stream_bytes);
   }
-  c.streaming_gbps = std::max(c.streaming_gbps, streaming.best_gbps(5));
+  c.streaming_gbps = std::max(c.streaming_gbps, streaming.best_gbps(passes));
   c.peak_gbps = std::max(c.streaming_gbps, c.page_run_gbps);
   return c;
+}
+
+const char* unit_name(ComputeUnit u) {
+  switch (u) {
+    case ComputeUnit::kF32Sse:
+      return "f32-sse";
+    case ComputeUnit::kF32Avx2:
+      return "f32-avx2-fma";
+    case ComputeUnit::kF32Avx512:
+      return "f32-avx512-fma";
+    case ComputeUnit::kBf16Dot:
+      return "bf16-dot";
+    case ComputeUnit::kInt8Dot:
+      return "int8-vnni";
+    case ComputeUnit::kAmxBf16:
+      return "amx-bf16";
+    case ComputeUnit::kAmxInt8:
+      return "amx-int8";
+  }
+  return "?";
+}
+
+cpu::Path unit_path(ComputeUnit u) {
+  switch (u) {
+    case ComputeUnit::kF32Sse:
+      return cpu::Path::kScalar;
+    case ComputeUnit::kF32Avx2:
+      return cpu::Path::kAvx2;
+    case ComputeUnit::kF32Avx512:
+      return cpu::Path::kAvx512;
+    case ComputeUnit::kBf16Dot:
+    case ComputeUnit::kInt8Dot:
+      return cpu::Path::kAvx512Bf16;
+    case ComputeUnit::kAmxBf16:
+    case ComputeUnit::kAmxInt8:
+      return cpu::Path::kAmx;
+  }
+  return cpu::Path::kScalar;
+}
+
+const char* unit_input_precision(ComputeUnit u) {
+  switch (u) {
+    case ComputeUnit::kBf16Dot:
+    case ComputeUnit::kAmxBf16:
+      return "bf16";
+    case ComputeUnit::kInt8Dot:
+    case ComputeUnit::kAmxInt8:
+      return "int8";
+    default:
+      return "f32";
+  }
+}
+
+namespace {
+
+using UnitLoop = double (*)(int64_t, float*);
+
+UnitLoop unit_loop(ComputeUnit u) {
+  switch (u) {
+    case ComputeUnit::kF32Sse:
+      return ceilings::f32_sse_mul_add;
+    case ComputeUnit::kF32Avx2:
+      return ceilings::f32_avx2_fma;
+    case ComputeUnit::kF32Avx512:
+      return ceilings::f32_avx512_fma;
+    case ComputeUnit::kBf16Dot:
+      return ceilings::bf16_avx512_dot;
+    case ComputeUnit::kInt8Dot:
+      return ceilings::int8_avx512_vnni;
+    case ComputeUnit::kAmxBf16:
+      return ceilings::amx_bf16_tiles;
+    case ComputeUnit::kAmxInt8:
+      return ceilings::amx_int8_tiles;
+  }
+  return nullptr;
+}
+
+// One run of `loop` on every thread of the pool at once: each task waits until all have
+// started (so no thread runs two of them one after the other), then runs `iterations`. Returns
+// the operations of all threads over the span from the first start to the last end, G/s;
+// `*seconds` is that span.
+double run_on_all_threads(ThreadPool& pool, UnitLoop loop, int64_t iterations, double* seconds) {
+  const int threads = pool.num_threads();
+  std::atomic<int> arrived{0};
+  std::vector<double> ops(threads);
+  std::vector<std::chrono::steady_clock::time_point> begin(threads), end(threads);
+  std::vector<float> sinks(threads);
+  pool.parallel_for(threads, [&](int64_t t, int) {
+    arrived.fetch_add(1);
+    while (arrived.load() < threads) {
+    }
+    begin[t] = std::chrono::steady_clock::now();
+    ops[t] = loop(iterations, &sinks[t]);
+    end[t] = std::chrono::steady_clock::now();
+  });
+  const auto first = *std::min_element(begin.begin(), begin.end());
+  const auto last = *std::max_element(end.begin(), end.end());
+  *seconds = std::max(1e-9, std::chrono::duration<double>(last - first).count());
+  volatile float sink = 0;
+  double total = 0;
+  for (int t = 0; t < threads; ++t) {
+    total += ops[t];
+    sink = sink + sinks[t];
+  }
+  return total / *seconds / 1e9;
+}
+
+}  // namespace
+
+ComputeCeilings measure_compute_ceilings(ThreadPool& pool, double seconds) {
+  ComputeCeilings out;
+  for (int i = 0; i < kNumComputeUnits; ++i) {
+    const auto u = static_cast<ComputeUnit>(i);
+    UnitCeiling& c = out.unit[i];
+    // The scalar path's reason (Highway's portable target not compiled) says nothing about
+    // the CPU: SSE2 is the x86-64 baseline.
+    if (u != ComputeUnit::kF32Sse) {
+      if (const std::string why = cpu::unavailable_reason(unit_path(u)); !why.empty()) {
+        c.unavailable = "not on this CPU: " + why;
+        continue;
+      }
+    }
+    const UnitLoop loop = unit_loop(u);
+    // Double the iterations until the faster of two runs takes a tenth of the target, then
+    // scale up to it (never down: a run stretched by a thread that lost its core, common on a
+    // shared machine, must not shrink the work until the timer's granularity dominates).
+    int64_t iterations = 1024;
+    double s = 0;
+    for (;;) {
+      double a = 0, b = 0;
+      run_on_all_threads(pool, loop, iterations, &a);
+      run_on_all_threads(pool, loop, iterations, &b);
+      s = std::min(a, b);
+      if (s >= seconds / 10 || iterations >= (int64_t{1} << 40)) break;
+      iterations *= 2;
+    }
+    iterations = std::max(iterations, static_cast<int64_t>(iterations * (seconds / s)));
+    for (int r = 0; r < 5; ++r)
+      c.gops = std::max(c.gops, run_on_all_threads(pool, loop, iterations, &s));
+  }
+  return out;
+}
+
+ComputeUnit attention_unit(cpu::Path path, AttentionKind kind, rpa::KvDType kv) {
+  switch (path) {
+    case cpu::Path::kScalar:
+      return ComputeUnit::kF32Sse;
+    case cpu::Path::kAvx2:
+      return ComputeUnit::kF32Avx2;
+    case cpu::Path::kAvx512:
+      return ComputeUnit::kF32Avx512;
+    case cpu::Path::kAvx512Bf16:
+    case cpu::Path::kAmx: {
+      const bool tiles = path == cpu::Path::kAmx && kind != AttentionKind::kDecode;
+      if (kv == rpa::KvDType::kBF16) return tiles ? ComputeUnit::kAmxBf16 : ComputeUnit::kBf16Dot;
+      if (kv == rpa::KvDType::kInt8) return tiles ? ComputeUnit::kAmxInt8 : ComputeUnit::kInt8Dot;
+      return ComputeUnit::kF32Avx512;
+    }
+  }
+  return ComputeUnit::kF32Sse;
+}
+
+Tolerance error_tolerance(ComputeUnit u) {
+  const std::string precision = unit_input_precision(u);
+  if (precision == "bf16") return {1e-2, 1e-2};
+  if (precision == "int8") return {2e-2, 2e-2};
+  return {1e-4, 1e-4};
+}
+
+double tolerance_ratio(const float* got, const float* want, size_t n, Tolerance tol) {
+  double worst = 0;
+  for (size_t i = 0; i < n; ++i) {
+    const double err = std::fabs(static_cast<double>(got[i]) - want[i]);
+    const double allowed = tol.atol + tol.rtol * std::fabs(static_cast<double>(want[i]));
+    // A NaN on either side fails outright.
+    worst = std::isnan(err) ? INFINITY : std::max(worst, err / allowed);
+    if (std::isinf(worst)) break;
+  }
+  return worst;
+}
+
+double utilisation(double flops, double ms, double ceiling_gops) {
+  if (!(ms > 0) || !(ceiling_gops > 0)) return 0;
+  return flops / (ms * 1e6) / ceiling_gops;
+}
+
+Roofline roofline(double bytes, double flops, double ms, double read_gbps, double compute_gops) {
+  Roofline r;
+  const double memory_ms = read_gbps > 0 ? bytes / (read_gbps * 1e6) : 0;
+  const double compute_ms = compute_gops > 0 ? flops / (compute_gops * 1e6) : 0;
+  r.compute_bound = compute_ms > memory_ms;
+  r.bound_ms = std::max(memory_ms, compute_ms);
+  r.fraction = ms > 0 ? r.bound_ms / ms : 0;
+  return r;
 }
 
 }  // namespace kdr::cli
