@@ -70,22 +70,29 @@ void stage_x(const float* x, int64_t x_stride, int64_t m, int64_t k, int64_t k32
 }
 
 // Weight rows [n0, n1) of `a` dequantized (the reference decoders), rounded to bf16 and laid
-// out as B tiles (matmul_amx_kernel.h, Bf16Panel::w).
+// out as B tiles (matmul_amx_kernel.h, Bf16Panel::w): weight row c of a block puts its pair
+// (k, k + 1) = (32 kc + 2 p, 32 kc + 2 p + 1) in the 32-bit word c of row p of tile kc.
 void stage_weights(const detail::MatmulArgs& a, int64_t n0, int64_t n1, int64_t k32,
                    uint16_t* out) {
   thread_local std::vector<float> row;
-  row.resize(static_cast<size_t>(a.k));
+  row.assign(static_cast<size_t>(k32), 0.0f);  // zeros beyond K stay zeros
+  float* const rw = row.data();
   const int64_t nk = k32 / kTileK;
-  const int64_t blocks = (n1 - n0 + kTileRows - 1) / kTileRows;
-  std::memset(out, 0, static_cast<size_t>(blocks * nk * kBTileElems) * 2);
-  for (int64_t r = n0; r < n1; ++r) {
-    dequantize_row(a.type, a.w + static_cast<size_t>(r) * a.w_stride, row.data(), a.k);
-    const int64_t j = (r - n0) / kTileRows, c = (r - n0) % kTileRows;
-    uint16_t* block = out + j * nk * kBTileElems;
-    for (int64_t t = 0; t < a.k; ++t) {
-      // k = 32 kc + 2 p + e lands in tile kc, pair row p, column 2 c + e.
-      const int64_t kc = t / kTileK, p = (t % kTileK) / 2, e = t % 2;
-      block[kc * kBTileElems + p * kTileK + 2 * c + e] = f32_to_bf16(row[static_cast<size_t>(t)]);
+  const int64_t rows = n1 - n0, blocks = (rows + kTileRows - 1) / kTileRows;
+  if (rows % kTileRows != 0) {  // the last block's missing weight rows are zeros
+    std::memset(out + (blocks - 1) * nk * kBTileElems, 0,
+                static_cast<size_t>(nk) * kBTileElems * 2);
+  }
+  for (int64_t r = 0; r < rows; ++r) {
+    dequantize_row(a.type, a.w + static_cast<size_t>(n0 + r) * a.w_stride, rw, a.k);
+    uint16_t* tiles = out + (r / kTileRows) * nk * kBTileElems + 2 * (r % kTileRows);
+    for (int64_t kc = 0; kc < nk; ++kc) {
+      const float* src = rw + kc * kTileK;
+      uint16_t* dst = tiles + kc * kBTileElems;
+      for (int p = 0; p < kTileK / 2; ++p) {
+        dst[p * kTileK] = f32_to_bf16(src[2 * p]);
+        dst[p * kTileK + 1] = f32_to_bf16(src[2 * p + 1]);
+      }
     }
   }
 }

@@ -6,6 +6,10 @@
 // as literals (GCC pastes them into the instruction text), so each operation the kernels use
 // is an explicit specialization with its numbers written out; a combination no kernel uses
 // has no definition and fails to link.
+//
+// GCC's tileloadd asm names no memory input: the compiler could move a store to a tile's
+// source past the load. The panels' operands are written before bf16_panel_amx() is called,
+// from another translation unit, so no such store is in reach; keep it that way.
 #include <immintrin.h>
 
 #include "ops/matmul_amx.h"
