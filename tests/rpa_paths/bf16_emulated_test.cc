@@ -300,6 +300,61 @@ TEST(EmulatedTiles, PageSizesHeadDimsAndGroupsMatchReference) {
   }
 }
 
+// The bound is tight enough to see a mask off by one key: the kernel's output with a window of
+// 37 fails the check against the reference with a window of 38 (each query row then weighs
+// one more key at ~1/38 of its mass, far above 2^-8 W).
+TEST(EmulatedTiles, TheBoundSeesAWindowOffByOne) {
+  const uint64_t seed = rpa_test::test_seed();
+  SCOPED_TRACE("KDR_SEED=" + std::to_string(seed));
+  Rng rng(seed);
+  for (Emulation e : {Emulation::kAmx, Emulation::kAvx512Bf16}) {
+    SCOPED_TRACE(to_string(e));
+    const ScopedEmulation emulate(e);
+    const rpa::bf16::Route route =
+        rpa::bf16::route(rpa::KvDType::kBF16, kdr::cpu::Path::kScalar, e);
+    const int32_t dist[3] = {1, 2, 2};
+    const Batch b = rpa_test::layout_batch({1, 30}, {200, 230}, dist, 16, rng);
+    const Cache cache = rpa_test::make_cache(rpa::KvDType::kBF16, 1, 64, b, 16, rng);
+    const NewTokens x = rpa_test::random_tokens(b.num_tokens(), 4, 1, 64, rng);
+    rpa::AttentionParams p;
+    p.num_q_heads = 4;
+    p.sm_scale = 0.125f;
+    p.sliding_window = 37;
+    Cache after = cache;
+    const std::vector<float> got = rpa_test::run_kernel(b, p, x, after, 1);
+    EXPECT_TRUE(within_bf16_bound(b, p, x, cache, route, got, after, nullptr));
+    p.sliding_window = 38;
+    EXPECT_FALSE(within_bf16_bound(b, p, x, cache, route, got, after, nullptr));
+  }
+}
+
+// A decode item reads several KV heads one after the other; each head's arithmetic is that of
+// an item of its own, so the grouping changes no bit.
+TEST(EmulatedDecode, KvHeadGroupingDoesNotChangeTheBits) {
+  const uint64_t seed = rpa_test::test_seed();
+  SCOPED_TRACE("KDR_SEED=" + std::to_string(seed));
+  Rng rng(seed);
+  const ScopedEmulation emulate(Emulation::kAvx512Bf16);
+  const int32_t dist[3] = {3, 3, 3};
+  const Batch b = rpa_test::layout_batch({1, 1, 1}, {700, 33, 129}, dist, 16, rng);
+  const Cache cache = rpa_test::make_cache(rpa::KvDType::kBF16, 5, 80, b, 16, rng);
+  const NewTokens x = rpa_test::random_tokens(b.num_tokens(), 15, 5, 80, rng);
+  rpa::AttentionParams p;
+  p.num_q_heads = 15;
+  p.sm_scale = 0.11f;
+  Cache c1 = cache;
+  const std::vector<float> all = rpa_test::run_kernel(b, p, x, c1, 2);
+  for (int32_t heads : {1, 2, 3}) {
+    rpa::Tuning t;
+    t.decode_heads_per_item = heads;
+    t.decode_kv_block = 32;   // the default of items over several heads,
+    t.split_kv_tokens = 512;  // and its split
+    Cache c2 = cache;
+    EXPECT_TRUE(rpa_test::bitwise_equal(rpa_test::run_kernel(b, p, x, c2, 2, t), all)) << heads;
+    EXPECT_TRUE(rpa_test::caches_equal(c2, c1));
+  }
+}
+
 // --- Batch invariance ------------------------------------------------------------------
 
 class EmulatedInvarianceTest : public ::testing::TestWithParam<Emulation> {};
