@@ -47,6 +47,10 @@ struct StepArgs {
 // Enqueue the kernels on `stream` (launch errors are left for the caller to check).
 void launch_write(const StepArgs& a, cudaStream_t stream);
 void launch_simt(const StepArgs& a, const GpuItem* items, int32_t num_items, cudaStream_t stream);
+// The first version of the CUDA-core kernel (simt_kernel_v1.cu), run instead of the current
+// one when RPA_CUDA_SIMT_KERNEL=v1.
+void launch_simt_v1(const StepArgs& a, const GpuItem* items, int32_t num_items,
+                    cudaStream_t stream);
 void launch_mma(const StepArgs& a, const GpuItem* items, int32_t num_items, cudaStream_t stream);
 void launch_merge(const StepArgs& a, const GpuSplit* splits, int32_t num_splits,
                   cudaStream_t stream);

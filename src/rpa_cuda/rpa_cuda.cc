@@ -4,6 +4,7 @@
 
 #include <cuda_runtime.h>
 
+#include <cstdlib>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -202,8 +203,11 @@ void run(const Plan& plan, const float* q, const float* k, const float* v, KvCac
   // Stream order is the synchronisation: every slot is written before any CTA reads it.
   detail::launch_write(a, st);
   check(cudaGetLastError(), "KV write kernel launch");
-  detail::launch_simt(a, p.at<detail::GpuItem>(p.off_simt),
-                      static_cast<int32_t>(h.simt_items.size()), st);
+  // RPA_CUDA_SIMT_KERNEL=v1 runs the first version of the CUDA-core kernel (for diagnosis).
+  const char* simt_version = std::getenv("RPA_CUDA_SIMT_KERNEL");
+  const bool v1 = simt_version && std::strcmp(simt_version, "v1") == 0;
+  (v1 ? detail::launch_simt_v1 : detail::launch_simt)(
+      a, p.at<detail::GpuItem>(p.off_simt), static_cast<int32_t>(h.simt_items.size()), st);
   check(cudaGetLastError(), "CUDA-core attention kernel launch");
   detail::launch_mma(a, p.at<detail::GpuItem>(p.off_mma), static_cast<int32_t>(h.mma_items.size()),
                      st);

@@ -1,4 +1,7 @@
-// The CUDA-core attention kernel and the split-KV merge.
+// Version 1 of the CUDA-core attention kernel, kept beside version 2 (simt_kernel.cu) as
+// llm.c keeps its numbered kernels: the first, simplest one, selectable at run time with
+// RPA_CUDA_SIMT_KERNEL=v1 so that a failing version 2 can be told apart from everything else
+// on the GPU machine.
 //
 // One CTA per work item: (sequence, KV head, rows, KV range). Decode items hold all query
 // heads of the group as rows, so each K/V row is loaded once per group. The 4 warps take
@@ -222,31 +225,6 @@ __global__ void __launch_bounds__(kWarp* kWarps) simt_attention(StepArgs a, cons
   }
 }
 
-// One CTA per split decode (sequence, KV head): combines the pieces in split order.
-__global__ void merge_splits(StepArgs a, const GpuSplit* splits) {
-  const GpuSplit sp = splits[blockIdx.x];
-  const int d = a.head_dim, g = a.group;
-  const int32_t tok = a.cu_q_lens[sp.seq];  // a decode: one token
-  for (int i = threadIdx.x; i < g * d; i += blockDim.x) {
-    const int r = i / d, x = i % d;
-    float mm = -INFINITY;
-    for (int s = 0; s < sp.num_splits; ++s)
-      mm = fmaxf(mm, a.partials[(static_cast<int64_t>(sp.first_partial + s) * g + r) * (d + 2)]);
-    float ll = 0.0f, o = 0.0f;
-    for (int s = 0; s < sp.num_splits; ++s) {
-      const float* slot =
-          a.partials + (static_cast<int64_t>(sp.first_partial + s) * g + r) * (d + 2);
-      if (slot[0] == -INFINITY) continue;
-      const float f = expf(slot[0] - mm);
-      ll += slot[1] * f;
-      o += slot[2 + x] * f;
-    }
-    const int qh = sp.kv_head * g + r;
-    a.out[(static_cast<int64_t>(tok) * a.num_q_heads + qh) * d + x] =
-        o * finish_factor(mm, ll, a.sinks, qh);
-  }
-}
-
 template <int kDType>
 void launch_for_dtype(const StepArgs& a, const GpuItem* items, int32_t n, cudaStream_t stream) {
   const size_t smem = sizeof(float) * (static_cast<size_t>(kRowChunk) * a.head_dim * (1 + kWarps) +
@@ -264,7 +242,8 @@ void launch_for_dtype(const StepArgs& a, const GpuItem* items, int32_t n, cudaSt
 
 }  // namespace
 
-void launch_simt(const StepArgs& a, const GpuItem* items, int32_t num_items, cudaStream_t stream) {
+void launch_simt_v1(const StepArgs& a, const GpuItem* items, int32_t num_items,
+                    cudaStream_t stream) {
   if (num_items == 0) return;
   switch (static_cast<KvDType>(a.dtype)) {
     case KvDType::kF32:
@@ -278,12 +257,6 @@ void launch_simt(const StepArgs& a, const GpuItem* items, int32_t num_items, cud
     case KvDType::kFp8E4M3:
       return launch_for_dtype<static_cast<int>(KvDType::kFp8E4M3)>(a, items, num_items, stream);
   }
-}
-
-void launch_merge(const StepArgs& a, const GpuSplit* splits, int32_t num_splits,
-                  cudaStream_t stream) {
-  if (num_splits == 0) return;
-  merge_splits<<<static_cast<unsigned>(num_splits), 128, 0, stream>>>(a, splits);
 }
 
 }  // namespace rpa::cuda::detail

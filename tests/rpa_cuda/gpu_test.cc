@@ -356,16 +356,35 @@ void run_all(Runner& run, bool quick) {
       return check_invariance(w.b, params_for(32, 128), w.x, w.cache);
     });
   }
+  // 7. The first version of the CUDA-core kernel on a few of the same cases: if the current
+  // one fails where this one passes, the fault is in simt_kernel.cu.
+  for (auto dt : {rpa::KvDType::kBF16, rpa::KvDType::kInt8, rpa::KvDType::kF32}) {
+    run.check(std::string("simt_v1/") + rpa::to_string(dt), [&](uint64_t seed) {
+      const int32_t dist[3] = {3, 4, 5};
+      const Built w =
+          build({1, 1, 1, 20, 9}, {1500, 3, 600, 60, 200}, dist, dt, 12, 2, 80, 16, seed);
+      setenv("RPA_CUDA_SIMT_KERNEL", "v1", 1);
+      std::string fail;
+      try {
+        fail = check_against_reference(w.b, params_for(12, 80), w.x, w.cache);
+      } catch (...) {
+        unsetenv("RPA_CUDA_SIMT_KERNEL");
+        throw;
+      }
+      unsetenv("RPA_CUDA_SIMT_KERNEL");
+      return fail;
+    });
+  }
   if (quick) return;
 
-  // 7. Decode at kv_len 131072 (Llama-3-8B heads): 256 split pieces per KV head.
+  // 8. Decode at kv_len 131072 (Llama-3-8B heads): 256 split pieces per KV head.
   run.check("large/decode_kv131072_bf16", [&](uint64_t seed) {
     const int32_t dist[3] = {1, 1, 1};
     const Built w = build({1}, {131072}, dist, rpa::KvDType::kBF16, 32, 8, 128, 16, seed);
     return check_against_reference(w.b, params_for(32, 128), w.x, w.cache);
   });
 
-  // 8. A pool over 2^31 elements, the sequences on its last pages: any 32-bit offset
+  // 9. A pool over 2^31 elements, the sequences on its last pages: any 32-bit offset
   // product wraps and reads or writes the wrong rows.
   run.check("large/pool_over_2pow31_elements_bf16", [&](uint64_t seed) {
     Rng rng(seed);
