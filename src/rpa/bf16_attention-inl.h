@@ -182,6 +182,35 @@ void tile_matmul(const uint16_t* const* a_tiles, size_t lda, const uint16_t* b, 
   }
 }
 
+// out + c ld (32 bf16) = u32 lane c of r[0..16), for c < 16: a 16 x 16 transpose of 32-bit
+// elements (bf16 pairs) in four rounds of shuffles.
+template <class Isa>
+void transpose_u32_16x16(const typename Isa::Bf16x32 (&r)[16], uint16_t* out, size_t ld) {
+  using B = typename Isa::Bf16x32;
+  B t[16], u[16];
+  for (int i = 0; i < 16; i += 2) {
+    t[i] = Isa::unpacklo_epi32(r[i], r[i + 1]);
+    t[i + 1] = Isa::unpackhi_epi32(r[i], r[i + 1]);
+  }
+  for (int k = 0; k < 16; k += 4) {
+    u[k] = Isa::unpacklo_epi64(t[k], t[k + 2]);
+    u[k + 1] = Isa::unpackhi_epi64(t[k], t[k + 2]);
+    u[k + 2] = Isa::unpacklo_epi64(t[k + 1], t[k + 3]);
+    u[k + 3] = Isa::unpackhi_epi64(t[k + 1], t[k + 3]);
+  }
+  // Now u[4k + j], 128-bit lane L, holds rows 4k..4k+3 of column 4L + j.
+  for (int j = 0; j < 4; ++j) {
+    const B v0 = Isa::template shuffle_i32x4<0x88>(u[j], u[4 + j]);  // lanes 0, 2
+    const B w0 = Isa::template shuffle_i32x4<0xdd>(u[j], u[4 + j]);  // lanes 1, 3
+    const B v1 = Isa::template shuffle_i32x4<0x88>(u[8 + j], u[12 + j]);
+    const B w1 = Isa::template shuffle_i32x4<0xdd>(u[8 + j], u[12 + j]);
+    Isa::store_bits(Isa::template shuffle_i32x4<0x88>(v0, v1), out + j * ld);
+    Isa::store_bits(Isa::template shuffle_i32x4<0x88>(w0, w1), out + (4 + j) * ld);
+    Isa::store_bits(Isa::template shuffle_i32x4<0xdd>(v0, v1), out + (8 + j) * ld);
+    Isa::store_bits(Isa::template shuffle_i32x4<0xdd>(w0, w1), out + (12 + j) * ld);
+  }
+}
+
 // A prefill or mixed work item (one KV head) on tiles.
 template <class Isa>
 void tile_item(const ItemArgs& a, const WorkItem& w, const Buffers& b) {
@@ -305,17 +334,23 @@ void tile_item(const ItemArgs& a, const WorkItem& w, const Buffers& b) {
       for (size_t c = 0; c < qpad; c += 16)
         Isa::store(Isa::mul(Isa::load(orow + c), Isa::load(b.alpha + c)), orow + c);
     }
-    // V^T, zero past n keys and d dims.
-    for (int32_t t = 0; t < n; ++t) {
-      const uint16_t* src = seq.row(true, kb + t, b.new_rows);
-      for (int32_t x = 0; x < d; ++x) b.vt[x * kpad + t] = src[x];
-    }
-    for (size_t x = 0; x < d16; ++x) {
-      uint16_t* vrow = b.vt + x * kpad;
-      if (x >= static_cast<size_t>(d)) {
-        std::fill(vrow, vrow + kpad, uint16_t{0});
-      } else {
-        std::fill(vrow + n, vrow + kpad, uint16_t{0});
+    // V^T, zero past n keys and d dims: per 32 keys and 16 dims, the key pairs interleaved
+    // (16 u32 lanes = dims) and transposed 16 x 16 (lanes = key pairs). New rows are rounded
+    // into the K buffer, free once S^T is computed.
+    for (size_t t0 = 0; t0 < kpad; t0 += 32) {
+      const uint16_t* vrows[32];
+      for (size_t i = 0; i < 32; ++i) {
+        const size_t t = t0 + i;
+        vrows[i] = t < static_cast<size_t>(n)
+                       ? seq.row(true, kb + static_cast<int32_t>(t), b.k + t * d32)
+                       : b.zeros;
+      }
+      for (size_t x0 = 0; x0 < d16; x0 += 16) {
+        const size_t cnt = std::min<size_t>(16, d - x0);
+        typename Isa::Bf16x32 pairs[16];
+        for (size_t tp = 0; tp < 16; ++tp)
+          pairs[tp] = Isa::interleave_bf16(vrows[2 * tp] + x0, vrows[2 * tp + 1] + x0, cnt);
+        transpose_u32_16x16<Isa>(pairs, b.vt + x0 * kpad + t0, kpad);
       }
     }
     for (size_t i = 0; i < d16 / 16; ++i) v_tiles[i] = b.vt + 16 * i * kpad;

@@ -163,6 +163,62 @@ struct EmulatedIsa {
     }
   }
 
+  // --- 512-bit integer shuffles (AVX-512F), on Bf16x32 as 16 u32 lanes in 4 lanes of 128 ---
+  static uint32_t u32(const Bf16x32& x, int i) {
+    return x.v[2 * i] | static_cast<uint32_t>(x.v[2 * i + 1]) << 16;
+  }
+  static void set_u32(Bf16x32& x, int i, uint32_t u) {
+    x.v[2 * i] = static_cast<uint16_t>(u);
+    x.v[2 * i + 1] = static_cast<uint16_t>(u >> 16);
+  }
+  // vpunpckldq / vpunpckhdq: per 128-bit lane, a0 b0 a1 b1 / a2 b2 a3 b3.
+  static Bf16x32 unpacklo_epi32(Bf16x32 a, Bf16x32 b) {
+    Bf16x32 r;
+    for (int l = 0; l < 4; ++l)
+      for (int i = 0; i < 2; ++i) {
+        set_u32(r, 4 * l + 2 * i, u32(a, 4 * l + i));
+        set_u32(r, 4 * l + 2 * i + 1, u32(b, 4 * l + i));
+      }
+    return r;
+  }
+  static Bf16x32 unpackhi_epi32(Bf16x32 a, Bf16x32 b) {
+    Bf16x32 r;
+    for (int l = 0; l < 4; ++l)
+      for (int i = 0; i < 2; ++i) {
+        set_u32(r, 4 * l + 2 * i, u32(a, 4 * l + 2 + i));
+        set_u32(r, 4 * l + 2 * i + 1, u32(b, 4 * l + 2 + i));
+      }
+    return r;
+  }
+  // vpunpcklqdq / vpunpckhqdq: per 128-bit lane, a.q0 b.q0 / a.q1 b.q1 (64-bit halves).
+  static Bf16x32 unpacklo_epi64(Bf16x32 a, Bf16x32 b) {
+    Bf16x32 r;
+    for (int l = 0; l < 4; ++l) {
+      std::memcpy(&r.v[8 * l], &a.v[8 * l], 8);
+      std::memcpy(&r.v[8 * l + 4], &b.v[8 * l], 8);
+    }
+    return r;
+  }
+  static Bf16x32 unpackhi_epi64(Bf16x32 a, Bf16x32 b) {
+    Bf16x32 r;
+    for (int l = 0; l < 4; ++l) {
+      std::memcpy(&r.v[8 * l], &a.v[8 * l + 4], 8);
+      std::memcpy(&r.v[8 * l + 4], &b.v[8 * l + 4], 8);
+    }
+    return r;
+  }
+  // vshufi32x4: 128-bit lanes a[imm 1:0], a[imm 3:2], b[imm 5:4], b[imm 7:6].
+  template <int kImm>
+  static Bf16x32 shuffle_i32x4(Bf16x32 a, Bf16x32 b) {
+    Bf16x32 r;
+    for (int l = 0; l < 4; ++l) {
+      const int src = (kImm >> (2 * l)) & 3;
+      std::memcpy(&r.v[8 * l], &(l < 2 ? a : b).v[8 * src], 16);
+    }
+    return r;
+  }
+  static void store_bits(Bf16x32 x, uint16_t* dst) { std::memcpy(dst, x.v, sizeof(x.v)); }
+
   // --- AMX tiles, palette 1 ---
   struct TileFile {
     alignas(64) uint8_t t[8][16][64];

@@ -98,6 +98,16 @@ struct X86Isa {
     _mm512_storeu_si512(dst, pairs);
   }
 
+  static Bf16x32 unpacklo_epi32(Bf16x32 a, Bf16x32 b) { return _mm512_unpacklo_epi32(a, b); }
+  static Bf16x32 unpackhi_epi32(Bf16x32 a, Bf16x32 b) { return _mm512_unpackhi_epi32(a, b); }
+  static Bf16x32 unpacklo_epi64(Bf16x32 a, Bf16x32 b) { return _mm512_unpacklo_epi64(a, b); }
+  static Bf16x32 unpackhi_epi64(Bf16x32 a, Bf16x32 b) { return _mm512_unpackhi_epi64(a, b); }
+  template <int kImm>
+  static Bf16x32 shuffle_i32x4(Bf16x32 a, Bf16x32 b) {
+    return _mm512_shuffle_i32x4(a, b, kImm);
+  }
+  static void store_bits(Bf16x32 x, uint16_t* dst) { _mm512_storeu_si512(dst, x); }
+
   // Palette 1, every tile 16 rows x 64 bytes.
   struct alignas(64) TileConfig {
     uint8_t palette_id;

@@ -23,9 +23,10 @@
 #pragma GCC push_options
 #pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,amx-tile,amx-bf16")
 // GCC 12 reports the _mm512_undefined_* pass-through operands of the masked builtins behind
-// the unmasked intrinsics as maybe-uninitialized (a false positive; Highway silences it too).
+// the unmasked intrinsics as (maybe-)uninitialized (a false positive; Highway silences it too).
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
 #include "rpa/bf16_isa_x86.h"
 #define RPA_BF16_NS x86
 #include "rpa/bf16_attention-inl.h"
