@@ -3,18 +3,25 @@
 ratio against it measured on the same machine.
 
 Llama-3-8B attention: Hq 32, Hkv 8, D 128, scale 1/sqrt(128). Cases:
-  prefill-2048   one 2048-token causal prompt
+  prefill-2048   one 2048-token causal prompt (is_causal=True)
   decode-4096    one query token over 4096 cached tokens
+  decode-16384   one query token over 16384 cached tokens
   decode-32seq   32 decoding sequences, kv_lens spread over 512..8192 exactly as kdr
                  spreads them; torch has no ragged batch, so each sequence is one call
                  (looped), the time is the whole loop.
 torch gets contiguous KV (no paging) and GQA through enable_gqa when this torch has it
-(else K/V are expanded to 32 heads before timing). Both f32 and bf16 tensors are timed.
+(else K/V are expanded to 32 heads before timing). Each case is timed with its tensors in
+the KV dtype of the matching kdr case (bf16 for prefill-2048 and decode-32seq, f16 for the
+single decodes: "same KV dtype") and in f32. The aten kernel SDPA dispatched to is named,
+from torch.profiler's op names of one call (e.g. flash = aten::_scaled_dot_product_flash_
+attention_for_cpu, math = aten::_scaled_dot_product_attention_math).
 
 Usage:
   python bench/torch_sdpa.py                      # run torch, then `build/kdr bench attention --json`
   python bench/torch_sdpa.py --kdr-json FILE      # ratios against an earlier kdr --json run
   python bench/torch_sdpa.py --no-kdr             # torch alone
+  python bench/torch_sdpa.py --no-kdr --json      # one JSON object per (case, dtype), for
+                                                  # bench/peer/attention_peers.py
 
 torch is not in python/requirements-dev.txt (its wheels are large): if it is missing and
 this is not CI, it is installed into the running interpreter's environment with plain
@@ -88,22 +95,47 @@ def make_cases(torch, dtype):
             kwargs["enable_gqa"] = True
         return sdpa(q, k, v, **kwargs)
 
-    cases = {}
-    q, k, v = tensors(2048, 2048)
-    cases["prefill-2048"] = lambda q=q, k=k, v=v: call(q, k, v, True)
-    q, k, v = tensors(1, 4096)
-    cases["decode-4096"] = lambda q=q, k=k, v=v: call(q, k, v, False)
-    seqs = [tensors(1, n) for n in decode_spread(32, 512, 8192)]
-    cases["decode-32seq"] = lambda seqs=seqs: [call(q, k, v, False) for q, k, v in seqs]
-    return cases, has_gqa
+    # Built on first use: only the cases timed in this dtype hold memory.
+    makers = {
+        "prefill-2048": lambda: (lambda t=tensors(2048, 2048): call(*t, True)),
+        "decode-4096": lambda: (lambda t=tensors(1, 4096): call(*t, False)),
+        "decode-16384": lambda: (lambda t=tensors(1, 16384): call(*t, False)),
+        "decode-32seq": lambda: (
+            lambda seqs=[tensors(1, n) for n in decode_spread(32, 512, 8192)]: [
+                call(q, k, v, False) for q, k, v in seqs
+            ]
+        ),
+    }
+    return makers, has_gqa
 
 
 # The kdr case (name, kv dtype) each torch case is compared with.
 KDR_MATCH = {
     "prefill-2048": ("prefill-2048", "bf16"),
     "decode-4096": ("decode-4096", "f16"),
+    "decode-16384": ("decode-16384", "f16"),
     "decode-32seq": ("decode-32seq", "bf16"),
 }
+
+
+def kernel_ops(torch, fn):
+    """The aten ops of one call whose names say which SDPA kernel ran."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        fn()
+    names = sorted({e.name for e in prof.events() if "scaled_dot_product" in e.name or "flash" in e.name})
+    # The dispatcher's entry point says nothing about the kernel: keep the ops it called.
+    inner = [n for n in names if n != "aten::scaled_dot_product_attention"]
+    return inner or names
+
+
+def kernel_name(ops):
+    for key, short in (("flash_attention", "flash"), ("efficient_attention", "efficient"),
+                       ("attention_math", "math"), ("cudnn", "cudnn")):
+        if any(key in op for op in ops):
+            return short
+    return "unknown"
 
 
 def load_kdr(args):
@@ -135,23 +167,36 @@ def main():
     p.add_argument("--no-kdr", action="store_true", help="time torch only")
     p.add_argument("--no-install", action="store_true", help="never pip install torch")
     p.add_argument("--json", action="store_true", help="one JSON object per line per case")
+    p.add_argument("--case", action="append", help="only this case (repeatable)")
     args = p.parse_args()
 
     in_ci = os.environ.get("CI", "") not in ("", "0", "false")
     torch = ensure_torch(allow_install=not (args.no_install or in_ci))
     torch.set_num_threads(args.threads)
 
+    dtypes = {"f32": torch.float32, "bf16": torch.bfloat16, "f16": torch.float16}
     rows = []
-    for dtype_name, dtype in (("f32", torch.float32), ("bf16", torch.bfloat16)):
-        cases, has_gqa = make_cases(torch, dtype)
-        with torch.inference_mode():
-            for name, fn in cases.items():
-                rows.append({"case": name, "torch_dtype": dtype_name, "torch_ms": time_ms(fn, args.reps)})
+    for name, (_, kdr_dtype) in KDR_MATCH.items():
+        if args.case and name not in args.case:
+            continue
+        for dtype_name in dict.fromkeys([kdr_dtype, "f32"]):
+            makers, has_gqa = make_cases(torch, dtypes[dtype_name])
+            fn = makers[name]()
+            with torch.inference_mode():
+                ms = time_ms(fn, args.reps)
+                ops = kernel_ops(torch, fn)
+            rows.append({"peer": "torch", "case": name, "torch_dtype": dtype_name, "torch_ms": ms,
+                         "kernel": kernel_name(ops), "kernel_ops": ops, "threads": args.threads,
+                         "reps": args.reps, "enable_gqa": has_gqa, "torch": torch.__version__,
+                         "same_dtype_as_kdr": dtype_name == kdr_dtype})
+            del fn
 
     kdr = load_kdr(args)
-    print(f"\ntorch {torch.__version__} CPU SDPA, {args.threads} threads, enable_gqa={has_gqa}, "
-          f"median of {args.reps}")
-    print(f"{'case':<14} {'torch dtype':<11} {'torch ms':>10} {'kdr kv':<7} {'kdr ms':>10} {'torch/kdr':>9}")
+    if not args.json:
+        print(f"\ntorch {torch.__version__} CPU SDPA, {args.threads} threads, "
+              f"enable_gqa={rows[0]['enable_gqa'] if rows else '?'}, median of {args.reps}")
+        print(f"{'case':<14} {'torch dtype':<11} {'kernel':<9} {'torch ms':>10} {'kdr kv':<7} {'kdr ms':>10} "
+              f"{'torch/kdr':>9}")
     for row in rows:
         match = kdr.get(KDR_MATCH[row["case"]])
         if match:
@@ -162,10 +207,10 @@ def main():
         tail = ""
         if match:
             tail = f"{row['kdr_kv_dtype']:<7} {row['kdr_ms']:>10.3f} {row['ratio']:>8.2f}x"
-        print(f"{row['case']:<14} {row['torch_dtype']:<11} {row['torch_ms']:>10.3f} {tail}")
+        print(f"{row['case']:<14} {row['torch_dtype']:<11} {row['kernel']:<9} {row['torch_ms']:>10.3f} {tail}")
     if not args.json:
         print("torch/kdr > 1: kdr is faster. kdr reads a paged KV cache of the dtype shown; torch "
-              "gets contiguous K/V of its dtype.")
+              "gets contiguous K/V of its dtype. kernel: the aten op SDPA ran (torch.profiler).")
 
 
 if __name__ == "__main__":
