@@ -227,15 +227,23 @@ void tile_item(const ItemArgs& a, const WorkItem& w, const Buffers& b) {
   const SoftCap cap{p.params.soft_cap};
   const KeyMask mask = KeyMask::of(p.params, p.kv_lens[w.seq]);
 
-  // Q^ in VNNI pairs: element (dim 2i + e, row r) at q[(i qpad + r) 2 + e], zero padded.
-  std::fill(b.q, b.q + d32 * qpad, uint16_t{0});
-  for (size_t r = 0; r < rows; ++r) {
-    int32_t head;
-    int64_t off;
-    query_row(p, w, r, head, off);
-    const float* src = a.q + off;
-    for (int32_t x = 0; x < d; ++x)
-      b.q[((x / 2) * qpad + r) * 2 + x % 2] = kdr::f32_to_bf16(src[x]);
+  // Q^ in VNNI pairs: element (dim 2i + e, row r) at q[(i qpad + r) 2 + e], zero padded. A
+  // row's bf16 pairs are its u32 lanes, so 16 rows x 16 pairs transpose into place at a time.
+  for (size_t r0 = 0; r0 < qpad; r0 += 16) {
+    for (size_t x0 = 0; x0 < d32; x0 += 32) {
+      typename Isa::Bf16x32 qrows[16];
+      for (size_t i = 0; i < 16; ++i) {
+        if (r0 + i >= rows) {
+          qrows[i] = Isa::zero_bits();
+          continue;
+        }
+        int32_t head;
+        int64_t off;
+        query_row(p, w, r0 + i, head, off);
+        qrows[i] = Isa::round_bf16(a.q + off + x0, std::min<size_t>(32, d - x0));
+      }
+      transpose_u32_16x16<Isa>(qrows, b.q + ((x0 / 2) * qpad + r0) * 2, 2 * qpad);
+    }
   }
   int32_t max_lo = INT32_MIN, min_hi = INT32_MAX;  // over the real rows: blocks inside need no mask
   for (size_t r = 0; r < qpad; ++r) {
@@ -328,11 +336,14 @@ void tile_item(const ItemArgs& a, const WorkItem& w, const Buffers& b) {
         Isa::store_bf16_pairs(Isa::load(s0 + c), Isa::load(s0 + qpad + c),
                               b.p + (tp * qpad + c) * 2);
     }
-    // O^T *= alpha, column by column.
-    for (size_t x = 0; x < d16; ++x) {
-      float* orow = b.o + x * qpad;
-      for (size_t c = 0; c < qpad; c += 16)
-        Isa::store(Isa::mul(Isa::load(orow + c), Isa::load(b.alpha + c)), orow + c);
+    // O^T *= alpha, for the column blocks whose maximum moved (x 1 would change no bit).
+    for (size_t c = 0; c < qpad; c += 16) {
+      if (std::all_of(b.alpha + c, b.alpha + c + 16, [](float f) { return f == 1.0f; })) continue;
+      const F alpha = Isa::load(b.alpha + c);
+      for (size_t x = 0; x < d16; ++x) {
+        float* o = b.o + x * qpad + c;
+        Isa::store(Isa::mul(Isa::load(o), alpha), o);
+      }
     }
     // V^T, zero past n keys and d dims: per 32 keys and 16 dims, the key pairs interleaved
     // (16 u32 lanes = dims) and transposed 16 x 16 (lanes = key pairs). New rows are rounded

@@ -127,6 +127,13 @@ struct EmulatedIsa {
     }
     return r;
   }
+  static Bf16x32 zero_bits() { return Bf16x32{}; }
+  // n <= 32 floats rounded as kdr::f32_to_bf16, the rest zero (nothing past p + n is read).
+  static Bf16x32 round_bf16(const float* p, size_t n) {
+    Bf16x32 r{};
+    for (size_t i = 0; i < n; ++i) r.v[i] = kdr::f32_to_bf16(p[i]);
+    return r;
+  }
   static Bf16x32 broadcast_pair(uint16_t even, uint16_t odd) {
     Bf16x32 r;
     for (int i = 0; i < 16; ++i) {

@@ -92,6 +92,16 @@ struct X86Isa {
     const __m512i quiet = _mm512_or_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(0x40));
     return _mm512_and_si512(_mm512_mask_mov_epi32(rounded, nan, quiet), _mm512_set1_epi32(0xffff));
   }
+  static Bf16x32 zero_bits() { return _mm512_setzero_si512(); }
+  static Bf16x32 round_bf16(const float* p, size_t n) {
+    const __mmask16 m0 = static_cast<__mmask16>(n >= 16 ? 0xffffu : (1u << n) - 1);
+    const __mmask16 m1 = static_cast<__mmask16>(n >= 32   ? 0xffffu
+                                                : n <= 16 ? 0u
+                                                          : (1u << (n - 16)) - 1);
+    const __m256i lo = _mm512_cvtepi32_epi16(round_bf16_bits(_mm512_maskz_loadu_ps(m0, p)));
+    const __m256i hi = _mm512_cvtepi32_epi16(round_bf16_bits(_mm512_maskz_loadu_ps(m1, p + 16)));
+    return _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
+  }
   static void store_bf16_pairs(F32x16 a, F32x16 b, uint16_t* dst) {
     const __m512i pairs =
         _mm512_or_si512(round_bf16_bits(a), _mm512_slli_epi32(round_bf16_bits(b), 16));
