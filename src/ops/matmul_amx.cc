@@ -84,7 +84,7 @@ void stage_weights(const detail::MatmulArgs& a, int64_t n0, int64_t n1, int64_t 
                 static_cast<size_t>(nk) * kBTileElems * 2);
   }
   for (int64_t r = 0; r < rows; ++r) {
-    dequantize_row(a.type, a.w + static_cast<size_t>(n0 + r) * a.w_stride, rw, a.k);
+    if (a.k > 0) dequantize_row(a.type, a.w + static_cast<size_t>(n0 + r) * a.w_stride, rw, a.k);
     uint16_t* tiles = out + (r / kTileRows) * nk * kBTileElems + 2 * (r % kTileRows);
     for (int64_t kc = 0; kc < nk; ++kc) {
       const float* src = rw + kc * kTileK;
