@@ -18,6 +18,7 @@
 #include "base/thread_pool.h"
 #include "rpa/bf16_attention.h"
 #include "rpa/internal.h"
+#include "rpa/variants.h"
 
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "rpa/cpu_attention.cc"
@@ -406,14 +407,7 @@ void write_new_rows(const RunArgs& a, const WorkItem& w, int32_t pos0, int32_t n
 
 // out = O / l for one query row, with the head's sink logit joining the denominator.
 void finalize_row(const Plan::Impl& p, int32_t head, float m, float l, const float* o, float* dst) {
-  float c = 1.0f;
-  if (p.params.sinks) {
-    const float sink = p.params.sinks[head];
-    const float m2 = std::fmax(m, sink);
-    c = m == -INFINITY ? 0.0f : std::exp(m - m2);
-    l = l * c + std::exp(sink - m2);
-  }
-  const float inv = l > 0.0f ? c / l : 0.0f;
+  const float inv = Sinks{p.params.sinks}.output_factor(head, m, l);
   for (int32_t x = 0; x < p.shape.head_dim; ++x) dst[x] = o[x] * inv;
 }
 
@@ -505,13 +499,12 @@ void attend_block(const RunArgs& a, const WorkItem& w, const HeadRows& hr, int32
   const int32_t q_len = p.cu_q_lens[w.seq + 1] - p.cu_q_lens[w.seq];
   const int32_t kv_len = p.kv_lens[w.seq];
   const int32_t first_new = kv_len - q_len;
-  const int32_t window = p.params.sliding_window;
-  const bool causal = p.params.causal;
+  const KeyMask mask = KeyMask::of(p.params, kv_len);
   // Visible range of the tile's first and last token: blocks inside both need no mask.
   const int32_t pos_first = first_new + w.q_begin;
   const int32_t pos_last = first_new + w.q_end - 1;
-  const int32_t lo_last = window > 0 ? pos_last - window + 1 : 0;
-  const int32_t hi_first = causal ? pos_first : kv_len - 1;
+  const int32_t lo_last = mask.range(pos_last).lo;
+  const int32_t hi_first = mask.range(pos_first).hi;
 
   // Lines of the next rows to prefetch: the first half while QK computes, the rest during PV
   // (prefetching them all during QK leaves the memory idle through PV: decode-32seq bf16 took
@@ -596,10 +589,9 @@ void attend_block(const RunArgs& a, const WorkItem& w, const HeadRows& hr, int32
     const int32_t pos = pos_first + j;
     int32_t a0 = 0, b0 = n;  // visible columns [a0, b0) of this block
     if (!unmasked) {
-      const int32_t lo = window > 0 ? pos - window + 1 : 0;
-      const int32_t hi = causal ? pos : kv_len - 1;
-      a0 = std::clamp(lo - kb, 0, n);
-      b0 = std::clamp(hi - kb + 1, a0, n);
+      const VisibleRange vis = mask.range(pos);
+      a0 = std::clamp(vis.lo - kb, 0, n);
+      b0 = std::clamp(vis.hi - kb + 1, a0, n);
     }
     for (int32_t h = 0; h < g; ++h) {
       const size_t r = static_cast<size_t>(j) * g + h;

@@ -7,6 +7,7 @@
 #include <numeric>
 
 #include "rpa/internal.h"
+#include "rpa/variants.h"
 
 namespace rpa {
 
@@ -100,7 +101,6 @@ Plan make_plan(const RaggedBatch& batch, const CacheShape& shape, const Attentio
   }
 
   const int32_t hkv = shape.num_kv_heads;
-  const int32_t window = params.sliding_window;
   const ResolvedTuning& t = p.tuning;
   std::vector<int64_t> cost;
   p.items.reserve(static_cast<size_t>(n) * hkv);
@@ -113,8 +113,9 @@ Plan make_plan(const RaggedBatch& batch, const CacheShape& shape, const Attentio
     const PathKind path = i < batch.distribution[0]   ? PathKind::kDecode
                           : i < batch.distribution[1] ? PathKind::kPrefill
                                                       : PathKind::kMixed;
+    const KeyMask mask = KeyMask::of(params, kv_len);
     if (path == PathKind::kDecode) {
-      const int32_t lo = window > 0 ? std::max(0, kv_len - window) : 0;
+      const int32_t lo = std::max(0, mask.range(kv_len - 1).lo);
       // Split points are the multiples of split_kv_tokens inside (lo, kv_len).
       const int32_t step = t.split_kv_tokens;
       const bool split = kv_len - lo > step;
@@ -156,8 +157,8 @@ Plan make_plan(const RaggedBatch& batch, const CacheShape& shape, const Attentio
     const int32_t qb = t.prefill_q_block;
     for (int32_t q0 = 0; q0 < q_len; q0 += qb) {
       const int32_t q1 = std::min(q_len, q0 + qb);
-      const int32_t lo = window > 0 ? std::max(0, first_new + q0 - window + 1) : 0;
-      const int32_t hi = params.causal ? first_new + q1 : kv_len;  // exclusive
+      const int32_t lo = std::max(0, mask.range(first_new + q0).lo);
+      const int32_t hi = mask.range(first_new + q1 - 1).hi + 1;  // exclusive
       for (int32_t h = 0; h < hkv; ++h) {
         WorkItem w;
         w.seq = i;

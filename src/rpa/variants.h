@@ -1,7 +1,9 @@
 // The attention variants of AttentionParams as small functors (FlashInfer's pattern): which
 // keys a query sees (causal, sliding window), the logit transform (soft cap) and the extra
-// softmax mass (sinks). The bf16 kernels (bf16_attention-inl.h) use them; the f32 kernels in
-// attention-inl.h still spell the same rules out inline.
+// softmax mass (sinks). The plan's KV ranges (plan.cc), the f32 kernels' masks and sinks
+// (cpu_attention.cc) and the bf16 kernels (bf16_attention-inl.h) use them; the f32 kernels'
+// soft cap stays vectorised in attention-inl.h (Highway's tanh), and rpa::reference keeps
+// its own statement of the contract (it is the oracle).
 #pragma once
 
 #include <cmath>
