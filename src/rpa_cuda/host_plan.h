@@ -66,7 +66,10 @@ struct HostPlan {
 };
 
 // Validates (rpa::Error) and splits the batch. Every item depends on its own sequence only.
+// tensor_cores = false sends every item to the CUDA-core kernel (for diagnosis:
+// RPA_CUDA_TENSOR_CORES=0, see make_plan).
 HostPlan plan_on_host(const RaggedBatch& batch, const CacheShape& shape,
-                      const AttentionParams& params, const Tuning& tuning);
+                      const AttentionParams& params, const Tuning& tuning,
+                      bool tensor_cores = true);
 
 }  // namespace rpa::cuda::detail

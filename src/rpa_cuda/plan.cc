@@ -32,7 +32,7 @@ void largest_first(std::vector<GpuItem>& items) {
 }  // namespace
 
 HostPlan plan_on_host(const RaggedBatch& batch, const CacheShape& shape,
-                      const AttentionParams& params, const Tuning& tuning) {
+                      const AttentionParams& params, const Tuning& tuning, bool tensor_cores) {
   validate(batch, shape, params);
   if (tuning.split_kv_tokens < 0) throw Error("rpa: Tuning::split_kv_tokens must be >= 0");
   HostPlan p;
@@ -59,7 +59,7 @@ HostPlan plan_on_host(const RaggedBatch& batch, const CacheShape& shape,
     std::fill(p.token_seq.begin() + p.cu_q_lens[i], p.token_seq.begin() + p.cu_q_lens[i + 1], i);
 
   const int32_t hkv = shape.num_kv_heads, g = p.group, window = params.sliding_window;
-  const bool mma = uses_tensor_cores(shape.dtype);
+  const bool mma = tensor_cores && uses_tensor_cores(shape.dtype);
   const int32_t step = p.split_kv_tokens;
   for (int32_t i = 0; i < n; ++i) {
     const int32_t q_len = p.cu_q_lens[i + 1] - p.cu_q_lens[i];

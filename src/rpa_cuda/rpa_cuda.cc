@@ -107,7 +107,10 @@ Plan make_plan(const RaggedBatch& batch, const CacheShape& shape, const Attentio
                void* stream, const Tuning& tuning) {
   auto impl = std::make_unique<Plan::Impl>();
   Plan::Impl& p = *impl;
-  p.host = detail::plan_on_host(batch, shape, params, tuning);
+  // RPA_CUDA_TENSOR_CORES=0 runs prefill/mixed tiles of 16-bit caches on the CUDA-core kernel
+  // too (for diagnosis: the tensor-core kernel's results against everything else).
+  const char* tc = std::getenv("RPA_CUDA_TENSOR_CORES");
+  p.host = detail::plan_on_host(batch, shape, params, tuning, !(tc && std::strcmp(tc, "0") == 0));
   const detail::HostPlan& h = p.host;
 
   size_t size = 0;

@@ -160,6 +160,23 @@ std::string check_against_reference(const Batch& b, const rpa::AttentionParams& 
   return fail;
 }
 
+// As check_against_reference, for a run in which every item takes the CUDA-core kernel
+// (RPA_CUDA_TENSOR_CORES=0): the reference attends with the unrounded Q, tolerance 1e-4.
+std::string check_simt_only(const Batch& b, const rpa::AttentionParams& p, const NewTokens& x,
+                            Cache cache) {
+  Cache want_cache = cache;
+  const std::vector<float> want = run_reference(b, p, x, want_cache);
+  Cache got_cache = std::move(cache);
+  const std::vector<float> got = run_gpu(b, p, x, got_cache);
+  std::string fail;
+  if (auto r = compare_outputs(got, want, p.num_q_heads, got_cache.shape.head_dim, 1e-4, 1e-4);
+      !r.empty())
+    fail += "outputs: " + r;
+  if (auto r = compare_caches_fast(got_cache, want_cache); !r.empty())
+    fail += (fail.empty() ? "" : "; ") + std::string("cache: ") + r;
+  return fail;
+}
+
 // Sequence i of b alone (same range of the distribution, same pages).
 Batch sequence_alone(const Batch& b, int32_t i) {
   Batch one;
@@ -359,24 +376,38 @@ void run_all(Runner& run, bool quick) {
       return check_invariance(w.b, params_for(32, 128), w.x, w.cache);
     });
   }
-  // 7. The first version of the CUDA-core kernel on a few of the same cases: if the current
-  // one fails where this one passes, the fault is in simt_kernel.cu.
-  for (auto dt : {rpa::KvDType::kBF16, rpa::KvDType::kInt8, rpa::KvDType::kF32}) {
-    run.check(std::string("simt_v1/") + rpa::to_string(dt), [&](uint64_t seed) {
-      const int32_t dist[3] = {3, 4, 5};
-      const Built w =
-          build({1, 1, 1, 20, 9}, {1500, 3, 600, 60, 200}, dist, dt, 12, 2, 80, 16, seed);
-      setenv("RPA_CUDA_SIMT_KERNEL", "v1", 1);
-      std::string fail;
-      try {
-        fail = check_against_reference(w.b, params_for(12, 80), w.x, w.cache);
-      } catch (...) {
-        unsetenv("RPA_CUDA_SIMT_KERNEL");
-        throw;
-      }
-      unsetenv("RPA_CUDA_SIMT_KERNEL");
-      return fail;
-    });
+  // 7. Diagnosis: the first version of the CUDA-core kernel (RPA_CUDA_SIMT_KERNEL=v1), and
+  // 16-bit prefill on the CUDA-core kernel instead of tensor cores (RPA_CUDA_TENSOR_CORES=0),
+  // on a few of the same shapes: if the default fails where one of these passes, the fault is
+  // in simt_kernel.cu or mma_kernel.cu.
+  struct Variant {
+    const char* name;
+    const char* env;
+    const char* value;
+  };
+  for (const Variant& var : {Variant{"simt_v1", "RPA_CUDA_SIMT_KERNEL", "v1"},
+                             Variant{"no_tensor_cores", "RPA_CUDA_TENSOR_CORES", "0"}}) {
+    for (auto dt : {rpa::KvDType::kBF16, rpa::KvDType::kF16, rpa::KvDType::kInt8}) {
+      run.check(std::string(var.name) + "/" + rpa::to_string(dt), [&](uint64_t seed) {
+        const int32_t dist[3] = {3, 4, 5};
+        const Built w =
+            build({1, 1, 1, 20, 9}, {1500, 3, 600, 60, 200}, dist, dt, 12, 2, 80, 16, seed);
+        setenv(var.env, var.value, 1);
+        std::string fail;
+        try {
+          // Through the CUDA-core kernel the 16-bit prefill is f32 math: the reference gets
+          // the unrounded Q and the 1e-4 tolerance (decided by the plan, not by the dtype).
+          fail = std::string(var.env) == "RPA_CUDA_TENSOR_CORES"
+                     ? check_simt_only(w.b, params_for(12, 80), w.x, w.cache)
+                     : check_against_reference(w.b, params_for(12, 80), w.x, w.cache);
+        } catch (...) {
+          unsetenv(var.env);
+          throw;
+        }
+        unsetenv(var.env);
+        return fail;
+      });
+    }
   }
   if (quick) return;
 

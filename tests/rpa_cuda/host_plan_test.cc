@@ -196,6 +196,10 @@ TEST(RpaCudaHostPlan, SixteenBitCachesRunPrefillOnTensorCores) {
       EXPECT_LE(it.row_end - it.row_begin, rpa::cuda::detail::kMmaRows);
       EXPECT_EQ(it.row_begin % rpa::cuda::detail::kMmaRows, 0);
     }
+    // Without tensor cores (RPA_CUDA_TENSOR_CORES=0) every item goes to the CUDA-core kernel.
+    const HostPlan simt = plan_on_host(s.batch.view(), s.shape, s.params, rpa::Tuning{}, false);
+    EXPECT_TRUE(simt.mma_items.empty());
+    EXPECT_EQ(simt.simt_items.size() >= p.simt_items.size(), true);
   }
 }
 
