@@ -7,7 +7,7 @@
 // No test framework (the GPU machines have no GoogleTest): prints one line per failure with
 // the seed and the case, then "N passed, M failed"; exits 1 on any failure and 2 without a
 // CUDA device (never passes silently).
-//   rpa_cuda_gpu_test [--quick] [--filter=SUBSTRING[,SUBSTRING...]]
+//   rpa_cuda_gpu_test [--quick] [--list] [--filter=SUBSTRING[,SUBSTRING...]]
 // KDR_SEED=<seed> replays a run.
 #include <cuda_runtime.h>
 
@@ -229,6 +229,7 @@ rpa::AttentionParams params_for(int32_t hq, int32_t d) {
 struct Runner {
   uint64_t seed = 0;
   std::vector<std::string> filters;  // run a check whose name contains any of these (all: empty)
+  bool list_only = false;            // print the names that would run, run nothing
   int passed = 0, failed = 0;
 
   // Runs one named check; an exception counts as a failure with its message.
@@ -237,6 +238,10 @@ struct Runner {
           return name.find(f) != std::string::npos;
         }))
       return;
+    if (list_only) {
+      std::printf("%s\n", name.c_str());
+      return;
+    }
     const uint64_t case_seed = seed ^ std::hash<std::string>{}(name);
     const auto t0 = std::chrono::steady_clock::now();
     std::string fail;
@@ -443,35 +448,43 @@ void run_all(Runner& run, bool quick) {
 }  // namespace rpa_test
 
 int main(int argc, char** argv) {
-  bool quick = false;
+  bool quick = false, list = false;
   std::string filter;
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
     if (arg == "--quick") {
       quick = true;
+    } else if (arg == "--list") {
+      list = true;
     } else if (arg.rfind("--filter=", 0) == 0) {
       filter = arg.substr(9);
     } else {
-      std::fprintf(stderr, "usage: %s [--quick] [--filter=SUBSTRING[,SUBSTRING...]]\n", argv[0]);
+      std::fprintf(stderr, "usage: %s [--quick] [--list] [--filter=SUBSTRING[,SUBSTRING...]]\n",
+                   argv[0]);
       return 2;
     }
+  }
+  rpa_test::Runner run;
+  for (size_t at = 0; !filter.empty() && at <= filter.size();) {
+    const size_t comma = std::min(filter.find(',', at), filter.size());
+    if (comma > at) run.filters.push_back(filter.substr(at, comma - at));
+    at = comma + 1;
+  }
+  if (list) {  // no device needed
+    run.list_only = true;
+    rpa_test::run_all(run, quick);
+    return 0;
   }
   std::string why;
   if (!rpa::cuda::device_available(&why)) {
     std::printf("rpa_cuda_gpu_test: %s\n0 passed, 1 failed\n", why.c_str());
     return 2;
   }
-  rpa_test::Runner run;
   if (const char* env = std::getenv("KDR_SEED"); env && *env) {
     run.seed = std::strtoull(env, nullptr, 10);
   } else {
     std::random_device rd;
     run.seed = (static_cast<uint64_t>(rd()) << 32) ^ rd();
-  }
-  for (size_t at = 0; !filter.empty() && at <= filter.size();) {
-    const size_t comma = std::min(filter.find(',', at), filter.size());
-    if (comma > at) run.filters.push_back(filter.substr(at, comma - at));
-    at = comma + 1;
   }
   std::printf("rpa_cuda_gpu_test on %s, KDR_SEED=%llu%s\n", rpa::cuda::device_name().c_str(),
               static_cast<unsigned long long>(run.seed), quick ? " (quick)" : "");
