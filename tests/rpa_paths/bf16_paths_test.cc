@@ -67,9 +67,10 @@ TEST_P(PathMatrixTest, MatchesReferenceWithinTheBf16BoundAndWritesTheSameCache) 
       within_bf16_bound(data.batch, data.params, data.x, data.cache, route, got, cache, &worst));
   std::printf("  worst |error| / bound: %.3f\n", worst);
   if (route.bf16 == rpa::ItemSet::kNone) return;
-  // The emulation of the same kernels: within the bound of each other (both round Q and P the
-  // same way; tdpbf16ps may sum in another order than the SDM's pseudo-code). How many
-  // elements differ in their bits is printed, not asserted.
+  // The emulation of the same kernels, under the same check (tdpbf16ps may sum in another
+  // order than the SDM's pseudo-code, and a P rounded the other way moves an output by up to
+  // the bound). How many outputs differ in their bits from the real ones is printed, not
+  // asserted.
   Cache emu_cache = data.cache;
   std::vector<float> emu;
   {
@@ -77,11 +78,13 @@ TEST_P(PathMatrixTest, MatchesReferenceWithinTheBf16BoundAndWritesTheSameCache) 
     emu =
         rpa_test::run_kernel(data.batch, data.params, data.x, emu_cache, data.threads, data.tuning);
   }
-  EXPECT_TRUE(rpa_test::caches_equal(emu_cache, cache));
+  rpa::bf16::Route emu_route = route;
+  emu_route.emulated = true;
+  EXPECT_TRUE(within_bf16_bound(data.batch, data.params, data.x, data.cache, emu_route, emu,
+                                emu_cache, nullptr));
   size_t differ = 0;
   for (size_t i = 0; i < got.size(); ++i) differ += std::memcmp(&got[i], &emu[i], 4) != 0;
   std::printf("  real vs emulated: %zu of %zu outputs differ in their bits\n", differ, got.size());
-  EXPECT_TRUE(rpa_test::outputs_close(got, emu, data.params.num_q_heads, c.head_dim, 2e-3, 1e-2));
 }
 
 std::vector<std::pair<Bf16Case, size_t>> path_cases() {
