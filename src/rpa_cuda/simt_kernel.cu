@@ -180,6 +180,7 @@ __global__ void __launch_bounds__(kWarp* kWarps) simt_attention(StepArgs a, cons
         float dot[kRowChunk];
 #pragma unroll
         for (int r = 0; r < kRowChunk; ++r) dot[r] = 0.0f;
+#pragma unroll 4
         for (int c = 0; c < d; c += 8) {
           float kx[8];
           load_elems<kDType, 8>(a.k_pool, row * d + c, sc, kx);
@@ -210,13 +211,12 @@ __global__ void __launch_bounds__(kWarp* kWarps) simt_attention(StepArgs a, cons
         for (int i = 0; i < kDimsPerLane; ++i) acc[r][i] *= corr;
         m[r] = m_new;
       }
-      // P V: lanes over dims, positions in order.
+      // P V: lanes over dims, positions in order. Every position of [chunk_lo, chunk_hi) lies
+      // in [0, kv_len), so its row is loaded unconditionally (written data; the loads of
+      // several positions can be in flight) and a row that does not see it has weight 0.
+#pragma unroll 4
       for (int p = 0; p < n; ++p) {
         const int32_t t = base + p;
-        bool any = false;
-#pragma unroll
-        for (int r = 0; r < kRowChunk; ++r) any |= (t >= lo[r] && t < hi[r]);
-        if (!any) continue;  // warp-uniform: every lane holds the same limits
         const int64_t row = row_index(a, pages[t / a.page_size], it.kv_head, t % a.page_size);
         const float sc = row_scale<kDType>(a, true, row);
         float vv[kDimsPerLane];
