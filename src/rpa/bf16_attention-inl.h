@@ -424,6 +424,17 @@ void decode_head(const ItemArgs& a, const WorkItem& w, const Buffers& b) {
       b.vrows[t] = seq.row(true, kb + t, new_v);
     }
     if (n % 2) b.krows[n] = b.vrows[n] = b.zeros;  // the pair of the last key
+    // The next block's cached rows, into the caches while this one computes: pages are
+    // scattered, so the hardware prefetcher cannot guess them (a hint: never faults).
+    const int32_t next_end = std::min(kb + 2 * block, w.kv_end);
+    for (int32_t pos = kb + block; pos < next_end && seq.cached(pos); ++pos) {
+      const char* kr = reinterpret_cast<const char*>(seq.page_row(false, pos));
+      const char* vr = reinterpret_cast<const char*>(seq.page_row(true, pos));
+      for (size_t off = 0; off < static_cast<size_t>(d) * 2; off += 64) {
+        __builtin_prefetch(kr + off, 0, 3);
+        __builtin_prefetch(vr + off, 0, 3);
+      }
+    }
     // S[r][t] = (Q^[r] . K[t]) * sm_scale, 32 dims a step.
     for (int32_t t = 0; t < n; ++t) {
       B kc[8];
