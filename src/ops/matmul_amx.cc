@@ -8,6 +8,7 @@
 #include <cstring>
 #include <memory>
 #include <new>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -26,13 +27,15 @@ namespace {
 
 std::atomic<int> g_forced{-1};  // a TileMode set by a test, or -1
 
-TileMode env_mode() {
-  static const TileMode mode = [] {
+// KDR_MATMUL_TILES: unset (the path decides), "off" or "emulate"; nullopt when unset.
+std::optional<TileMode> env_mode() {
+  static const std::optional<TileMode> mode = []() -> std::optional<TileMode> {
     const char* env = std::getenv("KDR_MATMUL_TILES");
-    if (env == nullptr || *env == '\0') return TileMode::kOff;
+    if (env == nullptr || *env == '\0') return std::nullopt;
     if (std::string(env) == "emulate") return TileMode::kEmulated;
+    if (std::string(env) == "off") return TileMode::kOff;
     throw std::runtime_error(std::string("KDR_MATMUL_TILES=") + env +
-                             ": unknown value (the one value is 'emulate')");
+                             ": unknown value (off or emulate)");
   }();
   return mode;
 }
@@ -102,8 +105,8 @@ void stage_weights(const detail::MatmulArgs& a, int64_t n0, int64_t n1, int64_t 
 TileMode tile_mode() {
   const int forced = g_forced.load(std::memory_order_relaxed);
   if (forced >= 0) return static_cast<TileMode>(forced);
-  if (cpu::active_path() == cpu::Path::kAmx) return TileMode::kAmx;
-  return env_mode();
+  if (const std::optional<TileMode> env = env_mode()) return *env;
+  return cpu::active_path() == cpu::Path::kAmx ? TileMode::kAmx : TileMode::kOff;
 }
 
 void set_tile_mode_for_testing(TileMode mode) {

@@ -32,9 +32,10 @@ enum class TileMode {
   kEmulated,  // tile_isa.h's scalar emulation: tests and accuracy runs, any CPU
 };
 
-// kAmx when cpu::active_path() is amx; kEmulated when KDR_MATMUL_TILES=emulate is set (a
-// diagnostic for whole-model accuracy runs before an AMX machine is at hand) or a test set
-// it; otherwise kOff.
+// A test's choice (set_tile_mode_for_testing), else KDR_MATMUL_TILES when set ("emulate":
+// the emulation on any CPU, for whole-model accuracy runs; "off": the f32 kernels even on the
+// amx path, to compare the two in one build), else kAmx where cpu::active_path() is amx and
+// kOff elsewhere.
 TileMode tile_mode();
 // Test hook: forces a mode for this process (kAmx only where the amx path can run), or
 // restores the default with reset_tile_mode_for_testing().
