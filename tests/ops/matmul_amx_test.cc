@@ -20,6 +20,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <ostream>
 #include <random>
 #include <string>
 #include <vector>
@@ -33,6 +34,12 @@
 #include "test_seed.h"
 
 namespace kdr::ops {
+namespace amx {
+// Test names and ctest's list read "Emulated" / "Amx" instead of the enum's bytes.
+void PrintTo(TileMode mode, std::ostream* os) {
+  *os << (mode == TileMode::kAmx ? "Amx" : mode == TileMode::kEmulated ? "Emulated" : "Off");
+}
+}  // namespace amx
 namespace {
 
 using amx::TileMode;
