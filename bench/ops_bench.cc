@@ -10,6 +10,7 @@
 #include <cstring>
 #include <ctime>
 #include <random>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -97,13 +98,19 @@ int main(int argc, char** argv) {
   std::mt19937_64 rng(1);
   std::normal_distribution<float> normal;
   for (const std::string& name : types) {
-    GgmlType type = GgmlType::F32;
-    for (uint32_t id = 0; id < 40; ++id) {
-      if (is_supported_type(id) && name == type_name(static_cast<GgmlType>(id)))
-        type = static_cast<GgmlType>(id);
+    kdr::DType type;
+    try {
+      type = kdr::parse_dtype(name);
+    } catch (const std::invalid_argument& e) {
+      std::fprintf(stderr, "ops_bench: %s\n", e.what());
+      return 2;
+    }
+    if (!is_supported_type(type) || type == kdr::DType::Q8_K) {
+      std::fprintf(stderr, "ops_bench: matmul has no kernel for %s weights\n", dtype_name(type));
+      return 2;
     }
     for (const Shape& s : shapes) {
-      if (s.k % type_info(type).block_elems != 0) continue;
+      if (s.k % dtype_traits(type).block_elems != 0) continue;
       const size_t rb = row_bytes(type, s.k);
       std::vector<uint8_t> w(rb * s.n);
       // Quantizing 262144 rows is slow; tile one random 64-row slab.

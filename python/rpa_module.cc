@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "base/dtype_registry.h"
 #include "base/thread_pool.h"
 #include "rpa/rpa.h"
 
@@ -59,13 +60,24 @@ rpa::KvDType parse_kv_dtype(const std::optional<std::string>& name, const py::ar
     bad("k_cache dtype " + std::string(py::str(k_cache.dtype())) +
         " is not a cache dtype (float32, uint16 with kv_dtype, int8, uint8)");
   }
-  const std::string& n = *name;
-  if (n == "f32" || n == "float32") return rpa::KvDType::kF32;
-  if (n == "bf16" || n == "bfloat16") return rpa::KvDType::kBF16;
-  if (n == "f16" || n == "float16") return rpa::KvDType::kF16;
-  if (n == "int8") return rpa::KvDType::kInt8;
-  if (n == "fp8" || n == "fp8e4m3" || n == "float8_e4m3fn") return rpa::KvDType::kFp8E4M3;
-  bad("unknown kv_dtype '" + n + "' (f32, bf16, f16, int8, fp8e4m3)");
+  // Names are the dtype registry's (aliases such as bfloat16 and float8_e4m3fn included).
+  if (const kdr::DTypeTraits* t = kdr::find_dtype(*name)) {
+    switch (t->id) {
+      case kdr::DType::F32:
+        return rpa::KvDType::kF32;
+      case kdr::DType::BF16:
+        return rpa::KvDType::kBF16;
+      case kdr::DType::F16:
+        return rpa::KvDType::kF16;
+      case kdr::DType::INT8_ROW:
+        return rpa::KvDType::kInt8;
+      case kdr::DType::FP8_E4M3:
+        return rpa::KvDType::kFp8E4M3;
+      default:
+        break;
+    }
+  }
+  bad("unknown kv_dtype '" + *name + "' (f32, bf16, f16, int8, fp8e4m3)");
 }
 
 template <typename T>

@@ -13,7 +13,8 @@ class App;
 
 namespace kdr::cli {
 
-// "f32", "bf16", "f16" or "int8" -> the KV cache type; std::invalid_argument otherwise.
+// A KV cache type's name (the dtype registry's parser: "f32", "bf16", "f16", "int8", "fp8" and
+// their aliases) -> the KV cache type; std::invalid_argument listing the names otherwise.
 rpa::KvDType parse_kv_dtype(const std::string& s);
 // Adds --kv-dtype to cmd, bound to *name and limited to the names parse_kv_dtype takes.
 void add_kv_dtype_option(CLI::App* cmd, std::string* name);

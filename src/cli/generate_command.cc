@@ -4,11 +4,13 @@
 #include <cstdio>
 #include <iostream>
 #include <memory>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <utility>
 #include <vector>
 
+#include "base/dtype_registry.h"
 #include "base/thread_pool.h"
 #include "cli/commands.h"
 #include "engine/generator.h"
@@ -16,30 +18,48 @@
 namespace kdr::cli {
 
 namespace {
-// The KV cache types the commands take, by name.
-// fp8 is e4m3 with per-tensor scales of 1 (as vLLM's --kv-cache-dtype fp8 without
-// calibrated scales): it keeps values up to 448 in magnitude, 3 mantissa bits.
-constexpr std::pair<const char*, rpa::KvDType> kKvDTypes[] = {{"f32", rpa::KvDType::kF32},
-                                                              {"bf16", rpa::KvDType::kBF16},
-                                                              {"f16", rpa::KvDType::kF16},
-                                                              {"int8", rpa::KvDType::kInt8},
-                                                              {"fp8", rpa::KvDType::kFp8E4M3}};
+
+// The KV cache types the commands take. Names are parsed by the dtype registry (f32, bf16 or
+// bfloat16, f16 or float16, int8, fp8 or fp8e4m3 or float8_e4m3fn, any case); this maps the
+// registry's entry to rpa's type. fp8 is e4m3 with per-tensor scales of 1 (as vLLM's
+// --kv-cache-dtype fp8 without calibrated scales): it keeps values up to 448 in magnitude,
+// 3 mantissa bits.
+constexpr std::pair<DType, rpa::KvDType> kKvDTypes[] = {{DType::F32, rpa::KvDType::kF32},
+                                                        {DType::BF16, rpa::KvDType::kBF16},
+                                                        {DType::F16, rpa::KvDType::kF16},
+                                                        {DType::INT8_ROW, rpa::KvDType::kInt8},
+                                                        {DType::FP8_E4M3, rpa::KvDType::kFp8E4M3}};
+
+std::optional<rpa::KvDType> find_kv_dtype(const std::string& s) {
+  if (const DTypeTraits* t = find_dtype(s))
+    for (const auto& [dtype, kv] : kKvDTypes)
+      if (t->id == dtype) return kv;
+  return std::nullopt;
+}
+
+std::string kv_dtype_names() {
+  std::string names;
+  for (const auto& entry : kKvDTypes)
+    names += (names.empty() ? "" : ", ") + std::string(rpa::to_string(entry.second));
+  return names;
+}
+
 }  // namespace
 
 rpa::KvDType parse_kv_dtype(const std::string& s) {
-  std::string names;
-  for (const auto& [name, dtype] : kKvDTypes) {
-    if (s == name) return dtype;
-    names += names.empty() ? name : std::string(", ") + name;
-  }
-  throw std::invalid_argument("--kv-dtype must be one of " + names + ", got '" + s + "'");
+  if (const auto kv = find_kv_dtype(s)) return *kv;
+  throw std::invalid_argument("--kv-dtype must be one of " + kv_dtype_names() + ", got '" + s +
+                              "'");
 }
 
 void add_kv_dtype_option(CLI::App* cmd, std::string* name) {
-  std::vector<std::string> names;
-  for (const auto& entry : kKvDTypes) names.emplace_back(entry.first);
-  cmd->add_option("--kv-dtype", *name, "KV cache type")
-      ->check(CLI::IsMember(names))
+  cmd->add_option("--kv-dtype", *name, "KV cache type: " + kv_dtype_names())
+      ->check(CLI::Validator(
+          [](std::string& s) {
+            return find_kv_dtype(s) ? std::string()
+                                    : "must be one of " + kv_dtype_names() + ", got '" + s + "'";
+          },
+          "KV_DTYPE"))
       ->capture_default_str();
 }
 

@@ -76,14 +76,13 @@ class TensorReader {
     const std::string full = prefix_ + name;
     std::reverse(dims.begin(), dims.end());
     const TensorView& t = w_.expect_shape(full, dims);
-    if (t.type != TensorType::F32 && t.type != TensorType::F16 && t.type != TensorType::BF16)
-      fail(w_.file_of(full), "tensor " + full + " is " + type_name(t.type) +
+    if (t.type != DType::F32 && t.type != DType::F16 && t.type != DType::BF16)
+      fail(w_.file_of(full), "tensor " + full + " is " + dtype_name(t.type) +
                                  " (only F32, F16 and BF16 are supported)");
     std::vector<float> out(static_cast<size_t>(t.n_elements()));
     const int64_t rows = t.n_rows(), cols = t.ne[0];
     for (int64_t r = 0; r < rows; ++r)
-      ops::dequantize_row(static_cast<ops::GgmlType>(t.type), t.data + r * t.row_bytes(),
-                          out.data() + r * cols, cols);
+      ops::dequantize_row(t.type, t.data + r * t.row_bytes(), out.data() + r * cols, cols);
     return out;
   }
 

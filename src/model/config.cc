@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstring>
 #include <nlohmann/json.hpp>
+#include <stdexcept>
 
 #include "model/gguf.h"
 
@@ -42,29 +43,6 @@ std::vector<uint8_t> gemma3_pattern(int32_t layers, int32_t period) {
   std::vector<uint8_t> local(static_cast<size_t>(layers));
   for (int32_t i = 0; i < layers; ++i) local[i] = ((i + 1) % period) != 0;
   return local;
-}
-
-// Llama-3.1 frequency-dependent RoPE scaling, as divisors of each pair's inverse frequency.
-std::vector<float> llama3_factors(int32_t head_dim, float base, float factor, float low, float high,
-                                  float original_ctx) {
-  std::vector<float> out;
-  const double low_wavelen = original_ctx / low;
-  const double high_wavelen = original_ctx / high;
-  for (int32_t i = 0; i < head_dim / 2; ++i) {
-    const double freq = 1.0 / std::pow(static_cast<double>(base), 2.0 * i / head_dim);
-    const double wavelen = 2.0 * M_PI / freq;
-    double f;
-    if (wavelen < high_wavelen) {
-      f = 1.0;
-    } else if (wavelen > low_wavelen) {
-      f = factor;
-    } else {
-      const double smooth = (original_ctx / wavelen - low) / (high - low);
-      f = 1.0 / ((1.0 - smooth) / factor + smooth);
-    }
-    out.push_back(static_cast<float>(f));
-  }
-  return out;
 }
 
 }  // namespace
@@ -122,7 +100,7 @@ ModelConfig config_from_gguf(const GgufFile& f) {
   c.tied_embeddings = f.find_tensor("output.weight") == nullptr;
   c.layer_is_local.assign(static_cast<size_t>(std::max(c.num_layers, 0)), 0);
   if (const TensorView* t = f.find_tensor("rope_freqs.weight")) {
-    if (t->type != TensorType::F32) fail(f.path(), "rope_freqs.weight must be F32");
+    if (t->type != DType::F32) fail(f.path(), "rope_freqs.weight must be F32");
     c.rope_freq_factors.resize(static_cast<size_t>(t->n_elements()));
     std::memcpy(c.rope_freq_factors.data(), t->data, t->n_bytes);
   }
@@ -133,7 +111,7 @@ ModelConfig config_from_gguf(const GgufFile& f) {
 
   switch (c.arch) {
     case Arch::kLlama:
-      c.rope_style = RopeStyle::kInterleaved;
+      c.rope_style = ops::RopeStyle::kInterleaved;
       break;
     case Arch::kQwen2:
       c.qkv_bias = true;
@@ -189,7 +167,7 @@ ModelConfig config_from_hf(const nlohmann::json& j0, const std::string& source) 
   c.rope_base_local = c.rope_base;
   c.tied_embeddings =
       j.value("tie_word_embeddings", c.arch == Arch::kGemma3 || c.arch == Arch::kQwen3);
-  c.rope_style = RopeStyle::kHalfSplit;
+  c.rope_style = ops::RopeStyle::kHalfSplit;
   c.layer_is_local.assign(static_cast<size_t>(std::max(c.num_layers, 0)), 0);
   // transformers 5 keeps RoPE settings in rope_parameters (per layer type for Gemma-3);
   // earlier versions in rope_theta / rope_scaling / rope_local_base_freq.
@@ -215,10 +193,14 @@ ModelConfig config_from_hf(const nlohmann::json& j0, const std::string& source) 
     const std::string rt = rs.value("rope_type", rs.value("type", std::string()));
     const float factor = rs.value("factor", 1.0f);
     if (rt == "llama3") {
-      c.rope_freq_factors =
-          llama3_factors(c.head_dim, c.rope_base, factor, rs.value("low_freq_factor", 1.0f),
-                         rs.value("high_freq_factor", 4.0f),
-                         rs.value("original_max_position_embeddings", 8192.0f));
+      const ops::Llama3RopeScaling scaling{factor, rs.value("low_freq_factor", 1.0f),
+                                           rs.value("high_freq_factor", 4.0f),
+                                           rs.value("original_max_position_embeddings", 8192.0f)};
+      try {
+        c.rope_freq_factors = ops::llama3_freq_factors(c.head_dim, c.rope_base, scaling);
+      } catch (const std::invalid_argument& e) {
+        fail(source, e.what());
+      }
     } else if (rt == "linear") {
       c.rope_linear_factor = factor;
     } else if (!rt.empty() && rt != "default") {

@@ -7,17 +7,14 @@
 #include <string>
 #include <vector>
 
+#include "ops/rope.h"
+
 namespace kdr::model {
 
 class GgufFile;
 
 enum class Arch { kLlama, kQwen2, kQwen3, kGemma3 };
 const char* arch_name(Arch arch);
-
-enum class RopeStyle {
-  kInterleaved,  // pairs (2i, 2i+1): llama GGUF files, whose converter permuted Q/K
-  kHalfSplit,    // pairs (i, i + D/2): Hugging Face weights, qwen2/qwen3/gemma3 everywhere
-};
 
 enum class Activation { kSilu, kGeluTanh };
 
@@ -34,7 +31,9 @@ struct ModelConfig {
   float norm_eps = 1e-6f;
   Activation activation = Activation::kSilu;
 
-  RopeStyle rope_style = RopeStyle::kHalfSplit;
+  // kInterleaved for llama GGUF files (their converter permuted Q/K), kHalfSplit for Hugging
+  // Face weights and qwen2/qwen3/gemma3 everywhere.
+  ops::RopeStyle rope_style = ops::RopeStyle::kHalfSplit;
   float rope_base = 10000.0f;        // global (full-attention) layers
   float rope_base_local = 10000.0f;  // sliding-window layers (Gemma-3)
   float rope_linear_factor = 1.0f;   // positions divided by this on global layers

@@ -9,6 +9,7 @@
 #include "ops/activations.h"
 #include "ops/matmul.h"
 #include "ops/norm.h"
+#include "ops/rope.h"
 
 namespace kdr::model {
 
@@ -65,27 +66,9 @@ rpa::RaggedBatch StepBatch::ragged() const {
 
 namespace {
 
-// Rotates one head in place with precomputed cos/sin of each pair.
-void rope_head(float* x, const float* cs, const float* sn, int d, RopeStyle style) {
-  const int half = d / 2;
-  if (style == RopeStyle::kHalfSplit) {
-    for (int i = 0; i < half; ++i) {
-      const float a = x[i], b = x[i + half];
-      x[i] = a * cs[i] - b * sn[i];
-      x[i + half] = b * cs[i] + a * sn[i];
-    }
-  } else {
-    for (int i = 0; i < half; ++i) {
-      const float a = x[2 * i], b = x[2 * i + 1];
-      x[2 * i] = a * cs[i] - b * sn[i];
-      x[2 * i + 1] = b * cs[i] + a * sn[i];
-    }
-  }
-}
-
 ops::WeightMatrix as_matrix(const Weight& w) {
   ops::WeightMatrix m;
-  m.type = static_cast<ops::GgmlType>(w.type);
+  m.type = w.type;
   m.data = w.data;
   m.rows = w.rows;
   m.cols = w.cols;
@@ -93,30 +76,27 @@ ops::WeightMatrix as_matrix(const Weight& w) {
   return m;
 }
 
-// Inverse frequency of each rotary pair, including any per-pair scaling factors.
-std::vector<float> inverse_frequencies(int d, float base, const std::vector<float>& factors) {
-  std::vector<float> inv(static_cast<size_t>(d / 2));
-  for (int i = 0; i < d / 2; ++i) {
-    inv[i] = 1.0f / std::pow(base, static_cast<float>(2 * i) / static_cast<float>(d));
-    if (!factors.empty()) inv[i] /= factors[i];
-  }
-  return inv;
+// Global layers rotate with the model's base, linear scaling and per-pair factors; Gemma-3's
+// local (sliding-window) layers with their own base and no scaling.
+ops::RopeTable global_rope(const ModelConfig& c) {
+  return ops::RopeTable(ops::RopeConfig{c.head_dim, c.rope_base, c.rope_style, c.rope_linear_factor,
+                                        c.rope_freq_factors});
+}
+ops::RopeTable local_rope(const ModelConfig& c) {
+  return ops::RopeTable(ops::RopeConfig{c.head_dim, c.rope_base_local, c.rope_style, 1.0f, {}});
 }
 
 }  // namespace
 
 struct Forward::Scratch {
+  explicit Scratch(const ModelConfig& c) : rope_global(global_rope(c)), rope_local(local_rope(c)) {}
   std::vector<float> x, h, q, k, v, attn, o, gate, up, sel;
   std::vector<float> cos_g, sin_g, cos_l, sin_l;  // [T][D/2] for global and local layers
-  std::vector<float> inv_freq_global, inv_freq_local;
+  ops::RopeTable rope_global, rope_local;
 };
 
 Forward::Forward(const Model& model, ThreadPool& pool)
-    : model_(model), pool_(pool), s_(new Scratch) {
-  const ModelConfig& c = model.config();
-  s_->inv_freq_global = inverse_frequencies(c.head_dim, c.rope_base, c.rope_freq_factors);
-  s_->inv_freq_local = inverse_frequencies(c.head_dim, c.rope_base_local, {});
-}
+    : model_(model), pool_(pool), s_(new Scratch(model.config())) {}
 
 Forward::~Forward() = default;
 
@@ -170,15 +150,9 @@ void Forward::run(const StepBatch& batch, KvCacheSet& cache, float* logits) {
     const int32_t q_len = batch.cu_q_lens[i + 1] - batch.cu_q_lens[i];
     for (int32_t j = 0; j < q_len; ++j) {
       const int64_t tok = batch.cu_q_lens[i] + j;
-      const float pos = static_cast<float>(batch.kv_lens[i] - q_len + j);
-      for (int p = 0; p < half; ++p) {
-        const float ag = (pos / c.rope_linear_factor) * s.inv_freq_global[p];
-        const float al = pos * s.inv_freq_local[p];
-        s.cos_g[tok * half + p] = std::cos(ag);
-        s.sin_g[tok * half + p] = std::sin(ag);
-        s.cos_l[tok * half + p] = std::cos(al);
-        s.sin_l[tok * half + p] = std::sin(al);
-      }
+      const int64_t pos = batch.kv_lens[i] - q_len + j;
+      s.rope_global.angles(pos, &s.cos_g[tok * half], &s.sin_g[tok * half]);
+      s.rope_local.angles(pos, &s.cos_l[tok * half], &s.sin_l[tok * half]);
     }
   }
 
@@ -199,6 +173,7 @@ void Forward::run(const StepBatch& batch, KvCacheSet& cache, float* logits) {
                                      {as_matrix(w.wk), s.k.data()},
                                      {as_matrix(w.wv), s.v.data()}};
     ops::matmul_same_x(pool_, s.h.data(), t_count, qkv, 3);
+    const ops::RopeTable& rope = local ? s.rope_local : s.rope_global;
     const float* cs = local ? s.cos_l.data() : s.cos_g.data();
     const float* sn = local ? s.sin_l.data() : s.sin_g.data();
     for (int64_t t = 0; t < t_count; ++t) {
@@ -212,11 +187,11 @@ void Forward::run(const StepBatch& batch, KvCacheSet& cache, float* logits) {
       }
       for (int h = 0; h < hq; ++h) {
         if (c.qk_norm) ops::rms_norm(qt + h * d, w.q_norm.data(), c.norm_eps, qt + h * d, d);
-        rope_head(qt + h * d, cs + t * half, sn + t * half, d, c.rope_style);
+        rope.rotate(qt + h * d, cs + t * half, sn + t * half);
       }
       for (int h = 0; h < hkv; ++h) {
         if (c.qk_norm) ops::rms_norm(kt + h * d, w.k_norm.data(), c.norm_eps, kt + h * d, d);
-        rope_head(kt + h * d, cs + t * half, sn + t * half, d, c.rope_style);
+        rope.rotate(kt + h * d, cs + t * half, sn + t * half);
       }
     }
     rpa::run(local ? local_plan : global_plan, s.q.data(), s.k.data(), s.v.data(), cache.layer(l),

@@ -332,19 +332,20 @@ GgufFile GgufFile::parse(MappedFile bytes, const std::string& name) {
       t.ne[d] = static_cast<int64_t>(ne);
     }
     uint32_t type_id = r.read<uint32_t>(ctx + ": type");
-    const TypeTraits* traits = type_id < 1000 ? find_type_traits(type_id) : nullptr;
+    // Ids >= 1000 are the registry's own types, never a GGUF file's.
+    const DTypeTraits* traits = type_id < 1000 ? find_dtype(type_id) : nullptr;
     if (!traits)
-      r.fail("unsupported tensor type " + std::to_string(type_id) + " for tensor " + t.name);
-    t.type = traits->type;
+      r.fail("unsupported tensor type " + describe_type_id(type_id) + " for tensor " + t.name);
+    t.type = traits->id;
     offsets.push_back(r.read<uint64_t>(ctx + ": offset"));
 
-    if (t.ne[0] % traits->block_size != 0)
+    if (t.ne[0] % traits->block_elems != 0)
       r.fail(ctx + ": row length " + std::to_string(t.ne[0]) +
-             " is not a multiple of the block size " + std::to_string(traits->block_size) + " of " +
-             traits->name);
+             " is not a multiple of the block size " + std::to_string(traits->block_elems) +
+             " of " + traits->name);
     // Byte size with overflow checks: anything that overflows cannot fit in the file anyway.
     uint64_t bytes = 0;
-    bool overflow = __builtin_mul_overflow(static_cast<uint64_t>(t.ne[0] / traits->block_size),
+    bool overflow = __builtin_mul_overflow(static_cast<uint64_t>(t.ne[0] / traits->block_elems),
                                            static_cast<uint64_t>(traits->block_bytes), &bytes);
     for (int d = 1; d < kMaxDims; ++d)
       overflow |= __builtin_mul_overflow(bytes, static_cast<uint64_t>(t.ne[d]), &bytes);

@@ -103,15 +103,15 @@ void GgufWriter::set_alignment(uint32_t alignment) {
   add("general.alignment", Value::u32(alignment));
 }
 
-void GgufWriter::add_tensor(std::string_view name, TensorType type, const std::vector<int64_t>& ne,
+void GgufWriter::add_tensor(std::string_view name, DType type, const std::vector<int64_t>& ne,
                             std::span<const uint8_t> data) {
-  const TypeTraits& traits = type_traits(type);
+  const DTypeTraits& traits = dtype_traits(type);
   if (ne.empty() || ne.size() > static_cast<size_t>(kMaxDims))
     throw std::invalid_argument("GGUF writer: tensor " + std::string(name) + ": 1 to 4 dims");
-  if (ne[0] % traits.block_size != 0)
+  if (ne[0] % traits.block_elems != 0)
     throw std::invalid_argument("GGUF writer: tensor " + std::string(name) +
                                 ": row length not a multiple of the block size");
-  size_t bytes = static_cast<size_t>(ne[0] / traits.block_size) * traits.block_bytes;
+  size_t bytes = static_cast<size_t>(ne[0] / traits.block_elems) * traits.block_bytes;
   for (size_t d = 1; d < ne.size(); ++d) bytes *= static_cast<size_t>(ne[d]);
   if (bytes != data.size())
     throw std::invalid_argument("GGUF writer: tensor " + std::string(name) + ": expected " +

@@ -49,7 +49,7 @@ class GgufWriter {
   void set_alignment(uint32_t alignment);
 
   // `ne` in ggml order; `data` must hold exactly the bytes the type and shape need.
-  void add_tensor(std::string_view name, TensorType type, const std::vector<int64_t>& ne,
+  void add_tensor(std::string_view name, DType type, const std::vector<int64_t>& ne,
                   std::span<const uint8_t> data);
 
   std::vector<uint8_t> to_bytes() const;
@@ -59,7 +59,7 @@ class GgufWriter {
  private:
   struct Tensor {
     std::string name;
-    TensorType type;
+    DType type;
     std::vector<int64_t> ne;
     std::vector<uint8_t> data;
   };

@@ -27,14 +27,15 @@ constexpr int kMaxJsonDepth = 16;
   throw ModelFileError("file " + file + ": " + what);
 }
 
-const TypeTraits* dtype_traits(std::string_view dtype) {
-  static const std::pair<std::string_view, TensorType> kDtypes[] = {
-      {"F64", TensorType::F64},   {"F32", TensorType::F32}, {"F16", TensorType::F16},
-      {"BF16", TensorType::BF16}, {"I64", TensorType::I64}, {"I32", TensorType::I32},
-      {"I16", TensorType::I16},   {"I8", TensorType::I8},   {"U8", TensorType::U8},
-  };
-  for (const auto& [name, type] : kDtypes)
-    if (name == dtype) return &type_traits(type);
+// The registry entry of a safetensors dtype string: the registry's own spelling (upper
+// case, as the format writes it) of one of the element types safetensors stores here.
+const DTypeTraits* safetensors_dtype(std::string_view dtype) {
+  static constexpr DType kStored[] = {DType::F64, DType::F32, DType::F16, DType::BF16, DType::I64,
+                                      DType::I32, DType::I16, DType::I8,  DType::U8};
+  const DTypeTraits* t = find_dtype(dtype);
+  if (!t || dtype != t->name) return nullptr;
+  for (DType stored : kStored)
+    if (t->id == stored) return t;
   return nullptr;
 }
 
@@ -120,7 +121,7 @@ SafetensorsFile SafetensorsFile::parse(MappedFile bytes, const std::string& name
     if (dtype_it == entry.end() || !dtype_it->is_string())
       fail(file, ctx + ": missing string dtype");
     const std::string dtype = dtype_it->get<std::string>();
-    const TypeTraits* traits = dtype_traits(dtype);
+    const DTypeTraits* traits = safetensors_dtype(dtype);
     if (!traits) fail(file, "unsupported dtype " + dtype + " for tensor " + key);
 
     auto shape_it = entry.find("shape");
@@ -131,7 +132,7 @@ SafetensorsFile SafetensorsFile::parse(MappedFile bytes, const std::string& name
                      std::to_string(kMaxDims) + " supported");
     TensorView t;
     t.name = key;
-    t.type = traits->type;
+    t.type = traits->id;
     t.n_dims = static_cast<int>(shape.size());
     uint64_t bytes = static_cast<uint64_t>(traits->block_bytes);
     bool overflow = false;

@@ -92,8 +92,8 @@ class ModelLoader {
   Weight matrix(const std::string& g, const std::string& h, int64_t cols, int64_t rows) {
     const TensorView& t = get(g, h);
     check_shape(source_of(t), t, {cols, rows});
-    if (!ops::is_supported_type(static_cast<uint32_t>(t.type)))
-      throw ModelFileError(source_of(t) + ": tensor " + t.name + ": type " + type_name(t.type) +
+    if (!ops::is_supported_type(t.type))
+      throw ModelFileError(source_of(t) + ": tensor " + t.name + ": type " + dtype_name(t.type) +
                            " is not supported for matrices");
     Weight w;
     w.type = t.type;
@@ -102,12 +102,11 @@ class ModelLoader {
     w.data = t.data;
     w.row_bytes = t.row_bytes();
     m_.weight_bytes_ += t.n_bytes;
-    if (options_.dequantize_to_f32 && t.type != TensorType::F32) {
+    if (options_.dequantize_to_f32 && t.type != DType::F32) {
       std::unique_ptr<float[]> f(new float[static_cast<size_t>(rows * cols)]);
       for (int64_t r = 0; r < rows; ++r)
-        ops::dequantize_row(static_cast<ops::GgmlType>(t.type), t.data + r * w.row_bytes,
-                            f.get() + r * cols, cols);
-      w.type = TensorType::F32;
+        ops::dequantize_row(t.type, t.data + r * w.row_bytes, f.get() + r * cols, cols);
+      w.type = DType::F32;
       w.data = reinterpret_cast<const uint8_t*>(f.get());
       w.row_bytes = static_cast<size_t>(cols) * sizeof(float);
       m_.owned_.push_back(std::move(f));
@@ -118,11 +117,11 @@ class ModelLoader {
   std::vector<float> vec(const std::string& g, const std::string& h, int64_t n, bool is_norm) {
     const TensorView& t = get(g, h);
     check_shape(source_of(t), t, {n});
-    if (!ops::is_supported_type(static_cast<uint32_t>(t.type)))
+    if (!ops::is_supported_type(t.type))
       throw ModelFileError(source_of(t) + ": tensor " + t.name + ": unsupported type " +
-                           type_name(t.type));
+                           dtype_name(t.type));
     std::vector<float> out(static_cast<size_t>(n));
-    ops::dequantize_row(static_cast<ops::GgmlType>(t.type), t.data, out.data(), n);
+    ops::dequantize_row(t.type, t.data, out.data(), n);
     // llama.cpp's converter stores Gemma's (1 + w) norm weights already offset.
     if (is_norm && !m_.gguf_ && m_.config_.arch == Arch::kGemma3)
       for (float& x : out) x += 1.0f;
@@ -155,7 +154,7 @@ void Model::embedding_row(int32_t token, float* out) const {
   if (token < 0 || token >= config_.vocab_size)
     throw std::out_of_range("token id " + std::to_string(token) + " outside the vocabulary of " +
                             std::to_string(config_.vocab_size));
-  ops::dequantize_row(static_cast<ops::GgmlType>(token_embd_.type),
+  ops::dequantize_row(token_embd_.type,
                       token_embd_.data + static_cast<size_t>(token) * token_embd_.row_bytes, out,
                       token_embd_.cols);
 }

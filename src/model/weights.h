@@ -18,7 +18,7 @@ class HfModelDir;
 
 // A matrix of `rows` output features, each a row of `cols` inputs in `type`'s blocks.
 struct Weight {
-  TensorType type = TensorType::F32;
+  DType type = DType::F32;
   int64_t rows = 0;
   int64_t cols = 0;
   const uint8_t* data = nullptr;

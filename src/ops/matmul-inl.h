@@ -574,11 +574,11 @@ HWY_NOINLINE void Tile(const MatmulArgs& a, int64_t m0, int64_t m1, int64_t n0, 
 
 void MatmulTile(const MatmulArgs& a, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
   switch (a.type) {
-    case GgmlType::F32:
+    case DType::F32:
       return Tile<FloatKernel<float>>(a, m0, m1, n0, n1);
-    case GgmlType::F16:
+    case DType::F16:
       return Tile<FloatKernel<hwy::float16_t>>(a, m0, m1, n0, n1);
-    case GgmlType::BF16:
+    case DType::BF16:
       return Tile<FloatKernel<hwy::bfloat16_t>>(a, m0, m1, n0, n1);
     default:
       break;
@@ -587,25 +587,25 @@ void MatmulTile(const MatmulArgs& a, int64_t m0, int64_t m1, int64_t n0, int64_t
   return TileScalar(a, m0, m1, n0, n1);
 #else
   switch (a.type) {
-    case GgmlType::Q8_0:
+    case DType::Q8_0:
       return TileF32<Q8_0F32>(a, m0, m1, n0, n1);
-    case GgmlType::Q4_0:
+    case DType::Q4_0:
       return TileF32<LegacyF32<4, false>>(a, m0, m1, n0, n1);
-    case GgmlType::Q4_1:
+    case DType::Q4_1:
       return TileF32<LegacyF32<4, true>>(a, m0, m1, n0, n1);
-    case GgmlType::Q5_0:
+    case DType::Q5_0:
       return TileF32<LegacyF32<5, false>>(a, m0, m1, n0, n1);
-    case GgmlType::Q5_1:
+    case DType::Q5_1:
       return TileF32<LegacyF32<5, true>>(a, m0, m1, n0, n1);
-    case GgmlType::Q2_K:
+    case DType::Q2_K:
       return TileF32<Q2KF32>(a, m0, m1, n0, n1);
-    case GgmlType::Q3_K:
+    case DType::Q3_K:
       return TileF32<Q3KF32>(a, m0, m1, n0, n1);
-    case GgmlType::Q4_K:
+    case DType::Q4_K:
       return TileF32<Q45KF32<4>>(a, m0, m1, n0, n1);
-    case GgmlType::Q5_K:
+    case DType::Q5_K:
       return TileF32<Q45KF32<5>>(a, m0, m1, n0, n1);
-    case GgmlType::Q6_K:
+    case DType::Q6_K:
       return TileF32<Q6KF32>(a, m0, m1, n0, n1);
     default:
       return;  // float types and Q8_K never come here

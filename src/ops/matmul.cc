@@ -52,14 +52,17 @@ struct Split {
 Split split(const ThreadPool& pool, const float* x, int64_t x_stride, int64_t m,
             const WeightMatrix& w, float* y, int64_t y_stride) {
   const int64_t n = w.rows, k = w.cols;
-  if (w.type == GgmlType::Q8_K) {
+  if (w.type == DType::Q8_K) {
     throw std::invalid_argument("matmul: Q8_K is an activation format, not a weight type");
   }
+  if (!is_supported_type(w.type))
+    throw std::invalid_argument(std::string("matmul: no kernel for ") + dtype_name(w.type) +
+                                " weights");
   const size_t rb = row_bytes(w.type, k);  // throws when k is not a multiple of the block
   const size_t w_stride = w.row_stride ? w.row_stride : rb;
   if (w_stride < rb) {
     throw std::invalid_argument("matmul: weight row stride " + std::to_string(w_stride) +
-                                " is smaller than a " + type_name(w.type) + " row of " +
+                                " is smaller than a " + dtype_name(w.type) + " row of " +
                                 std::to_string(k) + " elements (" + std::to_string(rb) + " bytes)");
   }
   if (m < 0 || n < 0 || x_stride < k || y_stride < n) {

@@ -1,5 +1,6 @@
-// Y[M][N] = X[M][K] * W[N][K]^T with f32 activations and weights in any GgmlType (a weight
-// row is one output feature, K elements stored in blocks, as ggml lays them out).
+// Y[M][N] = X[M][K] * W[N][K]^T with f32 activations and weights in any type ops supports
+// (is_supported_type; not Q8_K, an activation format). A weight row is one output feature,
+// K elements stored in blocks, as ggml lays them out.
 //
 // X stays f32 for every weight type: quantized weights are dequantized to f32 (each weight
 // rounded once) and multiplied in f32 FMA, so results match a float reference to float
@@ -20,7 +21,7 @@ namespace kdr::ops {
 // A weight matrix in ggml layout: `rows` (N) rows of `cols` (K) elements, each row stored as
 // row_bytes(type, cols) bytes, `row_stride` bytes apart (0 = packed).
 struct WeightMatrix {
-  GgmlType type = GgmlType::F32;
+  DType type = DType::F32;
   const void* data = nullptr;
   int64_t rows = 0;
   int64_t cols = 0;

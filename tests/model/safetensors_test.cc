@@ -55,10 +55,10 @@ std::string entry_error(const json& w, size_t buffer) {
 
 TEST(Safetensors, EveryDtypeRoundTripsInGgmlDimOrder) {
   std::mt19937_64 rng(test_seed());
-  const std::map<std::string, TensorType> dtypes = {
-      {"F64", TensorType::F64},   {"F32", TensorType::F32}, {"F16", TensorType::F16},
-      {"BF16", TensorType::BF16}, {"I64", TensorType::I64}, {"I32", TensorType::I32},
-      {"I16", TensorType::I16},   {"I8", TensorType::I8},   {"U8", TensorType::U8}};
+  const std::map<std::string, DType> dtypes = {
+      {"F64", DType::F64},   {"F32", DType::F32}, {"F16", DType::F16},
+      {"BF16", DType::BF16}, {"I64", DType::I64}, {"I32", DType::I32},
+      {"I16", DType::I16},   {"I8", DType::I8},   {"U8", DType::U8}};
   std::vector<Entry> entries;
   for (const auto& [dtype, type] : dtypes)
     entries.push_back(random_entry(rng, "t." + dtype, dtype));
@@ -192,7 +192,8 @@ TEST(SafetensorsCorrupt, RandomMutationsNeverReadOutOfBounds) {
       for (const TensorView& t : f.tensors()) {
         ASSERT_GE(t.data, buf.get());
         ASSERT_LE(t.data + t.n_bytes, buf.get() + m.size());
-        ASSERT_EQ(t.n_bytes, static_cast<size_t>(t.n_elements()) * type_traits(t.type).block_bytes);
+        ASSERT_EQ(t.n_bytes,
+                  static_cast<size_t>(t.n_elements()) * dtype_traits(t.type).block_bytes);
         covered += t.n_bytes;
       }
       uint64_t header_len;
@@ -293,7 +294,7 @@ TEST(HfModelDir, FindsConfigWeightsAndTokenizerFiles) {
   HfModelDir d = HfModelDir::open(root);
   EXPECT_EQ(d.config()["model_type"], "qwen2");
   EXPECT_EQ(d.config()["hidden_size"], 64);
-  EXPECT_EQ(d.weights().expect_shape("model.norm.weight", {64}).type, TensorType::F32);
+  EXPECT_EQ(d.weights().expect_shape("model.norm.weight", {64}).type, DType::F32);
   EXPECT_EQ(d.tokenizer_json_path(), dir.file("tokenizer.json"));
   EXPECT_FALSE(d.tokenizer_config_path().has_value());
   EXPECT_FALSE(d.generation_config_path().has_value());

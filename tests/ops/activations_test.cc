@@ -135,20 +135,32 @@ TEST(Norm, RowsAreNormalizedIndependently) {
   }
 }
 
-// Reference: rotate pair (a, b) of each head by pos * freq in double.
-std::vector<double> rope_ref(const std::vector<float>& x, int heads, int head_dim, int rot,
-                             int64_t pos, RopeStyle style, const std::vector<double>& freq) {
-  std::vector<double> y(x.begin(), x.end());
+// Rotates pair (a, b) of each head by pos * freq in double, and bounds the error a float
+// computation may make: the angle rounded to float (half an ulp of pos * freq, plus cos/sin
+// and rotation rounding, a few ulps of 1) times the pair's magnitude.
+struct RopeReference {
+  std::vector<double> y, bound;
+};
+RopeReference rope_ref(const std::vector<float>& x, int heads, int head_dim, int rot, int64_t pos,
+                       RopeStyle style, const std::vector<double>& freq) {
+  RopeReference r{std::vector<double>(x.begin(), x.end()), std::vector<double>(x.size(), 0.0)};
   for (int h = 0; h < heads; ++h) {
     for (int i = 0; i < rot / 2; ++i) {
       const int a = h * head_dim + (style == RopeStyle::kInterleaved ? 2 * i : i);
       const int b = h * head_dim + (style == RopeStyle::kInterleaved ? 2 * i + 1 : i + rot / 2);
       const double t = pos * freq[i];
-      y[a] = x[a] * std::cos(t) - x[b] * std::sin(t);
-      y[b] = x[a] * std::sin(t) + x[b] * std::cos(t);
+      r.y[a] = x[a] * std::cos(t) - x[b] * std::sin(t);
+      r.y[b] = x[a] * std::sin(t) + x[b] * std::cos(t);
+      const double angle_err = t * 0x1p-22 + 0x1p-21;
+      r.bound[a] = r.bound[b] = angle_err * (std::fabs(x[a]) + std::fabs(x[b]));
     }
   }
-  return y;
+  return r;
+}
+
+void expect_within(const std::vector<float>& y, const RopeReference& ref, const char* what) {
+  for (size_t i = 0; i < y.size(); ++i)
+    ASSERT_NEAR(y[i], ref.y[i], ref.bound[i] + 1e-30) << what << " element " << i;
 }
 
 TEST(Rope, BothPairingsRotateByPositionTimesFrequency) {
@@ -161,23 +173,84 @@ TEST(Rope, BothPairingsRotateByPositionTimesFrequency) {
       cfg.style = style;
       const RopeTable table(cfg);
       std::vector<double> freq(rot / 2);
-      for (int i = 0; i < rot / 2; ++i) freq[i] = std::pow(10000.0, -2.0 * i / rot);
-      for (int64_t pos : {int64_t{0}, int64_t{1}, int64_t{37}, int64_t{5000}}) {
+      for (int i = 0; i < rot / 2; ++i) {
+        freq[i] = std::pow(10000.0, -2.0 * i / rot);
+        EXPECT_NEAR(table.inv_freq()[i], freq[i], freq[i] * 0x1p-21) << "pair " << i;
+      }
+      for (int64_t pos : {int64_t{0}, int64_t{1}, int64_t{37}, int64_t{5000}, int64_t{131071}}) {
         auto x = gaussian(3 * 64, 1.0f, rng);
         const auto ref = rope_ref(x, 3, 64, rot, pos, style, freq);
         table.apply(x.data(), 3, 64, pos);
-        expect_close(x, ref, 0, 2e-6,
-                     style == RopeStyle::kInterleaved ? "interleaved" : "half-split");
+        expect_within(x, ref, style == RopeStyle::kInterleaved ? "interleaved" : "half-split");
       }
     }
   }
 }
 
+// The angles are float arithmetic in transformers' order (inv_freq = 1 / base^(2i/d) in float,
+// divided by any per-pair factor; angle = (pos / linear_factor) * inv_freq; cosf, sinf), so
+// logits track theirs: bit for bit against that formula written out here.
+TEST(Rope, AnglesAreComputedInFloatLikeTransformers) {
+  auto rng = testing::seeded_rng();
+  std::uniform_real_distribution<float> factor(1.0f, 8.0f);
+  for (float base : {10000.0f, 500000.0f, 1e6f}) {
+    for (float linear : {1.0f, 2.0f, 8.0f}) {
+      RopeConfig cfg;
+      cfg.rot_dim = 128;
+      cfg.base = base;
+      cfg.linear_factor = linear;
+      for (int i = 0; i < 64; ++i) cfg.freq_factors.push_back(factor(rng));
+      const RopeTable table(cfg);
+      std::vector<float> cs(64), sn(64);
+      for (int64_t pos : {int64_t{0}, int64_t{3}, int64_t{1000}, int64_t{32767}}) {
+        table.angles(pos, cs.data(), sn.data());
+        for (int i = 0; i < 64; ++i) {
+          float inv = 1.0f / std::pow(base, static_cast<float>(2 * i) / 128.0f);
+          inv /= cfg.freq_factors[i];
+          const float angle = (static_cast<float>(pos) / linear) * inv;
+          ASSERT_EQ(cs[i], std::cos(angle)) << "pair " << i << " pos " << pos;
+          ASSERT_EQ(sn[i], std::sin(angle)) << "pair " << i << " pos " << pos;
+        }
+      }
+    }
+  }
+}
+
+// The forward pass computes a token's angles once and rotates every head with them.
+TEST(Rope, AnglesThenRotateIsApply) {
+  auto rng = testing::seeded_rng();
+  RopeConfig cfg;
+  cfg.rot_dim = 64;
+  cfg.base = 1e6f;
+  const RopeTable table(cfg);
+  auto x = gaussian(4 * 64, 1.0f, rng);
+  auto y = x;
+  std::vector<float> cs(32), sn(32);
+  table.angles(4097, cs.data(), sn.data());
+  for (int h = 0; h < 4; ++h) table.rotate(y.data() + h * 64, cs.data(), sn.data());
+  table.apply(x.data(), 4, 64, 4097);
+  EXPECT_EQ(x, y);
+}
+
+TEST(Rope, LinearScalingDividesThePosition) {
+  RopeConfig plain;
+  plain.rot_dim = 16;
+  RopeConfig scaled = plain;
+  scaled.linear_factor = 4.0f;
+  std::vector<float> cs_plain(8), sn_plain(8), cs_scaled(8), sn_scaled(8);
+  RopeTable(plain).angles(10, cs_plain.data(), sn_plain.data());
+  RopeTable(scaled).angles(40, cs_scaled.data(), sn_scaled.data());
+  EXPECT_EQ(cs_plain, cs_scaled);
+  EXPECT_EQ(sn_plain, sn_scaled);
+}
+
 TEST(Rope, Llama3ScalingMatchesTheReferenceFormula) {
+  const Llama3RopeScaling s;  // factor 8, low 1, high 4, original context 8192 (Llama 3.1)
   RopeConfig cfg;
   cfg.rot_dim = 128;
   cfg.base = 500000.0f;
-  cfg.llama3 = true;  // factor 8, low 1, high 4, original context 8192 (Llama 3.1)
+  cfg.freq_factors = llama3_freq_factors(128, 500000.0f, s);
+  ASSERT_EQ(cfg.freq_factors.size(), 64u);
   const RopeTable table(cfg);
   const double pi = 3.14159265358979323846;
   for (int i = 0; i < 64; ++i) {
@@ -192,32 +265,44 @@ TEST(Rope, Llama3ScalingMatchesTheReferenceFormula) {
       const double smooth = (8192.0 / wavelen - 1) / (4 - 1);
       want = (1 - smooth) * f / 8 + smooth * f;
     }
-    EXPECT_NEAR(table.inv_freq()[i], want, 1e-12 * want) << "pair " << i;
+    EXPECT_NEAR(cfg.freq_factors[i], f / want, f / want * 0x1p-23) << "pair " << i;
+    EXPECT_NEAR(table.inv_freq()[i], want, want * 0x1p-20) << "pair " << i;
   }
-  EXPECT_EQ(table.inv_freq()[0], 1.0);  // highest frequency untouched
-  EXPECT_NEAR(table.inv_freq()[63], std::pow(500000.0, -126.0 / 128) / 8, 1e-15);
+  EXPECT_EQ(cfg.freq_factors[0], 1.0f);   // highest frequency untouched
+  EXPECT_EQ(cfg.freq_factors[63], 8.0f);  // lowest slowed by the whole factor
 }
 
-TEST(Rope, RejectsOddDimension) {
+TEST(Rope, RejectsBadConfigurations) {
   RopeConfig cfg;
   cfg.rot_dim = 63;
   EXPECT_THROW(RopeTable{cfg}, std::invalid_argument);
+  cfg.rot_dim = 64;
+  cfg.freq_factors.assign(31, 1.0f);
+  EXPECT_THROW(RopeTable{cfg}, std::invalid_argument);
+  cfg.freq_factors.assign(32, 1.0f);
+  cfg.freq_factors[5] = 0.0f;
+  EXPECT_THROW(RopeTable{cfg}, std::invalid_argument);
+  cfg.freq_factors.clear();
+  cfg.linear_factor = 0.0f;
+  EXPECT_THROW(RopeTable{cfg}, std::invalid_argument);
+  Llama3RopeScaling s;
+  s.high_freq_factor = s.low_freq_factor;
+  EXPECT_THROW(llama3_freq_factors(64, 10000.0f, s), std::invalid_argument);
 }
 
 TEST(Embedding, RowLookupDequantizesOneRowAndChecksTheId) {
   auto rng = testing::seeded_rng();
   const int64_t rows = 10, cols = 64;
   const auto values = gaussian(rows * cols, 1.0f, rng);
-  std::vector<uint8_t> table(row_bytes(GgmlType::Q8_0, cols) * rows);
+  std::vector<uint8_t> table(row_bytes(DType::Q8_0, cols) * rows);
   for (int64_t r = 0; r < rows; ++r) {
-    quantize_row(GgmlType::Q8_0, values.data() + r * cols,
-                 table.data() + r * row_bytes(GgmlType::Q8_0, cols), cols);
+    quantize_row(DType::Q8_0, values.data() + r * cols,
+                 table.data() + r * row_bytes(DType::Q8_0, cols), cols);
   }
-  const WeightMatrix wm{GgmlType::Q8_0, table.data(), rows, cols, 0};
+  const WeightMatrix wm{DType::Q8_0, table.data(), rows, cols, 0};
   std::vector<float> got(cols), want(cols);
   embedding_row(wm, 7, got.data());
-  dequantize_row(GgmlType::Q8_0, table.data() + 7 * row_bytes(GgmlType::Q8_0, cols), want.data(),
-                 cols);
+  dequantize_row(DType::Q8_0, table.data() + 7 * row_bytes(DType::Q8_0, cols), want.data(), cols);
   EXPECT_EQ(got, want);
   EXPECT_THROW(embedding_row(wm, 10, got.data()), std::out_of_range);
   EXPECT_THROW(embedding_row(wm, -1, got.data()), std::out_of_range);

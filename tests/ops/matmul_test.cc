@@ -19,35 +19,33 @@ namespace kdr::ops {
 namespace {
 
 // Offsets of the f16 scale fields of each block type (random bytes there could be NaN/huge).
-std::vector<int> f16_fields(GgmlType t) {
+std::vector<int> f16_fields(DType t) {
   switch (t) {
-    case GgmlType::Q4_0:
-    case GgmlType::Q5_0:
-    case GgmlType::Q8_0:
+    case DType::Q4_0:
+    case DType::Q5_0:
+    case DType::Q8_0:
       return {0};
-    case GgmlType::Q4_1:
-    case GgmlType::Q5_1:
-    case GgmlType::Q4_K:
-    case GgmlType::Q5_K:
+    case DType::Q4_1:
+    case DType::Q5_1:
+    case DType::Q4_K:
+    case DType::Q5_K:
       return {0, 2};
-    case GgmlType::Q2_K:
+    case DType::Q2_K:
       return {80, 82};
-    case GgmlType::Q3_K:
+    case DType::Q3_K:
       return {108};
-    case GgmlType::Q6_K:
+    case DType::Q6_K:
       return {208};
     default:
       return {};
   }
 }
 
-bool is_float(GgmlType t) {
-  return t == GgmlType::F32 || t == GgmlType::F16 || t == GgmlType::BF16;
-}
+bool is_float(DType t) { return t == DType::F32 || t == DType::F16 || t == DType::BF16; }
 
 // Random weights: float types from Gaussian values, quant types from random bytes (every bit
 // pattern of quants and packed scales) with small finite f16 scales.
-std::vector<uint8_t> random_weights(GgmlType type, int64_t n, int64_t k, std::mt19937_64& rng) {
+std::vector<uint8_t> random_weights(DType type, int64_t n, int64_t k, std::mt19937_64& rng) {
   std::vector<uint8_t> w(row_bytes(type, k) * n);
   std::normal_distribution<float> normal;
   if (is_float(type)) {
@@ -59,7 +57,7 @@ std::vector<uint8_t> random_weights(GgmlType type, int64_t n, int64_t k, std::mt
     return w;
   }
   for (auto& b : w) b = static_cast<uint8_t>(rng());
-  const TypeInfo& ti = type_info(type);
+  const DTypeTraits& ti = dtype_traits(type);
   for (size_t b0 = 0; b0 < w.size(); b0 += ti.block_bytes) {
     for (int off : f16_fields(type)) {
       const uint16_t h = f32_to_f16(normal(rng) * 0.01f);
@@ -76,7 +74,7 @@ struct Reference {
 
 // matmul keeps X in f32 and rounds each dequantized weight once, so it differs from the exact
 // dot product only by float rounding: any wrong quant, scale or offset shows up far above it.
-Reference reference(const std::vector<float>& x, int64_t m, int64_t k, GgmlType type,
+Reference reference(const std::vector<float>& x, int64_t m, int64_t k, DType type,
                     const std::vector<uint8_t>& w, int64_t n) {
   Reference ref{std::vector<double>(m * n), std::vector<double>(m * n)};
   std::vector<float> wf(k);
@@ -106,12 +104,12 @@ std::vector<float> random_x(int64_t m, int64_t k, std::mt19937_64& rng) {
   return x;
 }
 
-class MatmulByType : public ::testing::TestWithParam<GgmlType> {};
+class MatmulByType : public ::testing::TestWithParam<DType> {};
 
 TEST_P(MatmulByType, MatchesDoubleReferenceForEveryBatchAndThreadCount) {
-  const GgmlType type = GetParam();
+  const DType type = GetParam();
   auto rng = testing::seeded_rng();
-  const int block = std::max(type_info(type).block_elems, 8);
+  const int block = std::max(dtype_traits(type).block_elems, 8);
   for (int threads : {1, 2, 4}) {
     ThreadPool pool(threads);
     for (int64_t m : {1, 3, 17, 64}) {
@@ -125,7 +123,7 @@ TEST_P(MatmulByType, MatchesDoubleReferenceForEveryBatchAndThreadCount) {
       const Reference ref = reference(x, m, k, type, w, n);
       for (int64_t i = 0; i < m * n; ++i) {
         ASSERT_NEAR(y[i], ref.y[i], ref.bound[i])
-            << type_name(type) << " threads=" << threads << " m=" << m << " n=" << n << " k=" << k
+            << dtype_name(type) << " threads=" << threads << " m=" << m << " n=" << n << " k=" << k
             << " element " << i;
       }
     }
@@ -133,9 +131,9 @@ TEST_P(MatmulByType, MatchesDoubleReferenceForEveryBatchAndThreadCount) {
 }
 
 TEST_P(MatmulByType, RowIsBitwiseTheSameAloneOrInAnyBatch) {
-  const GgmlType type = GetParam();
+  const DType type = GetParam();
   auto rng = testing::seeded_rng();
-  const int64_t k = type_info(type).block_elems >= 256 ? 512 : 96 + (is_float(type) ? 5 : 0);
+  const int64_t k = dtype_traits(type).block_elems >= 256 ? 512 : 96 + (is_float(type) ? 5 : 0);
   const int64_t n = 37, m = 19;
   const auto w = random_weights(type, n, k, rng);
   const WeightMatrix wm{type, w.data(), n, k, 0};
@@ -151,38 +149,34 @@ TEST_P(MatmulByType, RowIsBitwiseTheSameAloneOrInAnyBatch) {
     std::vector<float> alone(n, NAN);
     matmul(pool1, x.data() + i * xs, xs, 1, wm, alone.data(), n);
     ASSERT_EQ(0, std::memcmp(alone.data(), batch.data() + i * ys, n * sizeof(float)))
-        << type_name(type) << " row " << i << " differs alone vs in a batch of " << m;
+        << dtype_name(type) << " row " << i << " differs alone vs in a batch of " << m;
   }
   // A sub-batch starting at an odd row must agree too (tiles of 4 rows shift).
   std::vector<float> sub(5 * ys, NAN);
   matmul(pool4, x.data() + 3 * xs, xs, 5, wm, sub.data(), ys);
   for (int64_t i = 0; i < 5; ++i) {
     ASSERT_EQ(0, std::memcmp(sub.data() + i * ys, batch.data() + (i + 3) * ys, n * sizeof(float)))
-        << type_name(type) << " sub-batch row " << i;
+        << dtype_name(type) << " sub-batch row " << i;
   }
 }
 
 INSTANTIATE_TEST_SUITE_P(AllWeightTypes, MatmulByType,
-                         ::testing::Values(GgmlType::F32, GgmlType::F16, GgmlType::BF16,
-                                           GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_1,
-                                           GgmlType::Q5_0, GgmlType::Q5_1, GgmlType::Q2_K,
-                                           GgmlType::Q3_K, GgmlType::Q4_K, GgmlType::Q5_K,
-                                           GgmlType::Q6_K),
-                         [](const auto& info) { return std::string(type_name(info.param)); });
+                         ::testing::Values(DType::F32, DType::F16, DType::BF16, DType::Q8_0,
+                                           DType::Q4_0, DType::Q4_1, DType::Q5_0, DType::Q5_1,
+                                           DType::Q2_K, DType::Q3_K, DType::Q4_K, DType::Q5_K,
+                                           DType::Q6_K),
+                         [](const auto& info) { return std::string(dtype_name(info.param)); });
 
 TEST(MatmulErrors, RowLengthNotAMultipleOfTheBlockIsRejected) {
   ThreadPool pool(1);
   std::vector<uint8_t> w(1024);
   std::vector<float> x(640), y(1);
-  EXPECT_THROW(
-      matmul(pool, x.data(), 1, WeightMatrix{GgmlType::Q4_K, w.data(), 1, 640, 0}, y.data()),
-      std::invalid_argument);
-  EXPECT_THROW(
-      matmul(pool, x.data(), 1, WeightMatrix{GgmlType::Q8_K, w.data(), 1, 256, 0}, y.data()),
-      std::invalid_argument);
-  EXPECT_THROW(
-      matmul(pool, x.data(), 1, WeightMatrix{GgmlType::Q8_0, w.data(), 1, 64, 10}, y.data()),
-      std::invalid_argument);  // stride shorter than a row
+  EXPECT_THROW(matmul(pool, x.data(), 1, WeightMatrix{DType::Q4_K, w.data(), 1, 640, 0}, y.data()),
+               std::invalid_argument);
+  EXPECT_THROW(matmul(pool, x.data(), 1, WeightMatrix{DType::Q8_K, w.data(), 1, 256, 0}, y.data()),
+               std::invalid_argument);
+  EXPECT_THROW(matmul(pool, x.data(), 1, WeightMatrix{DType::Q8_0, w.data(), 1, 64, 10}, y.data()),
+               std::invalid_argument);  // stride shorter than a row
 }
 
 // A layer's Q/K/V (or gate/up) in one dispatch: each output bitwise what its own matmul gives,
@@ -190,7 +184,7 @@ TEST(MatmulErrors, RowLengthNotAMultipleOfTheBlockIsRejected) {
 TEST(MatmulSameX, EachOutputIsBitwiseItsOwnMatmul) {
   auto rng = testing::seeded_rng();
   const int64_t k = 256;
-  const GgmlType types[] = {GgmlType::Q5_0, GgmlType::Q4_K, GgmlType::Q8_0};
+  const DType types[] = {DType::Q5_0, DType::Q4_K, DType::Q8_0};
   const int64_t rows[] = {48, 16, 37};
   std::vector<std::vector<uint8_t>> w;
   std::vector<WeightMatrix> wm;
@@ -215,7 +209,7 @@ TEST(MatmulSameX, EachOutputIsBitwiseItsOwnMatmul) {
     for (int i = 0; i < 3; ++i) {
       ASSERT_FALSE(std::isnan(alone[i][0]));
       ASSERT_EQ(0, std::memcmp(fused[i].data(), alone[i].data(), fused[i].size() * sizeof(float)))
-          << type_name(types[i]) << " matrix " << i << ", m=" << m;
+          << dtype_name(types[i]) << " matrix " << i << ", m=" << m;
     }
   }
 }
@@ -224,8 +218,8 @@ TEST(MatmulSameX, MatricesOfDifferentWidthsAreRejectedByName) {
   ThreadPool pool(1);
   std::vector<uint8_t> w(4096);
   std::vector<float> x(256), y(64);
-  const MatmulTarget targets[] = {{WeightMatrix{GgmlType::Q8_0, w.data(), 2, 256, 0}, y.data()},
-                                  {WeightMatrix{GgmlType::Q8_0, w.data(), 2, 128, 0}, y.data()}};
+  const MatmulTarget targets[] = {{WeightMatrix{DType::Q8_0, w.data(), 2, 256, 0}, y.data()},
+                                  {WeightMatrix{DType::Q8_0, w.data(), 2, 128, 0}, y.data()}};
   try {
     matmul_same_x(pool, x.data(), 1, targets, 2);
     FAIL() << "no error";

@@ -18,7 +18,7 @@ namespace kdr::ops {
 namespace {
 
 struct Fixture {
-  GgmlType type;
+  DType type;
   int64_t n = 0;
   std::vector<uint8_t> blocks;
   std::vector<float> dequantized;
@@ -35,7 +35,9 @@ Fixture load_fixture(const std::string& name) {
   f.read(reinterpret_cast<char*>(hdr), sizeof hdr);
   if (std::memcmp(magic, "KQF1", 4) != 0) throw std::runtime_error("bad magic in " + path);
   Fixture fx;
-  fx.type = type_from_id(hdr[0]);
+  const DTypeTraits* traits = find_dtype(hdr[0]);
+  if (!traits) throw std::runtime_error("unknown type id in " + path);
+  fx.type = traits->id;
   fx.n = hdr[1];
   fx.blocks.resize(row_bytes(fx.type, fx.n));
   fx.dequantized.resize(static_cast<size_t>(fx.n));
@@ -53,7 +55,7 @@ class GgufFixture : public ::testing::TestWithParam<const char*> {};
 
 TEST_P(GgufFixture, DequantizeIsBitExact) {
   const Fixture fx = load_fixture(GetParam());
-  EXPECT_STREQ(type_name(fx.type), GetParam());
+  EXPECT_STREQ(dtype_name(fx.type), GetParam());
   std::vector<float> out(static_cast<size_t>(fx.n));
   dequantize_row(fx.type, fx.blocks.data(), out.data(), fx.n);
   for (int64_t i = 0; i < fx.n; ++i) {
@@ -85,7 +87,7 @@ INSTANTIATE_TEST_SUITE_P(ReferenceQuantizers, GgufQuantizeFixture,
 
 // Relative RMS error of quantize -> dequantize on Gaussian data, per type.
 struct RoundTrip {
-  GgmlType type;
+  DType type;
   double max_rel_rms;
 };
 
@@ -94,7 +96,7 @@ class QuantRoundTrip : public ::testing::TestWithParam<RoundTrip> {};
 TEST_P(QuantRoundTrip, ErrorIsWithinTheFormatsResolution) {
   auto rng = testing::seeded_rng();
   std::normal_distribution<float> normal;
-  const GgmlType type = GetParam().type;
+  const DType type = GetParam().type;
   const int64_t n = 256 * 8;
   std::vector<float> x(n), y(n);
   for (auto& v : x) v = normal(rng);
@@ -106,19 +108,19 @@ TEST_P(QuantRoundTrip, ErrorIsWithinTheFormatsResolution) {
     err += (x[i] - y[i]) * (x[i] - y[i]);
     ref += x[i] * x[i];
   }
-  EXPECT_LT(std::sqrt(err / ref), GetParam().max_rel_rms) << type_name(type);
+  EXPECT_LT(std::sqrt(err / ref), GetParam().max_rel_rms) << dtype_name(type);
 }
 
 INSTANTIATE_TEST_SUITE_P(
     AllTypes, QuantRoundTrip,
-    ::testing::Values(RoundTrip{GgmlType::F32, 1e-9}, RoundTrip{GgmlType::F16, 1e-3},
-                      RoundTrip{GgmlType::BF16, 4e-3}, RoundTrip{GgmlType::Q8_0, 0.01},
-                      RoundTrip{GgmlType::Q8_K, 0.01}, RoundTrip{GgmlType::Q6_K, 0.04},
-                      RoundTrip{GgmlType::Q5_0, 0.06}, RoundTrip{GgmlType::Q5_1, 0.06},
-                      RoundTrip{GgmlType::Q5_K, 0.06}, RoundTrip{GgmlType::Q4_0, 0.12},
-                      RoundTrip{GgmlType::Q4_1, 0.12}, RoundTrip{GgmlType::Q4_K, 0.12},
-                      RoundTrip{GgmlType::Q3_K, 0.25}, RoundTrip{GgmlType::Q2_K, 0.5}),
-    [](const auto& info) { return std::string(type_name(info.param.type)); });
+    ::testing::Values(RoundTrip{DType::F32, 1e-9}, RoundTrip{DType::F16, 1e-3},
+                      RoundTrip{DType::BF16, 4e-3}, RoundTrip{DType::Q8_0, 0.01},
+                      RoundTrip{DType::Q8_K, 0.01}, RoundTrip{DType::Q6_K, 0.04},
+                      RoundTrip{DType::Q5_0, 0.06}, RoundTrip{DType::Q5_1, 0.06},
+                      RoundTrip{DType::Q5_K, 0.06}, RoundTrip{DType::Q4_0, 0.12},
+                      RoundTrip{DType::Q4_1, 0.12}, RoundTrip{DType::Q4_K, 0.12},
+                      RoundTrip{DType::Q3_K, 0.25}, RoundTrip{DType::Q2_K, 0.5}),
+    [](const auto& info) { return std::string(dtype_name(info.param.type)); });
 
 TEST(QuantQ8K, BlockSumsAndScaleMatchTheQuants) {
   auto rng = testing::seeded_rng();
@@ -126,7 +128,7 @@ TEST(QuantQ8K, BlockSumsAndScaleMatchTheQuants) {
   std::vector<float> x(512);
   for (auto& v : x) v = normal(rng) * 3;
   std::vector<BlockQ8K> blocks(2);
-  quantize_row(GgmlType::Q8_K, x.data(), blocks.data(), 512);
+  quantize_row(DType::Q8_K, x.data(), blocks.data(), 512);
   for (int b = 0; b < 2; ++b) {
     float amax = 0;
     for (int j = 0; j < 256; ++j) amax = std::max(amax, std::fabs(x[b * 256 + j]));
@@ -141,19 +143,53 @@ TEST(QuantQ8K, BlockSumsAndScaleMatchTheQuants) {
 
 TEST(QuantErrors, RowLengthNotAMultipleOfTheBlockIsRejected) {
   try {
-    row_bytes(GgmlType::Q4_K, 640);
+    row_bytes(DType::Q4_K, 640);
     FAIL() << "expected an exception";
   } catch (const std::invalid_argument& e) {
     EXPECT_NE(std::string(e.what()).find("Q4_K"), std::string::npos) << e.what();
     EXPECT_NE(std::string(e.what()).find("640"), std::string::npos) << e.what();
   }
-  EXPECT_EQ(row_bytes(GgmlType::Q8_0, 640), 20u * 34u);
+  EXPECT_EQ(row_bytes(DType::Q8_0, 640), 20u * 34u);
 }
 
-TEST(QuantErrors, UnknownTypeIdIsRejected) {
-  EXPECT_THROW(type_from_id(4), std::invalid_argument);  // Q4_2, removed from ggml
-  EXPECT_THROW(type_from_id(99), std::invalid_argument);
-  EXPECT_EQ(type_from_id(12), GgmlType::Q4_K);
+TEST(QuantErrors, TypesWithoutACodecAreRejected) {
+  std::vector<float> y(32);
+  const std::vector<uint8_t> raw(64);
+  for (DType type : {DType::Q8_1, DType::I8, DType::I32, DType::F64, DType::U8, DType::INT8_ROW}) {
+    EXPECT_FALSE(is_supported_type(type)) << dtype_name(type);
+    try {
+      dequantize_row(type, raw.data(), y.data(), 32);
+      FAIL() << "expected an exception for " << dtype_name(type);
+    } catch (const std::invalid_argument& e) {
+      EXPECT_NE(std::string(e.what()).find(dtype_name(type)), std::string::npos) << e.what();
+    }
+  }
+}
+
+// Linking ops completes the registry: every type ops supports has both row conversions
+// there, and they are the ones dequantize_row / quantize_row use (same bits).
+TEST(QuantRegistry, OpsRegistersACodecForEverySupportedType) {
+  auto rng = testing::seeded_rng();
+  std::normal_distribution<float> normal;
+  int supported = 0;
+  for (const DTypeTraits& t : all_dtypes()) {
+    if (!is_supported_type(t.id)) continue;
+    ++supported;
+    ASSERT_NE(t.to_f32, nullptr) << t.name;
+    ASSERT_NE(t.from_f32, nullptr) << t.name;
+    const int64_t n = 512;
+    std::vector<float> x(n), via_ops(n), via_registry(n);
+    for (auto& v : x) v = normal(rng);
+    std::vector<uint8_t> q_ops(row_bytes(t.id, n)), q_registry(row_bytes(t.id, n));
+    quantize_row(t.id, x.data(), q_ops.data(), n);
+    t.from_f32(x.data(), q_registry.data(), n);
+    EXPECT_EQ(q_ops, q_registry) << t.name;
+    dequantize_row(t.id, q_ops.data(), via_ops.data(), n);
+    t.to_f32(q_ops.data(), via_registry.data(), n);
+    for (int64_t i = 0; i < n; ++i)
+      ASSERT_EQ(float_bits(via_ops[i]), float_bits(via_registry[i])) << t.name << " value " << i;
+  }
+  EXPECT_EQ(supported, 14);  // F32, F16, BF16 and 11 ggml block types
 }
 
 }  // namespace
