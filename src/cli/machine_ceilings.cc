@@ -291,36 +291,42 @@ double run_on_all_threads(ThreadPool& pool, UnitLoop loop, int64_t iterations, d
 
 }  // namespace
 
+std::string unit_unavailable_reason(ComputeUnit u) {
+  // The scalar path's reason (Highway's portable target not compiled) says nothing about the
+  // CPU: SSE2 is the x86-64 baseline.
+  if (u == ComputeUnit::kF32Sse) return "";
+  if (const std::string why = cpu::unavailable_reason(unit_path(u)); !why.empty())
+    return "not on this CPU: " + why;
+  return "";
+}
+
+double measure_unit_gops(ThreadPool& pool, ComputeUnit u, double seconds, int runs) {
+  if (!unit_unavailable_reason(u).empty()) return 0;
+  const UnitLoop loop = unit_loop(u);
+  // Size the runs by the fastest rate seen while doubling: double until a run at that rate
+  // takes a tenth of the target, then run `seconds` at it. A run stretched by a thread that
+  // lost its core (common on a shared machine) lowers no estimate and shrinks no run.
+  int64_t iterations = 1024;
+  double best_rate = 0, s = 0;  // iterations per second
+  for (;;) {
+    run_on_all_threads(pool, loop, iterations, &s);
+    best_rate = std::max(best_rate, static_cast<double>(iterations) / s);
+    if (iterations >= best_rate * seconds / 10 || iterations >= (int64_t{1} << 40)) break;
+    iterations *= 2;
+  }
+  iterations = std::max(iterations, static_cast<int64_t>(best_rate * seconds));
+  double best = 0;
+  for (int r = 0; r < runs; ++r)
+    best = std::max(best, run_on_all_threads(pool, loop, iterations, &s));
+  return best;
+}
+
 ComputeCeilings measure_compute_ceilings(ThreadPool& pool, double seconds) {
   ComputeCeilings out;
   for (int i = 0; i < kNumComputeUnits; ++i) {
     const auto u = static_cast<ComputeUnit>(i);
-    UnitCeiling& c = out.unit[i];
-    // The scalar path's reason (Highway's portable target not compiled) says nothing about
-    // the CPU: SSE2 is the x86-64 baseline.
-    if (u != ComputeUnit::kF32Sse) {
-      if (const std::string why = cpu::unavailable_reason(unit_path(u)); !why.empty()) {
-        c.unavailable = "not on this CPU: " + why;
-        continue;
-      }
-    }
-    const UnitLoop loop = unit_loop(u);
-    // Double the iterations until the faster of two runs takes a tenth of the target, then
-    // scale up to it (never down: a run stretched by a thread that lost its core, common on a
-    // shared machine, must not shrink the work until the timer's granularity dominates).
-    int64_t iterations = 1024;
-    double s = 0;
-    for (;;) {
-      double a = 0, b = 0;
-      run_on_all_threads(pool, loop, iterations, &a);
-      run_on_all_threads(pool, loop, iterations, &b);
-      s = std::min(a, b);
-      if (s >= seconds / 10 || iterations >= (int64_t{1} << 40)) break;
-      iterations *= 2;
-    }
-    iterations = std::max(iterations, static_cast<int64_t>(iterations * (seconds / s)));
-    for (int r = 0; r < 5; ++r)
-      c.gops = std::max(c.gops, run_on_all_threads(pool, loop, iterations, &s));
+    out.unit[i].unavailable = unit_unavailable_reason(u);
+    out.unit[i].gops = measure_unit_gops(pool, u, seconds);
   }
   return out;
 }

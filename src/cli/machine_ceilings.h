@@ -48,6 +48,11 @@ struct ComputeCeilings {
 // Each unit this CPU has, timed on every thread of `pool` at once: the best of five runs of
 // about `seconds` each. AMX asks cpu::amx_permitted() first.
 ComputeCeilings measure_compute_ceilings(ThreadPool& pool, double seconds = 0.05);
+// One unit alone, the best of `runs` runs of about `seconds`: 0 where the unit cannot run
+// here (unit_unavailable_reason says why). A benchmark calls it right next to a timed case,
+// so that on a shared machine whose speed moves the ceiling is taken in the same moment.
+double measure_unit_gops(ThreadPool& pool, ComputeUnit u, double seconds, int runs = 5);
+std::string unit_unavailable_reason(ComputeUnit u);  // "not on this CPU: ..." or empty
 
 // What an attention case is, for the unit its kernels can use.
 enum class AttentionKind { kDecode, kPrefill, kMixed };

@@ -138,11 +138,14 @@ TEST(ComputeCeilings, EveryUnitOfTheActivePathsIsMeasuredTheRestSayWhyNot) {
     SCOPED_TRACE(unit_name(u));
     if (why.empty()) {
       EXPECT_TRUE(c[u].unavailable.empty());
-      EXPECT_GT(c[u].gops, 0.1);  // a few GFLOP/s at the very least on any x86-64 core
+      // Positive and finite: what it is depends on the moment on a shared machine.
+      EXPECT_GT(c[u].gops, 0.0);
       EXPECT_TRUE(std::isfinite(c[u].gops));
     } else {
       EXPECT_EQ(c[u].unavailable, "not on this CPU: " + why);
       EXPECT_EQ(c[u].gops, 0.0);
+      EXPECT_EQ(measure_unit_gops(pool, u, 0.001), 0.0);
+      EXPECT_EQ(unit_unavailable_reason(u), c[u].unavailable);
     }
   }
 }
