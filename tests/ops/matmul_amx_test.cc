@@ -50,27 +50,25 @@ constexpr bool kSanitized = true;  // the emulation is ~10x slower instrumented:
 constexpr bool kSanitized = false;
 #endif
 
-bool is_float(GgmlType t) {
-  return t == GgmlType::F32 || t == GgmlType::F16 || t == GgmlType::BF16;
-}
+bool is_float(DType t) { return t == DType::F32 || t == DType::F16 || t == DType::BF16; }
 
 // Offsets of the f16 scale fields in each block type (random bytes there could be NaN/huge).
-std::vector<int> f16_fields(GgmlType t) {
+std::vector<int> f16_fields(DType t) {
   switch (t) {
-    case GgmlType::Q4_0:
-    case GgmlType::Q5_0:
-    case GgmlType::Q8_0:
+    case DType::Q4_0:
+    case DType::Q5_0:
+    case DType::Q8_0:
       return {0};
-    case GgmlType::Q4_1:
-    case GgmlType::Q5_1:
-    case GgmlType::Q4_K:
-    case GgmlType::Q5_K:
+    case DType::Q4_1:
+    case DType::Q5_1:
+    case DType::Q4_K:
+    case DType::Q5_K:
       return {0, 2};
-    case GgmlType::Q2_K:
+    case DType::Q2_K:
       return {80, 82};
-    case GgmlType::Q3_K:
+    case DType::Q3_K:
       return {108};
-    case GgmlType::Q6_K:
+    case DType::Q6_K:
       return {208};
     default:
       return {};
@@ -78,7 +76,7 @@ std::vector<int> f16_fields(GgmlType t) {
 }
 
 // Float types from Gaussian values; quant types from random bytes with small finite scales.
-std::vector<uint8_t> random_weights(GgmlType type, int64_t n, int64_t k, std::mt19937_64& rng) {
+std::vector<uint8_t> random_weights(DType type, int64_t n, int64_t k, std::mt19937_64& rng) {
   std::vector<uint8_t> w(row_bytes(type, k) * n);
   if (k == 0) return w;  // no row to write (and no empty buffer's null data() to pass on)
   std::normal_distribution<float> normal;
@@ -91,7 +89,7 @@ std::vector<uint8_t> random_weights(GgmlType type, int64_t n, int64_t k, std::mt
     return w;
   }
   for (auto& b : w) b = static_cast<uint8_t>(rng());
-  const int bb = type_info(type).block_bytes;
+  const int bb = dtype_traits(type).block_bytes;
   for (size_t b0 = 0; b0 < w.size(); b0 += bb) {
     for (int off : f16_fields(type)) {
       const uint16_t h = f32_to_f16(normal(rng) * 0.01f);
@@ -112,7 +110,7 @@ float round_bf16(float v) { return bf16_to_f32(f32_to_bf16(v)); }
 
 // Asserts Y (packed [m][n]) against both references of the header comment.
 void expect_within_bf16_bounds(const std::vector<float>& y, const std::vector<float>& x, int64_t m,
-                               int64_t k, GgmlType type, const std::vector<uint8_t>& w, int64_t n,
+                               int64_t k, DType type, const std::vector<uint8_t>& w, int64_t n,
                                const std::string& what) {
   std::vector<float> wf(k);
   const double kGamma = 1.01 * static_cast<double>(k) * std::ldexp(1.0, -24);
@@ -277,15 +275,14 @@ class MatmulTiles : public ::testing::TestWithParam<TileMode> {
 
 TEST_P(MatmulTiles, EveryWeightTypeIsWithinTheBf16BoundForEdgeShapes) {
   auto rng = testing::seeded_rng();
-  const GgmlType types[] = {GgmlType::F32,  GgmlType::F16,  GgmlType::BF16, GgmlType::Q8_0,
-                            GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1,
-                            GgmlType::Q2_K, GgmlType::Q3_K, GgmlType::Q4_K, GgmlType::Q5_K,
-                            GgmlType::Q6_K};
+  const DType types[] = {DType::F32,  DType::F16,  DType::BF16, DType::Q8_0, DType::Q4_0,
+                         DType::Q4_1, DType::Q5_0, DType::Q5_1, DType::Q2_K, DType::Q3_K,
+                         DType::Q4_K, DType::Q5_K, DType::Q6_K};
   const std::vector<int64_t> ms =
       kSanitized ? std::vector<int64_t>{1, 17, 65} : std::vector<int64_t>{1, 15, 16, 17, 64, 65};
   ThreadPool pool(2);
-  for (GgmlType type : types) {
-    const int block = type_info(type).block_elems;
+  for (DType type : types) {
+    const int block = dtype_traits(type).block_elems;
     for (int64_t m : ms) {
       // K: whole blocks, and for the float types any length (K % 32 != 0 pads the tiles).
       int64_t k = block >= 256 ? 256 * (1 + static_cast<int64_t>(rng() % 2))
@@ -298,7 +295,7 @@ TEST_P(MatmulTiles, EveryWeightTypeIsWithinTheBf16BoundForEdgeShapes) {
       matmul(pool, x.data(), m, WeightMatrix{type, w.data(), n, k, 0}, y.data());
       expect_within_bf16_bounds(
           y, x, m, k, type, w, n,
-          std::string(type_name(type)) + " m=" + std::to_string(m) + " n=" + std::to_string(n));
+          std::string(dtype_name(type)) + " m=" + std::to_string(m) + " n=" + std::to_string(n));
       if (HasFatalFailure()) return;
     }
   }
@@ -310,11 +307,11 @@ TEST_P(MatmulTiles, NarrowOddShapesAndZeroK) {
   for (int64_t k : {1, 31, 33, 0}) {
     for (int64_t n : {1, 16, 17, 33}) {
       const int64_t m = 1 + static_cast<int64_t>(rng() % 20);
-      const auto w = random_weights(GgmlType::F32, n, k, rng);
+      const auto w = random_weights(DType::F32, n, k, rng);
       const auto x = random_x(m, k, rng);
       std::vector<float> y(m * n, NAN);
-      matmul(pool, x.data(), m, WeightMatrix{GgmlType::F32, w.data(), n, k, 0}, y.data());
-      expect_within_bf16_bounds(y, x, m, k, GgmlType::F32, w, n,
+      matmul(pool, x.data(), m, WeightMatrix{DType::F32, w.data(), n, k, 0}, y.data());
+      expect_within_bf16_bounds(y, x, m, k, DType::F32, w, n,
                                 "F32 k=" + std::to_string(k) + " n=" + std::to_string(n));
       if (HasFatalFailure()) return;
     }
@@ -325,8 +322,8 @@ TEST_P(MatmulTiles, NarrowOddShapesAndZeroK) {
 // bitwise, and the padding of Y untouched.
 TEST_P(MatmulTiles, RowIsBitwiseTheSameAloneOrInAnyBatch) {
   auto rng = testing::seeded_rng();
-  for (GgmlType type : {GgmlType::Q4_K, GgmlType::F16}) {
-    const int64_t k = type == GgmlType::Q4_K ? 512 : 200;  // 200: padded to 224 in the tiles
+  for (DType type : {DType::Q4_K, DType::F16}) {
+    const int64_t k = type == DType::Q4_K ? 512 : 200;  // 200: padded to 224 in the tiles
     const int64_t n = 45, rows = 80;
     const auto w = random_weights(type, n, k, rng);
     const WeightMatrix wm{type, w.data(), n, k, 0};
@@ -351,7 +348,7 @@ TEST_P(MatmulTiles, RowIsBitwiseTheSameAloneOrInAnyBatch) {
       for (int64_t i = 0; i < b; ++i) {
         ASSERT_EQ(0, std::memcmp(alone.data() + (start + i) * n, batch.data() + i * ys,
                                  n * sizeof(float)))
-            << type_name(type) << ": row " << start + i << " alone differs from row " << i
+            << dtype_name(type) << ": row " << start + i << " alone differs from row " << i
             << " of a batch of " << b << " (threads " << pool.num_threads() << ")";
         for (int64_t c = n; c < ys; ++c) ASSERT_TRUE(std::isnan(batch[i * ys + c]));
       }
@@ -362,7 +359,7 @@ TEST_P(MatmulTiles, RowIsBitwiseTheSameAloneOrInAnyBatch) {
 TEST_P(MatmulTiles, SameXEqualsSeparateMatmuls) {
   auto rng = testing::seeded_rng();
   const int64_t k = 256;
-  const GgmlType types[] = {GgmlType::Q5_0, GgmlType::Q4_K, GgmlType::Q8_0, GgmlType::BF16};
+  const DType types[] = {DType::Q5_0, DType::Q4_K, DType::Q8_0, DType::BF16};
   const int64_t rows[] = {48, 16, 37, 150};
   std::vector<std::vector<uint8_t>> w;
   MatmulTarget targets[4];
@@ -382,7 +379,7 @@ TEST_P(MatmulTiles, SameXEqualsSeparateMatmuls) {
     for (int i = 0; i < 4; ++i) {
       ASSERT_FALSE(std::isnan(alone[i][0]));
       ASSERT_EQ(0, std::memcmp(fused[i].data(), alone[i].data(), fused[i].size() * sizeof(float)))
-          << type_name(types[i]) << " matrix " << i << ", m=" << m;
+          << dtype_name(types[i]) << " matrix " << i << ", m=" << m;
     }
   }
 }
