@@ -157,7 +157,18 @@ bool amx_permitted() {
   return ok;
 }
 
+bool path_verified(Path p) { return p <= Path::kAvx512; }
+
 std::string unavailable_reason(Path p) {
+  if (std::string why = hardware_reason(p); !why.empty()) return why;
+  if (path_verified(p)) return "";
+  const char* env = std::getenv("KDR_UNVERIFIED_PATHS");
+  if (env != nullptr && std::string_view(env) == "1") return "";
+  return "its kernels have not yet run on a CPU that has it (checked through an emulation "
+         "only); KDR_UNVERIFIED_PATHS=1 runs them";
+}
+
+std::string hardware_reason(Path p) {
   const Features& f = features();
   const int64_t compiled = HWY_TARGETS;
   switch (p) {

@@ -49,8 +49,20 @@ std::optional<Path> parse_path(std::string_view name);
 // False where the CPU has no AMX or the kernel refuses; kernels then fall back.
 bool amx_permitted();
 
-// Why `p` cannot run here ("the CPU has no avx512_bf16", "the kernel refused the AMX tile
-// state", "this build compiled only the native SIMD target"), or empty when it can.
+// Why this CPU, OS or build lacks what `p` needs ("the CPU has no avx512_bf16", "the kernel
+// refused the AMX tile state", "this build compiled only the native SIMD target"), or empty.
+// The benchmark's ceiling loops ask this: they run wherever the hardware has the unit.
+std::string hardware_reason(Path p);
+
+// Paths whose kernels have run on a CPU that has them: scalar, avx2, avx512. The avx512bf16
+// and amx kernels were written and checked through an exact emulation of their instructions
+// (tests/rpa_paths, tests/ops/matmul_amx_test.cc) but have not yet run on real hardware, so
+// they are opt-in until a run on such a CPU checks them: KDR_UNVERIFIED_PATHS=1 admits them
+// to best_path(), to KDR_CPU_PATH and to the per-path tests (which set KDR_CPU_PATH).
+bool path_verified(Path p);
+
+// hardware_reason(p), else for an unverified path without KDR_UNVERIFIED_PATHS=1 the reason it
+// is held back; empty when `p` can run here.
 std::string unavailable_reason(Path p);
 inline bool path_available(Path p) { return unavailable_reason(p).empty(); }
 // Every path that can run here, plainest first.

@@ -2,6 +2,7 @@
 // clears for state the OS does not save), and the path choice against Highway's dispatch.
 #include "base/cpu_features.h"
 
+#include <cstdlib>
 #include <fstream>
 #include <set>
 #include <sstream>
@@ -76,6 +77,29 @@ TEST(CpuFeatures, PathsFollowTheFeatures) {
   std::string names;
   for (Path p : all) names += std::string(" ") + path_name(p);
   std::printf("paths this machine and build can run:%s\n", names.c_str());
+}
+
+TEST(CpuFeatures, UnverifiedPathsAreOptIn) {
+  EXPECT_TRUE(path_verified(Path::kScalar));
+  EXPECT_TRUE(path_verified(Path::kAvx2));
+  EXPECT_TRUE(path_verified(Path::kAvx512));
+  EXPECT_FALSE(path_verified(Path::kAvx512Bf16));
+  EXPECT_FALSE(path_verified(Path::kAmx));
+  const char* env = std::getenv("KDR_UNVERIFIED_PATHS");
+  const bool admitted = env != nullptr && std::string(env) == "1";
+  for (Path p : {Path::kAvx512Bf16, Path::kAmx}) {
+    const std::string hw = hardware_reason(p), why = unavailable_reason(p);
+    if (!hw.empty()) {
+      EXPECT_EQ(why, hw);  // the hardware's reason comes first
+    } else if (admitted) {
+      EXPECT_EQ(why, "");
+    } else {
+      EXPECT_NE(why.find("KDR_UNVERIFIED_PATHS=1"), std::string::npos) << why;
+    }
+  }
+  for (Path p : {Path::kScalar, Path::kAvx2, Path::kAvx512}) {
+    EXPECT_EQ(unavailable_reason(p), hardware_reason(p));
+  }
 }
 
 TEST(CpuFeatures, ForcingAPathNarrowsHighwayDispatch) {
