@@ -66,4 +66,57 @@ __device__ __forceinline__ float finish_factor(float m, float l, const float* si
   return l > 0.0f ? 1.0f / l : 0.0f;
 }
 
+// One warp stores new token `tok`'s K (is_v false) or V row of KV head `head` into its page
+// slot as the cache dtype, with exactly the roundings of rpa::store_row
+// (base/dtype_portable.h; no fast-math, no conversion intrinsic): the bytes the CPU writes,
+// NaN encodings included. Every lane of the warp must call it.
+__device__ __forceinline__ void store_new_row(const StepArgs& a, int32_t tok, int32_t head,
+                                              bool is_v, int lane) {
+  const int32_t seq = a.token_seq[tok];
+  const int32_t q_len = a.cu_q_lens[seq + 1] - a.cu_q_lens[seq];
+  const int32_t pos = a.kv_lens[seq] - q_len + (tok - a.cu_q_lens[seq]);
+  const int32_t page = page_row(a, seq)[pos / a.page_size];
+  const int64_t dst_row = row_index(a, page, head, pos % a.page_size);
+  const int d = a.head_dim;
+  const float* src = (is_v ? a.v : a.k) + (static_cast<int64_t>(tok) * a.num_kv_heads + head) * d;
+  void* pool = is_v ? a.v_pool : a.k_pool;
+  const int64_t base = dst_row * d;
+  switch (static_cast<KvDType>(a.dtype)) {
+    case KvDType::kF32:
+      for (int x = lane; x < d; x += kWarp) static_cast<float*>(pool)[base + x] = src[x];
+      break;
+    case KvDType::kBF16:
+      for (int x = lane; x < d; x += kWarp)
+        static_cast<uint16_t*>(pool)[base + x] = kdr::portable::f32_to_bf16(src[x]);
+      break;
+    case KvDType::kF16:
+      for (int x = lane; x < d; x += kWarp)
+        static_cast<uint16_t*>(pool)[base + x] = kdr::portable::f32_to_f16(src[x]);
+      break;
+    case KvDType::kInt8: {
+      // amax = fmax over |x| from 0 (NaN ignored): independent of the order, as on the CPU.
+      float amax = 0.0f;
+      for (int x = lane; x < d; x += kWarp) amax = fmaxf(amax, fabsf(src[x]));
+      amax = warp_max(amax);
+      int8_t* dst = static_cast<int8_t*>(pool) + base;
+      float* scales = is_v ? a.v_row_scales : a.k_row_scales;
+      if (amax == 0.0f) {
+        for (int x = lane; x < d; x += kWarp) dst[x] = 0;
+        if (lane == 0) scales[dst_row] = 0.0f;
+      } else {
+        const float inv = kdr::portable::int8_row_inverse_scale(amax);
+        for (int x = lane; x < d; x += kWarp) dst[x] = kdr::portable::quantize_int8(src[x], inv);
+        if (lane == 0) scales[dst_row] = kdr::portable::int8_row_scale(amax);
+      }
+      break;
+    }
+    case KvDType::kFp8E4M3: {
+      const float scale = is_v ? a.v_scale : a.k_scale;
+      for (int x = lane; x < d; x += kWarp)
+        static_cast<uint8_t*>(pool)[base + x] = kdr::portable::f32_to_fp8e4m3(src[x] / scale);
+      break;
+    }
+  }
+}
+
 }  // namespace rpa::cuda::detail

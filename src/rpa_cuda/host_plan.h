@@ -20,6 +20,10 @@ constexpr int32_t kDefaultSplitKvTokens = 512;
 // One CTA of an attention kernel: rows [row_begin, row_end) of sequence `seq` and KV head
 // `kv_head`, over absolute KV positions [kv_begin, kv_end). partial >= 0: a split-KV decode
 // piece that writes its unnormalised state to partial slot `partial` (group rows) for the merge.
+// kWritesNewRow: the decode item whose range holds the new token (position kv_len - 1) stores
+// that token's K and V rows of its KV head itself before attending (the fused KV update); no
+// other CTA reads that slot (other pieces end before it, other heads use other rows, and
+// validate keeps pages receiving new tokens out of every other sequence).
 struct GpuItem {
   int32_t seq = 0;
   int32_t kv_head = 0;
@@ -28,8 +32,9 @@ struct GpuItem {
   int32_t kv_begin = 0;
   int32_t kv_end = 0;
   int32_t partial = -1;
-  int32_t cost = 0;  // positions x rows / 64, for ordering only
+  int32_t flags = 0;  // kWritesNewRow
 };
+constexpr int32_t kWritesNewRow = 1;
 static_assert(sizeof(GpuItem) == 32, "GpuItem is copied to the device as 8 int32");
 
 // A split decode (sequence, KV head): partial slots [first_partial, first_partial + num_splits)
@@ -63,13 +68,17 @@ struct HostPlan {
   std::vector<GpuItem> mma_items;     // tensor-core kernel: prefill/mixed tiles of 16-bit caches
   std::vector<GpuSplit> splits;
   int32_t num_partials = 0;  // slots of group rows x (head_dim + 2) floats
+  // New tokens [0, first_written_token) are decodes whose rows their attention CTA writes
+  // (fused); the write kernel stores the rest. 0 when the update is not fused.
+  int32_t first_written_token = 0;
 };
 
 // Validates (rpa::Error) and splits the batch. Every item depends on its own sequence only.
-// tensor_cores = false sends every item to the CUDA-core kernel (for diagnosis:
-// RPA_CUDA_TENSOR_CORES=0, see make_plan).
+// For diagnosis (see make_plan): tensor_cores = false sends every item to the CUDA-core
+// kernel (RPA_CUDA_TENSOR_CORES=0); fused_write = false leaves every KV write to the write
+// kernel (RPA_CUDA_FUSED_WRITE=0).
 HostPlan plan_on_host(const RaggedBatch& batch, const CacheShape& shape,
-                      const AttentionParams& params, const Tuning& tuning,
-                      bool tensor_cores = true);
+                      const AttentionParams& params, const Tuning& tuning, bool tensor_cores = true,
+                      bool fused_write = true);
 
 }  // namespace rpa::cuda::detail

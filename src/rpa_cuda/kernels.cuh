@@ -19,6 +19,7 @@ struct StepArgs {
   const float* sinks = nullptr;  // [Hq] device, or null
   int32_t pages_per_seq = 0;
   int32_t num_tokens = 0;
+  int32_t first_written_token = 0;  // the write kernel stores tokens from here on
   // The layer.
   const float* q = nullptr;
   const float* k = nullptr;

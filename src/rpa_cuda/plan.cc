@@ -17,22 +17,22 @@ bool uses_tensor_cores(KvDType dtype) { return dtype == KvDType::kBF16 || dtype 
 
 namespace {
 
-int32_t item_cost(int32_t rows, int32_t kv_begin, int32_t kv_end) {
-  return static_cast<int32_t>(
-      std::min<int64_t>(INT32_MAX, (static_cast<int64_t>(kv_end - kv_begin) * rows + 63) / 64));
+int64_t item_cost(const GpuItem& w) {
+  return static_cast<int64_t>(w.kv_end - w.kv_begin) * (w.row_end - w.row_begin);
 }
 
 // Largest first, so the last wave of CTAs is made of short ones. The order changes which SM
 // runs an item, never what it computes.
 void largest_first(std::vector<GpuItem>& items) {
   std::stable_sort(items.begin(), items.end(),
-                   [](const GpuItem& a, const GpuItem& b) { return a.cost > b.cost; });
+                   [](const GpuItem& a, const GpuItem& b) { return item_cost(a) > item_cost(b); });
 }
 
 }  // namespace
 
 HostPlan plan_on_host(const RaggedBatch& batch, const CacheShape& shape,
-                      const AttentionParams& params, const Tuning& tuning, bool tensor_cores) {
+                      const AttentionParams& params, const Tuning& tuning, bool tensor_cores,
+                      bool fused_write) {
   validate(batch, shape, params);
   if (tuning.split_kv_tokens < 0) throw Error("rpa: Tuning::split_kv_tokens must be >= 0");
   HostPlan p;
@@ -78,8 +78,9 @@ HostPlan plan_on_host(const RaggedBatch& batch, const CacheShape& shape,
         int32_t begin = lo;
         for (int32_t s = 0; s < pieces; ++s) {
           const int32_t end = split ? std::min(kv_len, (begin / step + 1) * step) : kv_len;
-          p.simt_items.push_back(
-              {i, h, 0, g, begin, end, split ? first + s : -1, item_cost(g, begin, end)});
+          // The last piece holds position kv_len - 1, the new token.
+          const int32_t flags = fused_write && end == kv_len ? kWritesNewRow : 0;
+          p.simt_items.push_back({i, h, 0, g, begin, end, split ? first + s : -1, flags});
           begin = end;
         }
       }
@@ -93,11 +94,13 @@ HostPlan plan_on_host(const RaggedBatch& batch, const CacheShape& shape,
       const int32_t lo = window > 0 ? std::max(0, first_new + j0 - window + 1) : 0;
       const int32_t hi = params.causal ? first_new + j1 + 1 : kv_len;  // exclusive
       for (int32_t h = 0; h < hkv; ++h) {
-        GpuItem w{i, h, r0, r1, lo, hi, -1, item_cost(r1 - r0, lo, hi)};
+        GpuItem w{i, h, r0, r1, lo, hi, -1, 0};
         (mma ? p.mma_items : p.simt_items).push_back(w);
       }
     }
   }
+  // Decodes come first in the batch, so their tokens are [0, cu_q_lens[decode_end]).
+  if (fused_write) p.first_written_token = p.cu_q_lens[batch.distribution[0]];
   largest_first(p.simt_items);
   largest_first(p.mma_items);
   return p;

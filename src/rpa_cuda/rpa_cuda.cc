@@ -108,9 +108,15 @@ Plan make_plan(const RaggedBatch& batch, const CacheShape& shape, const Attentio
   auto impl = std::make_unique<Plan::Impl>();
   Plan::Impl& p = *impl;
   // RPA_CUDA_TENSOR_CORES=0 runs prefill/mixed tiles of 16-bit caches on the CUDA-core kernel
-  // too (for diagnosis: the tensor-core kernel's results against everything else).
-  const char* tc = std::getenv("RPA_CUDA_TENSOR_CORES");
-  p.host = detail::plan_on_host(batch, shape, params, tuning, !(tc && std::strcmp(tc, "0") == 0));
+  // too (the tensor-core kernel's results against everything else).
+  // RPA_CUDA_FUSED_WRITE=0 leaves every KV write to the write kernel (the decode CTAs then
+  // only read). Both switches exist for diagnosis; the defaults are on.
+  auto env_off = [](const char* name) {
+    const char* v = std::getenv(name);
+    return v && std::strcmp(v, "0") == 0;
+  };
+  p.host = detail::plan_on_host(batch, shape, params, tuning, !env_off("RPA_CUDA_TENSOR_CORES"),
+                                !env_off("RPA_CUDA_FUSED_WRITE"));
   const detail::HostPlan& h = p.host;
 
   size_t size = 0;
@@ -203,12 +209,15 @@ void run(const Plan& plan, const float* q, const float* k, const float* v, KvCac
   a.sliding_window = h.params.sliding_window;
 
   const auto st = static_cast<cudaStream_t>(stream);
-  // Stream order is the synchronisation: every slot is written before any CTA reads it.
-  detail::launch_write(a, st);
-  check(cudaGetLastError(), "KV write kernel launch");
-  // RPA_CUDA_SIMT_KERNEL=v1 runs the first version of the CUDA-core kernel (for diagnosis).
+  // RPA_CUDA_SIMT_KERNEL=v1 runs the first version of the CUDA-core kernel (for diagnosis); it
+  // has no fused write, so the write kernel then stores every new row.
   const char* simt_version = std::getenv("RPA_CUDA_SIMT_KERNEL");
   const bool v1 = simt_version && std::strcmp(simt_version, "v1") == 0;
+  a.first_written_token = v1 ? 0 : h.first_written_token;
+  // Stream order is the synchronisation for the rows the write kernel stores: they are written
+  // before any attention CTA starts. A decode-only step launches no write kernel.
+  detail::launch_write(a, st);
+  check(cudaGetLastError(), "KV write kernel launch");
   (v1 ? detail::launch_simt_v1 : detail::launch_simt)(
       a, p.at<detail::GpuItem>(p.off_simt), static_cast<int32_t>(h.simt_items.size()), st);
   check(cudaGetLastError(), "CUDA-core attention kernel launch");

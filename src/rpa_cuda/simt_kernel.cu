@@ -11,7 +11,8 @@
 // warps' states are combined in warp order at the end, so results are deterministic.
 //
 // Prefill/mixed items of f32, int8 and fp8 caches run here too (16 rows per CTA), in f32
-// throughout: the same accuracy as the CPU kernels.
+// throughout: the same accuracy as the CPU kernels. A decode's new K/V rows are written by
+// the CTA that attends over them (the fused update), the other new rows by the write kernel.
 #include <cuda_fp16.h>
 #include <cuda_fp8.h>
 
@@ -121,6 +122,14 @@ __global__ void __launch_bounds__(kWarp* kWarps) simt_attention(StepArgs a, cons
   const int32_t kv_len = a.kv_lens[it.seq];
   const int32_t first_new = kv_len - q_len;
   const int32_t* pages = page_row(a, it.seq);
+
+  // The fused KV update of a decode: the CTA whose range holds the new token stores its K
+  // and V rows (warps 0 and 1), and the barrier makes the stores visible to the CTA's reads
+  // below. No other CTA reads these slots (host_plan.h, kWritesNewRow).
+  if (it.flags & kWritesNewRow) {
+    if (warp < 2) store_new_row(a, tok0, it.kv_head, warp == 1, lane);
+    __syncthreads();
+  }
 
   for (int32_t r0 = it.row_begin; r0 < it.row_end; r0 += kRowChunk) {
     const int nr = min(kRowChunk, it.row_end - r0);

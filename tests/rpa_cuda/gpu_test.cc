@@ -381,17 +381,19 @@ void run_all(Runner& run, bool quick) {
       return check_invariance(w.b, params_for(32, 128), w.x, w.cache);
     });
   }
-  // 7. Diagnosis: the first version of the CUDA-core kernel (RPA_CUDA_SIMT_KERNEL=v1), and
-  // 16-bit prefill on the CUDA-core kernel instead of tensor cores (RPA_CUDA_TENSOR_CORES=0),
-  // on a few of the same shapes: if the default fails where one of these passes, the fault is
-  // in simt_kernel.cu or mma_kernel.cu.
+  // 7. Diagnosis: the first version of the CUDA-core kernel (RPA_CUDA_SIMT_KERNEL=v1),
+  // 16-bit prefill on the CUDA-core kernel instead of tensor cores (RPA_CUDA_TENSOR_CORES=0)
+  // and every KV row stored by the write kernel (RPA_CUDA_FUSED_WRITE=0), on a few of the
+  // same shapes: if the default fails where one of these passes, the fault is in
+  // simt_kernel.cu, mma_kernel.cu or the fused decode write.
   struct Variant {
     const char* name;
     const char* env;
     const char* value;
   };
   for (const Variant& var : {Variant{"simt_v1", "RPA_CUDA_SIMT_KERNEL", "v1"},
-                             Variant{"no_tensor_cores", "RPA_CUDA_TENSOR_CORES", "0"}}) {
+                             Variant{"no_tensor_cores", "RPA_CUDA_TENSOR_CORES", "0"},
+                             Variant{"no_fused_write", "RPA_CUDA_FUSED_WRITE", "0"}}) {
     for (auto dt : {rpa::KvDType::kBF16, rpa::KvDType::kF16, rpa::KvDType::kInt8}) {
       run.check(std::string(var.name) + "/" + rpa::to_string(dt), [&](uint64_t seed) {
         const int32_t dist[3] = {3, 4, 5};

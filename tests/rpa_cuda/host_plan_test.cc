@@ -203,6 +203,32 @@ TEST(RpaCudaHostPlan, SixteenBitCachesRunPrefillOnTensorCores) {
   }
 }
 
+TEST(RpaCudaHostPlan, EachDecodeHeadWritesItsNewRowInExactlyTheItemThatReadsIt) {
+  const uint64_t seed = kdr_test::test_seed();
+  Rng rng(seed);
+  for (int32_t window : {0, 5}) {
+    const StepSetup s = random_setup(rng, rpa::KvDType::kBF16, 12, 2, window, true);
+    const HostPlan p = plan_on_host(s.batch.view(), s.shape, s.params, rpa::Tuning{});
+    const int32_t decode_end = s.batch.distribution[0];
+    EXPECT_EQ(p.first_written_token, s.batch.cu_q_lens[decode_end]);
+    std::map<std::pair<int, int>, int> writers;
+    for (const GpuItem& it : all_items(p)) {
+      if (!(it.flags & rpa::cuda::detail::kWritesNewRow)) continue;
+      ASSERT_LT(it.seq, decode_end);                  // only decodes fuse the write
+      EXPECT_EQ(it.kv_end, s.batch.kv_lens[it.seq]);  // its range holds the new token
+      EXPECT_LT(it.kv_begin, it.kv_end);
+      ++writers[{it.seq, it.kv_head}];
+    }
+    EXPECT_EQ(static_cast<int32_t>(writers.size()), decode_end * 2);
+    for (const auto& [key, count] : writers) EXPECT_EQ(count, 1);
+    // Unfused: the write kernel stores every row, no item writes.
+    const HostPlan off =
+        plan_on_host(s.batch.view(), s.shape, s.params, rpa::Tuning{}, true, false);
+    EXPECT_EQ(off.first_written_token, 0);
+    for (const GpuItem& it : all_items(off)) EXPECT_EQ(it.flags, 0);
+  }
+}
+
 TEST(RpaCudaHostPlan, MetadataIsCopiedAndTokensMapToTheirSequence) {
   const uint64_t seed = kdr_test::test_seed();
   Rng rng(seed);
