@@ -91,6 +91,9 @@ def test_bench_attention_mixed_reports_validated_numbers_and_both_ratios():
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     rows = [json.loads(line) for line in r.stdout.splitlines() if line.startswith("{")]
+    # the first line describes the machine (CPU, path, ceilings); one line per case follows
+    assert "cpu" in rows[0]["machine"], rows[0]
+    rows = rows[1:]
     assert [row["case"] for row in rows] == ["mixed", "mixed-decode-part", "mixed-prefill-part"]
     for row in rows:
         assert row["q_heads"] == 16 and "peer" not in row, row
