@@ -82,7 +82,9 @@ std::string describe_type_id(uint32_t id);
 // multiple of the block size (the message names the type and n).
 size_t row_bytes(DType type, int64_t n);
 
-// Installs row conversions for a type (ops registers its block codecs this way).
+// Installs row conversions for a type (ops registers its block codecs this way). Not
+// synchronised with readers: call it before other threads use the table (ops does so during
+// static initialization).
 void register_row_conversions(DType type, RowToF32 to_f32, RowFromF32 from_f32);
 
 }  // namespace kdr
