@@ -6,6 +6,7 @@
 #include <cstring>
 #include <limits>
 #include <numeric>
+#include <ostream>
 #include <sstream>
 
 namespace rpa_test {
@@ -206,6 +207,31 @@ std::vector<float> run_reference(const Batch& batch, const rpa::AttentionParams&
   return out;
 }
 
+Batch alone(const Batch& b, int i) {
+  Batch s;
+  s.cu_q_lens = {0, b.q_len(i)};
+  s.kv_lens = {b.kv_lens[i]};
+  s.pages_per_seq = b.pages_per_seq;
+  s.page_indices.assign(b.page_indices.begin() + static_cast<size_t>(i) * b.pages_per_seq,
+                        b.page_indices.begin() + static_cast<size_t>(i + 1) * b.pages_per_seq);
+  const int32_t path = i < b.distribution[0] ? 0 : i < b.distribution[1] ? 1 : 2;
+  s.distribution[0] = path == 0 ? 1 : 0;
+  s.distribution[1] = path <= 1 ? 1 : 0;
+  s.distribution[2] = 1;
+  s.num_pages = b.num_pages;
+  return s;
+}
+
+NewTokens tokens_of(const Batch& b, const NewTokens& x, int i, int32_t hq, int32_t hkv, int32_t d) {
+  const size_t row = static_cast<size_t>(hq) * d, kv_row = static_cast<size_t>(hkv) * d;
+  const size_t t0 = b.cu_q_lens[i], t1 = b.cu_q_lens[i + 1];
+  NewTokens xs;
+  xs.q.assign(x.q.begin() + t0 * row, x.q.begin() + t1 * row);
+  xs.k.assign(x.k.begin() + t0 * kv_row, x.k.begin() + t1 * kv_row);
+  xs.v.assign(x.v.begin() + t0 * kv_row, x.v.begin() + t1 * kv_row);
+  return xs;
+}
+
 std::string case_name(const Case& c, size_t index) {
   std::string s = std::to_string(index) + "_" + rpa::to_string(c.dtype) + "_d" +
                   std::to_string(c.head_dim) + "_p" + std::to_string(c.page_size) + "_t" +
@@ -219,20 +245,36 @@ std::string case_name(const Case& c, size_t index) {
   return s;
 }
 
-namespace {
+void PrintTo(const Case& c, std::ostream* os) { *os << case_name(c, 0).substr(2); }
 
-// Each axis gets a balanced column (every value equally often) shuffled independently with a
-// fixed seed, so the case list is stable across runs while the axes stay uncorrelated; the
-// data inside each case comes from the printed random seed.
-template <typename T>
-std::vector<T> balanced_column(const std::vector<T>& values, size_t n, std::mt19937& rng) {
-  std::vector<T> col(n);
-  for (size_t i = 0; i < n; ++i) col[i] = values[i % values.size()];
-  std::shuffle(col.begin(), col.end(), rng);
-  return col;
+void spread_axes(std::vector<Case>& cases, const AxisValues& values, std::mt19937& structure) {
+  const size_t n = cases.size();
+  const auto pages = balanced_column(values.page_sizes, n, structure);
+  const auto threads = balanced_column(values.threads, n, structure);
+  const auto heads = balanced_column(values.heads, n, structure);
+  const auto causal = balanced_column(values.causal, n, structure);
+  const auto window = balanced_column(values.windows, n, structure);
+  const auto cap = balanced_column(values.soft_caps, n, structure);
+  const auto sinks = balanced_column(values.sinks, n, structure);
+  const auto seqs = balanced_column(values.num_seqs, n, structure);
+  const auto mix =
+      values.mixes.empty() ? std::vector<Mix>() : balanced_column(values.mixes, n, structure);
+  const auto odd = balanced_column(values.odd_tiles, n, structure);
+  for (size_t i = 0; i < n; ++i) {
+    Case& c = cases[i];
+    c.page_size = pages[i];
+    c.threads = threads[i];
+    c.hq = heads[i].first;
+    c.hkv = heads[i].second;
+    c.causal = causal[i];
+    c.window = window[i];
+    c.soft_cap = cap[i];
+    c.sinks = sinks[i];
+    c.num_seqs = seqs[i];
+    if (!mix.empty()) c.mix = mix[i];
+    c.odd_tiles = odd[i];
+  }
 }
-
-}  // namespace
 
 std::vector<Case> kernel_matrix() {
   const std::vector<rpa::KvDType> dtypes = {rpa::KvDType::kF32, rpa::KvDType::kBF16,
@@ -246,33 +288,11 @@ std::vector<Case> kernel_matrix() {
   for (int i = 0; i < 15; ++i)  // plus extra cases leaning on the common f32/bf16 caches
     cases.push_back(Case{i % 3 == 2 ? dtypes[structure() % 5] : dtypes[i % 3 == 0 ? 0 : 1],
                          dims[structure() % 5]});
-  const size_t n = cases.size();
-  const auto pages = balanced_column<int32_t>({1, 16, 128}, n, structure);
-  const auto threads = balanced_column<int32_t>({1, 2, 4}, n, structure);
-  const auto heads = balanced_column<std::pair<int32_t, int32_t>>(
-      {{32, 8}, {12, 2}, {5, 1}, {3, 3}}, n, structure);
-  const auto causal = balanced_column<bool>({true, false}, n, structure);
-  const auto window = balanced_column<int32_t>({0, 5, 128}, n, structure);
-  const auto cap = balanced_column<float>({0.0f, 50.0f}, n, structure);
-  const auto sinks = balanced_column<bool>({false, true}, n, structure);
-  const auto seqs = balanced_column<int32_t>({1, 17}, n, structure);
-  const auto mix =
-      balanced_column<Mix>({Mix::kDecode, Mix::kPrefill, Mix::kMixed, Mix::kAll}, n, structure);
-  const auto odd = balanced_column<bool>({false, false, true}, n, structure);
-  for (size_t i = 0; i < n; ++i) {
-    Case& c = cases[i];
-    c.page_size = pages[i];
-    c.threads = threads[i];
-    c.hq = heads[i].first;
-    c.hkv = heads[i].second;
-    c.causal = causal[i];
-    c.window = window[i];
-    c.soft_cap = cap[i];
-    c.sinks = sinks[i];
-    c.num_seqs = seqs[i];
-    c.mix = mix[i];
-    c.odd_tiles = odd[i];
-  }
+  AxisValues values;
+  values.page_sizes = {1, 16, 128};
+  values.heads = {{32, 8}, {12, 2}, {5, 1}, {3, 3}};
+  values.mixes = {Mix::kDecode, Mix::kPrefill, Mix::kMixed, Mix::kAll};
+  spread_axes(cases, values, structure);
   return cases;
 }
 
@@ -282,19 +302,27 @@ rpa::AttentionParams CaseData::params() const {
   return p;
 }
 
-CaseData make_case_data(const Case& c, uint64_t seed) {
-  Rng rng(seed);
-  // Keep the reference's work (tokens x Hq x kv_len x D) near 10^7 multiply-adds so the
-  // whole matrix stays within seconds in Release and a few minutes under ASan.
+BatchSpec case_batch_spec(const Case& c, int32_t prefill_chunk, int32_t extra_shrink) {
   const int32_t width = c.hq * c.head_dim;
-  const int32_t shrink = std::max(1, width / 512) * (c.num_seqs > 1 ? 3 : 1);
+  const int32_t shrink = std::max(1, width / 512) * (c.num_seqs > 1 ? 3 : 1) * extra_shrink;
   BatchSpec spec;
   spec.num_seqs = c.num_seqs;
   spec.mix = c.mix;
   spec.page_size = c.page_size;
   spec.max_cached = std::max(8, 400 / shrink);
-  spec.prefill_chunk = std::max(2, 40 / shrink);
+  spec.prefill_chunk = std::max(2, prefill_chunk / shrink);
   spec.max_mixed_q = std::max(2, 48 / shrink);
+  return spec;
+}
+
+CaseData make_case_data(const Case& c, uint64_t seed) {
+  return make_case_data(c, seed, case_batch_spec(c, 40));
+}
+
+CaseData make_case_data(const Case& c, uint64_t seed, const BatchSpec& spec) {
+  Rng rng(seed);
+  // Keep the reference's work (tokens x Hq x kv_len x D) near 10^7 multiply-adds so the
+  // whole matrix stays within seconds in Release and a few minutes under ASan.
   CaseData data;
   data.batch = random_batch(spec, rng);
   data.cache = make_cache(c.dtype, c.hkv, c.head_dim, data.batch, c.page_size, rng);

@@ -4,9 +4,12 @@
 // program (tests/rpa_cuda), so both check the same cases against rpa::reference.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
+#include <iosfwd>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "rpa/rpa.h"
@@ -81,6 +84,12 @@ NewTokens random_tokens(int32_t num_tokens, int32_t hq, int32_t hkv, int32_t d, 
 std::vector<float> run_reference(const Batch& batch, const rpa::AttentionParams& params,
                                  const NewTokens& x, Cache& cache);
 
+// One sequence of a batch as a batch of its own, on the same pool and page table row, in the
+// range of the distribution it had.
+Batch alone(const Batch& b, int i);
+// Sequence i's new tokens of x (q [Hq][D], k and v [Hkv][D] per token).
+NewTokens tokens_of(const Batch& b, const NewTokens& x, int i, int32_t hq, int32_t hkv, int32_t d);
+
 // One case of the kernel matrix (docs/rpa.md section 4): the axes a case varies.
 struct Case {
   rpa::KvDType dtype = rpa::KvDType::kF32;
@@ -97,10 +106,46 @@ struct Case {
   bool odd_tiles = false;  // small, odd tile sizes and split-KV every 48 tokens
 };
 std::string case_name(const Case& c, size_t index);
+// GoogleTest prints a parameter with this (else as raw bytes, padding included, in test lists).
+void PrintTo(const Case& c, std::ostream* os);
+
+// `n` values cycling through `values`, shuffled: every value equally often. Each axis of a
+// matrix gets such a column, shuffled independently with a fixed seed, so the case list is
+// stable across runs while the axes stay uncorrelated; the data inside each case comes from
+// the printed random seed.
+template <typename T>
+std::vector<T> balanced_column(const std::vector<T>& values, size_t n, std::mt19937& rng) {
+  std::vector<T> col(n);
+  for (size_t i = 0; i < n; ++i) col[i] = values[i % values.size()];
+  std::shuffle(col.begin(), col.end(), rng);
+  return col;
+}
+
+// The values each axis of a case matrix takes (the dtype and head dim are the matrix's own).
+struct AxisValues {
+  std::vector<int32_t> page_sizes;
+  std::vector<int32_t> threads{1, 2, 4};
+  std::vector<std::pair<int32_t, int32_t>> heads;  // (hq, hkv)
+  std::vector<bool> causal{true, false};
+  std::vector<int32_t> windows{0, 5, 128};
+  std::vector<float> soft_caps{0.0f, 50.0f};
+  std::vector<bool> sinks{false, true};
+  std::vector<int32_t> num_seqs{1, 17};
+  std::vector<Mix> mixes;  // empty: every case keeps its own mix
+  std::vector<bool> odd_tiles{false, false, true};
+};
+// Gives every case one value of each axis from a balanced column per axis, drawn from
+// `structure` in the order of AxisValues' fields.
+void spread_axes(std::vector<Case>& cases, const AxisValues& values, std::mt19937& structure);
 
 // Every KV dtype x every head dim, plus extra cases leaning on the common f32/bf16 caches,
 // with the other axes spread evenly by a fixed seed: the list is the same on every run.
 std::vector<Case> kernel_matrix();
+
+// The batch of a case: about 10^7 multiply-adds of reference work (sequences shrink as the
+// width Hq x D and the number of sequences grow, and by `extra_shrink`), prefill-range
+// sequences of `prefill_chunk` tokens before shrinking.
+BatchSpec case_batch_spec(const Case& c, int32_t prefill_chunk, int32_t extra_shrink = 1);
 
 // A case made concrete from a seed: the batch, a filled cache, new tokens and parameters.
 struct CaseData {
@@ -115,7 +160,9 @@ struct CaseData {
   // base_params with sinks pointing into this object.
   rpa::AttentionParams params() const;
 };
+// The batch from case_batch_spec(c, 40), or from `spec`.
 CaseData make_case_data(const Case& c, uint64_t seed);
+CaseData make_case_data(const Case& c, uint64_t seed, const BatchSpec& spec);
 
 // Comparisons: an empty string when they hold, else a message naming the first or worst
 // difference with its coordinates.

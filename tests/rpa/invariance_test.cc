@@ -77,22 +77,6 @@ INSTANTIATE_TEST_SUITE_P(Dtypes, PagePermutationTest,
                            return std::string(rpa::to_string(info.param));
                          });
 
-// One sequence of a batch as a batch of its own, on the same pool and page table row.
-Batch alone(const Batch& b, int i) {
-  Batch s;
-  s.cu_q_lens = {0, b.q_len(i)};
-  s.kv_lens = {b.kv_lens[i]};
-  s.pages_per_seq = b.pages_per_seq;
-  s.page_indices.assign(b.page_indices.begin() + static_cast<size_t>(i) * b.pages_per_seq,
-                        b.page_indices.begin() + static_cast<size_t>(i + 1) * b.pages_per_seq);
-  const int32_t path = i < b.distribution[0] ? 0 : i < b.distribution[1] ? 1 : 2;
-  s.distribution[0] = path == 0 ? 1 : 0;
-  s.distribution[1] = path <= 1 ? 1 : 0;
-  s.distribution[2] = 1;
-  s.num_pages = b.num_pages;
-  return s;
-}
-
 struct InvarianceCase {
   rpa::KvDType dtype;
   int32_t window;
@@ -138,18 +122,14 @@ TEST_P(BatchInvarianceTest, EverySequenceAloneEqualsItsRowsInABatchOf32AtAnyThre
     EXPECT_TRUE(caches_equal(other, batch_cache));
   }
 
-  const size_t row = static_cast<size_t>(hq) * d, kv_row = static_cast<size_t>(hkv) * d;
+  const size_t row = static_cast<size_t>(hq) * d;
   for (int i = 0; i < b.num_seqs(); ++i) {
     SCOPED_TRACE("sequence " + std::to_string(i) + " q_len " + std::to_string(b.q_len(i)) +
                  " kv_len " + std::to_string(b.kv_lens[i]));
-    const Batch s = alone(b, i);
     const size_t t0 = b.cu_q_lens[i], t1 = b.cu_q_lens[i + 1];
-    NewTokens xs;
-    xs.q.assign(x.q.begin() + t0 * row, x.q.begin() + t1 * row);
-    xs.k.assign(x.k.begin() + t0 * kv_row, x.k.begin() + t1 * kv_row);
-    xs.v.assign(x.v.begin() + t0 * kv_row, x.v.begin() + t1 * kv_row);
     Cache single = cache;
-    const std::vector<float> got = run_kernel(s, p, xs, single, 1 + i % 2);
+    const std::vector<float> got =
+        run_kernel(alone(b, i), p, tokens_of(b, x, i, hq, hkv, d), single, 1 + i % 2);
     EXPECT_TRUE(
         bitwise_equal(got, std::vector<float>(out.begin() + t0 * row, out.begin() + t1 * row)));
   }

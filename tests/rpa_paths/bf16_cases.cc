@@ -2,9 +2,11 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <random>
 #include <sstream>
+#include <utility>
 
 #include "base/dtype.h"
 
@@ -22,7 +24,7 @@ const char* to_string(rpa::bf16::Emulation e) {
   return "?";
 }
 
-std::string case_name(const Bf16Case& c, size_t index) {
+std::string bf16_case_name(const Bf16Case& c, size_t index) {
   std::ostringstream s;
   s << index << "_d" << c.head_dim << "_ps" << c.page_size << "_t" << c.threads << "_h" << c.hq
     << "x" << c.hkv << (c.causal ? "_causal" : "_full") << "_w" << c.window
@@ -31,21 +33,6 @@ std::string case_name(const Bf16Case& c, size_t index) {
   return s.str();
 }
 
-void PrintTo(const Bf16Case& c, std::ostream* os) { *os << case_name(c, 0).substr(2); }
-
-namespace {
-
-// `n` values cycling through `values`, shuffled: every value about equally often.
-template <typename T>
-std::vector<T> balanced(const std::vector<T>& values, size_t n, std::mt19937& rng) {
-  std::vector<T> out(n);
-  for (size_t i = 0; i < n; ++i) out[i] = values[i % values.size()];
-  std::shuffle(out.begin(), out.end(), rng);
-  return out;
-}
-
-}  // namespace
-
 std::vector<Bf16Case> bf16_matrix(bool small) {
   const std::vector<int32_t> dims = {64, 80, 96, 128, 256};
   const std::vector<Mix> mixes = {Mix::kDecode, Mix::kPrefill, Mix::kMixed, Mix::kAll};
@@ -53,6 +40,7 @@ std::vector<Bf16Case> bf16_matrix(bool small) {
   for (int32_t d : dims)
     for (Mix m : mixes) {
       Bf16Case c;
+      c.dtype = rpa::KvDType::kBF16;
       c.head_dim = d;
       c.mix = m;
       cases.push_back(c);
@@ -60,54 +48,26 @@ std::vector<Bf16Case> bf16_matrix(bool small) {
   std::mt19937 structure(20261208);
   for (int i = 0; i < (small ? 4 : 10); ++i) {  // extra cases with every range in the batch
     Bf16Case c;
+    c.dtype = rpa::KvDType::kBF16;
     c.head_dim = dims[structure() % dims.size()];
     c.mix = Mix::kAll;
     cases.push_back(c);
   }
-  const size_t n = cases.size();
-  const auto pages = balanced<int32_t>({1, 7, 16, 128, 256}, n, structure);
-  const auto threads = balanced<int32_t>({1, 2, 4}, n, structure);
-  const auto heads = balanced<std::pair<int32_t, int32_t>>(
-      {{32, 8}, {12, 2}, {5, 1}, {3, 3}, {16, 4}}, n, structure);
-  const auto causal = balanced<int>({1, 0}, n, structure);
-  const auto window = balanced<int32_t>({0, 5, 128}, n, structure);
-  const auto cap = balanced<float>({0.0f, 50.0f}, n, structure);
-  const auto sinks = balanced<int>({0, 1}, n, structure);
-  const auto seqs = balanced<int32_t>({1, 17}, n, structure);
-  const auto odd = balanced<int>({0, 0, 1}, n, structure);
-  for (size_t i = 0; i < n; ++i) {
-    Bf16Case& c = cases[i];
-    c.page_size = pages[i];
-    c.threads = threads[i];
-    c.hq = heads[i].first;
-    c.hkv = heads[i].second;
-    c.causal = causal[i];
-    c.window = window[i];
-    c.soft_cap = cap[i];
-    c.sinks = sinks[i];
-    c.num_seqs = seqs[i];
-    c.odd_tiles = odd[i];
-  }
+  rpa_test::AxisValues values;
+  values.page_sizes = {1, 7, 16, 128, 256};
+  values.heads = {{32, 8}, {12, 2}, {5, 1}, {3, 3}, {16, 4}};
+  rpa_test::spread_axes(cases, values, structure);  // every case keeps its mix
   return cases;
 }
 
 void make_case(const Bf16Case& c, uint64_t seed, bool small, Bf16CaseData& out) {
-  Rng rng(seed);
-  // About 10^7 multiply-adds of reference work per case (it runs four times per check).
-  const int32_t width = c.hq * c.head_dim;
-  const int32_t shrink = std::max(1, width / 512) * (c.num_seqs > 1 ? 3 : 1) * (small ? 3 : 1);
-  rpa_test::BatchSpec spec;
-  spec.num_seqs = c.num_seqs;
-  spec.mix = c.mix;
-  spec.page_size = c.page_size;
-  spec.max_cached = std::max(8, 400 / shrink);
-  spec.prefill_chunk = std::max(2, 80 / shrink);
-  spec.max_mixed_q = std::max(2, 48 / shrink);
-  out.batch = rpa_test::random_batch(spec, rng);
-  out.cache =
-      rpa_test::make_cache(rpa::KvDType::kBF16, c.hkv, c.head_dim, out.batch, c.page_size, rng);
-  out.x = rpa_test::random_tokens(out.batch.num_tokens(), c.hq, c.hkv, c.head_dim, rng);
-  out.sinks = rpa_test::random_floats(c.hq, rng, -2.0f, 2.0f);
+  // Longer prefill chunks than the kernel matrix; shorter sequences again in `small`.
+  rpa_test::CaseData data =
+      rpa_test::make_case_data(c, seed, rpa_test::case_batch_spec(c, 80, small ? 3 : 1));
+  out.batch = std::move(data.batch);
+  out.cache = std::move(data.cache);
+  out.x = std::move(data.x);
+  out.sinks = std::move(data.sinks);
   out.params = rpa::AttentionParams{};
   out.params.num_q_heads = c.hq;
   out.params.sm_scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
@@ -196,6 +156,17 @@ Cache abs_v(Cache c) {
   return ::testing::AssertionSuccess();
 }
 
+std::vector<float> run_within_bf16_bound(const Bf16CaseData& data, const rpa::bf16::Route& route) {
+  Cache cache = data.cache;
+  const std::vector<float> got =
+      rpa_test::run_kernel(data.batch, data.params, data.x, cache, data.threads, data.tuning);
+  double worst = 0.0;
+  EXPECT_TRUE(
+      within_bf16_bound(data.batch, data.params, data.x, data.cache, route, got, cache, &worst));
+  std::printf("  worst |error| / bound: %.3f\n", worst);
+  return got;
+}
+
 void expect_batch_invariance(uint64_t seed, int32_t n, const rpa::bf16::Route& route) {
   Rng rng(seed);
   const int32_t hq = 8, hkv = 2, d = 96, ps = 16;
@@ -236,37 +207,12 @@ void expect_batch_invariance(uint64_t seed, int32_t n, const rpa::bf16::Route& r
     SCOPED_TRACE("sequence " + std::to_string(i) + " q_len " + std::to_string(b.q_len(i)) +
                  " kv_len " + std::to_string(b.kv_lens[i]));
     Cache single = cache;
-    const std::vector<float> got =
-        rpa_test::run_kernel(alone(b, i), p, tokens_of(b, x, i, hq, hkv, d), single, 1 + i % 2);
+    const std::vector<float> got = rpa_test::run_kernel(
+        rpa_test::alone(b, i), p, rpa_test::tokens_of(b, x, i, hq, hkv, d), single, 1 + i % 2);
     const size_t t0 = b.cu_q_lens[i], t1 = b.cu_q_lens[i + 1];
     EXPECT_TRUE(rpa_test::bitwise_equal(
         got, std::vector<float>(out.begin() + t0 * row, out.begin() + t1 * row)));
   }
-}
-
-Batch alone(const Batch& b, int i) {
-  Batch s;
-  s.cu_q_lens = {0, b.q_len(i)};
-  s.kv_lens = {b.kv_lens[i]};
-  s.pages_per_seq = b.pages_per_seq;
-  s.page_indices.assign(b.page_indices.begin() + static_cast<size_t>(i) * b.pages_per_seq,
-                        b.page_indices.begin() + static_cast<size_t>(i + 1) * b.pages_per_seq);
-  const int32_t path = i < b.distribution[0] ? 0 : i < b.distribution[1] ? 1 : 2;
-  s.distribution[0] = path == 0 ? 1 : 0;
-  s.distribution[1] = path <= 1 ? 1 : 0;
-  s.distribution[2] = 1;
-  s.num_pages = b.num_pages;
-  return s;
-}
-
-NewTokens tokens_of(const Batch& b, const NewTokens& x, int i, int32_t hq, int32_t hkv, int32_t d) {
-  const size_t row = static_cast<size_t>(hq) * d, kv_row = static_cast<size_t>(hkv) * d;
-  const size_t t0 = b.cu_q_lens[i], t1 = b.cu_q_lens[i + 1];
-  NewTokens xs;
-  xs.q.assign(x.q.begin() + t0 * row, x.q.begin() + t1 * row);
-  xs.k.assign(x.k.begin() + t0 * kv_row, x.k.begin() + t1 * kv_row);
-  xs.v.assign(x.v.begin() + t0 * kv_row, x.v.begin() + t1 * kv_row);
-  return xs;
 }
 
 }  // namespace rpa_paths

@@ -6,7 +6,6 @@
 #include <gtest/gtest.h>
 
 #include <cstdint>
-#include <ostream>
 #include <string>
 #include <vector>
 
@@ -32,23 +31,11 @@ class ScopedEmulation {
 };
 const char* to_string(rpa::bf16::Emulation e);
 
-// One case of the bf16 matrix: the axes of tests/rpa's kernel matrix on a bf16 cache.
-struct Bf16Case {
-  int32_t head_dim = 128;
-  int32_t page_size = 16;
-  int32_t threads = 1;
-  int32_t hq = 4, hkv = 1;
-  bool causal = true;
-  int32_t window = 0;
-  float soft_cap = 0.0f;
-  bool sinks = false;
-  int32_t num_seqs = 1;
-  Mix mix = Mix::kAll;
-  bool odd_tiles = false;  // odd tile sizes (q 5, kv 13, decode 23) and split-KV every 48
-};
-std::string case_name(const Bf16Case& c, size_t index);
-// GoogleTest prints a parameter with this (else as raw bytes, padding included, in test lists).
-void PrintTo(const Bf16Case& c, std::ostream* os);
+// One case of the bf16 matrix: a case of tests/rpa's kernel matrix on a bf16 cache (odd
+// tiles: q 5, kv 13, decode 23 and split-KV every 48).
+using Bf16Case = rpa_test::Case;
+// The case's name in the bf16 tests' lists.
+std::string bf16_case_name(const Bf16Case& c, size_t index);
 // Every head dim (64, 80, 96, 128, 256) x distribution mix, page sizes 1..256, thread counts,
 // head configurations (MHA, GQA 4 / 6 / 5, MQA), causal or not, windows, soft cap, sinks,
 // batch sizes and tile sizes spread over the cases by a fixed seed (the same list every run).
@@ -80,13 +67,14 @@ void make_case(const Bf16Case& c, uint64_t seed, bool small, Bf16CaseData& out);
                                              const std::vector<float>& got, const Cache& after,
                                              double* worst);
 
+// Runs the case's kernels (under the emulation switch as it stands) on a copy of its cache,
+// expects output and cache within_bf16_bound for `route` and prints the worst |error| / bound.
+// Returns the output.
+std::vector<float> run_within_bf16_bound(const Bf16CaseData& data, const rpa::bf16::Route& route);
+
 // A batch of n sequences (decodes, one split; prefill chunks; mixed chunks; window, soft cap,
 // sinks) on a bf16 cache: the output within the bf16 bound for `route`, bitwise the same at
 // 1, 2 and 4 threads, and every sequence run alone bitwise equal to its rows in the batch.
 void expect_batch_invariance(uint64_t seed, int32_t n, const rpa::bf16::Route& route);
-
-// One sequence of a batch as a batch of its own (same pool, same page table row).
-Batch alone(const Batch& b, int i);
-NewTokens tokens_of(const Batch& b, const NewTokens& x, int i, int32_t hq, int32_t hkv, int32_t d);
 
 }  // namespace rpa_paths

@@ -202,7 +202,7 @@ struct MatrixParam {
 };
 
 void PrintTo(const MatrixParam& p, std::ostream* os) {
-  *os << to_string(p.e) << " " << case_name(p.c, p.index);
+  *os << to_string(p.e) << " " << bf16_case_name(p.c, p.index);
 }
 
 std::vector<MatrixParam> matrix_params() {
@@ -224,13 +224,7 @@ TEST_P(EmulatedMatrixTest, MatchesReferenceWithinTheBf16BoundAndWritesTheSameCac
   const ScopedEmulation emulate(mp.e);
   const rpa::bf16::Route route =
       rpa::bf16::route(rpa::KvDType::kBF16, kdr::cpu::Path::kScalar, mp.e);
-  Cache cache = data.cache;
-  const std::vector<float> got =
-      rpa_test::run_kernel(data.batch, data.params, data.x, cache, data.threads, data.tuning);
-  double worst = 0.0;
-  EXPECT_TRUE(
-      within_bf16_bound(data.batch, data.params, data.x, data.cache, route, got, cache, &worst));
-  std::printf("  worst |error| / bound: %.3f\n", worst);
+  const std::vector<float> got = run_within_bf16_bound(data, route);
   // The route took effect: where the machine's own route is the f32 kernels, the tokens the
   // bf16 kernels computed differ from theirs (Q and P are rounded).
   const rpa::bf16::Route own =
@@ -262,7 +256,7 @@ TEST_P(EmulatedMatrixTest, MatchesReferenceWithinTheBf16BoundAndWritesTheSameCac
 INSTANTIATE_TEST_SUITE_P(Bf16, EmulatedMatrixTest, ::testing::ValuesIn(matrix_params()),
                          [](const ::testing::TestParamInfo<MatrixParam>& info) {
                            return std::string(to_string(info.param.e)) + "_" +
-                                  case_name(info.param.c, info.param.index);
+                                  bf16_case_name(info.param.c, info.param.index);
                          });
 
 // Page sizes 1..256 at page-boundary-crossing lengths, every head dim, GQA groups 1..8: K

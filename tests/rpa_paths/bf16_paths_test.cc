@@ -59,13 +59,7 @@ TEST_P(PathMatrixTest, MatchesReferenceWithinTheBf16BoundAndWritesTheSameCache) 
   Bf16CaseData data;
   make_case(c, seed, kSmall, data);
   const rpa::bf16::Route route = active_route();
-  Cache cache = data.cache;
-  const std::vector<float> got =
-      rpa_test::run_kernel(data.batch, data.params, data.x, cache, data.threads, data.tuning);
-  double worst = 0.0;
-  EXPECT_TRUE(
-      within_bf16_bound(data.batch, data.params, data.x, data.cache, route, got, cache, &worst));
-  std::printf("  worst |error| / bound: %.3f\n", worst);
+  const std::vector<float> got = run_within_bf16_bound(data, route);
   if (route.bf16 == rpa::ItemSet::kNone) return;
   // The emulation of the same kernels, under the same check (tdpbf16ps may sum in another
   // order than the SDM's pseudo-code, and a P rounded the other way moves an output by up to
@@ -96,7 +90,7 @@ std::vector<std::pair<Bf16Case, size_t>> path_cases() {
 
 INSTANTIATE_TEST_SUITE_P(Bf16, PathMatrixTest, ::testing::ValuesIn(path_cases()),
                          [](const ::testing::TestParamInfo<std::pair<Bf16Case, size_t>>& info) {
-                           return case_name(info.param.first, info.param.second);
+                           return bf16_case_name(info.param.first, info.param.second);
                          });
 
 TEST(Bf16PathInvariance, EverySequenceAloneEqualsItsRowsInABatchAtAnyThreadCount) {
