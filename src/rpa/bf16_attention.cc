@@ -87,20 +87,8 @@ void merge_split(const ItemArgs& a, const SplitGroup& sg) {
   float acc[256];
   for (int32_t r = 0; r < g; ++r) {
     const float* first = a.partials + static_cast<size_t>(sg.first_partial) * g * stride;
-    float m = -INFINITY;
-    for (int32_t s = 0; s < sg.num_splits; ++s)
-      m = std::fmax(m, first[(static_cast<size_t>(s) * g + r) * stride]);
-    float l = 0.0f;
-    std::fill(acc, acc + d, 0.0f);
-    if (m != -INFINITY) {
-      for (int32_t s = 0; s < sg.num_splits; ++s) {
-        const float* slot = first + (static_cast<size_t>(s) * g + r) * stride;
-        if (slot[0] == -INFINITY) continue;
-        const float f = std::exp(slot[0] - m);
-        l += slot[1] * f;
-        for (int32_t x = 0; x < d; ++x) acc[x] += slot[2 + x] * f;
-      }
-    }
+    float m, l;
+    merge_split_row(first, stride, g, sg.num_splits, r, acc, d, m, l);
     const int32_t head = sg.kv_head * g + r;
     const float factor = sinks.output_factor(head, m, l);
     float* dst = a.out + (tok * p.params.num_q_heads + head) * d;

@@ -45,18 +45,6 @@ Route route(KvDType dtype, kdr::cpu::Path path, Emulation e);
 void run(const Plan::Impl& plan, const float* q, const float* k, const float* v, KvCache& cache,
          float* out, kdr::ThreadPool* pool, const Route& route);
 
-// What one work item needs (the driver, bf16_attention.cc, owns the memory).
-struct ItemArgs {
-  const Plan::Impl* plan;
-  const float* q;
-  const float* k;
-  const float* v;
-  KvCache* cache;
-  float* out;
-  float* partials;        // [num_partials][group][partial_stride]: m, l, O
-  size_t partial_stride;  // 2 + head_dim rounded up to 16
-};
-
 // Per-thread buffers, sized by the driver for the plan (bf16_attention.cc, Scratch::ensure).
 // Element counts in the comments; qpad = query rows rounded up to 16, kpad = the KV block
 // rounded up to 32, d16 / d32 = head_dim rounded up to 16 / 32.

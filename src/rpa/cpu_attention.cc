@@ -89,16 +89,9 @@ struct Scratch {
   }
 };
 
-struct RunArgs {
-  const Plan::Impl* plan;
-  const float* q;
-  const float* k;
-  const float* v;
-  KvCache* cache;
-  float* out;
-  float* partials;  // [num_partials][group][2 + dp]: m, l, O
-  size_t dp;        // head_dim rounded up to the vector length
-  size_t sp;        // S row stride: the largest KV block rounded up to the vector length
+struct RunArgs : ItemArgs {  // partial_stride = 2 + dp
+  size_t dp;                 // head_dim rounded up to the vector length
+  size_t sp;                 // S row stride: the largest KV block rounded up to the vector length
   // The new tokens' K and V rows as the cache will hold them, in f32, head-major
   // ([Hkv][T][D]: a head's rows contiguous), when some sequence has more new tokens than one
   // prefill tile: every later tile of it reads them again. Null: load_tile requantizes from
@@ -656,9 +649,9 @@ void finish_rows(const RunArgs& a, const WorkItem& w, bool permuted, const HeadR
       finalize_row(p, row.head, hr.m[r], hr.l[r], hr.o + r * dp, a.out + row.offset);
     }
   } else {
-    float* part = a.partials + static_cast<size_t>(w.partial) * p.group * (2 + dp);
+    float* part = a.partials + static_cast<size_t>(w.partial) * p.group * a.partial_stride;
     for (size_t r = 0; r < hr.rows; ++r) {
-      float* slot = part + r * (2 + dp);
+      float* slot = part + r * a.partial_stride;
       slot[0] = hr.m[r];
       slot[1] = hr.l[r];
       std::memcpy(slot + 2, hr.o + r * dp, dp * sizeof(float));
@@ -725,25 +718,13 @@ void merge_split(const RunArgs& a, const SplitGroup& sg, std::vector<float>& acc
   const Plan::Impl& p = *a.plan;
   const int32_t g = p.group;
   const size_t dp = a.dp;
-  const size_t stride = 2 + dp;
+  const size_t stride = a.partial_stride;
   acc.resize(dp);
   const int64_t tok = p.cu_q_lens[sg.seq];
   for (int32_t r = 0; r < g; ++r) {
     const float* first = a.partials + static_cast<size_t>(sg.first_partial) * g * stride;
-    float m = -INFINITY;
-    for (int32_t s = 0; s < sg.num_splits; ++s)
-      m = std::fmax(m, first[(static_cast<size_t>(s) * g + r) * stride]);
-    float l = 0.0f;
-    std::fill(acc.begin(), acc.end(), 0.0f);
-    if (m != -INFINITY) {
-      for (int32_t s = 0; s < sg.num_splits; ++s) {
-        const float* slot = first + (static_cast<size_t>(s) * g + r) * stride;
-        if (slot[0] == -INFINITY) continue;
-        const float f = std::exp(slot[0] - m);
-        l += slot[1] * f;
-        for (size_t x = 0; x < dp; ++x) acc[x] += slot[2 + x] * f;
-      }
-    }
+    float m, l;
+    merge_split_row(first, stride, g, sg.num_splits, r, acc.data(), dp, m, l);
     const int32_t head = sg.kv_head * g + r;
     finalize_row(p, head, m, l, acc.data(),
                  a.out + (tok * p.params.num_q_heads + head) * p.shape.head_dim);
@@ -770,10 +751,11 @@ void RunPlan(const Plan::Impl& plan, const float* q, const float* k, const float
   a.cache = &cache;
   a.out = out;
   a.dp = round_up(plan.shape.head_dim, nl);
+  a.partial_stride = 2 + a.dp;
   // A multiple of 2 vectors: the prefill QK writes S in blocks of 2 vectors of keys.
   a.sp = round_up(plan.max_kv_block, 2 * std::max<size_t>(nl, 4));
   static thread_local std::vector<float> partials;
-  const size_t need = static_cast<size_t>(plan.num_partials) * plan.group * (2 + a.dp);
+  const size_t need = static_cast<size_t>(plan.num_partials) * plan.group * a.partial_stride;
   if (partials.size() < need) partials.resize(need);
   a.partials = partials.data();
 

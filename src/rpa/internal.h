@@ -1,6 +1,9 @@
 // Private to src/rpa: what a Plan holds, shared by plan.cc and the CPU kernels.
 #pragma once
 
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
 #include <cstdint>
 #include <vector>
 
@@ -57,6 +60,31 @@ struct SplitGroup {
   int32_t num_splits = 0;
 };
 
+// Row r of a split decode's merge: the largest logit m, the sum l and O (acc[0, n)) over the
+// splits' partial slots ([split][group][stride] floats from `first`: m, l, O), in split order
+// (fixed, so batch invariant). Always inlined: each kernel family compiles it with its own
+// target flags.
+[[gnu::always_inline]] inline void merge_split_row(const float* first, size_t stride, int32_t group,
+                                                   int32_t num_splits, int32_t r, float* acc,
+                                                   size_t n, float& m_out, float& l_out) {
+  float m = -INFINITY;
+  for (int32_t s = 0; s < num_splits; ++s)
+    m = std::fmax(m, first[(static_cast<size_t>(s) * group + r) * stride]);
+  float l = 0.0f;
+  std::fill(acc, acc + n, 0.0f);
+  if (m != -INFINITY) {
+    for (int32_t s = 0; s < num_splits; ++s) {
+      const float* slot = first + (static_cast<size_t>(s) * group + r) * stride;
+      if (slot[0] == -INFINITY) continue;
+      const float f = std::exp(slot[0] - m);
+      l += slot[1] * f;
+      for (size_t x = 0; x < n; ++x) acc[x] += slot[2 + x] * f;
+    }
+  }
+  m_out = m;
+  l_out = l;
+}
+
 // Tuning with every 0 replaced by its default (see docs/rpa.md for the sweep).
 struct ResolvedTuning {
   int32_t prefill_q_block = 0;
@@ -98,6 +126,19 @@ struct Plan::Impl {
   int32_t num_partials = 0;
   int32_t max_kv_block = 0;
   int32_t max_q_len = 0;  // the longest sequence's new tokens
+};
+
+// What one work item reads and writes (the driver owns the memory): the f32 kernels
+// (cpu_attention.cc) extend it, the bf16 kernels (bf16_attention.h) take it as it is.
+struct ItemArgs {
+  const Plan::Impl* plan;
+  const float* q;
+  const float* k;
+  const float* v;
+  KvCache* cache;
+  float* out;
+  float* partials;        // [num_partials][group][partial_stride]: m, l, O
+  size_t partial_stride;  // 2 + head_dim rounded up to the kernels' vector length
 };
 
 }  // namespace rpa
