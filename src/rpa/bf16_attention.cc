@@ -127,14 +127,7 @@ Route route(KvDType dtype, kdr::cpu::Path path, Emulation e) {
 void run(const Plan::Impl& plan, const float* q, const float* k, const float* v, KvCache& cache,
          float* out, kdr::ThreadPool* pool, const Route& route) {
   const Kernels& kernels = route.emulated ? emulated_kernels() : *x86_kernels();
-  ItemArgs a;
-  a.plan = &plan;
-  a.q = q;
-  a.k = k;
-  a.v = v;
-  a.cache = &cache;
-  a.out = out;
-  a.partial_stride = 2 + round_up(plan.shape.head_dim, 16);
+  ItemArgs a{&plan, q, k, v, &cache, out, nullptr, 2 + round_up(plan.shape.head_dim, 16)};
   static thread_local std::vector<float> partials;
   const bool decodes = runs(route.bf16, PathKind::kDecode);
   if (decodes) {

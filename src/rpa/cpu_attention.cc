@@ -744,14 +744,8 @@ void RunPlan(const Plan::Impl& plan, const float* q, const float* k, const float
   const DF df;
   const size_t nl = hn::Lanes(df);
   RunArgs a;
-  a.plan = &plan;
-  a.q = q;
-  a.k = k;
-  a.v = v;
-  a.cache = &cache;
-  a.out = out;
   a.dp = round_up(plan.shape.head_dim, nl);
-  a.partial_stride = 2 + a.dp;
+  static_cast<ItemArgs&>(a) = {&plan, q, k, v, &cache, out, nullptr, 2 + a.dp};
   // A multiple of 2 vectors: the prefill QK writes S in blocks of 2 vectors of keys.
   a.sp = round_up(plan.max_kv_block, 2 * std::max<size_t>(nl, 4));
   static thread_local std::vector<float> partials;
