@@ -1,6 +1,6 @@
 // The register-resident loops behind the compute ceilings of `kdr bench` (machine_ceilings.cc
 // times them). Each lives in its own ceilings_<unit>.cc, compiled with that unit's target
-// flags (src/cli/CMakeLists.txt), and may only be called once cpu::unavailable_reason() says
+// flags (src/cli/CMakeLists.txt), and may only be called once cpu::hardware_reason() says
 // its path runs here. Each runs `iterations` rounds of independent accumulator chains on the
 // calling thread and returns the operations it performed (a multiply-add counts two; the int8
 // units count integer operations the same way), folding the accumulators into `*sink` so the

@@ -295,7 +295,9 @@ std::string unit_unavailable_reason(ComputeUnit u) {
   // The scalar path's reason (Highway's portable target not compiled) says nothing about the
   // CPU: SSE2 is the x86-64 baseline.
   if (u == ComputeUnit::kF32Sse) return "";
-  if (const std::string why = cpu::unavailable_reason(unit_path(u)); !why.empty())
+  // What the hardware allows, not what the kernels are admitted to (cpu_features.h: the
+  // unverified paths are opt-in, their units are still measured).
+  if (const std::string why = cpu::hardware_reason(unit_path(u)); !why.empty())
     return "not on this CPU: " + why;
   return "";
 }

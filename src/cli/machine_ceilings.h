@@ -30,7 +30,7 @@ enum class ComputeUnit : int {
 inline constexpr int kNumComputeUnits = 7;
 
 const char* unit_name(ComputeUnit u);  // "f32-sse", "f32-avx2-fma", ..., "amx-int8"
-// The least path that has the unit: it runs here when cpu::unavailable_reason(path) is empty.
+// The least path that has the unit: it runs here when cpu::hardware_reason(path) is empty.
 cpu::Path unit_path(ComputeUnit u);
 // What the unit's products take their inputs in: "f32", "bf16" or "int8".
 const char* unit_input_precision(ComputeUnit u);

@@ -134,7 +134,7 @@ TEST(ComputeCeilings, EveryUnitOfTheActivePathsIsMeasuredTheRestSayWhyNot) {
   const ComputeCeilings c = measure_compute_ceilings(pool, 0.005);
   for (int i = 0; i < kNumComputeUnits; ++i) {
     const auto u = static_cast<ComputeUnit>(i);
-    const std::string why = u == ComputeUnit::kF32Sse ? "" : cpu::unavailable_reason(unit_path(u));
+    const std::string why = u == ComputeUnit::kF32Sse ? "" : cpu::hardware_reason(unit_path(u));
     SCOPED_TRACE(unit_name(u));
     if (why.empty()) {
       EXPECT_TRUE(c[u].unavailable.empty());
